@@ -1,0 +1,34 @@
+"""headdb: transformer attention as a queryable DuckDB store, with per-head role tests.
+
+The public API. Heavy modules (torch, transformers, spaCy, scipy) load only when used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_API = {
+    "connect": "headdb.db",
+    "init": "headdb.db",
+    "engine": "headdb.db",
+    "ingest": "headdb.ingest",
+    "runs": "headdb.store",
+    "summary": "headdb.store",
+    "sql": "headdb.query",
+    "export": "headdb.query",
+    "load_roles": "headdb.roles",
+    "scores": "headdb.scores",
+    "classify": "headdb.classify",
+}
+
+__all__ = sorted(_API) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'headdb' has no attribute {name!r}")

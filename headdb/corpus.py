@@ -1,0 +1,328 @@
+"""Corpus readers: CoNLL-U with gold syntax, plain text and TSV pairs (parsed by spaCy).
+
+Readers stream :class:`Sentence` objects in file order and never hold the corpus in memory.
+Errors name ``path:line``. Raw text is parsed in batches by a *parser* (see
+:mod:`headdb.parse`); this module itself does not import spaCy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from headdb.errors import CorpusError, InputError
+
+FORMATS = ("conllu", "text", "tsv")
+_EXTENSIONS = {".conllu": "conllu", ".conll": "conllu", ".txt": "text", ".text": "text", ".tsv": "tsv"}
+#: Lines longer than this cannot fit any encoder; they are skipped unparsed (counted).
+MAX_LINE_CHARS = 100_000
+
+
+@dataclass(frozen=True)
+class Word:
+    """One syntactic word. ``head`` is the 0-based index of its head in the same segment,
+    ``None`` for the root (or when the syntax is unknown)."""
+
+    form: str
+    lemma: str | None = None
+    upos: str | None = None
+    xpos: str | None = None
+    head: int | None = None
+    deprel: str | None = None
+
+
+@dataclass(frozen=True)
+class Segment:
+    words: tuple[Word, ...]
+    text: str
+    line: int  # 1-based line where the segment starts in the corpus file
+    sent_key: str | None = None
+    doc_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One model input: a single segment, or a pair (A, B)."""
+
+    sentence_id: int
+    segments: tuple[Segment, ...]
+
+    @property
+    def line(self) -> int:
+        return self.segments[0].line
+
+    @property
+    def is_pair(self) -> bool:
+        return len(self.segments) == 2
+
+
+@dataclass
+class ReadStats:
+    """What a reader left out, for the run summary."""
+
+    blank_lines: int = 0
+    too_long_lines: int = 0
+    odd_sentence_dropped: bool = False
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+Parser = Callable[[list[str]], list[tuple[Word, ...]]]
+"""Parses a batch of raw texts into words with syntax (one tuple of words per text)."""
+
+
+def infer_format(path: str | Path, fmt: str | None = None) -> str:
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise InputError(f"unknown format {fmt!r}; expected one of: {', '.join(FORMATS)}")
+        return fmt
+    suffix = Path(path).suffix.lower()
+    if suffix not in _EXTENSIONS:
+        raise InputError(
+            f"cannot infer the format from the extension {suffix or '(none)'!r}; "
+            f"pass --format {'|'.join(FORMATS)}",
+            path,
+        )
+    return _EXTENSIONS[suffix]
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text without line end); UTF-8 with an optional BOM; CRLF ok."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError("no such file", p)
+    if p.is_dir():
+        raise InputError("is a directory, expected a corpus file", p)
+    with open(p, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if b"\x00" in raw:
+                raise CorpusError("NUL byte in the file; is it a binary file?", p, number)
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise CorpusError(f"invalid UTF-8 at byte {exc.start} of the line", p, number) from None
+            yield number, text.rstrip("\r\n")
+
+
+# --- CoNLL-U -----------------------------------------------------------------------------
+
+
+def _conllu_blocks(path: str | Path) -> Iterator[tuple[int, list[str], list[tuple[int, str]]]]:
+    """(first line, comment lines, token lines with numbers) per sentence block."""
+    start, comments, rows = 0, [], []
+    for number, line in _lines(path):
+        if not line.strip():
+            if rows:
+                yield start, comments, rows
+            elif comments:
+                raise CorpusError("sentence has comments but no word lines", path, start)
+            start, comments, rows = 0, [], []
+            continue
+        if not start:
+            start = number
+        if line.startswith("#"):
+            if rows:
+                raise CorpusError("comment line inside a sentence's word lines", path, number)
+            comments.append(line)
+        else:
+            rows.append((number, line))
+    if rows:
+        yield start, comments, rows
+    elif comments:
+        raise CorpusError("sentence has comments but no word lines", path, start)
+
+
+def _parse_conllu_block(path: str | Path, start: int, comments: list[str], rows: list[tuple[int, str]],
+                        doc_id: str | None) -> tuple[Segment, str | None]:
+    meta: dict[str, str] = {}
+    for c in comments:
+        body = c[1:].strip()
+        if "=" in body:
+            key, _, value = body.partition("=")
+            meta[key.strip()] = value.strip()
+    if "newdoc id" in meta:
+        doc_id = meta["newdoc id"]
+    words: list[Word] = []
+    heads: list[tuple[int, int]] = []  # (line number, 1-based head)
+    for number, line in rows:
+        cols = line.split("\t")
+        if len(cols) != 10:
+            raise CorpusError(f"expected 10 tab-separated columns, found {len(cols)}", path, number)
+        wid = cols[0]
+        if "-" in wid or "." in wid:
+            continue  # multiword-token range or empty node: not a syntactic word
+        try:
+            index = int(wid)
+        except ValueError:
+            raise CorpusError(f"word id {wid!r} is not an integer", path, number) from None
+        if index != len(words) + 1:
+            raise CorpusError(f"word id {index} out of order (expected {len(words) + 1})", path, number)
+        head_text = cols[6]
+        if head_text == "_":
+            head = -1  # unknown syntax
+        else:
+            try:
+                head = int(head_text)
+            except ValueError:
+                raise CorpusError(f"head {head_text!r} is not an integer", path, number) from None
+        form = cols[1]
+        if not form.strip():
+            raise CorpusError("empty word form", path, number)
+        heads.append((number, head))
+        words.append(Word(form, _opt(cols[2]), _opt(cols[3]), _opt(cols[4]), None, _opt(cols[7])))
+    if not words:
+        raise CorpusError("sentence has no words (only ranges or empty nodes)", path, start)
+    n = len(words)
+    resolved: list[int | None] = []
+    for number, head in heads:
+        if head > n or head < -1:
+            raise CorpusError(f"head {head} is outside the sentence (1..{n}, or 0 for the root)", path, number)
+        resolved.append(None if head <= 0 else head - 1)
+    _check_tree(path, resolved, [nb for nb, _ in heads])
+    words = [Word(w.form, w.lemma, w.upos, w.xpos, h, w.deprel) for w, h in zip(words, resolved)]
+    text = meta.get("text")
+    if text is None:
+        text = " ".join(w.form for w in words)  # missing `# text`: documented fallback
+    return Segment(tuple(words), text, start, meta.get("sent_id"), doc_id), doc_id
+
+
+def _opt(value: str) -> str | None:
+    return None if value == "_" else value
+
+
+def _check_tree(path: str | Path, heads: list[int | None], lines: list[int]) -> None:
+    """Reject cycles: following heads from any word must reach the root."""
+    state = [0] * len(heads)  # 0 new, 1 on the current path, 2 known to reach the root
+    for start in range(len(heads)):
+        path_nodes = []
+        node: int | None = start
+        while node is not None and state[node] == 0:
+            state[node] = 1
+            path_nodes.append(node)
+            node = heads[node]
+        if node is not None and state[node] == 1:
+            raise CorpusError(f"the heads form a cycle through word {node + 1}", path, lines[node])
+        for p in path_nodes:
+            state[p] = 2
+
+
+def read_conllu(path: str | Path, pairs: bool = False, stats: ReadStats | None = None) -> Iterator[Sentence]:
+    """Sentences of a CoNLL-U file; with ``pairs``, the 1st with the 2nd, the 3rd with the 4th..."""
+    stats = stats if stats is not None else ReadStats()
+    doc_id: str | None = None
+    pending: Segment | None = None
+    count = 0
+    for start, comments, rows in _conllu_blocks(path):
+        segment, doc_id = _parse_conllu_block(path, start, comments, rows, doc_id)
+        if not pairs:
+            yield Sentence(count, (segment,))
+            count += 1
+        elif pending is None:
+            pending = segment
+        else:
+            yield Sentence(count, (pending, segment))
+            count += 1
+            pending = None
+    if pending is not None:
+        stats.odd_sentence_dropped = True
+
+
+# --- raw text and TSV ----------------------------------------------------------------------
+
+
+def _raw_records(path: str | Path, columns: int, stats: ReadStats) -> Iterator[tuple[int, tuple[str, ...]]]:
+    for number, line in _lines(path):
+        if not line.strip():
+            stats.blank_lines += 1
+            continue
+        if columns == 1:
+            fields = (line.strip(),)
+        else:
+            fields = tuple(f.strip() for f in line.split("\t"))
+            if len(fields) < 2:
+                raise CorpusError("expected two tab-separated text columns, found one", path, number)
+            if len(fields) > 2:
+                raise CorpusError(f"expected two tab-separated text columns, found {len(fields)}", path, number)
+            if not fields[0] or not fields[1]:
+                raise CorpusError("a TSV pair has an empty text column", path, number)
+        if any(len(f) > MAX_LINE_CHARS for f in fields):
+            stats.too_long_lines += 1
+            continue
+        yield number, fields
+
+
+def _batched(items: Iterable, size: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def read_raw(path: str | Path, parser: Parser | None, columns: int, stats: ReadStats | None = None,
+             batch_size: int = 256) -> Iterator[Sentence]:
+    """Text (one sentence per line, ``columns=1``) or TSV pairs (``columns=2``), parsed in batches.
+
+    Blank and whitespace-only lines are not sentences (counted in ``stats``). With
+    ``parser=None`` the words are whitespace-split and carry no syntax (used to validate).
+    """
+    stats = stats if stats is not None else ReadStats()
+    count = 0
+    for batch in _batched(_raw_records(path, columns, stats), batch_size):
+        texts = [f for _, fields in batch for f in fields]
+        if parser is None:
+            parsed = [tuple(Word(t) for t in text.split()) for text in texts]
+        else:
+            parsed = parser(texts)
+        for i, (number, fields) in enumerate(batch):
+            segs = []
+            for j, text in enumerate(fields):
+                words = parsed[i * columns + j]
+                if not words:
+                    raise CorpusError("the parser found no words in this text", path, number)
+                segs.append(Segment(tuple(words), text, number))
+            yield Sentence(count, tuple(segs))
+            count += 1
+
+
+def read_corpus(path: str | Path, fmt: str, pairs: bool = False, parser: Parser | None = None,
+                stats: ReadStats | None = None) -> Iterator[Sentence]:
+    """Stream the sentences of a corpus in one of :data:`FORMATS`."""
+    if fmt == "conllu":
+        return read_conllu(path, pairs=pairs, stats=stats)
+    if pairs:
+        raise InputError("--pairs applies to CoNLL-U; a TSV file already holds pairs", path)
+    if fmt == "text":
+        return read_raw(path, parser, 1, stats)
+    if fmt == "tsv":
+        return read_raw(path, parser, 2, stats)
+    raise InputError(f"unknown format {fmt!r}; expected one of: {', '.join(FORMATS)}")
+
+
+def validate(path: str | Path, fmt: str, pairs: bool = False) -> tuple[int, ReadStats]:
+    """Read the whole file once without parsing: count sentences, fail early on bad input.
+
+    Ingestion runs this before it writes anything, so a bad line 90% into the file never
+    leaves half an ingest behind.
+    """
+    stats = ReadStats()
+    n = 0
+    for _ in read_corpus(path, fmt, pairs=pairs, parser=None, stats=stats):
+        n += 1
+    if n == 0:
+        raise CorpusError("the corpus holds no sentences", path)
+    return n, stats

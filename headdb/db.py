@@ -1,0 +1,192 @@
+"""Connections, migrations and the small SQL helpers every module shares."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from headdb.errors import DatabaseError, DatabaseLockedError
+from headdb.resources import migrations_dir
+
+_MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_LOCK_PID = re.compile(r"\(PID (\d+)\)")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode("utf-8")).hexdigest()
+
+
+def list_migrations(directory: Path | None = None) -> list[Migration]:
+    """The numbered migration files, in order. Anything else in the folder is an error."""
+    directory = directory or migrations_dir()
+    found: list[Migration] = []
+    for path in sorted(directory.glob("*.sql")):
+        m = _MIGRATION_NAME.match(path.name)
+        if not m:
+            raise DatabaseError(f"{path}: migration files are named NNNN_slug.sql")
+        found.append(Migration(int(m.group(1)), m.group(2), path, path.read_text(encoding="utf-8")))
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise DatabaseError(f"{directory}: migrations must be numbered 0001, 0002, ... without gaps")
+    return found
+
+
+def quote_ident(name: str) -> str:
+    """Quote an SQL identifier; the only way identifiers reach SQL text."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _open(path: str | Path, read_only: bool, config: dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
+    path = str(path)
+    if read_only and path != ":memory:" and not Path(path).exists():
+        raise DatabaseError(f"{path}: no such database (create it with `headdb init {path}`)")
+    try:
+        return duckdb.connect(path, read_only=read_only, config=config or {})
+    except duckdb.IOException as exc:
+        text = str(exc)
+        if "lock" in text.lower():
+            pid = _LOCK_PID.search(text)
+            who = f" by process {pid.group(1)}" if pid else ""
+            raise DatabaseLockedError(
+                f"{path}: the database is locked{who}, which is writing to it; "
+                "wait for it to finish (read-only commands work once no writer holds it)"
+            ) from None
+        raise DatabaseError(f"{path}: {text.splitlines()[0]}") from None
+    except duckdb.Error as exc:
+        raise DatabaseError(f"{path}: {str(exc).splitlines()[0]}") from None
+
+
+def schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables "
+        "WHERE table_schema = 'main' AND table_name = 'schema_migrations'"
+    ).fetchone()[0]
+    if not exists:
+        return 0
+    return con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
+
+
+def migrate(con: duckdb.DuckDBPyConnection, migrations: list[Migration] | None = None) -> list[int]:
+    """Apply the migrations this database lacks, each in its own transaction.
+
+    Returns the versions applied. An applied migration whose file changed since is an error,
+    and so is a database newer than this headdb.
+    """
+    migrations = list_migrations() if migrations is None else migrations
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, checksum VARCHAR NOT NULL,"
+        " applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)"
+    )
+    applied = {v: c for v, c in con.execute("SELECT version, checksum FROM schema_migrations").fetchall()}
+    known = {m.version for m in migrations}
+    newer = sorted(set(applied) - known)
+    if newer:
+        raise DatabaseError(
+            f"the database has schema version {max(newer)}, newer than this headdb knows "
+            f"({max(known, default=0)}); upgrade headdb"
+        )
+    done: list[int] = []
+    for m in migrations:
+        if m.version in applied:
+            if applied[m.version] != m.checksum:
+                raise DatabaseError(
+                    f"{m.path}: migration {m.version:04d} was edited after it was applied "
+                    "(checksum differs); migrations are forward-only: add a new one instead"
+                )
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(m.sql)
+            con.execute(
+                "INSERT INTO schema_migrations (version, name, checksum) VALUES (?, ?, ?)",
+                [m.version, m.name, m.checksum],
+            )
+            con.execute("COMMIT")
+        except Exception as exc:
+            con.execute("ROLLBACK")
+            raise DatabaseError(f"{m.path}: migration failed: {str(exc).splitlines()[0]}") from exc
+        done.append(m.version)
+    return done
+
+
+def connect(path: str | Path, read_only: bool = False, *, migrate_schema: bool = True) -> duckdb.DuckDBPyConnection:
+    """Open a headdb database; a writable one is created or upgraded in place.
+
+    A read-only connection never changes the file, so it requires a current schema.
+    """
+    con = _open(path, read_only)
+    if read_only:
+        version = schema_version(con)
+        latest = len(list_migrations())
+        if version == 0:
+            con.close()
+            raise DatabaseError(f"{path}: not a headdb database (run `headdb init {path}`)")
+        if version < latest:
+            con.close()
+            raise DatabaseError(
+                f"{path}: schema version {version} is older than {latest}; "
+                f"upgrade it with `headdb init {path}`"
+            )
+    elif migrate_schema:
+        try:
+            migrate(con)
+        except Exception:
+            con.close()
+            raise
+    return con
+
+
+def connect_restricted(path: str | Path) -> duckdb.DuckDBPyConnection:
+    """A read-only connection that cannot reach files, network or extensions: role SQL runs here."""
+    con = connect(path, read_only=True)
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All or nothing: commit when the block ends, roll back on any exception."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+def init(path: str | Path) -> list[int]:
+    """Create the database or upgrade its schema; returns the migration versions applied."""
+    con = _open(path, read_only=False)
+    try:
+        return migrate(con)
+    finally:
+        con.close()
+
+
+def engine(path: str | Path, read_only: bool = True):  # -> sqlalchemy.engine.Engine
+    """A SQLAlchemy engine (duckdb-engine) on the store, for pandas, notebooks and BI tools."""
+    from sqlalchemy import create_engine
+
+    if read_only:
+        connect(path, read_only=True).close()  # same clear errors as the rest of headdb
+    else:
+        init(path)
+    return create_engine(f"duckdb:///{Path(path)}", connect_args={"read_only": read_only})

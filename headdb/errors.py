@@ -1,0 +1,43 @@
+"""The one error root of headdb. The library raises these; only the CLI prints and exits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class HeaddbError(Exception):
+    """Base class of every error headdb raises on purpose."""
+
+
+class InputError(HeaddbError):
+    """Bad user input (corpus, role file, option), located by ``path:line`` where known."""
+
+    def __init__(self, message: str, path: str | Path | None = None, line: int | None = None):
+        self.path = None if path is None else str(path)
+        self.line = line
+        self.message = message
+        where = ""
+        if self.path is not None:
+            where = self.path if line is None else f"{self.path}:{line}"
+            where += ": "
+        super().__init__(where + message)
+
+
+class CorpusError(InputError):
+    """A corpus file that cannot be read as the format says."""
+
+
+class RoleError(InputError):
+    """A role file that breaks the role contract."""
+
+
+class ModelError(HeaddbError):
+    """A model that cannot be loaded or used for attention extraction."""
+
+
+class DatabaseError(HeaddbError):
+    """A database problem: locked, wrong schema, edited migration, missing run."""
+
+
+class DatabaseLockedError(DatabaseError):
+    """Another process holds the write lock on the database file."""

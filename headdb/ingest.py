@@ -1,0 +1,279 @@
+"""Ingestion: corpus -> words -> aligned tokens -> attention -> sparse edges -> DuckDB.
+
+Streams in length-bucketed batches; each batch commits atomically. Batches are a fixed
+function of the corpus and the settings, so re-running an interrupted ingest skips the
+batches that committed and ends with exactly what an uninterrupted run stores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from headdb import __version__
+from headdb.corpus import ReadStats, Sentence, file_sha256, infer_format, read_corpus, validate
+from headdb.db import connect, transaction
+from headdb.errors import HeaddbError, InputError
+from headdb.sparsify import Sparsity, sentence_edges
+
+#: Sentences tokenized and sorted by length together; batches are cut from each window.
+WINDOW_BATCHES = 16
+
+
+@dataclass
+class IngestResult:
+    run_id: int
+    run_name: str
+    resumed: bool
+    already_done: bool
+    sentences: int = 0  # stored in this call
+    skipped: int = 0
+    truncated: int = 0
+    edges: int = 0
+    seconds: float = 0.0
+    read_stats: ReadStats = field(default_factory=ReadStats)
+
+    @property
+    def sentences_per_second(self) -> float:
+        return self.sentences / self.seconds if self.seconds > 0 else 0.0
+
+
+def _windows(sentences: Iterator[Sentence], size: int) -> Iterator[list[Sentence]]:
+    while True:
+        chunk = list(islice(sentences, size))
+        if not chunk:
+            return
+        yield chunk
+
+
+def _fingerprint(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def ingest(
+    db: str | Path,
+    corpus: str | Path | None = None,
+    *,
+    format: str | None = None,
+    pairs: bool = False,
+    model: str | None = None,
+    top_k: int | None = 8,
+    min_mass: float | None = None,
+    dense: bool = False,
+    truncate: bool = False,
+    max_length: int | None = None,
+    limit: int | None = None,
+    batch_size: int = 32,
+    device: str = "cpu",
+    dtype: str = "float32",
+    run_name: str | None = None,
+    parser: str | None = None,
+    download: bool = False,
+    new_run: bool = False,
+    progress: bool | Callable[[int], None] = False,
+) -> IngestResult:
+    """Ingest a corpus's attention into the store at ``db`` and return the run.
+
+    ``corpus`` defaults to the bundled sample and ``model`` to the bundled all-MiniLM-L6-v2.
+    An unfinished run with the same settings is resumed; a finished one is returned as is
+    unless ``new_run``.
+    """
+    import time
+
+    from headdb.resources import default_model, sample_corpus
+
+    if batch_size < 1:
+        raise InputError("--batch-size must be at least 1")
+    if limit is not None and limit < 1:
+        raise InputError("--limit must be at least 1")
+    if dense and (min_mass is not None):
+        raise InputError("--dense keeps every key; it cannot be combined with --min-mass")
+    sparsity = Sparsity(None if dense else top_k, None if dense else min_mass) if (dense or top_k) else None
+    if sparsity is None:
+        raise InputError("--top-k must be at least 1 (or pass --dense)")
+    corpus_path = Path(corpus) if corpus is not None else sample_corpus()
+    fmt = infer_format(corpus_path, format)
+    # 1. read the whole corpus once before anything is written: bad input fails here
+    n_total, stats = validate(corpus_path, fmt, pairs)
+    if limit is not None:
+        n_total = min(n_total, limit)
+    sha = file_sha256(corpus_path)
+    # 2. the model and parser, so that their errors also come before any write
+    from headdb.model import AttentionModel
+
+    model_name = model or default_model()
+    am = AttentionModel(model_name, device=device, dtype=dtype, download=download, max_length=max_length)
+    spacy_parser = None
+    parser_desc = "gold"
+    if fmt != "conllu":
+        from headdb.parse import DEFAULT_PIPELINE, SpacyParser
+
+        spacy_parser = SpacyParser(parser or DEFAULT_PIPELINE)
+        parser_desc = spacy_parser.description
+    settings = {
+        "corpus_sha256": sha, "format": fmt, "pairs": pairs, "parser": parser_desc,
+        "model_hash": am.model_hash, "dtype": dtype, "max_length": am.max_length, "truncate": truncate,
+        "top_k": sparsity.top_k, "min_mass": sparsity.min_mass, "limit": limit, "batch_size": batch_size,
+        "window": WINDOW_BATCHES,
+    }
+    fingerprint = _fingerprint(settings)
+    con = connect(db)
+    try:
+        run_id, resumed, done = _start_run(con, fingerprint, new_run, run_name, corpus_path, sha, fmt, pairs,
+                                           parser_desc, am, sparsity, truncate, limit, batch_size, device, dtype)
+        name = con.execute("SELECT run_name FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
+        result = IngestResult(run_id, name, resumed, done, read_stats=stats)
+        if done:
+            return result
+        corpus_id = con.execute("SELECT corpus_id FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
+        finished = {r[0] for r in con.execute("SELECT sentence_id FROM run_sentences WHERE run_id = ?", [run_id]).fetchall()}
+        started = time.perf_counter()
+        bar = _progress(progress, n_total, len(finished))
+        try:
+            stream = read_corpus(corpus_path, fmt, pairs=pairs, parser=spacy_parser, stats=ReadStats())
+            if limit is not None:
+                stream = islice(stream, limit)
+            for window in _windows(stream, batch_size * WINDOW_BATCHES):
+                if all(s.sentence_id in finished for s in window):
+                    continue
+                encoded = am.encode(window, truncate)
+                encoded.sort(key=lambda e: e.length)  # stable: ties keep corpus order
+                for i in range(0, len(encoded), batch_size):
+                    batch = encoded[i : i + batch_size]
+                    if all(e.sentence.sentence_id in finished for e in batch):
+                        continue
+                    _run_batch(con, am, run_id, corpus_id, batch, sparsity, result)
+                    bar(len(batch))
+        except BaseException as exc:
+            _fail(con, run_id, exc)
+            raise
+        finally:
+            bar(None)
+        result.seconds = time.perf_counter() - started
+        con.execute("UPDATE runs SET status = 'done', finished_at = current_timestamp, error = NULL WHERE run_id = ?",
+                    [run_id])
+        return result
+    finally:
+        con.close()
+
+
+def _run_batch(con, am, run_id: int, corpus_id: int, batch: list, sparsity: Sparsity, result: IngestResult) -> None:
+    from headdb.store import write_batch
+
+    live = [e for e in batch if e.status != "skipped"]
+    edges: list = [None] * len(batch)
+    if live:
+        values, indices = am.forward(live, sparsity.top_k)
+        j = 0
+        for i, e in enumerate(batch):
+            if e.status == "skipped":
+                continue
+            edges[i] = sentence_edges(values[j], indices[j], e.length, sparsity.min_mass)
+            j += 1
+    result.edges += write_batch(con, run_id, corpus_id, batch, edges)
+    for e in batch:
+        if e.status == "skipped":
+            result.skipped += 1
+        else:
+            result.sentences += 1
+            result.truncated += e.status == "truncated"
+
+
+def _start_run(con, fingerprint, new_run, run_name, corpus_path, sha, fmt, pairs, parser_desc, am, sparsity,
+               truncate, limit, batch_size, device, dtype) -> tuple[int, bool, bool]:
+    with transaction(con):
+        row = con.execute(
+            "SELECT corpus_id FROM corpora WHERE sha256 = ? AND format = ? AND pairs = ? AND parser = ?",
+            [sha, fmt, pairs, parser_desc]).fetchone()
+        if row is None:
+            row = con.execute(
+                "INSERT INTO corpora (path, sha256, format, pairs, parser) VALUES (?, ?, ?, ?, ?) RETURNING corpus_id",
+                [str(corpus_path), sha, fmt, pairs, parser_desc]).fetchone()
+        corpus_id = row[0]
+        if not new_run:
+            prev = con.execute(
+                "SELECT run_id, status FROM runs WHERE fingerprint = ? AND device = ? "
+                "AND (run_name = ? OR ? IS NULL) ORDER BY run_id DESC LIMIT 1",
+                [fingerprint, device, run_name, run_name]).fetchone()
+            if prev is not None:
+                if prev[1] == "done":
+                    return prev[0], False, True
+                con.execute("UPDATE runs SET status = 'running', error = NULL WHERE run_id = ?", [prev[0]])
+                return prev[0], True, False
+        from headdb.model import AttentionModel  # noqa: F401 - typing only
+
+        versions = json.loads(am.versions())
+        import duckdb
+
+        versions["duckdb"] = duckdb.__version__
+        versions["headdb"] = __version__
+        row = con.execute(
+            """
+            INSERT INTO runs (run_name, fingerprint, corpus_id, corpus_path, corpus_sha256, corpus_format, pairs,
+                              model, model_hash, model_type, tokenizer, n_layers, n_heads, dtype,
+                              attn_implementation, device, max_length, truncate, top_k, min_mass, dense,
+                              sentence_limit, batch_size, headdb_version, library_versions)
+            VALUES (coalesce(?, 'run'), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            RETURNING run_id
+            """,
+            [run_name, fingerprint, corpus_id, str(corpus_path), sha, fmt, pairs, am.name, am.model_hash,
+             am.model_type, am.tokenizer_name, am.n_layers, am.n_heads, dtype, am.attn_implementation, device,
+             am.max_length, truncate, sparsity.top_k, sparsity.min_mass, sparsity.dense, limit, batch_size,
+             __version__, json.dumps(versions, sort_keys=True)]).fetchone()
+        run_id = row[0]
+        if run_name is None:
+            con.execute("UPDATE runs SET run_name = 'run-' || run_id WHERE run_id = ?", [run_id])
+    return run_id, False, False
+
+
+def _fail(con, run_id: int, exc: BaseException) -> None:
+    """Mark the run failed (it stays resumable); never hide the original error."""
+    message = "interrupted" if isinstance(exc, KeyboardInterrupt) else (str(exc).splitlines() or [type(exc).__name__])[0]
+    try:
+        con.execute("UPDATE runs SET status = 'failed', error = ? WHERE run_id = ?", [message[:500], run_id])
+    except Exception:  # noqa: BLE001 - the database may be what failed
+        pass
+
+
+def _progress(progress, total: int, already: int) -> Callable[[int | None], None]:
+    if callable(progress):
+        return lambda n: progress(n) if n is not None else None
+    if not progress:
+        return lambda n: None
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    bar = Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]} sentences/s"), TimeElapsedColumn(), TimeRemainingColumn(),
+                   console=_stderr_console(), transient=False)
+    task = bar.add_task("ingest", total=total, completed=already, rate="-")
+    bar.start()
+    import time
+
+    t0 = time.perf_counter()
+    done = [0]
+
+    def update(n: int | None) -> None:
+        if n is None:
+            bar.stop()
+            return
+        done[0] += n
+        rate = done[0] / max(time.perf_counter() - t0, 1e-9)
+        bar.update(task, advance=n, rate=f"{rate:,.0f}")
+
+    return update
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(file=sys.stderr)
+
+
+__all__ = ["ingest", "IngestResult", "HeaddbError"]

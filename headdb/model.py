@@ -1,0 +1,262 @@
+"""Attention extraction: the only module that imports torch and transformers.
+
+Loads any Hugging Face encoder with a fast tokenizer (eager attention, no remote code, no
+download unless asked), aligns word pieces to words through the tokenizer's ``word_ids`` /
+``sequence_ids``, and runs batches, returning each attention row's top-k keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from headdb.corpus import Sentence
+from headdb.errors import ModelError
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
+_DTYPES = ("float32", "bfloat16", "float16")
+_DECODER_ARCH_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+
+
+@dataclass
+class Encoded:
+    """One tokenized input, aligned to its words (positions 0-based, specials included)."""
+
+    sentence: Sentence
+    input_ids: list[int]
+    token_type_ids: list[int] | None
+    pieces: list[str]
+    word_pos: list[int | None]  # over the whole input: segment B's words follow A's
+    segment: list[int | None]
+    special: list[str | None]  # cls | sep | other for special tokens
+    n_tokens_full: int  # before truncation
+    status: str  # ok | truncated | skipped
+
+    @property
+    def length(self) -> int:
+        return len(self.input_ids)
+
+
+def _weights_hash(folder: Path) -> str:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+    if not files:
+        raise ModelError(f"{folder}: no weight files (*.safetensors, *.bin) in the model folder")
+    h = hashlib.sha256()
+    for p in files:
+        h.update(p.relative_to(folder).as_posix().encode())
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def _resolve(name_or_path: str, download: bool) -> Path:
+    """A local folder for the model: the path itself, or its snapshot in the Hugging Face cache."""
+    p = Path(name_or_path).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise ModelError(f"{p}: expected a model folder (config.json, weights, tokenizer)")
+        if not (p / "config.json").exists():
+            raise ModelError(f"{p}: no config.json; is this a Hugging Face model folder?")
+        return p
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name_or_path, local_files_only=not download))
+    except Exception as exc:  # noqa: BLE001 - many hub error types, one message
+        hint = (
+            "it is not a local folder and not in the Hugging Face cache; headdb does not download "
+            "by default: fetch it once (huggingface-cli download NAME) or pass --download"
+        )
+        if download:
+            hint = f"could not fetch it: {str(exc).splitlines()[0]}"
+        raise ModelError(f"model {name_or_path!r}: {hint}") from None
+
+
+class AttentionModel:
+    """A loaded encoder and its fast tokenizer."""
+
+    def __init__(self, name_or_path: str, device: str = "cpu", dtype: str = "float32",
+                 download: bool = False, max_length: int | None = None):
+        if dtype not in _DTYPES:
+            raise ModelError(f"unknown dtype {dtype!r}; expected one of: {', '.join(_DTYPES)}")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        import torch
+        import transformers
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ModelError(f"--device {device}: CUDA is not available on this machine")
+        if device not in ("cpu",) and not device.startswith("cuda"):
+            raise ModelError(f"unknown device {device!r}; expected cpu or cuda[:N]")
+        self.name = name_or_path
+        self.folder = _resolve(name_or_path, download)
+        try:
+            config = AutoConfig.from_pretrained(self.folder, trust_remote_code=False, local_files_only=True)
+        except Exception as exc:  # noqa: BLE001
+            raise ModelError(f"{self.folder}: cannot read the model config: {str(exc).splitlines()[0]}") from None
+        archs = tuple(getattr(config, "architectures", None) or ())
+        if getattr(config, "is_decoder", False) or any(a.endswith(_DECODER_ARCH_SUFFIXES) for a in archs) \
+                or getattr(config, "model_type", "") in ("gpt2", "llama", "mistral", "gpt_neox", "opt", "qwen2"):
+            raise ModelError(
+                f"{name_or_path}: {config.model_type} is a decoder-only (causal) model; "
+                "headdb analyses bidirectional encoders such as BERT or RoBERTa"
+            )
+        if getattr(config, "is_encoder_decoder", False):
+            raise ModelError(f"{name_or_path}: encoder-decoder models are not supported; pass an encoder")
+        self.model_hash = _weights_hash(self.folder)
+        self.tokenizer = self._load_tokenizer(AutoTokenizer)
+        torch_dtype = getattr(torch, dtype)
+        try:
+            model = AutoModel.from_pretrained(
+                self.folder, attn_implementation="eager", trust_remote_code=False,
+                local_files_only=True, dtype=torch_dtype,
+            )
+        except Exception as exc:  # noqa: BLE001
+            raise ModelError(f"{name_or_path}: cannot load the model: {str(exc).splitlines()[0]}") from None
+        self.model = model.to(device).eval()
+        self.torch = torch
+        self.device = device
+        self.dtype = dtype
+        self.config = model.config
+        self.model_type = str(getattr(config, "model_type", "unknown"))
+        self.n_layers = int(config.num_hidden_layers)
+        self.n_heads = int(config.num_attention_heads)
+        self.attn_implementation = str(getattr(model.config, "_attn_implementation", "eager"))
+        self.max_length = self._max_length(max_length)
+        tok = self.tokenizer
+        self._cls = {i for i in (tok.cls_token_id, tok.bos_token_id) if i is not None}
+        self._sep = {i for i in (tok.sep_token_id, tok.eos_token_id) if i is not None}
+        self._uses_token_types = "token_type_ids" in tok.model_input_names
+
+    def _load_tokenizer(self, auto):
+        try:
+            tok = auto.from_pretrained(self.folder, use_fast=True, trust_remote_code=False, local_files_only=True)
+        except Exception as exc:  # noqa: BLE001
+            raise ModelError(f"{self.name}: cannot load its tokenizer: {str(exc).splitlines()[0]}") from None
+        if not getattr(tok, "is_fast", False):
+            raise ModelError(
+                f"{self.name}: needs a fast (Rust) tokenizer for word alignment; "
+                "this model only has a slow one (no tokenizer.json)"
+            )
+        try:
+            tok([["a", "b"]], is_split_into_words=True)
+        except Exception:  # noqa: BLE001 - byte-level BPE (RoBERTa) needs a prefix space for pre-split words
+            tok = auto.from_pretrained(self.folder, use_fast=True, trust_remote_code=False,
+                                       local_files_only=True, add_prefix_space=True)
+        return tok
+
+    def _max_length(self, requested: int | None) -> int:
+        limits = []
+        tml = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(tml, int) and 0 < tml < 100_000:
+            limits.append(tml)
+        mpe = getattr(self.config, "max_position_embeddings", None)
+        if isinstance(mpe, int) and mpe > 0:
+            pad = getattr(self.config, "pad_token_id", None)
+            # RoBERTa-style positions start after the padding index
+            offset = pad + 1 if self.model_type in ("roberta", "xlm-roberta", "camembert") and pad is not None else 0
+            limits.append(mpe - offset)
+        natural = min(limits) if limits else 512
+        if requested is not None:
+            if requested > natural:
+                raise ModelError(f"--max-length {requested} exceeds the model's maximum of {natural}")
+            return requested
+        return natural
+
+    @property
+    def tokenizer_name(self) -> str:
+        return f"{type(self.tokenizer).__name__} {getattr(self.tokenizer, 'name_or_path', '')}".strip()
+
+    def encode(self, sentences: list[Sentence], truncate: bool) -> list[Encoded]:
+        """Tokenize pre-split words and align every piece to its word and segment."""
+        tok = self.tokenizer
+        first = [[w.form for w in s.segments[0].words] for s in sentences]
+        pairs = [s.is_pair for s in sentences]
+        if any(pairs) and not all(pairs):
+            raise ModelError("a batch mixes single and pair inputs")
+        second = [[w.form for w in s.segments[1].words] for s in sentences] if all(pairs) and pairs else None
+        full = tok(first, second, is_split_into_words=True, truncation=False, add_special_tokens=True,
+                   return_attention_mask=False)
+        truncated = None
+        out: list[Encoded] = []
+        for b, s in enumerate(sentences):
+            n_full = len(full["input_ids"][b])
+            status, enc, row = "ok", full, b
+            if n_full > self.max_length:
+                if not truncate:
+                    out.append(Encoded(s, [], None, [], [], [], [], n_full, "skipped"))
+                    continue
+                if truncated is None:
+                    truncated = tok(first, second, is_split_into_words=True, truncation=True,
+                                    max_length=self.max_length, add_special_tokens=True,
+                                    return_attention_mask=False)
+                status, enc = "truncated", truncated
+            ids = list(enc["input_ids"][row])
+            word_ids = enc.word_ids(row)
+            seq_ids = enc.sequence_ids(row)
+            n_a = len(s.segments[0].words)
+            word_pos: list[int | None] = []
+            segment: list[int | None] = []
+            special: list[str | None] = []
+            for tid, wid, sid in zip(ids, word_ids, seq_ids):
+                if wid is None:
+                    word_pos.append(None)
+                    segment.append(None)
+                    special.append("cls" if tid in self._cls else "sep" if tid in self._sep else "other")
+                else:
+                    word_pos.append(wid + (n_a if sid == 1 else 0))
+                    segment.append(sid)
+                    special.append(None)
+            tt = list(enc["token_type_ids"][row]) if "token_type_ids" in enc else None
+            out.append(Encoded(s, ids, tt, tok.convert_ids_to_tokens(ids), word_pos, segment, special,
+                               n_full, status))
+        return out
+
+    def forward(self, batch: list[Encoded], k: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """Attention of a padded batch as ranked rows ``[batch, layer, head, query_pos, rank]``.
+
+        Returns (weights descending, key positions) as float32 / int16 numpy arrays; with
+        ``k=None`` every key in position order (dense).
+        """
+        torch = self.torch
+        width = max(e.length for e in batch)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        types = torch.zeros((len(batch), width), dtype=torch.long) if self._uses_token_types else None
+        for b, e in enumerate(batch):
+            ids[b, : e.length] = torch.tensor(e.input_ids)
+            mask[b, : e.length] = 1
+            if types is not None and e.token_type_ids is not None:
+                types[b, : e.length] = torch.tensor(e.token_type_ids)
+        inputs = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
+        if types is not None:
+            inputs["token_type_ids"] = types.to(self.device)
+        with torch.inference_mode():
+            out = self.model(**inputs, output_attentions=True, return_dict=True)
+            if not out.attentions or out.attentions[0] is None:
+                raise ModelError(f"{self.name}: the model returned no attentions with eager attention")
+            att = torch.stack(out.attentions, dim=1)  # [batch, layer, head, query, key]
+            if k is None:
+                values = att.float()
+                indices = torch.arange(width, device=att.device, dtype=torch.int16).expand_as(values)
+            else:
+                values, idx = torch.topk(att, k=min(k, width), dim=-1, sorted=True)
+                values, indices = values.float(), idx.to(torch.int16)
+            return values.cpu().numpy(), indices.cpu().numpy()
+
+    def versions(self) -> str:
+        import tokenizers
+        import transformers
+
+        return json.dumps({"torch": self.torch.__version__, "transformers": transformers.__version__,
+                           "tokenizers": tokenizers.__version__}, sort_keys=True)

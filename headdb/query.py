@@ -1,0 +1,58 @@
+"""Ad-hoc SQL over the store, and exports to CSV / JSON / Parquet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from headdb.db import connect
+from headdb.errors import DatabaseError, InputError
+
+EXPORT_FORMATS = ("csv", "json", "parquet")
+
+
+def sql(db: str | Path, query: str, params: list | dict | None = None, *, write: bool = False) -> pd.DataFrame:
+    """Run one SQL statement on the store and return its rows.
+
+    Read-only unless ``write``. On a read-only connection the score views of the built-in
+    roles (``scores_<role>``, ``sieve_<role>``) are available too.
+    """
+    import duckdb
+
+    con = connect(db, read_only=not write)
+    try:
+        if not write:
+            try:
+                from headdb.scores import register_views
+
+                register_views(con)
+            except ImportError:  # pragma: no cover - scores module absent in old checkouts
+                pass
+        try:
+            rel = con.execute(query, params or [])
+        except duckdb.Error as exc:
+            raise DatabaseError(f"SQL error: {str(exc).strip()}") from None
+        if rel.description is None:
+            return pd.DataFrame()
+        return rel.df()
+    finally:
+        con.close()
+
+
+def export(df: pd.DataFrame, out: str | Path) -> Path:
+    """Write a DataFrame as CSV, JSON (records) or Parquet, chosen by the file extension."""
+    out = Path(out)
+    fmt = out.suffix.lower().lstrip(".")
+    if fmt not in EXPORT_FORMATS:
+        raise InputError(f"cannot export to {out.suffix or 'no extension'!r}; use .csv, .json or .parquet", out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    if fmt == "csv":
+        df.to_csv(tmp, index=False)
+    elif fmt == "json":
+        df.to_json(tmp, orient="records", indent=1, date_format="iso")
+    else:
+        df.to_parquet(tmp, index=False)
+    tmp.replace(out)  # never leave half a file under the real name
+    return out

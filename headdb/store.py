@@ -1,0 +1,212 @@
+"""Reads and writes of the attention store tables (bulk Arrow inserts, one transaction a batch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from headdb.corpus import Sentence
+from headdb.db import connect, transaction
+from headdb.errors import DatabaseError
+from headdb.sparsify import SentenceEdges
+
+EDGE_SCHEMA = pa.schema([
+    ("run_id", pa.int32()), ("sentence_id", pa.int32()), ("layer", pa.int16()), ("head", pa.int16()),
+    ("query_pos", pa.int16()), ("key_pos", pa.int16()), ("weight", pa.float32()),
+])
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> None:
+    # table names here are constants of this module, never user input
+    con.register("_headdb_batch", data)
+    try:
+        cols = ", ".join(f'"{c}"' for c in data.column_names)
+        con.execute(f'INSERT OR IGNORE INTO "{table}" ({cols}) SELECT {cols} FROM _headdb_batch')
+    finally:
+        con.unregister("_headdb_batch")
+
+
+def sentence_tables(corpus_id: int, sentences: list[Sentence]) -> tuple[pa.Table, pa.Table]:
+    """The sentences and words rows of a batch."""
+    srows: dict[str, list[Any]] = {k: [] for k in (
+        "corpus_id", "sentence_id", "doc_id", "sent_key", "line", "text_a", "text_b", "n_words_a", "n_words_b")}
+    wrows: dict[str, list[Any]] = {k: [] for k in (
+        "corpus_id", "sentence_id", "word_pos", "segment", "form", "lemma", "upos", "xpos", "head_word_pos", "deprel")}
+    for s in sentences:
+        a = s.segments[0]
+        b = s.segments[1] if s.is_pair else None
+        keys = [seg.sent_key for seg in s.segments if seg.sent_key]
+        srows["corpus_id"].append(corpus_id)
+        srows["sentence_id"].append(s.sentence_id)
+        srows["doc_id"].append(a.doc_id)
+        srows["sent_key"].append(" | ".join(keys) if keys else None)
+        srows["line"].append(a.line)
+        srows["text_a"].append(a.text)
+        srows["text_b"].append(b.text if b else None)
+        srows["n_words_a"].append(len(a.words))
+        srows["n_words_b"].append(len(b.words) if b else None)
+        offset = 0
+        for seg_index, seg in enumerate(s.segments):
+            for i, w in enumerate(seg.words):
+                wrows["corpus_id"].append(corpus_id)
+                wrows["sentence_id"].append(s.sentence_id)
+                wrows["word_pos"].append(offset + i)
+                wrows["segment"].append(seg_index)
+                wrows["form"].append(w.form)
+                wrows["lemma"].append(w.lemma)
+                wrows["upos"].append(w.upos)
+                wrows["xpos"].append(w.xpos)
+                wrows["head_word_pos"].append(None if w.head is None else offset + w.head)
+                wrows["deprel"].append(w.deprel)
+            offset += len(seg.words)
+    stypes = {"corpus_id": pa.int32(), "sentence_id": pa.int32(), "line": pa.int32(),
+              "n_words_a": pa.int16(), "n_words_b": pa.int16()}
+    wtypes = {"corpus_id": pa.int32(), "sentence_id": pa.int32(), "word_pos": pa.int16(),
+              "segment": pa.int8(), "head_word_pos": pa.int16()}
+    st = pa.table({k: pa.array(v, type=stypes.get(k, pa.string())) for k, v in srows.items()})
+    wt = pa.table({k: pa.array(v, type=wtypes.get(k, pa.string())) for k, v in wrows.items()})
+    return st, wt
+
+
+def write_batch(con: duckdb.DuckDBPyConnection, run_id: int, corpus_id: int, encoded: list,
+                edges: list[SentenceEdges | None]) -> int:
+    """Write one batch atomically: its sentences and words (if new to the corpus), tokens,
+    run_sentences and edges. Returns the number of edges written."""
+    sentences = [e.sentence for e in encoded]
+    st, wt = sentence_tables(corpus_id, sentences)
+    tok: dict[str, list[Any]] = {k: [] for k in ("sentence_id", "token_pos", "piece", "word_pos", "segment", "special")}
+    rs: dict[str, list[Any]] = {k: [] for k in ("sentence_id", "n_tokens", "n_tokens_full", "status")}
+    parts: list[pa.Table] = []
+    n_edges = 0
+    for e, se in zip(encoded, edges):
+        sid = e.sentence.sentence_id
+        rs["sentence_id"].append(sid)
+        rs["n_tokens"].append(None if e.status == "skipped" else e.length)
+        rs["n_tokens_full"].append(e.n_tokens_full)
+        rs["status"].append(e.status)
+        if e.status == "skipped":
+            continue
+        n = e.length
+        tok["sentence_id"].extend([sid] * n)
+        tok["token_pos"].extend(range(n))
+        tok["piece"].extend(e.pieces)
+        tok["word_pos"].extend(e.word_pos)
+        tok["segment"].extend(e.segment)
+        tok["special"].extend(e.special)
+        if se is not None and len(se):
+            m = len(se)
+            n_edges += m
+            parts.append(pa.Table.from_arrays([
+                pa.array(np.full(m, run_id, dtype=np.int32)), pa.array(np.full(m, sid, dtype=np.int32)),
+                pa.array(se.layer), pa.array(se.head), pa.array(se.query_pos), pa.array(se.key_pos),
+                pa.array(se.weight)], schema=EDGE_SCHEMA))
+    tt = pa.table({
+        "run_id": pa.array([run_id] * len(tok["sentence_id"]), pa.int32()),
+        "sentence_id": pa.array(tok["sentence_id"], pa.int32()),
+        "token_pos": pa.array(tok["token_pos"], pa.int16()),
+        "piece": pa.array(tok["piece"], pa.string()),
+        "word_pos": pa.array(tok["word_pos"], pa.int16()),
+        "segment": pa.array(tok["segment"], pa.int8()),
+        "special": pa.array(tok["special"], pa.string()),
+    })
+    rt = pa.table({
+        "run_id": pa.array([run_id] * len(rs["sentence_id"]), pa.int32()),
+        "sentence_id": pa.array(rs["sentence_id"], pa.int32()),
+        "n_tokens": pa.array(rs["n_tokens"], pa.int16()),
+        "n_tokens_full": pa.array(rs["n_tokens_full"], pa.int32()),
+        "status": pa.array(rs["status"], pa.string()),
+    })
+    with transaction(con):
+        _insert(con, "sentences", st)
+        _insert(con, "words", wt)
+        _insert(con, "tokens", tt)
+        _insert(con, "run_sentences", rt)
+        if parts:
+            et = pa.concat_tables(parts)
+            con.register("_headdb_edges", et)
+            try:
+                con.execute("INSERT INTO edges SELECT * FROM _headdb_edges")
+            finally:
+                con.unregister("_headdb_edges")
+    return n_edges
+
+
+def runs(db: str | Path) -> pd.DataFrame:
+    """Every run with its provenance, status and counts."""
+    con = connect(db, read_only=True)
+    try:
+        return con.execute(
+            """
+            SELECT r.run_id, r.run_name, r.status, r.model, r.model_hash, r.model_type, r.tokenizer,
+                   r.n_layers, r.n_heads, r.dtype, r.attn_implementation, r.device, r.max_length,
+                   r.truncate, r.top_k, r.min_mass, r.dense, r.corpus_path, r.corpus_sha256,
+                   r.corpus_format, r.pairs, r.sentence_limit, r.batch_size, r.headdb_version,
+                   r.started_at, r.finished_at, r.error,
+                   (SELECT count(*) FROM run_sentences s WHERE s.run_id = r.run_id AND s.status <> 'skipped') AS n_sentences,
+                   (SELECT count(*) FROM run_sentences s WHERE s.run_id = r.run_id AND s.status = 'skipped') AS n_skipped,
+                   (SELECT count(*) FROM run_sentences s WHERE s.run_id = r.run_id AND s.status = 'truncated') AS n_truncated
+            FROM runs r ORDER BY r.run_id
+            """
+        ).df()
+    finally:
+        con.close()
+
+
+def resolve_run(con: duckdb.DuckDBPyConnection, run: int | str | None) -> int:
+    """A run id from an id, a run name, or None (the only or latest finished run)."""
+    if run is None:
+        row = con.execute("SELECT max(run_id) FROM runs WHERE status = 'done'").fetchone()
+        if row[0] is None:
+            raise DatabaseError("the database has no finished run; ingest a corpus first")
+        return int(row[0])
+    if isinstance(run, int) or (isinstance(run, str) and run.isdigit()):
+        row = con.execute("SELECT run_id FROM runs WHERE run_id = ?", [int(run)]).fetchone()
+    else:
+        rows = con.execute("SELECT run_id FROM runs WHERE run_name = ? ORDER BY run_id", [run]).fetchall()
+        if len(rows) > 1:
+            raise DatabaseError(f"run name {run!r} is ambiguous (runs {', '.join(str(r[0]) for r in rows)}); pass the id")
+        row = rows[0] if rows else None
+    if row is None:
+        raise DatabaseError(f"no run {run!r} in the database (see `headdb runs`)")
+    return int(row[0])
+
+
+def summary(db: str | Path, run: int | str | None = None) -> dict[str, Any]:
+    """What a run stored: sentences, tokens, edges and kept attention mass per layer."""
+    con = connect(db, read_only=True)
+    try:
+        run_id = resolve_run(con, run)
+        return run_summary(con, run_id)
+    finally:
+        con.close()
+
+
+def run_summary(con: duckdb.DuckDBPyConnection, run_id: int) -> dict[str, Any]:
+    counts = con.execute(
+        """
+        SELECT count(*) FILTER (WHERE status <> 'skipped'),
+               count(*) FILTER (WHERE status = 'skipped'),
+               count(*) FILTER (WHERE status = 'truncated'),
+               coalesce(sum(n_tokens), 0)
+        FROM run_sentences WHERE run_id = ?
+        """, [run_id]).fetchone()
+    layers = con.execute(
+        """
+        SELECT layer, count(*) AS edges,
+               sum(weight::DOUBLE) / (SELECT sum(n_tokens::BIGINT) * max(r.n_heads)
+                                      FROM run_sentences s, runs r
+                                      WHERE s.run_id = ? AND r.run_id = ?) AS kept_mass
+        FROM edges WHERE run_id = ? GROUP BY layer ORDER BY layer
+        """, [run_id, run_id, run_id]).df()
+    info = con.execute("SELECT run_name, status, model, corpus_path FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    return {
+        "run_id": run_id, "run_name": info[0], "status": info[1], "model": info[2], "corpus": info[3],
+        "sentences": int(counts[0]), "skipped": int(counts[1]), "truncated": int(counts[2]),
+        "tokens": int(counts[3]), "edges": int(layers["edges"].sum()) if len(layers) else 0,
+        "layers": layers,
+    }
