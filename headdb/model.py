@@ -78,6 +78,80 @@ def _resolve(name_or_path: str, download: bool) -> Path:
         raise ModelError(f"model {name_or_path!r}: {hint}") from None
 
 
+def load_tokenizer(folder: str | Path, name: str | None = None):
+    """The fast tokenizer of a local model folder (no weights loaded, nothing downloaded)."""
+    from transformers import AutoTokenizer as auto
+
+    name = name or str(folder)
+    try:
+        tok = auto.from_pretrained(folder, use_fast=True, trust_remote_code=False, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelError(f"{name}: cannot load its tokenizer: {str(exc).splitlines()[0]}") from None
+    if not getattr(tok, "is_fast", False):
+        raise ModelError(
+            f"{name}: needs a fast (Rust) tokenizer for word alignment; "
+            "this model only has a slow one (no tokenizer.json)"
+        )
+    try:
+        tok([["a", "b"]], is_split_into_words=True)
+    except Exception:  # noqa: BLE001 - byte-level BPE (RoBERTa) needs a prefix space for pre-split words
+        tok = auto.from_pretrained(folder, use_fast=True, trust_remote_code=False,
+                                   local_files_only=True, add_prefix_space=True)
+    return tok
+
+
+def align(tokenizer, sentences: list[Sentence], truncate: bool, max_length: int) -> list[Encoded]:
+    """Tokenize pre-split words with a fast tokenizer and align every piece to its word and segment.
+
+    Needs only the tokenizer (no weights), so alignment is testable without a model. Inputs
+    longer than ``max_length`` are skipped, or truncated when ``truncate``.
+    """
+    tok = tokenizer
+    cls_ids = {i for i in (tok.cls_token_id, tok.bos_token_id) if i is not None}
+    sep_ids = {i for i in (tok.sep_token_id, tok.eos_token_id) if i is not None}
+    first = [[w.form for w in s.segments[0].words] for s in sentences]
+    pairs = [s.is_pair for s in sentences]
+    if any(pairs) and not all(pairs):
+        raise ModelError("a batch mixes single and pair inputs")
+    second = [[w.form for w in s.segments[1].words] for s in sentences] if all(pairs) and pairs else None
+    full = tok(first, second, is_split_into_words=True, truncation=False, add_special_tokens=True,
+               return_attention_mask=False)
+    truncated = None
+    out: list[Encoded] = []
+    for b, s in enumerate(sentences):
+        n_full = len(full["input_ids"][b])
+        status, enc, row = "ok", full, b
+        if n_full > max_length:
+            if not truncate:
+                out.append(Encoded(s, [], None, [], [], [], [], n_full, "skipped"))
+                continue
+            if truncated is None:
+                truncated = tok(first, second, is_split_into_words=True, truncation=True,
+                                max_length=max_length, add_special_tokens=True,
+                                return_attention_mask=False)
+            status, enc = "truncated", truncated
+        ids = list(enc["input_ids"][row])
+        word_ids = enc.word_ids(row)
+        seq_ids = enc.sequence_ids(row)
+        n_a = len(s.segments[0].words)
+        word_pos: list[int | None] = []
+        segment: list[int | None] = []
+        special: list[str | None] = []
+        for tid, wid, sid in zip(ids, word_ids, seq_ids):
+            if wid is None:
+                word_pos.append(None)
+                segment.append(None)
+                special.append("cls" if tid in cls_ids else "sep" if tid in sep_ids else "other")
+            else:
+                word_pos.append(wid + (n_a if sid == 1 else 0))
+                segment.append(sid)
+                special.append(None)
+        tt = list(enc["token_type_ids"][row]) if "token_type_ids" in enc else None
+        out.append(Encoded(s, ids, tt, tok.convert_ids_to_tokens(ids), word_pos, segment, special,
+                           n_full, status))
+    return out
+
+
 class AttentionModel:
     """A loaded encoder and its fast tokenizer."""
 
@@ -138,21 +212,7 @@ class AttentionModel:
         self._uses_token_types = "token_type_ids" in tok.model_input_names
 
     def _load_tokenizer(self, auto):
-        try:
-            tok = auto.from_pretrained(self.folder, use_fast=True, trust_remote_code=False, local_files_only=True)
-        except Exception as exc:  # noqa: BLE001
-            raise ModelError(f"{self.name}: cannot load its tokenizer: {str(exc).splitlines()[0]}") from None
-        if not getattr(tok, "is_fast", False):
-            raise ModelError(
-                f"{self.name}: needs a fast (Rust) tokenizer for word alignment; "
-                "this model only has a slow one (no tokenizer.json)"
-            )
-        try:
-            tok([["a", "b"]], is_split_into_words=True)
-        except Exception:  # noqa: BLE001 - byte-level BPE (RoBERTa) needs a prefix space for pre-split words
-            tok = auto.from_pretrained(self.folder, use_fast=True, trust_remote_code=False,
-                                       local_files_only=True, add_prefix_space=True)
-        return tok
+        return load_tokenizer(self.folder, self.name)
 
     def _max_length(self, requested: int | None) -> int:
         limits = []
@@ -178,48 +238,7 @@ class AttentionModel:
 
     def encode(self, sentences: list[Sentence], truncate: bool) -> list[Encoded]:
         """Tokenize pre-split words and align every piece to its word and segment."""
-        tok = self.tokenizer
-        first = [[w.form for w in s.segments[0].words] for s in sentences]
-        pairs = [s.is_pair for s in sentences]
-        if any(pairs) and not all(pairs):
-            raise ModelError("a batch mixes single and pair inputs")
-        second = [[w.form for w in s.segments[1].words] for s in sentences] if all(pairs) and pairs else None
-        full = tok(first, second, is_split_into_words=True, truncation=False, add_special_tokens=True,
-                   return_attention_mask=False)
-        truncated = None
-        out: list[Encoded] = []
-        for b, s in enumerate(sentences):
-            n_full = len(full["input_ids"][b])
-            status, enc, row = "ok", full, b
-            if n_full > self.max_length:
-                if not truncate:
-                    out.append(Encoded(s, [], None, [], [], [], [], n_full, "skipped"))
-                    continue
-                if truncated is None:
-                    truncated = tok(first, second, is_split_into_words=True, truncation=True,
-                                    max_length=self.max_length, add_special_tokens=True,
-                                    return_attention_mask=False)
-                status, enc = "truncated", truncated
-            ids = list(enc["input_ids"][row])
-            word_ids = enc.word_ids(row)
-            seq_ids = enc.sequence_ids(row)
-            n_a = len(s.segments[0].words)
-            word_pos: list[int | None] = []
-            segment: list[int | None] = []
-            special: list[str | None] = []
-            for tid, wid, sid in zip(ids, word_ids, seq_ids):
-                if wid is None:
-                    word_pos.append(None)
-                    segment.append(None)
-                    special.append("cls" if tid in self._cls else "sep" if tid in self._sep else "other")
-                else:
-                    word_pos.append(wid + (n_a if sid == 1 else 0))
-                    segment.append(sid)
-                    special.append(None)
-            tt = list(enc["token_type_ids"][row]) if "token_type_ids" in enc else None
-            out.append(Encoded(s, ids, tt, tok.convert_ids_to_tokens(ids), word_pos, segment, special,
-                               n_full, status))
-        return out
+        return align(self.tokenizer, sentences, truncate, self.max_length)
 
     def forward(self, batch: list[Encoded], k: int | None) -> tuple[np.ndarray, np.ndarray]:
         """Attention of a padded batch as ranked rows ``[batch, layer, head, query_pos, rank]``.
