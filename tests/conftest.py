@@ -1,0 +1,53 @@
+"""Shared fixtures. Fast tests load no model weights; `slow` ones do (pytest -m slow)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+GOLDEN = Path(__file__).parent / "golden"
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true",
+                     help="Rewrite golden files (tests/golden, tests/data/*.expected.json) from the current code.")
+
+
+@pytest.fixture
+def update_golden(request) -> bool:
+    return bool(request.config.getoption("--update-golden"))
+
+
+@pytest.fixture(scope="session")
+def default_model_dir() -> Path:
+    from headdb.resources import default_model
+
+    return Path(default_model())
+
+
+@pytest.fixture(scope="session")
+def tokenizer(default_model_dir):
+    """The bundled model's fast tokenizer (no weights)."""
+    from headdb.model import load_tokenizer
+
+    return load_tokenizer(default_model_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory, default_model_dir) -> Path:
+    """A random-init 2-layer BERT saved with the bundled tokenizer: a local model folder, no download."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).eval().save_pretrained(folder)
+    for name in TOKENIZER_FILES:
+        shutil.copy(default_model_dir / name, folder / name)
+    return folder
