@@ -1,0 +1,103 @@
+"""Word piece <-> word alignment through the fast tokenizer (no model weights loaded)."""
+
+from __future__ import annotations
+
+import pytest
+
+from headdb.corpus import Segment, Sentence, Word
+from headdb.errors import ModelError
+from headdb.model import align
+
+
+def single(*forms: str, sid: int = 0) -> Sentence:
+    return Sentence(sid, (Segment(tuple(Word(f) for f in forms), " ".join(forms), 1),))
+
+
+def pair(a: list[str], b: list[str], sid: int = 0) -> Sentence:
+    return Sentence(sid, (Segment(tuple(Word(f) for f in a), " ".join(a), 1),
+                          Segment(tuple(Word(f) for f in b), " ".join(b), 2)))
+
+
+def test_words_split_into_several_pieces(tokenizer):
+    (e,) = align(tokenizer, [single("Unbelievably", "tokenization", "works")], False, 512)
+    assert e.status == "ok" and e.n_tokens_full == e.length
+    assert e.pieces[0] == "[CLS]" and e.pieces[-1] == "[SEP]"
+    assert e.special[0] == "cls" and e.special[-1] == "sep"
+    assert e.word_pos[0] is None and e.word_pos[-1] is None
+    inner = list(zip(e.pieces[1:-1], e.word_pos[1:-1]))
+    assert [p for p, w in inner if w == 0][0] == "un" and len([1 for _, w in inner if w == 0]) > 1
+    assert len([1 for _, w in inner if w == 1]) > 1
+    # pieces of a word are contiguous and in word order; gluing them back gives the (lower-cased) word
+    assert [w for _, w in inner] == sorted(w for _, w in inner)
+    for k, form in enumerate(["unbelievably", "tokenization", "works"]):
+        glued = "".join(p.removeprefix("##") for p, w in inner if w == k)
+        assert glued == form
+    assert all(seg == 0 for seg, sp in zip(e.segment, e.special) if sp is None)
+    assert all(seg is None for seg, sp in zip(e.segment, e.special) if sp is not None)
+    assert e.token_type_ids == [0] * e.length
+    assert e.input_ids == tokenizer(["Unbelievably", "tokenization", "works"], is_split_into_words=True)["input_ids"]
+
+
+def test_word_with_internal_space_stays_one_word(tokenizer):
+    # CoNLL-U forms may hold spaces (e.g. "New York" as one word in some treebanks)
+    (e,) = align(tokenizer, [single("in", "New York", "today")], False, 512)
+    assert e.pieces[1:-1] == ["in", "new", "york", "today"]
+    assert e.word_pos[1:-1] == [0, 1, 1, 2]
+
+
+def test_pair_alignment(tokenizer):
+    a, b = ["The", "dogs"], ["Unbelievably", "loud", "!"]
+    (e,) = align(tokenizer, [pair(a, b)], False, 512)
+    seps = [i for i, s in enumerate(e.special) if s == "sep"]
+    assert e.special.count("cls") == 1 and e.special[0] == "cls" and len(seps) == 2 and seps[1] == e.length - 1
+    first, second = range(1, seps[0]), range(seps[0] + 1, seps[1])
+    assert {e.segment[i] for i in first} == {0} and {e.segment[i] for i in second} == {1}
+    # word_pos is global: segment B's words follow A's
+    assert sorted({e.word_pos[i] for i in first}) == [0, 1]
+    assert sorted({e.word_pos[i] for i in second}) == [2, 3, 4]
+    assert len([i for i in second if e.word_pos[i] == 2]) > 1  # "Unbelievably" has several pieces
+    assert e.token_type_ids == [0] * (seps[0] + 1) + [1] * (e.length - seps[0] - 1)
+    assert e.segment[seps[0]] is None and e.word_pos[seps[0]] is None
+
+
+def test_batch_keeps_order_and_rejects_mixed(tokenizer):
+    batch = [single("a", sid=0), single("b", "c", "d", sid=1), single("e", "f", sid=2)]
+    out = align(tokenizer, batch, False, 512)
+    assert [e.sentence.sentence_id for e in out] == [0, 1, 2]
+    assert [e.length for e in out] == [3, 5, 4]  # no padding in the aligned tokens
+    with pytest.raises(ModelError, match="mixes single and pair"):
+        align(tokenizer, [single("a"), pair(["b"], ["c"])], False, 512)
+
+
+def test_over_long_input_is_skipped_by_default(tokenizer):
+    long = single(*"one two three four five six seven eight".split(), sid=0)
+    short = single("hi", sid=1)
+    a, b = align(tokenizer, [long, short], False, 6)
+    assert a.status == "skipped" and a.n_tokens_full == 10 and a.length == 0 and a.pieces == []
+    assert b.status == "ok" and b.length == 3
+
+
+def test_over_long_input_is_truncated_when_asked(tokenizer):
+    long = single(*"one two three four five six seven eight".split(), sid=0)
+    short = single("hi", sid=1)
+    a, b = align(tokenizer, [long, short], True, 6)
+    assert a.status == "truncated" and a.n_tokens_full == 10 and a.length == 6
+    assert a.pieces == ["[CLS]", "one", "two", "three", "four", "[SEP]"]
+    assert a.word_pos == [None, 0, 1, 2, 3, None]
+    assert a.special == ["cls", None, None, None, None, "sep"]
+    assert b.status == "ok" and b.pieces == ["[CLS]", "hi", "[SEP]"]
+
+
+def test_over_long_pair_truncated_keeps_both_segments(tokenizer):
+    s = pair("a b c d e f".split(), "g h".split())
+    (e,) = align(tokenizer, [s], True, 8)
+    assert e.status == "truncated" and e.length == 8 and e.n_tokens_full == 11
+    assert e.special.count("sep") == 2
+    b_words = [w for w, seg in zip(e.word_pos, e.segment) if seg == 1]
+    assert b_words == [6, 7]  # the longer segment A was cut; B keeps its global positions
+    assert len(e.token_type_ids) == 8
+
+
+def test_exactly_max_length_is_not_cut(tokenizer):
+    (e,) = align(tokenizer, [single("a", "b", "c", "d")], False, 6)
+    assert e.status == "ok" and e.length == 6
