@@ -1,0 +1,75 @@
+"""The store through SQLAlchemy (duckdb-engine) and the SQL / export API, on a real file."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from sqlalchemy import text
+
+import headdb
+from headdb.db import connect
+from headdb.errors import DatabaseError, InputError
+from headdb.query import export
+
+
+@pytest.fixture()
+def store(tmp_path):
+    path = tmp_path / "store.db"
+    con = connect(path)
+    con.execute("INSERT INTO edges VALUES (1, 0, 0, 0, 0, 0, 0.75), (1, 0, 0, 0, 0, 1, 0.25), (1, 0, 1, 3, 1, 0, 0.5)")
+    con.close()
+    return path
+
+
+def test_engine_reads_the_store_with_pandas(store):
+    engine = headdb.engine(store)
+    df = pd.read_sql("SELECT layer, sum(weight) AS mass FROM edges GROUP BY layer ORDER BY layer", engine)
+    assert df["layer"].tolist() == [0, 1]
+    assert df["mass"].tolist() == pytest.approx([1.0, 0.5])
+    with engine.connect() as c:
+        rows = c.execute(text("SELECT residual FROM attention_rows WHERE layer = 0")).fetchall()
+    assert rows[0][0] == pytest.approx(0.0)
+    engine.dispose()
+
+
+def test_engine_is_read_only_by_default(store):
+    engine = headdb.engine(store)
+    with engine.connect() as c, pytest.raises(Exception, match="read-only"):
+        c.execute(text("DELETE FROM edges"))
+    engine.dispose()
+
+
+def test_engine_on_a_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(DatabaseError, match="no such database"):
+        headdb.engine(tmp_path / "missing.db")
+
+
+def test_sql_binds_parameters_and_reports_errors(store):
+    df = headdb.sql(store, "SELECT count(*) AS n FROM edges WHERE head = ?", [3])
+    assert df["n"].tolist() == [1]
+    with pytest.raises(DatabaseError, match="SQL error"):
+        headdb.sql(store, "SELECT nope FROM edges")
+    with pytest.raises(DatabaseError, match="SQL error"):
+        headdb.sql(store, "DELETE FROM edges")  # read-only unless write=True
+    assert headdb.sql(store, "SELECT count(*) AS n FROM edges")["n"].tolist() == [3]
+
+
+@pytest.mark.parametrize("suffix", ["csv", "json", "parquet"])
+def test_export_round_trips(tmp_path, suffix):
+    df = pd.DataFrame({"layer": [0, 1], "weight": [0.5, 0.25]})
+    out = export(df, tmp_path / f"x.{suffix}")
+    if suffix == "csv":
+        back = pd.read_csv(out)
+    elif suffix == "json":
+        back = pd.DataFrame(json.loads(out.read_text()))
+    else:
+        back = pd.read_parquet(out)
+    assert back.to_dict("list") == df.to_dict("list")
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_export_refuses_unknown_extensions(tmp_path):
+    with pytest.raises(InputError, match="xlsx"):
+        export(pd.DataFrame({"a": [1]}), tmp_path / "x.xlsx")
