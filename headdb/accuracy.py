@@ -1,0 +1,174 @@
+"""Syntactic head accuracy (Clark et al. 2019, "What does BERT look at?").
+
+Word-level attention comes from the ``word_attention`` view (migration 0003): attention from a
+word is the mean over its pieces, attention to a word the sum over its pieces; special tokens
+are left out. A head "predicts" for each word the other word of the same segment it attends to
+most (``word_attention_top``; ties go to the lower word_pos; a word with no stored edge to another
+word predicts nothing and counts as wrong).
+
+For every head, relation and direction the accuracy is the share of dependency edges for which
+the prediction is right:
+
+- ``dep->head``: the dependent's most-attended word is its syntactic head;
+- ``head->dep``: the head word's most-attended word is this dependent.
+
+Relations are compared on their base label (``obl:tmod`` counts as ``obl``; ``dobj`` as ``obj``),
+plus ``all`` for every non-root word. The fixed-offset baseline predicts the word at a fixed
+offset (the best in -10..10 per relation and direction).
+
+No number is chosen on the data that reports it: the sentences are split by ``sentence_id``
+parity, the **selection split is the even sentence_ids** (where the best head and the best
+offset are chosen) and the **report split is the odd sentence_ids** (where their accuracy is
+reported). Layers and heads are 0-based.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from headdb.analysis import DbLike, open_db
+from headdb.errors import InputError
+from headdb.store import resolve_run
+
+SELECTION_SPLIT = "even sentence_id"
+REPORT_SPLIT = "odd sentence_id"
+OFFSETS = tuple(o for o in range(-10, 11) if o != 0)
+DIRECTIONS = ("dep->head", "head->dep")
+
+# Dependency edges of a run's stored inputs: both words must have stored pieces (truncation).
+_DEPS = """
+deps AS (
+    SELECT w.sentence_id, w.word_pos AS dep, w.head_word_pos AS gov,
+           CASE WHEN split_part(w.deprel, ':', 1) = 'dobj' THEN 'obj' ELSE split_part(w.deprel, ':', 1) END
+               AS relation,
+           CASE WHEN w.sentence_id % 2 = 0 THEN 'selection' ELSE 'report' END AS split
+    FROM words w
+    JOIN runs r ON r.corpus_id = w.corpus_id AND r.run_id = $run
+    JOIN word_pieces pd ON pd.run_id = $run AND pd.sentence_id = w.sentence_id AND pd.word_pos = w.word_pos
+    JOIN word_pieces pg ON pg.run_id = $run AND pg.sentence_id = w.sentence_id AND pg.word_pos = w.head_word_pos
+    WHERE w.head_word_pos IS NOT NULL
+)"""
+
+_HEAD_ACCURACY = f"""
+WITH {_DEPS},
+heads AS (
+    SELECT l.layer, h.head
+    FROM runs r, range(r.n_layers) l(layer), range(r.n_heads) h(head)
+    WHERE r.run_id = $run
+),
+top AS (SELECT * FROM word_attention_top WHERE run_id = $run),
+judged AS (
+    SELECT h.layer, h.head, d.relation, d.split, 'dep->head' AS direction,
+           coalesce(t.key_word_pos = d.gov, false) AS correct
+    FROM deps d CROSS JOIN heads h
+    LEFT JOIN top t ON t.sentence_id = d.sentence_id AND t.layer = h.layer AND t.head = h.head
+                   AND t.query_word_pos = d.dep
+    UNION ALL
+    SELECT h.layer, h.head, d.relation, d.split, 'head->dep' AS direction,
+           coalesce(t.key_word_pos = d.dep, false) AS correct
+    FROM deps d CROSS JOIN heads h
+    LEFT JOIN top t ON t.sentence_id = d.sentence_id AND t.layer = h.layer AND t.head = h.head
+                   AND t.query_word_pos = d.gov
+)
+SELECT layer::BIGINT AS layer, head::BIGINT AS head, coalesce(relation, 'all') AS relation, direction, split,
+       count(*) AS n, count(*) FILTER (WHERE correct) AS n_correct
+FROM judged
+GROUP BY GROUPING SETS ((layer, head, relation, direction, split), (layer, head, direction, split))
+"""
+
+_OFFSETS = f"""
+WITH {_DEPS},
+offs AS (SELECT unnest($offsets) AS "offset"),
+judged AS (
+    SELECT o."offset", d.relation, d.split, 'dep->head' AS direction, d.gov - d.dep = o."offset" AS correct
+    FROM deps d CROSS JOIN offs o
+    UNION ALL
+    SELECT o."offset", d.relation, d.split, 'head->dep' AS direction, d.dep - d.gov = o."offset" AS correct
+    FROM deps d CROSS JOIN offs o
+)
+SELECT "offset"::BIGINT AS "offset", coalesce(relation, 'all') AS relation, direction, split,
+       count(*) AS n, count(*) FILTER (WHERE correct) AS n_correct
+FROM judged
+GROUP BY GROUPING SETS (("offset", relation, direction, split), ("offset", direction, split))
+"""
+
+
+def _wide(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """One row per key with n/accuracy on each split (missing split: n = 0, accuracy NaN)."""
+    w = df.pivot_table(index=keys, columns="split", values=["n", "n_correct"], aggfunc="sum", fill_value=0)
+    out = pd.DataFrame(index=w.index)
+    for split, short in (("selection", "select"), ("report", "report")):
+        n = w[("n", split)] if ("n", split) in w.columns else 0
+        c = w[("n_correct", split)] if ("n_correct", split) in w.columns else 0
+        out[f"n_{short}"] = n
+        out[f"{short}_accuracy"] = (c / n).where(n > 0) if isinstance(n, pd.Series) else float("nan")
+    return out.reset_index()
+
+
+def head_accuracy(db: DbLike, run: int | str | None = None) -> pd.DataFrame:
+    """Accuracy of every head for every relation and direction, on each split.
+
+    Columns: layer, head, relation, direction, n_select, select_accuracy, n_report, report_accuracy.
+    """
+    with open_db(db) as con:
+        run_id = resolve_run(con, run)
+        raw = con.execute(_HEAD_ACCURACY, {"run": run_id}).df()
+    if raw.empty:
+        raise InputError(f"run {run_id} has no dependency edges to score (a corpus without syntax?)")
+    return _wide(raw, ["layer", "head", "relation", "direction"])
+
+
+def offset_baselines(db: DbLike, run: int | str | None = None) -> pd.DataFrame:
+    """Accuracy of every fixed offset in -10..10 (not 0) per relation and direction, on each split."""
+    with open_db(db) as con:
+        run_id = resolve_run(con, run)
+        raw = con.execute(_OFFSETS, {"run": run_id, "offsets": list(OFFSETS)}).df()
+    if raw.empty:
+        raise InputError(f"run {run_id} has no dependency edges to score (a corpus without syntax?)")
+    return _wide(raw, ["offset", "relation", "direction"])
+
+
+def _best(df: pd.DataFrame, tie: list[str]) -> pd.DataFrame:
+    """Per (relation, direction) the row with the best selection accuracy; ties by ``tie`` ascending."""
+    d = df[df["n_select"] > 0].copy()
+    d["_key"] = -d["select_accuracy"]
+    d = d.sort_values(["relation", "direction", "_key", *tie])
+    return d.groupby(["relation", "direction"], sort=False).head(1).drop(columns="_key")
+
+
+def accuracy(db: DbLike, run: int | str | None = None, min_count: int = 1) -> pd.DataFrame:
+    """The best head per relation and direction, chosen on the selection split (even
+    sentence_ids) and reported on the report split (odd sentence_ids), beside the best fixed
+    offset chosen and reported the same way.
+
+    One row per (relation, direction) with at least ``min_count`` edges in each split. Columns:
+    relation, direction, n_select, n_report, layer, head, select_accuracy, accuracy (the head on
+    the report split), baseline_offset, baseline_select_accuracy, baseline_accuracy, selected_on,
+    reported_on. Sorted by relation frequency ("all" first).
+    """
+    if min_count < 1:
+        raise InputError("min_count must be at least 1")
+    heads = head_accuracy(db, run)
+    offs = offset_baselines(db, run)
+    bh = _best(heads, ["layer", "head"])
+    bo = offs.assign(abs_offset=offs["offset"].abs())
+    bo = _best(bo, ["abs_offset", "offset"])
+    out = bh.rename(columns={"report_accuracy": "accuracy"})[
+        ["relation", "direction", "n_select", "n_report", "layer", "head", "select_accuracy", "accuracy"]]
+    base = bo.rename(columns={"offset": "baseline_offset", "select_accuracy": "baseline_select_accuracy",
+                              "report_accuracy": "baseline_accuracy"})[
+        ["relation", "direction", "baseline_offset", "baseline_select_accuracy", "baseline_accuracy"]]
+    out = out.merge(base, on=["relation", "direction"], how="left")
+    out = out[(out["n_select"] >= min_count) & (out["n_report"] >= min_count)].copy()
+    out["_all"] = out["relation"] != "all"
+    out["_n"] = -(out["n_select"] + out["n_report"])
+    out = out.sort_values(["_all", "_n", "relation", "direction"]).drop(columns=["_all", "_n"])
+    out["selected_on"] = SELECTION_SPLIT
+    out["reported_on"] = REPORT_SPLIT
+    out = out.reset_index(drop=True).astype({"n_select": "int64", "n_report": "int64", "layer": "int64",
+                                             "head": "int64", "baseline_offset": "int64"})
+    out.attrs = {"selected_on": SELECTION_SPLIT, "reported_on": REPORT_SPLIT}
+    return out
+
+
+__all__ = ["accuracy", "head_accuracy", "offset_baselines", "SELECTION_SPLIT", "REPORT_SPLIT"]

@@ -1,0 +1,159 @@
+"""Reading classification results the way the paper does: layer distribution, co-location of
+roles on the same heads, and counts per role.
+
+Every function reads ``head_tests`` (filled by ``headdb classify``) through the views of
+migration 0003 (``role_layer_distribution``, ``role_colocation``, ``head_roles``,
+``role_summary``), so the same numbers are one ``headdb sql`` away. Layers and heads are 0-based.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from headdb.db import connect
+from headdb.errors import DatabaseError, InputError
+from headdb.store import resolve_run
+
+DbLike = str | Path | duckdb.DuckDBPyConnection  #: a database path or an open connection
+
+
+@contextmanager
+def open_db(db: DbLike) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection for a path; a connection passed in is used as is and left open."""
+    if isinstance(db, duckdb.DuckDBPyConnection):
+        yield db
+        return
+    con = connect(db, read_only=True)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def classified_roles(con: duckdb.DuckDBPyConnection, run_id: int) -> list[str]:
+    """The roles tested for a run, in the order of its classification (else alphabetical)."""
+    present = [r[0] for r in con.execute(
+        "SELECT DISTINCT role FROM head_tests WHERE run_id = ? ORDER BY role", [run_id]).fetchall()]
+    if not present:
+        raise DatabaseError(f"run {run_id} has no classification results; run `headdb classify` first")
+    row = con.execute(
+        "SELECT roles FROM classifications WHERE run_id = ? ORDER BY classification_id DESC LIMIT 1",
+        [run_id]).fetchone()
+    order = [r for r in (row[0].split(",") if row and row[0] else []) if r in present]
+    return order + [r for r in present if r not in order]
+
+
+def select_roles(available: Sequence[str], roles: Sequence[str] | str | None) -> list[str]:
+    """The requested roles (comma-separated string or list) in the order given; all when None."""
+    if roles is None:
+        return list(available)
+    if isinstance(roles, str):
+        roles = [r.strip() for r in roles.split(",") if r.strip()]
+    unknown = [r for r in roles if r not in available]
+    if unknown:
+        raise InputError(f"role(s) {', '.join(unknown)} not classified for this run; "
+                         f"available: {', '.join(available)}")
+    return list(dict.fromkeys(roles))
+
+
+def _order(df: pd.DataFrame, column: str, roles: list[str]) -> pd.DataFrame:
+    df = df[df[column].isin(roles)].copy()
+    df[column] = pd.Categorical(df[column], categories=roles, ordered=True)
+    return df
+
+
+def layer_distribution(db: DbLike, run: int | str | None = None, roles: Sequence[str] | str | None = None) -> pd.DataFrame:
+    """Per role and layer: ``n_significant`` heads with the role out of ``n_tested``.
+
+    Columns: run_id, role, layer, n_significant, n_tested (view ``role_layer_distribution``).
+    """
+    with open_db(db) as con:
+        run_id = resolve_run(con, run)
+        wanted = select_roles(classified_roles(con, run_id), roles)
+        df = con.execute(
+            "SELECT run_id, role, layer, n_significant, n_tested FROM role_layer_distribution WHERE run_id = ?",
+            [run_id]).df()
+    df = _order(df, "role", wanted).sort_values(["role", "layer"])
+    df["role"] = df["role"].astype(str)
+    return df.reset_index(drop=True).astype({"layer": "int64", "n_significant": "int64", "n_tested": "int64"})
+
+
+def colocation(db: DbLike, run: int | str | None = None, roles: Sequence[str] | str | None = None) -> pd.DataFrame:
+    """Per pair of roles: how many heads have both (long form; the diagonal is the role's count).
+
+    Columns: run_id, role_a, role_b, n_heads (view ``role_colocation``). Pivot it with
+    ``df.pivot(index="role_a", columns="role_b", values="n_heads")`` for the matrix.
+    """
+    with open_db(db) as con:
+        run_id = resolve_run(con, run)
+        wanted = select_roles(classified_roles(con, run_id), roles)
+        df = con.execute("SELECT run_id, role_a, role_b, n_heads FROM role_colocation WHERE run_id = ?",
+                         [run_id]).df()
+    df = _order(_order(df, "role_a", wanted), "role_b", wanted).sort_values(["role_a", "role_b"])
+    df["role_a"] = df["role_a"].astype(str)
+    df["role_b"] = df["role_b"].astype(str)
+    return df.reset_index(drop=True).astype({"n_heads": "int64"})
+
+
+def colocation_matrix(db: DbLike, run: int | str | None = None, roles: Sequence[str] | str | None = None) -> pd.DataFrame:
+    """The co-location counts as a role x role matrix (index and columns in role order)."""
+    long = colocation(db, run, roles)
+    order = list(dict.fromkeys(long["role_a"]))
+    m = long.pivot(index="role_a", columns="role_b", values="n_heads").reindex(index=order, columns=order)
+    m.index.name, m.columns.name = "role", None
+    return m.fillna(0).astype("int64")
+
+
+def multi_role_heads(db: DbLike, run: int | str | None = None, min_roles: int = 2) -> pd.DataFrame:
+    """Heads with at least ``min_roles`` roles. Columns: run_id, layer, head, n_roles, roles."""
+    if min_roles < 1:
+        raise InputError("min_roles must be at least 1")
+    with open_db(db) as con:
+        run_id = resolve_run(con, run)
+        order = classified_roles(con, run_id)
+        df = con.execute(
+            "SELECT run_id, layer, head, n_roles, roles FROM head_roles WHERE run_id = ? AND n_roles >= ? "
+            "ORDER BY layer, head", [run_id, min_roles]).df()
+    rank = {r: i for i, r in enumerate(order)}
+    df["roles"] = [",".join(sorted(s.split(","), key=lambda r: rank.get(r, len(rank)))) for s in df["roles"]]
+    return df.astype({"layer": "int64", "head": "int64", "n_roles": "int64"})
+
+
+def role_summary(db: DbLike, run: int | str | None = None, roles: Sequence[str] | str | None = None) -> pd.DataFrame:
+    """Per role: heads tested and significant, share, heads whose decision could flip within the
+    sparse-storage bound, tau, and the mean and largest per-head mean score (view ``role_summary``)."""
+    with open_db(db) as con:
+        run_id = resolve_run(con, run)
+        wanted = select_roles(classified_roles(con, run_id), roles)
+        df = con.execute("SELECT * FROM role_summary WHERE run_id = ?", [run_id]).df()
+    df = _order(df, "role", wanted).sort_values("role")
+    df["role"] = df["role"].astype(str)
+    return df.reset_index(drop=True).astype({"n_tested": "int64", "n_significant": "int64",
+                                             "n_flip_possible": "int64"})
+
+
+def head_grid(db: DbLike, run: int | str | None = None, role: str | None = None,
+              column: str = "mean") -> pd.DataFrame:
+    """One column of ``head_tests`` for one role as a layer x head matrix (rows: layer, columns: head)."""
+    with open_db(db) as con:
+        run_id = resolve_run(con, run)
+        if role is None:
+            raise InputError("head_grid needs a role")
+        select_roles(classified_roles(con, run_id), [role])
+        if column not in ("mean", "std", "t", "p", "p_adj", "significant", "n", "ci_low", "ci_high",
+                          "flip_possible"):
+            raise InputError(f"head_grid: unknown column {column!r}")
+        df = con.execute("SELECT layer, head, " + column + " AS value FROM head_tests "  # column checked above
+                         "WHERE run_id = ? AND role = ?", [run_id, role]).df()
+        shape = con.execute("SELECT n_layers, n_heads FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    grid = df.pivot(index="layer", columns="head", values="value")
+    return grid.reindex(index=range(shape[0]), columns=range(shape[1]))
+
+
+__all__ = ["layer_distribution", "colocation", "colocation_matrix", "multi_role_heads", "role_summary",
+           "head_grid", "open_db", "classified_roles"]

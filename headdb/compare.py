@@ -1,0 +1,241 @@
+"""Comparing two runs over the same sentences, such as a pre-trained and a fine-tuned model.
+
+Per head and role, the per-sentence scores of both runs are paired on ``sentence_id`` and the
+differences ``d = score_b - score_a`` are tested with a two-sided paired Student t-test
+(``scipy.stats.ttest_rel(score_b, score_a)``, H0: E[d] = 0). Every (head, role) test of one
+comparison is one family, corrected like a classification (Benjamini-Hochberg by default; holm,
+bonferroni, none). Roles gained and lost come from ``head_tests`` of each run. Runs whose
+layer x head shapes differ cannot be paired head by head: they are compared by the per-layer
+counts of heads with each role only, and the result says so (``basis`` column and ``attrs``).
+Layers and heads are 0-based.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from headdb.analysis import DbLike, classified_roles, open_db, select_roles
+from headdb.errors import DatabaseError, InputError
+from headdb.store import resolve_run
+
+CORRECTIONS = ("bh", "holm", "bonferroni", "none")
+
+BASIS_PAIRED = "paired"
+BASIS_LAYER_COUNTS = "layer_counts"
+
+
+def adjust_pvalues(p: np.ndarray, method: str) -> np.ndarray:
+    """Adjusted p-values for one family; NaN entries stay NaN and are not counted in the family."""
+    if method not in CORRECTIONS:
+        raise InputError(f"unknown correction {method!r}; expected one of: {', '.join(CORRECTIONS)}")
+    p = np.asarray(p, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    q = p[ok]
+    m = q.size
+    if m == 0 or method == "none":
+        out[ok] = q
+        return out
+    if method == "bonferroni":
+        out[ok] = np.minimum(q * m, 1.0)
+    elif method == "holm":
+        order = np.argsort(q, kind="stable")
+        stepped = np.maximum.accumulate(q[order] * (m - np.arange(m)))
+        adj = np.empty(m)
+        adj[order] = np.minimum(stepped, 1.0)
+        out[ok] = adj
+    else:
+        from scipy.stats import false_discovery_control
+
+        out[ok] = false_discovery_control(q, method="bh")
+    return out
+
+
+def _paired_test(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Two-sided paired t-test of b against a, with the degenerate cases made explicit:
+    fewer than 2 pairs -> NaN; all differences equal -> t = 0, p = 1 when they are 0 (no change),
+    t = +-inf, p = 0 otherwise (every sentence moved by the same amount)."""
+    n = a.size
+    if n < 2:
+        return float("nan"), float("nan")
+    d = b - a
+    if np.all(d == d[0]):
+        if d[0] == 0:
+            return 0.0, 1.0
+        return float(np.sign(d[0]) * np.inf), 0.0
+    from scipy.stats import ttest_rel
+
+    res = ttest_rel(b, a, alternative="two-sided")
+    return float(res.statistic), float(res.pvalue)
+
+
+def _run_info(con, run_id: int) -> dict:
+    row = con.execute("SELECT run_id, run_name, corpus_id, n_layers, n_heads, model FROM runs WHERE run_id = ?",
+                      [run_id]).fetchone()
+    return {"run_id": row[0], "run_name": row[1], "corpus_id": row[2], "n_layers": int(row[3]),
+            "n_heads": int(row[4]), "model": row[5]}
+
+
+def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str] | str | None = None,
+            correction: str = "bh", alpha: float = 0.05) -> pd.DataFrame:
+    """Compare run B against run A head by head (see the module docstring).
+
+    Same shapes: one row per (role, layer, head) with n (paired sentences), mean_a, mean_b,
+    mean_diff (B - A), std_diff, t, p, p_adj, changed (p_adj < alpha), direction (up / down),
+    significant_a, significant_b and role_change (gained / lost / kept / none).
+    Different shapes: one row per (role, layer) with n_significant_a, n_significant_b and change.
+    ``df.attrs`` holds basis, note, run ids and names, correction, alpha and test.
+    """
+    if correction not in CORRECTIONS:
+        raise InputError(f"unknown correction {correction!r}; expected one of: {', '.join(CORRECTIONS)}")
+    if not 0 < alpha < 1:
+        raise InputError("alpha must be between 0 and 1")
+    with open_db(db) as con:
+        ia = _run_info(con, resolve_run(con, run_a))
+        ib = _run_info(con, resolve_run(con, run_b))
+        if ia["corpus_id"] != ib["corpus_id"]:
+            raise DatabaseError(
+                f"runs {ia['run_id']} and {ib['run_id']} are over different corpora; "
+                "compare needs two runs over the same sentences")
+        roles_a = classified_roles(con, ia["run_id"])
+        roles_b = set(classified_roles(con, ib["run_id"]))
+        common = [r for r in roles_a if r in roles_b]
+        if not common:
+            raise DatabaseError(f"runs {ia['run_id']} and {ib['run_id']} have no classified role in common")
+        wanted = select_roles(common, roles)
+        attrs = {"run_a": ia["run_id"], "run_b": ib["run_id"], "run_name_a": ia["run_name"],
+                 "run_name_b": ib["run_name"], "model_a": ia["model"], "model_b": ib["model"],
+                 "shape_a": (ia["n_layers"], ia["n_heads"]), "shape_b": (ib["n_layers"], ib["n_heads"]),
+                 "roles": wanted, "correction": correction, "alpha": alpha}
+        if (ia["n_layers"], ia["n_heads"]) != (ib["n_layers"], ib["n_heads"]):
+            df = _layer_counts(con, ia["run_id"], ib["run_id"], wanted)
+            attrs.update(basis=BASIS_LAYER_COUNTS, test="none", note=(
+                f"layer x head shapes differ ({ia['n_layers']}x{ia['n_heads']} vs {ib['n_layers']}x{ib['n_heads']}): "
+                "compared by per-layer counts of heads with each role only; no head-by-head test"))
+            df.attrs = attrs
+            return df
+        scores = con.execute(
+            """
+            SELECT a.role, a.layer, a.head, a.sentence_id, a.score AS score_a, b.score AS score_b
+            FROM sentence_scores a
+            JOIN sentence_scores b
+              ON b.role = a.role AND b.layer = a.layer AND b.head = a.head AND b.sentence_id = a.sentence_id
+            WHERE a.run_id = ? AND b.run_id = ? AND list_contains(?, a.role)
+            ORDER BY a.role, a.layer, a.head, a.sentence_id
+            """, [ia["run_id"], ib["run_id"], wanted]).df()
+        sig = con.execute(
+            """
+            SELECT role, layer, head,
+                   bool_or(significant) FILTER (WHERE run_id = ?) AS significant_a,
+                   bool_or(significant) FILTER (WHERE run_id = ?) AS significant_b
+            FROM head_tests WHERE run_id IN (?, ?) AND list_contains(?, role)
+            GROUP BY role, layer, head
+            """, [ia["run_id"], ib["run_id"], ia["run_id"], ib["run_id"], wanted]).df()
+        n_sent = con.execute(
+            "SELECT count(*) FROM run_sentences a JOIN run_sentences b USING (sentence_id) "
+            "WHERE a.run_id = ? AND b.run_id = ? AND a.status <> 'skipped' AND b.status <> 'skipped'",
+            [ia["run_id"], ib["run_id"]]).fetchone()[0]
+    rows = []
+    for (role, layer, head), g in scores.groupby(["role", "layer", "head"], sort=False):
+        a = g["score_a"].to_numpy(float)
+        b = g["score_b"].to_numpy(float)
+        d = b - a
+        t, p = _paired_test(a, b)
+        rows.append((role, int(layer), int(head), a.size, a.mean(), b.mean(), d.mean(),
+                     d.std(ddof=1) if a.size > 1 else np.nan, t, p))
+    df = pd.DataFrame(rows, columns=["role", "layer", "head", "n", "mean_a", "mean_b", "mean_diff", "std_diff",
+                                     "t", "p"])
+    # every head of the shape appears, even one without paired sentences (n = 0, untested)
+    grid = pd.MultiIndex.from_product([wanted, range(ia["n_layers"]), range(ia["n_heads"])],
+                                      names=["role", "layer", "head"]).to_frame(index=False)
+    df = grid.merge(df, how="left", on=["role", "layer", "head"])
+    df["n"] = df["n"].fillna(0).astype("int64")
+    df["p_adj"] = adjust_pvalues(df["p"].to_numpy(), correction)
+    df["changed"] = (df["p_adj"] < alpha).fillna(False).astype(bool)
+    df["direction"] = np.where(df["changed"], np.where(df["mean_diff"] > 0, "up", "down"), "")
+    sig["layer"] = sig["layer"].astype("int64")
+    sig["head"] = sig["head"].astype("int64")
+    df = df.merge(sig, how="left", on=["role", "layer", "head"])
+    sa = df["significant_a"].astype("boolean")
+    sb = df["significant_b"].astype("boolean")
+    df["role_change"] = np.select(
+        [sa.isna() | sb.isna(), ~sa & sb, sa & ~sb, sa & sb], ["unknown", "gained", "lost", "kept"], "none")
+    df["significant_a"], df["significant_b"] = sa, sb
+    order = {r: i for i, r in enumerate(wanted)}
+    df = df.sort_values(["role", "layer", "head"], key=lambda s: s.map(order) if s.name == "role" else s)
+    df.insert(0, "basis", BASIS_PAIRED)
+    df = df.reset_index(drop=True)
+    n_changed = int(df["changed"].sum())
+    attrs.update(basis=BASIS_PAIRED, n_sentences=int(n_sent),
+                 test="two-sided paired t-test, scipy.stats.ttest_rel(score_b, score_a), per (head, role)",
+                 note=(f"{len(wanted)} role(s) x {ia['n_layers']}x{ia['n_heads']} heads over {n_sent} shared "
+                       f"sentences; {n_changed} (head, role) scores changed at {correction} alpha={alpha}; "
+                       f"{int((df['role_change'] == 'gained').sum())} roles gained, "
+                       f"{int((df['role_change'] == 'lost').sum())} lost"))
+    df.attrs = attrs
+    return df
+
+
+def _layer_counts(con, run_a: int, run_b: int, roles: list[str]) -> pd.DataFrame:
+    df = con.execute(
+        """
+        SELECT coalesce(a.role, b.role) AS role, coalesce(a.layer, b.layer) AS layer,
+               coalesce(a.n_significant, 0) AS n_significant_a, coalesce(b.n_significant, 0) AS n_significant_b,
+               coalesce(a.n_tested, 0) AS n_tested_a, coalesce(b.n_tested, 0) AS n_tested_b
+        FROM (SELECT * FROM role_layer_distribution WHERE run_id = ?) a
+        FULL OUTER JOIN (SELECT * FROM role_layer_distribution WHERE run_id = ?) b
+          ON a.role = b.role AND a.layer = b.layer
+        WHERE list_contains(?, coalesce(a.role, b.role))
+        """, [run_a, run_b, roles]).df()
+    df = df.astype({"layer": "int64", "n_significant_a": "int64", "n_significant_b": "int64",
+                    "n_tested_a": "int64", "n_tested_b": "int64"})
+    df["change"] = df["n_significant_b"] - df["n_significant_a"]
+    order = {r: i for i, r in enumerate(roles)}
+    df = df.sort_values(["role", "layer"], key=lambda s: s.map(order) if s.name == "role" else s)
+    df.insert(0, "basis", BASIS_LAYER_COUNTS)
+    return df.reset_index(drop=True)
+
+
+def layer_profile(comparison: pd.DataFrame) -> pd.DataFrame:
+    """The per-layer profile of change of a :func:`compare` result.
+
+    Paired basis: per (role, layer) the heads, mean and mean absolute score difference, heads
+    whose score went up / down significantly, heads with the role in A and in B, gained, lost.
+    Layer-counts basis: the counts themselves.
+    """
+    if comparison.empty or comparison["basis"].iloc[0] == BASIS_LAYER_COUNTS:
+        return comparison.copy()
+    c = comparison.assign(abs_diff=comparison["mean_diff"].abs(),
+                          up=comparison["direction"] == "up", down=comparison["direction"] == "down",
+                          gained=comparison["role_change"] == "gained", lost=comparison["role_change"] == "lost",
+                          sig_a=comparison["significant_a"].fillna(False).astype(bool),
+                          sig_b=comparison["significant_b"].fillna(False).astype(bool))
+    prof = c.groupby(["role", "layer"], sort=False).agg(
+        n_heads=("head", "size"), mean_diff=("mean_diff", "mean"), mean_abs_diff=("abs_diff", "mean"),
+        n_up=("up", "sum"), n_down=("down", "sum"), n_significant_a=("sig_a", "sum"),
+        n_significant_b=("sig_b", "sum"), gained=("gained", "sum"), lost=("lost", "sum")).reset_index()
+    return prof.astype({"n_up": "int64", "n_down": "int64", "n_significant_a": "int64",
+                        "n_significant_b": "int64", "gained": "int64", "lost": "int64"})
+
+
+def compare_layers(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str] | str | None = None,
+                   correction: str = "bh", alpha: float = 0.05) -> pd.DataFrame:
+    """:func:`layer_profile` of :func:`compare` (same arguments)."""
+    cmp = compare(db, run_a, run_b, roles, correction, alpha)
+    prof = layer_profile(cmp)
+    prof.attrs = dict(cmp.attrs)
+    return prof
+
+
+def role_changes(comparison: pd.DataFrame) -> pd.DataFrame:
+    """The heads that gained or lost a role in a paired :func:`compare` result."""
+    if comparison.empty or comparison["basis"].iloc[0] == BASIS_LAYER_COUNTS:
+        return pd.DataFrame(columns=["role", "layer", "head", "role_change", "mean_a", "mean_b"])
+    keep = comparison["role_change"].isin(["gained", "lost"])
+    return comparison.loc[keep, ["role", "layer", "head", "role_change", "mean_a", "mean_b"]].reset_index(drop=True)
+
+
+__all__ = ["compare", "compare_layers", "layer_profile", "role_changes", "adjust_pvalues", "CORRECTIONS"]
