@@ -8,6 +8,8 @@ Errors name ``path:line``. Raw text is parsed in batches by a *parser* (see
 from __future__ import annotations
 
 import hashlib
+import re
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +18,23 @@ from headdb.errors import CorpusError, InputError
 
 FORMATS = ("conllu", "text", "tsv")
 _EXTENSIONS = {".conllu": "conllu", ".conll": "conllu", ".txt": "text", ".text": "text", ".tsv": "tsv"}
-#: Lines longer than this cannot fit any encoder; they are skipped unparsed (counted).
-MAX_LINE_CHARS = 100_000
+#: Words per model input (both segments of a pair together): positions are stored as SMALLINT.
+MAX_WORDS = 32_000
+#: Lines (both TSV columns together) longer than this cannot fit any encoder, nor, as every
+#: word is at least one character, headdb's SMALLINT positions: skipped unparsed (counted).
+MAX_LINE_CHARS = MAX_WORDS
+#: A line of more bytes than this is refused outright (a binary file, or no line ends at all):
+#: lines are read with this cap so that memory stays bounded whatever the file holds.
+MAX_LINE_BYTES = 8 << 20
+_INT = re.compile(r"[0-9]+")  # ASCII digits only: int() would also take " 1", "+1" and "١"
+_RANGE = re.compile(r"([1-9][0-9]*)-([1-9][0-9]*)")
+_EMPTY_NODE = re.compile(r"[0-9]+\.[1-9][0-9]*")
+
+
+def is_blank(text: str) -> bool:
+    """True when ``text`` shows nothing: whitespace, control and format characters only
+    (a zero-width space, a stray BOM or a bell is no word, and the tokenizer drops it)."""
+    return all(c.isspace() or unicodedata.category(c) in ("Cc", "Cf") for c in text)
 
 
 @dataclass(frozen=True)
@@ -102,8 +119,19 @@ def _lines(path: str | Path) -> Iterator[tuple[int, str]]:
         raise InputError("no such file", p)
     if p.is_dir():
         raise InputError("is a directory, expected a corpus file", p)
-    with open(p, "rb") as f:
-        for number, raw in enumerate(f, start=1):
+    try:
+        f = open(p, "rb")
+    except OSError as exc:
+        raise InputError(f"cannot read the file: {exc.strerror}", p) from None
+    with f:
+        number = 0
+        while True:
+            raw = f.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                break
+            number += 1
+            if len(raw) > MAX_LINE_BYTES:
+                raise CorpusError(f"line longer than {MAX_LINE_BYTES >> 20} MiB; is it a binary file?", p, number)
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             if b"\x00" in raw:
@@ -154,41 +182,46 @@ def _parse_conllu_block(path: str | Path, start: int, comments: list[str], rows:
     if "newdoc id" in meta:
         doc_id = meta["newdoc id"]
     words: list[Word] = []
-    heads: list[tuple[int, int]] = []  # (line number, 1-based head)
+    heads: list[tuple[int, int | None]] = []  # (line number, 1-based head or None)
     for number, line in rows:
         cols = line.split("\t")
         if len(cols) != 10:
             raise CorpusError(f"expected 10 tab-separated columns, found {len(cols)}", path, number)
         wid = cols[0]
         if "-" in wid or "." in wid:
+            m = _RANGE.fullmatch(wid)
+            if not (m and int(m.group(1)) < int(m.group(2))) and not _EMPTY_NODE.fullmatch(wid):
+                raise CorpusError(f"word id {wid!r} is neither a word (N), a multiword range (N-M) "
+                                  "nor an empty node (N.M)", path, number)
             continue  # multiword-token range or empty node: not a syntactic word
-        try:
-            index = int(wid)
-        except ValueError:
-            raise CorpusError(f"word id {wid!r} is not an integer", path, number) from None
+        if not _INT.fullmatch(wid):
+            raise CorpusError(f"word id {wid!r} is not an integer", path, number)
+        index = int(wid)
         if index != len(words) + 1:
             raise CorpusError(f"word id {index} out of order (expected {len(words) + 1})", path, number)
         head_text = cols[6]
+        head: int | None
         if head_text == "_":
-            head = -1  # unknown syntax
+            head = None  # unknown syntax
+        elif _INT.fullmatch(head_text):
+            head = int(head_text)
         else:
-            try:
-                head = int(head_text)
-            except ValueError:
-                raise CorpusError(f"head {head_text!r} is not an integer", path, number) from None
+            raise CorpusError(f"head {head_text!r} is not a word number (0 for the root, 1..n)", path, number)
         form = cols[1]
-        if not form.strip():
-            raise CorpusError("empty word form", path, number)
+        if is_blank(form):
+            raise CorpusError("empty word form (only whitespace or invisible characters)", path, number)
         heads.append((number, head))
         words.append(Word(form, _opt(cols[2]), _opt(cols[3]), _opt(cols[4]), None, _opt(cols[7])))
     if not words:
         raise CorpusError("sentence has no words (only ranges or empty nodes)", path, start)
     n = len(words)
+    if n > MAX_WORDS:
+        raise CorpusError(f"sentence has {n} words; headdb stores at most {MAX_WORDS} per input", path, start)
     resolved: list[int | None] = []
     for number, head in heads:
-        if head > n or head < -1:
+        if head is not None and head > n:
             raise CorpusError(f"head {head} is outside the sentence (1..{n}, or 0 for the root)", path, number)
-        resolved.append(None if head <= 0 else head - 1)
+        resolved.append(None if not head else head - 1)
     _check_tree(path, resolved, [nb for nb, _ in heads])
     words = [Word(w.form, w.lemma, w.upos, w.xpos, h, w.deprel) for w, h in zip(words, resolved)]
     text = meta.get("text")
@@ -231,6 +264,9 @@ def read_conllu(path: str | Path, pairs: bool = False, stats: ReadStats | None =
         elif pending is None:
             pending = segment
         else:
+            if len(pending.words) + len(segment.words) > MAX_WORDS:
+                raise CorpusError(f"the pair starting here has more than {MAX_WORDS} words; headdb stores "
+                                  f"at most {MAX_WORDS} per input", path, pending.line)
             yield Sentence(count, (pending, segment))
             count += 1
             pending = None
@@ -243,7 +279,7 @@ def read_conllu(path: str | Path, pairs: bool = False, stats: ReadStats | None =
 
 def _raw_records(path: str | Path, columns: int, stats: ReadStats) -> Iterator[tuple[int, tuple[str, ...]]]:
     for number, line in _lines(path):
-        if not line.strip():
+        if is_blank(line):
             stats.blank_lines += 1
             continue
         if columns == 1:
@@ -254,9 +290,9 @@ def _raw_records(path: str | Path, columns: int, stats: ReadStats) -> Iterator[t
                 raise CorpusError("expected two tab-separated text columns, found one", path, number)
             if len(fields) > 2:
                 raise CorpusError(f"expected two tab-separated text columns, found {len(fields)}", path, number)
-            if not fields[0] or not fields[1]:
+            if is_blank(fields[0]) or is_blank(fields[1]):
                 raise CorpusError("a TSV pair has an empty text column", path, number)
-        if any(len(f) > MAX_LINE_CHARS for f in fields):
+        if sum(len(f) for f in fields) > MAX_LINE_CHARS:
             stats.too_long_lines += 1
             continue
         yield number, fields

@@ -1,0 +1,324 @@
+"""Reliability (#6): hostile corpus input.
+
+Every bad file gives one clear line naming ``path:line`` (or a documented skip counted in the
+run summary), and an ingest that fails on its input leaves the database without a new run.
+Reader-level cases are fast; the few that need the model to see a token count are `slow`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from headdb.corpus import MAX_LINE_BYTES, MAX_WORDS, ReadStats, read_corpus, validate
+from headdb.errors import CorpusError, InputError
+
+HEADDB = str(Path(sys.executable).with_name("headdb"))
+
+
+def conllu_row(i: int, form: str, head: str | int, *, cols: int = 10) -> str:
+    row = [str(i), form, form.lower(), "X", "X", "_", str(head), "dep" if head else "root", "_", "_"]
+    return "\t".join(row[:cols] + ["_"] * max(0, cols - 10))
+
+
+def conllu_sentence(forms: list[str], text: bool = True) -> str:
+    lines = [f"# text = {' '.join(forms)}"] if text else []
+    lines += [conllu_row(i, f, 0 if i == 1 else 1) for i, f in enumerate(forms, start=1)]
+    return "\n".join(lines) + "\n\n"
+
+
+GOOD = conllu_sentence(["Hello", "world"])
+
+
+def write(tmp_path: Path, name: str, data: bytes | str) -> Path:
+    p = tmp_path / name
+    p.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return p
+
+
+def fmt_of(path: Path) -> str:
+    return {".conllu": "conllu", ".txt": "text", ".tsv": "tsv"}[path.suffix]
+
+
+# --- refused with path:line ------------------------------------------------------------------
+
+REFUSED = {
+    # name: (file name, bytes, expected line or None for the whole file, words in the message)
+    "empty file": ("empty.conllu", b"", None, "no sentences"),
+    "empty text file": ("empty.txt", b"", None, "no sentences"),
+    "only blank lines": ("blank.txt", b"\n  \n\t\n\r\n", None, "no sentences"),
+    "only invisible characters": ("zw.txt", "\u200b\n\ufeff \u2060\n".encode(), None, "no sentences"),
+    "invalid UTF-8": ("bad.txt", b"fine line\nbad \xff\xfe line\n", 2, "invalid UTF-8"),
+    "invalid UTF-8 in CoNLL-U": ("bad.conllu", GOOD.encode() + b"1\tw\xe9\tw\tX\tX\t_\t0\troot\t_\t_\n", 5,
+                                 "invalid UTF-8"),
+    "NUL byte": ("nul.txt", b"one\ntw\x00o\n", 2, "NUL byte"),
+    "NUL bytes only": ("zeros.txt", b"\x00" * 4096, 1, "NUL byte"),
+    "conllu 9 columns": ("c9.conllu", GOOD + conllu_row(1, "A", 0, cols=9) + "\n", 5, "10 tab-separated columns"),
+    "conllu 11 columns": ("c11.conllu", conllu_row(1, "A", 0, cols=11) + "\n", 1, "found 11"),
+    "conllu spaces not tabs": ("sp.conllu", "1 A a X X _ 0 root _ _\n", 1, "10 tab-separated columns"),
+    "non-integer head": ("h.conllu", conllu_row(1, "A", "x") + "\n", 1, "head 'x'"),
+    "negative head": ("hn.conllu", conllu_row(1, "A", 0) + "\n" + conllu_row(2, "B", -1) + "\n", 2, "head '-1'"),
+    "signed head": ("hp.conllu", conllu_row(1, "A", "+0") + "\n", 1, "head '+0'"),
+    "non-ASCII digit head": ("hu.conllu", conllu_row(1, "A", "\u0660") + "\n", 1, "is not a word number"),
+    "head outside the sentence": ("ho.conllu", conllu_row(1, "A", 0) + "\n" + conllu_row(2, "B", 3) + "\n", 2,
+                                  "outside the sentence"),
+    "self loop": ("self.conllu", conllu_row(1, "A", 1) + "\n", 1, "cycle"),
+    "cycle": ("cyc.conllu", "\n".join([conllu_row(1, "A", 0), conllu_row(2, "B", 3), conllu_row(3, "C", 4),
+                                       conllu_row(4, "D", 2)]) + "\n", 2, "cycle"),
+    "non-integer word id": ("id.conllu", "x\tA\ta\tX\tX\t_\t0\troot\t_\t_\n", 1, "word id 'x'"),
+    "word id with spaces": ("ids.conllu", " 1\tA\ta\tX\tX\t_\t0\troot\t_\t_\n", 1, "word id ' 1'"),
+    "word id out of order": ("ido.conllu", conllu_row(2, "A", 0) + "\n", 1, "out of order"),
+    "malformed range": ("rg.conllu", "1-x\tdon't\t_\t_\t_\t_\t_\t_\t_\t_\n" + conllu_row(1, "do", 0) + "\n", 1,
+                        "multiword range"),
+    "backwards range": ("rb.conllu", "2-1\tab\t_\t_\t_\t_\t_\t_\t_\t_\n" + conllu_row(1, "a", 0) + "\n", 1,
+                        "multiword range"),
+    "only ranges and empty nodes": ("re.conllu", "1-2\tab\t_\t_\t_\t_\t_\t_\t_\t_\n0.1\tx\t_\t_\t_\t_\t_\t_\t_\t_\n",
+                                    1, "no words"),
+    "empty word form": ("ef.conllu", conllu_row(1, " ", 0) + "\n", 1, "empty word form"),
+    "invisible word form": ("zf.conllu", conllu_row(1, "\u200b", 0) + "\n", 1, "empty word form"),
+    "comments but no words": ("cm.conllu", GOOD + "# sent_id = x\n# text = nothing\n\n", 5, "no word lines"),
+    "comment inside words": ("ci.conllu", conllu_row(1, "A", 0) + "\n# late\n", 2, "comment line inside"),
+    "too many words for SMALLINT": ("huge.conllu", conllu_sentence(["w"] * (MAX_WORDS + 1)), 1,
+                                    f"at most {MAX_WORDS}"),
+    "tsv one column": ("one.tsv", "first\tsecond\nonly one column\n", 2, "found one"),
+    "tsv three columns": ("three.tsv", "a\tb\tc\n", 1, "found 3"),
+    "tsv blank column": ("blankcol.tsv", "a b\t  \n", 1, "empty text column"),
+    "a line with no line end past the byte cap": ("nolf.txt", b"a" * (MAX_LINE_BYTES + 10), 1,
+                                                  "is it a binary file"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED), ids=list(REFUSED))
+def test_hostile_corpus_is_refused_with_path_and_line(tmp_path, case):
+    name, data, line, words = REFUSED[case]
+    path = write(tmp_path, name, data)
+    with pytest.raises(CorpusError) as info:
+        validate(path, fmt_of(path))
+    err = info.value
+    assert err.path == str(path)
+    assert err.line == line
+    assert words in str(err)
+    assert str(err).startswith(f"{path}:{line}: " if line else f"{path}: ")
+    assert "\n" not in str(err)
+
+
+def test_pairs_over_the_word_cap_are_refused(tmp_path):
+    half = MAX_WORDS // 2 + 1
+    path = write(tmp_path, "pairs.conllu", conllu_sentence(["a"] * half) + conllu_sentence(["b"] * half))
+    with pytest.raises(CorpusError, match=r"pairs\.conllu:1: the pair starting here"):
+        validate(path, "conllu", pairs=True)
+    validate(path, "conllu", pairs=False)  # each alone fits
+
+
+def test_unknown_format_and_extension(tmp_path):
+    path = write(tmp_path, "corpus.xml", GOOD)
+    with pytest.raises(InputError, match=r"unknown format 'xml'; expected one of: conllu, text, tsv"):
+        list(read_corpus(path, "xml"))
+    from headdb.corpus import infer_format
+
+    with pytest.raises(InputError, match=r"corpus\.xml: cannot infer the format.*--format"):
+        infer_format(path)
+    with pytest.raises(InputError, match="unknown format 'CONLLU'"):
+        infer_format(path, "CONLLU")
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(InputError, match=r"nope\.conllu: no such file"):
+        validate(tmp_path / "nope.conllu", "conllu")
+    d = tmp_path / "dir.conllu"
+    d.mkdir()
+    with pytest.raises(InputError, match="is a directory"):
+        validate(d, "conllu")
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads any file")
+def test_unreadable_file(tmp_path):
+    path = write(tmp_path, "locked.conllu", GOOD)
+    path.chmod(0)
+    with pytest.raises(InputError, match="cannot read the file: Permission denied"):
+        validate(path, "conllu")
+
+
+# --- accepted, with a documented reading ----------------------------------------------------
+
+
+def forms(path: Path, fmt: str, pairs: bool = False) -> list[list[str]]:
+    return [[w.form for seg in s.segments for w in seg.words] for s in read_corpus(path, fmt, pairs, None)]
+
+
+def test_bom_is_dropped(tmp_path):
+    for name, data in (("bom.txt", "\ufeffHello there\n"), ("bom.conllu", "\ufeff" + GOOD),
+                       ("bom.tsv", "\ufeffa b\tc d\n")):
+        path = write(tmp_path, name, data)
+        got = forms(path, fmt_of(path))
+        assert got[0][0] in ("Hello", "a"), got
+
+
+def test_crlf_line_ends_read_like_lf(tmp_path):
+    lf = write(tmp_path, "lf.conllu", GOOD + GOOD)
+    crlf = write(tmp_path, "crlf.conllu", (GOOD + GOOD).replace("\n", "\r\n"))
+    a, b = list(read_corpus(lf, "conllu")), list(read_corpus(crlf, "conllu"))
+    assert [s.segments for s in a] == [s.segments for s in b]
+    t = write(tmp_path, "crlf.tsv", "a b\tc d\r\ne\tf\r\n")
+    assert [[seg.text for seg in s.segments] for s in read_corpus(t, "tsv")] == [["a b", "c d"], ["e", "f"]]
+
+
+def test_blank_and_whitespace_only_lines_are_counted_not_read(tmp_path):
+    path = write(tmp_path, "blanks.txt", "One .\n\n   \n\t\u3000\n\u200b\nTwo .\n")
+    n, stats = validate(path, "text")
+    assert n == 2 and stats.blank_lines == 4
+    assert forms(path, "text") == [["One", "."], ["Two", "."]]
+    # CoNLL-U: a whitespace-only line separates sentences like a blank one
+    path = write(tmp_path, "ws.conllu", GOOD.rstrip("\n") + "\n   \n" + GOOD)
+    assert validate(path, "conllu")[0] == 2
+
+
+def test_one_megabyte_line_is_skipped_and_counted(tmp_path):
+    path = write(tmp_path, "big.txt", "short one\n" + "a " * 500_000 + "\nlast one\n")
+    n, stats = validate(path, "text")
+    assert n == 2 and stats.too_long_lines == 1
+    assert forms(path, "text") == [["short", "one"], ["last", "one"]]
+    # a 1 MB word in CoNLL-U is read; the model turns it into [UNK] (or skips it as over-long)
+    path = write(tmp_path, "big.conllu", conllu_sentence(["x" * 1_000_000, "y"]))
+    assert validate(path, "conllu")[0] == 1
+
+
+def test_missing_text_falls_back_to_the_forms(tmp_path):
+    path = write(tmp_path, "notext.conllu", conllu_sentence(["Hello", "world"], text=False))
+    (s,) = read_corpus(path, "conllu")
+    assert s.segments[0].text == "Hello world"
+
+
+def test_multiword_ranges_and_empty_nodes_are_not_words(tmp_path):
+    data = "\n".join([
+        "# text = don't go",
+        "1-2\tdon't\t_\t_\t_\t_\t_\t_\t_\t_",
+        conllu_row(1, "do", 0),
+        conllu_row(2, "n't", 1),
+        conllu_row(3, "go", 1),
+        "3.1\tgone\tgo\tVERB\t_\t_\t_\t_\t1:dep\t_",
+    ]) + "\n"
+    path = write(tmp_path, "mwt.conllu", data)
+    (s,) = read_corpus(path, "conllu")
+    words = s.segments[0].words
+    assert [w.form for w in words] == ["do", "n't", "go"]
+    assert [w.head for w in words] == [None, 0, 0]
+    assert s.segments[0].text == "don't go"
+
+
+def test_unknown_heads_are_allowed(tmp_path):
+    path = write(tmp_path, "nohead.conllu", conllu_row(1, "A", "_") + "\n" + conllu_row(2, "B", "_") + "\n")
+    (s,) = read_corpus(path, "conllu")
+    assert [w.head for w in s.segments[0].words] == [None, None]
+
+
+# --- the whole path: CLI error line, exit code, database unchanged -----------------------------
+
+
+def run_cli(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
+    """``headdb ARGS`` in this process (fast): exit code, stdout, stderr."""
+    from headdb import cli
+
+    monkeypatch.setattr(sys, "argv", ["headdb", *map(str, args)])
+    monkeypatch.setitem(cli._state, "debug", False)
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def table_counts(db: Path) -> dict[str, int]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                for t in ("corpora", "runs", "sentences", "words", "tokens", "run_sentences", "edges")}
+    finally:
+        con.close()
+
+
+CLI_REFUSED = ["invalid UTF-8 in CoNLL-U", "NUL byte", "conllu 9 columns", "non-integer head", "cycle",
+               "head outside the sentence", "tsv one column", "empty file", "too many words for SMALLINT"]
+
+
+@pytest.mark.parametrize("case", CLI_REFUSED)
+def test_cli_ingest_refuses_bad_input_and_writes_nothing(tmp_path, monkeypatch, capsys, case):
+    name, data, line, words = REFUSED[case]
+    path = write(tmp_path, name, data)
+    db = tmp_path / "store.db"
+    assert run_cli(["init", db], monkeypatch, capsys)[0] == 0
+    before = table_counts(db)
+    code, out, err = run_cli(["ingest", db, path, "-q"], monkeypatch, capsys)
+    assert code == 1
+    assert out == ""
+    where = f"{path}:{line}: " if line else f"{path}: "
+    assert err.startswith("error: " + where) and words in err
+    assert err.count("\n") == 1, err  # one line, no traceback
+    assert table_counts(db) == before == dict.fromkeys(before, 0)
+
+
+def test_cli_unknown_format(tmp_path, monkeypatch, capsys):
+    path = write(tmp_path, "c.conllu", GOOD)
+    code, _, err = run_cli(["ingest", tmp_path / "x.db", path, "--format", "xml", "-q"], monkeypatch, capsys)
+    assert code == 1 and err == "error: unknown format 'xml'; expected one of: conllu, text, tsv\n"
+    assert not (tmp_path / "x.db").exists()  # refused before the database is even created
+    code, _, err = run_cli(["ingest", tmp_path / "x.db", write(tmp_path, "c.dat", GOOD), "-q"], monkeypatch, capsys)
+    assert code == 1 and "cannot infer the format" in err and err.count("\n") == 1
+
+
+# --- slow: sentences longer than the model's maximum, counted in the run summary --------------
+
+
+def headdb(*args, check: bool = True, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})}
+    proc = subprocess.run([HEADDB, *map(str, args)], capture_output=True, text=True, env=full_env,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"headdb {' '.join(map(str, args))} failed:\n{proc.stderr}")
+    return proc
+
+
+@pytest.mark.slow
+def test_over_long_sentences_are_skipped_and_counted_or_truncated(tmp_path):
+    corpus = write(tmp_path, "long.conllu",
+                   conllu_sentence(["Hi", "there"]) + conllu_sentence(["word"] * 600) + conllu_sentence(["Bye"]))
+    db = tmp_path / "skip.db"
+    proc = headdb("ingest", db, corpus, "-q")
+    assert "stored 2 sentences" in proc.stderr and "skipped 1 over-long, truncated 0" in proc.stderr
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT sentence_id, status, n_tokens, n_tokens_full FROM run_sentences ORDER BY 1").fetchall() \
+        == [(0, "ok", 4, 4), (1, "skipped", None, 602), (2, "ok", 3, 3)]
+    assert con.execute("SELECT count(*) FROM edges WHERE sentence_id = 1").fetchone()[0] == 0
+    assert con.execute("SELECT truncate FROM runs").fetchone()[0] is False
+    con.close()
+
+    db = tmp_path / "trunc.db"
+    proc = headdb("ingest", db, corpus, "-q", "--truncate")
+    assert "stored 3 sentences" in proc.stderr and "skipped 0 over-long, truncated 1" in proc.stderr
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT status, n_tokens, n_tokens_full FROM run_sentences WHERE sentence_id = 1").fetchone() \
+        == ("truncated", 512, 602)
+    assert con.execute("SELECT max(query_pos), max(key_pos) FROM edges WHERE sentence_id = 1").fetchone() == (511, 511)
+    assert con.execute("SELECT truncate FROM runs").fetchone()[0] is True
+    con.close()
+
+
+@pytest.mark.slow
+def test_text_reader_skips_are_in_the_run_summary(tmp_path):
+    corpus = write(tmp_path, "messy.txt",
+                   "\ufeffThe cat sat .\r\n\r\n   \r\n" + "a " * 500_000 + "\r\nDogs bark .\r\n")
+    db = tmp_path / "t.db"
+    proc = headdb("ingest", db, corpus, "-q")
+    assert "stored 2 sentences" in proc.stderr
+    assert "reader: 2 blank lines ignored, 1 over-long lines skipped" in proc.stderr
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT text_a, line FROM sentences ORDER BY sentence_id").fetchall() \
+        == [("The cat sat .", 1), ("Dogs bark .", 5)]
+    con.close()
