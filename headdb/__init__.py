@@ -21,6 +21,17 @@ _API = {
     "load_roles": "headdb.roles",
     "scores": "headdb.scores",
     "classify": "headdb.classify",
+    "layer_distribution": "headdb.analysis",
+    "colocation": "headdb.analysis",
+    "colocation_matrix": "headdb.analysis",
+    "multi_role_heads": "headdb.analysis",
+    "role_summary": "headdb.analysis",
+    "compare": "headdb.compare",
+    "compare_layers": "headdb.compare",
+    "accuracy": "headdb.accuracy",
+    "head_accuracy": "headdb.accuracy",
+    "offset_baselines": "headdb.accuracy",
+    "report": "headdb.report",
 }
 
 __all__ = sorted(_API) + ["__version__"]

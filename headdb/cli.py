@@ -185,6 +185,87 @@ def sql(
         _print_df(df, format)
 
 
+@app.command()
+def compare(
+    db: Path = typer.Argument(..., help="Database file."),
+    run_a: str = typer.Argument(..., help="Run A (id or name), e.g. the pre-trained model."),
+    run_b: str = typer.Argument(..., help="Run B (id or name) over the same sentences, e.g. the fine-tuned model."),
+    roles: Optional[str] = typer.Option(None, "--roles", help="Comma-separated roles (default: every role both runs have)."),
+    correction: str = typer.Option("bh", "--correction", help="Multiple-testing correction: bh, holm, bonferroni or none."),
+    alpha: float = typer.Option(0.05, "--alpha", help="Significance level of the corrected p-values."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the per-head result to .csv, .json or .parquet."),
+    format: str = _FORMAT,
+) -> None:
+    """Compare run B against run A head by head: paired t-tests, roles gained and lost, per-layer change.
+
+    Runs whose layer x head shapes differ are compared by per-layer role counts only.
+    """
+    from headdb.compare import compare as api_compare
+    from headdb.compare import layer_profile, role_changes
+    from headdb.query import export
+
+    df = api_compare(db, run_a, run_b, roles=roles, correction=correction, alpha=alpha)
+    a = df.attrs
+    typer.echo(f"run {a['run_b']} ({a['run_name_b']}) against run {a['run_a']} ({a['run_name_a']}): {a['note']}",
+               err=True)
+    if a["basis"] == "paired":
+        typer.echo(f"test: {a['test']}; layers and heads are 0-based", err=True)
+    if out is not None:
+        export(df, out)
+        typer.echo(f"wrote {len(df)} rows to {out}", err=True)
+        return
+    if a["basis"] == "paired":
+        changes = role_changes(df)
+        if len(changes):
+            _print_df(changes, format, title="roles gained and lost")
+        _print_df(layer_profile(df), format, title="per-layer profile of change (B - A)")
+    else:
+        _print_df(df.drop(columns=["basis"]), format, title="heads with each role per layer (shapes differ)")
+
+
+@app.command()
+def accuracy(
+    db: Path = typer.Argument(..., help="Database file."),
+    run: Optional[str] = typer.Option(None, "--run", help="Run id or name (default: the latest finished)."),
+    min_count: int = typer.Option(10, "--min-count", help="Only relations with at least this many edges in each split."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the result to .csv, .json or .parquet."),
+    format: str = _FORMAT,
+) -> None:
+    """Syntactic head accuracy (Clark et al. 2019): the best head per relation against fixed-offset baselines.
+
+    Heads and offsets are chosen on the even sentence_ids and reported on the odd ones.
+    """
+    from headdb.accuracy import accuracy as api_accuracy
+    from headdb.query import export
+
+    df = api_accuracy(db, run, min_count=min_count)
+    typer.echo(f"heads and offsets selected on {df.attrs['selected_on']}s, accuracy reported on "
+               f"{df.attrs['reported_on']}s; layers and heads are 0-based", err=True)
+    if out is not None:
+        export(df, out)
+        typer.echo(f"wrote {len(df)} rows to {out}", err=True)
+    else:
+        _print_df(df.drop(columns=["selected_on", "reported_on"]), format)
+
+
+@app.command()
+def report(
+    db: Path = typer.Argument(..., help="Database file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for report.html, summary.md and figures/."),
+    run: Optional[str] = typer.Option(None, "--run", help="Run id or name (default: the latest finished)."),
+    compare: Optional[str] = typer.Option(None, "--compare", help="Also compare this run (B) against --run (A)."),
+    roles: Optional[str] = typer.Option(None, "--roles", help="Comma-separated roles (default: all classified)."),
+    correction: str = typer.Option("bh", "--correction", help="Correction for --compare: bh, holm, bonferroni or none."),
+    alpha: float = typer.Option(0.05, "--alpha", help="Significance level for --compare."),
+) -> None:
+    """Write a self-contained HTML report with figures (PNG and SVG) and print a markdown summary."""
+    from headdb.report import report as api_report
+
+    r = api_report(db, run, out, compare=compare, roles=roles, correction=correction, alpha=alpha)
+    typer.echo(r.markdown)
+    typer.echo(f"wrote {r.html} and {len(r.figures)} figure files under {r.out_dir / 'figures'}", err=True)
+
+
 def main() -> None:
     """Entry point: run the app, turning headdb errors into one line and exit code 1."""
     from headdb.errors import HeaddbError

@@ -1,0 +1,380 @@
+"""The report: figures and tables of one run's classification (and optionally a comparison).
+
+Rendering only: everything shown is re-read from the database through the analysis and compare
+functions. Writes ``report.html`` (self-contained: figures embedded as base64 PNG, no external
+scripts, styles or fonts, so it opens offline), every figure as PNG and SVG under ``figures/``,
+and ``summary.md``. matplotlib is imported here only, with the Agg backend.
+Layers and heads are 0-based throughout.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from headdb import analysis
+from headdb.analysis import DbLike, open_db
+from headdb.errors import InputError
+from headdb.store import resolve_run
+
+NUMBERING = "Layers and heads are 0-based."
+
+
+@dataclass
+class Report:
+    """What :func:`report` wrote."""
+
+    out_dir: Path
+    html: Path
+    markdown_path: Path
+    markdown: str
+    figures: list[Path] = field(default_factory=list)  # PNG and SVG files
+
+
+@dataclass
+class _Figure:
+    name: str
+    title: str
+    caption: str
+    png: bytes
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"svg.hashsalt": "headdb", "font.size": 9, "axes.titlesize": 10,
+                         "figure.dpi": 100, "savefig.bbox": "tight"})
+    return plt
+
+
+def _grid_size(n_rows: int, n_cols: int) -> tuple[float, float]:
+    return max(4.8, 1.9 + 0.55 * n_cols), max(2.6, 1.3 + 0.42 * n_rows)
+
+
+def _text_colour(rgba) -> str:
+    r, g, b = rgba[:3]
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+
+
+def _fmt(v: float) -> str:
+    if not np.isfinite(v):
+        return ""
+    a = abs(v)
+    return f"{v:.0f}" if a >= 100 else f"{v:.1f}" if a >= 1 or a == 0 else f"{v:.2f}"
+
+
+def _matrix_figure(plt, values: np.ndarray, *, title: str, xlabel: str, ylabel: str, cbar: str, cmap: str,
+                   norm=None, xticks: Sequence[str] | None = None, yticks: Sequence[str] | None = None,
+                   marks: np.ndarray | None = None, suffix: np.ndarray | None = None, integer: bool = False,
+                   note: str = NUMBERING):
+    n_rows, n_cols = values.shape
+    w, h = _grid_size(n_rows, n_cols)
+    if xticks is not None:
+        h += 0.06 * max(len(str(t)) for t in xticks)
+    fig, ax = plt.subplots(figsize=(w, h))
+    cm = plt.get_cmap(cmap).copy()
+    cm.set_bad("#dddddd")
+    shown = np.ma.masked_invalid(values.astype(float))
+    im = ax.imshow(shown, cmap=cm, norm=norm, aspect="auto", interpolation="nearest")
+    ax.set_xticks(range(n_cols), labels=xticks if xticks is not None else [str(i) for i in range(n_cols)],
+                  rotation=45 if xticks is not None else 0, ha="right" if xticks is not None else "center")
+    ax.set_yticks(range(n_rows), labels=yticks if yticks is not None else [str(i) for i in range(n_rows)])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    size = 7 if n_cols > 8 else 8
+    for i in range(n_rows):
+        for j in range(n_cols):
+            v = values[i, j]
+            if not np.isfinite(v):
+                continue
+            text = str(int(v)) if integer else _fmt(float(v))
+            if suffix is not None and suffix[i, j]:
+                text += suffix[i, j]
+            colour = _text_colour(im.cmap(im.norm(v)))
+            ax.text(j, i, text, ha="center", va="center", fontsize=size, color=colour,
+                    fontweight="bold" if marks is not None and marks[i, j] else "normal")
+            if marks is not None and marks[i, j]:
+                from matplotlib.patches import Rectangle
+
+                ax.add_patch(Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False, edgecolor="white", lw=3.0))
+                ax.add_patch(Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False, edgecolor="black", lw=1.4))
+    cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+    cb.set_label(cbar)
+    if note:
+        fig.text(0.01, 0.005, note, fontsize=7, color="#444444", ha="left", va="bottom")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return fig
+
+
+def _save(plt, fig, name: str, fig_dir: Path, written: list[Path]) -> bytes:
+    png_path, svg_path = fig_dir / f"{name}.png", fig_dir / f"{name}.svg"
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=150)
+    png_path.write_bytes(buf.getvalue())
+    fig.savefig(svg_path, format="svg", metadata={"Date": None})
+    plt.close(fig)
+    written += [png_path, svg_path]
+    return buf.getvalue()
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def _score_figures(plt, con, run_id: int, roles: list[str], fig_dir: Path, written: list[Path]) -> list[_Figure]:
+    from matplotlib.colors import LogNorm
+
+    out = []
+    for role in roles:
+        mean = analysis.head_grid(con, run_id, role, "mean").to_numpy(float)
+        sig = analysis.head_grid(con, run_id, role, "significant").fillna(False).to_numpy(bool)
+        tau = con.execute("SELECT min(tau) FROM head_tests WHERE run_id = ? AND role = ?", [run_id, role]).fetchone()[0]
+        finite = mean[np.isfinite(mean) & (mean > 0)]
+        lo = max(0.05, float(finite.min())) if finite.size else 0.1
+        hi = max(float(finite.max()) if finite.size else 1.0, tau * 1.05, lo * 1.5)
+        fig = _matrix_figure(
+            plt, np.where(np.isfinite(mean), np.clip(mean, lo, None), np.nan),
+            title=f"{role}: mean sieve bias score per head ({int(sig.sum())} of {sig.size} heads significant)",
+            xlabel="head (0-based)", ylabel="layer (0-based)",
+            cbar="mean score (log scale; 1 = uniform attention)", cmap="viridis", norm=LogNorm(lo, hi), marks=sig,
+            note=f"{NUMBERING} Boxed, bold: significant heads (mean score > tau = {tau:g}). Grey: not tested.")
+        png = _save(plt, fig, f"heatmap_{_safe(role)}", fig_dir, written)
+        out.append(_Figure(f"heatmap_{_safe(role)}", f"{role}: mean score per head",
+                           f"Mean score per layer and head; significant heads boxed (tau = {tau:g}). {NUMBERING}",
+                           png))
+    return out
+
+
+def _analysis_figures(plt, con, run_id: int, roles: list[str], n_heads: int, fig_dir: Path,
+                      written: list[Path]) -> list[_Figure]:
+    out = []
+    dist = analysis.layer_distribution(con, run_id, roles)
+    m = dist.pivot(index="role", columns="layer", values="n_significant").reindex(index=roles)
+    fig = _matrix_figure(plt, m.to_numpy(float), title=f"Layer distribution: heads with each role per layer (of {n_heads})",
+                         xlabel="layer (0-based)", ylabel="role", cbar="heads with the role", cmap="Blues",
+                         yticks=roles, integer=True, note=NUMBERING)
+    out.append(_Figure("layer_distribution", "Layer distribution",
+                       f"Number of significant heads per role and layer, out of {n_heads} heads per layer. {NUMBERING}",
+                       _save(plt, fig, "layer_distribution", fig_dir, written)))
+    co = analysis.colocation_matrix(con, run_id, roles)
+    fig = _matrix_figure(plt, co.to_numpy(float), title="Co-location: heads having both roles",
+                         xlabel="role", ylabel="role", cbar="heads with both roles", cmap="Greens",
+                         xticks=roles, yticks=roles, integer=True, note="The diagonal is the number of heads with the role.")
+    out.append(_Figure("colocation", "Co-location of roles",
+                       "Number of heads that have both roles; the diagonal counts the heads with each role.",
+                       _save(plt, fig, "colocation", fig_dir, written)))
+    summ = analysis.role_summary(con, run_id, roles)
+    fig, ax = plt.subplots(figsize=(6.4, max(2.2, 0.9 + 0.32 * len(roles))))
+    y = np.arange(len(summ))
+    ax.barh(y, summ["n_tested"], color="#dddddd", label="tested")
+    ax.barh(y, summ["n_significant"], color="#2c7fb8", label="significant")
+    for i, (s, t) in enumerate(zip(summ["n_significant"], summ["n_tested"])):
+        ax.text(t, i, f" {s} / {t}", va="center", fontsize=8)
+    ax.set_yticks(y, labels=list(summ["role"]))
+    ax.invert_yaxis()
+    ax.set_xlabel("heads")
+    ax.set_ylabel("role")
+    ax.set_xlim(0, float(summ["n_tested"].max()) * 1.2)
+    ax.set_title("Heads with each role (significant of tested)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    out.append(_Figure("summary", "Heads per role", "Significant heads of all heads tested, per role.",
+                       _save(plt, fig, "summary", fig_dir, written)))
+    return out
+
+
+def _compare_figures(plt, cmp: pd.DataFrame, fig_dir: Path, written: list[Path]) -> list[_Figure]:
+    from matplotlib.colors import TwoSlopeNorm
+
+    out = []
+    a, b = cmp.attrs["run_name_a"], cmp.attrs["run_name_b"]
+    if cmp.attrs["basis"] != "paired":
+        roles = list(dict.fromkeys(cmp["role"]))
+        m = cmp.pivot(index="role", columns="layer", values="change").reindex(index=roles).to_numpy(float)
+        lim = max(1.0, float(np.nanmax(np.abs(m))) if m.size else 1.0)
+        fig = _matrix_figure(plt, m, title=f"Change in heads with each role per layer ({b} minus {a})",
+                             xlabel="layer (0-based)", ylabel="role", cbar="heads with the role: B - A", cmap="RdBu_r",
+                             norm=TwoSlopeNorm(0, -lim, lim), yticks=roles, integer=True,
+                             note="Shapes differ: per-layer role counts only. " + NUMBERING)
+        out.append(_Figure("difference_layer_counts", "Change in per-layer role counts", cmp.attrs["note"],
+                           _save(plt, fig, "difference_layer_counts", fig_dir, written)))
+        return out
+    n_layers, n_heads = cmp.attrs["shape_a"]
+    for role in cmp.attrs["roles"]:
+        r = cmp[cmp["role"] == role]
+        diff = np.full((n_layers, n_heads), np.nan)
+        changed = np.zeros((n_layers, n_heads), bool)
+        suffix = np.full((n_layers, n_heads), "", dtype=object)
+        for row in r.itertuples(index=False):
+            diff[row.layer, row.head] = row.mean_diff
+            changed[row.layer, row.head] = bool(row.changed)
+            suffix[row.layer, row.head] = {"gained": "+", "lost": "\u2212"}.get(row.role_change, "")
+        fin = np.abs(diff[np.isfinite(diff)])
+        lim = max(float(fin.max()) if fin.size else 0.0, 1e-6)
+        fig = _matrix_figure(
+            plt, diff, title=f"{role}: mean score change ({b} minus {a}); {int(changed.sum())} heads changed",
+            xlabel="head (0-based)", ylabel="layer (0-based)", cbar="mean score difference (B - A)", cmap="RdBu_r",
+            norm=TwoSlopeNorm(0, -lim, lim), marks=changed, suffix=suffix,
+            note=f"{NUMBERING} Boxed: paired t-test significant ({cmp.attrs['correction']}, "
+                 f"alpha {cmp.attrs['alpha']}). +: role gained, \u2212: role lost.")
+        name = f"difference_{_safe(role)}"
+        out.append(_Figure(name, f"{role}: change from {a} to {b}",
+                           f"Mean score difference per head; boxed heads changed significantly; + gained, "
+                           f"\u2212 lost the role. {NUMBERING}", _save(plt, fig, name, fig_dir, written)))
+    return out
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def _cell(v) -> str:
+    if isinstance(v, (float, np.floating)):
+        return "" if not np.isfinite(v) else f"{v:.3g}"
+    return str(v)
+
+
+def _html_table(df: pd.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>"
+                   for row in df.itertuples(index=False))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+_CSS = """
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1100px;
+       color: #222; line-height: 1.45; padding: 0 1em; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+figure { margin: 1.2em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { font-size: 0.9em; color: #444; } .note { background: #fff8dc; padding: 0.5em 0.8em; }
+"""
+
+
+def report(db: DbLike, run: int | str | None = None, out: str | Path = "report", *,
+           compare: int | str | None = None, roles: Sequence[str] | str | None = None,
+           correction: str = "bh", alpha: float = 0.05) -> Report:
+    """Write the report of ``run`` (default: the latest finished) into the folder ``out``.
+
+    With ``compare=RUN_B`` the report adds the comparison of RUN_B against ``run`` (difference
+    heatmaps, roles gained and lost, per-layer profile). Returns the paths and the markdown summary.
+    """
+    from headdb.compare import compare as compare_runs
+    from headdb.compare import layer_profile, role_changes
+
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError("the report output must be a folder", out_dir)
+    fig_dir = out_dir / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    plt = _plt()
+    written: list[Path] = []
+    with open_db(db) as con:
+        run_id = resolve_run(con, run)
+        info = con.execute("SELECT run_name, model, corpus_path, n_layers, n_heads, top_k, dense FROM runs "
+                           "WHERE run_id = ?", [run_id]).fetchone()
+        name, model, corpus, n_layers, n_heads, top_k, dense = info
+        wanted = analysis.select_roles(analysis.classified_roles(con, run_id), roles)
+        cls = con.execute("SELECT correction, alpha, n_tests FROM classifications WHERE run_id = ? "
+                          "ORDER BY classification_id DESC LIMIT 1", [run_id]).fetchone()
+        n_sent = con.execute("SELECT count(*) FROM run_sentences WHERE run_id = ? AND status <> 'skipped'",
+                             [run_id]).fetchone()[0]
+        summary = analysis.role_summary(con, run_id, wanted)
+        multi = analysis.multi_role_heads(con, run_id)
+        figures = _score_figures(plt, con, run_id, wanted, fig_dir, written)
+        figures += _analysis_figures(plt, con, run_id, wanted, n_heads, fig_dir, written)
+        cmp = None
+        if compare is not None:
+            cmp = compare_runs(con, run_id, compare, roles=roles, correction=correction, alpha=alpha)
+            cmp_figures = _compare_figures(plt, cmp, fig_dir, written)
+        else:
+            cmp_figures = []
+
+    storage = "dense" if dense else f"top-{top_k} sparse"
+    cls_text = (f"correction {cls[0]}, alpha {cls[1]:g}, {cls[2]} tests in the family" if cls else "")
+    summ = summary[["role", "n_tested", "n_significant", "share_significant", "n_flip_possible", "tau",
+                    "mean_score", "max_score"]]
+    md = [f"# headdb report: run {run_id} ({name})", "",
+          f"- model: `{model}` ({n_layers} layers x {n_heads} heads = {n_layers * n_heads} heads)",
+          f"- corpus: `{corpus}`, {n_sent} sentences, {storage} attention",
+          f"- classification: {cls_text}" if cls_text else "- classification: (none recorded)",
+          f"- {NUMBERING}", "", "## Heads per role", "", _md_table(summ), "",
+          f"Heads with several roles: {len(multi)}"
+          + (" (" + "; ".join(f"L{r.layer} H{r.head}: {r.roles}" for r in multi.head(12).itertuples())
+             + ("; ..." if len(multi) > 12 else "") + ")" if len(multi) else ""), ""]
+    parts = [f"<h1>headdb report: run {run_id} ({html.escape(str(name))})</h1>",
+             "<ul>", f"<li>model: <code>{html.escape(str(model))}</code> ({n_layers} layers &times; {n_heads} heads)</li>",
+             f"<li>corpus: <code>{html.escape(str(corpus))}</code>, {n_sent} sentences, {storage} attention</li>",
+             f"<li>classification: {html.escape(cls_text)}</li>" if cls_text else "",
+             f"<li><strong>{NUMBERING}</strong></li>", "</ul>",
+             "<h2>Heads per role</h2>", _html_table(summ)]
+    by_name = {f.name: f for f in figures}
+
+    def fig_html(f: _Figure) -> str:
+        data = base64.b64encode(f.png).decode("ascii")
+        return (f'<figure id="{f.name}"><img src="data:image/png;base64,{data}" alt="{html.escape(f.title)}">'
+                f"<figcaption>{html.escape(f.caption)} Files: figures/{f.name}.png, figures/{f.name}.svg"
+                "</figcaption></figure>")
+
+    parts.append(fig_html(by_name["summary"]))
+    parts += ["<h2>Layer distribution</h2>", fig_html(by_name["layer_distribution"]),
+              "<h2>Co-location</h2>", fig_html(by_name["colocation"]),
+              f"<h3>Heads with several roles ({len(multi)})</h3>",
+              _html_table(multi[["layer", "head", "n_roles", "roles"]]) if len(multi) else "<p>None.</p>",
+              "<h2>Mean score per head, by role</h2>"]
+    parts += [fig_html(f) for f in figures if f.name.startswith("heatmap_")]
+    if cmp is not None:
+        a = cmp.attrs
+        md += [f"## Comparison: run {a['run_b']} ({a['run_name_b']}) against run {a['run_a']} ({a['run_name_a']})", "",
+               a["note"], ""]
+        parts += [f"<h2>Comparison: run {a['run_b']} ({html.escape(str(a['run_name_b']))}) against run {a['run_a']} "
+                  f"({html.escape(str(a['run_name_a']))})</h2>", f'<p class="note">{html.escape(a["note"])}</p>']
+        if a["basis"] == "paired":
+            parts.append(f"<p>Test: {html.escape(a['test'])}; correction {a['correction']} over all "
+                         f"(head, role) tests, alpha {a['alpha']:g}.</p>")
+            changes = role_changes(cmp)
+            per_role = (cmp.groupby("role", sort=False)
+                        .agg(changed=("changed", "sum"), up=("direction", lambda s: int((s == "up").sum())),
+                             down=("direction", lambda s: int((s == "down").sum())),
+                             gained=("role_change", lambda s: int((s == "gained").sum())),
+                             lost=("role_change", lambda s: int((s == "lost").sum())),
+                             mean_diff=("mean_diff", "mean")).reset_index())
+            md += [_md_table(per_role), ""]
+            parts += ["<h3>Per role</h3>", _html_table(per_role),
+                      f"<h3>Roles gained and lost ({len(changes)})</h3>",
+                      _html_table(changes) if len(changes) else "<p>None.</p>",
+                      "<h3>Per-layer profile of change</h3>", _html_table(layer_profile(cmp))]
+        else:
+            parts += ["<h3>Per-layer role counts</h3>", _html_table(cmp.drop(columns=["basis"]))]
+        parts += [fig_html(f) for f in cmp_figures]
+    md += ["## Files", "", f"- `{out_dir / 'report.html'}` (self-contained)",
+           f"- `{fig_dir}/*.png`, `*.svg`: {len(written) // 2 + 0} figures"]
+    markdown = "\n".join(md) + "\n"
+    doc = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+           f"<title>headdb report: run {run_id}</title><style>{_CSS}</style></head><body>\n"
+           + "\n".join(p for p in parts if p) + "\n</body></html>\n")
+    html_path = out_dir / "report.html"
+    html_path.write_text(doc, encoding="utf-8")
+    md_path = out_dir / "summary.md"
+    md_path.write_text(markdown, encoding="utf-8")
+    return Report(out_dir, html_path, md_path, markdown, written)
+
+
+__all__ = ["report", "Report"]
