@@ -152,6 +152,13 @@ def align(tokenizer, sentences: list[Sentence], truncate: bool, max_length: int)
     return out
 
 
+def _has_auto_map(folder: Path) -> bool:
+    try:
+        return "auto_map" in json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 class AttentionModel:
     """A loaded encoder and its fast tokenizer."""
 
@@ -160,6 +167,8 @@ class AttentionModel:
         if dtype not in _DTYPES:
             raise ModelError(f"unknown dtype {dtype!r}; expected one of: {', '.join(_DTYPES)}")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        self.name = name_or_path
+        self.folder = _resolve(name_or_path, download)  # before importing torch: a bad name fails at once
         import torch
         import transformers
         from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -171,11 +180,14 @@ class AttentionModel:
             raise ModelError(f"--device {device}: CUDA is not available on this machine")
         if device not in ("cpu",) and not device.startswith("cuda"):
             raise ModelError(f"unknown device {device!r}; expected cpu or cuda[:N]")
-        self.name = name_or_path
-        self.folder = _resolve(name_or_path, download)
         try:
             config = AutoConfig.from_pretrained(self.folder, trust_remote_code=False, local_files_only=True)
         except Exception as exc:  # noqa: BLE001
+            if _has_auto_map(self.folder):
+                raise ModelError(
+                    f"{name_or_path}: the model needs its own Python code (auto_map in config.json), which "
+                    "headdb never runs (trust_remote_code is off); pass a model transformers supports natively"
+                ) from None
             raise ModelError(f"{self.folder}: cannot read the model config: {str(exc).splitlines()[0]}") from None
         archs = tuple(getattr(config, "architectures", None) or ())
         if getattr(config, "is_decoder", False) or any(a.endswith(_DECODER_ARCH_SUFFIXES) for a in archs) \

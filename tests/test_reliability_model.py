@@ -1,0 +1,230 @@
+"""Reliability (#6): model loading fails at once with one clear line; no remote code ever runs.
+
+Cases that build a model folder with torch are `slow`; the rest import nothing heavy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from headdb.errors import ModelError
+
+ROOT = Path(__file__).resolve().parents[1]
+HEADDB = str(Path(sys.executable).with_name("headdb"))
+SAMPLE = ROOT / "tests" / "data" / "sample.conllu"
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No network and an empty Hugging Face cache, as on a fresh offline machine."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-home" / "hub"))
+    return tmp_path
+
+
+def load(name: str) -> tuple[ModelError, float]:
+    from headdb.model import AttentionModel
+
+    t0 = time.perf_counter()
+    with pytest.raises(ModelError) as info:
+        AttentionModel(str(name))
+    return info.value, time.perf_counter() - t0
+
+
+def test_unknown_model_name_offline_fails_at_once(offline):
+    err, seconds = load("no-such-org/no-such-model")
+    assert seconds < 2.0, f"took {seconds:.1f} s"
+    assert "not a local folder and not in the Hugging Face cache" in str(err)
+    assert "--download" in str(err)
+
+
+def test_unknown_model_name_cli_is_one_line_and_quick(offline):
+    db = offline / "x.db"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(offline / "hf-home")}
+    t0 = time.perf_counter()
+    proc = subprocess.run([HEADDB, "ingest", str(db), str(SAMPLE), "--model", "bert-base-uncased", "-q"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    seconds = time.perf_counter() - t0
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: model 'bert-base-uncased': it is not a local folder")
+    assert proc.stderr.count("\n") == 1
+    assert seconds < 5.0, f"the whole command took {seconds:.1f} s"  # torch is not even imported
+    assert not db.exists()
+
+
+def test_not_a_model_folder(offline):
+    empty = offline / "empty"
+    empty.mkdir()
+    assert "no config.json" in str(load(empty)[0])
+    f = offline / "file.bin"
+    f.write_bytes(b"x")
+    assert "expected a model folder" in str(load(f)[0])
+
+
+def test_folder_without_weights(offline, default_model_dir):
+    folder = offline / "no-weights"
+    folder.mkdir()
+    for name in ("config.json", *TOKENIZER_FILES):
+        shutil.copy(default_model_dir / name, folder / name)
+    err, seconds = load(folder)
+    assert "no weight files" in str(err) and seconds < 30
+
+
+def test_broken_config(offline):
+    folder = offline / "broken"
+    folder.mkdir()
+    (folder / "config.json").write_text("{not json")
+    assert "cannot read the model config" in str(load(folder)[0])
+
+
+def test_trust_remote_code_is_never_on():
+    """Every from_pretrained in headdb says trust_remote_code=False, and nothing turns it on."""
+    calls = 0
+    for path in (ROOT / "headdb").rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"trust_remote_code\s*=\s*(?!False)", text), path
+        for m in re.finditer(r"\.from_pretrained\(", text):
+            # the call's arguments, up to the matching parenthesis
+            depth, i = 1, m.end()
+            while depth:
+                depth += {"(": 1, ")": -1}.get(text[i], 0)
+                i += 1
+            args = text[m.end():i]
+            if "save_pretrained" in args:
+                continue
+            calls += 1
+            assert "trust_remote_code=False" in args, f"{path}: from_pretrained({args[:80]}...)"
+    assert calls >= 3
+
+
+# --- slow: folders built from a config (no download) --------------------------------------------
+
+
+def _tiny_bert(folder: Path, **config_extra) -> Path:
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64, **config_extra)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.slow
+def test_decoder_only_model_is_refused(offline):
+    from transformers import GPT2Config, GPT2Model
+
+    folder = offline / "gpt2"
+    GPT2Model(GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=128, n_positions=64,
+                         bos_token_id=0, eos_token_id=0)).save_pretrained(folder)
+    err, seconds = load(folder)
+    assert "decoder-only" in str(err) and "encoders" in str(err)
+    assert seconds < 10
+
+
+@pytest.mark.slow
+def test_vocab_only_folder_gets_a_fast_tokenizer_that_aligns(offline, default_model_dir):
+    """transformers 5 builds a fast (Rust) BERT tokenizer from vocab.txt alone, so a folder
+    with only config + weights + vocab.txt works, with the same pieces as tokenizer.json."""
+    from headdb.corpus import Segment, Sentence, Word
+    from headdb.model import AttentionModel
+
+    folder = _tiny_bert(offline / "vocab-only")
+    shutil.copy(default_model_dir / "vocab.txt", folder / "vocab.txt")
+    am = AttentionModel(str(folder))
+    assert am.tokenizer.is_fast
+    words = tuple(Word(f) for f in ["Unbelievably", ",", "tokenization", "works"])
+    (enc,) = am.encode([Sentence(0, (Segment(words, "x", 1),))], truncate=False)
+    assert enc.word_pos[0] is None and enc.word_pos[-1] is None
+    assert sorted({w for w in enc.word_pos if w is not None}) == [0, 1, 2, 3]
+    ref = AttentionModel(str(default_model_dir))
+    (enc_ref,) = ref.encode([Sentence(0, (Segment(words, "x", 1),))], truncate=False)
+    assert enc.pieces == enc_ref.pieces
+
+
+@pytest.mark.slow
+def test_model_without_a_fast_tokenizer_is_refused(offline):
+    """CANINE's tokenizer exists only in Python: refused, since alignment needs word_ids."""
+    folder = _tiny_bert(offline / "slow-only")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "CanineTokenizer"}))
+    err, seconds = load(folder)
+    assert "needs a fast (Rust) tokenizer" in str(err)
+    assert seconds < 10
+
+
+EVIL = "import pathlib\npathlib.Path({marker!r}).write_text('ran')\n"
+
+
+@pytest.mark.slow
+def test_auto_map_on_a_native_model_is_ignored_and_never_run(offline, default_model_dir):
+    folder = _tiny_bert(offline / "automap")
+    for name in TOKENIZER_FILES:
+        shutil.copy(default_model_dir / name, folder / name)
+    marker = offline / "remote-code-ran"
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["auto_map"] = {"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel"}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    tcfg = json.loads((folder / "tokenizer_config.json").read_text())
+    tcfg["auto_map"] = {"AutoTokenizer": ["evil.EvilTokenizer", "evil.EvilTokenizer"]}
+    (folder / "tokenizer_config.json").write_text(json.dumps(tcfg))
+    (folder / "evil.py").write_text(EVIL.format(marker=str(marker)))
+    from headdb.model import AttentionModel
+
+    am = AttentionModel(str(folder))
+    assert type(am.model).__name__ == "BertModel"
+    assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_custom_architecture_needing_remote_code_is_refused(offline):
+    folder = _tiny_bert(offline / "custom")
+    marker = offline / "remote-code-ran"
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(model_type="evilbert", architectures=["EvilModel"],
+               auto_map={"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel"})
+    (folder / "config.json").write_text(json.dumps(cfg))
+    (folder / "evil.py").write_text(EVIL.format(marker=str(marker)))
+    err, seconds = load(folder)
+    assert "never runs" in str(err) and "trust_remote_code is off" in str(err)
+    assert not marker.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["gpt2", "slow-only", "no-weights"])
+def test_cli_model_errors_are_one_line_and_write_nothing(offline, default_model_dir, case):
+    folder = offline / case
+    if case == "gpt2":
+        from transformers import GPT2Config, GPT2Model
+
+        GPT2Model(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=64, n_positions=32,
+                             bos_token_id=0, eos_token_id=0)).save_pretrained(folder)
+    elif case == "slow-only":
+        _tiny_bert(folder)
+        (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "CanineTokenizer"}))
+    else:
+        folder.mkdir()
+        shutil.copy(default_model_dir / "config.json", folder / "config.json")
+    db = offline / "store.db"
+    subprocess.run([HEADDB, "init", str(db)], check=True, capture_output=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(offline / "hf-home")}
+    proc = subprocess.run([HEADDB, "ingest", str(db), str(SAMPLE), "--model", str(folder), "-q"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT (SELECT count(*) FROM runs) + (SELECT count(*) FROM corpora)").fetchone()[0] == 0
+    con.close()
