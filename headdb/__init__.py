@@ -5,6 +5,8 @@ The public API. Heavy modules (torch, transformers, spaCy, scipy) load only when
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -41,5 +43,21 @@ def __getattr__(name: str) -> Any:
     if name in _API:
         import importlib
 
-        return getattr(importlib.import_module(_API[name]), name)
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'headdb' has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """Keeps API functions that share their module's name (``headdb.ingest``, ``headdb.classify``,
+    ``headdb.scores``) callable: importing the submodule would otherwise replace the function
+    attribute with the module. The submodule itself stays in ``sys.modules``."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _API.get(name) == value.__name__:
+            value = getattr(value, name, value)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
