@@ -1,0 +1,280 @@
+"""End-to-end ingestion (slow: loads a tiny random-init BERT or the bundled real model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+
+import headdb
+from headdb.errors import HeaddbError, InputError, ModelError
+
+DATA = Path(__file__).parent / "data"
+pytestmark = pytest.mark.slow
+
+STORE_TABLES = {
+    "corpora": "corpus_id, path, sha256, format, pairs, parser",
+    "sentences": "*",
+    "words": "*",
+    "run_sentences": "*",
+    "tokens": "*",
+    "runs": "* EXCLUDE (started_at, finished_at)",
+}
+
+
+def table_rows(db: Path, table: str, cols: str = "*") -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(f"SELECT {cols} FROM {table} ORDER BY ALL").fetchall()
+    finally:
+        con.close()
+
+
+def edges_array(db: Path, run_id: int | None = None) -> np.ndarray:
+    """Every edge as a sorted structured array; weights as their float32 bit patterns."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        where = "" if run_id is None else f"WHERE run_id = {int(run_id)}"
+        df = con.execute(f"SELECT run_id, sentence_id, layer, head, query_pos, key_pos, weight FROM edges {where} "
+                         "ORDER BY run_id, sentence_id, layer, head, query_pos, key_pos").df()
+    finally:
+        con.close()
+    out = df.drop(columns="weight").to_numpy(np.int64)
+    bits = df["weight"].to_numpy(np.float32).view(np.int32).astype(np.int64)
+    return np.column_stack([out, bits])
+
+
+# --- (a) tiny random-init BERT --------------------------------------------------------------
+
+
+def test_tiny_bert_end_to_end(tmp_path, tiny_bert_dir):
+    db = tmp_path / "tiny.db"
+    r = headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), top_k=3, batch_size=2)
+    assert (r.run_id, r.sentences, r.skipped, r.truncated, r.resumed, r.already_done) == (1, 3, 0, 0, False, False)
+    run = headdb.runs(db).iloc[0]
+    assert run["status"] == "done" and run["model"] == str(tiny_bert_dir)
+    assert run["model_hash"].startswith("sha256:") and run["model_type"] == "bert"
+    assert (run["n_layers"], run["n_heads"], run["max_length"], run["top_k"]) == (2, 4, 64, 3)
+    assert run["attn_implementation"] == "eager" and run["corpus_format"] == "conllu"
+    assert run["n_sentences"] == 3 and run["finished_at"] is not None
+    lengths = dict(table_rows(db, "run_sentences", "sentence_id, n_tokens"))
+    con = duckdb.connect(str(db), read_only=True)
+    n_edges = con.execute("SELECT count(*) FROM edges").fetchone()[0]
+    assert n_edges == r.edges == sum(2 * 4 * L * min(3, L) for L in lengths.values())
+    # the tokens table agrees with the fast tokenizer, word by word
+    pieces = con.execute("SELECT piece, word_pos, special FROM tokens WHERE sentence_id = 0 ORDER BY token_pos").fetchall()
+    assert pieces[0] == ("[CLS]", None, "cls") and pieces[-1] == ("[SEP]", None, "sep")
+    assert [p for p, w, _ in pieces if w == 2] == ["n", "'", "t"]
+    words = con.execute("SELECT form, head_word_pos, deprel FROM words WHERE sentence_id = 0 ORDER BY word_pos").fetchall()
+    assert words[1] == ("do", 3, "aux") and words[3] == ("know", None, "root")
+    bad = con.execute("SELECT count(*) FROM attention_rows WHERE n_kept > 3 OR kept_mass > 1.000001").fetchone()[0]
+    assert bad == 0
+    con.close()
+    # same settings again: already complete, nothing added
+    again = headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), top_k=3, batch_size=2)
+    assert again.already_done and again.run_id == 1
+    assert len(edges_array(db)) == n_edges
+    # --new-run makes a second, identical run
+    third = headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), top_k=3, batch_size=2, new_run=True)
+    assert third.run_id == 2
+    e = edges_array(db)
+    assert np.array_equal(e[e[:, 0] == 1][:, 1:], e[e[:, 0] == 2][:, 1:])
+
+
+def test_tiny_bert_pairs_text_tsv_and_options(tmp_path, tiny_bert_dir):
+    db = tmp_path / "tiny.db"
+    m = str(tiny_bert_dir)
+    p = headdb.ingest(db, DATA / "sample.conllu", pairs=True, model=m, dense=True)
+    assert p.sentences == 1 and p.read_stats.odd_sentence_dropped
+    con = duckdb.connect(str(db), read_only=True)
+    (L,) = con.execute("SELECT n_tokens FROM run_sentences WHERE run_id = ?", [p.run_id]).fetchone()
+    assert con.execute("SELECT count(*) FROM edges WHERE run_id = ?", [p.run_id]).fetchone()[0] == 2 * 4 * L * L
+    segs = con.execute("SELECT DISTINCT segment FROM tokens WHERE run_id = ? AND segment IS NOT NULL ORDER BY 1",
+                       [p.run_id]).fetchall()
+    assert segs == [(0,), (1,)]
+    assert con.execute("SELECT text_b, n_words_a, n_words_b FROM sentences s JOIN runs r USING (corpus_id) "
+                       "WHERE r.run_id = ?", [p.run_id]).fetchone() == ("Sue likes coffee and Bill tea", 5, 6)
+    con.close()
+    t = headdb.ingest(db, DATA / "sample.txt", model=m)
+    assert t.sentences == 3
+    v = headdb.ingest(db, DATA / "sample.tsv", model=m, min_mass=0.5)
+    assert v.sentences == 2
+    runs = headdb.runs(db)
+    assert list(runs["corpus_format"]) == ["conllu", "text", "tsv"]
+    assert list(runs["status"]) == ["done"] * 3
+    assert list(runs["pairs"]) == [True, False, False]
+    # skipped vs truncated over-long inputs are recorded
+    s = headdb.ingest(db, DATA / "sample.conllu", model=m, max_length=8)
+    assert (s.sentences, s.skipped) == (1, 2)
+    tr = headdb.ingest(db, DATA / "sample.conllu", model=m, max_length=8, truncate=True)
+    assert (tr.sentences, tr.skipped, tr.truncated) == (3, 0, 2)
+    con = duckdb.connect(str(db), read_only=True)
+    rows = con.execute("SELECT status, count(*), max(n_tokens) FROM run_sentences WHERE run_id = ? GROUP BY 1 ORDER BY 1",
+                       [tr.run_id]).fetchall()
+    assert rows == [("ok", 1, 8), ("truncated", 2, 8)]
+    assert con.execute("SELECT truncate, max_length FROM runs WHERE run_id = ?", [tr.run_id]).fetchone() == (True, 8)
+    assert con.execute("SELECT count(*) FROM tokens WHERE run_id = ?", [s.run_id]).fetchone()[0] == 8
+    con.close()
+    summary = headdb.summary(db, s.run_id)
+    assert (summary["sentences"], summary["skipped"]) == (1, 2)
+
+
+def test_ingest_errors_before_writing(tmp_path, tiny_bert_dir):
+    db = tmp_path / "e.db"
+    with pytest.raises(InputError, match="no such file"):
+        headdb.ingest(db, tmp_path / "missing.conllu", model=str(tiny_bert_dir))
+    with pytest.raises(ModelError, match="not a local folder"):
+        headdb.ingest(db, DATA / "sample.conllu", model="no-such-org/no-such-model-xyz")
+    with pytest.raises(ModelError, match="exceeds the model's maximum"):
+        headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), max_length=100)
+    with pytest.raises(InputError, match="--dense"):
+        headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), dense=True, min_mass=0.5)
+    bad = tmp_path / "bad.conllu"
+    good = (DATA / "sample.conllu").read_text()
+    bad.write_text(good + "1\tx\n\n")
+    with pytest.raises(HeaddbError, match=rf"bad.conllu:{len(good.splitlines()) + 1}: expected 10"):
+        headdb.ingest(db, bad, model=str(tiny_bert_dir))
+    assert not db.exists() or table_rows(db, "runs") == []
+
+
+# --- (b) the bundled real model: a dense ingest reproduces model(...).attentions ----------
+
+
+@pytest.fixture(scope="module")
+def real_model(default_model_dir):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    model = AutoModel.from_pretrained(default_model_dir, attn_implementation="eager").eval()
+    tok = AutoTokenizer.from_pretrained(default_model_dir)
+    return model, tok, torch
+
+
+def reference_attention(real_model, words_a: list[str], words_b: list[str] | None) -> np.ndarray:
+    model, tok, torch = real_model
+    enc = tok(words_a, words_b, is_split_into_words=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model(**enc, output_attentions=True)
+    return torch.stack(out.attentions, dim=1)[0].numpy(), tok.convert_ids_to_tokens(enc["input_ids"][0])
+
+
+@pytest.mark.parametrize("batch_size", [1, 3], ids=["unpadded", "padded"])
+@pytest.mark.parametrize("pairs", [False, True], ids=["single", "pair"])
+def test_dense_ingest_reproduces_model_attentions(tmp_path, real_model, pairs, batch_size):
+    """One input per batch gives model(...).attentions bit for bit; in padded batches the
+    matrix products run on other shapes, which moves weights by float32 rounding (~2e-6)."""
+    from headdb.resources import sample_corpus
+
+    corpus = tmp_path / "some.conllu"  # sentences of different lengths, so batches are padded
+    blocks = sample_corpus().read_text(encoding="utf-8").strip("\n").split("\n\n")[:10]
+    corpus.write_text("\n\n".join(blocks) + "\n\n", encoding="utf-8")
+    db = tmp_path / "dense.db"
+    r = headdb.ingest(db, corpus, pairs=pairs, dense=True, batch_size=batch_size)
+    assert r.sentences == (5 if pairs else 10)
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT dense, top_k FROM runs").fetchone() == (True, None)
+    checked = 0
+    for sid, L in con.execute("SELECT sentence_id, n_tokens FROM run_sentences ORDER BY 1").fetchall():
+        words = con.execute("SELECT segment, form FROM words w JOIN runs r USING (corpus_id) "
+                            "WHERE sentence_id = ? ORDER BY word_pos", [sid]).fetchall()
+        a = [f for s, f in words if s == 0]
+        b = [f for s, f in words if s == 1] or None
+        assert (b is not None) == pairs
+        ref, pieces = reference_attention(real_model, a, b)
+        assert L == ref.shape[-1]
+        stored = con.execute("SELECT piece FROM tokens WHERE sentence_id = ? ORDER BY token_pos", [sid]).fetchall()
+        assert [p for (p,) in stored] == pieces
+        e = con.execute("SELECT layer, head, query_pos, key_pos, weight FROM edges WHERE sentence_id = ?", [sid]).df()
+        assert len(e) == ref.size  # every key of every row
+        dense = np.full(ref.shape, np.nan, dtype=np.float32)
+        dense[e["layer"], e["head"], e["query_pos"], e["key_pos"]] = e["weight"].to_numpy(np.float32)
+        if batch_size == 1:
+            assert np.array_equal(dense, ref)
+        np.testing.assert_allclose(dense, ref, rtol=0, atol=1e-5)
+        checked += 1
+    residual = con.execute("SELECT max(residual), max(abs(kept_mass - 1)) FROM attention_rows").fetchone()
+    assert residual[0] < 1e-5 and residual[1] < 1e-5
+    con.close()
+    assert checked == r.sentences
+
+
+def test_topk_ingest_keeps_the_largest_keys(tmp_path, real_model):
+    db = tmp_path / "k.db"
+    headdb.ingest(db, DATA / "sample.conllu", top_k=4, batch_size=2)
+    con = duckdb.connect(str(db), read_only=True)
+    words = [f for (f,) in con.execute("SELECT form FROM words WHERE sentence_id = 1 ORDER BY word_pos").fetchall()]
+    ref, _ = reference_attention(real_model, words, None)
+    e = con.execute("SELECT layer, head, query_pos, key_pos, weight FROM edges WHERE sentence_id = 1").df()
+    con.close()
+    assert len(e) == ref.shape[0] * ref.shape[1] * ref.shape[2] * 4
+    np.testing.assert_allclose(e["weight"].to_numpy(), ref[e["layer"], e["head"], e["query_pos"], e["key_pos"]],
+                               rtol=0, atol=1e-5)  # padded batch: float32 rounding
+    for (l, h, q), g in e.groupby(["layer", "head", "query_pos"]):
+        row = ref[l, h, q]
+        assert g["weight"].min() >= np.sort(row)[-4] - 1e-5
+
+
+# --- (c) a crash in the middle of an ingest, then a re-run --------------------------------
+
+
+def _store_snapshot(db: Path) -> dict:
+    snap = {t: table_rows(db, t, cols) for t, cols in STORE_TABLES.items()}
+    snap["edges"] = edges_array(db)
+    return snap
+
+
+def _assert_same_store(a: dict, b: dict) -> None:
+    for t in STORE_TABLES:
+        assert a[t] == b[t], t
+    assert a["edges"].shape == b["edges"].shape
+    assert np.array_equal(a["edges"], b["edges"])  # same rows, weights bit for bit
+    assert len(np.unique(a["edges"][:, :6], axis=0)) == len(a["edges"])  # no duplicate edge
+
+
+@pytest.mark.parametrize("where", ["between_batches", "inside_transaction"])
+def test_crash_then_rerun_equals_uninterrupted(tmp_path, monkeypatch, where):
+    import headdb.store as store
+
+    opts = dict(limit=48, batch_size=4, top_k=5)
+    corpus = None  # the bundled sample
+    clean = tmp_path / "clean.db"
+    headdb.ingest(clean, corpus, **opts)
+    expected = _store_snapshot(clean)
+
+    crashed = tmp_path / "crashed.db"
+    calls = {"n": 0}
+    if where == "between_batches":
+        real = store.write_batch
+
+        def flaky(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == 4:
+                raise RuntimeError("simulated crash")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(store, "write_batch", flaky)
+    else:
+        real = store._insert
+
+        def flaky(con, table, data):
+            real(con, table, data)
+            if table == "run_sentences":
+                calls["n"] += 1
+                if calls["n"] == 4:  # after tokens and run_sentences of batch 4, before its edges
+                    raise KeyboardInterrupt
+
+        monkeypatch.setattr(store, "_insert", flaky)
+    with pytest.raises((RuntimeError, KeyboardInterrupt)):
+        headdb.ingest(crashed, corpus, **opts)
+    monkeypatch.undo()
+    status, error = table_rows(crashed, "runs", "status, error")[0]
+    assert status == "failed" and error in ("simulated crash", "interrupted")
+    assert len(table_rows(crashed, "run_sentences")) == 3 * 4  # three batches committed
+    assert len(np.unique(edges_array(crashed)[:, 1])) == 3 * 4  # and nothing of the fourth
+
+    again = headdb.ingest(crashed, corpus, **opts)
+    assert again.resumed and again.run_id == 1 and again.sentences == 48 - 12
+    _assert_same_store(_store_snapshot(crashed), expected)
+    assert table_rows(crashed, "runs", "status, error") == [("done", None)]
