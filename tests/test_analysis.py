@@ -1,0 +1,72 @@
+"""Layer distribution, co-location and summaries on a hand-made store with known answers."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+import headdb
+from handmade_store import build_results_store
+from headdb.errors import DatabaseError, InputError
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return build_results_store(tmp_path_factory.mktemp("analysis") / "r.db")
+
+
+def test_layer_distribution_golden(store):
+    df = headdb.layer_distribution(store, "base")
+    got = {(r.role, r.layer): (r.n_significant, r.n_tested) for r in df.itertuples()}
+    assert got == {("local", 0): (2, 3), ("local", 1): (1, 3), ("delimiter", 0): (1, 3),
+                   ("delimiter", 1): (3, 3), ("nsubj", 0): (0, 3), ("nsubj", 1): (1, 3)}
+    assert list(dict.fromkeys(df["role"])) == ["local", "delimiter", "nsubj"]  # classification order
+
+
+def test_colocation_golden(store):
+    m = headdb.colocation_matrix(store, "base")
+    expected = pd.DataFrame([[3, 2, 1], [2, 4, 1], [1, 1, 1]], index=["local", "delimiter", "nsubj"],
+                            columns=["local", "delimiter", "nsubj"])
+    assert (m.to_numpy() == expected.to_numpy()).all()
+    assert list(m.index) == list(expected.index) and list(m.columns) == list(expected.columns)
+    long = headdb.colocation(store, 1, roles="nsubj,local")
+    assert [(r.role_a, r.role_b, r.n_heads) for r in long.itertuples()] == [
+        ("nsubj", "nsubj", 1), ("nsubj", "local", 1), ("local", "nsubj", 1), ("local", "local", 3)]
+
+
+def test_multi_role_heads_golden(store):
+    df = headdb.multi_role_heads(store, "base")
+    assert [(r.layer, r.head, r.n_roles, r.roles) for r in df.itertuples()] == [
+        (0, 1, 2, "local,delimiter"), (1, 2, 3, "local,delimiter,nsubj")]
+    assert len(headdb.multi_role_heads(store, "base", min_roles=3)) == 1
+
+
+def test_role_summary_golden(store):
+    df = headdb.role_summary(store, "base")
+    assert list(df["role"]) == ["local", "delimiter", "nsubj"]
+    assert list(df["n_significant"]) == [3, 4, 1]
+    assert list(df["n_tested"]) == [6, 6, 6]
+    assert df["share_significant"].tolist() == pytest.approx([0.5, 4 / 6, 1 / 6])
+
+
+def test_views_are_queryable(store):
+    df = headdb.sql(store, "SELECT role, sum(n_significant) AS n FROM role_layer_distribution "
+                           "WHERE run_id = 1 GROUP BY role ORDER BY role")
+    assert dict(zip(df["role"], df["n"])) == {"delimiter": 4, "local": 3, "nsubj": 1}
+
+
+def test_errors(store, tmp_path):
+    with pytest.raises(InputError, match="not classified"):
+        headdb.layer_distribution(store, "base", roles=["amod"])
+    with pytest.raises(DatabaseError, match="no run"):
+        headdb.role_summary(store, "nope")
+    con = headdb.connect(tmp_path / "empty.db")
+    con.close()
+    from handmade_store import add_corpus, add_run
+
+    con = headdb.connect(tmp_path / "empty.db")
+    add_corpus(con, 2)
+    add_run(con, 1, 1, 1, 2)
+    con.close()
+    with pytest.raises(DatabaseError, match="headdb classify"):
+        headdb.layer_distribution(tmp_path / "empty.db")

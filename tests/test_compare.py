@@ -1,0 +1,130 @@
+"""Run comparison on a hand-made store with known answers (no model)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+from typer.testing import CliRunner
+
+import headdb
+from handmade_store import DIFFS, build_results_store
+from headdb.cli import app
+from headdb.compare import adjust_pvalues, layer_profile, role_changes
+from headdb.errors import DatabaseError, InputError
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return build_results_store(tmp_path_factory.mktemp("compare") / "r.db")
+
+
+def _row(df, role, layer, head):
+    r = df[(df["role"] == role) & (df["layer"] == layer) & (df["head"] == head)]
+    assert len(r) == 1
+    return r.iloc[0]
+
+
+def test_paired_golden(store):
+    df = headdb.compare(store, "base", "tuned")
+    assert df.attrs["basis"] == "paired" and (df["basis"] == "paired").all()
+    assert len(df) == 3 * 2 * 3
+    r = _row(df, "local", 0, 0)
+    # d = [1, 2, 3, 2]: mean 2, sd sqrt(2/3), t = 2 / (sd / 2) = 4.899, two-sided df 3
+    t = 2 / (math.sqrt(2 / 3) / 2)
+    assert r.n == 4 and r.mean_a == pytest.approx(5.5) and r.mean_b == pytest.approx(7.5)
+    assert r.mean_diff == pytest.approx(2.0) and r.std_diff == pytest.approx(math.sqrt(2 / 3))
+    assert r.t == pytest.approx(t) and r.p == pytest.approx(2 * stats.t.sf(t, 3))
+    # BH over 18 tests: p = 0 (nsubj 1,2), this one, 16 x p = 1 -> p_adj = p * 18 / 2
+    assert r.p_adj == pytest.approx(r.p * 18 / 2)
+    assert not r.changed and r.role_change == "lost"
+    s = _row(df, "nsubj", 1, 2)  # every sentence down by 0.5: degenerate, p = 0
+    assert s.mean_diff == pytest.approx(-0.5) and s.t == -math.inf and s.p == 0 and s.changed
+    assert s.direction == "down" and s.role_change == "kept"
+    g = _row(df, "local", 1, 0)
+    assert g.role_change == "gained" and g.mean_diff == 0 and g.p == 1.0
+    assert df["changed"].sum() == 1
+    assert set(map(tuple, role_changes(df)[["role", "layer", "head", "role_change"]].itertuples(index=False))) == {
+        ("local", 0, 0, "lost"), ("local", 1, 0, "gained")}
+
+
+def test_correction_none_and_bonferroni(store):
+    none = headdb.compare(store, "base", "tuned", correction="none")
+    assert _row(none, "local", 0, 0).changed  # p = 0.016 < 0.05 uncorrected
+    bonf = headdb.compare(store, "base", "tuned", correction="bonferroni")
+    assert _row(bonf, "local", 0, 0).p_adj == pytest.approx(min(1.0, _row(none, "local", 0, 0).p * 18))
+
+
+def test_self_compare_shows_no_change(store):
+    df = headdb.compare(store, "base", "base")
+    assert not df["changed"].any()
+    assert (df["mean_diff"] == 0).all() and (df["p"] == 1).all()
+    assert set(df["role_change"]) <= {"kept", "none"}
+    prof = layer_profile(df)
+    assert (prof[["n_up", "n_down", "gained", "lost"]] == 0).all().all()
+    assert (prof["mean_abs_diff"] == 0).all()
+
+
+def test_layer_profile_golden(store):
+    prof = layer_profile(headdb.compare(store, "base", "tuned"))
+    r = prof[(prof.role == "local") & (prof.layer == 0)].iloc[0]
+    assert r.mean_diff == pytest.approx(2 / 3) and r.lost == 1 and r.gained == 0
+    assert r.n_significant_a == 2 and r.n_significant_b == 1
+    r = prof[(prof.role == "nsubj") & (prof.layer == 1)].iloc[0]
+    assert r.n_down == 1 and r.mean_diff == pytest.approx(-0.5 / 3)
+
+
+def test_shapes_differ_uses_layer_counts(store):
+    df = headdb.compare(store, "base", "small")
+    assert df.attrs["basis"] == "layer_counts" and "shapes differ" in df.attrs["note"]
+    got = {(r.role, r.layer): (r.n_significant_a, r.n_significant_b, r.change) for r in df.itertuples()}
+    assert got == {("local", 0): (2, 2, 0), ("local", 1): (1, 0, -1), ("delimiter", 0): (1, 1, 0),
+                   ("delimiter", 1): (3, 0, -3), ("nsubj", 0): (0, 0, 0), ("nsubj", 1): (1, 0, -1)}
+    assert "t" not in df.columns
+
+
+def test_roles_and_errors(store):
+    df = headdb.compare(store, 1, 2, roles=["nsubj"])
+    assert set(df["role"]) == {"nsubj"} and _row(df, "nsubj", 1, 2).p_adj == 0
+    with pytest.raises(InputError, match="correction"):
+        headdb.compare(store, 1, 2, correction="fdr")
+    with pytest.raises(InputError, match="not classified"):
+        headdb.compare(store, 1, 2, roles="amod")
+
+
+def test_different_corpora_refused(tmp_path):
+    from handmade_store import ROLES, SIG_A, add_classification, add_corpus, add_run
+
+    con = headdb.connect(tmp_path / "two.db")
+    add_corpus(con, 2, corpus_id=1)
+    add_corpus(con, 2, corpus_id=2)
+    add_run(con, 1, 1, 1, 2, corpus_id=1)
+    add_run(con, 2, 1, 1, 2, corpus_id=2)
+    add_classification(con, 1, ROLES, SIG_A, 1, 1)
+    add_classification(con, 2, ROLES, SIG_A, 1, 1)
+    con.close()
+    with pytest.raises(DatabaseError, match="different corpora"):
+        headdb.compare(tmp_path / "two.db", 1, 2)
+
+
+def test_adjust_pvalues():
+    p = np.array([0.01, 0.04, np.nan, 0.03])
+    assert np.isnan(adjust_pvalues(p, "bh")[2])
+    assert adjust_pvalues(p, "bonferroni")[[0, 1, 3]].tolist() == pytest.approx([0.03, 0.12, 0.09])
+    assert adjust_pvalues(p, "holm")[[0, 1, 3]].tolist() == pytest.approx([0.03, 0.06, 0.06])
+    assert adjust_pvalues(p, "bh")[[0, 1, 3]].tolist() == pytest.approx([0.03, 0.04, 0.04])
+
+
+def test_cli_compare(store, tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(app, ["compare", str(store), "base", "tuned", "--out", str(tmp_path / "c.csv")])
+    assert res.exit_code == 0, res.output
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "c.csv")
+    assert len(df) == 18 and {"mean_diff", "p_adj", "role_change"} <= set(df.columns)
+    res = runner.invoke(app, ["compare", str(store), "base", "small", "--format", "csv"])
+    assert res.exit_code == 0 and "shapes differ" in res.output
+    assert DIFFS  # the store's known differences drive the golden values above
