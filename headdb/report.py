@@ -83,7 +83,7 @@ def _matrix_figure(plt, values: np.ndarray, *, title: str, xlabel: str, ylabel: 
         h += 0.06 * max(len(str(t)) for t in xticks)
     fig, ax = plt.subplots(figsize=(w, h))
     cm = plt.get_cmap(cmap).copy()
-    cm.set_bad("#dddddd")
+    cm = cm.with_extremes(bad="#dddddd")
     shown = np.ma.masked_invalid(values.astype(float))
     im = ax.imshow(shown, cmap=cm, norm=norm, aspect="auto", interpolation="nearest")
     ax.set_xticks(range(n_cols), labels=xticks if xticks is not None else [str(i) for i in range(n_cols)],

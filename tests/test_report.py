@@ -1,0 +1,110 @@
+"""The report: files written, and the HTML loads in headless Chromium with every figure rendered."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import headdb
+from handmade_store import build_random_results, build_results_store
+from headdb.cli import app
+
+ROLES = ["local", "delimiter", "delimiter_cls", "nsubj", "syntactic"]
+
+
+@pytest.fixture(scope="module")
+def big_store(tmp_path_factory):
+    # 6x12 = 72 heads (two runs to compare) and 12x12 = 144 heads
+    return build_random_results(tmp_path_factory.mktemp("report") / "rr.db",
+                                [(1, "base", 6, 12), (2, "tuned", 6, 12), (3, "big", 12, 12)], ROLES)
+
+
+@pytest.fixture(scope="module")
+def report72(big_store, tmp_path_factory):
+    return headdb.report(big_store, "base", tmp_path_factory.mktemp("out72"), compare="tuned")
+
+
+def test_report_files(report72):
+    r = report72
+    names = sorted(p.name for p in r.figures)
+    for stem in ["summary", "layer_distribution", "colocation"] + [f"heatmap_{x}" for x in ROLES] + \
+            [f"difference_{x}" for x in ROLES]:
+        assert f"{stem}.png" in names and f"{stem}.svg" in names
+    for p in r.figures:
+        assert p.stat().st_size > 1000
+        if p.suffix == ".png":
+            assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        else:
+            assert "<svg" in p.read_text()[:2000]
+    text = r.html.read_text()
+    assert "0-based" in text and "http://" not in text.replace("http://www.w3.org", "")
+    assert "<script" not in text and "<link" not in text
+    assert text.count("<img") == 3 + 2 * len(ROLES)
+    assert "# headdb report: run 1 (base)" in r.markdown and "| local |" in r.markdown
+    assert r.markdown_path.read_text() == r.markdown
+
+
+@pytest.fixture(scope="module")
+def report144(big_store, tmp_path_factory):
+    return headdb.report(big_store, "big", tmp_path_factory.mktemp("out144"), compare="base")
+
+
+def test_report_shapes_differ_and_144_heads(report144):
+    r = report144
+    assert "shapes differ" in r.markdown
+    assert (r.out_dir / "figures" / "difference_layer_counts.png").exists()
+    assert (r.out_dir / "figures" / "heatmap_local.svg").exists()
+
+
+def test_report_small_store_and_cli(tmp_path):
+    store = build_results_store(tmp_path / "r.db")
+    res = CliRunner().invoke(app, ["report", str(store), "--run", "base", "--compare", "tuned",
+                                   "--out", str(tmp_path / "rep")])
+    assert res.exit_code == 0, res.output
+    assert "## Comparison" in res.output and (tmp_path / "rep" / "report.html").exists()
+    res = CliRunner().invoke(app, ["report", str(store), "--run", "nope", "--out", str(tmp_path / "x")])
+    assert res.exit_code != 0
+
+
+def _chromium() -> tuple[str, str]:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not browser or not driver:
+        pytest.skip("headless Chromium not installed (run `make browser`: Debian chromium, chromium-driver)")
+    return browser, driver
+
+
+def _load(html: Path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    browser, driver = _chromium()
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = browser
+    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+              "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"):
+        opts.add_argument(a)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    d = webdriver.Chrome(service=Service(driver), options=opts)
+    try:
+        d.get(html.resolve().as_uri())
+        imgs = d.execute_script(
+            "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight, i.alt]);")
+        errors = [e for e in d.get_log("browser") if e.get("level") in ("SEVERE", "ERROR")]
+        title = d.title
+    finally:
+        d.quit()
+    return imgs, errors, title
+
+
+def test_report_renders_in_headless_chromium(report72, report144):
+    for html in (report72.html, report144.html):
+        imgs, errors, title = _load(html)
+        assert title.startswith("headdb report")
+        assert errors == []
+        assert len(imgs) >= 3 + len(ROLES)
+        bad = [i for i in imgs if not (i[0] and i[1] > 0 and i[2] > 0)]
+        assert bad == []
