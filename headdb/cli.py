@@ -280,15 +280,23 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
-    except Exception as exc:  # click usage errors and the like
-        import click
+    except Exception as exc:  # usage errors and the like
+        # typer >= 0.2x raises those of its own vendored click (typer._click), not click's:
+        # recognise a usage error by what it can do (show itself, carry an exit code)
+        aborts, exits = [typer.Abort], [typer.Exit]
+        try:
+            import click
 
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+            aborts.append(click.exceptions.Abort)
+            exits.append(click.exceptions.Exit)
+        except ImportError:  # pragma: no cover - typer without click
+            pass
+        if isinstance(exc, tuple(exits)):
+            sys.exit(getattr(exc, "exit_code", 0))
+        if isinstance(exc, tuple(aborts)):
             sys.exit(1)
-        if isinstance(exc, click.exceptions.Exit):
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
+            exc.show()
             sys.exit(exc.exit_code)
         raise
 
