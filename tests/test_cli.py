@@ -1,0 +1,160 @@
+"""The `headdb` command: exit codes and output. Runs the installed entry point in subprocesses."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).parent / "data"
+HEADDB = Path(sys.executable).parent / "headdb"
+
+
+def headdb(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", COLUMNS="200")
+    return subprocess.run([str(HEADDB), *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def run_main(capsys, monkeypatch, *args: str | Path) -> tuple[int, str, str]:
+    """The CLI in-process (fast): ``headdb.cli.main`` with its error handler, as the entry point runs it."""
+    from headdb.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["headdb", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_entry_point_installed():
+    assert HEADDB.exists(), f"{HEADDB}: run `make setup` first"
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys\n"
+        "from headdb.cli import app\n"
+        "for args in (['--help'], ['ingest', '--help'], ['sql', '--help'], ['runs', '--help'], ['init', '--help']):\n"
+        "    try:\n"
+        "        app(args, standalone_mode=False)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'spacy', 'scipy') if m in sys.modules)\n"
+        "print('HEAVY=' + ','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "HEAVY="
+    assert "ingest" in out.stdout and "--top-k" in out.stdout
+
+
+def test_help_lists_every_command():
+    r = headdb("--help")
+    assert r.returncode == 0
+    for command in ("init", "ingest", "runs", "summary", "sql"):
+        assert command in r.stdout
+
+
+def test_init_sql_and_errors_without_a_model(tmp_path, capsys, monkeypatch):
+    def headdb(*args):
+        code, out, err = run_main(capsys, monkeypatch, *args)
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    db = tmp_path / "a.db"
+    r = headdb("init", db)
+    assert r.returncode == 0 and "applied migrations 0001" in r.stdout
+    r = headdb("init", db)
+    assert r.returncode == 0 and "up to date" in r.stdout
+    r = headdb("sql", db, "SELECT count(*) AS n FROM edges", "--format", "csv")
+    assert (r.returncode, r.stdout) == (0, "n\n0\n")
+    r = headdb("sql", db, "SELECT 1 AS x, 'a' AS y", "--format", "json")
+    assert r.returncode == 0 and json.loads(r.stdout) == [{"x": 1, "y": "a"}]
+    r = headdb("runs", db, "--format", "json")
+    assert r.returncode == 0 and json.loads(r.stdout) == []
+    # one clear line on stderr and exit code 1 for headdb errors
+    for args, message in [
+        (("sql", db, "SELEC nonsense"), "SQL error"),
+        (("sql", db, "DELETE FROM edges"), ""),  # read-only by default
+        (("runs", tmp_path / "missing.db"), "no such database"),
+        (("summary", db), "no finished run"),
+        (("ingest", db, tmp_path / "missing.conllu"), "no such file"),
+        (("ingest", db, DATA / "sample.conllu", "--format", "xml"), "unknown format"),
+        (("ingest", db, DATA / "sample.conllu", "--model", "no-such-org/no-such-model-xyz"), "not a local folder"),
+    ]:
+        r = headdb(*args)
+        assert r.returncode == 1, (args, r.stdout, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert lines[0].startswith("error: ") and message in lines[0], (args, r.stderr)
+        if message != "SQL error":  # SQL errors may add DuckDB's caret pointing into the query
+            assert len(lines) == 1, (args, r.stderr)
+        assert "Traceback" not in r.stderr
+    assert not (tmp_path / "missing.db").exists()
+    r = headdb("sql", db, "SELECT 1", "--format", "xml")
+    assert r.returncode == 2 and "--format" in r.stderr
+    with pytest.raises(Exception, match="SQL error"):  # --debug: the exception propagates (traceback)
+        headdb("--debug", "sql", db, "SELEC nonsense")
+    from headdb.cli import _state
+    _state["debug"] = False
+    r = headdb("ingest")
+    assert r.returncode == 2 and "Missing argument" in r.stderr and "Traceback" not in r.stderr
+    r = headdb("ingest", db, "--top-k", "abc")
+    assert r.returncode == 2 and "--top-k" in r.stderr
+    r = headdb("no-such-command")
+    assert r.returncode == 2 and "No such command" in r.stderr
+
+
+def test_usage_errors_exit_2_without_traceback(tmp_path):
+    # through the real entry point: usage errors come from typer's (vendored) click
+    r = headdb("sql", tmp_path / "x.db", "SELECT 1", "--format", "xml")
+    assert r.returncode == 2 and "--format" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_ingest_runs_sql_summary_with_a_tiny_model(tmp_path, tiny_bert_dir):
+    db = tmp_path / "t.db"
+    r = headdb("ingest", db, DATA / "sample.conllu", "--model", tiny_bert_dir, "--top-k", "3", "--run-name", "tiny")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "1\n"  # stdout is the run id alone, for scripts
+    assert "run 1 (tiny): stored 3 sentences" in r.stderr
+    r = headdb("ingest", db, DATA / "sample.conllu", "--model", tiny_bert_dir, "--top-k", "3", "--run-name", "tiny")
+    assert r.returncode == 0 and r.stdout == "1\n" and "already complete" in r.stderr
+    r = headdb("ingest", db, DATA / "sample.conllu", "--pairs", "--model", tiny_bert_dir, "-q")
+    assert r.returncode == 0 and r.stdout == "2\n" and "odd last sentence" in r.stderr
+
+    r = headdb("runs", db, "--format", "json")
+    assert r.returncode == 0
+    runs = json.loads(r.stdout)
+    assert [(x["run_id"], x["run_name"], x["status"], x["pairs"]) for x in runs] == [
+        (1, "tiny", "done", False), (2, "run-2", "done", True)]
+    assert runs[0]["model"] == str(tiny_bert_dir) and runs[0]["top_k"] == 3
+    r = headdb("runs", db, "--format", "csv")
+    assert r.returncode == 0 and len(list(csv.DictReader(io.StringIO(r.stdout)))) == 2
+    r = headdb("runs", db)
+    assert r.returncode == 0 and "tiny" in r.stdout
+
+    q = "SELECT layer, count(*) AS edges FROM edges WHERE run_id = 1 GROUP BY layer ORDER BY layer"
+    r = headdb("sql", db, q, "--format", "csv")
+    assert r.returncode == 0
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert [row["layer"] for row in rows] == ["0", "1"]
+    assert rows[0]["edges"] == rows[1]["edges"] and int(rows[0]["edges"]) > 0
+    r = headdb("sql", db, q, "--format", "json")
+    assert r.returncode == 0 and [x["layer"] for x in json.loads(r.stdout)] == [0, 1]
+    out = tmp_path / "layers.parquet"
+    r = headdb("sql", db, q, "--out", out)
+    assert r.returncode == 0 and out.exists()
+
+    r = headdb("summary", db, "--run", "tiny")
+    assert r.returncode == 0 and "run 1 (tiny, done): 3 sentences" in r.stdout
+    r = headdb("summary", db, "--run", "nope")
+    assert r.returncode == 1 and "no run 'nope'" in r.stderr
