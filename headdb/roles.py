@@ -1,0 +1,344 @@
+"""Roles are SQL files: a header of ``-- key: value`` lines and one SELECT naming the sieve.
+
+A token-level role returns ``run_id, sentence_id, query_pos, key_pos``; a word-level role
+returns ``corpus_id, sentence_id, query_word_pos, key_word_pos`` and is expanded to word
+pieces by the framework (queries/framework/word_sieve.sql). Roles never mention layers,
+heads, weights or models. Every file is checked when it loads; any breach of the contract
+is a :class:`~headdb.errors.RoleError` that names ``path:line``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from headdb.errors import RoleError
+from headdb.resources import builtin_roles_dir, query
+
+#: The header keys a role file may set.
+HEADER_KEYS = ("name", "description", "level", "tau", "params")
+REQUIRED_KEYS = ("name", "description", "level")
+DEFAULT_TAU = 3.0
+#: Built-in roles in the order of SCORES.md; listings and default classifications use it.
+BUILTIN_ORDER = ("local", "delimiter", "delimiter_cls", "delimiter_sep", "block",
+                 "nsubj", "obj", "amod", "advmod", "syntactic")
+
+#: The columns each level must return, in this order.
+COLUMNS = {
+    "token": ("run_id", "sentence_id", "query_pos", "key_pos"),
+    "word": ("corpus_id", "sentence_id", "query_word_pos", "key_word_pos"),
+}
+_INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
+                  "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT"}
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_HEADER_LINE = re.compile(r"^--\s?([A-Za-z_][A-Za-z0-9_]*)\s*:\s?(.*)$")
+_CONTINUATION = re.compile(r"^--\s{2,}(\S.*)$")
+_PARAM = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*=\s*(\S+)\s*$")
+_SQL_LINE = re.compile(r"\bLINE (\d+):")
+
+
+@dataclass(frozen=True)
+class Role:
+    """One role file, parsed and checked."""
+
+    name: str
+    description: str
+    level: str  # token | word
+    tau: float
+    params: dict[str, int | float | str] = field(hash=False)
+    path: Path
+    text: str  # the whole file
+    body: str  # the SELECT, without its terminating semicolon (comments kept)
+    body_line: int  # 1-based line of the file where the SELECT starts
+    builtin: bool
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+    @property
+    def params_text(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.params.items())
+
+    def error(self, message: str, line: int | None = None) -> RoleError:
+        return RoleError(message, self.path, self.body_line if line is None else line)
+
+
+# ---------------------------------------------------------------------------------------------
+# parsing
+
+
+def _parse_value(text: str) -> int | float | str:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _parse_header(path: Path, lines: list[str]) -> tuple[dict[str, str], dict[str, int]]:
+    """The leading ``-- key: value`` block. It ends at the first line that is not a comment,
+    or at a bare ``--`` line (free comments may follow that)."""
+    values: dict[str, str] = {}
+    where: dict[str, int] = {}
+    last: str | None = None
+    for number, raw in enumerate(lines, start=1):
+        line = raw.rstrip()
+        if not line.startswith("--") or line.strip() == "--":
+            break
+        cont = _CONTINUATION.match(line)
+        if cont and last is not None:
+            values[last] = (values[last] + " " + cont.group(1)).strip()
+            continue
+        m = _HEADER_LINE.match(line)
+        if not m:
+            raise RoleError(
+                "expected a header line `-- key: value` (keys: " + ", ".join(HEADER_KEYS)
+                + "); indent continuation lines by two spaces after `--`, "
+                "and end the header with a bare `--` line before free comments", path, number)
+        key, value = m.group(1), m.group(2).strip()
+        if key not in HEADER_KEYS:
+            raise RoleError(f"unknown header key {key!r}; expected one of: {', '.join(HEADER_KEYS)}", path, number)
+        if key in values:
+            raise RoleError(f"duplicate header key {key!r} (first set on line {where[key]})", path, number)
+        values[key] = value
+        where[key] = number
+        last = key
+    return values, where
+
+
+def _statement(path: Path, text: str) -> tuple[str, int]:
+    """The one SELECT of the file, without its semicolon, and the line it starts on."""
+    try:
+        statements = duckdb.extract_statements(text)
+    except duckdb.Error as exc:
+        raise RoleError(f"SQL syntax error: {_first_line(exc)}", path, _sql_line(exc, 1)) from None
+    if not statements:
+        raise RoleError("no SQL statement after the header; a role is one SELECT", path, len(text.splitlines()) or 1)
+    offset = 0
+    starts = []
+    for st in statements:
+        starts.append(offset)
+        offset += len(st.query)
+    if len(statements) > 1:
+        line = _line_of(text, starts[1] + _leading_space(statements[1].query))
+        raise RoleError(f"a role is exactly one SELECT; found {len(statements)} statements", path, line)
+    st = statements[0]
+    body = st.query
+    first = _first_code_token(body)
+    line = _line_of(text, first if first is not None else 0)
+    if st.type != duckdb.StatementType.SELECT:
+        raise RoleError(f"a role must be one read-only SELECT, not a {st.type.name} statement", path, line)
+    return _strip_semicolon(body), line
+
+
+def _first_code_token(sql: str) -> int | None:
+    for pos, kind in duckdb.tokenize(sql):
+        if kind != duckdb.token_type.comment:
+            return pos
+    return None
+
+
+def _strip_semicolon(sql: str) -> str:
+    tokens = [(p, k) for p, k in duckdb.tokenize(sql) if k != duckdb.token_type.comment]
+    if tokens and tokens[-1][1] == duckdb.token_type.operator and sql[tokens[-1][0]] == ";":
+        return sql[: tokens[-1][0]]
+    return sql
+
+
+def _leading_space(s: str) -> int:
+    return len(s) - len(s.lstrip())
+
+
+def _line_of(text: str, offset: int) -> int:
+    return text.count("\n", 0, offset) + 1
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0]
+
+
+def _sql_line(exc: Exception, default: int) -> int:
+    m = _SQL_LINE.search(str(exc))
+    return int(m.group(1)) if m else default
+
+
+def parse_role(path: str | Path, *, builtin: bool = False) -> Role:
+    """Read one role file and check its header and statement (not yet its columns)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RoleError(f"cannot read the role file: {exc}", path) from None
+    lines = text.splitlines()
+    values, where = _parse_header(path, lines)
+    for key in REQUIRED_KEYS:
+        if key not in values:
+            raise RoleError(f"missing header key {key!r}: a role file starts with `-- {key}: ...`", path, 1)
+    name = values["name"]
+    if name != path.stem:
+        raise RoleError(f"header name {name!r} must equal the file name's stem {path.stem!r}", path, where["name"])
+    if not _NAME.match(name):
+        raise RoleError(f"role name {name!r} must be lower case letters, digits and _, starting with a letter",
+                        path, where["name"])
+    if not values["description"]:
+        raise RoleError("the description is empty; say what the role's sieve is", path, where["description"])
+    level = values["level"]
+    if level not in COLUMNS:
+        raise RoleError(f"level must be token or word, not {level!r}", path, where["level"])
+    tau = DEFAULT_TAU
+    if "tau" in values:
+        try:
+            tau = float(values["tau"])
+        except ValueError:
+            tau = math.nan
+        if not math.isfinite(tau):
+            raise RoleError(f"tau must be a number, not {values['tau']!r}", path, where["tau"])
+    params: dict[str, int | float | str] = {}
+    if values.get("params"):
+        for item in values["params"].split(","):
+            m = _PARAM.match(item)
+            if not m:
+                raise RoleError(f"params are `name=value, ...` with lower-case names; cannot read {item.strip()!r}",
+                                path, where["params"])
+            if m.group(1) in params:
+                raise RoleError(f"parameter {m.group(1)!r} is set twice", path, where["params"])
+            params[m.group(1)] = _parse_value(m.group(2))
+    body, body_line = _statement(path, text)
+    return Role(name=name, description=values["description"], level=level, tau=tau, params=params, path=path,
+                text=text, body=body, body_line=body_line, builtin=builtin)
+
+
+# ---------------------------------------------------------------------------------------------
+# the column contract
+
+
+def validation_connection() -> duckdb.DuckDBPyConnection:
+    """An empty in-memory store with the current schema that cannot reach files or network."""
+    from headdb.db import migrate
+
+    con = duckdb.connect(":memory:")
+    migrate(con)
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def set_params(con: duckdb.DuckDBPyConnection, role: Role) -> None:
+    """Bind the role's parameters as DuckDB variables, read in its SQL with ``getvariable``."""
+    from headdb.db import quote_ident
+
+    for key, value in role.params.items():
+        con.execute(f"SET VARIABLE {quote_ident(key)} = ?", [value])
+
+
+def check_columns(con: duckdb.DuckDBPyConnection, role: Role) -> None:
+    """DESCRIBE the role's SELECT and compare with the column contract of its level."""
+    set_params(con, role)
+    # pad with newlines so that DuckDB's `LINE n` is the file's line
+    sql = "DESCRIBE" + "\n" * (role.body_line - 1) + " " + _from_body_start(role)
+    try:
+        described = con.execute(sql).fetchall()
+    except duckdb.Error as exc:
+        raise role.error(f"the role's SELECT does not bind against the store schema: {_first_line(exc)}",
+                         _sql_line(exc, role.body_line)) from None
+    got = [(r[0], str(r[1]).upper()) for r in described]
+    want = COLUMNS[role.level]
+    names = tuple(n for n, _ in got)
+    if names != want:
+        raise role.error(f"a {role.level}-level role returns exactly the columns {', '.join(want)} "
+                         f"(in this order); this one returns {', '.join(names) or 'none'}")
+    bad = [f"{n} {t}" for n, t in got if t not in _INTEGER_TYPES]
+    if bad:
+        raise role.error(f"the role's columns must be integers; got {', '.join(bad)}")
+
+
+def _from_body_start(role: Role) -> str:
+    """The SELECT from its first code token (the header comments dropped, lines kept)."""
+    start = _first_code_token(role.body) or 0
+    return role.body[start:]
+
+
+def sieve_sql(role: Role) -> str:
+    """The role's sieve at token level: ``run_id, sentence_id, query_pos, key_pos``."""
+    inner = "(\n" + role.body + "\n)"
+    if role.level == "token":
+        return inner
+    return "(\n" + fill(query("framework/word_sieve"), "word_pairs", inner) + "\n)"
+
+
+def fill(template: str, placeholder: str, sql: str) -> str:
+    """Put a relation (a quoted name or a parenthesised SELECT) where a framework query has
+    ``{placeholder}``; the framework files hold each placeholder exactly once."""
+    mark = "{" + placeholder + "}"
+    if template.count(mark) != 1:  # pragma: no cover - a bug in a shipped file
+        raise RuntimeError(f"framework query must hold {mark} exactly once")
+    return template.replace(mark, sql)
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def _role_files(directory: Path) -> list[Path]:
+    rank = {name: i for i, name in enumerate(BUILTIN_ORDER)}
+    files = [p for p in directory.glob("*.sql") if p.is_file()]
+    return sorted(files, key=lambda p: (rank.get(p.stem, len(rank)), p.stem))
+
+
+def load_roles(roles_dir: str | Path | None = None, names: list[str] | str | None = None) -> list[Role]:
+    """The built-in roles and those in ``roles_dir``, checked against the contract.
+
+    ``names`` (a list or a comma-separated string) selects and orders roles; default: all,
+    built-ins first. A user role may not reuse a built-in's name.
+    """
+    con = validation_connection()
+    try:
+        found: dict[str, Role] = {}
+        for path in _role_files(builtin_roles_dir()):
+            role = parse_role(path, builtin=True)
+            check_columns(con, role)
+            found[role.name] = role
+        if roles_dir is not None:
+            directory = Path(roles_dir)
+            if not directory.is_dir():
+                raise RoleError("no such roles folder", directory)
+            for path in _role_files(directory):
+                role = parse_role(path)
+                if role.name in found:
+                    line = _header_line(role, "name")
+                    raise RoleError(f"role {role.name!r} clashes with the built-in role of that name "
+                                    f"({found[role.name].path}); rename the file and its name", path, line)
+                check_columns(con, role)
+                found[role.name] = role
+    finally:
+        con.close()
+    if names is None:
+        return list(found.values())
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    if not names:
+        raise RoleError("no roles selected")
+    unknown = [n for n in names if n not in found]
+    if unknown:
+        raise RoleError(f"unknown role(s) {', '.join(unknown)}; known: {', '.join(found)}")
+    return [found[n] for n in dict.fromkeys(names)]
+
+
+def _header_line(role: Role, key: str) -> int:
+    for number, line in enumerate(role.text.splitlines(), start=1):
+        m = _HEADER_LINE.match(line.rstrip())
+        if m and m.group(1) == key:
+            return number
+    return 1
+
+
+def get_role(name: str, roles_dir: str | Path | None = None) -> Role:
+    """One role by name."""
+    return load_roles(roles_dir, [name])[0]

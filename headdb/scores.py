@@ -1,0 +1,142 @@
+"""Sieve bias scores per (run, role, layer, head, sentence), from one framework SQL query.
+
+``queries/framework/scores.sql`` serves every role: the roles' sieves are stacked into one
+relation, joined once with the stored edges and aggregated per attention row. Role SQL only
+ever runs on a restricted connection (read-only, no file or network access).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from headdb.db import connect_restricted, quote_ident
+from headdb.errors import DatabaseError, RoleError
+from headdb.resources import query
+from headdb.roles import BUILTIN_ORDER, Role, fill, load_roles, set_params, sieve_sql
+
+#: Roles scored together in one pass (a role is one bit of a BIGINT mask).
+ROLES_PER_PASS = 60
+
+SCORE_COLUMNS = ["run_id", "role", "layer", "head", "sentence_id", "score", "score_upper", "n_queries"]
+_SIEVE_TABLE = "headdb_sieve"
+
+
+def framework_sql(n_roles: int, sieve: str) -> str:
+    """The scoring query for ``n_roles`` roles numbered 0..n-1 in the relation ``sieve``.
+
+    Lines of the framework file that hold ``{r}`` are repeated once per role.
+    """
+    if not 1 <= n_roles <= ROLES_PER_PASS:  # pragma: no cover - callers chunk
+        raise ValueError(f"1 to {ROLES_PER_PASS} roles per pass")
+    lines: list[str] = []
+    for line in query("framework/scores").splitlines():
+        if "{r}" in line and not line.lstrip().startswith("--"):
+            lines.extend(line.replace("{r}", str(r)) for r in range(n_roles))
+        else:
+            lines.append(line)
+    return fill("\n".join(lines), "sieve", sieve)
+
+
+def _unset_params(con: duckdb.DuckDBPyConnection, role: Role) -> None:
+    for key in role.params:
+        con.execute(f"RESET VARIABLE {quote_ident(key)}")
+
+
+def _fill_sieve(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role]) -> list[bool]:
+    """Materialise the sieves of ``roles`` for one run as numbered roles; check the contract
+    that can only be checked on data. Returns which roles have a non-empty sieve."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {_SIEVE_TABLE} (role SMALLINT, run_id INTEGER, "
+                "sentence_id INTEGER, query_pos SMALLINT, key_pos SMALLINT)")
+    nonempty = []
+    for number, role in enumerate(roles):
+        set_params(con, role)
+        try:
+            n = con.execute(
+                f"INSERT INTO {_SIEVE_TABLE} SELECT ?, run_id, sentence_id, query_pos, key_pos "
+                f"FROM {sieve_sql(role)} WHERE run_id = ?", [number, run_id]).fetchone()[0]
+        except duckdb.Error as exc:
+            raise role.error(f"the role's SELECT failed on the store: {str(exc).strip().splitlines()[0]}") from None
+        finally:
+            _unset_params(con, role)
+        nonempty.append(n > 0)
+    bad = con.execute(query("framework/sieve_checks").replace("{sieve}", _SIEVE_TABLE)).fetchall()
+    if bad:
+        number, kind, sentence_id, query_pos, key_pos = bad[0]
+        role = roles[number]
+        where = f"sentence {sentence_id}, query_pos {query_pos}, key_pos {key_pos}"
+        if kind == "duplicate":
+            raise role.error(f"the sieve holds the pair ({where}) more than once; a role lists each "
+                             "(query, key) pair once (use SELECT DISTINCT or fix the join)")
+        raise role.error(f"the sieve names a position outside the stored sequence ({where}); positions "
+                         "are 0-based and below the sentence's n_tokens")
+    return nonempty
+
+
+def compute_scores(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role]) -> pd.DataFrame:
+    """Per-sentence scores of ``roles`` for one run, on an open (restricted) connection."""
+    frames = []
+    for start in range(0, len(roles), ROLES_PER_PASS):
+        chunk = roles[start : start + ROLES_PER_PASS]
+        nonempty = _fill_sieve(con, run_id, chunk)
+        if not any(nonempty):
+            continue
+        df = con.execute(framework_sql(len(chunk), _SIEVE_TABLE)).df()
+        df["role"] = pd.Categorical.from_codes(df["role"].astype("int64"), categories=[r.name for r in chunk])
+        frames.append(df)
+    con.execute(f"DROP TABLE IF EXISTS {_SIEVE_TABLE}")
+    if not frames:
+        out = pd.DataFrame({c: pd.Series(dtype="float64" if c.startswith("score") else "int64") for c in SCORE_COLUMNS})
+        out["role"] = out["role"].astype("object")
+        return out
+    out = pd.concat(frames, ignore_index=True)[SCORE_COLUMNS]
+    out["role"] = out["role"].astype(str)
+    order = {r.name: i for i, r in enumerate(roles)}
+    out = out.sort_values(["role", "layer", "head", "sentence_id"], key=lambda s: s.map(order) if s.name == "role" else s)
+    return out.reset_index(drop=True)
+
+
+def scores(db: str | Path, run: int | str | None = None, roles: list[str] | str | None = None,
+           roles_dir: str | Path | None = None) -> pd.DataFrame:
+    """Per-sentence sieve bias scores of a run (default: the latest finished) for the given
+    roles (default: every built-in and every role in ``roles_dir``), without storing them.
+
+    Columns: run_id, role, layer, head, sentence_id, score, score_upper, n_queries
+    (layers and heads 0-based).
+    """
+    from headdb.store import resolve_run
+
+    chosen = load_roles(roles_dir, roles)
+    con = connect_restricted(db)
+    try:
+        run_id = resolve_run(con, run)
+        return compute_scores(con, run_id, chosen)
+    finally:
+        con.close()
+
+
+def register_views(con: duckdb.DuckDBPyConnection) -> None:
+    """TEMP views ``sieve_<role>`` and ``scores_<role>`` of the built-in roles, over all runs.
+
+    ``scores_<role>`` has the columns run_id, layer, head, sentence_id, score, score_upper,
+    n_queries. Role parameters are bound as variables on ``con``.
+    """
+    builtins = [r for r in load_roles() if r.builtin]
+    seen: dict[str, object] = {}
+    for role in builtins:
+        for key, value in role.params.items():
+            if seen.setdefault(key, value) != value:  # pragma: no cover - shipped roles agree
+                raise RoleError(f"parameter {key!r} differs between built-in roles", role.path)
+        set_params(con, role)
+        sieve_view = quote_ident(f"sieve_{role.name}")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {sieve_view} AS SELECT run_id, sentence_id, query_pos, key_pos "
+                    f"FROM {sieve_sql(role)}")
+        relation = f"(SELECT 0 AS role, run_id, sentence_id, query_pos, key_pos FROM {sieve_view})"
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {quote_ident('scores_' + role.name)} AS "
+                    "SELECT run_id, layer, head, sentence_id, score, score_upper, n_queries FROM (\n"
+                    + framework_sql(1, relation) + "\n)")
+
+
+__all__ = ["BUILTIN_ORDER", "compute_scores", "framework_sql", "register_views", "scores", "DatabaseError"]
