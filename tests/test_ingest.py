@@ -233,16 +233,21 @@ def _assert_same_store(a: dict, b: dict) -> None:
     assert len(np.unique(a["edges"][:, :6], axis=0)) == len(a["edges"])  # no duplicate edge
 
 
+CRASH_OPTS = dict(limit=24, batch_size=4, top_k=5)  # the bundled sample and model; 6 batches
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    clean = tmp_path_factory.mktemp("clean") / "clean.db"
+    headdb.ingest(clean, None, **CRASH_OPTS)
+    return _store_snapshot(clean)
+
+
 @pytest.mark.parametrize("where", ["between_batches", "inside_transaction"])
-def test_crash_then_rerun_equals_uninterrupted(tmp_path, monkeypatch, where):
+def test_crash_then_rerun_equals_uninterrupted(tmp_path, monkeypatch, uninterrupted, where):
     import headdb.store as store
 
-    opts = dict(limit=48, batch_size=4, top_k=5)
-    corpus = None  # the bundled sample
-    clean = tmp_path / "clean.db"
-    headdb.ingest(clean, corpus, **opts)
-    expected = _store_snapshot(clean)
-
+    opts, corpus, expected = CRASH_OPTS, None, uninterrupted
     crashed = tmp_path / "crashed.db"
     calls = {"n": 0}
     if where == "between_batches":
@@ -275,6 +280,6 @@ def test_crash_then_rerun_equals_uninterrupted(tmp_path, monkeypatch, where):
     assert len(np.unique(edges_array(crashed)[:, 1])) == 3 * 4  # and nothing of the fourth
 
     again = headdb.ingest(crashed, corpus, **opts)
-    assert again.resumed and again.run_id == 1 and again.sentences == 48 - 12
+    assert again.resumed and again.run_id == 1 and again.sentences == 24 - 12
     _assert_same_store(_store_snapshot(crashed), expected)
     assert table_rows(crashed, "runs", "status, error") == [("done", None)]

@@ -1,0 +1,89 @@
+"""The README's two commands exist as written, and the main job they run works (slow)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import duckdb
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+MAKEFILE = ROOT / "Makefile"
+
+
+def fenced_commands(text: str) -> list[str]:
+    """Lines of the README's ```sh blocks."""
+    blocks = re.findall(r"```(?:sh|bash|console)?\n(.*?)```", text, flags=re.S)
+    return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def make_dry_run(target: str, **variables: str) -> list[str]:
+    args = ["make", "-n", "-B", "-C", str(ROOT), target, *(f"{k}={v}" for k, v in variables.items())]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return [line.strip() for line in out.stdout.splitlines() if line.strip() and not line.startswith("make")]
+
+
+def test_readme_names_the_two_commands():
+    commands = fenced_commands(README.read_text(encoding="utf-8"))
+    assert "make demo" in commands
+    assert "make test" in commands
+
+
+def test_makefile_targets_exist_and_ci_calls_make_test():
+    text = MAKEFILE.read_text()
+    for target in ("setup", "demo", "test", "test-fast"):
+        assert re.search(rf"^{re.escape(target)}:", text, flags=re.M), target
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^make test\s*$", ci, flags=re.M)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_recipes_are_what_the_readme_says():
+    setup = make_dry_run("setup")
+    assert any("-m venv .venv" in c for c in setup)
+    torch_at = next(i for i, c in enumerate(setup) if "pip install" in c and "torch==" in c)
+    headdb_at = next(i for i, c in enumerate(setup) if "pip install" in c and "-e" in c and ".[dev]" in c)
+    assert torch_at < headdb_at  # torch first, exactly
+    demo = make_dry_run("demo", DEMO_DB="X.db")
+    assert demo[-2:] == [".venv/bin/headdb ingest X.db", ".venv/bin/headdb summary X.db"]
+    test = make_dry_run("test")
+    assert test[-1] == ".venv/bin/python -m pytest"
+    fast = make_dry_run("test-fast")
+    assert fast[-1] == '.venv/bin/python -m pytest -m "not slow"'
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_main_job_runs_as_make_demo_runs_it(tmp_path):
+    """Runs the demo target's own commands (after set-up), on a database in tmp_path."""
+    db = tmp_path / "demo.db"
+    commands = [c for c in make_dry_run("demo", DEMO_DB=str(db)) if c.startswith(".venv/bin/headdb")]
+    assert len(commands) == 2
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", COLUMNS="200")
+    outputs = []
+    for command in commands:
+        r = subprocess.run(command, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+        assert r.returncode == 0, (command, r.stderr[-2000:])
+        outputs.append(r.stdout)
+    assert outputs[0].strip() == "1"  # the run id
+    assert "run 1 (run-1, done): 300 sentences" in outputs[1]
+    con = duckdb.connect(str(db), read_only=True)
+    layers = con.execute("SELECT layer, count(*) FROM edges GROUP BY layer ORDER BY layer").fetchall()
+    run = con.execute("SELECT status, n_layers, n_heads, top_k, corpus_format FROM runs").fetchall()
+    con.close()
+    assert run == [("done", 6, 12, 8, "conllu")]
+    assert [l for l, _ in layers] == list(range(6)) and len({n for _, n in layers}) == 1
+    # the README's follow-up commands work on that database
+    readme = fenced_commands(README.read_text(encoding="utf-8"))
+    follow = [c for c in readme if c.startswith(".venv/bin/headdb ") and "demo.db" in c]
+    assert follow, "the README shows .venv/bin/headdb commands on demo.db"
+    for command in follow:
+        r = subprocess.run(command.replace("demo.db", str(db)), shell=True, cwd=ROOT, capture_output=True,
+                           text=True, timeout=300, env=env)
+        assert r.returncode == 0, (command, r.stderr[-2000:])
