@@ -144,3 +144,17 @@ SEQUENCE corpus_id_seq
 SEQUENCE run_id_seq
 VIEW attention_rows
   CREATE VIEW attention_rows AS SELECT run_id, sentence_id, layer, head, query_pos, CAST(count_star() AS SMALLINT) AS n_kept, sum(CAST(weight AS DOUBLE)) AS kept_mass, greatest(0.0, (1.0 - sum(CAST(weight AS DOUBLE)))) AS residual, min(weight) AS min_weight FROM edges GROUP BY ALL;
+VIEW head_roles
+  CREATE VIEW head_roles AS SELECT run_id, layer, head, count_star() AS n_roles, string_agg("role", ',' ORDER BY "role") AS roles FROM head_tests WHERE significant GROUP BY run_id, layer, head;
+VIEW role_colocation
+  CREATE VIEW role_colocation AS SELECT a.run_id, a."role" AS role_a, b."role" AS role_b, count_star() FILTER (WHERE (a.significant AND b.significant)) AS n_heads FROM (head_tests AS a INNER JOIN head_tests AS b ON (((b.run_id = a.run_id) AND (b.layer = a.layer) AND (b.head = a.head)))) GROUP BY a.run_id, a."role", b."role";
+VIEW role_layer_distribution
+  CREATE VIEW role_layer_distribution AS SELECT run_id, "role", layer, count_star() FILTER (WHERE significant) AS n_significant, count_star() AS n_tested FROM head_tests GROUP BY run_id, "role", layer;
+VIEW role_summary
+  CREATE VIEW role_summary AS SELECT run_id, "role", count_star() AS n_tested, count_star() FILTER (WHERE significant) AS n_significant, avg(CASE  WHEN (significant) THEN (1.0) ELSE 0.0 END) AS share_significant, count_star() FILTER (WHERE flip_possible) AS n_flip_possible, min(tau) AS tau, avg(mean) AS mean_score, max(mean) AS max_score, min(n) AS min_n, max(n) AS max_n FROM head_tests GROUP BY run_id, "role";
+VIEW word_attention
+  CREATE VIEW word_attention AS SELECT e.run_id, e.sentence_id, e.layer, e.head, q.word_pos AS query_word_pos, k.word_pos AS key_word_pos, (sum(CAST(e.weight AS DOUBLE)) / any_value(p.n_pieces)) AS weight FROM (((edges AS e INNER JOIN tokens AS q ON (((q.run_id = e.run_id) AND (q.sentence_id = e.sentence_id) AND (q.token_pos = e.query_pos)))) INNER JOIN tokens AS k ON (((k.run_id = e.run_id) AND (k.sentence_id = e.sentence_id) AND (k.token_pos = e.key_pos)))) INNER JOIN word_pieces AS p ON (((p.run_id = e.run_id) AND (p.sentence_id = e.sentence_id) AND (p.word_pos = q.word_pos)))) WHERE ((q.word_pos IS NOT NULL) AND (k.word_pos IS NOT NULL)) GROUP BY e.run_id, e.sentence_id, e.layer, e.head, q.word_pos, k.word_pos;
+VIEW word_attention_top
+  CREATE VIEW word_attention_top AS SELECT w.run_id, w.sentence_id, w.layer, w.head, w.query_word_pos, w.key_word_pos, w.weight FROM ((word_attention AS w INNER JOIN word_pieces AS qp ON (((qp.run_id = w.run_id) AND (qp.sentence_id = w.sentence_id) AND (qp.word_pos = w.query_word_pos)))) INNER JOIN word_pieces AS kp ON (((kp.run_id = w.run_id) AND (kp.sentence_id = w.sentence_id) AND (kp.word_pos = w.key_word_pos)))) WHERE ((w.key_word_pos != w.query_word_pos) AND (kp.segment = qp.segment)) QUALIFY (row_number() OVER (PARTITION BY w.run_id, w.sentence_id, w.layer, w.head, w.query_word_pos ORDER BY w.weight DESC, w.key_word_pos) = 1);
+VIEW word_pieces
+  CREATE VIEW word_pieces AS SELECT run_id, sentence_id, word_pos, any_value(segment) AS segment, count_star() AS n_pieces FROM tokens WHERE (word_pos IS NOT NULL) GROUP BY run_id, sentence_id, word_pos;
