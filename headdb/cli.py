@@ -185,6 +185,84 @@ def sql(
         _print_df(df, format)
 
 
+roles_app = typer.Typer(no_args_is_help=True, help="List and show roles (built-in and from --roles-dir).")
+app.add_typer(roles_app, name="roles")
+_ROLES_DIR = typer.Option(None, "--roles-dir", help="Folder of user role files (<name>.sql).")
+
+
+@roles_app.command("list")
+def roles_list(roles_dir: Optional[Path] = _ROLES_DIR, format: str = _FORMAT) -> None:
+    """List the roles: name, level, default tau, parameters, source and description."""
+    import pandas as pd
+
+    from headdb.roles import load_roles
+
+    rows = [{"role": r.name, "level": r.level, "tau": r.tau, "params": r.params_text,
+             "source": "built-in" if r.builtin else str(r.path), "description": r.description}
+            for r in load_roles(roles_dir)]
+    _print_df(pd.DataFrame(rows), format)
+
+
+@roles_app.command("show")
+def roles_show(name: str = typer.Argument(..., help="Role name."), roles_dir: Optional[Path] = _ROLES_DIR) -> None:
+    """Print a role's file (header and SELECT)."""
+    from headdb.roles import get_role
+
+    role = get_role(name, roles_dir)
+    typer.echo(f"-- {role.path}", err=True)
+    typer.echo(role.text.rstrip("\n"))
+
+
+@app.command()
+def classify(
+    db: Path = typer.Argument(..., help="Database file."),
+    run: Optional[str] = typer.Option(None, "--run", help="Run id or name (default: the latest finished)."),
+    roles: Optional[str] = typer.Option(None, "--roles", help="Comma-separated roles (default: all, built-in and --roles-dir)."),
+    roles_dir: Optional[Path] = _ROLES_DIR,
+    tau: Optional[float] = typer.Option(None, "--tau", help="Threshold of H1: E[score] > tau (default: each role's, usually 3)."),
+    alpha: float = typer.Option(0.05, "--alpha", help="Significance level of the corrected p-values."),
+    correction: str = typer.Option("bh", "--correction", help="Multiple-testing correction over all tests: bh, holm, bonferroni or none."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the tests to .csv, .json or .parquet."),
+) -> None:
+    """Test every head of a run for each role (one-sided t-test of the sieve bias score) and store the results.
+
+    Prints a layer x head table of mean scores per role (layers and heads 0-based);
+    * marks heads with the role, ~ heads whose decision the sparse bound could flip.
+    """
+    from headdb.classify import classify as api_classify
+    from headdb.query import export
+
+    df = api_classify(db, run, roles, roles_dir, tau=tau, alpha=alpha, correction=correction)
+    _print_classification(df)
+    if out is not None:
+        export(df, out)
+        typer.echo(f"wrote {len(df)} rows to {out}", err=True)
+
+
+def _print_classification(df) -> None:
+    a = df.attrs
+    typer.echo(f"run {a['run_id']}: {len(df)} tests ({a['correction']} correction, alpha {a['alpha']}). "
+               "Rows are layers, columns heads (both 0-based); cells are mean scores; "
+               "* = has the role, ~ = the sparse bound could flip the decision.")
+    width = 7
+    for role in a["roles"]:
+        sub = df[df["role"] == role]
+        n = int(sub["n"].max()) if len(sub) else 0
+        tau = sub["tau"].iloc[0] if len(sub) else float("nan")
+        typer.echo(f"\n{role}: {int(sub['significant'].sum())}/{len(sub)} heads, tau {tau:g}, n {n} sentences"
+                   + (" (no samples)" if n == 0 else ""))
+        if n == 0:
+            continue
+        typer.echo("L\\H".rjust(4) + "".join(str(h).rjust(width) for h in range(a["n_heads"])))
+        for layer in range(a["n_layers"]):
+            cells = []
+            for row in sub[sub["layer"] == layer].sort_values("head").itertuples(index=False):
+                mark = ("*" if row.significant else "") + ("~" if row.flip_possible else "")
+                value = "" if row.mean != row.mean else f"{row.mean:.2f}"
+                cells.append((value + mark).rjust(width))
+            typer.echo(str(layer).rjust(4) + "".join(cells))
+
+
 @app.command()
 def compare(
     db: Path = typer.Argument(..., help="Database file."),

@@ -1,0 +1,113 @@
+"""Per-head hypothesis tests and multiple-testing corrections (pure functions; scipy only here).
+
+For each (role, layer, head) the per-sentence scores s_1..s_n are tested with a one-sided
+one-sample t-test, H1: E[s] > tau (``scipy.stats.ttest_1samp(s, tau, alternative="greater")``).
+Every test of one classification is one family for the correction. A test is undefined
+(p NULL, not significant, not part of the family) when n < 2, or when the scores have no
+spread and their mean equals tau (scipy gives NaN there).
+
+The confidence interval is the two-sided (1 - alpha) Student-t interval of the mean,
+mean +- t_{1-alpha/2, n-1} * std / sqrt(n), with the sample std (ddof = 1).
+
+``flip_possible``: the same tests and correction run on the per-sentence upper bounds
+(score_upper) reach a different decision than on the scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+CORRECTIONS = ("bh", "holm", "bonferroni", "none")
+RESULT_COLUMNS = ["run", "layer", "head", "role", "n", "mean", "std", "tau", "t", "p", "p_adj",
+                  "significant", "ci_low", "ci_high", "flip_possible"]
+
+
+def adjust(p: np.ndarray, method: str) -> np.ndarray:
+    """Adjusted p-values over one family; NaN entries stay NaN and are not in the family."""
+    from scipy import stats
+
+    if method not in CORRECTIONS:
+        raise ValueError(f"correction must be one of {', '.join(CORRECTIONS)}")
+    p = np.asarray(p, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = ~np.isnan(p)
+    q = p[ok]
+    m = q.size
+    if m == 0:
+        return out
+    if method == "none":
+        adj = q
+    elif method == "bonferroni":
+        adj = np.minimum(1.0, q * m)
+    elif method == "bh":
+        adj = stats.false_discovery_control(q, method="bh")
+    else:  # holm: step-down, monotone
+        order = np.argsort(q, kind="mergesort")
+        stepped = np.minimum(1.0, (m - np.arange(m)) * q[order])
+        adj = np.empty(m)
+        adj[order] = np.maximum.accumulate(stepped)
+    out[ok] = adj
+    return out
+
+
+def _one_role(values: np.ndarray, tau: float, alpha: float) -> dict[str, np.ndarray]:
+    """Tests of many heads over the same sentences: ``values`` is [heads, sentences]."""
+    from scipy import stats
+
+    n = values.shape[1]
+    h = values.shape[0]
+    mean = values.mean(axis=1) if n else np.full(h, np.nan)
+    if n < 2:
+        nan = np.full(h, np.nan)
+        return {"n": np.full(h, n), "mean": mean, "std": nan, "t": nan, "p": nan, "ci_low": nan, "ci_high": nan}
+    std = values.std(axis=1, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        res = stats.ttest_1samp(values, tau, axis=1, alternative="greater")
+    half = stats.t.ppf(1 - alpha / 2, n - 1) * std / np.sqrt(n)
+    return {"n": np.full(h, n), "mean": mean, "std": std, "t": np.asarray(res.statistic, dtype=float),
+            "p": np.asarray(res.pvalue, dtype=float), "ci_low": mean - half, "ci_high": mean + half}
+
+
+def head_tests(scores: pd.DataFrame, heads: list[tuple[int, int]], roles: list[str],
+               tau: Mapping[str, float] | float, alpha: float = 0.05, correction: str = "bh",
+               run: int | None = None) -> pd.DataFrame:
+    """One test per (role, head) over per-sentence scores, corrected over the whole family.
+
+    ``scores`` has columns role, layer, head, sentence_id, score, score_upper; ``heads`` lists
+    every (layer, head) to test and ``roles`` every role (a role without samples gets n = 0).
+    Returns :data:`RESULT_COLUMNS`, roles in the given order, then layer, head.
+    """
+    if not 0 < alpha < 1:
+        raise ValueError("alpha must be between 0 and 1")
+    if correction not in CORRECTIONS:
+        raise ValueError(f"correction must be one of {', '.join(CORRECTIONS)}")
+    taus = {r: float(tau[r] if isinstance(tau, Mapping) else tau) for r in roles}
+    head_index = pd.MultiIndex.from_tuples(heads, names=["layer", "head"])
+    parts = []
+    for role in roles:
+        sub = scores[scores["role"] == role]
+        blocks = {}
+        for column in ("score", "score_upper"):
+            wide = sub.pivot(index=["layer", "head"], columns="sentence_id", values=column) if len(sub) else \
+                pd.DataFrame(index=head_index)
+            wide = wide.reindex(head_index)
+            if wide.isna().to_numpy().any():
+                raise ValueError(f"role {role}: scores missing for some heads or sentences")
+            blocks[column] = _one_role(wide.to_numpy(dtype=float), taus[role], alpha)
+        part = pd.DataFrame({"layer": [h[0] for h in heads], "head": [h[1] for h in heads], "role": role})
+        for key, values in blocks["score"].items():
+            part[key] = values
+        part["tau"] = taus[role]
+        part["_p_upper"] = blocks["score_upper"]["p"]
+        parts.append(part)
+    out = pd.concat(parts, ignore_index=True)
+    out["p_adj"] = adjust(out["p"].to_numpy(), correction)
+    out["significant"] = np.nan_to_num(out["p_adj"].to_numpy(), nan=1.0) < alpha
+    upper_adj = adjust(out["_p_upper"].to_numpy(), correction)
+    out["flip_possible"] = (np.nan_to_num(upper_adj, nan=1.0) < alpha) != out["significant"].to_numpy()
+    out["run"] = run
+    out["n"] = out["n"].astype("int64")
+    return out[RESULT_COLUMNS]
