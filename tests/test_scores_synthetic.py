@@ -1,0 +1,107 @@
+"""Sieve bias scores on synthetic stores with known answers (no model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import headdb
+from role_reference import BUILTIN, build_store, dirichlet_attention, sentence_score, sieves, simple_seq
+
+# two single inputs with multi-piece words and each relation; heads are word indices
+SINGLE = [
+    simple_seq([1, 2, 1, 3, 1], [1, None, 3, 1, 1], ["nsubj", "root", "amod", "obj", "advmod:emph"]),
+    simple_seq([2, 1, 1], [1, None, 1], ["nsubj:pass", "root", "dobj"]),
+    simple_seq([1], [None], ["root"]),  # no syntactic query at all
+]
+PAIRS = [
+    simple_seq([1, 2], [1, None], ["amod", "root"], [2, 1, 1], [None, 0, 0], ["root", "obj", "obl:tmod"]),
+    simple_seq([3], [None], ["root"], [1, 1], [1, None], ["nsubj", "root"]),
+]
+
+
+def _attention(seqs, n_layers, n_heads, fill):
+    return [np.stack([np.stack([fill(q, layer, head) for head in range(n_heads)]) for layer in range(n_layers)])
+            for q in seqs]
+
+
+def _by_key(df):
+    return {(r.role, r.layer, r.head, r.sentence_id): r for r in df.itertuples(index=False)}
+
+
+@pytest.mark.parametrize("seqs,pairs", [(SINGLE, False), (PAIRS, True)], ids=["single", "pairs"])
+def test_uniform_rows_score_one_for_every_role(tmp_path, seqs, pairs):
+    db = tmp_path / "u.db"
+    att = _attention(seqs, 2, 3, lambda q, l, h: np.full((q.length, q.length), 1.0 / q.length))
+    build_store(db, seqs, att, pairs=pairs)
+    df = headdb.scores(db)
+    assert set(df["role"]) == {r for r in BUILTIN if any(sieves(q, pairs)[r] for q in seqs)}
+    assert ("block" in set(df["role"])) == pairs
+    np.testing.assert_allclose(df["score"], 1.0, atol=1e-6)
+    np.testing.assert_allclose(df["score_upper"], 1.0, atol=1e-5)
+    # every role samples exactly the sentences the reference says take part
+    for role in BUILTIN:
+        expected = {s for s, q in enumerate(seqs) if sieves(q, pairs)[role]}
+        assert set(df.loc[df["role"] == role, "sentence_id"]) == expected, role
+
+
+@pytest.mark.parametrize("role", BUILTIN)
+def test_all_mass_on_the_sieve_gives_L_over_size(tmp_path, role):
+    pairs = role == "block"
+    seqs = PAIRS if pairs else SINGLE
+    def fill(q, layer, head):
+        A = np.full((q.length, q.length), 1.0 / q.length)
+        for i, S in sieves(q, pairs)[role].items():
+            A[i] = 0.0
+            A[i, sorted(S)] = 1.0 / len(S)
+        return A
+    db = tmp_path / "s.db"
+    build_store(db, seqs, _attention(seqs, 1, 2, fill), pairs=pairs)
+    got = _by_key(headdb.scores(db, roles=[role]))
+    for sid, q in enumerate(seqs):
+        sv = sieves(q, pairs)[role]
+        if not sv:
+            assert (role, 0, 0, sid) not in got
+            continue
+        expected = np.mean([q.length / len(S) for S in sv.values()])
+        for head in range(2):
+            row = got[(role, 0, head, sid)]
+            assert row.score == pytest.approx(expected, rel=1e-6)
+            assert row.n_queries == len(sv)
+            assert row.score_upper == pytest.approx(expected, rel=1e-5)
+    if role == "delimiter_cls":  # |S| = 1: the score is L
+        assert got[(role, 0, 0, 0)].score == pytest.approx(SINGLE[0].length, rel=1e-6)
+
+
+def test_random_dense_matches_reference_and_sparse_bound_contains_it(tmp_path):
+    rng = np.random.default_rng(7)
+    for seqs, pairs in ((SINGLE, False), (PAIRS, True)):
+        db = tmp_path / f"r{pairs}.db"
+        att = [dirichlet_attention(rng, 2, 2, q.length) for q in seqs]
+        build_store(db, seqs, att, pairs=pairs, run_id=1)
+        build_store(db, seqs, att, pairs=pairs, run_id=2, top_k=3, add_corpus=False)
+        dense = _by_key(headdb.scores(db, run=1))
+        sparse = _by_key(headdb.scores(db, run=2))
+        assert dense.keys() == sparse.keys()
+        n = 0
+        for (role, layer, head, sid), row in dense.items():
+            ref = sentence_score(att[sid][layer, head], sieves(seqs[sid], pairs)[role])
+            assert ref is not None
+            assert row.score == pytest.approx(ref[0], rel=1e-6, abs=1e-6)
+            assert row.n_queries == ref[1]
+            sp = sparse[(role, layer, head, sid)]
+            assert sp.score <= row.score + 1e-6
+            assert row.score <= sp.score_upper + 1e-6
+            n += sp.score_upper > sp.score + 1e-6
+        assert n > 0  # the bound is not trivially tight
+
+
+def test_score_views_in_sql(tmp_path):
+    db = tmp_path / "v.db"
+    att = _attention(SINGLE, 1, 2, lambda q, l, h: np.full((q.length, q.length), 1.0 / q.length))
+    build_store(db, SINGLE, att)
+    df = headdb.sql(db, "SELECT * FROM scores_local ORDER BY sentence_id, layer, head")
+    assert list(df.columns) == ["run_id", "layer", "head", "sentence_id", "score", "score_upper", "n_queries"]
+    np.testing.assert_allclose(df["score"], 1.0, atol=1e-6)
+    sv = headdb.sql(db, "SELECT count(*) AS n FROM sieve_obj")
+    assert sv["n"][0] == sum(len(S) for q in SINGLE for S in sieves(q, False)["obj"].values())
