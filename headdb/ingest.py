@@ -19,7 +19,7 @@ from typing import Any
 from headdb import __version__
 from headdb.corpus import ReadStats, Sentence, file_sha256, infer_format, read_corpus, validate
 from headdb.db import connect, transaction
-from headdb.errors import HeaddbError, InputError
+from headdb.errors import DatabaseError, HeaddbError, InputError
 from headdb.sparsify import Sparsity, sentence_edges
 
 #: Sentences tokenized and sorted by length together; batches are cut from each window.
@@ -152,6 +152,7 @@ def ingest(
                     bar(len(batch))
         except BaseException as exc:
             _fail(con, run_id, exc)
+            _raise_write_error(db, run_id, exc)
             raise
         finally:
             bar(None)
@@ -239,6 +240,18 @@ def _fail(con, run_id: int, exc: BaseException) -> None:
         con.execute("UPDATE runs SET status = 'failed', error = ? WHERE run_id = ?", [message[:500], run_id])
     except Exception:  # noqa: BLE001 - the database may be what failed
         pass
+
+
+def _raise_write_error(db, run_id: int, exc: BaseException) -> None:
+    """A DuckDB error while writing (a full disk, say) becomes one clear line for the CLI."""
+    import duckdb
+
+    if isinstance(exc, duckdb.Error):
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DatabaseError(
+            f"{db}: writing run {run_id} failed: {first}; the batches written before are kept and the run is "
+            "marked failed: run the same command again to resume it"
+        ) from exc
 
 
 def _progress(progress, total: int, already: int) -> Callable[[int | None], None]:
