@@ -27,6 +27,7 @@ def run_main(capsys, monkeypatch, *args: str | Path) -> tuple[int, str, str]:
     from headdb.cli import main
 
     monkeypatch.setattr(sys, "argv", ["headdb", *map(str, args)])
+    monkeypatch.setenv("COLUMNS", "250")  # rich tables: no truncated cells
     code = 0
     try:
         main()
@@ -120,41 +121,48 @@ def test_usage_errors_exit_2_without_traceback(tmp_path):
 
 
 @pytest.mark.slow
-def test_ingest_runs_sql_summary_with_a_tiny_model(tmp_path, tiny_bert_dir):
+def test_ingest_runs_sql_summary_with_a_tiny_model(tmp_path, tiny_bert_dir, capsys, monkeypatch):
     db = tmp_path / "t.db"
+    # once through the installed entry point ...
     r = headdb("ingest", db, DATA / "sample.conllu", "--model", tiny_bert_dir, "--top-k", "3", "--run-name", "tiny")
     assert r.returncode == 0, r.stderr
     assert r.stdout == "1\n"  # stdout is the run id alone, for scripts
     assert "run 1 (tiny): stored 3 sentences" in r.stderr
-    r = headdb("ingest", db, DATA / "sample.conllu", "--model", tiny_bert_dir, "--top-k", "3", "--run-name", "tiny")
+
+    # ... the rest in-process (each subprocess pays for importing torch again)
+    def cli(*args):
+        code, out, err = run_main(capsys, monkeypatch, *args)
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    r = cli("ingest", db, DATA / "sample.conllu", "--model", tiny_bert_dir, "--top-k", "3", "--run-name", "tiny")
     assert r.returncode == 0 and r.stdout == "1\n" and "already complete" in r.stderr
-    r = headdb("ingest", db, DATA / "sample.conllu", "--pairs", "--model", tiny_bert_dir, "-q")
+    r = cli("ingest", db, DATA / "sample.conllu", "--pairs", "--model", tiny_bert_dir, "-q")
     assert r.returncode == 0 and r.stdout == "2\n" and "odd last sentence" in r.stderr
 
-    r = headdb("runs", db, "--format", "json")
+    r = cli("runs", db, "--format", "json")
     assert r.returncode == 0
     runs = json.loads(r.stdout)
     assert [(x["run_id"], x["run_name"], x["status"], x["pairs"]) for x in runs] == [
         (1, "tiny", "done", False), (2, "run-2", "done", True)]
     assert runs[0]["model"] == str(tiny_bert_dir) and runs[0]["top_k"] == 3
-    r = headdb("runs", db, "--format", "csv")
+    r = cli("runs", db, "--format", "csv")
     assert r.returncode == 0 and len(list(csv.DictReader(io.StringIO(r.stdout)))) == 2
-    r = headdb("runs", db)
+    r = cli("runs", db)
     assert r.returncode == 0 and "tiny" in r.stdout
 
     q = "SELECT layer, count(*) AS edges FROM edges WHERE run_id = 1 GROUP BY layer ORDER BY layer"
-    r = headdb("sql", db, q, "--format", "csv")
+    r = cli("sql", db, q, "--format", "csv")
     assert r.returncode == 0
     rows = list(csv.DictReader(io.StringIO(r.stdout)))
     assert [row["layer"] for row in rows] == ["0", "1"]
     assert rows[0]["edges"] == rows[1]["edges"] and int(rows[0]["edges"]) > 0
-    r = headdb("sql", db, q, "--format", "json")
+    r = cli("sql", db, q, "--format", "json")
     assert r.returncode == 0 and [x["layer"] for x in json.loads(r.stdout)] == [0, 1]
     out = tmp_path / "layers.parquet"
-    r = headdb("sql", db, q, "--out", out)
+    r = cli("sql", db, q, "--out", out)
     assert r.returncode == 0 and out.exists()
 
-    r = headdb("summary", db, "--run", "tiny")
+    r = cli("summary", db, "--run", "tiny")
     assert r.returncode == 0 and "run 1 (tiny, done): 3 sentences" in r.stdout
-    r = headdb("summary", db, "--run", "nope")
+    r = cli("summary", db, "--run", "nope")
     assert r.returncode == 1 and "no run 'nope'" in r.stderr
