@@ -131,6 +131,9 @@ def align(tokenizer, sentences: list[Sentence], truncate: bool, max_length: int)
                                 return_attention_mask=False)
             status, enc = "truncated", truncated
         ids = list(enc["input_ids"][row])
+        if len(ids) > max_length:  # the special tokens alone do not fit: it cannot be truncated
+            out.append(Encoded(s, [], None, [], [], [], [], n_full, "skipped"))
+            continue
         word_ids = enc.word_ids(row)
         seq_ids = enc.sequence_ids(row)
         n_a = len(s.segments[0].words)
@@ -241,6 +244,10 @@ class AttentionModel:
         if requested is not None:
             if requested > natural:
                 raise ModelError(f"--max-length {requested} exceeds the model's maximum of {natural}")
+            smallest = self.tokenizer.num_special_tokens_to_add(pair=True) + 2
+            if requested < smallest:
+                raise ModelError(f"--max-length {requested} is too small: a pair input needs at least "
+                                 f"{smallest} tokens (special tokens and one piece of each segment)")
             return requested
         return natural
 

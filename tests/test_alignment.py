@@ -101,3 +101,11 @@ def test_over_long_pair_truncated_keeps_both_segments(tokenizer):
 def test_exactly_max_length_is_not_cut(tokenizer):
     (e,) = align(tokenizer, [single("a", "b", "c", "d")], False, 6)
     assert e.status == "ok" and e.length == 6
+
+
+@pytest.mark.parametrize("max_length", [0, 1, 2])
+def test_too_small_a_limit_skips_instead_of_exceeding_it(tokenizer, max_length):
+    # the tokenizer cannot cut below its special tokens; such inputs are skipped, never stored too long
+    a, b = align(tokenizer, [single("a", "b", "c"), single("d")], True, max_length)
+    assert all(e.length <= max_length for e in (a, b))
+    assert a.status == "skipped" and a.n_tokens_full == 5
