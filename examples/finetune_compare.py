@@ -99,7 +99,10 @@ def finetune(base: Path, train, held, out: Path, epochs: int, lr: float, batch_s
             opt.step()
             sched.step()
             opt.zero_grad()
-            losses.append(float(loss))
+            losses.append(loss.item())
+            if len(losses) % 25 == 0:
+                print(f"  step {len(losses)}/{steps}: loss {sum(losses[-25:]) / 25:.3f} "
+                      f"({time.perf_counter() - started:.0f} s)", flush=True)
         print(f"epoch {epoch + 1}/{epochs}: mean loss {sum(losses[-50:]) / len(losses[-50:]):.3f}", flush=True)
     seconds = time.perf_counter() - started
     after = tag_accuracy(model, tokenizer, held, label_ids)

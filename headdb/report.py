@@ -365,7 +365,7 @@ def report(db: DbLike, run: int | str | None = None, out: str | Path = "report",
             parts += ["<h3>Per-layer role counts</h3>", _html_table(cmp.drop(columns=["basis"]))]
         parts += [fig_html(f) for f in cmp_figures]
     md += ["## Files", "", f"- `{out_dir / 'report.html'}` (self-contained)",
-           f"- `{fig_dir}/*.png`, `*.svg`: {len(written) // 2 + 0} figures"]
+           f"- `{fig_dir}/*.png`, `*.svg`: {len(written) // 2} figures"]
     markdown = "\n".join(md) + "\n"
     doc = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
            f"<title>headdb report: run {run_id}</title><style>{_CSS}</style></head><body>\n"
