@@ -85,24 +85,35 @@ def head_tests(scores: pd.DataFrame, heads: list[tuple[int, int]], roles: list[s
     if correction not in CORRECTIONS:
         raise ValueError(f"correction must be one of {', '.join(CORRECTIONS)}")
     taus = {r: float(tau[r] if isinstance(tau, Mapping) else tau) for r in roles}
-    head_index = pd.MultiIndex.from_tuples(heads, names=["layer", "head"])
+    n_l = max((h[0] for h in heads), default=0) + 1
+    n_h = max((h[1] for h in heads), default=0) + 1
+    head_pos = np.full((n_l, n_h), -1)
+    for i, (layer, head) in enumerate(heads):
+        head_pos[layer, head] = i
+    by_role = dict(tuple(scores.groupby("role", sort=False, observed=True))) if len(scores) else {}
     parts = []
     for role in roles:
-        sub = scores[scores["role"] == role]
+        sub = by_role.get(role)
         blocks = {}
         for column in ("score", "score_upper"):
-            wide = sub.pivot(index=["layer", "head"], columns="sentence_id", values=column) if len(sub) else \
-                pd.DataFrame(index=head_index)
-            wide = wide.reindex(head_index)
-            if wide.isna().to_numpy().any():
-                raise ValueError(f"role {role}: scores missing for some heads or sentences")
-            blocks[column] = _one_role(wide.to_numpy(dtype=float), taus[role], alpha)
-        part = pd.DataFrame({"layer": [h[0] for h in heads], "head": [h[1] for h in heads], "role": role})
-        for key, values in blocks["score"].items():
-            part[key] = values
-        part["tau"] = taus[role]
-        part["_p_upper"] = blocks["score_upper"]["p"]
-        parts.append(part)
+            if sub is None or not len(sub):
+                values = np.empty((len(heads), 0))
+            else:
+                # [heads, sentences]: every head of a role has the same sentences (the sieve
+                # does not depend on the head); anything else is a bug upstream
+                sentences, col = np.unique(sub["sentence_id"].to_numpy(), return_inverse=True)
+                layer, head = sub["layer"].to_numpy(dtype=np.int64), sub["head"].to_numpy(dtype=np.int64)
+                inside = (layer < n_l) & (head < n_h)
+                rows = np.full(len(sub), -1)
+                rows[inside] = head_pos[layer[inside], head[inside]]
+                values = np.full((len(heads), len(sentences)), np.nan)
+                keep = rows >= 0
+                values[rows[keep], col[keep]] = sub[column].to_numpy(dtype=float)[keep]
+                if np.isnan(values).any():
+                    raise ValueError(f"role {role}: scores missing for some heads or sentences")
+            blocks[column] = _one_role(values, taus[role], alpha)
+        parts.append(pd.DataFrame({"layer": [h[0] for h in heads], "head": [h[1] for h in heads], "role": role,
+                                   **blocks["score"], "tau": taus[role], "_p_upper": blocks["score_upper"]["p"]}))
     out = pd.concat(parts, ignore_index=True)
     out["p_adj"] = adjust(out["p"].to_numpy(), correction)
     out["significant"] = np.nan_to_num(out["p_adj"].to_numpy(), nan=1.0) < alpha
