@@ -62,6 +62,11 @@ def _open(path: str | Path, read_only: bool, config: dict[str, Any] | None = Non
         if "lock" in text.lower():
             pid = _LOCK_PID.search(text)
             who = f" by process {pid.group(1)}" if pid else ""
+            if "read-only mode" in text:  # DuckDB's hint: the holder only reads, so it holds a shared lock
+                raise DatabaseLockedError(
+                    f"{path}: the database is locked{who}, which has it open for reading; "
+                    "writing needs it alone: wait for that process to close it"
+                ) from None
             raise DatabaseLockedError(
                 f"{path}: the database is locked{who}, which is writing to it; "
                 "wait for it to finish (read-only commands work once no writer holds it)"
