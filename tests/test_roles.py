@@ -1,0 +1,154 @@
+"""Role files: built-ins load and are documented; a user role is picked up, scored and
+classified; a broken one is refused with its path and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import headdb
+from headdb.errors import RoleError
+from headdb.roles import BUILTIN_ORDER, load_roles, parse_role
+from role_reference import build_store, simple_seq
+
+PREVIOUS = """\
+-- name: previous
+-- description: Attends to the previous token: every position but the first is a query,
+--   and its sieve is the position just before it.
+-- level: token
+-- tau: 2
+SELECT run_id, sentence_id, token_pos AS query_pos, token_pos - 1 AS key_pos
+FROM tokens
+WHERE token_pos > 0
+"""
+
+VERB_OBJECT = """\
+-- name: verb_to_object
+-- description: From a verb to its object(s).
+-- level: word
+-- params: rel=obj
+--
+-- Free comments may follow a bare `--` line.
+SELECT d.corpus_id, d.sentence_id, h.word_pos AS query_word_pos, d.word_pos AS key_word_pos
+FROM words AS d
+JOIN words AS h ON h.corpus_id = d.corpus_id AND h.sentence_id = d.sentence_id AND h.word_pos = d.head_word_pos
+WHERE split_part(d.deprel, ':', 1) = getvariable('rel');
+"""
+
+SEQS = [simple_seq([1, 2, 1], [1, None, 1], ["nsubj", "root", "obj"]),
+        simple_seq([2, 1, 1, 1], [1, None, 3, 1], ["nsubj", "root", "amod", "obj"])]
+
+
+def _previous_token_store(path: Path) -> Path:
+    """Head 0 puts all mass on the previous token (the first row on itself), head 1 is uniform."""
+    att = []
+    for q in SEQS:
+        L = q.length
+        prev = np.zeros((L, L))
+        prev[0, 0] = 1.0
+        for i in range(1, L):
+            prev[i, i - 1] = 1.0
+        att.append(np.stack([np.stack([prev, np.full((L, L), 1.0 / L)])]))
+    build_store(path, SEQS, att)
+    return path
+
+
+def _write(folder: Path, name: str, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.sql"
+    path.write_text(text)
+    return path
+
+
+def test_builtins_load_in_order_and_are_documented():
+    roles = load_roles()
+    assert [r.name for r in roles] == list(BUILTIN_ORDER)
+    for r in roles:
+        assert r.builtin and len(r.description) > 30 and r.tau == 3.0
+    assert {r.name: r.level for r in roles}["obj"] == "word"
+    assert {r.name: r.params for r in roles}["local"] == {"window": 2}
+
+
+def test_user_role_is_picked_up_scored_and_classified(tmp_path):
+    roles_dir = tmp_path / "roles"
+    _write(roles_dir, "previous", PREVIOUS)
+    _write(roles_dir, "verb_to_object", VERB_OBJECT)
+    names = [r.name for r in load_roles(roles_dir)]
+    assert names[-2:] == ["previous", "verb_to_object"]
+    db = _previous_token_store(tmp_path / "p.db")
+    df = headdb.scores(db, roles="previous,verb_to_object", roles_dir=roles_dir)
+    prev = df[df["role"] == "previous"].set_index(["head", "sentence_id"])
+    for sid, q in enumerate(SEQS):
+        assert prev.loc[(0, sid), "score"] == pytest.approx(q.length)  # L / |S| with |S| = 1
+        assert prev.loc[(1, sid), "score"] == pytest.approx(1.0)
+        assert prev.loc[(0, sid), "n_queries"] == q.length - 1
+    # verb -> object: the verb (word 1, 2 pieces in sentence 0) queries, the object's pieces are its sieve
+    vo = df[(df["role"] == "verb_to_object") & (df["head"] == 1)]
+    assert list(vo["n_queries"]) == [2, 1]
+    res = headdb.classify(db, roles="previous", roles_dir=roles_dir, correction="none")
+    assert list(res["tau"].unique()) == [2.0]  # the file's own tau
+    by_head = res.set_index("head")
+    assert bool(by_head.loc[0, "significant"]) and not bool(by_head.loc[1, "significant"])  # scores L vs 1, tau 2
+    stored = headdb.sql(db, "SELECT role, count(*) AS n FROM head_tests GROUP BY role")
+    assert stored.to_dict("records") == [{"role": "previous", "n": 2}]
+
+
+BROKEN = {
+    # name: (file text, expected line, words the message must hold)
+    "syntax": ("-- name: syntax\n-- description: d\n-- level: token\nSELECT run_id, sentence_id,\n"
+               "  token_pos AS query_pos token_pos AS key_pos\nFROM tokens\n", 5, "syntax error"),
+    "notselect": ("-- name: notselect\n-- description: d\n-- level: token\n\nDELETE FROM tokens\n", 5,
+                  "read-only SELECT"),
+    "two": ("-- name: two\n-- description: d\n-- level: token\nSELECT 1 AS run_id, 1 AS sentence_id, 1 AS query_pos,"
+            " 1 AS key_pos;\nSELECT 2;\n", 5, "exactly one SELECT"),
+    "columns": ("-- name: columns\n-- description: d\n-- level: token\nSELECT run_id, sentence_id, token_pos\n"
+                "FROM tokens\n", 4, "run_id, sentence_id, query_pos, key_pos"),
+    "types": ("-- name: types\n-- description: d\n-- level: token\nSELECT run_id, sentence_id, piece AS query_pos,"
+              " token_pos AS key_pos FROM tokens\n", 4, "integers"),
+    "table": ("-- name: table\n-- description: d\n-- level: word\nSELECT corpus_id, sentence_id, word_pos, head_word_pos\n"
+              "FROM wordz\n", 5, "wordz"),
+    "unknownkey": ("-- name: unknownkey\n-- colour: red\n-- description: d\n-- level: token\nSELECT 1\n", 2,
+                   "unknown header key 'colour'"),
+    "dupkey": ("-- name: dupkey\n-- description: d\n-- level: token\n-- description: again\nSELECT 1\n", 4,
+               "duplicate header key 'description'"),
+    "stem": ("-- name: other\n-- description: d\n-- level: token\nSELECT 1\n", 1, "file name's stem"),
+    "level": ("-- name: level\n-- description: d\n-- level: sentence\nSELECT 1\n", 3, "token or word"),
+    "missing": ("-- name: missing\n-- level: token\nSELECT 1\n", 1, "missing header key 'description'"),
+    "local": ("-- name: local\n-- description: mine\n-- level: token\nSELECT run_id, sentence_id, token_pos AS"
+              " query_pos, token_pos AS key_pos FROM tokens\n", 1, "clashes with the built-in"),
+    "external": ("-- name: external\n-- description: d\n-- level: token\nSELECT * FROM read_csv('/etc/passwd')\n", 4,
+                 "does not bind"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_broken_role_is_refused_with_path_and_line(tmp_path, name):
+    text, line, words = BROKEN[name]
+    path = _write(tmp_path / "roles", name, text)
+    with pytest.raises(RoleError) as err:
+        load_roles(tmp_path / "roles")
+    assert str(err.value).startswith(f"{path}:{line}: "), str(err.value)
+    assert words in str(err.value)
+
+
+@pytest.mark.parametrize("name,body,words", [
+    ("dups", "SELECT t.run_id, t.sentence_id, t.token_pos AS query_pos, 0 AS key_pos\n"
+             "FROM tokens t, (VALUES (1), (2)) v(x)\n", "more than once"),
+    ("outside", "SELECT run_id, sentence_id, token_pos AS query_pos, token_pos - 1 AS key_pos\nFROM tokens\n",
+     "outside the stored sequence"),
+])
+def test_data_contract_is_checked_when_scored(tmp_path, name, body, words):
+    path = _write(tmp_path / "roles", name, f"-- name: {name}\n-- description: d\n-- level: token\n{body}")
+    db = _previous_token_store(tmp_path / "p.db")
+    with pytest.raises(RoleError) as err:
+        headdb.scores(db, roles=[name], roles_dir=tmp_path / "roles")
+    assert str(err.value).startswith(f"{path}:4: ") and words in str(err.value)
+
+
+def test_params_header_and_unknown_role(tmp_path):
+    role = parse_role(_write(tmp_path, "verb_to_object", VERB_OBJECT))
+    assert role.params == {"rel": "obj"} and role.tau == 3.0 and role.body_line == 7
+    with pytest.raises(RoleError, match="unknown role"):
+        load_roles(None, "local,nope")
