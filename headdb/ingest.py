@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import queue
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -38,6 +42,9 @@ class IngestResult:
     edges: int = 0
     seconds: float = 0.0
     read_stats: ReadStats = field(default_factory=ReadStats)
+    #: seconds per stage: read_encode, forward, topk, edges (main thread); arrow, write (writer
+    #: thread, overlapping the model); write_wait (main thread blocked on the writer)
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def sentences_per_second(self) -> float:
@@ -124,6 +131,10 @@ def ingest(
     }
     fingerprint = _fingerprint(settings)
     con = connect(db)
+    # One DuckDB thread for the appends: parallel appends of an ordered batch split it into
+    # partly filled row groups that compress worse (about 9.7 instead of 5.5 bytes per edge
+    # before CHECKPOINT) and are slower on top (benchmarks/, docs/benchmarks.md).
+    con.execute("SET threads = 1")
     try:
         run_id, resumed, done = _start_run(con, fingerprint, new_run, run_name, corpus_path, sha, fmt, pairs,
                                            parser_desc, am, sparsity, truncate, limit, batch_size, device, dtype)
@@ -135,22 +146,32 @@ def ingest(
         finished = {r[0] for r in con.execute("SELECT sentence_id FROM run_sentences WHERE run_id = ?", [run_id]).fetchall()}
         started = time.perf_counter()
         bar = _progress(progress, n_total, len(finished))
+        writer = _Writer(con, run_id, corpus_id, result, threaded=_overlap_writes(am))
+        clock = time.perf_counter
         try:
             stream = read_corpus(corpus_path, fmt, pairs=pairs, parser=spacy_parser, stats=ReadStats())
             if limit is not None:
                 stream = islice(stream, limit)
-            for window in _windows(stream, batch_size * WINDOW_BATCHES):
+            windows = _windows(stream, batch_size * WINDOW_BATCHES)
+            while True:
+                t0 = clock()
+                window = next(windows, None)
+                if window is None:
+                    break
                 if all(s.sentence_id in finished for s in window):
                     continue
                 encoded = am.encode(window, truncate)
                 encoded.sort(key=lambda e: e.length)  # stable: ties keep corpus order
+                _add(result.timings, "read_encode", clock() - t0)
                 for i in range(0, len(encoded), batch_size):
                     batch = encoded[i : i + batch_size]
                     if all(e.sentence.sentence_id in finished for e in batch):
                         continue
-                    _run_batch(con, am, run_id, corpus_id, batch, sparsity, result)
+                    writer.put(batch, _batch_edges(am, batch, sparsity, result.timings))
                     bar(len(batch))
+            writer.close()
         except BaseException as exc:
+            writer.close(abort=True)
             _fail(con, run_id, exc)
             _raise_write_error(db, run_id, exc)
             raise
@@ -164,26 +185,116 @@ def ingest(
         con.close()
 
 
-def _run_batch(con, am, run_id: int, corpus_id: int, batch: list, sparsity: Sparsity, result: IngestResult) -> None:
-    from headdb.store import write_batch
+def _add(timings: dict[str, float], stage: str, seconds: float) -> None:
+    timings[stage] = timings.get(stage, 0.0) + seconds
 
+
+def _batch_edges(am, batch: list, sparsity: Sparsity, timings: dict[str, float]) -> list:
+    """The model's kept edges for every sentence of a batch (None for skipped inputs)."""
     live = [e for e in batch if e.status != "skipped"]
     edges: list = [None] * len(batch)
     if live:
-        values, indices = am.forward(live, sparsity.top_k)
+        values, indices = am.forward(live, sparsity.top_k, timings)
+        t0 = time.perf_counter()
         j = 0
         for i, e in enumerate(batch):
             if e.status == "skipped":
                 continue
             edges[i] = sentence_edges(values[j], indices[j], e.length, sparsity.min_mass)
             j += 1
-    result.edges += write_batch(con, run_id, corpus_id, batch, edges)
+        _add(timings, "edges", time.perf_counter() - t0)
+    return edges
+
+
+def _run_batch(con, am, run_id: int, corpus_id: int, batch: list, sparsity: Sparsity, result: IngestResult) -> None:
+    """Compute and write one batch on the calling thread (what the writer thread does, in one step)."""
+    _write(con, run_id, corpus_id, batch, _batch_edges(am, batch, sparsity, result.timings), result)
+
+
+def _write(con, run_id: int, corpus_id: int, batch: list, edges: list, result: IngestResult) -> None:
+    from headdb.store import write_batch
+
+    result.edges += write_batch(con, run_id, corpus_id, batch, edges, result.timings)
     for e in batch:
         if e.status == "skipped":
             result.skipped += 1
         else:
             result.sentences += 1
             result.truncated += e.status == "truncated"
+
+
+#: Overlap DuckDB writes with the model: None decides by the machine (see _overlap_writes).
+OVERLAP_WRITES: bool | None = None
+
+
+def _overlap_writes(am) -> bool:
+    """A writer thread pays off when the model leaves a core free: on a GPU, or when torch uses
+    fewer threads than there are cores. On a CPU that torch already saturates, a second busy
+    thread only slows the model's threads down (measured in benchmarks/, docs/benchmarks.md)."""
+    if OVERLAP_WRITES is not None:
+        return OVERLAP_WRITES
+    if str(am.device).startswith("cuda"):
+        return True
+    return (os.cpu_count() or 1) > am.torch.get_num_threads()
+
+
+class _Writer:
+    """Commits batches on a thread of its own so that DuckDB's work overlaps the model's.
+
+    One thread and a FIFO queue: batches commit in exactly the order they were computed, each
+    in its own transaction, so what is stored (and what a resume skips) is the same as with a
+    sequential loop. The queue is short, which bounds memory: the model waits when the writer
+    is behind (counted as ``write_wait``).
+    """
+
+    def __init__(self, con, run_id: int, corpus_id: int, result: IngestResult, depth: int = 2,
+                 threaded: bool = True):
+        self._con = con.cursor() if threaded else con  # its own handle on the same database
+        self._args = (run_id, corpus_id)
+        self._result = result
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._abort = False
+        self._thread = None
+        if threaded:
+            self._thread = threading.Thread(target=self._loop, name="headdb-writer", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None or self._abort:
+                continue  # drain without writing: the run has failed
+            try:
+                _write(self._con, *self._args, item[0], item[1], self._result)
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread
+                self._error = exc
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def put(self, batch: list, edges: list) -> None:
+        if self._thread is None:
+            _write(self._con, *self._args, batch, edges, self._result)
+            return
+        self._check()
+        t0 = time.perf_counter()
+        self._queue.put((batch, edges))
+        _add(self._result.timings, "write_wait", time.perf_counter() - t0)
+
+    def close(self, abort: bool = False) -> None:
+        """Wait for every queued batch to commit (``abort``: for the one being written only)."""
+        if self._thread is None:
+            return
+        self._abort = abort
+        self._queue.put(None)
+        self._thread.join()
+        self._con.close()
+        if not abort:
+            self._check()
 
 
 def _start_run(con, fingerprint, new_run, run_name, corpus_path, sha, fmt, pairs, parser_desc, am, sparsity,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,9 +93,15 @@ def load_tokenizer(folder: str | Path, name: str | None = None):
             f"{name}: needs a fast (Rust) tokenizer for word alignment; "
             "this model only has a slow one (no tokenizer.json)"
         )
+    # Byte-level BPE (RoBERTa, GPT-2 vocabularies) marks a word start by its leading space: pre-split
+    # words need add_prefix_space, else every word is encoded as if glued to the one before.
+    # transformers 4 raised on such input; transformers 5 silently accepts it, so check both ways.
+    needs_prefix = getattr(tok, "add_prefix_space", None) is False
     try:
         tok([["a", "b"]], is_split_into_words=True)
-    except Exception:  # noqa: BLE001 - byte-level BPE (RoBERTa) needs a prefix space for pre-split words
+    except Exception:  # noqa: BLE001
+        needs_prefix = True
+    if needs_prefix:
         tok = auto.from_pretrained(folder, use_fast=True, trust_remote_code=False,
                                    local_files_only=True, add_prefix_space=True)
     return tok
@@ -259,13 +266,18 @@ class AttentionModel:
         """Tokenize pre-split words and align every piece to its word and segment."""
         return align(self.tokenizer, sentences, truncate, self.max_length)
 
-    def forward(self, batch: list[Encoded], k: int | None) -> tuple[np.ndarray, np.ndarray]:
+    def forward(self, batch: list[Encoded], k: int | None,
+                timings: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Attention of a padded batch as ranked rows ``[batch, layer, head, query_pos, rank]``.
 
         Returns (weights descending, key positions) as float32 / int16 numpy arrays; with
-        ``k=None`` every key in position order (dense).
+        ``k=None`` every key in position order (dense). The top-k runs on the model's device,
+        so only the kept entries travel to the host. ``timings`` (seconds) gains ``forward``
+        and ``topk`` (top-k plus the transfer).
         """
         torch = self.torch
+        clock = time.perf_counter if timings is not None else None
+        t0 = clock() if clock else 0.0
         width = max(e.length for e in batch)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids = torch.full((len(batch), width), pad, dtype=torch.long)
@@ -283,6 +295,10 @@ class AttentionModel:
             out = self.model(**inputs, output_attentions=True, return_dict=True)
             if not out.attentions or out.attentions[0] is None:
                 raise ModelError(f"{self.name}: the model returned no attentions with eager attention")
+            if clock:
+                if self.device.startswith("cuda"):
+                    torch.cuda.synchronize(self.device)  # only when timing: kernels run async
+                t1 = clock()
             att = torch.stack(out.attentions, dim=1)  # [batch, layer, head, query, key]
             if k is None:
                 values = att.float()
@@ -290,7 +306,12 @@ class AttentionModel:
             else:
                 values, idx = torch.topk(att, k=min(k, width), dim=-1, sorted=True)
                 values, indices = values.float(), idx.to(torch.int16)
-            return values.cpu().numpy(), indices.cpu().numpy()
+            result = values.cpu().numpy(), indices.cpu().numpy()
+            if clock:
+                t2 = clock()
+                timings["forward"] = timings.get("forward", 0.0) + (t1 - t0)
+                timings["topk"] = timings.get("topk", 0.0) + (t2 - t1)
+            return result
 
     def versions(self) -> str:
         import tokenizers

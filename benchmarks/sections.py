@@ -1,0 +1,330 @@
+"""The benchmark sections of issue 5. Each returns a dict of numbers (written to the JSON)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import best, corpus_prefix, run_child, text_from_conllu
+
+K_GRID = (4, 8, 16)
+MASS_GRID = (None, 0.9, 0.95)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. ingestion against the model's own speed
+
+def _batches(am, corpus: Path, fmt: str, batch_size: int, parser=None) -> list[list]:
+    """The batches ingest() runs, built the same way (windows, length sort, cut)."""
+    from headdb.corpus import ReadStats, read_corpus
+    from headdb.ingest import WINDOW_BATCHES, _windows
+
+    out = []
+    stream = read_corpus(corpus, fmt, parser=parser, stats=ReadStats())
+    for window in _windows(stream, batch_size * WINDOW_BATCHES):
+        encoded = am.encode(window, False)
+        encoded.sort(key=lambda e: e.length)
+        for i in range(0, len(encoded), batch_size):
+            live = [e for e in encoded[i:i + batch_size] if e.status != "skipped"]
+            if live:
+                out.append(live)
+    return out
+
+
+def _inputs(am, batch: list) -> dict:
+    torch = am.torch
+    width = max(e.length for e in batch)
+    pad = am.tokenizer.pad_token_id if am.tokenizer.pad_token_id is not None else 0
+    ids = torch.full((len(batch), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for b, e in enumerate(batch):
+        ids[b, : e.length] = torch.tensor(e.input_ids)
+        mask[b, : e.length] = 1
+    inputs = {"input_ids": ids.to(am.device), "attention_mask": mask.to(am.device)}
+    if am._uses_token_types:
+        inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
+    return inputs
+
+
+def forward_only(am, batches: list[list]) -> tuple[int, float]:
+    """Seconds for the model alone (eager attention, attentions returned, nothing else)."""
+    torch = am.torch
+    prepared = [_inputs(am, b) for b in batches]
+    n = sum(len(b) for b in batches)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for inputs in prepared:
+            am.model(**inputs, output_attentions=True, return_dict=True)
+        if am.device.startswith("cuda"):
+            torch.cuda.synchronize()
+    return n, time.perf_counter() - t0
+
+
+def ingestion(workdir: Path, corpus: Path, n: int, reps: int, batch_size: int, model: str | None,
+              device: str, dtype: str, text: bool = True) -> dict:
+    from headdb.ingest import ingest
+    from headdb.model import AttentionModel
+    from headdb.resources import default_model
+
+    sub = corpus_prefix(corpus, n, workdir / "ingest.conllu", repeat=False)
+    inputs = {"conllu": (sub, "conllu")}
+    if text:
+        inputs["text"] = (text_from_conllu(sub, workdir / "ingest.txt"), "text")
+    am = AttentionModel(model or default_model(), device=device, dtype=dtype)
+    out: dict = {"sentences": n, "batch_size": batch_size, "reps": reps}
+    for name, (path, fmt) in inputs.items():
+        parser = None
+        if fmt == "text":
+            from headdb.parse import DEFAULT_PIPELINE, SpacyParser
+
+            parser = SpacyParser(DEFAULT_PIPELINE)
+        batches = _batches(am, path, fmt, batch_size, parser)
+        fwd, e2e, stages = [], [], []
+        for rep in range(reps):  # interleaved: the machine is shared, so both see the same noise
+            m, s = forward_only(am, batches)
+            fwd.append(m / s)
+            db = workdir / f"ingest-{name}-{rep}.db"
+            r = ingest(db, path, format=fmt, model=model, batch_size=batch_size, device=device, dtype=dtype,
+                       new_run=True)
+            e2e.append(r.sentences / r.seconds)
+            stages.append({k: round(v, 3) for k, v in r.timings.items()} | {"total": round(r.seconds, 3)})
+        out[name] = {"forward_only_sps": max(fwd), "end_to_end_sps": max(e2e),
+                     "ratio": max(e2e) / max(fwd), "forward_only_all": fwd, "end_to_end_all": e2e,
+                     "stages_s": stages[int(np.argmax(e2e))], "db": str(workdir / f"ingest-{name}-{int(np.argmax(e2e))}.db")}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. storage
+
+def _file_bytes(path: Path) -> int:
+    return path.stat().st_size + (Path(str(path) + ".wal").stat().st_size if Path(str(path) + ".wal").exists() else 0)
+
+
+def storage(db: Path, workdir: Path) -> dict:
+    """Bytes per edge after CHECKPOINT: the whole file, and the edges table alone."""
+    import duckdb
+
+    con = duckdb.connect(str(db))
+    con.execute("CHECKPOINT")
+    run_id, n_layers, n_heads, k = con.execute(
+        "SELECT run_id, n_layers, n_heads, top_k FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
+    n_edges = con.execute("SELECT count(*) FROM edges WHERE run_id = ?", [run_id]).fetchone()[0]
+    sq = con.execute("SELECT sum(n_tokens::BIGINT * n_tokens), count(*) FROM run_sentences "
+                     "WHERE run_id = ? AND status <> 'skipped'", [run_id]).fetchone()
+    compression = dict(con.execute(
+        "SELECT column_name, string_agg(DISTINCT compression, '+') FROM pragma_storage_info('edges') "
+        "GROUP BY ALL").fetchall())
+    con.close()
+    file_bytes = _file_bytes(db)
+    # the edges table alone, copied in its stored order into an empty file
+    only = workdir / "edges-only.db"
+    empty = workdir / "empty.db"
+    for p in (only, empty):
+        if p.exists():
+            p.unlink()
+    c = duckdb.connect(str(empty))
+    c.execute("CREATE TABLE edges AS SELECT * FROM (VALUES (1)) t(x) LIMIT 0")
+    c.execute("CHECKPOINT")
+    c.close()
+    c = duckdb.connect(str(only))
+    c.execute("SET threads = 1")
+    c.execute(f"ATTACH '{db}' AS src (READ_ONLY)")
+    c.execute("CREATE TABLE edges AS SELECT * FROM src.edges")
+    c.execute("DETACH src")
+    c.execute("CHECKPOINT")
+    c.close()
+    edges_bytes = only.stat().st_size - empty.stat().st_size
+    dense_fp16 = int(sq[0]) * n_layers * n_heads * 2
+    return {"top_k": k, "edges": int(n_edges), "sentences": int(sq[1]), "file_bytes": file_bytes,
+            "file_bytes_per_edge": file_bytes / n_edges, "edges_table_bytes_per_edge": edges_bytes / n_edges,
+            "dense_fp16_bytes": dense_fp16, "file_vs_dense_fp16": file_bytes / dense_fp16,
+            "compression": compression}
+
+
+# ---------------------------------------------------------------------------------------------
+# 3-5. classification: fidelity, time, scale, and the research-code baseline
+
+def classify_available() -> bool:
+    try:
+        from headdb.classify import classify  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def classify_run(db: Path, run_id: int) -> tuple[float, int]:
+    """Seconds to classify every built-in role of a run; returns (seconds, classification_id)."""
+    import duckdb
+
+    from headdb.classify import classify
+
+    t0 = time.perf_counter()
+    classify(db, run=run_id)
+    seconds = time.perf_counter() - t0
+    con = duckdb.connect(str(db), read_only=True)
+    cid = con.execute("SELECT max(classification_id) FROM classifications WHERE run_id = ?", [run_id]).fetchone()[0]
+    con.close()
+    return seconds, int(cid)
+
+
+def fidelity(workdir: Path, corpus: Path, n: int, batch_size: int, model: str | None) -> dict:
+    import duckdb
+
+    from headdb.ingest import ingest
+
+    sub = corpus_prefix(corpus, n, workdir / "fidelity.conllu", repeat=False)
+    db = workdir / "fidelity.db"
+    if db.exists():
+        db.unlink()
+    dense = ingest(db, sub, model=model, dense=True, batch_size=batch_size, run_name="dense")
+    runs = {}
+    for k in K_GRID:
+        for mass in MASS_GRID:
+            r = ingest(db, sub, model=model, top_k=k, min_mass=mass, batch_size=batch_size, run_name=f"k{k}-m{mass}")
+            runs[(k, mass)] = r.run_id
+    if not classify_available():
+        return {"skipped": "headdb.classify is not available yet"}
+    secs, dense_cid = classify_run(db, dense.run_id)
+    cids = {key: classify_run(db, rid)[1] for key, rid in runs.items()}
+    con = duckdb.connect(str(db), read_only=True)
+    rows = []
+    for (k, mass), cid in cids.items():
+        agree, total = con.execute(
+            "SELECT count(*) FILTER (WHERE a.significant = b.significant), count(*) FROM head_tests a "
+            "JOIN head_tests b USING (layer, head, role) WHERE a.classification_id = ? AND b.classification_id = ?",
+            [cid, dense_cid]).fetchone()
+        dev = con.execute(
+            "SELECT max(abs(a.score - b.score)), max(abs(a.score - b.score) / greatest(abs(b.score), 1e-12)) "
+            "FROM sentence_scores a JOIN sentence_scores b USING (role, layer, head, sentence_id) "
+            "WHERE a.run_id = ? AND b.run_id = ?", [runs[(k, mass)], dense.run_id]).fetchone()
+        mean_dev = con.execute(
+            "SELECT max(abs(a.mean - b.mean)) FROM head_tests a JOIN head_tests b USING (layer, head, role) "
+            "WHERE a.classification_id = ? AND b.classification_id = ?", [cid, dense_cid]).fetchone()[0]
+        n_edges = con.execute("SELECT count(*) FROM edges WHERE run_id = ?", [runs[(k, mass)]]).fetchone()[0]
+        rows.append({"top_k": k, "min_mass": mass, "edges": int(n_edges), "decisions": int(total),
+                     "agree_share": agree / total if total else float("nan"),
+                     "max_sentence_score_dev": dev[0], "max_sentence_score_rel_dev": dev[1],
+                     "max_head_mean_dev": mean_dev})
+    dense_edges = con.execute("SELECT count(*) FROM edges WHERE run_id = ?", [dense.run_id]).fetchone()[0]
+    con.close()
+    return {"sentences": n, "dense_edges": int(dense_edges), "dense_classify_s": secs, "grid": rows}
+
+
+_SCALE_CHILD = r"""
+import json, sys, time, resource
+a = json.loads(sys.argv[1])
+from headdb.ingest import ingest
+t0 = time.perf_counter()
+r = ingest(a["db"], a["corpus"], model=a["model"], batch_size=a["batch_size"])
+out = {"ingest_s": r.seconds, "sentences": r.sentences, "edges": r.edges,
+       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+print(json.dumps(out))
+"""
+
+_CLASSIFY_CHILD = r"""
+import json, sys, time, resource
+a = json.loads(sys.argv[1])
+from headdb.classify import classify
+t0 = time.perf_counter()
+classify(a["db"])
+out = {"classify_s": time.perf_counter() - t0, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+print(json.dumps(out))
+"""
+
+
+def scale(workdir: Path, corpus: Path, base: int, batch_size: int, model: str | None,
+          factors: tuple[int, ...] = (1, 4, 16)) -> dict:
+    rows = []
+    have_classify = classify_available()
+    for f in factors:
+        sub = corpus_prefix(corpus, base * f, workdir / f"scale-{f}.conllu", repeat=True)
+        db = workdir / f"scale-{f}.db"
+        if db.exists():
+            db.unlink()
+        ing = run_child(_SCALE_CHILD, {"db": str(db), "corpus": str(sub), "model": model, "batch_size": batch_size})
+        row = {"factor": f, "sentences": ing["sentences"], "edges": ing["edges"], "ingest_s": ing["ingest_s"],
+               "ingest_peak_rss_mib": ing["peak_rss_mib"]}
+        if have_classify:
+            cl = run_child(_CLASSIFY_CHILD, {"db": str(db)})
+            row |= {"classify_s": cl["classify_s"], "classify_peak_rss_mib": cl["peak_rss_mib"]}
+        rows.append(row)
+    out = {"base_sentences": base, "rows": rows}
+    first, last = rows[0], rows[-1]
+    per = lambda r, key: r[key] / r["sentences"]  # noqa: E731
+    out["ingest_time_per_sentence_ratio_16x_vs_1x"] = per(last, "ingest_s") / per(first, "ingest_s")
+    out["ingest_rss_ratio_16x_vs_1x"] = last["ingest_peak_rss_mib"] / first["ingest_peak_rss_mib"]
+    if have_classify:
+        out["classify_time_per_sentence_ratio_16x_vs_1x"] = per(last, "classify_s") / per(first, "classify_s")
+    return out
+
+
+def research_baseline(workdir: Path, corpus: Path, n: int, batch_size: int, model: str | None) -> dict:
+    """Per-sentence Python loops over dense attention arrays, the research-notebook way, for the
+    token-level and syntactic roles; against headdb's SQL classification of the same sentences."""
+    from headdb.ingest import ingest
+    from headdb.model import AttentionModel
+    from headdb.resources import default_model
+
+    sub = corpus_prefix(corpus, n, workdir / "baseline.conllu", repeat=False)
+    am = AttentionModel(model or default_model())
+    maps = []  # (Encoded, dense attention [layer, head, L, L]) per sentence, as a pickle would hold
+    for batch in _batches(am, sub, "conllu", batch_size):
+        values, _ = am.forward(batch, None)
+        for e, v in zip(batch, values):
+            maps.append((e, np.ascontiguousarray(v[:, :, : e.length, : e.length])))
+    relations = ("nsubj", "obj", "amod", "advmod")
+    t0 = time.perf_counter()
+    scores: dict = {}
+    for e, att in maps:
+        L = e.length
+        words = [w for seg in e.sentence.segments for w in seg.words]
+        specials = [i for i in range(L) if e.special[i] is not None]
+        cls = [i for i in range(L) if e.special[i] == "cls"]
+        sep = [i for i in range(L) if e.special[i] == "sep"]
+        pieces: dict = {}
+        for i in range(L):
+            if e.word_pos[i] is not None:
+                pieces.setdefault(e.word_pos[i], []).append(i)
+        for layer in range(att.shape[0]):
+            for head in range(att.shape[1]):
+                a = att[layer, head]
+                per_role: dict = {r: [] for r in ("local", "delimiter", "delimiter_cls", "delimiter_sep",
+                                                  *relations, "syntactic")}
+                for i in range(L):
+                    row = a[i]
+                    sieve = list(range(max(0, i - 2), min(L, i + 3)))
+                    per_role["local"].append(L * sum(row[j] for j in sieve) / len(sieve))
+                    for role, s in (("delimiter", specials), ("delimiter_cls", cls), ("delimiter_sep", sep)):
+                        if s:
+                            per_role[role].append(L * sum(row[j] for j in s) / len(s))
+                    wp = e.word_pos[i]
+                    if wp is not None:
+                        w = words[wp]
+                        rel = (w.deprel or "").split(":")[0]
+                        rel = "obj" if rel == "dobj" else rel
+                        if w.head is not None and rel in relations:
+                            # word heads are segment-relative; single inputs: the same index
+                            target = pieces.get(w.head, [])
+                            if target:
+                                v = L * sum(row[j] for j in target) / len(target)
+                                per_role[rel].append(v)
+                                per_role["syntactic"].append(v)
+                for role, vals in per_role.items():
+                    if vals:
+                        scores[(e.sentence.sentence_id, layer, head, role)] = sum(vals) / len(vals)
+    loops_s = time.perf_counter() - t0
+    out = {"sentences": len(maps), "python_loops_s": loops_s, "scores": len(scores)}
+    if classify_available():
+        for name, kw in (("k8", {}), ("dense", {"dense": True})):
+            db = workdir / f"baseline-{name}.db"
+            if db.exists():
+                db.unlink()
+            r = ingest(db, sub, model=model, batch_size=batch_size, **kw)
+            secs, _ = classify_run(db, r.run_id)
+            out[f"sql_classify_{name}_s"] = secs
+            out[f"speedup_{name}"] = loops_s / secs
+    return out
