@@ -96,9 +96,9 @@ def load_tokenizer(folder: str | Path, name: str | None = None):
     # Byte-level BPE (RoBERTa, GPT-2 vocabularies) marks a word start by its leading space: pre-split
     # words need add_prefix_space, else every word is encoded as if glued to the one before.
     # transformers 4 raised on such input; transformers 5 silently accepts it, so check both ways.
-    needs_prefix = getattr(tok, "add_prefix_space", None) is False
     try:
-        tok([["a", "b"]], is_split_into_words=True)
+        split = tok(["a", "b"], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+        needs_prefix = split != tok("a b", add_special_tokens=False)["input_ids"]
     except Exception:  # noqa: BLE001
         needs_prefix = True
     if needs_prefix:

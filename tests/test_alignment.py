@@ -113,3 +113,44 @@ def test_too_small_a_limit_skips_instead_of_exceeding_it(tokenizer, max_length):
         assert a.status == "skipped"
     else:  # [CLS] [SEP]: every word cut, but within the limit
         assert a.status == "truncated" and a.pieces == ["[CLS]", "[SEP]"]
+
+
+@pytest.fixture(scope="module")
+def roberta_style_dir(tmp_path_factory):
+    """A byte-level BPE tokenizer with RoBERTa's special tokens, trained on the spot (no download)."""
+    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers.processors import RobertaProcessing
+    from transformers import RobertaTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["The cat sat on the mat.", "Unbelievably loud dogs bark at night."] * 10,
+                            vocab_size=300, min_frequency=1, show_progress=False,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.post_processor = RobertaProcessing(("</s>", bpe.token_to_id("</s>")), ("<s>", bpe.token_to_id("<s>")))
+    tok = RobertaTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>",
+                               sep_token="</s>", cls_token="<s>", unk_token="<unk>", pad_token="<pad>",
+                               mask_token="<mask>")
+    folder = tmp_path_factory.mktemp("roberta-style-tokenizer")
+    tok.save_pretrained(folder)
+    return folder
+
+
+def test_roberta_style_specials_and_prefix_space(roberta_style_dir):
+    from headdb.model import load_tokenizer
+
+    tok = load_tokenizer(roberta_style_dir)
+    s = pair(["Unbelievably", "loud"], ["dogs"])
+    (e,) = align(tok, [s], False, 512)
+    # <s> A </s></s> B </s>: <s> is the cls, every </s> a sep
+    assert e.special[0] == "cls" and e.special.count("cls") == 1 and e.special.count("sep") == 3
+    assert e.special[-1] == "sep" and all(e.word_pos[i] is None for i, k in enumerate(e.special) if k)
+    assert e.pieces[0] == "<s>" and e.pieces[-1] == "</s>"
+    # pre-split words are encoded as words of running text: each starts with the space marker
+    starts = [p for p, w, prev in zip(e.pieces, e.word_pos, [None] + e.word_pos) if w is not None and w != prev]
+    assert starts and all(p.startswith("\u0120") for p in starts), e.pieces
+    assert [w for w in e.word_pos if w is not None] == sorted(w for w in e.word_pos if w is not None)
+    assert {e.segment[i] for i, w in enumerate(e.word_pos) if w == 2} == {1}
+    assert e.token_type_ids is None or len(e.token_type_ids) == e.length
+    # same pieces as the running text " Unbelievably loud" would give
+    a_ids = [i for i, seg in zip(e.input_ids, e.segment) if seg == 0]
+    assert a_ids == tok(" Unbelievably loud", add_special_tokens=False)["input_ids"]
