@@ -15,6 +15,7 @@ mean +- t_{1-alpha/2, n-1} * std / sqrt(n), with the sample std (ddof = 1).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -64,7 +65,10 @@ def _one_role(values: np.ndarray, tau: float, alpha: float) -> dict[str, np.ndar
         nan = np.full(h, np.nan)
         return {"n": np.full(h, n), "mean": mean, "std": nan, "t": nan, "p": nan, "ci_low": nan, "ci_high": nan}
     std = values.std(axis=1, ddof=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # near-constant scores (a head that always does the same) are valid samples: scipy's
+    # precision warning and 0/0 are expected there, not errors
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         res = stats.ttest_1samp(values, tau, axis=1, alternative="greater")
     half = stats.t.ppf(1 - alpha / 2, n - 1) * std / np.sqrt(n)
     return {"n": np.full(h, n), "mean": mean, "std": std, "t": np.asarray(res.statistic, dtype=float),

@@ -1,0 +1,124 @@
+"""`headdb classify` and `headdb roles`: exit codes, the terminal table, stored results, exports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import headdb
+from role_reference import build_store, dirichlet_attention, simple_seq
+
+EXPORT_COLUMNS = ["run", "layer", "head", "role", "n", "mean", "std", "tau", "t", "p", "p_adj", "significant",
+                  "ci_low", "ci_high", "flip_possible"]
+HEADDB = Path(sys.executable).parent / "headdb"
+
+
+def run_main(capsys, monkeypatch, *args) -> tuple[int, str, str]:
+    from headdb.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["headdb", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    """Sparse (top-3) random attention, 2 layers x 3 heads, where head (1, 2) looks at [CLS]."""
+    rng = np.random.default_rng(3)
+    seqs = [simple_seq([1, 2, 1, 1], [1, None, 1, 1], ["nsubj", "root", "obj", "advmod"]) for _ in range(6)]
+    att = []
+    for q in seqs:
+        a = dirichlet_attention(rng, 2, 3, q.length)
+        a[1, 2] = 0.02 / (q.length - 1)
+        a[1, 2, :, 0] = 0.98
+        att.append(a)
+    db = tmp_path_factory.mktemp("cli") / "s.db"
+    build_store(db, seqs, att, top_k=3)
+    return db
+
+
+def test_classify_prints_tables_stores_and_replaces(store, capsys, monkeypatch):
+    code, out, err = run_main(capsys, monkeypatch, "classify", store, "--roles", "delimiter_cls,local")
+    assert code == 0, err
+    assert "0-based" in out and "delimiter_cls: 1/6 heads" in out
+    assert "5.88*" in out or "*" in out.split("delimiter_cls")[1].split("local")[0]
+    tests = headdb.sql(store, "SELECT role, count(*) AS n FROM head_tests GROUP BY role ORDER BY role")
+    assert tests.to_dict("records") == [{"role": "delimiter_cls", "n": 6}, {"role": "local", "n": 6}]
+    n_scores = headdb.sql(store, "SELECT count(*) AS n FROM sentence_scores")["n"][0]
+    # re-running replaces this run's results for those roles, and keeps the others
+    code, _, err = run_main(capsys, monkeypatch, "classify", store, "--roles", "local", "--tau", "1",
+                            "--correction", "holm")
+    assert code == 0, err
+    again = headdb.sql(store, "SELECT role, min(tau) AS tau, count(*) AS n FROM head_tests GROUP BY role ORDER BY role")
+    assert again.to_dict("records") == [{"role": "delimiter_cls", "tau": 3.0, "n": 6}, {"role": "local", "tau": 1.0, "n": 6}]
+    assert headdb.sql(store, "SELECT count(*) AS n FROM sentence_scores")["n"][0] == n_scores
+    runs = headdb.sql(store, "SELECT correction FROM classifications ORDER BY classification_id")
+    assert list(runs["correction"]) == ["bh", "holm"]
+
+
+@pytest.mark.parametrize("ext", ["csv", "json", "parquet"])
+def test_export_columns_exactly(store, tmp_path, capsys, monkeypatch, ext):
+    out_file = tmp_path / f"tests.{ext}"
+    code, _, err = run_main(capsys, monkeypatch, "classify", store, "--out", out_file, "--correction", "none")
+    assert code == 0, err
+    if ext == "csv":
+        df = pd.read_csv(out_file)
+    elif ext == "json":
+        df = pd.DataFrame(json.loads(out_file.read_text()))
+    else:
+        df = pd.read_parquet(out_file)
+    assert list(df.columns) == EXPORT_COLUMNS
+    assert len(df) == 6 * 10  # 2 x 3 heads, every built-in (block: single inputs, n = 0)
+    assert (df.loc[df["role"] == "block", "n"] == 0).all()
+    assert set(df["layer"]) == {0, 1} and set(df["head"]) == {0, 1, 2}
+    assert df["significant"].dtype == bool
+
+
+def test_classify_errors_exit_1_with_one_line(store, tmp_path, capsys, monkeypatch):
+    for args, words in [
+        (["--roles", "nope"], "unknown role"),
+        (["--correction", "fdr"], "--correction must be one of"),
+        (["--alpha", "1.5"], "--alpha must be between 0 and 1"),
+        (["--run", "99"], "no run"),
+        (["--out", tmp_path / "x.xlsx"], "cannot export"),
+    ]:
+        code, _, err = run_main(capsys, monkeypatch, "classify", store, *args)
+        assert code == 1 and words in err and err.count("\n") == 1, (args, err)
+    bad = tmp_path / "roles"
+    bad.mkdir()
+    (bad / "bad.sql").write_text("-- name: bad\n-- description: d\n-- level: token\nUPDATE tokens SET piece = 'x'\n")
+    code, _, err = run_main(capsys, monkeypatch, "classify", store, "--roles-dir", bad)
+    assert code == 1 and f"{bad / 'bad.sql'}:4:" in err
+
+
+def test_roles_list_and_show(tmp_path, capsys, monkeypatch):
+    code, out, _ = run_main(capsys, monkeypatch, "roles", "list", "--format", "csv")
+    assert code == 0
+    listed = pd.read_csv(__import__("io").StringIO(out))
+    assert list(listed["role"])[:3] == ["local", "delimiter", "delimiter_cls"]
+    code, out, _ = run_main(capsys, monkeypatch, "roles", "show", "obj")
+    assert code == 0 and out.startswith("-- name: obj") and "dobj" in out
+    code, _, err = run_main(capsys, monkeypatch, "roles", "show", "nope")
+    assert code == 1 and "unknown role" in err
+
+
+def test_entry_point_exit_code(store, tmp_path):
+    env = dict(os.environ, COLUMNS="200")
+    ok = subprocess.run([str(HEADDB), "classify", str(store), "--roles", "local"], capture_output=True, text=True,
+                        env=env, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run([str(HEADDB), "classify", str(tmp_path / "none.db")], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: ")
