@@ -238,8 +238,29 @@ def set_params(con: duckdb.DuckDBPyConnection, role: Role) -> None:
         con.execute(f"SET VARIABLE {quote_ident(key)} = ?", [value])
 
 
+#: Columns a role may not mention: a sieve is a property of the input, never of the model.
+_MODEL_COLUMNS = frozenset({"layer", "head", "weight", "model", "model_hash", "model_type", "n_layers", "n_heads"})
+
+
+def check_mentions(con: duckdb.DuckDBPyConnection, role: Role) -> None:
+    """Refuse a role that names attention (edges and the views over them) or the model."""
+    attention = {r[0].lower() for r in con.execute(
+        "SELECT DISTINCT table_name FROM information_schema.columns WHERE column_name IN ('weight', 'layer')"
+    ).fetchall()}
+    tokens = duckdb.tokenize(role.body)
+    for i, (pos, kind) in enumerate(tokens):
+        if kind != duckdb.token_type.identifier:
+            continue
+        end = tokens[i + 1][0] if i + 1 < len(tokens) else len(role.body)
+        word = role.body[pos:end].strip().strip('"').lower()
+        if word in attention or word in _MODEL_COLUMNS:
+            raise role.error(f"roles never mention attention, layers, heads, weights or the model; "
+                             f"this one uses {word!r}", _line_of(role.text, pos))
+
+
 def check_columns(con: duckdb.DuckDBPyConnection, role: Role) -> None:
     """DESCRIBE the role's SELECT and compare with the column contract of its level."""
+    check_mentions(con, role)
     set_params(con, role)
     # pad with newlines so that DuckDB's `LINE n` is the file's line
     sql = "DESCRIBE" + "\n" * (role.body_line - 1) + " " + _from_body_start(role)

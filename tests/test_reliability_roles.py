@@ -1,0 +1,216 @@
+"""Reliability (#6): hostile role files are refused with ``path:line`` and change nothing.
+
+The contract (headdb.roles): ``load_roles(roles_dir)`` raises :class:`headdb.errors.RoleError`
+with ``.path`` and ``.line``. Role SQL is parsed and DESCRIBEd on an in-memory store that cannot
+reach files or the network; it runs on real data only on a read-only, restricted connection.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from headdb.errors import RoleError
+
+HEADER = "-- name: {name}\n-- description: a test role\n-- level: token\n"
+GOOD_BODY = "SELECT run_id, sentence_id, token_pos AS query_pos, token_pos AS key_pos FROM tokens\n"
+
+# name: (file body after the 3-line header, expected line, words in the message)
+BAD_BODIES = {
+    "syntax error": ("SELECT run_id, sentence_id, query_pos key_pos FROM FROM tokens\n", 4, "syntax error"),
+    "missing column": ("SELECT run_id, sentence_id, token_pos AS query_pos FROM tokens\n", None,
+                       "exactly the columns"),
+    "extra column": ("SELECT run_id, sentence_id, token_pos AS query_pos, token_pos AS key_pos, 1 AS n FROM tokens\n",
+                     None, "exactly the columns"),
+    "wrong column names": ("SELECT run_id, sentence_id, token_pos AS q, token_pos AS k FROM tokens\n", None,
+                           "exactly the columns"),
+    "columns out of order": ("SELECT sentence_id, run_id, token_pos AS query_pos, token_pos AS key_pos FROM tokens\n",
+                             None, "exactly the columns"),
+    "wrong types": ("SELECT run_id, sentence_id, piece AS query_pos, token_pos AS key_pos FROM tokens\n", None,
+                    "must be integers"),
+    "float column": ("SELECT run_id, sentence_id, token_pos * 1.5 AS query_pos, token_pos AS key_pos FROM tokens\n",
+                     None, "must be integers"),
+    "unknown table": ("SELECT run_id, sentence_id, query_pos, key_pos\nFROM no_such_table\n", 5, "does not bind"),
+    "unknown column": ("SELECT run_id, sentence_id, query_pos, key_pos FROM tokens\nWHERE nonsense > 0\n", None,
+                       "does not bind"),
+    "several statements": (GOOD_BODY.rstrip("\n") + ";\nSELECT 1;\n", 5, "exactly one SELECT"),
+    "select then drop": (GOOD_BODY.rstrip("\n") + "; DROP TABLE edges;\n", 4, "exactly one SELECT"),
+    "INSERT": ("INSERT INTO edges SELECT * FROM edges\n", 4, "not a INSERT"),
+    "UPDATE": ("UPDATE edges SET weight = 0\n", 4, "not a UPDATE"),
+    "DELETE": ("DELETE FROM edges\n", 4, "not a DELETE"),
+    "DROP": ("DROP TABLE edges\n", 4, "not a DROP"),
+    "CREATE": ("CREATE TABLE x AS SELECT 1\n", 4, "not a CREATE"),
+    "COPY": ("COPY edges TO '/tmp/headdb-stolen.csv'\n", 4, "not a COPY"),
+    "ATTACH": ("ATTACH '/tmp/headdb-other.db' AS other\n", 4, "not a ATTACH"),
+    "INSTALL": ("INSTALL httpfs\n", 4, "not a"),
+    "LOAD": ("LOAD httpfs\n", 4, "not a"),
+    "PRAGMA": ("PRAGMA database_list\n", 4, "not a PRAGMA"),
+    "SET": ("SET enable_external_access = true\n", 4, "not a"),
+    "comment then DROP": ("--\n-- harmless\n/* still harmless */ DROP TABLE edges\n", 6, "not a DROP"),
+    "comment line right after the header": ("-- harmless\nDROP TABLE edges\n", 4, "expected a header line"),
+    "reads a file": ("SELECT run_id, sentence_id, query_pos, key_pos FROM read_csv('/etc/passwd')\n", None,
+                     "does not bind"),
+    "reads the network": ("SELECT run_id, sentence_id, query_pos, key_pos\nFROM read_parquet('https://example.com/x.parquet')\n",
+                          None, "does not bind"),
+    "reads the attention": ("SELECT run_id, sentence_id, query_pos, key_pos\nFROM edges\n", 5,
+                            "never mention attention"),
+    "filters by weight": ("SELECT t.run_id, t.sentence_id, t.token_pos AS query_pos, t.token_pos AS key_pos\n"
+                          "FROM tokens t\nWHERE EXISTS (SELECT 1 FROM attention_rows a WHERE a.\"layer\" = 0)\n", 6,
+                          "never mention attention"),
+    "filters by model": ("SELECT q.run_id, q.sentence_id, q.token_pos AS query_pos, q.token_pos AS key_pos\n"
+                         "FROM tokens q JOIN runs r USING (run_id)\nWHERE r.model_type = 'bert'\n", 6,
+                         "uses 'model_type'"),
+    "empty body": ("", 3, "no SQL statement"),
+    "only a semicolon": (";\n", None, ""),
+}
+
+
+def write_role(folder: Path, name: str, text: str) -> Path:
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{name}.sql"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def refused(folder: Path) -> RoleError:
+    from headdb.roles import load_roles
+
+    with pytest.raises(RoleError) as info:
+        load_roles(folder)
+    err = info.value
+    assert "\n" not in str(err)
+    return err
+
+
+@pytest.mark.parametrize("case", list(BAD_BODIES), ids=list(BAD_BODIES))
+def test_hostile_role_body_is_refused_with_path_and_line(tmp_path, case):
+    body, line, words = BAD_BODIES[case]
+    path = write_role(tmp_path / "roles", "hostile", HEADER.format(name="hostile") + body)
+    err = refused(tmp_path / "roles")
+    assert err.path == str(path)
+    assert err.line is not None and err.line >= 1
+    if line is not None:
+        assert err.line == line, str(err)
+    assert str(err).startswith(f"{path}:{err.line}: ")
+    assert words in str(err)
+    assert not Path("/tmp/headdb-stolen.csv").exists() and not Path("/tmp/headdb-other.db").exists()
+
+
+BAD_HEADERS = {
+    "unknown key": ("-- name: r\n-- description: d\n-- level: token\n-- layer: 3\n" + GOOD_BODY, 4, "unknown header key"),
+    "duplicate key": ("-- name: r\n-- description: d\n-- level: token\n-- level: word\n" + GOOD_BODY, 4,
+                      "duplicate header key 'level' (first set on line 3)"),
+    "missing description": ("-- name: r\n-- level: token\n" + GOOD_BODY, 1, "missing header key 'description'"),
+    "missing name": ("-- description: d\n-- level: token\n" + GOOD_BODY, 1, "missing header key 'name'"),
+    "no header": (GOOD_BODY, 1, "missing header key"),
+    "name differs from file": ("-- name: other\n-- description: d\n-- level: token\n" + GOOD_BODY, 1,
+                               "must equal the file name"),
+    "bad level": ("-- name: r\n-- description: d\n-- level: sentence\n" + GOOD_BODY, 3, "level must be"),
+    "tau not a number": ("-- name: r\n-- description: d\n-- level: token\n-- tau: high\n" + GOOD_BODY, 4,
+                         "tau must be a number"),
+    "tau infinite": ("-- name: r\n-- description: d\n-- level: token\n-- tau: inf\n" + GOOD_BODY, 4,
+                     "tau must be a number"),
+    "params unreadable": ("-- name: r\n-- description: d\n-- level: token\n-- params: k; DROP TABLE x\n" + GOOD_BODY,
+                          4, "params are"),
+    "params twice": ("-- name: r\n-- description: d\n-- level: token\n-- params: k=1, k=2\n" + GOOD_BODY, 4,
+                     "set twice"),
+    "header line malformed": ("-- name: r\n-- description: d\n-- level token\n" + GOOD_BODY, 3,
+                              "expected a header line"),
+    "empty description": ("-- name: r\n-- description:\n-- level: token\n" + GOOD_BODY, 2, "description is empty"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_HEADERS), ids=list(BAD_HEADERS))
+def test_hostile_role_header_is_refused_with_path_and_line(tmp_path, case):
+    text, line, words = BAD_HEADERS[case]
+    path = write_role(tmp_path / "roles", "r", text)
+    err = refused(tmp_path / "roles")
+    assert (err.path, err.line) == (str(path), line), str(err)
+    assert words in str(err)
+
+
+def test_name_clashing_with_a_builtin_role_is_refused(tmp_path):
+    path = write_role(tmp_path / "roles", "local", HEADER.format(name="local") + GOOD_BODY)
+    err = refused(tmp_path / "roles")
+    assert (err.path, err.line) == (str(path), 1)
+    assert "clashes with the built-in role" in str(err)
+
+
+@pytest.mark.parametrize("stem", ["Bad", "x'; DROP TABLE edges; --", "1role", "r-x"])
+def test_role_names_outside_the_safe_alphabet_are_refused(tmp_path, stem):
+    path = write_role(tmp_path / "roles", stem, HEADER.format(name=stem) + GOOD_BODY)
+    err = refused(tmp_path / "roles")
+    assert err.path == str(path) and err.line == 1
+    assert "must be lower case letters" in str(err)
+
+
+def test_invalid_utf8_role_file(tmp_path):
+    folder = tmp_path / "roles"
+    folder.mkdir()
+    path = folder / "r.sql"
+    path.write_bytes(HEADER.format(name="r").encode() + b"SELECT \xff\n")
+    err = refused(folder)
+    assert err.path == str(path) and "cannot read the role file" in str(err)
+
+
+def test_a_good_role_next_to_the_bad_one_does_not_load_either(tmp_path):
+    """Loading is all or nothing: one bad file fails the whole folder."""
+    folder = tmp_path / "roles"
+    write_role(folder, "good", HEADER.format(name="good") + GOOD_BODY)
+    write_role(folder, "zbad", HEADER.format(name="zbad") + "DROP TABLE edges\n")
+    refused(folder)
+    from headdb.roles import load_roles
+
+    (folder / "zbad.sql").unlink()
+    assert "good" in [r.name for r in load_roles(folder)]
+
+
+def test_classify_with_a_hostile_role_leaves_the_database_unchanged(tmp_path, monkeypatch, capsys):
+    """Through the CLI: one `error: path:line:` line, and the store's tables as before."""
+    from headdb import cli
+    from headdb.db import init
+
+    db = tmp_path / "store.db"
+    init(db)
+
+    def snapshot():
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            names = [r[0] for r in con.execute(
+                "SELECT table_name FROM information_schema.tables ORDER BY 1").fetchall()]
+            return {n: con.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0] for n in names}
+        finally:
+            con.close()
+
+    before = snapshot()
+    path = write_role(tmp_path / "roles", "evil", HEADER.format(name="evil") + "DROP TABLE edges\n")
+    monkeypatch.setattr(sys, "argv", ["headdb", "classify", str(db), "--roles-dir", str(tmp_path / "roles")])
+    monkeypatch.setitem(cli._state, "debug", False)
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    err = capsys.readouterr().err
+    assert info.value.code == 1
+    assert err.startswith(f"error: {path}:4: ") and err.count("\n") == 1, err
+    assert snapshot() == before
+
+
+def test_role_sql_runs_only_on_a_restricted_read_only_connection(tmp_path):
+    """Even SQL that got past the loader could not write or reach out where roles run."""
+    from headdb.db import connect_restricted, init
+
+    db = tmp_path / "store.db"
+    init(db)
+    con = connect_restricted(db)
+    try:
+        for statement in ("DROP TABLE edges", "CREATE TABLE x (i INTEGER)", "INSERT INTO runs DEFAULT VALUES",
+                          "SELECT * FROM read_csv('/etc/passwd')", "COPY edges TO '/tmp/headdb-stolen.csv'",
+                          "SET enable_external_access = true", "ATTACH ':memory:' AS other",
+                          "INSTALL httpfs", "LOAD httpfs"):
+            with pytest.raises(duckdb.Error):
+                con.execute(statement)
+    finally:
+        con.close()
+    assert not Path("/tmp/headdb-stolen.csv").exists()
