@@ -214,3 +214,37 @@ def test_role_sql_runs_only_on_a_restricted_read_only_connection(tmp_path):
     finally:
         con.close()
     assert not Path("/tmp/headdb-stolen.csv").exists()
+
+
+@pytest.mark.slow
+def test_duplicate_pairs_are_refused_on_data_and_nothing_is_stored(tmp_path, tiny_bert_dir, monkeypatch, capsys):
+    """Duplicates can only be seen on data: classify refuses the role with path:line and stores nothing."""
+    from headdb import cli
+    from headdb.ingest import ingest
+
+    db = tmp_path / "store.db"
+    ingest(db, Path(__file__).parent / "data" / "sample.conllu", model=str(tiny_bert_dir))
+    body = ("SELECT run_id, sentence_id, token_pos AS query_pos, token_pos AS key_pos FROM tokens\n"
+            "UNION ALL\n"
+            "SELECT run_id, sentence_id, token_pos AS query_pos, token_pos AS key_pos FROM tokens\n")
+    path = write_role(tmp_path / "roles", "twice", HEADER.format(name="twice") + body)
+
+    def counts():
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            names = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables "
+                                               "WHERE table_type = 'BASE TABLE' ORDER BY 1").fetchall()]
+            return {n: con.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0] for n in names}
+        finally:
+            con.close()
+
+    before = counts()
+    monkeypatch.setattr(sys, "argv", ["headdb", "classify", str(db), "--roles-dir", str(tmp_path / "roles"),
+                                      "--roles", "twice"])
+    monkeypatch.setitem(cli._state, "debug", False)
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    err = capsys.readouterr().err
+    assert info.value.code == 1
+    assert err.startswith(f"error: {path}:") and "pair once" in err and err.count("\n") == 1, err
+    assert counts() == before
