@@ -51,3 +51,40 @@ def tiny_bert_dir(tmp_path_factory, default_model_dir) -> Path:
     for name in TOKENIZER_FILES:
         shutil.copy(default_model_dir / name, folder / name)
     return folder
+
+
+@pytest.fixture(scope="session")
+def roberta_style_dir(tmp_path_factory):
+    """A byte-level BPE tokenizer with RoBERTa's special tokens, trained on the spot (no download)."""
+    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers.processors import RobertaProcessing
+    from transformers import RobertaTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["The cat sat on the mat.", "Unbelievably loud dogs bark at night."] * 10,
+                            vocab_size=300, min_frequency=1, show_progress=False,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.post_processor = RobertaProcessing(("</s>", bpe.token_to_id("</s>")), ("<s>", bpe.token_to_id("<s>")))
+    tok = RobertaTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>",
+                               sep_token="</s>", cls_token="<s>", unk_token="<unk>", pad_token="<pad>",
+                               mask_token="<mask>")
+    folder = tmp_path_factory.mktemp("roberta-style-tokenizer")
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta_dir(tmp_path_factory, roberta_style_dir) -> Path:
+    """A random-init 2-layer RoBERTa on the byte-level BPE tokenizer above (no download)."""
+    import torch
+    from transformers import RobertaConfig, RobertaModel
+
+    folder = tmp_path_factory.mktemp("tiny-roberta")
+    torch.manual_seed(0)
+    config = RobertaConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                           intermediate_size=64, max_position_embeddings=40, pad_token_id=1,
+                           bos_token_id=0, eos_token_id=2, type_vocab_size=1)
+    RobertaModel(config).eval().save_pretrained(folder)
+    for f in roberta_style_dir.iterdir():
+        shutil.copy(f, folder / f.name)
+    return folder

@@ -115,26 +115,6 @@ def test_too_small_a_limit_skips_instead_of_exceeding_it(tokenizer, max_length):
         assert a.status == "truncated" and a.pieces == ["[CLS]", "[SEP]"]
 
 
-@pytest.fixture(scope="module")
-def roberta_style_dir(tmp_path_factory):
-    """A byte-level BPE tokenizer with RoBERTa's special tokens, trained on the spot (no download)."""
-    from tokenizers import ByteLevelBPETokenizer
-    from tokenizers.processors import RobertaProcessing
-    from transformers import RobertaTokenizerFast
-
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(["The cat sat on the mat.", "Unbelievably loud dogs bark at night."] * 10,
-                            vocab_size=300, min_frequency=1, show_progress=False,
-                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
-    bpe.post_processor = RobertaProcessing(("</s>", bpe.token_to_id("</s>")), ("<s>", bpe.token_to_id("<s>")))
-    tok = RobertaTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>",
-                               sep_token="</s>", cls_token="<s>", unk_token="<unk>", pad_token="<pad>",
-                               mask_token="<mask>")
-    folder = tmp_path_factory.mktemp("roberta-style-tokenizer")
-    tok.save_pretrained(folder)
-    return folder
-
-
 def test_roberta_style_specials_and_prefix_space(roberta_style_dir):
     from headdb.model import load_tokenizer
 

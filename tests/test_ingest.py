@@ -121,6 +121,26 @@ def test_tiny_bert_pairs_text_tsv_and_options(tmp_path, tiny_bert_dir):
     assert (summary["sentences"], summary["skipped"]) == (1, 2)
 
 
+def test_tiny_roberta_positions_and_specials(tmp_path, tiny_roberta_dir):
+    db = tmp_path / "roberta.db"
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("The cat sat on the mat.\tLoud dogs bark at night.\n")
+    r = headdb.ingest(db, pairs, model=str(tiny_roberta_dir), top_k=2)
+    assert (r.sentences, r.skipped) == (1, 0)
+    con = duckdb.connect(str(db), read_only=True)
+    # RoBERTa positions start after the padding index: 40 position embeddings hold 38 tokens
+    assert con.execute("SELECT model_type, max_length FROM runs").fetchone() == ("roberta", 38)
+    specials = [s for (s,) in con.execute("SELECT special FROM tokens WHERE special IS NOT NULL ORDER BY token_pos").fetchall()]
+    assert specials == ["cls", "sep", "sep", "sep"]
+    con.close()
+    long = tmp_path / "long.txt"
+    long.write_text(" ".join(["cat"] * 60) + "\nThe cat sat.\n")
+    s = headdb.ingest(db, long, model=str(tiny_roberta_dir))
+    assert (s.sentences, s.skipped) == (1, 1)
+    t = headdb.ingest(db, long, model=str(tiny_roberta_dir), truncate=True)
+    assert (t.sentences, t.truncated) == (2, 1)
+
+
 def test_ingest_errors_before_writing(tmp_path, tiny_bert_dir):
     db = tmp_path / "e.db"
     with pytest.raises(InputError, match="no such file"):
@@ -129,6 +149,8 @@ def test_ingest_errors_before_writing(tmp_path, tiny_bert_dir):
         headdb.ingest(db, DATA / "sample.conllu", model="no-such-org/no-such-model-xyz")
     with pytest.raises(ModelError, match="exceeds the model's maximum"):
         headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), max_length=100)
+    with pytest.raises(ModelError, match="too small"):
+        headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), max_length=3)
     with pytest.raises(InputError, match="--dense"):
         headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), dense=True, min_mass=0.5)
     bad = tmp_path / "bad.conllu"
