@@ -28,70 +28,13 @@ import pandas as pd
 
 from headdb.analysis import DbLike, open_db
 from headdb.errors import InputError
+from headdb.resources import query
 from headdb.store import resolve_run
 
 SELECTION_SPLIT = "even sentence_id"
 REPORT_SPLIT = "odd sentence_id"
 OFFSETS = tuple(o for o in range(-10, 11) if o != 0)
 DIRECTIONS = ("dep->head", "head->dep")
-
-# Dependency edges of a run's stored inputs: both words must have stored pieces (truncation).
-_DEPS = """
-deps AS (
-    SELECT w.sentence_id, w.word_pos AS dep, w.head_word_pos AS gov,
-           CASE WHEN split_part(w.deprel, ':', 1) = 'dobj' THEN 'obj' ELSE split_part(w.deprel, ':', 1) END
-               AS relation,
-           CASE WHEN w.sentence_id % 2 = 0 THEN 'selection' ELSE 'report' END AS split
-    FROM words w
-    JOIN runs r ON r.corpus_id = w.corpus_id AND r.run_id = $run
-    JOIN word_pieces pd ON pd.run_id = $run AND pd.sentence_id = w.sentence_id AND pd.word_pos = w.word_pos
-    JOIN word_pieces pg ON pg.run_id = $run AND pg.sentence_id = w.sentence_id AND pg.word_pos = w.head_word_pos
-    WHERE w.head_word_pos IS NOT NULL
-)"""
-
-_HEAD_ACCURACY = f"""
-WITH {_DEPS},
-heads AS (
-    SELECT l.layer, h.head
-    FROM runs r, range(r.n_layers) l(layer), range(r.n_heads) h(head)
-    WHERE r.run_id = $run
-),
-top AS (SELECT * FROM word_attention_top WHERE run_id = $run),
-judged AS (
-    SELECT h.layer, h.head, d.relation, d.split, 'dep->head' AS direction,
-           coalesce(t.key_word_pos = d.gov, false) AS correct
-    FROM deps d CROSS JOIN heads h
-    LEFT JOIN top t ON t.sentence_id = d.sentence_id AND t.layer = h.layer AND t.head = h.head
-                   AND t.query_word_pos = d.dep
-    UNION ALL
-    SELECT h.layer, h.head, d.relation, d.split, 'head->dep' AS direction,
-           coalesce(t.key_word_pos = d.dep, false) AS correct
-    FROM deps d CROSS JOIN heads h
-    LEFT JOIN top t ON t.sentence_id = d.sentence_id AND t.layer = h.layer AND t.head = h.head
-                   AND t.query_word_pos = d.gov
-)
-SELECT layer::BIGINT AS layer, head::BIGINT AS head, coalesce(relation, 'all') AS relation, direction, split,
-       count(*) AS n, count(*) FILTER (WHERE correct) AS n_correct
-FROM judged
-GROUP BY GROUPING SETS ((layer, head, relation, direction, split), (layer, head, direction, split))
-"""
-
-_OFFSETS = f"""
-WITH {_DEPS},
-offs AS (SELECT unnest($offsets) AS "offset"),
-judged AS (
-    SELECT o."offset", d.relation, d.split, 'dep->head' AS direction, d.gov - d.dep = o."offset" AS correct
-    FROM deps d CROSS JOIN offs o
-    UNION ALL
-    SELECT o."offset", d.relation, d.split, 'head->dep' AS direction, d.dep - d.gov = o."offset" AS correct
-    FROM deps d CROSS JOIN offs o
-)
-SELECT "offset"::BIGINT AS "offset", coalesce(relation, 'all') AS relation, direction, split,
-       count(*) AS n, count(*) FILTER (WHERE correct) AS n_correct
-FROM judged
-GROUP BY GROUPING SETS (("offset", relation, direction, split), ("offset", direction, split))
-"""
-
 
 def _wide(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """One row per key with n/accuracy on each split (missing split: n = 0, accuracy NaN)."""
@@ -112,7 +55,7 @@ def head_accuracy(db: DbLike, run: int | str | None = None) -> pd.DataFrame:
     """
     with open_db(db) as con:
         run_id = resolve_run(con, run)
-        raw = con.execute(_HEAD_ACCURACY, {"run": run_id}).df()
+        raw = con.execute(query("analysis/head_accuracy"), {"run": run_id}).df()
     if raw.empty:
         raise InputError(f"run {run_id} has no dependency edges to score (a corpus without syntax?)")
     return _wide(raw, ["layer", "head", "relation", "direction"])
@@ -122,7 +65,7 @@ def offset_baselines(db: DbLike, run: int | str | None = None) -> pd.DataFrame:
     """Accuracy of every fixed offset in -10..10 (not 0) per relation and direction, on each split."""
     with open_db(db) as con:
         run_id = resolve_run(con, run)
-        raw = con.execute(_OFFSETS, {"run": run_id, "offsets": list(OFFSETS)}).df()
+        raw = con.execute(query("analysis/offset_accuracy"), {"run": run_id, "offsets": list(OFFSETS)}).df()
     if raw.empty:
         raise InputError(f"run {run_id} has no dependency edges to score (a corpus without syntax?)")
     return _wide(raw, ["offset", "relation", "direction"])
