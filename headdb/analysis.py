@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from headdb.db import connect
+from headdb.db import connect, quote_ident
 from headdb.errors import DatabaseError, InputError
 from headdb.store import resolve_run
 
@@ -148,7 +148,7 @@ def head_grid(db: DbLike, run: int | str | None = None, role: str | None = None,
         if column not in ("mean", "std", "t", "p", "p_adj", "significant", "n", "ci_low", "ci_high",
                           "flip_possible"):
             raise InputError(f"head_grid: unknown column {column!r}")
-        df = con.execute("SELECT layer, head, " + column + " AS value FROM head_tests "  # column checked above
+        df = con.execute(f"SELECT layer, head, {quote_ident(column)} AS value FROM head_tests "
                          "WHERE run_id = ? AND role = ?", [run_id, role]).df()
         shape = con.execute("SELECT n_layers, n_heads FROM runs WHERE run_id = ?", [run_id]).fetchone()
     grid = df.pivot(index="layer", columns="head", values="value")
