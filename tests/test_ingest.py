@@ -96,7 +96,19 @@ def test_tiny_bert_pairs_text_tsv_and_options(tmp_path, tiny_bert_dir):
     assert segs == [(0,), (1,)]
     assert con.execute("SELECT text_b, n_words_a, n_words_b FROM sentences s JOIN runs r USING (corpus_id) "
                        "WHERE r.run_id = ?", [p.run_id]).fetchone() == ("Sue likes coffee and Bill tea", 5, 6)
+    # segment B's heads point into segment B (word_pos is global over the pair)
+    heads = con.execute("SELECT word_pos, segment, head_word_pos FROM words w JOIN runs r USING (corpus_id) "
+                        "WHERE r.run_id = ? ORDER BY word_pos", [p.run_id]).fetchall()
+    assert heads == [(0, 0, 3), (1, 0, 3), (2, 0, 3), (3, 0, None), (4, 0, 3),
+                     (5, 1, 6), (6, 1, None), (7, 1, 6), (8, 1, 9), (9, 1, 6), (10, 1, 9)]
+    # word pieces point at the word of their own segment
+    bad = con.execute("SELECT count(*) FROM tokens t JOIN words w ON w.sentence_id = t.sentence_id "
+                      "AND w.word_pos = t.word_pos JOIN runs r ON r.run_id = t.run_id AND r.corpus_id = w.corpus_id "
+                      "WHERE t.run_id = ? AND t.segment <> w.segment", [p.run_id]).fetchone()[0]
+    assert bad == 0
     con.close()
+    dense_summary = headdb.summary(db, p.run_id)
+    assert np.allclose(dense_summary["layers"]["kept_mass"], 1.0, atol=1e-5)
     t = headdb.ingest(db, DATA / "sample.txt", model=m)
     assert t.sentences == 3
     v = headdb.ingest(db, DATA / "sample.tsv", model=m, min_mass=0.5)
