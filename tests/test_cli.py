@@ -139,14 +139,20 @@ def test_ingest_runs_sql_summary_with_a_tiny_model(tmp_path, tiny_bert_dir, caps
     r = cli("ingest", db, DATA / "sample.conllu", "--pairs", "--model", tiny_bert_dir, "-q")
     assert r.returncode == 0 and r.stdout == "2\n" and "odd last sentence" in r.stderr
 
+    r = cli("ingest", db, DATA / "sample.txt", "--model", tiny_bert_dir, "--limit", "2", "--max-length", "8")
+    assert r.returncode == 0 and r.stdout == "3\n"
+    assert "stored 1 sentences" in r.stderr and "skipped 1 over-long" in r.stderr
+    assert "2 blank lines ignored" in r.stderr
+
     r = cli("runs", db, "--format", "json")
     assert r.returncode == 0
     runs = json.loads(r.stdout)
     assert [(x["run_id"], x["run_name"], x["status"], x["pairs"]) for x in runs] == [
-        (1, "tiny", "done", False), (2, "run-2", "done", True)]
+        (1, "tiny", "done", False), (2, "run-2", "done", True), (3, "run-3", "done", False)]
+    assert (runs[2]["sentence_limit"], runs[2]["n_sentences"], runs[2]["n_skipped"]) == (2, 1, 1)
     assert runs[0]["model"] == str(tiny_bert_dir) and runs[0]["top_k"] == 3
     r = cli("runs", db, "--format", "csv")
-    assert r.returncode == 0 and len(list(csv.DictReader(io.StringIO(r.stdout)))) == 2
+    assert r.returncode == 0 and len(list(csv.DictReader(io.StringIO(r.stdout)))) == 3
     r = cli("runs", db)
     assert r.returncode == 0 and "tiny" in r.stdout
 

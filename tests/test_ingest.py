@@ -51,8 +51,11 @@ def edges_array(db: Path, run_id: int | None = None) -> np.ndarray:
 
 def test_tiny_bert_end_to_end(tmp_path, tiny_bert_dir):
     db = tmp_path / "tiny.db"
-    r = headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), top_k=3, batch_size=2)
+    seen = []
+    r = headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), top_k=3, batch_size=2,
+                      progress=seen.append)
     assert (r.run_id, r.sentences, r.skipped, r.truncated, r.resumed, r.already_done) == (1, 3, 0, 0, False, False)
+    assert sum(n for n in seen if n) == 3  # the progress callback counts sentences
     run = headdb.runs(db).iloc[0]
     assert run["status"] == "done" and run["model"] == str(tiny_bert_dir)
     assert run["model_hash"].startswith("sha256:") and run["model_type"] == "bert"
