@@ -17,27 +17,37 @@ from headdb.errors import DatabaseError, RoleError
 from headdb.resources import query
 from headdb.roles import BUILTIN_ORDER, Role, fill, load_roles, set_params, sieve_sql
 
-#: Roles scored together in one pass (a role is one bit of a BIGINT mask).
-ROLES_PER_PASS = 60
+#: Bits of the HUGEINT that carry the per-role counters of one attention row.
+COUNTER_BITS = 126
 
 SCORE_COLUMNS = ["run_id", "role", "layer", "head", "sentence_id", "score", "score_upper", "n_queries"]
 _SIEVE_TABLE = "headdb_sieve"
 
 
-def framework_sql(n_roles: int, sieve: str) -> str:
+def counter_bits(max_tokens: int) -> int:
+    """Width of one role's counter of stored in-sieve keys per row (at most ``max_tokens``)."""
+    return max(1, int(max_tokens).bit_length())
+
+
+def roles_per_pass(bits: int) -> int:
+    return max(1, COUNTER_BITS // bits)
+
+
+def framework_sql(n_roles: int, sieve: str, bits: int = 16) -> str:
     """The scoring query for ``n_roles`` roles numbered 0..n-1 in the relation ``sieve``.
 
-    Lines of the framework file that hold ``{r}`` are repeated once per role.
+    Lines of the framework file that hold ``{r}`` are repeated once per role; ``bits`` is the
+    width of a role's counter field (positions are SMALLINT, so 16 always suffices).
     """
-    if not 1 <= n_roles <= ROLES_PER_PASS:  # pragma: no cover - callers chunk
-        raise ValueError(f"1 to {ROLES_PER_PASS} roles per pass")
+    if not 1 <= n_roles <= roles_per_pass(bits) or not 1 <= bits <= 16:  # pragma: no cover - callers chunk
+        raise ValueError(f"1 to {roles_per_pass(bits)} roles per pass of {bits}-bit counters")
     lines: list[str] = []
     for line in query("framework/scores").splitlines():
         if "{r}" in line and not line.lstrip().startswith("--"):
             lines.extend(line.replace("{r}", str(r)) for r in range(n_roles))
         else:
             lines.append(line)
-    return fill("\n".join(lines), "sieve", sieve)
+    return fill("\n".join(lines).replace("{bits}", str(int(bits))), "sieve", sieve)
 
 
 def _unset_params(con: duckdb.DuckDBPyConnection, role: Role) -> None:
@@ -78,12 +88,15 @@ def _fill_sieve(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role]) 
 def compute_scores(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role]) -> pd.DataFrame:
     """Per-sentence scores of ``roles`` for one run, on an open (restricted) connection."""
     frames = []
-    for start in range(0, len(roles), ROLES_PER_PASS):
-        chunk = roles[start : start + ROLES_PER_PASS]
+    longest = con.execute("SELECT coalesce(max(n_tokens), 1) FROM run_sentences WHERE run_id = ?", [run_id]).fetchone()[0]
+    bits = counter_bits(longest)
+    step = roles_per_pass(bits)
+    for start in range(0, len(roles), step):
+        chunk = roles[start : start + step]
         nonempty = _fill_sieve(con, run_id, chunk)
         if not any(nonempty):
             continue
-        df = con.execute(framework_sql(len(chunk), _SIEVE_TABLE)).df()
+        df = con.execute(framework_sql(len(chunk), _SIEVE_TABLE, bits)).df()
         df["role"] = pd.Categorical.from_codes(df["role"].astype("int64"), categories=[r.name for r in chunk])
         frames.append(df)
     con.execute(f"DROP TABLE IF EXISTS {_SIEVE_TABLE}")
