@@ -23,6 +23,7 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/headdb ingest $(DEMO_DB)
 	$(BIN)/headdb summary $(DEMO_DB)
+	$(BIN)/headdb classify $(DEMO_DB)
 
 # Headless Chromium for the report test (Debian packages; needs root, as on CI).
 browser:

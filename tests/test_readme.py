@@ -51,7 +51,8 @@ def test_make_recipes_are_what_the_readme_says():
     headdb_at = next(i for i, c in enumerate(setup) if "pip install" in c and "-e" in c and ".[dev]" in c)
     assert torch_at < headdb_at  # torch first, exactly
     demo = make_dry_run("demo", DEMO_DB="X.db")
-    assert demo[-2:] == [".venv/bin/headdb ingest X.db", ".venv/bin/headdb summary X.db"]
+    assert demo[-3:] == [".venv/bin/headdb ingest X.db", ".venv/bin/headdb summary X.db",
+                         ".venv/bin/headdb classify X.db"]
     test = make_dry_run("test")
     assert test[-1] == ".venv/bin/python -m pytest"
     fast = make_dry_run("test-fast")
@@ -64,7 +65,7 @@ def test_main_job_runs_as_make_demo_runs_it(tmp_path):
     """Runs the demo target's own commands (after set-up), on a database in tmp_path."""
     db = tmp_path / "demo.db"
     commands = [c for c in make_dry_run("demo", DEMO_DB=str(db)) if c.startswith(".venv/bin/headdb")]
-    assert len(commands) == 2
+    assert len(commands) == 3
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", COLUMNS="200")
     outputs = []
     for command in commands:
@@ -73,9 +74,11 @@ def test_main_job_runs_as_make_demo_runs_it(tmp_path):
         outputs.append(r.stdout)
     assert outputs[0].strip() == "1"  # the run id
     assert "run 1 (run-1, done): 300 sentences" in outputs[1]
+    assert "0-based" in outputs[2] and "delimiter_cls:" in outputs[2]  # the classification
     con = duckdb.connect(str(db), read_only=True)
     layers = con.execute("SELECT layer, count(*) FROM edges GROUP BY layer ORDER BY layer").fetchall()
     run = con.execute("SELECT status, n_layers, n_heads, top_k, corpus_format FROM runs").fetchall()
+    assert con.execute("SELECT count(*) FROM head_tests").fetchone()[0] == 10 * 6 * 12
     con.close()
     assert run == [("done", 6, 12, 8, "conllu")]
     assert [l for l, _ in layers] == list(range(6)) and len({n for _, n in layers}) == 1
