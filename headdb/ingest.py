@@ -134,7 +134,7 @@ def ingest(
     # One DuckDB thread for the appends: parallel appends of an ordered batch split it into
     # partly filled row groups that compress worse (about 9.7 instead of 5.5 bytes per edge
     # before CHECKPOINT) and are slower on top (benchmarks/, docs/benchmarks.md).
-    con.execute("SET threads = 1")
+    con.execute("SET threads = ?", [APPEND_THREADS])
     try:
         run_id, resumed, done = _start_run(con, fingerprint, new_run, run_name, corpus_path, sha, fmt, pairs,
                                            parser_desc, am, sparsity, truncate, limit, batch_size, device, dtype)
@@ -223,6 +223,8 @@ def _write(con, run_id: int, corpus_id: int, batch: list, edges: list, result: I
             result.truncated += e.status == "truncated"
 
 
+#: DuckDB threads while ingesting (see the comment where it is set).
+APPEND_THREADS = 1
 #: Overlap DuckDB writes with the model: None decides by the machine (see _overlap_writes).
 OVERLAP_WRITES: bool | None = None
 
