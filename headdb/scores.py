@@ -86,7 +86,12 @@ def _fill_sieve(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role]) 
 
 
 def compute_scores(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role]) -> pd.DataFrame:
-    """Per-sentence scores of ``roles`` for one run, on an open (restricted) connection."""
+    """Per-sentence scores of ``roles`` for one run, on an open (restricted) connection.
+
+    Sorted by role (in the given order), layer, head, sentence_id; ``role`` is categorical.
+    """
+    import numpy as np
+
     frames = []
     longest = con.execute("SELECT coalesce(max(n_tokens), 1) FROM run_sentences WHERE run_id = ?", [run_id]).fetchone()[0]
     bits = counter_bits(longest)
@@ -97,18 +102,16 @@ def compute_scores(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role
         if not any(nonempty):
             continue
         df = con.execute(framework_sql(len(chunk), _SIEVE_TABLE, bits)).df()
-        df["role"] = pd.Categorical.from_codes(df["role"].astype("int64"), categories=[r.name for r in chunk])
+        df["role"] = df["role"].to_numpy(dtype=np.int64) + start  # the role's index in ``roles``
         frames.append(df)
     con.execute(f"DROP TABLE IF EXISTS {_SIEVE_TABLE}")
-    if not frames:
-        out = pd.DataFrame({c: pd.Series(dtype="float64" if c.startswith("score") else "int64") for c in SCORE_COLUMNS})
-        out["role"] = out["role"].astype("object")
-        return out
-    out = pd.concat(frames, ignore_index=True)[SCORE_COLUMNS]
-    out["role"] = out["role"].astype(str)
-    order = {r.name: i for i, r in enumerate(roles)}
-    out = out.sort_values(["role", "layer", "head", "sentence_id"], key=lambda s: s.map(order) if s.name == "role" else s)
-    return out.reset_index(drop=True)
+    out = pd.concat(frames, ignore_index=True) if frames else \
+        pd.DataFrame({c: np.empty(0, dtype=float if c.startswith("score") else np.int64) for c in SCORE_COLUMNS})
+    codes = out["role"].to_numpy(dtype=np.int64)
+    order = np.lexsort((out["sentence_id"].to_numpy(), out["head"].to_numpy(), out["layer"].to_numpy(), codes))
+    out = out.iloc[order].reset_index(drop=True)
+    out["role"] = pd.Categorical.from_codes(codes[order], categories=[r.name for r in roles])
+    return out[SCORE_COLUMNS]
 
 
 def scores(db: str | Path, run: int | str | None = None, roles: list[str] | str | None = None,
