@@ -13,9 +13,9 @@ import duckdb
 import pandas as pd
 
 from headdb.db import connect_restricted, quote_ident
-from headdb.errors import DatabaseError, RoleError
+from headdb.errors import RoleError
 from headdb.resources import query
-from headdb.roles import BUILTIN_ORDER, Role, fill, load_roles, set_params, sieve_sql
+from headdb.roles import Role, fill, load_roles, set_params, sieve_sql
 
 #: Bits of the HUGEINT that carry the per-role counters of one attention row.
 COUNTER_BITS = 126
@@ -155,4 +155,4 @@ def register_views(con: duckdb.DuckDBPyConnection) -> None:
                     + framework_sql(1, relation) + "\n)")
 
 
-__all__ = ["BUILTIN_ORDER", "compute_scores", "framework_sql", "register_views", "scores", "DatabaseError"]
+__all__ = ["compute_scores", "framework_sql", "register_views", "scores"]
