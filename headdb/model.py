@@ -299,13 +299,14 @@ class AttentionModel:
                 if self.device.startswith("cuda"):
                     torch.cuda.synchronize(self.device)  # only when timing: kernels run async
                 t1 = clock()
-            att = torch.stack(out.attentions, dim=1)  # [batch, layer, head, query, key]
             if k is None:
-                values = att.float()
-                indices = torch.arange(width, device=att.device, dtype=torch.int16).expand_as(values)
+                values = torch.stack(out.attentions, dim=1).float()  # [batch, layer, head, query, key]
+                indices = torch.arange(width, device=values.device, dtype=torch.int16).expand_as(values)
             else:
-                values, idx = torch.topk(att, k=min(k, width), dim=-1, sorted=True)
-                values, indices = values.float(), idx.to(torch.int16)
+                # top-k layer by layer: stacking the full maps first would copy all of them
+                ranked = [torch.topk(a, k=min(k, width), dim=-1, sorted=True) for a in out.attentions]
+                values = torch.stack([r.values for r in ranked], dim=1).float()
+                indices = torch.stack([r.indices for r in ranked], dim=1).to(torch.int16)
             result = values.cpu().numpy(), indices.cpu().numpy()
             if clock:
                 t2 = clock()
