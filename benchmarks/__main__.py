@@ -142,6 +142,9 @@ def render(r: dict) -> str:
         add("scale: time per sentence 16x/1x (ingest, classify)",
             f"{sc['ingest_time_per_sentence_ratio_16x_vs_1x']:.2f}, {_f(sc.get('classify_time_per_sentence_ratio_16x_vs_1x'))}",
             "within 10%")
+        if "ingest_marginal_slope_ratio" in sc:
+            add("scale: marginal time per sentence, 4x->16x over 1x->4x (ingest, classify)",
+                f"{sc['ingest_marginal_slope_ratio']:.2f}, {_f(sc.get('classify_marginal_slope_ratio'))}", "1 +- 0.10")
         add("scale: ingest peak RSS 16x/1x", f"{sc['ingest_rss_ratio_16x_vs_1x']:.2f}", "flat")
     bl = r.get("baseline")
     if bl:
