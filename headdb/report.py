@@ -194,7 +194,8 @@ def _analysis_figures(plt, con, run_id: int, roles: list[str], n_heads: int, fig
     return out
 
 
-def _compare_figures(plt, cmp: pd.DataFrame, fig_dir: Path, written: list[Path]) -> list[_Figure]:
+def _compare_figures(plt, cmp: pd.DataFrame, fig_dir: Path, written: list[Path],
+                     skip: Sequence[str] = ()) -> list[_Figure]:
     from matplotlib.colors import TwoSlopeNorm
 
     out = []
@@ -213,6 +214,8 @@ def _compare_figures(plt, cmp: pd.DataFrame, fig_dir: Path, written: list[Path])
     n_layers, n_heads = cmp.attrs["shape_a"]
     for role in cmp.attrs["roles"]:
         r = cmp[cmp["role"] == role]
+        if role in skip or not r["mean_diff"].notna().any():
+            continue
         diff = np.full((n_layers, n_heads), np.nan)
         changed = np.zeros((n_layers, n_heads), bool)
         suffix = np.full((n_layers, n_heads), "", dtype=object)
@@ -297,13 +300,17 @@ def report(db: DbLike, run: int | str | None = None, out: str | Path = "report",
         n_sent = con.execute("SELECT count(*) FROM run_sentences WHERE run_id = ? AND status <> 'skipped'",
                              [run_id]).fetchone()[0]
         summary = analysis.role_summary(con, run_id, wanted)
+        # roles no sentence has (block on single inputs) get a table row but no heatmap
+        scored = [r for r in wanted if con.execute(
+            "SELECT count(mean) FROM head_tests WHERE run_id = ? AND role = ?", [run_id, r]).fetchone()[0]]
+        unscored = [r for r in wanted if r not in scored]
         multi = analysis.multi_role_heads(con, run_id)
-        figures = _score_figures(plt, con, run_id, wanted, fig_dir, written)
+        figures = _score_figures(plt, con, run_id, scored, fig_dir, written)
         figures += _analysis_figures(plt, con, run_id, wanted, n_heads, fig_dir, written)
         cmp = None
         if compare is not None:
             cmp = compare_runs(con, run_id, compare, roles=roles, correction=correction, alpha=alpha)
-            cmp_figures = _compare_figures(plt, cmp, fig_dir, written)
+            cmp_figures = _compare_figures(plt, cmp, fig_dir, written, skip=unscored)
         else:
             cmp_figures = []
 
@@ -339,6 +346,9 @@ def report(db: DbLike, run: int | str | None = None, out: str | Path = "report",
               f"<h3>Heads with several roles ({len(multi)})</h3>",
               _html_table(multi[["layer", "head", "n_roles", "roles"]]) if len(multi) else "<p>None.</p>",
               "<h2>Mean score per head, by role</h2>"]
+    if unscored:
+        parts.append(f"<p>No sentence gives a score for: {html.escape(', '.join(unscored))} "
+                     "(no heatmap).</p>")
     parts += [fig_html(f) for f in figures if f.name.startswith("heatmap_")]
     if cmp is not None:
         a = cmp.attrs
