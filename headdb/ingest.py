@@ -136,7 +136,9 @@ def ingest(
     # before CHECKPOINT) and are slower on top (benchmarks/, docs/benchmarks.md).
     con.execute("SET threads = ?", [APPEND_THREADS])
     try:
-        run_id, resumed, done = _start_run(con, fingerprint, new_run, run_name, corpus_path, sha, fmt, pairs,
+        # a TSV file holds pairs by itself; runs.pairs says whether the inputs are pairs
+        run_id, resumed, done = _start_run(con, fingerprint, new_run, run_name, corpus_path, sha, fmt,
+                                           pairs or fmt == "tsv",
                                            parser_desc, am, sparsity, truncate, limit, batch_size, device, dtype)
         name = con.execute("SELECT run_name FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
         result = IngestResult(run_id, name, resumed, done, read_stats=stats)

@@ -1,0 +1,31 @@
+"""TSV sentence pairs end to end: both segments parsed, the run marked as pairs, block scored."""
+
+from __future__ import annotations
+
+import pytest
+
+import headdb
+from headdb.db import connect
+
+
+@pytest.mark.slow
+def test_tsv_pairs_are_pair_runs_with_block_samples(tmp_path, tiny_bert_dir):
+    corpus = tmp_path / "pairs.tsv"
+    corpus.write_text("A man is eating.\tSomeone eats food quickly.\nThe cat sleeps.\tA dog barks loudly.\n",
+                      encoding="utf-8")
+    db = tmp_path / "store.db"
+    run = headdb.ingest(db, corpus, model=str(tiny_bert_dir), dense=True)
+    con = connect(db, read_only=True)
+    try:
+        pairs, fmt = con.execute("SELECT pairs, corpus_format FROM runs WHERE run_id = ?", [run.run_id]).fetchone()
+        segments = con.execute(
+            "SELECT DISTINCT segment FROM words ORDER BY segment").fetchall()
+        text_b = con.execute("SELECT text_b FROM sentences ORDER BY sentence_id").fetchall()
+    finally:
+        con.close()
+    assert (pairs, fmt) == (True, "tsv")
+    assert segments == [(0,), (1,)]
+    assert text_b == [("Someone eats food quickly.",), ("A dog barks loudly.",)]
+    scores = headdb.scores(db, run=run.run_id, roles=["block"])
+    assert len(scores) == 2 * 4 * 2  # layers x heads x sentences of the tiny model
+    assert (scores["n_queries"] > 0).all()
