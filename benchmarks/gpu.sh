@@ -40,8 +40,12 @@ if $PY -c 'import torch' 2>/dev/null; then
       timeout 300 $PY -m pip install --quiet --target "$SITE" duckdb >>"$LOG" 2>&1 || step "duckdb install failed"
     fi
   fi
-  timeout 300 $PY -m pip install --quiet --no-deps --no-build-isolation --target "$SITE" . >>"$LOG" 2>&1 \
-    || { step "headdb install failed"; exit 1; }
+  if ! timeout 300 $PY -m pip install --quiet --no-deps --no-build-isolation --target "$SITE" . >>"$LOG" 2>&1; then
+    # no usable setuptools there: lay the package out as the wheel would (pyproject.toml's package-dir)
+    step "pip could not build headdb; copying it into $SITE as the wheel lays it out"
+    cp -r headdb "$SITE/headdb" && cp -r migrations "$SITE/headdb/migrations" && cp -r queries "$SITE/headdb/queries" \
+      || { step "headdb install failed"; exit 1; }
+  fi
   export PYTHONPATH="$SITE:$REPO"   # headdb from $SITE (with its migrations), benchmarks from the repo
   RUN=("$PY")
 else
