@@ -20,10 +20,11 @@ from headdb.corpus import read_corpus, validate
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
-# word forms: visible characters, no tab or line break (CoNLL-U fields), may contain spaces inside
+# word forms: visible characters, no tab or line break (CoNLL-U fields), may contain spaces
+# inside but not at either end (UD forms never do, and `# text = ...` values are stripped)
 _FORM_CHARS = st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Zl", "Zp", "Co", "Cn"),
                             blacklist_characters="\t\n\r\x85")
-forms = st.text(_FORM_CHARS, min_size=1, max_size=8).filter(lambda s: s.strip() and s.isprintable())
+forms = st.text(_FORM_CHARS, min_size=1, max_size=8).filter(lambda s: s.strip() == s and s and s.isprintable())
 
 
 @st.composite
