@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import best, corpus_prefix, run_child, text_from_conllu
+from benchmarks.common import corpus_prefix, run_child, text_from_conllu
 
 K_GRID = (4, 8, 16)
 MASS_GRID = (None, 0.9, 0.95)

@@ -14,23 +14,13 @@ import pytest
 
 import headdb
 from role_reference import build_store, dirichlet_attention, simple_seq
+from cli_helpers import run_main
 
 EXPORT_COLUMNS = ["run", "layer", "head", "role", "n", "mean", "std", "tau", "t", "p", "p_adj", "significant",
                   "ci_low", "ci_high", "flip_possible"]
 HEADDB = Path(sys.executable).parent / "headdb"
 
 
-def run_main(capsys, monkeypatch, *args) -> tuple[int, str, str]:
-    from headdb.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["headdb", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_main
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data"
@@ -22,19 +23,6 @@ def headdb(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProce
     return subprocess.run([str(HEADDB), *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def run_main(capsys, monkeypatch, *args: str | Path) -> tuple[int, str, str]:
-    """The CLI in-process (fast): ``headdb.cli.main`` with its error handler, as the entry point runs it."""
-    from headdb.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["headdb", *map(str, args)])
-    monkeypatch.setenv("COLUMNS", "250")  # rich tables: no truncated cells
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_entry_point_installed():

@@ -15,8 +15,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from headdb.corpus import MAX_LINE_BYTES, MAX_WORDS, ReadStats, read_corpus, validate
+from headdb.corpus import MAX_LINE_BYTES, MAX_WORDS, read_corpus, validate
 from headdb.errors import CorpusError, InputError
+from cli_helpers import run_cli
 
 HEADDB = str(Path(sys.executable).with_name("headdb"))
 
@@ -220,19 +221,6 @@ def test_unknown_heads_are_allowed(tmp_path):
 # --- the whole path: CLI error line, exit code, database unchanged -----------------------------
 
 
-def run_cli(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
-    """``headdb ARGS`` in this process (fast): exit code, stdout, stderr."""
-    from headdb import cli
-
-    monkeypatch.setattr(sys, "argv", ["headdb", *map(str, args)])
-    monkeypatch.setitem(cli._state, "debug", False)
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def table_counts(db: Path) -> dict[str, int]:

@@ -16,24 +16,13 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from cli_helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "tests" / "data" / "sample.conllu"
 HOSTILE = "x'; DROP TABLE edges; --"
 
 
-def run_cli(args, monkeypatch, capsys) -> tuple[int, str, str]:
-    from headdb import cli
-
-    monkeypatch.setattr(sys, "argv", ["headdb", *map(str, args)])
-    monkeypatch.setitem(cli._state, "debug", False)
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def tables(db: Path) -> set[str]:
