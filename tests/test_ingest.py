@@ -119,7 +119,7 @@ def test_tiny_bert_pairs_text_tsv_and_options(tmp_path, tiny_bert_dir):
     runs = headdb.runs(db)
     assert list(runs["corpus_format"]) == ["conllu", "text", "tsv"]
     assert list(runs["status"]) == ["done"] * 3
-    assert list(runs["pairs"]) == [True, False, False]
+    assert list(runs["pairs"]) == [True, False, True]  # a TSV file holds pairs
     # skipped vs truncated over-long inputs are recorded
     s = headdb.ingest(db, DATA / "sample.conllu", model=m, max_length=8)
     assert (s.sentences, s.skipped) == (1, 2)
