@@ -56,7 +56,10 @@ def _open(path: str | Path, read_only: bool, config: dict[str, Any] | None = Non
     if read_only and path != ":memory:" and not Path(path).exists():
         raise DatabaseError(f"{path}: no such database (create it with `headdb init {path}`)")
     try:
-        return duckdb.connect(path, read_only=read_only, config=config or {})
+        con = duckdb.connect(path, read_only=read_only, config=config or {})
+        # no DuckDB progress bar on stdout (it would mix into CSV/JSON output); headdb draws its own on stderr
+        con.execute("SET enable_progress_bar = false")
+        return con
     except duckdb.IOException as exc:
         text = str(exc)
         if "lock" in text.lower():

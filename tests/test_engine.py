@@ -73,3 +73,12 @@ def test_export_round_trips(tmp_path, suffix):
 def test_export_refuses_unknown_extensions(tmp_path):
     with pytest.raises(InputError, match="xlsx"):
         export(pd.DataFrame({"a": [1]}), tmp_path / "x.xlsx")
+
+
+def test_connections_draw_no_duckdb_progress_bar(store):
+    # DuckDB's own bar goes to stdout and would corrupt `headdb sql --format csv` output
+    from headdb.db import connect_restricted
+
+    for con in (connect(store, read_only=True), connect_restricted(store)):
+        assert con.execute("SELECT current_setting('enable_progress_bar')").fetchone()[0] is False
+        con.close()
