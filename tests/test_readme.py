@@ -90,3 +90,43 @@ def test_main_job_runs_as_make_demo_runs_it(tmp_path):
         r = subprocess.run(command.replace("demo.db", str(db)), shell=True, cwd=ROOT, capture_output=True,
                            text=True, timeout=300, env=env)
         assert r.returncode == 0, (command, r.stderr[-2000:])
+
+
+def _commands() -> list[tuple[str, object]]:
+    """(full command name, click command) of every `headdb` command and sub-command."""
+    import typer.main
+
+    from headdb.cli import app
+
+    group = typer.main.get_command(app)
+    found = []
+    for name, cmd in group.commands.items():
+        subs = getattr(cmd, "commands", None)
+        if subs:
+            found += [(f"{name} {sub}", c) for sub, c in subs.items()]
+        else:
+            found.append((name, cmd))
+    return found
+
+
+def test_every_command_has_help_and_is_in_the_readme():
+    readme = README.read_text(encoding="utf-8")
+    commands = _commands()
+    assert len(commands) >= 11
+    for name, cmd in commands:
+        assert (cmd.help or "").strip(), f"`headdb {name}` has no help text"
+        if name.startswith("roles "):
+            assert "headdb roles list" in readme and name.split()[1] in readme, name
+        else:
+            assert f"`headdb {name} " in readme or f"headdb {name} " in readme, f"`headdb {name}` is not in the README"
+        for param in cmd.params:
+            assert param.name == "help" or getattr(param, "help", None) or param.param_type_name == "argument", \
+                f"`headdb {name}` option {param.name} has no help"
+
+
+def test_every_builtin_role_is_in_the_readme():
+    from headdb.roles import load_roles
+
+    readme = README.read_text(encoding="utf-8")
+    for role in load_roles():
+        assert f"`{role.name}`" in readme, role.name
