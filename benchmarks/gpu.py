@@ -4,7 +4,9 @@ For each model (the default model's shape and a bert-base-sized BertConfig; rand
 built when the real weights are not at hand, which times the same) and each batch size: the
 forward-only throughput on the same batches, then end-to-end ingestion with per-stage seconds
 (forward, top-k + transfer, edge arrays, Arrow build, DuckDB write, time the model waited for
-the writer). Writes gpu-results.json into --out. Run through benchmarks/gpu.sh on a GPU box.
+the writer; on CUDA the keep mask and edge selection run on the device, so ``edges`` there is
+mask + selection + transfer). Writes gpu-results.json into --out. Run through
+benchmarks/gpu.sh on a GPU box.
 
     python -m benchmarks.gpu --device cpu --tiny --sentences 40 --out /tmp/gpu-test   # CPU check
 """
@@ -25,6 +27,25 @@ SHAPES = {  # hidden, layers, heads, intermediate
     "tiny": (32, 2, 2, 64),            # for the CPU check of this script
 }
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
+
+
+#: batch sizes per model when --batch-sizes is not given: bert-base at 1024 needs about 15 GiB
+#: of attention maps at EWT's longest batch (an H200 has 139 GiB); an out-of-memory setting is
+#: recorded under "errors" and the others still run
+DEFAULT_BATCHES = {"minilm": [64, 256], "bert-base": [256, 1024], "tiny": [16]}
+
+
+def _free_device_memory() -> None:
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001, S110 - best effort between settings
+        pass
 
 
 def build_model(name: str, tokenizer_dir: Path, dest: Path) -> Path:
@@ -53,7 +74,7 @@ def tokenizer_folder(given: Path | None) -> Path:
 
 
 def measure(model_dir: Path, label: str, corpus: Path, device: str, dtype: str, batch_size: int, top_k: int,
-            work: Path, overlap: bool | None, append_threads: int) -> dict:
+            work: Path, overlap: bool | None, append_threads: int | None) -> dict:
     import importlib
 
     ingest_mod = importlib.import_module("headdb.ingest")  # the module (headdb.ingest is also the function)
@@ -68,13 +89,15 @@ def measure(model_dir: Path, label: str, corpus: Path, device: str, dtype: str, 
     ingest_mod.OVERLAP_WRITES = overlap
     ingest_mod.APPEND_THREADS = append_threads
     db = work / f"{label}-{dtype}-b{batch_size}-o{overlap}-t{append_threads}.db"
-    r = ingest_mod.ingest(db, corpus, model=str(model_dir), device=device, dtype=dtype, batch_size=batch_size,
-                          top_k=top_k, new_run=True)
-    ingest_mod.OVERLAP_WRITES, ingest_mod.APPEND_THREADS = None, 1
+    try:
+        r = ingest_mod.ingest(db, corpus, model=str(model_dir), device=device, dtype=dtype, batch_size=batch_size,
+                              top_k=top_k, new_run=True)
+    finally:
+        ingest_mod.OVERLAP_WRITES, ingest_mod.APPEND_THREADS = None, None
     size = db.stat().st_size
     db.unlink()
     return {"model": label, "dtype": dtype, "batch_size": batch_size, "top_k": top_k,
-            "writer_thread": overlap, "append_threads": append_threads, "sentences": r.sentences,
+            "writer_thread": overlap, "append_threads": r.append_threads, "sentences": r.sentences,
             "edges": r.edges, "forward_only_sps": n / secs, "end_to_end_sps": r.sentences / r.seconds,
             "ratio": (r.sentences / r.seconds) / (n / secs), "seconds": r.seconds,
             "stages_s": {k: round(v, 3) for k, v in r.timings.items()},
@@ -88,13 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtypes", default="bfloat16,float16", help="comma-separated: float32, bfloat16, float16")
     ap.add_argument("--models", default="minilm,bert-base", help=f"comma-separated: {', '.join(SHAPES)}")
     ap.add_argument("--tiny", action="store_true", help="the tiny shape only (CPU check)")
-    ap.add_argument("--batch-sizes", default="64,256")
+    ap.add_argument("--batch-sizes", default=None,
+                    help="comma-separated, for every model (default: " + "; ".join(
+                        f"{m} {','.join(map(str, b))}" for m, b in DEFAULT_BATCHES.items()) + ")")
     ap.add_argument("--sentences", type=int, default=2001)
     ap.add_argument("--top-k", type=int, default=8)
     ap.add_argument("--corpus", type=Path, default=None, help="CoNLL-U (default: EWT dev, else the bundled sample)")
     ap.add_argument("--tokenizer", type=Path, default=None, help="folder with tokenizer.json (default: bundled model)")
     ap.add_argument("--variants", action="store_true", default=True,
-                    help="also time the largest model without the writer thread and with 4 DuckDB threads")
+                    help="also time the last model at its largest batch with 1 and with 4 DuckDB threads "
+                         "(the default on CUDA is min(cores, 16))")
     ap.add_argument("--no-variants", dest="variants", action="store_false")
     ap.add_argument("--out", type=Path, required=True, help="folder for gpu-results.json")
     args = ap.parse_args(argv)
@@ -108,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     corpus = corpus_prefix(src, args.sentences, work / "corpus.conllu", repeat=True)
     models = ["tiny"] if args.tiny else [m.strip() for m in args.models.split(",") if m.strip()]
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
-    sizes = [int(b) for b in args.batch_sizes.split(",")]
+    given = [int(b) for b in args.batch_sizes.split(",")] if args.batch_sizes else None
     tok = tokenizer_folder(args.tokenizer)
     results: dict = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}, "rows": []}
     out_file = args.out / "gpu-results.json"
@@ -124,17 +150,19 @@ def main(argv: list[str] | None = None) -> int:
 
     for name in models:
         folder = build_model(name, tok, work / "models")
+        sizes = given or DEFAULT_BATCHES.get(name, [64, 256])
         for dtype in dtypes:
             for b in sizes:
                 t0 = time.perf_counter()
-                try:
-                    record(measure(folder, name, corpus, args.device, dtype, b, args.top_k, work, None, 1))
-                except Exception as exc:  # noqa: BLE001 - one failed setting must not lose the others
+                try:  # the default writer thread and DuckDB threads (ingest decides by the device)
+                    record(measure(folder, name, corpus, args.device, dtype, b, args.top_k, work, None, None))
+                except Exception as exc:  # noqa: BLE001 - one failed setting (out of memory) must not lose the others
                     results.setdefault("errors", []).append(f"{name} {dtype} b={b}: {exc!r}")
                     print(f"FAILED {name} {dtype} b={b}: {exc!r}", file=sys.stderr, flush=True)
+                    _free_device_memory()
                 results.setdefault("section_seconds", {})[f"{name}-{dtype}-{b}"] = time.perf_counter() - t0
         if args.variants and name == models[-1]:
-            for overlap, threads in ((False, 1), (True, 4)):
+            for overlap, threads in ((None, 1), (None, 4)):
                 try:
                     record(measure(folder, name, corpus, args.device, dtypes[0], sizes[-1], args.top_k, work,
                                    overlap, threads))

@@ -20,11 +20,13 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from headdb import __version__
 from headdb.corpus import ReadStats, Sentence, file_sha256, infer_format, read_corpus, validate
 from headdb.db import connect, transaction
 from headdb.errors import DatabaseError, HeaddbError, InputError
-from headdb.sparsify import Sparsity, sentence_edges
+from headdb.sparsify import BatchEdges, Sparsity
 
 #: Sentences tokenized and sorted by length together; batches are cut from each window.
 WINDOW_BATCHES = 16
@@ -45,6 +47,8 @@ class IngestResult:
     #: seconds per stage: read_encode, forward, topk, edges (main thread); arrow, write (writer
     #: thread, overlapping the model); write_wait (main thread blocked on the writer)
     timings: dict[str, float] = field(default_factory=dict)
+    #: DuckDB threads the edge inserts ran with (see APPEND_THREADS)
+    append_threads: int = 1
 
     @property
     def sentences_per_second(self) -> float:
@@ -131,17 +135,15 @@ def ingest(
     }
     fingerprint = _fingerprint(settings)
     con = connect(db)
-    # One DuckDB thread for the appends: parallel appends of an ordered batch split it into
-    # partly filled row groups that compress worse (about 9.7 instead of 5.5 bytes per edge
-    # before CHECKPOINT) and are slower on top (benchmarks/, docs/benchmarks.md).
-    con.execute("SET threads = ?", [APPEND_THREADS])
+    threads = _append_threads(am)
+    con.execute("SET threads = ?", [threads])
     try:
         # a TSV file holds pairs by itself; runs.pairs says whether the inputs are pairs
         run_id, resumed, done = _start_run(con, fingerprint, new_run, run_name, corpus_path, sha, fmt,
                                            pairs or fmt == "tsv",
                                            parser_desc, am, sparsity, truncate, limit, batch_size, device, dtype)
         name = con.execute("SELECT run_name FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
-        result = IngestResult(run_id, name, resumed, done, read_stats=stats)
+        result = IngestResult(run_id, name, resumed, done, read_stats=stats, append_threads=threads)
         if done:
             return result
         corpus_id = con.execute("SELECT corpus_id FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
@@ -191,20 +193,15 @@ def _add(timings: dict[str, float], stage: str, seconds: float) -> None:
     timings[stage] = timings.get(stage, 0.0) + seconds
 
 
-def _batch_edges(am, batch: list, sparsity: Sparsity, timings: dict[str, float]) -> list:
-    """The model's kept edges for every sentence of a batch (None for skipped inputs)."""
-    live = [e for e in batch if e.status != "skipped"]
-    edges: list = [None] * len(batch)
-    if live:
-        values, indices = am.forward(live, sparsity.top_k, timings)
-        t0 = time.perf_counter()
-        j = 0
-        for i, e in enumerate(batch):
-            if e.status == "skipped":
-                continue
-            edges[i] = sentence_edges(values[j], indices[j], e.length, sparsity.min_mass)
-            j += 1
-        _add(timings, "edges", time.perf_counter() - t0)
+def _batch_edges(am, batch: list, sparsity: Sparsity, timings: dict[str, float]) -> BatchEdges | None:
+    """The model's kept edges of a batch as flat arrays (``sentence`` indexes ``batch``; skipped
+    inputs have none), selected on the model's device (``AttentionModel.forward_edges``)."""
+    live = [i for i, e in enumerate(batch) if e.status != "skipped"]
+    if not live:
+        return None
+    edges = am.forward_edges([batch[i] for i in live], sparsity.top_k, sparsity.min_mass, timings)
+    if len(live) < len(batch):
+        edges.sentence = np.asarray(live, dtype=np.int32)[edges.sentence]
     return edges
 
 
@@ -213,7 +210,7 @@ def _run_batch(con, am, run_id: int, corpus_id: int, batch: list, sparsity: Spar
     _write(con, run_id, corpus_id, batch, _batch_edges(am, batch, sparsity, result.timings), result)
 
 
-def _write(con, run_id: int, corpus_id: int, batch: list, edges: list, result: IngestResult) -> None:
+def _write(con, run_id: int, corpus_id: int, batch: list, edges: BatchEdges | None, result: IngestResult) -> None:
     from headdb.store import write_batch
 
     result.edges += write_batch(con, run_id, corpus_id, batch, edges, result.timings)
@@ -225,10 +222,23 @@ def _write(con, run_id: int, corpus_id: int, batch: list, edges: list, result: I
             result.truncated += e.status == "truncated"
 
 
-#: DuckDB threads while ingesting (see the comment where it is set).
-APPEND_THREADS = 1
+#: DuckDB threads while ingesting; None decides by the device (see _append_threads).
+APPEND_THREADS: int | None = None
 #: Overlap DuckDB writes with the model: None decides by the machine (see _overlap_writes).
 OVERLAP_WRITES: bool | None = None
+
+
+def _append_threads(am) -> int:
+    """DuckDB threads for the appends (``APPEND_THREADS`` overrides). On a CPU, one: torch uses
+    the cores. On a GPU the write is the bottleneck and the cores are free: min(cores, 16) (an
+    H200 box appended 5.8 M edges/s with 1 thread, 10.3 M/s with 4). Parallel appends compress
+    as well as one thread since each batch's edges are one contiguous Arrow table (with one
+    Arrow chunk per sentence they left partly filled row groups: docs/benchmarks.md)."""
+    if APPEND_THREADS is not None:
+        return APPEND_THREADS
+    if str(am.device).startswith("cuda"):
+        return max(1, min(os.cpu_count() or 1, 16))
+    return 1
 
 
 def _overlap_writes(am) -> bool:
@@ -280,7 +290,7 @@ class _Writer:
         if self._error is not None:
             raise self._error
 
-    def put(self, batch: list, edges: list) -> None:
+    def put(self, batch: list, edges: BatchEdges | None) -> None:
         if self._thread is None:
             _write(self._con, *self._args, batch, edges, self._result)
             return

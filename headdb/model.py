@@ -12,12 +12,14 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
 from headdb.corpus import Sentence
 from headdb.errors import ModelError
+from headdb.sparsify import BatchEdges, batch_edges
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
 _DTYPES = ("float32", "bfloat16", "float16")
@@ -125,6 +127,7 @@ def align(tokenizer, sentences: list[Sentence], truncate: bool, max_length: int)
                return_attention_mask=False)
     truncated = None
     out: list[Encoded] = []
+    kept: list[Encoded] = []
     for b, s in enumerate(sentences):
         n_full = len(full["input_ids"][b])
         status, enc, row = "ok", full, b
@@ -144,22 +147,52 @@ def align(tokenizer, sentences: list[Sentence], truncate: bool, max_length: int)
         word_ids = enc.word_ids(row)
         seq_ids = enc.sequence_ids(row)
         n_a = len(s.segments[0].words)
-        word_pos: list[int | None] = []
-        segment: list[int | None] = []
-        special: list[str | None] = []
-        for tid, wid, sid in zip(ids, word_ids, seq_ids):
-            if wid is None:
-                word_pos.append(None)
-                segment.append(None)
-                special.append("cls" if tid in cls_ids else "sep" if tid in sep_ids else "other")
-            else:
-                word_pos.append(wid + (n_a if sid == 1 else 0))
-                segment.append(sid)
-                special.append(None)
+        # segment B's words follow A's; special tokens have no word and no segment
+        word_pos = [None if w is None else w + n_a if q == 1 else w for w, q in zip(word_ids, seq_ids)]
+        segment = [None if w is None else q for w, q in zip(word_ids, seq_ids)]
+        special = [None if w is not None else "cls" if t in cls_ids else "sep" if t in sep_ids else "other"
+                   for t, w in zip(ids, word_ids)]
         tt = list(enc["token_type_ids"][row]) if "token_type_ids" in enc else None
-        out.append(Encoded(s, ids, tt, tok.convert_ids_to_tokens(ids), word_pos, segment, special,
-                           n_full, status))
+        e = Encoded(s, ids, tt, [], word_pos, segment, special, n_full, status)
+        out.append(e)
+        kept.append(e)
+    # the pieces of the whole batch in one call, then cut per input
+    pieces = tok.convert_ids_to_tokens(list(chain.from_iterable(e.input_ids for e in kept)))
+    start = 0
+    for e in kept:
+        e.pieces = pieces[start : start + e.length]
+        start += e.length
     return out
+
+
+def device_edges(values, indices, lengths, min_mass: float | None) -> BatchEdges:
+    """``sparsify.batch_edges`` in torch, on the tensors' device: the kept entries of ranked rows
+    ``[batch, layer, head, query_pos, rank]`` (float32 weights, integer key positions) of inputs
+    of the given ``lengths`` (an int64 tensor on the same device), as flat numpy arrays.
+
+    The same keep mask as ``sparsify.keep_mask`` (keys and queries past the input's length
+    dropped; with ``min_mass`` a row ends with the entry whose cumulative mass reaches it, the
+    float64 sum accumulated rank by rank as numpy's cumsum does), selected in row-major order,
+    which is (input, layer, head, query_pos, rank). Only the kept edges leave the device.
+    """
+    import torch
+
+    B, _, _, W, R = values.shape
+    n = lengths.view(B, 1, 1, 1, 1)
+    keep = indices < n
+    if min_mass is not None:
+        v = torch.where(keep, values, 0).to(torch.float64)
+        before = torch.empty_like(v)
+        running = torch.zeros_like(v[..., 0])
+        for r in range(R):  # sequential, as np.cumsum adds: bitwise the same sums on any device
+            running = running + v[..., r]
+            before[..., r] = running - v[..., r]
+        keep &= before < min_mass
+    keep &= (torch.arange(W, device=values.device) < lengths.view(B, 1)).view(B, 1, 1, W, 1)
+    b, layer, head, query, _ = keep.nonzero(as_tuple=True)
+    small = torch.stack([layer, head, query, indices[keep]]).to(torch.int16).cpu().numpy()
+    return BatchEdges(b.to(torch.int32).cpu().numpy(), small[0], small[1], small[2], small[3],
+                      values[keep].cpu().numpy())
 
 
 def _has_auto_map(folder: Path) -> bool:
@@ -266,6 +299,63 @@ class AttentionModel:
         """Tokenize pre-split words and align every piece to its word and segment."""
         return align(self.tokenizer, sentences, truncate, self.max_length)
 
+    def _inputs(self, batch: list[Encoded]) -> dict:
+        """The padded input tensors of a batch, on the model's device (built with numpy at once)."""
+        torch = self.torch
+        lengths = np.fromiter((e.length for e in batch), dtype=np.int64, count=len(batch))
+        width = int(lengths.max())
+        real = np.arange(width) < lengths[:, None]  # row-major: the inputs' tokens in order
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = np.full((len(batch), width), pad, dtype=np.int64)
+        ids[real] = np.fromiter(chain.from_iterable(e.input_ids for e in batch), dtype=np.int64,
+                                count=int(lengths.sum()))
+        inputs = {"input_ids": torch.from_numpy(ids).to(self.device),
+                  "attention_mask": torch.from_numpy(real.astype(np.int64)).to(self.device)}
+        if self._uses_token_types:
+            types = np.zeros((len(batch), width), dtype=np.int64)
+            if all(e.token_type_ids is not None for e in batch):
+                types[real] = np.fromiter(chain.from_iterable(e.token_type_ids for e in batch), dtype=np.int64,
+                                          count=int(lengths.sum()))
+            else:
+                for b, e in enumerate(batch):
+                    if e.token_type_ids is not None:
+                        types[b, : e.length] = e.token_type_ids
+            inputs["token_type_ids"] = torch.from_numpy(types).to(self.device)
+        return inputs
+
+    def _ranked(self, batch: list[Encoded], k: int | None, timings: dict[str, float] | None):
+        """Ranked rows ``[batch, layer, head, query_pos, rank]`` as tensors on the model's device:
+        (float32 weights descending, int64 key positions); ``k=None``: every key in position
+        order. Call under ``torch.inference_mode()``."""
+        torch = self.torch
+        clock = time.perf_counter if timings is not None else None
+        t0 = clock() if clock else 0.0
+        width = max(e.length for e in batch)
+        inputs = self._inputs(batch)
+        out = self.model(**inputs, output_attentions=True, return_dict=True)
+        if not out.attentions or out.attentions[0] is None:
+            raise ModelError(f"{self.name}: the model returned no attentions with eager attention")
+        if clock:
+            self._sync()  # only when timing: kernels run async
+            t1 = clock()
+            timings["forward"] = timings.get("forward", 0.0) + (t1 - t0)
+        if k is None:
+            values = torch.stack(out.attentions, dim=1).float()  # [batch, layer, head, query, key]
+            indices = torch.arange(width, device=values.device).expand_as(values)
+        else:
+            # top-k layer by layer: stacking the full maps first would copy all of them
+            ranked = [torch.topk(a, k=min(k, width), dim=-1, sorted=True) for a in out.attentions]
+            values = torch.stack([r.values for r in ranked], dim=1).float()
+            indices = torch.stack([r.indices for r in ranked], dim=1)
+        if clock:
+            self._sync()
+            timings["topk"] = timings.get("topk", 0.0) + (clock() - t1)
+        return values, indices
+
+    def _sync(self) -> None:
+        if self.device.startswith("cuda"):
+            self.torch.cuda.synchronize(self.device)
+
     def forward(self, batch: list[Encoded], k: int | None,
                 timings: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Attention of a padded batch as ranked rows ``[batch, layer, head, query_pos, rank]``.
@@ -275,44 +365,32 @@ class AttentionModel:
         so only the kept entries travel to the host. ``timings`` (seconds) gains ``forward``
         and ``topk`` (top-k plus the transfer).
         """
-        torch = self.torch
-        clock = time.perf_counter if timings is not None else None
-        t0 = clock() if clock else 0.0
-        width = max(e.length for e in batch)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        types = torch.zeros((len(batch), width), dtype=torch.long) if self._uses_token_types else None
-        for b, e in enumerate(batch):
-            ids[b, : e.length] = torch.tensor(e.input_ids)
-            mask[b, : e.length] = 1
-            if types is not None and e.token_type_ids is not None:
-                types[b, : e.length] = torch.tensor(e.token_type_ids)
-        inputs = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
-        if types is not None:
-            inputs["token_type_ids"] = types.to(self.device)
-        with torch.inference_mode():
-            out = self.model(**inputs, output_attentions=True, return_dict=True)
-            if not out.attentions or out.attentions[0] is None:
-                raise ModelError(f"{self.name}: the model returned no attentions with eager attention")
-            if clock:
-                if self.device.startswith("cuda"):
-                    torch.cuda.synchronize(self.device)  # only when timing: kernels run async
-                t1 = clock()
-            if k is None:
-                values = torch.stack(out.attentions, dim=1).float()  # [batch, layer, head, query, key]
-                indices = torch.arange(width, device=values.device, dtype=torch.int16).expand_as(values)
-            else:
-                # top-k layer by layer: stacking the full maps first would copy all of them
-                ranked = [torch.topk(a, k=min(k, width), dim=-1, sorted=True) for a in out.attentions]
-                values = torch.stack([r.values for r in ranked], dim=1).float()
-                indices = torch.stack([r.indices for r in ranked], dim=1).to(torch.int16)
-            result = values.cpu().numpy(), indices.cpu().numpy()
-            if clock:
-                t2 = clock()
-                timings["forward"] = timings.get("forward", 0.0) + (t1 - t0)
-                timings["topk"] = timings.get("topk", 0.0) + (t2 - t1)
+        with self.torch.inference_mode():
+            values, indices = self._ranked(batch, k, timings)
+            t1 = time.perf_counter()
+            result = values.cpu().numpy(), indices.to(self.torch.int16).cpu().numpy()
+            if timings is not None:
+                timings["topk"] = timings.get("topk", 0.0) + (time.perf_counter() - t1)
             return result
+
+    def forward_edges(self, batch: list[Encoded], k: int | None, min_mass: float | None,
+                      timings: dict[str, float] | None = None) -> BatchEdges:
+        """The kept edges of a batch (``sparsify.keep_mask`` semantics), selected on the model's
+        device so that only they travel to the host, as flat arrays in (input, layer, head,
+        query_pos, rank) order: exactly the concatenation of every input's
+        ``sparsify.sentence_edges``. ``timings`` gains ``forward``, ``topk`` (top-k on the
+        device) and ``edges`` (keep mask, selection and the transfer)."""
+        with self.torch.inference_mode():
+            values, indices = self._ranked(batch, k, timings)
+            t1 = time.perf_counter()
+            lengths = [e.length for e in batch]
+            if values.is_cuda:
+                edges = device_edges(values, indices, self.torch.tensor(lengths).to(self.device), min_mass)
+            else:  # numpy's boolean selection is several times faster than torch's on a CPU
+                edges = batch_edges(values.numpy(), indices.numpy(), lengths, min_mass)
+            if timings is not None:
+                timings["edges"] = timings.get("edges", 0.0) + (time.perf_counter() - t1)
+            return edges
 
     def versions(self) -> str:
         import tokenizers

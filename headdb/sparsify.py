@@ -81,3 +81,49 @@ def sentence_edges(values: np.ndarray, indices: np.ndarray, length: int, min_mas
         indices[mask].astype(np.int16),
         values[mask].astype(np.float32),
     )
+
+
+@dataclass
+class BatchEdges:
+    """The kept edges of a whole batch as flat arrays, ordered by (sentence, layer, head,
+    query_pos, rank): ``sentence`` indexes the batch's inputs (int32), the rest as in
+    :class:`SentenceEdges`."""
+
+    sentence: np.ndarray
+    layer: np.ndarray
+    head: np.ndarray
+    query_pos: np.ndarray
+    key_pos: np.ndarray
+    weight: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.weight)
+
+    @classmethod
+    def from_sentences(cls, edges: list[SentenceEdges | None]) -> BatchEdges:
+        """Concatenate per-sentence edges (None: an input without edges, e.g. skipped)."""
+        parts = [(i, e) for i, e in enumerate(edges) if e is not None and len(e)]
+        if not parts:
+            return cls(np.zeros(0, np.int32), *(np.zeros(0, np.int16) for _ in range(4)), np.zeros(0, np.float32))
+        return cls(
+            np.repeat(np.array([i for i, _ in parts], dtype=np.int32), [len(e) for _, e in parts]),
+            *(np.concatenate([getattr(e, f) for _, e in parts]) for f in ("layer", "head", "query_pos", "key_pos")),
+            np.concatenate([e.weight for _, e in parts]),
+        )
+
+
+def batch_edges(values: np.ndarray, indices: np.ndarray, lengths, min_mass: float | None) -> BatchEdges:
+    """:func:`sentence_edges` of a whole padded batch ``[batch, layer, head, query_pos, rank]`` of
+    inputs of the given ``lengths`` at once (numpy, no loop over the inputs): the same edges as
+    every input's ``sentence_edges`` concatenated in batch order, bit for bit. On a GPU,
+    ``model.device_edges`` does the same in torch (tests/test_sparsify_torch.py checks both)."""
+    n_batch, _, _, width, _ = values.shape
+    n = np.asarray(lengths, dtype=np.int64).reshape(n_batch, 1, 1, 1, 1)
+    keep = keep_mask(values, indices, n, min_mass)  # per row, so the same as per input
+    keep &= (np.arange(width) < n.reshape(n_batch, 1))[:, None, None, :, None]  # real query rows
+    # each row's coordinates repeated by its kept count: np.nonzero's order, without its cost
+    counts = keep.sum(axis=-1, dtype=np.int64).ravel()
+    rows = np.indices(keep.shape[:-1], dtype=np.int32).reshape(4, -1)
+    layer, head, query = (np.repeat(rows[i].astype(np.int16), counts) for i in (1, 2, 3))
+    return BatchEdges(np.repeat(rows[0], counts), layer, head, query,
+                      indices[keep].astype(np.int16), values[keep].astype(np.float32))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pyarrow as pa
 from headdb.corpus import Sentence
 from headdb.db import connect, transaction
 from headdb.errors import DatabaseError
-from headdb.sparsify import SentenceEdges
+from headdb.sparsify import BatchEdges, SentenceEdges
 
 EDGE_SCHEMA = pa.schema([
     ("run_id", pa.int32()), ("sentence_id", pa.int32()), ("layer", pa.int16()), ("head", pa.int16()),
@@ -74,42 +75,52 @@ def sentence_tables(corpus_id: int, sentences: list[Sentence]) -> tuple[pa.Table
     return st, wt
 
 
+def edge_table(run_id: int, sentence_ids: np.ndarray, edges: BatchEdges) -> pa.Table:
+    """The edges rows of a batch from its flat arrays in one go (``sentence_ids[edges.sentence]``
+    gives each edge's sentence); the numpy columns become Arrow arrays without a copy."""
+    m = len(edges)
+    return pa.Table.from_arrays([
+        pa.array(np.full(m, run_id, dtype=np.int32)),
+        pa.array(np.asarray(sentence_ids, dtype=np.int32)[edges.sentence]),
+        pa.array(edges.layer.astype(np.int16, copy=False)), pa.array(edges.head.astype(np.int16, copy=False)),
+        pa.array(edges.query_pos.astype(np.int16, copy=False)), pa.array(edges.key_pos.astype(np.int16, copy=False)),
+        pa.array(edges.weight.astype(np.float32, copy=False))], schema=EDGE_SCHEMA)
+
+
 def write_batch(con: duckdb.DuckDBPyConnection, run_id: int, corpus_id: int, encoded: list,
-                edges: list[SentenceEdges | None], timings: dict[str, float] | None = None) -> int:
+                edges: BatchEdges | list[SentenceEdges | None] | None,
+                timings: dict[str, float] | None = None) -> int:
     """Write one batch atomically: its sentences and words (if new to the corpus), tokens,
-    run_sentences and edges. Returns the number of edges written. ``timings`` (seconds) gains
-    ``arrow`` (building the Arrow tables) and ``write`` (the DuckDB transaction)."""
+    run_sentences and edges. ``edges``: the batch's flat edges (``sentence`` indexing
+    ``encoded``), or one ``SentenceEdges`` (or None) per input. Returns the number of edges
+    written. ``timings`` (seconds) gains ``arrow`` (building the Arrow tables) and ``write``
+    (the DuckDB transaction)."""
     t0 = time.perf_counter()
     sentences = [e.sentence for e in encoded]
     st, wt = sentence_tables(corpus_id, sentences)
-    tok: dict[str, list[Any]] = {k: [] for k in ("sentence_id", "token_pos", "piece", "word_pos", "segment", "special")}
-    rs: dict[str, list[Any]] = {k: [] for k in ("sentence_id", "n_tokens", "n_tokens_full", "status")}
-    parts: list[pa.Table] = []
-    n_edges = 0
-    for e, se in zip(encoded, edges):
-        sid = e.sentence.sentence_id
-        rs["sentence_id"].append(sid)
-        rs["n_tokens"].append(None if e.status == "skipped" else e.length)
-        rs["n_tokens_full"].append(e.n_tokens_full)
-        rs["status"].append(e.status)
-        if e.status == "skipped":
-            continue
-        n = e.length
-        tok["sentence_id"].extend([sid] * n)
-        tok["token_pos"].extend(range(n))
-        tok["piece"].extend(e.pieces)
-        tok["word_pos"].extend(e.word_pos)
-        tok["segment"].extend(e.segment)
-        tok["special"].extend(e.special)
-        if se is not None and len(se):
-            m = len(se)
-            n_edges += m
-            parts.append(pa.Table.from_arrays([
-                pa.array(np.full(m, run_id, dtype=np.int32)), pa.array(np.full(m, sid, dtype=np.int32)),
-                pa.array(se.layer), pa.array(se.head), pa.array(se.query_pos), pa.array(se.key_pos),
-                pa.array(se.weight)], schema=EDGE_SCHEMA))
+    if isinstance(edges, list):
+        edges = BatchEdges.from_sentences(edges)
+    rs: dict[str, list[Any]] = {
+        "sentence_id": [s.sentence_id for s in sentences],
+        "n_tokens": [None if e.status == "skipped" else e.length for e in encoded],
+        "n_tokens_full": [e.n_tokens_full for e in encoded],
+        "status": [e.status for e in encoded],
+    }
+    live = [e for e in encoded if e.status != "skipped"]
+    lengths = np.array([e.length for e in live], dtype=np.int64)
+    starts = np.cumsum(lengths) - lengths
+    chain = itertools.chain.from_iterable
+    tok: dict[str, Any] = {
+        "sentence_id": np.repeat(np.array([e.sentence.sentence_id for e in live], dtype=np.int32), lengths),
+        "token_pos": (np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(starts, lengths)).astype(np.int16),
+        "piece": list(chain(e.pieces for e in live)),
+        "word_pos": list(chain(e.word_pos for e in live)),
+        "segment": list(chain(e.segment for e in live)),
+        "special": list(chain(e.special for e in live)),
+    }
+    n_edges = len(edges) if edges is not None else 0
     tt = pa.table({
-        "run_id": pa.array([run_id] * len(tok["sentence_id"]), pa.int32()),
+        "run_id": pa.array(np.full(len(tok["sentence_id"]), run_id, dtype=np.int32)),
         "sentence_id": pa.array(tok["sentence_id"], pa.int32()),
         "token_pos": pa.array(tok["token_pos"], pa.int16()),
         "piece": pa.array(tok["piece"], pa.string()),
@@ -124,7 +135,7 @@ def write_batch(con: duckdb.DuckDBPyConnection, run_id: int, corpus_id: int, enc
         "n_tokens_full": pa.array(rs["n_tokens_full"], pa.int32()),
         "status": pa.array(rs["status"], pa.string()),
     })
-    et = pa.concat_tables(parts) if parts else None
+    et = edge_table(run_id, rs["sentence_id"], edges) if n_edges else None
     t1 = time.perf_counter()
     with transaction(con):
         _insert(con, "sentences", st)

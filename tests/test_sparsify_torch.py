@@ -1,0 +1,108 @@
+"""The batch sparsification on the model's device (`model.device_edges`) against the numpy
+reference (`sparsify.sentence_edges` per sentence): the same edges, in the same order, with
+bitwise-equal weights, for top-k, min-mass and dense rows of padded batches. Random attention
+tensors, no model weights (torch on the CPU; on CUDA too where there is one)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from headdb.model import device_edges
+from headdb.sparsify import BatchEdges, batch_edges, sentence_edges
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def padded_attention(rng: np.random.Generator, lengths: list[int], layers: int, heads: int, temperature: float,
+                     dtype: torch.dtype) -> torch.Tensor:
+    """``[batch, layer, head, query, key]`` as an eager encoder returns a padded batch: softmax
+    over each input's keys, exact zeros on padding keys, garbage rows for padding queries; the
+    softmax in ``dtype`` (bf16 gives many ties), returned as float32 like ``forward``."""
+    width = max(lengths)
+    logits = torch.from_numpy(rng.normal(size=(len(lengths), layers, heads, width, width)) * temperature)
+    for b, n in enumerate(lengths):
+        logits[b, ..., n:] = -torch.inf
+    att = torch.softmax(logits.to(dtype), dim=-1).float()
+    for b, n in enumerate(lengths):
+        att[b, :, :, n:, :] = torch.from_numpy(rng.random(size=(layers, heads, width - n, width))).float()
+    return att
+
+
+def ranked(att: torch.Tensor, k: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """What `AttentionModel._ranked` hands over: the model's own top-k, or every key (dense)."""
+    width = att.shape[-1]
+    if k is None:
+        return att, torch.arange(width).expand_as(att)
+    r = torch.topk(att, k=min(k, width), dim=-1, sorted=True)
+    return r.values, r.indices
+
+
+def reference(values: torch.Tensor, indices: torch.Tensor, lengths: list[int], min_mass: float | None) -> BatchEdges:
+    v, i = values.cpu().numpy(), indices.to(torch.int16).cpu().numpy()
+    per_sentence = [sentence_edges(v[b], i[b], n, min_mass) for b, n in enumerate(lengths)]
+    return BatchEdges.from_sentences(per_sentence)
+
+
+def assert_same(got: BatchEdges, want: BatchEdges) -> None:
+    for name, dtype in (("sentence", np.int32), ("layer", np.int16), ("head", np.int16), ("query_pos", np.int16),
+                        ("key_pos", np.int16), ("weight", np.float32)):
+        g, w = getattr(got, name), getattr(want, name)
+        assert g.dtype == dtype and w.dtype == dtype, name
+        assert np.array_equal(g.view(np.uint8), w.view(np.uint8)), name  # bitwise, in order
+
+
+cases = st.fixed_dictionaries({
+    "lengths": st.lists(st.integers(1, 14), min_size=1, max_size=5),
+    "layers": st.integers(1, 3), "heads": st.integers(1, 3),
+    "k": st.one_of(st.none(), st.integers(1, 16)),
+    "min_mass": st.one_of(st.none(), st.floats(0.01, 1.0), st.sampled_from([0.5, 0.9, 0.95, 1.0])),
+    "temperature": st.floats(0.0, 6.0), "bf16": st.booleans(), "sort": st.booleans(),
+    "seed": st.integers(0, 2**32 - 1),
+})
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(c=cases)
+def test_device_edges_equal_the_numpy_reference(device, c):
+    if c["k"] is None:
+        c = dict(c, min_mass=None)  # dense: every key (ingest refuses --dense with --min-mass)
+    lengths = sorted(c["lengths"]) if c["sort"] else c["lengths"]  # ingest sorts by length; any order works
+    rng = np.random.default_rng(c["seed"])
+    att = padded_attention(rng, lengths, c["layers"], c["heads"], c["temperature"],
+                           torch.bfloat16 if c["bf16"] else torch.float64)
+    values, indices = ranked(att.to(device), c["k"])
+    got = device_edges(values, indices, torch.tensor(lengths, device=device), c["min_mass"])
+    want = reference(values, indices, lengths, c["min_mass"])
+    assert_same(got, want)
+    assert_same(batch_edges(values.cpu().numpy(), indices.to(torch.int16).cpu().numpy(), lengths, c["min_mass"]),
+                want)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_min_mass_reached_exactly_keeps_the_crossing_entry(device):
+    # rows whose cumulative mass hits min_mass exactly (binary fractions) and rows with padding
+    values = torch.tensor([[[[[0.5, 0.25, 0.25, 0.0], [0.75, 0.25, 0.0, 0.0]],
+                             [[0.5, 0.125, 0.125, 0.25], [1.0, 0.0, 0.0, 0.0]]]]]).expand(2, 1, 2, 2, 4).clone()
+    indices = torch.tensor([[[[[1, 0, 2, 3], [0, 3, 1, 2]], [[2, 1, 0, 3], [3, 0, 1, 2]]]]]).expand(2, 1, 2, 2, 4).clone()
+    lengths = [4, 3]
+    for min_mass in (0.5, 0.75, 0.875, 1.0, None):
+        got = device_edges(values.to(device), indices.to(device), torch.tensor(lengths, device=device), min_mass)
+        assert_same(got, reference(values, indices, lengths, min_mass))
+    got = device_edges(values.to(device), indices.to(device), torch.tensor(lengths, device=device), 0.75)
+    # sentence 0, head 0, query 0: 0.5 then 0.25 reaches 0.75: both kept, the third not
+    assert got.key_pos[:2].tolist() == [1, 0] and got.weight[:2].tolist() == [0.5, 0.25]
+    assert got.sentence[0] == 0 and got.query_pos[:2].tolist() == [0, 0]
+
+
+def test_from_sentences_skips_inputs_without_edges():
+    v = np.array([[[[0.6, 0.4]]]], dtype=np.float32)
+    i = np.array([[[[1, 0]]]], dtype=np.int16)
+    e = sentence_edges(v, i, 2, None)
+    flat = BatchEdges.from_sentences([None, e, None, e])
+    assert flat.sentence.tolist() == [1, 1, 3, 3] and flat.key_pos.tolist() == [1, 0, 1, 0]
+    assert len(BatchEdges.from_sentences([None])) == 0
