@@ -79,6 +79,16 @@ def _open(path: str | Path, read_only: bool, config: dict[str, Any] | None = Non
         raise DatabaseError(f"{path}: {str(exc).splitlines()[0]}") from None
 
 
+def check_writable(path: str | Path) -> None:
+    """Fail now, with the locked message, if another process holds an existing database.
+
+    Long jobs call this before their slow start (reading a corpus, loading a model); a missing
+    file is fine (it will be created) and is not created here.
+    """
+    if str(path) != ":memory:" and Path(path).exists():
+        _open(path, read_only=False).close()
+
+
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:
     exists = con.execute(
         "SELECT count(*) FROM information_schema.tables "

@@ -24,7 +24,7 @@ import numpy as np
 
 from headdb import __version__
 from headdb.corpus import ReadStats, Sentence, file_sha256, infer_format, read_corpus, validate
-from headdb.db import connect, transaction
+from headdb.db import check_writable, connect, transaction
 from headdb.errors import DatabaseError, HeaddbError, InputError
 from headdb.sparsify import BatchEdges, Sparsity
 
@@ -110,6 +110,7 @@ def ingest(
         raise InputError("--top-k must be at least 1 (or pass --dense)")
     corpus_path = Path(corpus) if corpus is not None else sample_corpus()
     fmt = infer_format(corpus_path, format)
+    check_writable(db)  # a locked database fails before the corpus is read and the model loaded
     # 1. read the whole corpus once before anything is written: bad input fails here
     n_total, stats = validate(corpus_path, fmt, pairs)
     if limit is not None:

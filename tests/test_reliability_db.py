@@ -237,3 +237,18 @@ def test_second_ingest_while_another_process_writes(db, tiny_bert_dir, monkeypat
     code, out, err = run_cli(["ingest", db, SAMPLE, "--model", tiny_bert_dir, "-q"], monkeypatch, capsys)
     assert code == 0, err
     assert out.strip() == "1"  # the first run: the refused attempt left nothing behind
+
+
+def test_locked_database_fails_an_ingest_before_its_slow_start(db, monkeypatch, capsys, tmp_path):
+    # the lock is checked before the corpus is read and the model loaded: a model that does not
+    # exist and a corpus that does not parse are not what the user is told about
+    bad = tmp_path / "bad.conllu"
+    bad.write_text("1\tx\n", encoding="utf-8")
+    h = Holder(db)
+    try:
+        code, out, err = run_cli(["ingest", db, bad, "--model", str(tmp_path / "no-model"), "-q"],
+                                 monkeypatch, capsys)
+    finally:
+        h.close()
+    assert code == 1 and out == ""
+    assert err.startswith(f"error: {db}: the database is locked by process {h.pid}")
