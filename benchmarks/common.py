@@ -11,7 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-EWT_DEV = Path("/work/shared/corpora/en_ewt-ud-dev.conllu")
+#: UD English EWT dev: the shared/ folder beside the checkout (as on this project's machines and
+#: CI), or wherever HEADDB_EWT_DEV points; callers fall back to the bundled sample without it.
+EWT_DEV = Path(os.environ.get("HEADDB_EWT_DEV",
+                              Path(__file__).resolve().parents[2] / "shared" / "corpora" / "en_ewt-ud-dev.conllu"))
 
 
 def machine() -> dict:

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import time
 from pathlib import Path
 
-DEV = Path("/work/shared/corpora/en_ewt-ud-dev.conllu")
+# UD English EWT dev from the shared/ folder beside the checkout, or HEADDB_EWT_DEV (see --train)
+DEV = Path(os.environ.get("HEADDB_EWT_DEV",
+                          Path(__file__).resolve().parents[2] / "shared" / "corpora" / "en_ewt-ud-dev.conllu"))
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 

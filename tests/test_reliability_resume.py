@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-EWT = Path("/work/shared/corpora/en_ewt-ud-dev.conllu")
+EWT = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "en_ewt-ud-dev.conllu"  # beside the checkout
 HEADDB = str(Path(sys.executable).with_name("headdb"))
 N = 150
 BATCH = 4
