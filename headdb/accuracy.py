@@ -48,6 +48,11 @@ def _wide(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return out.reset_index()
 
 
+def _with_dependencies(name: str) -> str:
+    """A query file with the shared dependency-edge CTE (queries/analysis/dependencies.sql) put in."""
+    return query(name).replace("{dependencies}", query("analysis/dependencies"))
+
+
 def head_accuracy(db: DbLike, run: int | str | None = None) -> pd.DataFrame:
     """Accuracy of every head for every relation and direction, on each split.
 
@@ -55,7 +60,7 @@ def head_accuracy(db: DbLike, run: int | str | None = None) -> pd.DataFrame:
     """
     with open_db(db) as con:
         run_id = resolve_run(con, run)
-        raw = con.execute(query("analysis/head_accuracy"), {"run": run_id}).df()
+        raw = con.execute(_with_dependencies("analysis/head_accuracy"), {"run": run_id}).df()
     if raw.empty:
         raise InputError(f"run {run_id} has no dependency edges to score (a corpus without syntax?)")
     return _wide(raw, ["layer", "head", "relation", "direction"])
@@ -65,7 +70,7 @@ def offset_baselines(db: DbLike, run: int | str | None = None) -> pd.DataFrame:
     """Accuracy of every fixed offset in -10..10 (not 0) per relation and direction, on each split."""
     with open_db(db) as con:
         run_id = resolve_run(con, run)
-        raw = con.execute(query("analysis/offset_accuracy"), {"run": run_id, "offsets": list(OFFSETS)}).df()
+        raw = con.execute(_with_dependencies("analysis/offset_accuracy"), {"run": run_id, "offsets": list(OFFSETS)}).df()
     if raw.empty:
         raise InputError(f"run {run_id} has no dependency edges to score (a corpus without syntax?)")
     return _wide(raw, ["offset", "relation", "direction"])
