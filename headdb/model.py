@@ -191,8 +191,8 @@ def device_edges(values, indices, lengths, min_mass: float | None) -> BatchEdges
     keep &= (torch.arange(W, device=values.device) < lengths.view(B, 1)).view(B, 1, 1, W, 1)
     b, layer, head, query, _ = keep.nonzero(as_tuple=True)
     small = torch.stack([layer, head, query, indices[keep]]).to(torch.int16).cpu().numpy()
-    return BatchEdges(b.to(torch.int32).cpu().numpy(), small[0], small[1], small[2], small[3],
-                      values[keep].cpu().numpy())
+    return BatchEdges(small[0], small[1], small[2], small[3], values[keep].cpu().numpy(),
+                      sentence=b.to(torch.int32).cpu().numpy())
 
 
 def _has_auto_map(folder: Path) -> bool:

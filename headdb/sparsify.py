@@ -84,31 +84,24 @@ def sentence_edges(values: np.ndarray, indices: np.ndarray, length: int, min_mas
 
 
 @dataclass
-class BatchEdges:
+class BatchEdges(SentenceEdges):
     """The kept edges of a whole batch as flat arrays, ordered by (sentence, layer, head,
     query_pos, rank): ``sentence`` indexes the batch's inputs (int32), the rest as in
     :class:`SentenceEdges`."""
 
     sentence: np.ndarray
-    layer: np.ndarray
-    head: np.ndarray
-    query_pos: np.ndarray
-    key_pos: np.ndarray
-    weight: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.weight)
 
     @classmethod
     def from_sentences(cls, edges: list[SentenceEdges | None]) -> BatchEdges:
         """Concatenate per-sentence edges (None: an input without edges, e.g. skipped)."""
         parts = [(i, e) for i, e in enumerate(edges) if e is not None and len(e)]
         if not parts:
-            return cls(np.zeros(0, np.int32), *(np.zeros(0, np.int16) for _ in range(4)), np.zeros(0, np.float32))
+            return cls(*(np.zeros(0, np.int16) for _ in range(4)), np.zeros(0, np.float32),
+                       sentence=np.zeros(0, np.int32))
         return cls(
-            np.repeat(np.array([i for i, _ in parts], dtype=np.int32), [len(e) for _, e in parts]),
             *(np.concatenate([getattr(e, f) for _, e in parts]) for f in ("layer", "head", "query_pos", "key_pos")),
             np.concatenate([e.weight for _, e in parts]),
+            sentence=np.repeat(np.array([i for i, _ in parts], dtype=np.int32), [len(e) for _, e in parts]),
         )
 
 
@@ -125,5 +118,5 @@ def batch_edges(values: np.ndarray, indices: np.ndarray, lengths, min_mass: floa
     counts = keep.sum(axis=-1, dtype=np.int64).ravel()
     rows = np.indices(keep.shape[:-1], dtype=np.int32).reshape(4, -1)
     layer, head, query = (np.repeat(rows[i].astype(np.int16), counts) for i in (1, 2, 3))
-    return BatchEdges(np.repeat(rows[0], counts), layer, head, query,
-                      indices[keep].astype(np.int16), values[keep].astype(np.float32))
+    return BatchEdges(layer, head, query, indices[keep].astype(np.int16), values[keep].astype(np.float32),
+                      sentence=np.repeat(rows[0], counts))
