@@ -75,6 +75,14 @@ def _open(path: str | Path, read_only: bool, config: dict[str, Any] | None = Non
                 "wait for it to finish (read-only commands work once no writer holds it)"
             ) from None
         raise DatabaseError(f"{path}: {text.splitlines()[0]}") from None
+    except duckdb.ConnectionException as exc:
+        if "different configuration" in str(exc):
+            raise DatabaseError(
+                f"{path}: this process already has the database open with other settings (a "
+                "headdb.engine(), a read-only or a writable duckdb connection); close it first "
+                "(engine.dispose(), con.close())"
+            ) from None
+        raise DatabaseError(f"{path}: {str(exc).splitlines()[0]}") from None
     except duckdb.Error as exc:
         raise DatabaseError(f"{path}: {str(exc).splitlines()[0]}") from None
 
