@@ -157,23 +157,17 @@ def ingest(
             stream = read_corpus(corpus_path, fmt, pairs=pairs, parser=spacy_parser, stats=ReadStats())
             if limit is not None:
                 stream = islice(stream, limit)
-            def encoded_windows() -> Iterator[list]:
-                for window in _windows(stream, batch_size * WINDOW_BATCHES):
-                    if all(s.sentence_id in finished for s in window):
-                        continue
-                    encoded = am.encode(window, truncate)
-                    encoded.sort(key=lambda e: e.length)  # stable: ties keep corpus order
-                    yield encoded
-
-            # reading and tokenizing run a window ahead on a thread where the model leaves the
-            # CPU free (as the writer does); the windows, and so the batches, are the same
-            windows = _prefetch(encoded_windows(), enabled=_overlap_writes(am))
+            windows = _windows(stream, batch_size * WINDOW_BATCHES)
             while True:
                 t0 = clock()
-                encoded = next(windows, None)
-                _add(result.timings, "read_encode", clock() - t0)
-                if encoded is None:
+                window = next(windows, None)
+                if window is None:
                     break
+                if all(s.sentence_id in finished for s in window):
+                    continue
+                encoded = am.encode(window, truncate)
+                encoded.sort(key=lambda e: e.length)  # stable: ties keep corpus order
+                _add(result.timings, "read_encode", clock() - t0)
                 for i in range(0, len(encoded), batch_size):
                     batch = encoded[i : i + batch_size]
                     if all(e.sentence.sentence_id in finished for e in batch):
@@ -257,39 +251,6 @@ def _overlap_writes(am) -> bool:
     if str(am.device).startswith("cuda"):
         return True
     return (os.cpu_count() or 1) > am.torch.get_num_threads()
-
-
-def _prefetch(items: Iterator, enabled: bool, depth: int = 1) -> Iterator:
-    """``items`` in order, computed up to ``depth`` ahead on a thread (as is, when not enabled).
-
-    An exception in the thread is raised where the item it was computing would have come.
-    """
-    if not enabled:
-        return items
-    done = object()
-    box: queue.Queue = queue.Queue(maxsize=depth)
-
-    def fill() -> None:
-        try:
-            for item in items:
-                box.put((item, None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            box.put((None, exc))
-            return
-        box.put((done, None))
-
-    threading.Thread(target=fill, name="headdb-prefetch", daemon=True).start()
-
-    def drain() -> Iterator:
-        while True:
-            item, exc = box.get()
-            if exc is not None:
-                raise exc
-            if item is done:
-                return
-            yield item
-
-    return drain()
 
 
 class _Writer:
