@@ -60,6 +60,14 @@ def _cell(v) -> str:
     return str(v)
 
 
+def _export(df, out: Path) -> None:
+    """Write a command's result to .csv, .json or .parquet and say so on stderr."""
+    from headdb.query import export
+
+    export(df, out)
+    typer.echo(f"wrote {len(df)} rows to {out}", err=True)
+
+
 _FORMAT = typer.Option("table", "--format", "-f", help="Output format: table, csv or json.")
 
 
@@ -172,15 +180,13 @@ def sql(
     write: bool = typer.Option(False, "--write", help="Open the database writable (default: read-only)."),
 ) -> None:
     """Run SQL on the store (read-only by default); score views scores_<role> are available."""
-    from headdb.query import export
     from headdb.query import sql as api_sql
 
     if format not in ("table", "csv", "json"):
         raise typer.BadParameter("--format must be table, csv or json")
     df = api_sql(db, query, write=write)
     if out is not None:
-        export(df, out)
-        typer.echo(f"wrote {len(df)} rows to {out}", err=True)
+        _export(df, out)
     else:
         _print_df(df, format)
 
@@ -230,13 +236,11 @@ def classify(
     * marks heads with the role, ~ heads whose decision the sparse bound could flip.
     """
     from headdb.classify import classify as api_classify
-    from headdb.query import export
 
     df = api_classify(db, run, roles, roles_dir, tau=tau, alpha=alpha, correction=correction)
     _print_classification(df)
     if out is not None:
-        export(df, out)
-        typer.echo(f"wrote {len(df)} rows to {out}", err=True)
+        _export(df, out)
 
 
 def _print_classification(df) -> None:
@@ -280,7 +284,6 @@ def compare(
     """
     from headdb.compare import compare as api_compare
     from headdb.compare import layer_profile, role_changes
-    from headdb.query import export
 
     df = api_compare(db, run_a, run_b, roles=roles, correction=correction, alpha=alpha)
     a = df.attrs
@@ -289,8 +292,7 @@ def compare(
     if a["basis"] == "paired":
         typer.echo(f"test: {a['test']}; layers and heads are 0-based", err=True)
     if out is not None:
-        export(df, out)
-        typer.echo(f"wrote {len(df)} rows to {out}", err=True)
+        _export(df, out)
         return
     if a["basis"] == "paired":
         changes = role_changes(df)
@@ -314,14 +316,12 @@ def accuracy(
     Heads and offsets are chosen on the even sentence_ids and reported on the odd ones.
     """
     from headdb.accuracy import accuracy as api_accuracy
-    from headdb.query import export
 
     df = api_accuracy(db, run, min_count=min_count)
     typer.echo(f"heads and offsets selected on {df.attrs['selected_on']}s, accuracy reported on "
                f"{df.attrs['reported_on']}s; layers and heads are 0-based", err=True)
     if out is not None:
-        export(df, out)
-        typer.echo(f"wrote {len(df)} rows to {out}", err=True)
+        _export(df, out)
     else:
         _print_df(df.drop(columns=["selected_on", "reported_on"]), format)
 
