@@ -148,7 +148,8 @@ def _score_figures(plt, con, run_id: int, roles: list[str], fig_dir: Path, writt
             title=f"{role}: mean sieve bias score per head ({int(sig.sum())} of {sig.size} heads significant)",
             xlabel="head (0-based)", ylabel="layer (0-based)",
             cbar="mean score (log scale; 1 = uniform attention)", cmap="viridis", norm=LogNorm(lo, hi), marks=sig,
-            note=f"{NUMBERING} Boxed, bold: significant heads (mean score > tau = {tau:g}). Grey: not tested.")
+            note=f"{NUMBERING} Boxed, bold: heads with the role (one-sided t-test of mean score > tau = {tau:g}, "
+                 "corrected p below alpha). Grey: not tested.")
         png = _save(plt, fig, f"heatmap_{_safe(role)}", fig_dir, written)
         out.append(_Figure(f"heatmap_{_safe(role)}", f"{role}: mean score per head",
                            f"Mean score per layer and head; significant heads boxed (tau = {tau:g}). {NUMBERING}",
