@@ -156,12 +156,20 @@ def write_batch(con: duckdb.DuckDBPyConnection, run_id: int, corpus_id: int, enc
 
 
 def runs(db: str | Path) -> pd.DataFrame:
-    """Every run with its provenance, status and counts."""
+    """Every run with its provenance, status and counts.
+
+    ``status`` is done, failed, or interrupted: a run that a killed process left marked
+    running (none can be running while this reads the file, since an ingest holds the write
+    lock); re-running the same ingest command resumes it.
+    """
     con = connect(db, read_only=True)
     try:
         return con.execute(
             """
-            SELECT r.run_id, r.run_name, r.status, r.model, r.model_hash, r.model_type, r.tokenizer,
+            -- an ingest holds the write lock for as long as it runs, so a run still marked
+            -- 'running' while this read-only connection is open was interrupted (killed)
+            SELECT r.run_id, r.run_name,
+                   CASE WHEN r.status = 'running' THEN 'interrupted' ELSE r.status END AS status, r.model, r.model_hash, r.model_type, r.tokenizer,
                    r.n_layers, r.n_heads, r.dtype, r.attn_implementation, r.device, r.max_length,
                    r.truncate, r.top_k, r.min_mass, r.dense, r.corpus_path, r.corpus_sha256,
                    r.corpus_format, r.pairs, r.sentence_limit, r.batch_size, r.headdb_version,

@@ -82,3 +82,19 @@ def test_connections_draw_no_duckdb_progress_bar(store):
     for con in (connect(store, read_only=True), connect_restricted(store)):
         assert con.execute("SELECT current_setting('enable_progress_bar')").fetchone()[0] is False
         con.close()
+
+
+def test_runs_lists_a_killed_run_as_interrupted(store):
+    # a process killed mid-ingest leaves status 'running'; while runs() can read the file no
+    # ingest holds its write lock, so that run is shown as interrupted
+    con = connect(store)
+    for status in ("running", "done"):
+        con.execute(
+            "INSERT INTO runs (run_name, fingerprint, corpus_id, corpus_path, corpus_sha256, corpus_format, pairs, "
+            "model, model_hash, model_type, tokenizer, n_layers, n_heads, dtype, attn_implementation, device, "
+            "max_length, truncate, top_k, dense, batch_size, headdb_version, library_versions, status) "
+            "VALUES (?, 'f', 1, 'c.conllu', 's', 'conllu', false, 'm', 'h', 'bert', 't', 2, 2, 'float32', 'eager', "
+            "'cpu', 512, false, 8, false, 32, '0', '{}', ?)", [f"r-{status}", status])
+    con.close()
+    assert headdb.runs(store)["status"].tolist() == ["interrupted", "done"]
+    assert headdb.sql(store, "SELECT status FROM runs ORDER BY run_id")["status"].tolist() == ["running", "done"]
