@@ -111,12 +111,13 @@ def _store(db: str | Path, run_id: int, roles: list[Role], scores: pd.DataFrame,
             finally:
                 con.unregister("_headdb_scores")
             tests["classification_id"] = classification_id
+            tests["role_sha256"] = tests["role"].astype(str).map({r.name: r.sha256 for r in roles})
             con.register("_headdb_tests", tests)
             try:
                 con.execute("INSERT INTO head_tests (classification_id, run_id, layer, head, role, n, mean, std, tau, "
-                            "t, p, p_adj, significant, ci_low, ci_high, flip_possible) "
+                            "t, p, p_adj, significant, ci_low, ci_high, flip_possible, role_sha256) "
                             "SELECT classification_id, run_id, layer, head, role, n, mean, std, tau, t, p, p_adj, "
-                            "significant, ci_low, ci_high, flip_possible FROM _headdb_tests")
+                            "significant, ci_low, ci_high, flip_possible, role_sha256 FROM _headdb_tests")
             finally:
                 con.unregister("_headdb_tests")
     finally:

@@ -95,6 +95,25 @@ def test_user_role_is_picked_up_scored_and_classified(tmp_path):
     assert stored.to_dict("records") == [{"role": "previous", "n": 2}]
 
 
+def test_each_test_records_the_version_of_its_role(tmp_path):
+    # the roles table keeps the latest definition of a name; every test keeps the sha256 of the
+    # role SQL that produced it, so an edited user role does not rewrite history
+    roles_dir = tmp_path / "roles"
+    path = _write(roles_dir, "previous", PREVIOUS)
+    db = _previous_token_store(tmp_path / "p.db")
+    first = headdb.classify(db, roles="previous", roles_dir=roles_dir)
+    sha_1 = load_roles(roles_dir, "previous")[0].sha256
+    other = _previous_token_store(tmp_path / "q.db")
+    headdb.classify(other, roles="previous", roles_dir=roles_dir)
+    path.write_text(PREVIOUS.replace("-- tau: 2", "-- tau: 2.5"))
+    sha_2 = load_roles(roles_dir, "previous")[0].sha256
+    assert sha_1 != sha_2 and len(first) == 2
+    headdb.classify(db, roles="previous", roles_dir=roles_dir)
+    assert headdb.sql(db, "SELECT DISTINCT role_sha256 FROM head_tests")["role_sha256"].tolist() == [sha_2]
+    assert headdb.sql(other, "SELECT DISTINCT role_sha256 FROM head_tests")["role_sha256"].tolist() == [sha_1]
+    assert headdb.sql(db, "SELECT sha256 FROM roles WHERE role = 'previous'")["sha256"].tolist() == [sha_2]
+
+
 BROKEN = {
     # name: (file text, expected line, words the message must hold)
     "syntax": ("-- name: syntax\n-- description: d\n-- level: token\nSELECT run_id, sentence_id,\n"

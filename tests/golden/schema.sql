@@ -43,6 +43,7 @@ TABLE head_tests
   ci_low DOUBLE
   ci_high DOUBLE
   flip_possible BOOLEAN NOT NULL
+  role_sha256 VARCHAR
   PRIMARY KEY (run_id, role, layer, head)
 TABLE roles
   role VARCHAR NOT NULL
