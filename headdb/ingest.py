@@ -25,7 +25,7 @@ import numpy as np
 from headdb import __version__
 from headdb.corpus import ReadStats, Sentence, file_sha256, infer_format, read_corpus, validate
 from headdb.db import check_writable, connect, transaction
-from headdb.errors import DatabaseError, HeaddbError, InputError
+from headdb.errors import DatabaseError, InputError
 from headdb.sparsify import BatchEdges, Sparsity
 
 #: Sentences tokenized and sorted by length together; batches are cut from each window.
@@ -206,11 +206,6 @@ def _batch_edges(am, batch: list, sparsity: Sparsity, timings: dict[str, float])
     return edges
 
 
-def _run_batch(con, am, run_id: int, corpus_id: int, batch: list, sparsity: Sparsity, result: IngestResult) -> None:
-    """Compute and write one batch on the calling thread (what the writer thread does, in one step)."""
-    _write(con, run_id, corpus_id, batch, _batch_edges(am, batch, sparsity, result.timings), result)
-
-
 def _write(con, run_id: int, corpus_id: int, batch: list, edges: BatchEdges | None, result: IngestResult) -> None:
     from headdb.store import write_batch
 
@@ -333,8 +328,6 @@ def _start_run(con, fingerprint, new_run, run_name, corpus_path, sha, fmt, pairs
                     return prev[0], False, True
                 con.execute("UPDATE runs SET status = 'running', error = NULL WHERE run_id = ?", [prev[0]])
                 return prev[0], True, False
-        from headdb.model import AttentionModel  # noqa: F401 - typing only
-
         versions = json.loads(am.versions())
         import duckdb
 
@@ -415,4 +408,4 @@ def _stderr_console():
     return Console(file=sys.stderr)
 
 
-__all__ = ["ingest", "IngestResult", "HeaddbError"]
+__all__ = ["ingest", "IngestResult"]
