@@ -1,8 +1,9 @@
 """Ingestion: corpus -> words -> aligned tokens -> attention -> sparse edges -> DuckDB.
 
-Streams in length-bucketed batches; each batch commits atomically. Batches are a fixed
-function of the corpus and the settings, so re-running an interrupted ingest skips the
-batches that committed and ends with exactly what an uninterrupted run stores.
+Streams in length-bucketed batches; consecutive batches commit together, atomically, once they
+hold ``COMMIT_EDGES`` edges (and at the end). Batches are a fixed function of the corpus and the
+settings, so re-running an interrupted ingest skips the batches that committed and ends with
+exactly what an uninterrupted run stores.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ from headdb.sparsify import BatchEdges, Sparsity
 
 #: Sentences tokenized and sorted by length together; batches are cut from each window.
 WINDOW_BATCHES = 16
+#: Batches are committed together once they hold this many edges (0: every batch on its own).
+#: Each commit has a fixed cost (an INSERT per table) and small appends leave DuckDB's row
+#: groups partly filled, so on 2 cores one commit per batch of 32 EWT sentences cost 3.6 s of
+#: a 9 s ingest, against 2.3 s with 2 M edges a commit (docs/benchmarks.md). What an interrupted
+#: run loses is at most that much work, which a resume redoes.
+COMMIT_EDGES = 2_000_000
 
 
 @dataclass
@@ -136,7 +143,8 @@ def ingest(
     }
     fingerprint = _fingerprint(settings)
     con = connect(db)
-    threads = _append_threads(am)
+    overlapped = _overlap_writes(am)
+    threads = _append_threads(am, overlapped)
     con.execute("SET threads = ?", [threads])
     try:
         # a TSV file holds pairs by itself; runs.pairs says whether the inputs are pairs
@@ -151,8 +159,10 @@ def ingest(
         finished = {r[0] for r in con.execute("SELECT sentence_id FROM run_sentences WHERE run_id = ?", [run_id]).fetchall()}
         started = time.perf_counter()
         bar = _progress(progress, n_total, len(finished))
-        writer = _Writer(con, run_id, corpus_id, result, threaded=_overlap_writes(am))
+        writer = _Writer(con, run_id, corpus_id, result, threaded=overlapped)
         clock = time.perf_counter
+        pending: list[tuple[list, BatchEdges | None]] = []  # computed, not yet handed to the writer
+        pending_edges = 0
         try:
             stream = read_corpus(corpus_path, fmt, pairs=pairs, parser=spacy_parser, stats=ReadStats())
             if limit is not None:
@@ -172,8 +182,15 @@ def ingest(
                     batch = encoded[i : i + batch_size]
                     if all(e.sentence.sentence_id in finished for e in batch):
                         continue
-                    writer.put(batch, _batch_edges(am, batch, sparsity, result.timings))
+                    edges = _batch_edges(am, batch, sparsity, result.timings)
+                    pending.append((batch, edges))
+                    pending_edges += len(edges) if edges is not None else 0
+                    if pending_edges >= COMMIT_EDGES:
+                        writer.put(pending)
+                        pending, pending_edges = [], 0
                     bar(len(batch))
+            if pending:
+                writer.put(pending)
             writer.close()
         except BaseException as exc:
             writer.close(abort=True)
@@ -206,16 +223,19 @@ def _batch_edges(am, batch: list, sparsity: Sparsity, timings: dict[str, float])
     return edges
 
 
-def _write(con, run_id: int, corpus_id: int, batch: list, edges: BatchEdges | None, result: IngestResult) -> None:
-    from headdb.store import write_batch
+def _write(con, run_id: int, corpus_id: int, parts: list[tuple[list, BatchEdges | None]],
+           result: IngestResult) -> None:
+    """Commit ``parts`` (batches with their edges) in one transaction and count them."""
+    from headdb import store
 
-    result.edges += write_batch(con, run_id, corpus_id, batch, edges, result.timings)
-    for e in batch:
-        if e.status == "skipped":
-            result.skipped += 1
-        else:
-            result.sentences += 1
-            result.truncated += e.status == "truncated"
+    result.edges += store.write_batches(con, run_id, corpus_id, parts, result.timings)
+    for batch, _ in parts:
+        for e in batch:
+            if e.status == "skipped":
+                result.skipped += 1
+            else:
+                result.sentences += 1
+                result.truncated += e.status == "truncated"
 
 
 #: DuckDB threads while ingesting; None decides by the device (see _append_threads).
@@ -224,17 +244,20 @@ APPEND_THREADS: int | None = None
 OVERLAP_WRITES: bool | None = None
 
 
-def _append_threads(am) -> int:
-    """DuckDB threads for the appends (``APPEND_THREADS`` overrides). On a CPU, one: torch uses
-    the cores. On a GPU the write is the bottleneck and the cores are free: min(cores, 16) (an
-    H200 box appended 5.8 M edges/s with 1 thread, 10.3 M/s with 4). Parallel appends compress
-    as well as one thread since each batch's edges are one contiguous Arrow table (with one
-    Arrow chunk per sentence they left partly filled row groups: docs/benchmarks.md)."""
+def _append_threads(am, overlapped: bool) -> int:
+    """DuckDB threads for the appends (``APPEND_THREADS`` overrides): every core, up to 16, when
+    the model waits for the write (a CPU ingest commits between batches, so torch is idle then)
+    or leaves the cores free (a GPU); the cores torch does not use when a writer thread overlaps
+    the model on a CPU. Parallel appends compress as well as one thread as long as each commit's
+    edges are one contiguous Arrow table (store.write_batches). Measured on 2 cores: 19 M EWT
+    edges in 2 M-edge commits took 2.2 s with one thread and 1.2 s with two; an H200 box appended
+    5.8 M edges/s with 1 thread and 10.3 M/s with 4 (docs/benchmarks.md)."""
     if APPEND_THREADS is not None:
         return APPEND_THREADS
-    if str(am.device).startswith("cuda"):
-        return max(1, min(os.cpu_count() or 1, 16))
-    return 1
+    cores = os.cpu_count() or 1
+    if overlapped and not str(am.device).startswith("cuda"):
+        return max(1, cores - am.torch.get_num_threads())
+    return max(1, min(cores, 16))
 
 
 def _overlap_writes(am) -> bool:
@@ -249,9 +272,9 @@ def _overlap_writes(am) -> bool:
 
 
 class _Writer:
-    """Commits batches on a thread of its own so that DuckDB's work overlaps the model's.
+    """Commits groups of batches on a thread of its own so that DuckDB's work overlaps the model's.
 
-    One thread and a FIFO queue: batches commit in exactly the order they were computed, each
+    One thread and a FIFO queue: groups commit in exactly the order they were computed, each
     in its own transaction, so what is stored (and what a resume skips) is the same as with a
     sequential loop. The queue is short, which bounds memory: the model waits when the writer
     is behind (counted as ``write_wait``).
@@ -278,7 +301,7 @@ class _Writer:
             if self._error is not None or self._abort:
                 continue  # drain without writing: the run has failed
             try:
-                _write(self._con, *self._args, item[0], item[1], self._result)
+                _write(self._con, *self._args, item, self._result)
             except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread
                 self._error = exc
 
@@ -286,17 +309,18 @@ class _Writer:
         if self._error is not None:
             raise self._error
 
-    def put(self, batch: list, edges: BatchEdges | None) -> None:
+    def put(self, parts: list[tuple[list, BatchEdges | None]]) -> None:
+        """Commit ``parts`` (batches with their edges) in one transaction, now or on the thread."""
         if self._thread is None:
-            _write(self._con, *self._args, batch, edges, self._result)
+            _write(self._con, *self._args, parts, self._result)
             return
         self._check()
         t0 = time.perf_counter()
-        self._queue.put((batch, edges))
+        self._queue.put(parts)
         _add(self._result.timings, "write_wait", time.perf_counter() - t0)
 
     def close(self, abort: bool = False) -> None:
-        """Wait for every queued batch to commit (``abort``: for the one being written only)."""
+        """Wait for every queued group to commit (``abort``: for the one being written only)."""
         if self._thread is None:
             return
         self._abort = abort

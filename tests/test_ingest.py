@@ -282,13 +282,17 @@ def uninterrupted(tmp_path_factory) -> dict:
 
 @pytest.mark.parametrize("where", ["between_batches", "inside_transaction"])
 def test_crash_then_rerun_equals_uninterrupted(tmp_path, monkeypatch, uninterrupted, where):
+    import importlib
+
     import headdb.store as store
 
+    # every batch commits on its own here (grouped commits: the next test)
+    monkeypatch.setattr(importlib.import_module("headdb.ingest"), "COMMIT_EDGES", 0)
     opts, corpus, expected = CRASH_OPTS, None, uninterrupted
     crashed = tmp_path / "crashed.db"
     calls = {"n": 0}
     if where == "between_batches":
-        real = store.write_batch
+        real = store.write_batches
 
         def flaky(*args, **kwargs):
             calls["n"] += 1
@@ -296,7 +300,7 @@ def test_crash_then_rerun_equals_uninterrupted(tmp_path, monkeypatch, uninterrup
                 raise RuntimeError("simulated crash")
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(store, "write_batch", flaky)
+        monkeypatch.setattr(store, "write_batches", flaky)
     else:
         real = store._insert
 
@@ -320,3 +324,49 @@ def test_crash_then_rerun_equals_uninterrupted(tmp_path, monkeypatch, uninterrup
     assert again.resumed and again.run_id == 1 and again.sentences == 24 - 12
     _assert_same_store(_store_snapshot(crashed), expected)
     assert table_rows(crashed, "runs", "status, error") == [("done", None)]
+
+
+def test_batches_commit_in_groups_of_commit_edges_and_a_crash_loses_only_the_open_group(
+        tmp_path, monkeypatch, uninterrupted):
+    """Batches commit together once they hold COMMIT_EDGES edges; a crash in a group keeps the
+    groups before it, and the resume redoes the rest, batch for batch the same store."""
+    import importlib
+
+    import headdb.store as store
+
+    ingest_mod = importlib.import_module("headdb.ingest")
+    groups: list[int] = []
+    real = store.write_batches
+
+    def recording(con, run_id, corpus_id, parts, timings=None):
+        groups.append(len(parts))
+        if fail[0] and len(groups) == 2:
+            raise RuntimeError("simulated crash")
+        return real(con, run_id, corpus_id, parts, timings)
+
+    monkeypatch.setattr(store, "write_batches", recording)
+    fail = [False]
+    # the default: the whole small run is far below COMMIT_EDGES, so one transaction at the end
+    default_db = tmp_path / "default.db"
+    headdb.ingest(default_db, None, **CRASH_OPTS)
+    assert groups == [6]
+    _assert_same_store(_store_snapshot(default_db), uninterrupted)
+    # a quarter of the run's edges a group: several groups, some of several batches
+    groups.clear()
+    monkeypatch.setattr(ingest_mod, "COMMIT_EDGES", len(uninterrupted["edges"]) // 4)
+    grouped_db = tmp_path / "grouped.db"
+    headdb.ingest(grouped_db, None, **CRASH_OPTS)
+    assert sum(groups) == 6 and len(groups) >= 3 and max(groups) >= 2, groups  # e.g. [3, 2, 1]
+    _assert_same_store(_store_snapshot(grouped_db), uninterrupted)
+    sizes = list(groups)
+    # the second group fails: the first stays, whole; the resume stores exactly the rest
+    groups.clear()
+    fail[0] = True
+    crashed = tmp_path / "crashed.db"
+    with pytest.raises(RuntimeError):
+        headdb.ingest(crashed, None, **CRASH_OPTS)
+    fail[0] = False
+    assert len(table_rows(crashed, "run_sentences")) == 4 * sizes[0]
+    again = headdb.ingest(crashed, None, **CRASH_OPTS)
+    assert again.resumed and again.sentences == 24 - 4 * sizes[0]
+    _assert_same_store(_store_snapshot(crashed), uninterrupted)

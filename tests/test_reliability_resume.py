@@ -105,17 +105,20 @@ def reference(tmp_path_factory, corpus) -> Path:
     return db
 
 
-# The real CLI in a child process; the only addition is a line on stdout after each batch
-# commits, so that the parent can kill it at a chosen point whatever the machine's speed.
+# The real CLI in a child process; the only additions are a line on stdout after each batch
+# commits, so that the parent can kill it at a chosen point whatever the machine's speed, and
+# one commit per batch (the whole small run would otherwise be one group: COMMIT_EDGES).
 OBSERVED_CLI = """
 import sys, time
+import importlib
 import headdb.store as store
-real = store.write_batch
-def write_batch(*args, **kwargs):
+importlib.import_module("headdb.ingest").COMMIT_EDGES = 0
+real = store.write_batches
+def write_batches(*args, **kwargs):
     n = real(*args, **kwargs)
     print("committed", time.perf_counter(), flush=True)
     return n
-store.write_batch = write_batch
+store.write_batches = write_batches
 from headdb.cli import main
 sys.argv = ["headdb", *sys.argv[1:]]
 main()
@@ -198,6 +201,7 @@ def test_write_error_leaves_a_usable_store_and_a_failed_run_that_resumes(tmp_pat
     ingest_mod = importlib.import_module("headdb.ingest")  # the module, not the lazy API function
 
     monkeypatch.setattr(ingest_mod, "OVERLAP_WRITES", overlap, raising=False)
+    monkeypatch.setattr(ingest_mod, "COMMIT_EDGES", 0)  # one commit per batch
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     db = tmp_path / "full.db"
     _flaky_insert(monkeypatch, fail_at=3)
