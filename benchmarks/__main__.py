@@ -146,13 +146,15 @@ def render(r: dict) -> str:
             add("scale: marginal time per sentence, 4x->16x over 1x->4x (ingest, classify)",
                 f"{sc['ingest_marginal_slope_ratio']:.2f}, {_f(sc.get('classify_marginal_slope_ratio'))}", "1 +- 0.10")
         add("scale: ingest peak RSS 16x/1x", f"{sc['ingest_rss_ratio_16x_vs_1x']:.2f}", "flat")
+        if "ingest_rss_ratio_64x_vs_16x" in sc:
+            add("scale: ingest peak RSS 64x/16x", f"{sc['ingest_rss_ratio_64x_vs_16x']:.2f}", "flat")
     bl = r.get("baseline")
     if bl:
         add("research loops over dense maps (s)", _f(bl["python_loops_s"]))
         for name in ("k8", "dense"):
             if f"speedup_{name}" in bl:
                 add(f"SQL classify on the {name} store: s, times faster", f"{bl[f'sql_classify_{name}_s']:.2f}, "
-                    f"**{bl[f'speedup_{name}']:.0f}x**")
+                    f"**{bl[f'speedup_{name}']:.1f}x**")
     return "\n".join(lines)
 
 

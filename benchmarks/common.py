@@ -1,11 +1,10 @@
-"""Helpers shared by the benchmark sections: machine description, timing, subprocess RSS."""
+"""Helpers shared by the benchmark sections: machine description, timing, child processes."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -53,6 +52,14 @@ def corpus_prefix(src: Path, n: int, dst: Path, repeat: bool = True) -> Path:
     return dst
 
 
+def corpus_repeated(src: Path, n: int, times: int, dst: Path) -> Path:
+    """The first ``n`` sentences of a CoNLL-U file, ``times`` times over: more of the same data,
+    so that sizes differ and nothing else does (the longest sentence, hence the largest batch)."""
+    blocks = [b.strip("\n") for b in src.read_text(encoding="utf-8").split("\n\n") if b.strip()][:n]
+    dst.write_text("\n\n".join(blocks * times) + "\n\n", encoding="utf-8")
+    return dst
+
+
 def text_from_conllu(src: Path, dst: Path) -> Path:
     """The ``# text`` lines of a CoNLL-U file, one sentence a line (raw text for spaCy)."""
     lines = [ln[len("# text = "):] for ln in src.read_text(encoding="utf-8").splitlines() if ln.startswith("# text = ")]
@@ -61,7 +68,8 @@ def text_from_conllu(src: Path, dst: Path) -> Path:
 
 
 def run_child(code: str, args: dict) -> dict:
-    """Run ``code`` in a fresh interpreter (it prints one JSON line last); add its peak RSS."""
+    """Run ``code`` in a fresh interpreter (it prints one JSON line last, with its own peak RSS
+    where it measures one); add the wall time of the child."""
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True,
                           env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
@@ -70,10 +78,6 @@ def run_child(code: str, args: dict) -> dict:
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     out["child_seconds"] = time.perf_counter() - t0
     return out
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def best(values: list[float]) -> float:

@@ -15,7 +15,6 @@ mean +- t_{1-alpha/2, n-1} * std / sqrt(n), with the sample std (ddof = 1).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -26,10 +25,22 @@ RESULT_COLUMNS = ["run", "layer", "head", "role", "n", "mean", "std", "tau", "t"
                   "significant", "ci_low", "ci_high", "flip_possible"]
 
 
+def _bh(q: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values, the steps of ``scipy.stats.false_discovery_control``
+    (method 'bh'): sort, scale by m / rank, running minimum from the largest, clip to [0, 1]."""
+    m = q.size
+    if m <= 1:
+        return q.copy()
+    order = np.argsort(q)
+    ps = q[order] * (m / np.arange(1, m + 1, dtype=float))
+    np.minimum.accumulate(ps[::-1], out=ps[::-1])
+    out = np.empty(m)
+    out[order] = ps
+    return np.clip(out, 0.0, 1.0)
+
+
 def adjust(p: np.ndarray, method: str) -> np.ndarray:
     """Adjusted p-values over one family; NaN entries stay NaN and are not in the family."""
-    from scipy import stats
-
     if method not in CORRECTIONS:
         raise ValueError(f"correction must be one of {', '.join(CORRECTIONS)}")
     p = np.asarray(p, dtype=float)
@@ -44,7 +55,7 @@ def adjust(p: np.ndarray, method: str) -> np.ndarray:
     elif method == "bonferroni":
         adj = np.minimum(1.0, q * m)
     elif method == "bh":
-        adj = stats.false_discovery_control(q, method="bh")
+        adj = _bh(q)
     else:  # holm: step-down, monotone
         order = np.argsort(q, kind="mergesort")
         stepped = np.minimum(1.0, (m - np.arange(m)) * q[order])
@@ -55,8 +66,15 @@ def adjust(p: np.ndarray, method: str) -> np.ndarray:
 
 
 def _one_role(values: np.ndarray, tau: float, alpha: float) -> dict[str, np.ndarray]:
-    """Tests of many heads over the same sentences: ``values`` is [heads, sentences]."""
-    from scipy import stats
+    """Tests of many heads over the same sentences: ``values`` is [heads, sentences].
+
+    The arithmetic of ``scipy.stats.ttest_1samp(values, tau, axis=1, alternative="greater")``
+    step for step (mean, variance as the mean squared deviation times n / (n - 1), t, and the
+    p-value from the Student t survival function ``scipy.special.stdtr``), which gives the same
+    numbers bit for bit (tests/test_stats.py) and imports in a fifth of the time of scipy.stats
+    (0.08 s against 0.39 s here), which every `headdb classify` would otherwise pay.
+    """
+    from scipy import special
 
     n = values.shape[1]
     h = values.shape[0]
@@ -65,14 +83,15 @@ def _one_role(values: np.ndarray, tau: float, alpha: float) -> dict[str, np.ndar
         nan = np.full(h, np.nan)
         return {"n": np.full(h, n), "mean": mean, "std": nan, "t": nan, "p": nan, "ci_low": nan, "ci_high": nan}
     std = values.std(axis=1, ddof=1)
-    # near-constant scores (a head that always does the same) are valid samples: scipy's
-    # precision warning and 0/0 are expected there, not errors
-    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        res = stats.ttest_1samp(values, tau, axis=1, alternative="greater")
-    half = stats.t.ppf(1 - alpha / 2, n - 1) * std / np.sqrt(n)
-    return {"n": np.full(h, n), "mean": mean, "std": std, "t": np.asarray(res.statistic, dtype=float),
-            "p": np.asarray(res.pvalue, dtype=float), "ci_low": mean - half, "ci_high": mean + half}
+    # near-constant scores (a head that always does the same) are valid samples: 0/0 there is
+    # expected (t and p NaN when the mean equals tau), not an error
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var = ((values - values.mean(axis=1, keepdims=True)) ** 2).mean(axis=1) * (n / (n - 1))
+        t = (mean - tau) / np.sqrt(var / n)
+    p = special.stdtr(n - 1, -t)
+    half = special.stdtrit(n - 1, 1 - alpha / 2) * std / np.sqrt(n)
+    return {"n": np.full(h, n), "mean": mean, "std": std, "t": t, "p": p,
+            "ci_low": mean - half, "ci_high": mean + half}
 
 
 def head_tests(scores: pd.DataFrame, heads: list[tuple[int, int]], roles: list[str],

@@ -23,13 +23,16 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def test_benchmark_suite_quick(tmp_path):
     out = tmp_path / "results.json"
     r = _run(["-m", "benchmarks", "--quick", "--sentences", "6", "--fidelity-sentences", "4", "--scale-base", "2",
-              "--only", "ingestion,storage,classify", "--no-text", "--workdir", str(tmp_path / "w"),
+              "--only", "ingestion,storage,classify,scale", "--no-text", "--workdir", str(tmp_path / "w"),
               "--out", str(out)], ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     data = json.loads(out.read_text())
     assert data["ingestion"]["conllu"]["end_to_end_sps"] > 0
     assert data["storage"]["edges"] > 0 and data["storage"]["edges_table_bytes_per_edge"] > 0
     assert "| measure | value | target |" in r.stdout
+    rows = data["scale"]["rows"]
+    assert [row["sentences"] for row in rows] == [2, 8, 32, 128]  # 2 sentences, 1x to 64x
+    assert all(100 < row["ingest_peak_rss_mib"] < 4000 for row in rows)  # a child's own, in MiB
 
 
 @pytest.mark.slow
@@ -40,3 +43,29 @@ def test_gpu_benchmark_runs_on_cpu(tmp_path):
     rows = json.loads((tmp_path / "gpu-results.json").read_text())["rows"]
     assert rows and rows[0]["sentences"] == 6
     assert {"forward", "topk", "write"} <= set(rows[0]["stages_s"])
+
+
+def test_child_peak_rss_is_the_childs_own_not_the_parents():
+    """Linux carries getrusage's ru_maxrss across fork and exec, so a child of a big parent
+    reported the parent's size (the scale section once read 1,237 MiB at every size)."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.common import run_child
+    from benchmarks.sections import _PEAK_RSS
+
+    ballast = bytearray(400 * 1024 * 1024)
+    ballast[:: 4096] = b"\1" * len(ballast[:: 4096])  # touch every page: the parent holds 400 MiB
+    code = _PEAK_RSS + "import json\nprint(json.dumps({'rss': peak_rss_mib()}))\n"
+    child = run_child(code, {})["rss"]
+    assert 1 < child < 200, child
+    del ballast
+
+
+def test_corpus_repeated_repeats_the_first_sentences(tmp_path):
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.common import corpus_repeated
+
+    src = tmp_path / "src.conllu"
+    blocks = [f"# sent_id = s{i}\n1\tw{i}\tw\tX\tX\t_\t0\troot\t_\t_" for i in range(5)]
+    src.write_text("\n\n".join(blocks) + "\n\n", encoding="utf-8")
+    out = corpus_repeated(src, 2, 3, tmp_path / "out.conllu").read_text(encoding="utf-8")
+    assert [b for b in out.split("\n\n") if b.strip()] == [blocks[0], blocks[1]] * 3

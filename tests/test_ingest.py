@@ -370,3 +370,25 @@ def test_batches_commit_in_groups_of_commit_edges_and_a_crash_loses_only_the_ope
     again = headdb.ingest(crashed, None, **CRASH_OPTS)
     assert again.resumed and again.sentences == 24 - 4 * sizes[0]
     _assert_same_store(_store_snapshot(crashed), uninterrupted)
+
+
+def test_ingest_bounds_duckdbs_memory(tmp_path, monkeypatch):
+    """DuckDB caches the blocks it writes up to its memory limit (80% of RAM by default); an
+    ingest sets one so that its memory does not grow with the store (docs/benchmarks.md)."""
+    import importlib
+
+    import headdb.store as store
+
+    ingest_mod = importlib.import_module("headdb.ingest")
+    seen = []
+    real = store.write_batches
+
+    def spy(con, *args, **kwargs):
+        seen.append(con.execute("SELECT current_setting('memory_limit'), current_setting('threads')").fetchone())
+        return real(con, *args, **kwargs)
+
+    monkeypatch.setattr(store, "write_batches", spy)
+    headdb.ingest(tmp_path / "m.db", None, limit=4, batch_size=4)
+    limit, threads = seen[0]
+    assert limit == f"{ingest_mod._memory_limit_mb(int(threads))}.0 MiB"
+    assert ingest_mod._memory_limit_mb(2) == 256 and ingest_mod._memory_limit_mb(16) == 768

@@ -60,3 +60,48 @@ def test_flip_possible_when_the_upper_bound_changes_the_decision():
     by_head = res.set_index("head")
     assert not by_head.loc[0, "significant"] and by_head.loc[0, "flip_possible"]
     assert by_head.loc[1, "significant"] and not by_head.loc[1, "flip_possible"]
+
+
+def test_tests_and_bh_are_scipys_numbers_bit_for_bit():
+    """headdb computes the t-test with scipy.special (scipy.stats costs 0.4 s to import); the
+    numbers must be exactly scipy.stats.ttest_1samp's and false_discovery_control's."""
+    import warnings
+
+    from headdb.stats import _bh, _one_role
+
+    rng = np.random.default_rng(5)
+    for trial in range(200):
+        h, n = int(rng.integers(1, 12)), int(rng.integers(2, 50))
+        v = rng.gamma(2.0, 2.0, size=(h, n))
+        if trial % 4 == 1:
+            v[0] = 3.0  # constant and equal to tau: t and p undefined (NaN)
+        elif trial % 4 == 2:
+            v[0] = 5.0  # constant above tau: t = inf, p = 0
+        elif trial % 4 == 3:
+            v = np.round(v, 1)  # ties
+        alpha = float(rng.choice([0.01, 0.05, 0.1]))
+        got = _one_role(v, 3.0, alpha)
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            ref = stats.ttest_1samp(v, 3.0, axis=1, alternative="greater")
+            half = stats.t.ppf(1 - alpha / 2, n - 1) * v.std(axis=1, ddof=1) / np.sqrt(n)
+        assert np.array_equal(got["t"], ref.statistic, equal_nan=True)
+        assert np.array_equal(got["p"], ref.pvalue, equal_nan=True)
+        assert np.array_equal(got["ci_low"], v.mean(axis=1) - half, equal_nan=True)
+        assert np.array_equal(got["ci_high"], v.mean(axis=1) + half, equal_nan=True)
+        q = rng.random(int(rng.integers(1, 200)))
+        q = np.round(q, 2) if trial % 2 else q  # ties among p-values
+        assert np.array_equal(_bh(q), stats.false_discovery_control(q, method="bh"))
+
+
+def test_classify_does_not_import_scipy_stats(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys, headdb.stats as s, pandas as pd\n"
+            "df = pd.DataFrame({'role': ['r'] * 3, 'layer': [0] * 3, 'head': [0] * 3, 'sentence_id': [0, 1, 2],"
+            " 'score': [3.5, 4.0, 5.0], 'score_upper': [3.5, 4.0, 5.0]})\n"
+            "s.head_tests(df, [(0, 0)], ['r'], 3.0)\n"
+            "print('scipy.stats' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
