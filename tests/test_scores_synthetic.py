@@ -105,3 +105,43 @@ def test_score_views_in_sql(tmp_path):
     np.testing.assert_allclose(df["score"], 1.0, atol=1e-6)
     sv = headdb.sql(db, "SELECT count(*) AS n FROM sieve_obj")
     assert sv["n"][0] == sum(len(S) for q in SINGLE for S in sieves(q, False)["obj"].values())
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 20, 60])
+def test_a_run_scored_in_pieces_gives_the_one_query_scores(tmp_path, monkeypatch, chunk_rows):
+    """A run larger than CHUNK_ROWS attention rows is scored in ranges of whole sentences; the
+    scores are those of one query over the whole run (sums in another order: 1e-12)."""
+    import importlib
+
+    scores_mod = importlib.import_module("headdb.scores")
+    rng = np.random.default_rng(11)
+    seqs = SINGLE * 4
+    att = [dirichlet_attention(rng, 2, 2, q.length) for q in seqs]
+    db = tmp_path / "s.db"
+    build_store(db, seqs, att, pairs=False, run_id=1, top_k=3)
+    whole = headdb.scores(db, run=1)
+    con = headdb_connect(db)
+    ranges = scores_mod._sentence_ranges(con, 1)
+    con.close()
+    assert len(ranges) == 1
+    monkeypatch.setattr(scores_mod, "CHUNK_ROWS", chunk_rows)
+    con = headdb_connect(db)
+    pieces = scores_mod._sentence_ranges(con, 1)
+    con.close()
+    # consecutive, covering every sentence; each piece within the limit unless one sentence exceeds it
+    assert pieces[0][0] == 0 and pieces[-1][1] == len(seqs) - 1 and len(pieces) > 1
+    assert all(b[0] == a[1] + 1 for a, b in zip(pieces, pieces[1:]))
+    if chunk_rows == 1:
+        assert pieces == [(i, i) for i in range(len(seqs))]
+    parted = headdb.scores(db, run=1)
+    assert len(parted) == len(whole)
+    assert (parted[["role", "layer", "head", "sentence_id", "n_queries"]].astype(str).to_numpy()
+            == whole[["role", "layer", "head", "sentence_id", "n_queries"]].astype(str).to_numpy()).all()
+    np.testing.assert_allclose(parted["score"], whole["score"], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(parted["score_upper"], whole["score_upper"], rtol=1e-12, atol=1e-12)
+
+
+def headdb_connect(db):
+    from headdb.db import connect
+
+    return connect(db, read_only=True)

@@ -6,12 +6,13 @@
 --   score_upper = the same, each row's in-sieve mass raised by what its unstored keys could
 --                 hold: min(residual_i, (|S_i| - stored keys in S_i) * smallest stored weight_i)
 --
--- headdb.scores fills in three placeholders (each a word in braces): `sieve` names a relation
+-- headdb.scores fills in four placeholders (each a word in braces): `sieve` names a relation
 -- (role, run_id, sentence_id, query_pos, key_pos) with the roles' token-level sieves, one row
--- per (query, key) pair of a role, role = 0 .. R-1; `bits` is the width of the per-role counter
--- fields packed into one HUGEINT (enough for the longest sequence, R * bits <= 126); and every
--- line that holds `r` is written once per role with the role's number (so a per-role item
--- never spans two lines).
+-- per (query, key) pair of a role, role = 0 .. R-1; `edges` names the stored edges to score
+-- (the table, or a range of its sentences: headdb scores a large run in pieces); `bits` is the
+-- width of the per-role counter fields packed into one HUGEINT (enough for the longest
+-- sequence, R * bits <= 126); and every line that holds `r` is written once per role with the
+-- role's number (so a per-role item never spans two lines).
 --
 -- The score needs no per-row state: sum_i (stored mass on S_i) / |S_i| is a sum over the edges
 -- that fall in a sieve, each weighted by 1 / |S_i|. Only the bound needs, per attention row, the
@@ -44,7 +45,7 @@ attn_rows AS (
            greatest(0.0, 1.0 - sum(e.weight::DOUBLE)) AS residual,
            min(e.weight)::DOUBLE AS min_weight,
            coalesce(sum(p.counters), 0)::HUGEINT AS counters
-    FROM edges AS e
+    FROM {edges} AS e
     LEFT JOIN pairs AS p USING (run_id, sentence_id, query_pos, key_pos)
     WHERE e.run_id IN (SELECT DISTINCT run_id FROM sieve)
     GROUP BY e.run_id, e.sentence_id, e.layer, e.head, e.query_pos
@@ -53,7 +54,7 @@ attn_rows AS (
 masses AS (
     SELECT e.run_id, e.sentence_id, e.layer, e.head,
            sum(e.weight * p.inv_size_{r}) AS mass_{r},
-    FROM edges AS e
+    FROM {edges} AS e
     JOIN pairs AS p USING (run_id, sentence_id, query_pos, key_pos)
     GROUP BY e.run_id, e.sentence_id, e.layer, e.head
 ),
