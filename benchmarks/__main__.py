@@ -122,6 +122,11 @@ def render(r: dict) -> str:
     if st:
         add(f"storage: bytes per edge, edges table (k={st['top_k']})", f"**{st['edges_table_bytes_per_edge']:.2f}**", "<= 3.5")
         add("storage: bytes per edge, whole file", f"{st['file_bytes_per_edge']:.2f}")
+        if st.get("entropy_bits"):
+            e = st["entropy_bits"]
+            add("storage: lossless floor, order-0 entropy of weight (exponent + 23 mantissa bits) and key_pos",
+                f"({e['weight_exponent']:.2f} + {e['weight_mantissa_bits_sum']:.2f} + {e['key_pos']:.2f}) bits"
+                f" = {e['floor_bytes_per_edge']:.2f} B/edge")
         add("storage: file / dense float16 copy", f"{st['file_bytes'] / 1e6:.1f} MB / {st['dense_fp16_bytes'] / 1e6:.1f} MB"
             f" = {st['file_vs_dense_fp16']:.3f}")
     fi = r.get("fidelity")

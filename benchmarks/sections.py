@@ -117,6 +117,7 @@ def storage(db: Path, workdir: Path) -> dict:
     compression = dict(con.execute(
         "SELECT column_name, string_agg(DISTINCT compression, '+') FROM pragma_storage_info('edges') "
         "GROUP BY ALL").fetchall())
+    entropy = _edge_entropy(con, run_id)
     con.close()
     file_bytes = _file_bytes(db)
     # the edges table alone, copied in its stored order into an empty file
@@ -141,7 +142,32 @@ def storage(db: Path, workdir: Path) -> dict:
     return {"top_k": k, "edges": int(n_edges), "sentences": int(sq[1]), "file_bytes": file_bytes,
             "file_bytes_per_edge": file_bytes / n_edges, "edges_table_bytes_per_edge": edges_bytes / n_edges,
             "dense_fp16_bytes": dense_fp16, "file_vs_dense_fp16": file_bytes / dense_fp16,
-            "compression": compression}
+            "compression": compression, "entropy_bits": entropy}
+
+
+def _entropy_bits(values) -> float:
+    """Empirical (order-0) entropy of the values, in bits."""
+    import numpy as np
+
+    _, counts = np.unique(values, return_counts=True)
+    p = counts / counts.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
+def _edge_entropy(con, run_id: int) -> dict:
+    """What a lossless code needs at least, without modelling attention: the empirical entropy of
+    the weight's exponent and of each mantissa bit (float32), of the whole weight, and of key_pos."""
+    import numpy as np
+
+    cols = con.execute("SELECT weight, key_pos FROM edges WHERE run_id = ?", [run_id]).fetchnumpy()
+    bits = np.asarray(cols["weight"], dtype=np.float32).view(np.uint32)
+    mantissa = [_entropy_bits((bits >> b) & 1) for b in range(23)]
+    out = {"weight_exponent": _entropy_bits((bits >> 23) & 0xFF), "weight_mantissa_bits_sum": float(sum(mantissa)),
+           "weight_mantissa_bit_min": float(min(mantissa)), "weight_value": _entropy_bits(bits),
+           "weight_value_cap_log2_n": float(np.log2(max(len(bits), 1))),
+           "key_pos": _entropy_bits(np.asarray(cols["key_pos"]))}
+    out["floor_bytes_per_edge"] = (out["weight_exponent"] + out["weight_mantissa_bits_sum"] + out["key_pos"]) / 8
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
