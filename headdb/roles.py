@@ -242,20 +242,76 @@ def set_params(con: duckdb.DuckDBPyConnection, role: Role) -> None:
 _MODEL_COLUMNS = frozenset({"layer", "head", "weight", "model", "model_hash", "model_type", "n_layers", "n_heads"})
 
 
+#: Table functions that run SQL given as a string, which would hide what a role reads.
+_SQL_TABLE_FUNCTIONS = frozenset({"query", "query_table"})
+
+
+def _references(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[int, str, str]] | None:
+    """What a statement reads, from DuckDB's own parse tree (``json_serialize_sql``): one
+    (offset, kind, name) per table ('table'), column ('column': the column's own name, not the
+    table or alias that qualifies it) and table function ('function'). None if it does not parse
+    (binding the role then reports the syntax error)."""
+    import json
+
+    try:
+        tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+    except (duckdb.Error, ValueError, TypeError):  # pragma: no cover - json ships with duckdb's wheels
+        return _identifier_tokens(sql)
+    if tree.get("error"):
+        return None
+    found: list[tuple[int, str, str]] = []
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            where = node.get("query_location")
+            where = where if isinstance(where, int) and 0 <= where < len(sql) else 0
+            if node.get("class") == "COLUMN_REF" and node.get("column_names"):
+                found.append((where, "column", str(node["column_names"][-1])))
+            elif node.get("type") == "BASE_TABLE" and node.get("table_name"):
+                found.append((where, "table", str(node["table_name"])))
+            elif node.get("type") == "TABLE_FUNCTION" and isinstance(node.get("function"), dict):
+                found.append((where, "function", str(node["function"].get("function_name", ""))))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(tree)
+    return sorted(found)
+
+
+def _identifier_tokens(sql: str) -> list[tuple[int, str, str]]:
+    """Every identifier of a statement as both a table and a column name: the stricter reading
+    used where DuckDB cannot serialise the parse tree."""
+    tokens = duckdb.tokenize(sql)
+    out = []
+    for i, (pos, kind) in enumerate(tokens):
+        if kind == duckdb.token_type.identifier:
+            end = tokens[i + 1][0] if i + 1 < len(tokens) else len(sql)
+            word = sql[pos:end].strip().strip('"')
+            out += [(pos, "table", word), (pos, "column", word)]
+    return out
+
+
 def check_mentions(con: duckdb.DuckDBPyConnection, role: Role) -> None:
-    """Refuse a role that names attention (edges and the views over them) or the model."""
+    """Refuse a role that reads attention (edges and the views over them) or the model: a table
+    with a weight or layer column, a column named like a model property, or SQL run from a
+    string. Read from the parse tree, so a table alias or CTE that happens to be called ``head``
+    is fine; only names, never what is inside string literals, count."""
     attention = {r[0].lower() for r in con.execute(
         "SELECT DISTINCT table_name FROM information_schema.columns WHERE column_name IN ('weight', 'layer')"
     ).fetchall()}
-    tokens = duckdb.tokenize(role.body)
-    for i, (pos, kind) in enumerate(tokens):
-        if kind != duckdb.token_type.identifier:
-            continue
-        end = tokens[i + 1][0] if i + 1 < len(tokens) else len(role.body)
-        word = role.body[pos:end].strip().strip('"').lower()
-        if word in attention or word in _MODEL_COLUMNS:
+    refs = _references(con, role.body)
+    if refs is None:
+        return
+    for pos, kind, name in refs:
+        word = name.lower()
+        if kind == "function" and word in _SQL_TABLE_FUNCTIONS:
+            raise role.error(f"roles read the store's tables by name, not through {word}()", _line_of(role.text, pos))
+        if (kind == "table" and word in attention) or (kind == "column" and word in _MODEL_COLUMNS):
             raise role.error(f"roles never mention attention, layers, heads, weights or the model; "
-                             f"this one uses {word!r}", _line_of(role.text, pos))
+                             f"this one uses {name.lower()!r}", _line_of(role.text, pos))
 
 
 def check_columns(con: duckdb.DuckDBPyConnection, role: Role) -> None:

@@ -248,3 +248,31 @@ def test_duplicate_pairs_are_refused_on_data_and_nothing_is_stored(tmp_path, tin
     assert info.value.code == 1
     assert err.startswith(f"error: {path}:") and "pair once" in err and err.count("\n") == 1, err
     assert counts() == before
+
+
+def test_a_table_alias_named_head_is_not_a_model_head(tmp_path):
+    """The mention check reads DuckDB's parse tree: `words AS head` is a table alias, fine; a
+    column named head, a table of attention, or SQL run from a string is refused."""
+    from headdb.errors import RoleError
+    from headdb.roles import load_roles
+
+    header = "-- name: {name}\n-- description: test\n-- level: word\n"
+    ok = ("SELECT d.corpus_id, d.sentence_id, d.word_pos AS query_word_pos, head.word_pos AS key_word_pos\n"
+          "FROM words AS d JOIN words AS head\n"
+          "  ON head.corpus_id = d.corpus_id AND head.sentence_id = d.sentence_id AND head.word_pos = d.head_word_pos\n"
+          "WHERE d.deprel = 'edges'\n")
+    folder = tmp_path / "ok"
+    write_role(folder, "heads_ok", header.format(name="heads_ok") + ok)
+    assert [r.name for r in load_roles(folder, "heads_ok")] == ["heads_ok"]
+    bad = {
+        "column_head": ("SELECT corpus_id, sentence_id, word_pos AS query_word_pos, word_pos AS key_word_pos\n"
+                        "FROM (SELECT *, 1 AS head FROM words) AS w\nWHERE w.head = 1\n", "uses 'head'", 6),
+        "query_table": ("SELECT corpus_id, sentence_id, word_pos AS query_word_pos, word_pos AS key_word_pos\n"
+                        "FROM words\nWHERE word_pos IN (SELECT query_pos FROM query_table('edges'))\n", "query_table()", 6),
+    }
+    for name, (body, message, line) in bad.items():
+        folder = tmp_path / name
+        write_role(folder, name, header.format(name=name) + body)
+        with pytest.raises(RoleError) as info:
+            load_roles(folder, name)
+        assert message in str(info.value) and f":{line}:" in str(info.value), str(info.value)
