@@ -138,13 +138,13 @@ def compute_scores(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role
         nonempty = _fill_sieve(con, run_id, chunk)
         if not any(nonempty):
             continue
-        whole = framework_sql(len(chunk), _SIEVE_TABLE, bits)
-        piece = framework_sql(len(chunk), _PIECE_SIEVE, bits, _PIECE_EDGES)
-        for lo, hi in pieces:
-            if len(pieces) == 1:
-                df = con.execute(whole).df()
-            else:
-                df = con.execute(piece, {"run_id": run_id, "lo": lo, "hi": hi}).df()
+        if len(pieces) == 1:
+            sql, params = framework_sql(len(chunk), _SIEVE_TABLE, bits), [None]
+        else:
+            sql = framework_sql(len(chunk), _PIECE_SIEVE, bits, _PIECE_EDGES)
+            params = [{"run_id": run_id, "lo": lo, "hi": hi} for lo, hi in pieces]
+        for param in params:
+            df = con.execute(sql, param).df()
             df["role"] = df["role"].to_numpy(dtype=np.int64) + start  # the role's index in ``roles``
             frames.append(df)
     con.execute(f"DROP TABLE IF EXISTS {_SIEVE_TABLE}")

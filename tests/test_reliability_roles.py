@@ -276,3 +276,24 @@ def test_a_table_alias_named_head_is_not_a_model_head(tmp_path):
         with pytest.raises(RoleError) as info:
             load_roles(folder, name)
         assert message in str(info.value) and f":{line}:" in str(info.value), str(info.value)
+
+
+def test_without_a_parse_tree_the_mention_check_reads_every_identifier(tmp_path, monkeypatch):
+    """Where DuckDB cannot serialise the parse tree, every identifier counts as a table and a
+    column name: stricter (the alias `head` is refused then), never weaker."""
+    import json
+
+    from headdb.errors import RoleError
+    from headdb.roles import load_roles
+
+    def broken(*args, **kwargs):
+        raise ValueError("no parse tree")
+
+    monkeypatch.setattr(json, "loads", broken)
+    body = ("SELECT d.corpus_id, d.sentence_id, d.word_pos AS query_word_pos, head.word_pos AS key_word_pos\n"
+            "FROM words AS d JOIN words AS head ON head.word_pos = d.head_word_pos\n")
+    folder = tmp_path / "r"
+    write_role(folder, "strict", "-- name: strict\n-- description: test\n-- level: word\n" + body)
+    with pytest.raises(RoleError) as info:
+        load_roles(folder, "strict")
+    assert "uses 'head'" in str(info.value) and ":4:" in str(info.value)
