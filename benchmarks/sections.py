@@ -307,15 +307,19 @@ def scale(workdir: Path, corpus: Path, base: int, batch_size: int, model: str | 
         out["ingest_rss_ratio_64x_vs_16x"] = by_factor[64]["ingest_peak_rss_mib"] / last["ingest_peak_rss_mib"]
     if have_classify:
         out["classify_time_per_sentence_ratio_16x_vs_1x"] = per(last, "classify_s") / per(first, "classify_s")
-    if all(f in by_factor for f in (1, 4, 16)):
-        # fixed costs (model load, warm-up, role loading) hide in the per-sentence ratio at small
-        # sizes; the marginal slope from 4x to 16x against 1x to 4x is 1.0 when time is linear
-        a, b, c = by_factor[1], by_factor[4], by_factor[16]
-        slope = lambda key: ((c[key] - b[key]) / (c["sentences"] - b["sentences"])) / max(  # noqa: E731
-            (b[key] - a[key]) / (b["sentences"] - a["sentences"]), 1e-12)
-        out["ingest_marginal_slope_ratio"] = slope("ingest_s")
-        if have_classify:
-            out["classify_marginal_slope_ratio"] = slope("classify_s")
+    # fixed costs (model load, warm-up, role loading) hide in the per-sentence ratio at small
+    # sizes; the marginal slope between two steps (seconds per added sentence) is 1.0 when time
+    # is linear: 4x->16x over 1x->4x, and 16x->64x over 4x->16x (less fixed-cost noise)
+    def slope_ratio(key: str, a: dict, b: dict, c: dict) -> float:
+        step = lambda x, y: (y[key] - x[key]) / (y["sentences"] - x["sentences"])  # noqa: E731
+        return step(b, c) / max(step(a, b), 1e-12)
+
+    for name, factors in (("", (1, 4, 16)), ("_64", (4, 16, 64))):
+        if all(f in by_factor for f in factors):
+            rows3 = [by_factor[f] for f in factors]
+            out[f"ingest_marginal_slope_ratio{name}"] = slope_ratio("ingest_s", *rows3)
+            if have_classify:
+                out[f"classify_marginal_slope_ratio{name}"] = slope_ratio("classify_s", *rows3)
     return out
 
 
