@@ -326,15 +326,18 @@ def test_crash_then_rerun_equals_uninterrupted(tmp_path, monkeypatch, uninterrup
     assert table_rows(crashed, "runs", "status, error") == [("done", None)]
 
 
+@pytest.mark.parametrize("overlap", [False, True], ids=["sequential", "writer-thread"])
 def test_batches_commit_in_groups_of_commit_edges_and_a_crash_loses_only_the_open_group(
-        tmp_path, monkeypatch, uninterrupted):
+        tmp_path, monkeypatch, uninterrupted, overlap):
     """Batches commit together once they hold COMMIT_EDGES edges; a crash in a group keeps the
-    groups before it, and the resume redoes the rest, batch for batch the same store."""
+    groups before it, and the resume redoes the rest, batch for batch the same store. The same
+    with the writer thread that a GPU ingest uses."""
     import importlib
 
     import headdb.store as store
 
     ingest_mod = importlib.import_module("headdb.ingest")
+    monkeypatch.setattr(ingest_mod, "OVERLAP_WRITES", overlap)
     groups: list[int] = []
     real = store.write_batches
 
