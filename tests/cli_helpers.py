@@ -25,3 +25,17 @@ def run_main(capsys, monkeypatch, *args: str | Path) -> tuple[int, str, str]:
 def run_cli(args: list, monkeypatch, capsys) -> tuple[int, str, str]:
     """The same, with the arguments as one list."""
     return run_main(capsys, monkeypatch, *args)
+
+
+def read_export(path: Path):
+    """A file written by ``headdb.query.export`` (.csv, .json or .parquet) read back as a DataFrame."""
+    import json
+
+    import pandas as pd
+
+    suffix = Path(path).suffix
+    if suffix == ".csv":
+        return pd.read_csv(path)
+    if suffix == ".json":
+        return pd.DataFrame(json.loads(Path(path).read_text()))
+    return pd.read_parquet(path)

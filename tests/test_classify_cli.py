@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import pytest
 
 import headdb
 from role_reference import build_store, dirichlet_attention, simple_seq
-from cli_helpers import run_main
+from cli_helpers import read_export, run_main
 
 EXPORT_COLUMNS = ["run", "layer", "head", "role", "n", "mean", "std", "tau", "t", "p", "p_adj", "significant",
                   "ci_low", "ci_high", "flip_possible"]
@@ -63,12 +62,7 @@ def test_export_columns_exactly(store, tmp_path, capsys, monkeypatch, ext):
     out_file = tmp_path / f"tests.{ext}"
     code, _, err = run_main(capsys, monkeypatch, "classify", store, "--out", out_file, "--correction", "none")
     assert code == 0, err
-    if ext == "csv":
-        df = pd.read_csv(out_file)
-    elif ext == "json":
-        df = pd.DataFrame(json.loads(out_file.read_text()))
-    else:
-        df = pd.read_parquet(out_file)
+    df = read_export(out_file)
     assert list(df.columns) == EXPORT_COLUMNS
     assert len(df) == 6 * 10  # 2 x 3 heads, every built-in (block: single inputs, n = 0)
     assert (df.loc[df["role"] == "block", "n"] == 0).all()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 
 import pandas as pd
 import pytest
 from sqlalchemy import text
 
 import headdb
+from cli_helpers import read_export
 from headdb.db import connect
 from headdb.errors import DatabaseError, InputError
 from headdb.query import export
@@ -60,12 +60,7 @@ def test_sql_binds_parameters_and_reports_errors(store):
 def test_export_round_trips(tmp_path, suffix):
     df = pd.DataFrame({"layer": [0, 1], "weight": [0.5, 0.25]})
     out = export(df, tmp_path / f"x.{suffix}")
-    if suffix == "csv":
-        back = pd.read_csv(out)
-    elif suffix == "json":
-        back = pd.DataFrame(json.loads(out.read_text()))
-    else:
-        back = pd.read_parquet(out)
+    back = read_export(out)
     assert back.to_dict("list") == df.to_dict("list")
     assert not list(tmp_path.glob("*.tmp"))
 

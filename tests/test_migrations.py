@@ -96,11 +96,17 @@ def test_upgrade_from_first_migration_keeps_data(tmp_path):
     fresh.close()
 
 
-def test_edited_applied_migration_is_an_error(tmp_path):
+def _copy_migrations(tmp_path: Path) -> Path:
+    """A writable copy of the shipped migrations folder."""
     folder = tmp_path / "migrations"
     folder.mkdir()
     for m in list_migrations():
         shutil.copy(m.path, folder / m.path.name)
+    return folder
+
+
+def test_edited_applied_migration_is_an_error(tmp_path):
+    folder = _copy_migrations(tmp_path)
     db = tmp_path / "x.db"
     con = duckdb.connect(str(db))
     migrate(con, list_migrations(folder))
@@ -132,10 +138,7 @@ def test_database_newer_than_code_is_an_error(tmp_path):
 
 
 def test_failing_migration_rolls_back(tmp_path):
-    folder = tmp_path / "migrations"
-    folder.mkdir()
-    for m in list_migrations():
-        shutil.copy(m.path, folder / m.path.name)
+    folder = _copy_migrations(tmp_path)
     n = len(list_migrations())
     (folder / f"{n + 1:04d}_broken.sql").write_text("CREATE TABLE half_done (x INTEGER);\nSELECT * FROM no_such_table;\n")
     con = duckdb.connect(str(tmp_path / "x.db"))
