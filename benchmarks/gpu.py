@@ -73,11 +73,29 @@ def tokenizer_folder(given: Path | None) -> Path:
     return Path(default_model())
 
 
+#: what a --variant may set: name -> (module, attribute)
+KNOBS = {"threads": ("headdb.ingest", "APPEND_THREADS"), "overlap": ("headdb.ingest", "OVERLAP_WRITES"),
+         "writers": ("headdb.ingest", "WRITERS"), "chunk": ("headdb.store", "ARROW_CHUNK_ROWS"),
+         "memory_mb": ("headdb.ingest", "MEMORY_MB_PER_THREAD"), "commit_edges": ("headdb.ingest", "COMMIT_EDGES")}
+
+
+def parse_variant(spec: str) -> dict:
+    """``writers=2,chunk=122880`` -> {"writers": 2, "chunk": 122880} (values: int, or true/false)."""
+    out = {}
+    for item in spec.split(","):
+        name, _, value = item.partition("=")
+        name = name.strip()
+        if name not in KNOBS:
+            raise SystemExit(f"--variant {spec!r}: unknown setting {name!r}; one of {', '.join(KNOBS)}")
+        v = value.strip().lower()
+        out[name] = True if v == "true" else False if v == "false" else int(v)
+    return out
+
+
 def measure(model_dir: Path, label: str, corpus: Path, device: str, dtype: str, batch_size: int, top_k: int,
-            work: Path, overlap: bool | None, append_threads: int | None) -> dict:
+            work: Path, knobs: dict | None = None) -> dict:
     import importlib
 
-    ingest_mod = importlib.import_module("headdb.ingest")  # the module (headdb.ingest is also the function)
     from benchmarks.sections import _batches, forward_only
     from headdb.model import AttentionModel
 
@@ -86,18 +104,26 @@ def measure(model_dir: Path, label: str, corpus: Path, device: str, dtype: str, 
     forward_only(am, batches[:2])  # warm-up: CUDA context, kernels, allocator
     n, secs = forward_only(am, batches)
     del am
-    ingest_mod.OVERLAP_WRITES = overlap
-    ingest_mod.APPEND_THREADS = append_threads
-    db = work / f"{label}-{dtype}-b{batch_size}-o{overlap}-t{append_threads}.db"
+    ingest_mod = importlib.import_module("headdb.ingest")  # the module (headdb.ingest is also the function)
+    knobs = knobs or {}
+    saved = {}
+    for name, value in knobs.items():
+        mod, attr = KNOBS[name]
+        m = importlib.import_module(mod)
+        saved[(m, attr)] = getattr(m, attr, None)
+        setattr(m, attr, value)
+    tag = "-".join(f"{k}{v}" for k, v in knobs.items()) or "default"
+    db = work / f"{label}-{dtype}-b{batch_size}-{tag}.db"
     try:
         r = ingest_mod.ingest(db, corpus, model=str(model_dir), device=device, dtype=dtype, batch_size=batch_size,
                               top_k=top_k, new_run=True)
     finally:
-        ingest_mod.OVERLAP_WRITES, ingest_mod.APPEND_THREADS = None, None
+        for (m, attr), value in saved.items():
+            setattr(m, attr, value)
     size = db.stat().st_size
     db.unlink()
-    return {"model": label, "dtype": dtype, "batch_size": batch_size, "top_k": top_k,
-            "writer_thread": overlap, "append_threads": r.append_threads, "sentences": r.sentences,
+    return {"model": label, "dtype": dtype, "batch_size": batch_size, "top_k": top_k, "variant": tag,
+            "append_threads": r.append_threads, "sentences": r.sentences,
             "edges": r.edges, "forward_only_sps": n / secs, "end_to_end_sps": r.sentences / r.seconds,
             "ratio": (r.sentences / r.seconds) / (n / secs), "seconds": r.seconds,
             "stages_s": {k: round(v, 3) for k, v in r.timings.items()},
@@ -118,12 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top-k", type=int, default=8)
     ap.add_argument("--corpus", type=Path, default=None, help="CoNLL-U (default: EWT dev, else the bundled sample)")
     ap.add_argument("--tokenizer", type=Path, default=None, help="folder with tokenizer.json (default: bundled model)")
-    ap.add_argument("--variants", action="store_true", default=True,
-                    help="also time the last model at its largest batch with 1 and with 4 DuckDB threads "
-                         "(the default on CUDA is min(cores, 16))")
-    ap.add_argument("--no-variants", dest="variants", action="store_false")
+    ap.add_argument("--variant", action="append", default=None, metavar="SPEC",
+                    help="also time the last model at its largest batch with these settings, e.g. "
+                         "threads=4 or writers=2,chunk=122880 (" + ", ".join(KNOBS) + "); repeatable; "
+                         "default: threads=1 and threads=4 (against CUDA's min(cores, 16))")
+    ap.add_argument("--no-variants", action="store_true", help="no --variant runs")
     ap.add_argument("--out", type=Path, required=True, help="folder for gpu-results.json")
     args = ap.parse_args(argv)
+    variants = [] if args.no_variants else [parse_variant(v) for v in (args.variant or ["threads=1", "threads=4"])]
 
     from benchmarks.common import EWT_DEV, corpus_prefix, machine
     from headdb.resources import sample_corpus
@@ -143,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         results["rows"].append(row)
         out_file.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
         st = row["stages_s"]
-        print(f"{row['model']:9s} {row['dtype']:8s} b={row['batch_size']:<4d} writer={row['writer_thread']!s:5s} "
+        print(f"{row['model']:9s} {row['dtype']:8s} b={row['batch_size']:<4d} {row['variant']:24s} "
               f"duckdb_threads={row['append_threads']}  e2e {row['end_to_end_sps']:8.1f}/s  "
               f"fwd-only {row['forward_only_sps']:8.1f}/s  ratio {row['ratio']:.2f}  "
               + " ".join(f"{k}={v:.2f}" for k, v in st.items()), flush=True)
@@ -155,19 +183,18 @@ def main(argv: list[str] | None = None) -> int:
             for b in sizes:
                 t0 = time.perf_counter()
                 try:  # the default writer thread and DuckDB threads (ingest decides by the device)
-                    record(measure(folder, name, corpus, args.device, dtype, b, args.top_k, work, None, None))
+                    record(measure(folder, name, corpus, args.device, dtype, b, args.top_k, work))
                 except Exception as exc:  # noqa: BLE001 - one failed setting (out of memory) must not lose the others
                     results.setdefault("errors", []).append(f"{name} {dtype} b={b}: {exc!r}")
                     print(f"FAILED {name} {dtype} b={b}: {exc!r}", file=sys.stderr, flush=True)
                     _free_device_memory()
                 results.setdefault("section_seconds", {})[f"{name}-{dtype}-{b}"] = time.perf_counter() - t0
-        if args.variants and name == models[-1]:
-            for overlap, threads in ((None, 1), (None, 4)):
+        if name == models[-1]:
+            for knobs in variants:
                 try:
-                    record(measure(folder, name, corpus, args.device, dtypes[0], sizes[-1], args.top_k, work,
-                                   overlap, threads))
+                    record(measure(folder, name, corpus, args.device, dtypes[0], sizes[-1], args.top_k, work, knobs))
                 except Exception as exc:  # noqa: BLE001
-                    results.setdefault("errors", []).append(f"variant {overlap} {threads}: {exc!r}")
+                    results.setdefault("errors", []).append(f"variant {knobs}: {exc!r}")
     out_file.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
     shutil.rmtree(work, ignore_errors=True)
     print(f"wrote {out_file}")

@@ -19,7 +19,7 @@ LOG="$OUT/gpu-log.txt"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 { command -v nvidia-smi >/dev/null && nvidia-smi || echo "no nvidia-smi"; } > "$OUT/nvidia-smi.txt" 2>&1
 PY=${PYTHON:-python3}
-command -v "$PY" >/dev/null || PY=$(realpath "$PY")
+case "$PY" in */*) PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" ;; esac  # absolute (the benchmark runs from $OUT), links kept (a venv's python)
 VENV=$(realpath -m "${GPU_VENV:-.venv-gpu}")
 export OUT
 OUT=$(cd "$OUT" && pwd)

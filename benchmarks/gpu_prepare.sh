@@ -19,4 +19,10 @@ for f in tokenizer.json vocab.txt tokenizer_config.json special_tokens_map.json;
 done
 CORPUS=${CORPUS:-/work/shared/corpora/en_ewt-ud-dev.conllu}
 [ -f "$CORPUS" ] && cp "$CORPUS" .gpu/corpus.conllu
+# BASELINE=<rev>: that commit's tree in .gpu/baseline, for benchmarks/gpu_compare.sh
+if [ -n "${BASELINE:-}" ]; then
+  rm -rf .gpu/baseline && mkdir -p .gpu/baseline
+  git archive "$BASELINE" | tar -x -C .gpu/baseline
+  git rev-parse "$BASELINE" > .gpu/baseline/REVISION
+fi
 du -sh .gpu

@@ -160,7 +160,7 @@ def ingest(
         finished = {r[0] for r in con.execute("SELECT sentence_id FROM run_sentences WHERE run_id = ?", [run_id]).fetchall()}
         started = time.perf_counter()
         bar = _progress(progress, n_total, len(finished))
-        writer = _Writer(con, run_id, corpus_id, result, threaded=overlapped)
+        writer = _Writer(con, run_id, corpus_id, result, threaded=overlapped, writers=_writers(am, overlapped))
         clock = time.perf_counter
         pending: list[tuple[list, BatchEdges | None]] = []  # computed, not yet handed to the writer
         pending_edges = 0
@@ -213,15 +213,13 @@ def _add(timings: dict[str, float], stage: str, seconds: float) -> None:
 
 
 def _batch_edges(am, batch: list, sparsity: Sparsity, timings: dict[str, float]) -> BatchEdges | None:
-    """The model's kept edges of a batch as flat arrays (``sentence`` indexes ``batch``; skipped
-    inputs have none), selected on the model's device (``AttentionModel.forward_edges``)."""
-    live = [i for i, e in enumerate(batch) if e.status != "skipped"]
+    """The model's kept edges of a batch as flat arrays (``sentence`` holds corpus sentence ids;
+    skipped inputs have none), selected on the model's device (``AttentionModel.forward_edges``)."""
+    live = [e for e in batch if e.status != "skipped"]
     if not live:
         return None
-    edges = am.forward_edges([batch[i] for i in live], sparsity.top_k, sparsity.min_mass, timings)
-    if len(live) < len(batch):
-        edges.sentence = np.asarray(live, dtype=np.int32)[edges.sentence]
-    return edges
+    return am.forward_edges(live, sparsity.top_k, sparsity.min_mass, timings,
+                            ids=np.array([e.sentence.sentence_id for e in live], dtype=np.int32))
 
 
 def _write(con, run_id: int, corpus_id: int, parts: list[tuple[list, BatchEdges | None]],
@@ -285,47 +283,86 @@ def _overlap_writes(am) -> bool:
     return (os.cpu_count() or 1) > am.torch.get_num_threads()
 
 
-class _Writer:
-    """Commits groups of batches on a thread of its own so that DuckDB's work overlaps the model's.
+#: Writer threads on a GPU, each committing whole groups on its own connection (None: decided
+#: by the device, see _writers). More than one lets commits overlap, so DuckDB's serial parts
+#: of an append (its commit) run beside another group's parallel part.
+WRITERS: int | None = None
 
-    One thread and a FIFO queue: groups commit in exactly the order they were computed, each
-    in its own transaction, so what is stored (and what a resume skips) is the same as with a
-    sequential loop. The queue is short, which bounds memory: the model waits when the writer
-    is behind (counted as ``write_wait``).
+
+def _writers(am, overlapped: bool) -> int:
+    if WRITERS is not None:
+        return max(1, WRITERS)
+    if not overlapped:
+        return 1
+    return GPU_WRITERS if str(am.device).startswith("cuda") else 1
+
+
+#: writer threads on CUDA (benchmarks/append.py and benchmarks/gpu.py measure the choice)
+GPU_WRITERS = 1
+
+
+class _Writer:
+    """Commits groups of batches on threads of their own so that DuckDB's work overlaps the model's.
+
+    A FIFO queue and ``writers`` threads, each with its own cursor: every group commits in its
+    own transaction, all of it or none. With one thread the groups commit in the order they were
+    computed; with several they may finish out of order, which changes the order of rows in the
+    tables but not what is stored, nor what a resume skips (it skips the batches whose
+    sentences all committed; each group holds whole batches). The queue is short, which bounds
+    memory: the model waits when the writers are behind (counted as ``write_wait``).
     """
 
     def __init__(self, con, run_id: int, corpus_id: int, result: IngestResult, depth: int = 2,
-                 threaded: bool = True):
-        self._con = con.cursor() if threaded else con  # its own handle on the same database
+                 threaded: bool = True, writers: int = 1):
+        self._con = con
         self._args = (run_id, corpus_id)
         self._result = result
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._lock = threading.Lock()  # result's counters and timings
+        self._queue: queue.Queue = queue.Queue(maxsize=depth + writers - 1)
         self._error: BaseException | None = None
         self._abort = False
-        self._thread = None
+        self._threads: list[threading.Thread] = []
         if threaded:
-            self._thread = threading.Thread(target=self._loop, name="headdb-writer", daemon=True)
-            self._thread.start()
+            for i in range(writers):
+                # each thread its own handle on the same database
+                t = threading.Thread(target=self._loop, args=(con.cursor(),), name=f"headdb-writer-{i}", daemon=True)
+                self._threads.append(t)
+                t.start()
 
-    def _loop(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if self._error is not None or self._abort:
-                continue  # drain without writing: the run has failed
-            try:
-                _write(self._con, *self._args, item, self._result)
-            except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread
-                self._error = exc
+    def _loop(self, cursor) -> None:
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                if self._error is not None or self._abort:
+                    continue  # drain without writing: the run has failed
+                try:
+                    self._write(cursor, item)
+                except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread
+                    self._error = self._error or exc
+        finally:
+            cursor.close()
+
+    def _write(self, con, parts) -> None:
+        part = IngestResult(0, "", False, False)  # this group's counts, added under the lock
+        _write(con, *self._args, parts, part)
+        with self._lock:
+            r = self._result
+            r.edges += part.edges
+            r.sentences += part.sentences
+            r.skipped += part.skipped
+            r.truncated += part.truncated
+            for k, v in part.timings.items():
+                _add(r.timings, k, v)
 
     def _check(self) -> None:
         if self._error is not None:
             raise self._error
 
     def put(self, parts: list[tuple[list, BatchEdges | None]]) -> None:
-        """Commit ``parts`` (batches with their edges) in one transaction, now or on the thread."""
-        if self._thread is None:
+        """Commit ``parts`` (batches with their edges) in one transaction, now or on a thread."""
+        if not self._threads:
             _write(self._con, *self._args, parts, self._result)
             return
         self._check()
@@ -334,13 +371,14 @@ class _Writer:
         _add(self._result.timings, "write_wait", time.perf_counter() - t0)
 
     def close(self, abort: bool = False) -> None:
-        """Wait for every queued group to commit (``abort``: for the one being written only)."""
-        if self._thread is None:
+        """Wait for every queued group to commit (``abort``: only for those being written)."""
+        if not self._threads:
             return
         self._abort = abort
-        self._queue.put(None)
-        self._thread.join()
-        self._con.close()
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join()
         if not abort:
             self._check()
 

@@ -165,19 +165,24 @@ def align(tokenizer, sentences: list[Sentence], truncate: bool, max_length: int)
     return out
 
 
-def device_edges(values, indices, lengths, min_mass: float | None) -> BatchEdges:
+def device_edges(values, indices, lengths, min_mass: float | None, ids=None) -> BatchEdges:
     """``sparsify.batch_edges`` in torch, on the tensors' device: the kept entries of ranked rows
     ``[batch, layer, head, query_pos, rank]`` (float32 weights, integer key positions) of inputs
-    of the given ``lengths`` (an int64 tensor on the same device), as flat numpy arrays.
+    of the given ``lengths`` (an int64 tensor on the same device), as flat numpy arrays;
+    ``sentence`` holds ``ids[input]`` (an int32 tensor on the device; default: the position).
 
     The same keep mask as ``sparsify.keep_mask`` (keys and queries past the input's length
     dropped; with ``min_mass`` a row ends with the entry whose cumulative mass reaches it, the
     float64 sum accumulated rank by rank as numpy's cumsum does), selected in row-major order,
-    which is (input, layer, head, query_pos, rank). Only the kept edges leave the device.
+    which is (input, layer, head, query_pos, rank). Only the kept edges leave the device: the
+    flat positions of the kept entries are found once (one synchronisation), every column is
+    gathered on the device into one buffer of 16 bytes an edge, and that buffer comes to the
+    host in one copy, into page-locked memory on a GPU (torch's caching host allocator reuses
+    it once the arrays are dropped). The returned arrays are views of that buffer.
     """
     import torch
 
-    B, _, _, W, R = values.shape
+    B, L, H, W, R = values.shape
     n = lengths.view(B, 1, 1, 1, 1)
     keep = indices < n
     if min_mass is not None:
@@ -189,10 +194,25 @@ def device_edges(values, indices, lengths, min_mass: float | None) -> BatchEdges
             before[..., r] = running - v[..., r]
         keep &= before < min_mass
     keep &= (torch.arange(W, device=values.device) < lengths.view(B, 1)).view(B, 1, 1, W, 1)
-    b, layer, head, query, _ = keep.nonzero(as_tuple=True)
-    small = torch.stack([layer, head, query, indices[keep]]).to(torch.int16).cpu().numpy()
-    return BatchEdges(small[0], small[1], small[2], small[3], values[keep].cpu().numpy(),
-                      sentence=b.to(torch.int32).cpu().numpy())
+    flat = keep.reshape(-1).nonzero().squeeze(1)  # row-major: (input, layer, head, query, rank)
+    m = flat.numel()
+    row = torch.div(flat, R, rounding_mode="floor")
+    query, row = row % W, torch.div(row, W, rounding_mode="floor")
+    head, row = row % H, torch.div(row, H, rounding_mode="floor")
+    layer, b = row % L, torch.div(row, L, rounding_mode="floor")
+    packed = torch.empty(16 * m, dtype=torch.uint8, device=values.device)
+    packed[: 4 * m].view(torch.int32).copy_(b if ids is None else ids[b])
+    packed[4 * m : 8 * m].view(torch.float32).copy_(values.reshape(-1)[flat])
+    for i, col in enumerate((layer, head, query, indices.reshape(-1)[flat])):
+        packed[(8 + 2 * i) * m : (10 + 2 * i) * m].view(torch.int16).copy_(col)
+    if packed.is_cuda:
+        host = torch.empty(packed.shape, dtype=torch.uint8, pin_memory=True)
+        host.copy_(packed)
+    else:
+        host = packed
+    raw = host.numpy()  # keeps ``host`` alive for as long as any view of it lives
+    small = [raw[(8 + 2 * i) * m : (10 + 2 * i) * m].view(np.int16) for i in range(4)]
+    return BatchEdges(*small, raw[4 * m : 8 * m].view(np.float32), sentence=raw[: 4 * m].view(np.int32))
 
 
 def _has_auto_map(folder: Path) -> bool:
@@ -374,20 +394,23 @@ class AttentionModel:
             return result
 
     def forward_edges(self, batch: list[Encoded], k: int | None, min_mass: float | None,
-                      timings: dict[str, float] | None = None) -> BatchEdges:
+                      timings: dict[str, float] | None = None, ids=None) -> BatchEdges:
         """The kept edges of a batch (``sparsify.keep_mask`` semantics), selected on the model's
         device so that only they travel to the host, as flat arrays in (input, layer, head,
         query_pos, rank) order: exactly the concatenation of every input's
-        ``sparsify.sentence_edges``. ``timings`` gains ``forward``, ``topk`` (top-k on the
-        device) and ``edges`` (keep mask, selection and the transfer)."""
+        ``sparsify.sentence_edges``; ``sentence`` holds ``ids[input]`` (default: the input's
+        position in ``batch``). ``timings`` gains ``forward``, ``topk`` (top-k on the device)
+        and ``edges`` (keep mask, selection and the transfer)."""
         with self.torch.inference_mode():
             values, indices = self._ranked(batch, k, timings)
             t1 = time.perf_counter()
             lengths = [e.length for e in batch]
             if values.is_cuda:
-                edges = device_edges(values, indices, self.torch.tensor(lengths).to(self.device), min_mass)
+                torch = self.torch
+                dev_ids = None if ids is None else torch.as_tensor(np.asarray(ids, dtype=np.int32)).to(self.device)
+                edges = device_edges(values, indices, torch.tensor(lengths).to(self.device), min_mass, dev_ids)
             else:  # numpy's boolean selection is several times faster than torch's on a CPU
-                edges = batch_edges(values.numpy(), indices.numpy(), lengths, min_mass)
+                edges = batch_edges(values.numpy(), indices.numpy(), lengths, min_mass, ids)
             if timings is not None:
                 timings["edges"] = timings.get("edges", 0.0) + (time.perf_counter() - t1)
             return edges

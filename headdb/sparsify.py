@@ -85,16 +85,18 @@ def sentence_edges(values: np.ndarray, indices: np.ndarray, length: int, min_mas
 
 @dataclass
 class BatchEdges(SentenceEdges):
-    """The kept edges of a whole batch as flat arrays, ordered by (sentence, layer, head,
-    query_pos, rank): ``sentence`` indexes the batch's inputs (int32), the rest as in
-    :class:`SentenceEdges`."""
+    """The kept edges of a whole batch as flat arrays, ordered by (input, layer, head,
+    query_pos, rank): ``sentence`` says each edge's input (int32): its position in the batch, or
+    the id the producer was given for it (``ids``: ingestion passes the corpus sentence ids, so
+    that the writer stores the column as is); the rest as in :class:`SentenceEdges`."""
 
     sentence: np.ndarray
 
     @classmethod
-    def from_sentences(cls, edges: list[SentenceEdges | None]) -> BatchEdges:
-        """Concatenate per-sentence edges (None: an input without edges, e.g. skipped)."""
-        parts = [(i, e) for i, e in enumerate(edges) if e is not None and len(e)]
+    def from_sentences(cls, edges: list[SentenceEdges | None], ids=None) -> BatchEdges:
+        """Concatenate per-sentence edges (None: an input without edges, e.g. skipped);
+        ``sentence`` is ``ids[i]`` for the i-th (default: i)."""
+        parts = [(i if ids is None else ids[i], e) for i, e in enumerate(edges) if e is not None and len(e)]
         if not parts:
             return cls(*(np.zeros(0, np.int16) for _ in range(4)), np.zeros(0, np.float32),
                        sentence=np.zeros(0, np.int32))
@@ -105,11 +107,13 @@ class BatchEdges(SentenceEdges):
         )
 
 
-def batch_edges(values: np.ndarray, indices: np.ndarray, lengths, min_mass: float | None) -> BatchEdges:
+def batch_edges(values: np.ndarray, indices: np.ndarray, lengths, min_mass: float | None,
+                ids=None) -> BatchEdges:
     """:func:`sentence_edges` of a whole padded batch ``[batch, layer, head, query_pos, rank]`` of
     inputs of the given ``lengths`` at once (numpy, no loop over the inputs): the same edges as
-    every input's ``sentence_edges`` concatenated in batch order, bit for bit. On a GPU,
-    ``model.device_edges`` does the same in torch (tests/test_sparsify_torch.py checks both)."""
+    every input's ``sentence_edges`` concatenated in batch order, bit for bit; ``sentence`` holds
+    ``ids[input]`` (default: the input's position). On a GPU, ``model.device_edges`` does the
+    same in torch (tests/test_sparsify_torch.py checks both)."""
     n_batch, _, _, width, _ = values.shape
     n = np.asarray(lengths, dtype=np.int64).reshape(n_batch, 1, 1, 1, 1)
     keep = keep_mask(values, indices, n, min_mass)  # per row, so the same as per input
@@ -119,4 +123,4 @@ def batch_edges(values: np.ndarray, indices: np.ndarray, lengths, min_mass: floa
     rows = np.indices(keep.shape[:-1], dtype=np.int32).reshape(4, -1)
     layer, head, query = (np.repeat(rows[i].astype(np.int16), counts) for i in (1, 2, 3))
     return BatchEdges(layer, head, query, indices[keep].astype(np.int16), values[keep].astype(np.float32),
-                      sentence=np.repeat(rows[0], counts))
+                      sentence=np.repeat(rows[0] if ids is None else np.asarray(ids, dtype=np.int32)[rows[0]], counts))

@@ -17,10 +17,15 @@ from headdb.db import connect, transaction
 from headdb.errors import DatabaseError
 from headdb.sparsify import BatchEdges, SentenceEdges
 
+#: the edge columns handed to DuckDB; run_id, the same for every row, is a constant of the INSERT
 EDGE_SCHEMA = pa.schema([
-    ("run_id", pa.int32()), ("sentence_id", pa.int32()), ("layer", pa.int16()), ("head", pa.int16()),
+    ("sentence_id", pa.int32()), ("layer", pa.int16()), ("head", pa.int16()),
     ("query_pos", pa.int16()), ("key_pos", pa.int16()), ("weight", pa.float32()),
 ])
+#: rows per Arrow record batch of an edge insert (None: one). DuckDB's parallel append hands
+#: record batches to its threads, so a commit in one batch keeps one thread busy while the
+#: others wait at its end (docs/benchmarks.md).
+ARROW_CHUNK_ROWS: int | None = None
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> None:
@@ -75,21 +80,21 @@ def sentence_tables(corpus_id: int, sentences: list[Sentence]) -> tuple[pa.Table
     return st, wt
 
 
-def edge_table(run_id: int, parts: list[tuple[np.ndarray, BatchEdges]]) -> pa.Table:
-    """The edges rows of batches, as one contiguous Arrow table (one copy of each column, no
-    per-row Python): for each ``(sentence_ids, edges)`` part, ``sentence_ids[edges.sentence]``
-    gives each edge's sentence."""
-    def column(get, dtype) -> pa.Array:
-        arrays = [np.asarray(get(ids, e), dtype=dtype) for ids, e in parts]
+def edge_table(parts: list[BatchEdges]) -> pa.Table:
+    """The edges rows of batches (``sentence`` holding corpus sentence ids), without run_id, as
+    one contiguous Arrow table: the columns of a single part are used as they are (no copy, no
+    per-row Python), several are concatenated once."""
+    def column(name: str, dtype) -> pa.Array:
+        arrays = [np.asarray(getattr(e, name), dtype=dtype) for e in parts]
         return pa.array(arrays[0] if len(arrays) == 1 else np.concatenate(arrays))
 
-    m = sum(len(e) for _, e in parts)
-    return pa.Table.from_arrays([
-        pa.array(np.full(m, run_id, dtype=np.int32)),
-        column(lambda ids, e: np.asarray(ids, dtype=np.int32)[e.sentence], np.int32),
-        column(lambda ids, e: e.layer, np.int16), column(lambda ids, e: e.head, np.int16),
-        column(lambda ids, e: e.query_pos, np.int16), column(lambda ids, e: e.key_pos, np.int16),
-        column(lambda ids, e: e.weight, np.float32)], schema=EDGE_SCHEMA)
+    table = pa.Table.from_arrays([
+        column("sentence", np.int32), column("layer", np.int16), column("head", np.int16),
+        column("query_pos", np.int16), column("key_pos", np.int16), column("weight", np.float32)],
+        schema=EDGE_SCHEMA)
+    if ARROW_CHUNK_ROWS and table.num_rows > ARROW_CHUNK_ROWS:
+        table = pa.Table.from_batches(table.to_batches(max_chunksize=ARROW_CHUNK_ROWS), schema=EDGE_SCHEMA)
+    return table
 
 
 def batch_tables(run_id: int, corpus_id: int, encoded: list) -> tuple[pa.Table, ...]:
@@ -138,6 +143,8 @@ def write_batches(con: duckdb.DuckDBPyConnection, run_id: int, corpus_id: int,
                   timings: dict[str, float] | None = None) -> int:
     """Write batches in one transaction: for each ``(encoded, edges)`` of ``parts`` its sentences
     and words (if new to the corpus), tokens, run_sentences and edges (see :func:`batch_tables`).
+    ``edges`` is a :class:`BatchEdges` whose ``sentence`` holds corpus sentence ids (as
+    ingestion makes them), or one :class:`SentenceEdges` (or None) per input of ``encoded``.
     All of them or none are stored. Returns the number of edges written. ``timings`` (seconds)
     gains ``arrow`` (building the Arrow tables) and ``write`` (the DuckDB transaction).
 
@@ -150,12 +157,12 @@ def write_batches(con: duckdb.DuckDBPyConnection, run_id: int, corpus_id: int,
     edge_parts = []
     for encoded, edges in parts:
         if isinstance(edges, list):
-            edges = BatchEdges.from_sentences(edges)
+            edges = BatchEdges.from_sentences(edges, [e.sentence.sentence_id for e in encoded])
         if edges is not None and len(edges):
-            edge_parts.append((np.array([e.sentence.sentence_id for e in encoded], dtype=np.int32), edges))
+            edge_parts.append(edges)
     # one contiguous table: DuckDB's parallel append then fills whole row groups (with one Arrow
     # chunk per batch, two threads left partly filled ones: 5.7 against 5.0 bytes per edge)
-    et = edge_table(run_id, edge_parts) if edge_parts else None
+    et = edge_table(edge_parts) if edge_parts else None
     t1 = time.perf_counter()
     with transaction(con):
         _insert(con, "sentences", st)
@@ -165,7 +172,8 @@ def write_batches(con: duckdb.DuckDBPyConnection, run_id: int, corpus_id: int,
         if et is not None:
             con.register("_headdb_edges", et)
             try:
-                con.execute("INSERT INTO edges SELECT * FROM _headdb_edges")
+                con.execute("INSERT INTO edges (run_id, sentence_id, layer, head, query_pos, key_pos, weight) "
+                            "SELECT ?::INTEGER, * FROM _headdb_edges", [run_id])
             finally:
                 con.unregister("_headdb_edges")
     if timings is not None:

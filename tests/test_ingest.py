@@ -375,6 +375,51 @@ def test_batches_commit_in_groups_of_commit_edges_and_a_crash_loses_only_the_ope
     _assert_same_store(_store_snapshot(crashed), uninterrupted)
 
 
+def test_several_writer_threads_store_the_same_and_a_crash_leaves_whole_groups(tmp_path, monkeypatch, uninterrupted):
+    """With two writer threads (ingest.WRITERS) groups commit concurrently and may finish out of
+    order: the store is the same as one writer's, and a crash leaves only whole groups, from
+    which a resume completes exactly that store."""
+    import importlib
+
+    import headdb.store as store
+
+    ingest_mod = importlib.import_module("headdb.ingest")
+    monkeypatch.setattr(ingest_mod, "OVERLAP_WRITES", True)
+    monkeypatch.setattr(ingest_mod, "WRITERS", 2)
+    monkeypatch.setattr(ingest_mod, "COMMIT_EDGES", len(uninterrupted["edges"]) // 5)
+    threads: set[str] = set()
+    calls = {"n": 0, "fail": False}
+    real = store.write_batches
+
+    def recording(con, run_id, corpus_id, parts, timings=None):
+        import threading
+
+        threads.add(threading.current_thread().name)
+        calls["n"] += 1
+        if calls["fail"] and calls["n"] == 2:
+            raise RuntimeError("simulated crash")
+        return real(con, run_id, corpus_id, parts, timings)
+
+    monkeypatch.setattr(store, "write_batches", recording)
+    db = tmp_path / "two.db"
+    result = headdb.ingest(db, None, **CRASH_OPTS)
+    assert calls["n"] >= 3 and threads <= {"headdb-writer-0", "headdb-writer-1"}, (calls, threads)
+    assert result.sentences == 24 and result.edges == len(uninterrupted["edges"])
+    _assert_same_store(_store_snapshot(db), uninterrupted)
+
+    calls.update(n=0, fail=True)
+    crashed = tmp_path / "crashed.db"
+    with pytest.raises(RuntimeError):
+        headdb.ingest(crashed, None, **CRASH_OPTS)
+    calls["fail"] = False
+    done = [r[0] for r in table_rows(crashed, "run_sentences", "sentence_id")]
+    assert len(done) % 4 == 0 and len(done) < 24  # whole batches of 4, not all of them
+    assert set(np.unique(edges_array(crashed)[:, 1]).tolist()) == set(done)  # edges of those alone
+    again = headdb.ingest(crashed, None, **CRASH_OPTS)
+    assert again.resumed and again.sentences == 24 - len(done)
+    _assert_same_store(_store_snapshot(crashed), uninterrupted)
+
+
 def test_ingest_bounds_duckdbs_memory(tmp_path, monkeypatch):
     """DuckDB caches the blocks it writes up to its memory limit (80% of RAM by default); an
     ingest sets one so that its memory does not grow with the store (docs/benchmarks.md)."""

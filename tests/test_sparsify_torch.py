@@ -81,6 +81,16 @@ def test_device_edges_equal_the_numpy_reference(device, c):
     assert_same(got, want)
     assert_same(batch_edges(values.cpu().numpy(), indices.to(torch.int16).cpu().numpy(), lengths, c["min_mass"]),
                 want)
+    # with ids (ingestion passes corpus sentence ids): each edge carries its input's id
+    ids = np.asarray(rng.permutation(10_000)[: len(lengths)] + 7, dtype=np.int32)
+    want.sentence = ids[want.sentence]
+    assert_same(device_edges(values, indices, torch.tensor(lengths, device=device), c["min_mass"],
+                             torch.from_numpy(ids).to(device)), want)
+    assert_same(batch_edges(values.cpu().numpy(), indices.to(torch.int16).cpu().numpy(), lengths, c["min_mass"],
+                            ids), want)
+    assert_same(BatchEdges.from_sentences(
+        [sentence_edges(values[b].cpu().numpy(), indices[b].to(torch.int16).cpu().numpy(), n, c["min_mass"])
+         for b, n in enumerate(lengths)], ids), want)
 
 
 @pytest.mark.parametrize("device", DEVICES)
