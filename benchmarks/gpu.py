@@ -76,7 +76,8 @@ def tokenizer_folder(given: Path | None) -> Path:
 #: what a --variant may set: name -> (module, attribute)
 KNOBS = {"threads": ("headdb.ingest", "APPEND_THREADS"), "overlap": ("headdb.ingest", "OVERLAP_WRITES"),
          "writers": ("headdb.ingest", "WRITERS"), "chunk": ("headdb.store", "ARROW_CHUNK_ROWS"),
-         "memory_mb": ("headdb.ingest", "MEMORY_MB_PER_THREAD"), "commit_edges": ("headdb.ingest", "COMMIT_EDGES")}
+         "memory_mb": ("headdb.ingest", "GPU_MEMORY_MB_PER_THREAD"), "commit_edges": ("headdb.ingest", "COMMIT_EDGES"),
+         "pinned": ("headdb.model", "PIN_MEMORY")}
 
 
 def parse_variant(spec: str) -> dict:

@@ -19,7 +19,10 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 LOG=$OUT/compare-log.txt
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
-VARIANTS=${VARIANTS:-"writers=2 chunk=122880 writers=2,chunk=122880 memory_mb=1024"}
+VARIANTS=${VARIANTS:-"writers=1 writers=3 memory_mb=256 memory_mb=48 pinned=false"}  # on EWT dev, bert-base b=1024
+VARIANTS_LONG=${VARIANTS_LONG:-"writers=1 memory_mb=256"}                              # on 10,005, bert-base b=512
+STEPS=${STEPS:-"new-2001 pytest base-2001 append new-10005 base-10005"}
+has() { [[ " $STEPS " == *" $1 "* ]]; }
 PY=${PYTHON:-python3}
 case "$PY" in */*) PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" ;; esac  # absolute, links kept (a venv's python)
 export PYTHON=$PY
@@ -43,15 +46,20 @@ BASE=$REPO/.gpu/baseline
 COMMON=(--dtypes bfloat16 --models minilm,bert-base --batch-sizes 256,1024)
 LONG=(--dtypes bfloat16 --models bert-base --batch-sizes 512 --sentences 10005)
 
-bench new-2001 "$REPO" "$REPO/.gpu-site" "${COMMON[@]}" $(for v in $VARIANTS; do echo --variant "$v"; done)
-say "device tests on CUDA"
-(PYTHONPATH=$REPO/.gpu-site:$REPO timeout 240 "$PY" -m pytest -q -p no:cacheprovider tests/test_sparsify_torch.py) \
-  > "$OUT/pytest-cuda.txt" 2>&1; say "pytest exit $? ($(tail -1 "$OUT/pytest-cuda.txt"))"
-[ -d "$BASE" ] && bench base-2001 "$BASE" "$REPO/.gpu-site-base" "${COMMON[@]}" --no-variants
-say "append benchmark"
-(PYTHONPATH=$REPO/.gpu-site:$REPO timeout 240 "$PY" -m benchmarks.append --corpus "$REPO/.gpu/corpus.conllu" \
-  --tokenizer "$REPO/.gpu/tokenizer" --layers 12 --threads 16 --chunks 0,122880 --writers 1,2,4 \
-  --memory default,768MiB --out "$OUT/append.json" "${APPEND_ARGS[@]}") 2>&1 | tee -a "$LOG"
-bench new-10005 "$REPO" "$REPO/.gpu-site" "${LONG[@]}" --variant writers=2
-[ -d "$BASE" ] && bench base-10005 "$BASE" "$REPO/.gpu-site-base" "${LONG[@]}" --no-variants
+variants() { for v in $1; do echo --variant "$v"; done; }
+has new-2001 && bench new-2001 "$REPO" "$REPO/.gpu-site" "${COMMON[@]}" $(variants "$VARIANTS")
+if has pytest; then
+  say "device tests on CUDA"
+  (PYTHONPATH=$REPO/.gpu-site:$REPO timeout 240 "$PY" -m pytest -q -p no:cacheprovider tests/test_sparsify_torch.py) \
+    > "$OUT/pytest-cuda.txt" 2>&1; say "pytest exit $? ($(tail -1 "$OUT/pytest-cuda.txt"))"
+fi
+[ -d "$BASE" ] && has base-2001 && bench base-2001 "$BASE" "$REPO/.gpu-site-base" "${COMMON[@]}" --no-variants
+if has append; then  # from /tmp: `python -m` puts the working directory first, before the installed headdb
+  say "append benchmark"
+  (cd /tmp && PYTHONPATH=$REPO/.gpu-site:$REPO timeout 240 "$PY" -m benchmarks.append --corpus "$REPO/.gpu/corpus.conllu" \
+    --tokenizer "$REPO/.gpu/tokenizer" --layers 12 --threads 16 --chunks 0,122880 --writers 1,2,4 \
+    --memory default,768MiB --out "$OUT/append.json" "${APPEND_ARGS[@]}") 2>&1 | tee -a "$LOG"
+fi
+has new-10005 && bench new-10005 "$REPO" "$REPO/.gpu-site" "${LONG[@]}" $(variants "$VARIANTS_LONG")
+[ -d "$BASE" ] && has base-10005 && bench base-10005 "$BASE" "$REPO/.gpu-site-base" "${LONG[@]}" --no-variants
 say "done"

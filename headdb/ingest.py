@@ -146,7 +146,7 @@ def ingest(
     overlapped = _overlap_writes(am)
     threads = _append_threads(am, overlapped)
     con.execute("SET threads = ?", [threads])
-    con.execute("SET memory_limit = ?", [f"{_memory_limit_mb(threads)}MiB"])
+    con.execute("SET memory_limit = ?", [f"{_memory_limit_mb(threads, str(am.device).startswith('cuda'))}MiB"])
     try:
         # a TSV file holds pairs by itself; runs.pairs says whether the inputs are pairs
         run_id, resumed, done = _start_run(con, fingerprint, new_run, run_name, corpus_path, sha, fmt,
@@ -228,6 +228,9 @@ def _write(con, run_id: int, corpus_id: int, parts: list[tuple[list, BatchEdges 
     from headdb import store
 
     result.edges += store.write_batches(con, run_id, corpus_id, parts, result.timings)
+    for _, edges in parts:  # stored: their host buffers may be reused (a GPU's page-locked memory)
+        if edges is not None and getattr(edges, "release", None) is not None:
+            edges.release()
     for batch, _ in parts:
         for e in batch:
             if e.status == "skipped":
@@ -242,12 +245,17 @@ def _write(con, run_id: int, corpus_id: int, parts: list[tuple[list, BatchEdges 
 #: an ingest's memory grew with the store (1,261 MiB peak RSS for 8,000 sentences against 880 for
 #: 2,001); with it the cache stays within the limit and the peak stops growing
 #: (docs/benchmarks.md). An ingest reads nothing back but the primary-key indexes.
+#: On a GPU a commit is a batch of hundreds of inputs (5-20 M edges), and DuckDB's parallel append
+#: holds each thread's row groups until they are merged in order: with 48 MiB a thread (768 MiB at
+#: 16 threads) an H200 box wrote bert-base's edges half as fast as without a limit (1.61 against
+#: 0.85 s for 2,001 EWT sentences, docs/benchmarks.md), so CUDA ingests get this much a thread.
+GPU_MEMORY_MB_PER_THREAD = 1024
 MEMORY_MB_PER_THREAD = 48
 MEMORY_MB_MIN = 256
 
 
-def _memory_limit_mb(threads: int) -> int:
-    return max(MEMORY_MB_MIN, MEMORY_MB_PER_THREAD * threads)
+def _memory_limit_mb(threads: int, cuda: bool = False) -> int:
+    return max(MEMORY_MB_MIN, (GPU_MEMORY_MB_PER_THREAD if cuda else MEMORY_MB_PER_THREAD) * threads)
 
 
 #: DuckDB threads while ingesting; None decides by the device (see _append_threads).
@@ -297,8 +305,9 @@ def _writers(am, overlapped: bool) -> int:
     return GPU_WRITERS if str(am.device).startswith("cuda") else 1
 
 
-#: writer threads on CUDA (benchmarks/append.py and benchmarks/gpu.py measure the choice)
-GPU_WRITERS = 1
+#: writer threads on CUDA: on an H200 box two took bert-base on 2,001 EWT sentences from 969 to
+#: 1,192 sentences/s (benchmarks/gpu.py variants, docs/benchmarks.md)
+GPU_WRITERS = 2
 
 
 class _Writer:

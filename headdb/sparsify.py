@@ -6,7 +6,8 @@ their key positions (``indices``); this module decides what is kept and flattens
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -91,6 +92,9 @@ class BatchEdges(SentenceEdges):
     that the writer stores the column as is); the rest as in :class:`SentenceEdges`."""
 
     sentence: np.ndarray
+    #: set when the arrays are views of a reusable host buffer (model.device_edges on a GPU):
+    #: hands the buffer back once the edges are stored; the arrays must not be read after
+    release: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_sentences(cls, edges: list[SentenceEdges | None], ids=None) -> BatchEdges:

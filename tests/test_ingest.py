@@ -440,3 +440,4 @@ def test_ingest_bounds_duckdbs_memory(tmp_path, monkeypatch):
     limit, threads = seen[0]
     assert limit == f"{ingest_mod._memory_limit_mb(int(threads))}.0 MiB"
     assert ingest_mod._memory_limit_mb(2) == 256 and ingest_mod._memory_limit_mb(16) == 768
+    assert ingest_mod._memory_limit_mb(16, cuda=True) == 16 * ingest_mod.GPU_MEMORY_MB_PER_THREAD

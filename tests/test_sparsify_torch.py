@@ -36,7 +36,7 @@ def ranked(att: torch.Tensor, k: int | None) -> tuple[torch.Tensor, torch.Tensor
     """What `AttentionModel._ranked` hands over: the model's own top-k, or every key (dense)."""
     width = att.shape[-1]
     if k is None:
-        return att, torch.arange(width).expand_as(att)
+        return att, torch.arange(width, device=att.device).expand_as(att)
     r = torch.topk(att, k=min(k, width), dim=-1, sorted=True)
     return r.values, r.indices
 
@@ -116,3 +116,58 @@ def test_from_sentences_skips_inputs_without_edges():
     flat = BatchEdges.from_sentences([None, e, None, e])
     assert flat.sentence.tolist() == [1, 1, 3, 3] and flat.key_pos.tolist() == [1, 0, 1, 0]
     assert len(BatchEdges.from_sentences([None])) == 0
+
+
+def test_host_buffers_reuse_the_smallest_that_fits(monkeypatch):
+    """Page-locked buffers are slow to allocate, so handed-back ones serve later copies."""
+    from headdb.model import HostBuffers
+
+    made = []
+
+    def alloc(nbytes):
+        made.append(nbytes)
+        return torch.empty(nbytes, dtype=torch.uint8)  # pageable here: the bookkeeping is what is tested
+
+    pool = HostBuffers(keep=2)
+    monkeypatch.setattr(pool, "_alloc", alloc)
+    a = pool.take(4 << 20)
+    assert a.numel() == 5 << 20  # 25% headroom
+    b = pool.take(8 << 20)
+    pool.give(a)
+    pool.give(b)
+    assert pool.take(3 << 20) is a  # the smallest that fits
+    assert pool.take(5 << 20) is b
+    assert len(made) == 2
+    c = pool.take(20 << 20)  # none fits: a new one
+    assert len(made) == 3 and c.numel() == 25 << 20
+    for buf in (a, b, c):
+        pool.give(buf)
+    assert [x.numel() for x in pool._free] == [10 << 20, 25 << 20]  # at most `keep` wait, the smallest dropped
+
+
+def test_ingest_hands_host_buffers_back_after_the_write(tmp_path, monkeypatch):
+    """Edges whose arrays are views of a reusable buffer are released once stored, not before."""
+    import importlib
+
+    import headdb.model as model
+    import headdb.store as store
+
+    ingest_mod = importlib.import_module("headdb.ingest")
+    events = []
+    real_forward, real_write = model.AttentionModel.forward_edges, store.write_batches
+
+    def forward_edges(self, *args, **kwargs):
+        edges = real_forward(self, *args, **kwargs)
+        edges.release = lambda: events.append("release")
+        return edges
+
+    def write_batches(*args, **kwargs):
+        out = real_write(*args, **kwargs)
+        events.append("write")
+        return out
+
+    monkeypatch.setattr(model.AttentionModel, "forward_edges", forward_edges)
+    monkeypatch.setattr(store, "write_batches", write_batches)
+    monkeypatch.setattr(ingest_mod, "COMMIT_EDGES", 0)  # a commit per batch
+    ingest_mod.ingest(tmp_path / "r.db", None, limit=8, batch_size=4)
+    assert events == ["write", "release", "write", "release"]
