@@ -185,12 +185,10 @@ class HostBuffers:
 
     def take(self, nbytes: int):
         """A free buffer of at least ``nbytes`` (the smallest), or a new one."""
-        with self._lock:
-            fits = [b for b in self._free if b.numel() >= nbytes]
+        with self._lock:  # by position: tensors compare element by element, never use ==
+            fits = [i for i, b in enumerate(self._free) if b.numel() >= nbytes]
             if fits:
-                best = min(fits, key=lambda b: b.numel())
-                self._free.remove(best)
-                return best
+                return self._free.pop(min(fits, key=lambda i: self._free[i].numel()))
         return self._alloc(max(nbytes + nbytes // 4, 1 << 20))
 
     @staticmethod
@@ -203,7 +201,7 @@ class HostBuffers:
         with self._lock:
             self._free.append(buf)
             if len(self._free) > self._keep:
-                self._free.remove(min(self._free, key=lambda b: b.numel()))
+                self._free.pop(min(range(len(self._free)), key=lambda i: self._free[i].numel()))
 
 
 _HOST_BUFFERS = HostBuffers()

@@ -441,3 +441,31 @@ def test_ingest_bounds_duckdbs_memory(tmp_path, monkeypatch):
     assert limit == f"{ingest_mod._memory_limit_mb(int(threads))}.0 MiB"
     assert ingest_mod._memory_limit_mb(2) == 256 and ingest_mod._memory_limit_mb(16) == 768
     assert ingest_mod._memory_limit_mb(16, cuda=True) == 16 * ingest_mod.GPU_MEMORY_MB_PER_THREAD
+
+
+def test_ingest_hands_host_buffers_back_after_the_write(tmp_path, monkeypatch):
+    """Edges whose arrays are views of a reusable buffer are released once stored, not before."""
+    import importlib
+
+    import headdb.model as model
+    import headdb.store as store
+
+    ingest_mod = importlib.import_module("headdb.ingest")
+    events = []
+    real_forward, real_write = model.AttentionModel.forward_edges, store.write_batches
+
+    def forward_edges(self, *args, **kwargs):
+        edges = real_forward(self, *args, **kwargs)
+        edges.release = lambda: events.append("release")
+        return edges
+
+    def write_batches(*args, **kwargs):
+        out = real_write(*args, **kwargs)
+        events.append("write")
+        return out
+
+    monkeypatch.setattr(model.AttentionModel, "forward_edges", forward_edges)
+    monkeypatch.setattr(store, "write_batches", write_batches)
+    monkeypatch.setattr(ingest_mod, "COMMIT_EDGES", 0)  # a commit per batch
+    ingest_mod.ingest(tmp_path / "r.db", None, limit=8, batch_size=4)
+    assert events == ["write", "release", "write", "release"]
