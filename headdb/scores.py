@@ -128,7 +128,7 @@ def compute_scores(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role
     """
     import numpy as np
 
-    frames = []
+    cols: dict[str, list[np.ndarray]] = {c: [] for c in SCORE_COLUMNS}
     longest = con.execute("SELECT coalesce(max(n_tokens), 1) FROM run_sentences WHERE run_id = ?", [run_id]).fetchone()[0]
     bits = counter_bits(longest)
     step = roles_per_pass(bits)
@@ -143,18 +143,30 @@ def compute_scores(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role
         else:
             sql = framework_sql(len(chunk), _PIECE_SIEVE, bits, _PIECE_EDGES)
             params = [{"run_id": run_id, "lo": lo, "hi": hi} for lo, hi in pieces]
+        # each piece sorted by DuckDB (in parallel), so that the pieces only need merging below
+        sql = f"SELECT * FROM (\n{sql}\n) ORDER BY role, layer, head, sentence_id"
         for param in params:
-            df = con.execute(sql, param).df()
-            df["role"] = df["role"].to_numpy(dtype=np.int64) + start  # the role's index in ``roles``
-            frames.append(df)
+            got = con.execute(sql, param).fetchnumpy()
+            got["role"] = np.asarray(got["role"], dtype=np.int64) + start  # the role's index in ``roles``
+            for c in SCORE_COLUMNS:
+                cols[c].append(np.asarray(got[c]))
     con.execute(f"DROP TABLE IF EXISTS {_SIEVE_TABLE}")
-    out = pd.concat(frames, ignore_index=True) if frames else \
-        pd.DataFrame({c: np.empty(0, dtype=float if c.startswith("score") else np.int64) for c in SCORE_COLUMNS})
-    codes = out["role"].to_numpy(dtype=np.int64)
-    order = np.lexsort((out["sentence_id"].to_numpy(), out["head"].to_numpy(), out["layer"].to_numpy(), codes))
-    out = out.iloc[order].reset_index(drop=True)
-    out["role"] = pd.Categorical.from_codes(codes[order], categories=[r.name for r in roles])
-    return out[SCORE_COLUMNS]
+    if not cols["run_id"]:
+        return pd.DataFrame({c: pd.Categorical([], categories=[r.name for r in roles]) if c == "role" else
+                             np.empty(0, dtype=float if c.startswith("score") else np.int64) for c in SCORE_COLUMNS})
+    data = {c: np.concatenate(v) if len(v) > 1 else v[0] for c, v in cols.items()}
+    # role passes come in role order and each piece is sorted; pieces of a large run are ranges of
+    # sentences in ascending order, so a stable sort by (role, layer, head) alone merges them
+    # (timsort finds the sorted runs: linear in the rows for one piece, n log(pieces) for more)
+    layers = int(data["layer"].max()) + 1 if len(data["layer"]) else 1
+    heads = int(data["head"].max()) + 1 if len(data["head"]) else 1
+    group = (data["role"] * layers + data["layer"].astype(np.int64)) * heads + data["head"].astype(np.int64)
+    if len(group) > 1 and (np.diff(group) < 0).any():
+        order = np.argsort(group, kind="stable")
+        data = {c: v[order] for c, v in data.items()}
+    codes = data["role"]
+    data["role"] = pd.Categorical.from_codes(codes, categories=[r.name for r in roles])
+    return pd.DataFrame(data, columns=SCORE_COLUMNS)
 
 
 def scores(db: str | Path, run: int | str | None = None, roles: list[str] | str | None = None,

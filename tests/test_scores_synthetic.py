@@ -135,6 +135,10 @@ def test_a_run_scored_in_pieces_gives_the_one_query_scores(tmp_path, monkeypatch
         assert pieces == [(i, i) for i in range(len(seqs))]
     parted = headdb.scores(db, run=1)
     assert len(parted) == len(whole)
+    # sorted by role (in role order), layer, head, sentence_id, however many pieces
+    for df in (whole, parted):
+        key = list(zip(df["role"].cat.codes, df["layer"], df["head"], df["sentence_id"]))
+        assert key == sorted(key) and len(set(key)) == len(key)
     assert (parted[["role", "layer", "head", "sentence_id", "n_queries"]].astype(str).to_numpy()
             == whole[["role", "layer", "head", "sentence_id", "n_queries"]].astype(str).to_numpy()).all()
     np.testing.assert_allclose(parted["score"], whole["score"], rtol=1e-12, atol=1e-12)
