@@ -174,7 +174,9 @@ class HostBuffers:
     is slow (on an H200 box the first 10,005-sentence ingest spent 1.6 s of its 1.9 s of edge
     copies allocating, through torch's caching host allocator, which keeps one size class per
     power of two), so a buffer that is handed back serves any later copy it is large enough for.
-    Buffers come with 25% headroom; at most ``keep`` wait for reuse."""
+    Buffers come with 25% headroom; at most ``keep`` wait for reuse. Each :class:`AttentionModel`
+    on a GPU has its own pool (an ingest's lifetime); what it drops goes back to torch's
+    page-locked cache, as with a DataLoader's ``pin_memory``."""
 
     def __init__(self, keep: int = 8):
         import threading
@@ -204,10 +206,8 @@ class HostBuffers:
                 self._free.pop(min(range(len(self._free)), key=lambda i: self._free[i].numel()))
 
 
-_HOST_BUFFERS = HostBuffers()
-
-
-def device_edges(values, indices, lengths, min_mass: float | None, ids=None) -> BatchEdges:
+def device_edges(values, indices, lengths, min_mass: float | None, ids=None,
+                 pool: HostBuffers | None = None) -> BatchEdges:
     """``sparsify.batch_edges`` in torch, on the tensors' device: the kept entries of ranked rows
     ``[batch, layer, head, query_pos, rank]`` (float32 weights, integer key positions) of inputs
     of the given ``lengths`` (an int64 tensor on the same device), as flat numpy arrays;
@@ -219,8 +219,8 @@ def device_edges(values, indices, lengths, min_mass: float | None, ids=None) -> 
     which is (input, layer, head, query_pos, rank). Only the kept edges leave the device: the
     flat positions of the kept entries are found once (one synchronisation), every column is
     gathered on the device into one buffer of 16 bytes an edge, and that buffer comes to the
-    host in one copy, on a GPU into page-locked memory from :class:`HostBuffers`. The returned
-    arrays are views of that buffer; their ``release`` hands it back for reuse.
+    host in one copy, on a GPU into page-locked memory (from ``pool`` when given). The returned
+    arrays are views of that buffer; with a pool their ``release`` hands it back for reuse.
     """
     import torch
 
@@ -249,10 +249,11 @@ def device_edges(values, indices, lengths, min_mass: float | None, ids=None) -> 
         packed[(8 + 2 * i) * m : (10 + 2 * i) * m].view(torch.int16).copy_(col)
     release = None
     if packed.is_cuda and PIN_MEMORY:
-        buf = _HOST_BUFFERS.take(packed.numel())
+        buf = pool.take(packed.numel()) if pool is not None else HostBuffers._alloc(packed.numel())
         host = buf[: packed.numel()]
         host.copy_(packed)  # blocking: the host sees the data when it returns
-        release = lambda: _HOST_BUFFERS.give(buf)  # noqa: E731
+        if pool is not None:
+            release = lambda: pool.give(buf)  # noqa: E731
     else:
         host = packed.cpu()
     raw = host.numpy()  # keeps ``host`` alive for as long as any view of it lives
@@ -331,6 +332,7 @@ class AttentionModel:
         self._cls = {i for i in (tok.cls_token_id, tok.bos_token_id) if i is not None}
         self._sep = {i for i in (tok.sep_token_id, tok.eos_token_id) if i is not None}
         self._uses_token_types = "token_type_ids" in tok.model_input_names
+        self._host_buffers: HostBuffers | None = None  # page-locked copies of a GPU's edges
 
     def _load_tokenizer(self, auto):
         return load_tokenizer(self.folder, self.name)
@@ -454,7 +456,10 @@ class AttentionModel:
             if values.is_cuda:
                 torch = self.torch
                 dev_ids = None if ids is None else torch.as_tensor(np.asarray(ids, dtype=np.int32)).to(self.device)
-                edges = device_edges(values, indices, torch.tensor(lengths).to(self.device), min_mass, dev_ids)
+                if self._host_buffers is None:
+                    self._host_buffers = HostBuffers()
+                edges = device_edges(values, indices, torch.tensor(lengths).to(self.device), min_mass, dev_ids,
+                                     self._host_buffers)
             else:  # numpy's boolean selection is several times faster than torch's on a CPU
                 edges = batch_edges(values.numpy(), indices.numpy(), lengths, min_mass, ids)
             if timings is not None:
