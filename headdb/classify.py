@@ -20,6 +20,21 @@ from headdb.stats import CORRECTIONS, RESULT_COLUMNS, head_tests
 
 __all__ = ["classify", "RESULT_COLUMNS", "CORRECTIONS"]
 
+#: DuckDB's memory limit while scoring, in MiB per thread, at least MEMORY_MB_MIN. Without one
+#: DuckDB keeps the blocks it reads cached up to 80% of RAM, so classification's memory grew with
+#: the run: 1,651 MiB peak RSS for 8,000 sentences (120 M edges) on 2 cores, 1,214 MiB with
+#: 768 MiB in 11.8 against 12.0 s, 990 MiB with 512 MiB but 5% slower, and 256 MiB spilled
+#: (19 s). The EWT store (2,001 sentences) classifies in the same time with or without it
+#: (docs/benchmarks.md).
+MEMORY_MB_MIN = 768
+MEMORY_MB_PER_THREAD = 96
+
+
+def _memory_limit_mb() -> int:
+    import os
+
+    return max(MEMORY_MB_MIN, MEMORY_MB_PER_THREAD * (os.cpu_count() or 1))
+
 
 def _check_options(tau: float | None, alpha: float, correction: str) -> None:
     if correction not in CORRECTIONS:
@@ -58,7 +73,7 @@ def classify(
 
     _check_options(tau, alpha, correction)
     chosen = load_roles(roles_dir, roles)
-    con = connect_restricted(db)
+    con = connect_restricted(db, _memory_limit_mb())
     try:
         run_id = resolve_run(con, run)
         status, n_layers, n_heads = con.execute(

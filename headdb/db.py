@@ -178,9 +178,12 @@ def connect(path: str | Path, read_only: bool = False, *, migrate_schema: bool =
     return con
 
 
-def connect_restricted(path: str | Path) -> duckdb.DuckDBPyConnection:
-    """A read-only connection that cannot reach files, network or extensions: role SQL runs here."""
+def connect_restricted(path: str | Path, memory_limit_mb: int | None = None) -> duckdb.DuckDBPyConnection:
+    """A read-only connection that cannot reach files, network or extensions: role SQL runs here.
+    ``memory_limit_mb`` caps DuckDB's memory on it (its cache of the blocks it reads included)."""
     con = connect(path, read_only=True)
+    if memory_limit_mb is not None:
+        con.execute("SET memory_limit = ?", [f"{int(memory_limit_mb)}MiB"])
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con

@@ -106,3 +106,26 @@ def test_entry_point_exit_code(store, tmp_path):
     bad = subprocess.run([str(HEADDB), "classify", str(tmp_path / "none.db")], capture_output=True, text=True,
                          env=env, timeout=120)
     assert bad.returncode == 1 and bad.stderr.startswith("error: ")
+
+
+def test_classify_bounds_duckdbs_memory_while_scoring(store, monkeypatch):
+    """DuckDB caches the blocks it reads up to its memory limit (80% of RAM by default), so
+    classification sets one on the connection that scores (docs/benchmarks.md)."""
+    import importlib
+
+    classify_mod = importlib.import_module("headdb.classify")
+    scores_mod = importlib.import_module("headdb.scores")
+    seen = []
+    real = scores_mod.compute_scores
+
+    def spy(con, *args, **kwargs):
+        seen.append(con.execute("SELECT current_setting('memory_limit')").fetchone()[0])
+        return real(con, *args, **kwargs)
+
+    monkeypatch.setattr(scores_mod, "compute_scores", spy)
+    headdb.classify(store, store=False)
+    assert seen == [f"{classify_mod._memory_limit_mb()}.0 MiB"]
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert classify_mod._memory_limit_mb() == 768
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert classify_mod._memory_limit_mb() == 16 * 96
