@@ -247,8 +247,8 @@ def _write(con, run_id: int, corpus_id: int, parts: list[tuple[list, BatchEdges 
 #: (docs/benchmarks.md). An ingest reads nothing back but the primary-key indexes.
 #: On a GPU a commit is a batch of hundreds of inputs (5-20 M edges), and DuckDB's parallel append
 #: holds each thread's row groups until they are merged in order: with 48 MiB a thread (768 MiB at
-#: 16 threads) an H200 box wrote bert-base's edges half as fast as without a limit (1.61 against
-#: 0.85 s for 2,001 EWT sentences, docs/benchmarks.md), so CUDA ingests get this much a thread.
+#: 16 threads) an H200 box wrote bert-base's edges half as fast as with 1 GiB a thread (1.61
+#: against 0.85 s for 2,001 EWT sentences, docs/benchmarks.md), so CUDA ingests get 1 GiB a thread.
 GPU_MEMORY_MB_PER_THREAD = 1024
 MEMORY_MB_PER_THREAD = 48
 MEMORY_MB_MIN = 256
@@ -305,8 +305,9 @@ def _writers(am, overlapped: bool) -> int:
     return GPU_WRITERS if str(am.device).startswith("cuda") else 1
 
 
-#: writer threads on CUDA: on an H200 box two took bert-base on 2,001 EWT sentences from 969 to
-#: 1,192 sentences/s (benchmarks/gpu.py variants, docs/benchmarks.md)
+#: writer threads on CUDA: on an H200 box, bert-base on 10,005 sentences ran at 1,220 sentences/s
+#: with two (the model waited 0.9 s for them) against 1,093 with one (3.7 s), though the one-writer
+#: run already had its page-locked buffers (benchmarks/gpu.py variants, docs/benchmarks.md)
 GPU_WRITERS = 2
 
 

@@ -22,9 +22,8 @@ EDGE_SCHEMA = pa.schema([
     ("sentence_id", pa.int32()), ("layer", pa.int16()), ("head", pa.int16()),
     ("query_pos", pa.int16()), ("key_pos", pa.int16()), ("weight", pa.float32()),
 ])
-#: rows per Arrow record batch of an edge insert (None: one). DuckDB's parallel append hands
-#: record batches to its threads, so a commit in one batch keeps one thread busy while the
-#: others wait at its end (docs/benchmarks.md).
+#: rows per Arrow record batch of an edge insert (None: one). An option for measurements: batches
+#: of 122,880 rows made no difference on 2 cores or on an H200 box (docs/benchmarks.md).
 ARROW_CHUNK_ROWS: int | None = None
 
 
