@@ -45,6 +45,43 @@ def test_gpu_benchmark_runs_on_cpu(tmp_path):
     assert {"forward", "topk", "write"} <= set(rows[0]["stages_s"])
 
 
+@pytest.mark.slow
+def test_gpu_benchmark_variants_set_the_named_settings(tmp_path):
+    """--variant reruns the last model with module settings changed (writers, Arrow chunks)."""
+    r = _run(["-m", "benchmarks.gpu", "--device", "cpu", "--tiny", "--dtypes", "float32", "--batch-sizes", "4",
+              "--sentences", "6", "--variant", "writers=2,overlap=true", "--variant", "chunk=100",
+              "--out", str(tmp_path)], ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads((tmp_path / "gpu-results.json").read_text())["rows"]
+    assert [row["variant"] for row in rows] == ["default", "writers2-overlapTrue", "chunk100"]
+    assert all(row["sentences"] == 6 and row["edges"] == rows[0]["edges"] for row in rows)
+    assert all(row["host_cache_emptied"] is False for row in rows)  # no CUDA here
+
+
+def test_gpu_benchmark_variant_specs():
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.gpu import parse_variant
+
+    assert parse_variant("writers=2, chunk=122880") == {"writers": 2, "chunk": 122880}
+    assert parse_variant("pinned=false,overlap=TRUE") == {"pinned": False, "overlap": True}
+    with pytest.raises(SystemExit, match="unknown setting 'thread'"):
+        parse_variant("thread=4")
+
+
+@pytest.mark.slow
+def test_append_benchmark_stores_every_edge(tmp_path):
+    """benchmarks/append.py: DuckDB's append alone, on edges shaped like an ingest's."""
+    out = tmp_path / "append.json"
+    r = _run(["-m", "benchmarks.append", "--sentences", "12", "--layers", "2", "--heads", "2",
+              "--commit-edges", "2000", "--threads", "1", "--chunks", "0,500", "--writers", "1,2",
+              "--out", str(out)], ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 4 and len({row["edges"] for row in rows}) == 1 and rows[0]["edges"] > 0
+    assert {(row["chunk_rows"], row["writers"]) for row in rows} == {(0, 1), (0, 2), (500, 1), (500, 2)}
+    assert all(row["commits"] > 1 and row["bytes_per_edge"] > 0 for row in rows)
+
+
 def test_child_peak_rss_is_the_childs_own_not_the_parents():
     """Linux carries getrusage's ru_maxrss across fork and exec, so a child of a big parent
     reported the parent's size (the scale section once read 1,237 MiB at every size)."""
