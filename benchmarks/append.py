@@ -88,6 +88,7 @@ def append(tables, threads: int, chunk: int, writers: int, memory: str | None, w
     import pyarrow as pa
 
     from headdb.db import connect, transaction
+    from headdb.store import insert_edges
 
     db = work / f"append-t{threads}-c{chunk}-w{writers}-m{memory}.db"
     con = connect(db)
@@ -99,12 +100,7 @@ def append(tables, threads: int, chunk: int, writers: int, memory: str | None, w
 
     def insert(c, t) -> None:
         with transaction(c):
-            c.register("_headdb_edges", t)
-            try:
-                c.execute("INSERT INTO edges (run_id, sentence_id, layer, head, query_pos, key_pos, weight) "
-                          "SELECT ?::INTEGER, * FROM _headdb_edges", [1])
-            finally:
-                c.unregister("_headdb_edges")
+            insert_edges(c, 1, t)
 
     t0 = time.perf_counter()
     if writers == 1:

@@ -33,25 +33,10 @@ def _batches(am, corpus: Path, fmt: str, batch_size: int, parser=None) -> list[l
     return out
 
 
-def _inputs(am, batch: list) -> dict:
-    torch = am.torch
-    width = max(e.length for e in batch)
-    pad = am.tokenizer.pad_token_id if am.tokenizer.pad_token_id is not None else 0
-    ids = torch.full((len(batch), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for b, e in enumerate(batch):
-        ids[b, : e.length] = torch.tensor(e.input_ids)
-        mask[b, : e.length] = 1
-    inputs = {"input_ids": ids.to(am.device), "attention_mask": mask.to(am.device)}
-    if am._uses_token_types:
-        inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
-    return inputs
-
-
 def forward_only(am, batches: list[list]) -> tuple[int, float]:
     """Seconds for the model alone (eager attention, attentions returned, nothing else)."""
     torch = am.torch
-    prepared = [_inputs(am, b) for b in batches]
+    prepared = [am._inputs(b) for b in batches]  # the padded tensors ingest() builds
     n = sum(len(b) for b in batches)
     t0 = time.perf_counter()
     with torch.inference_mode():

@@ -229,7 +229,7 @@ def _write(con, run_id: int, corpus_id: int, parts: list[tuple[list, BatchEdges 
 
     result.edges += store.write_batches(con, run_id, corpus_id, parts, result.timings)
     for _, edges in parts:  # stored: their host buffers may be reused (a GPU's page-locked memory)
-        if edges is not None and getattr(edges, "release", None) is not None:
+        if edges is not None and edges.release is not None:
             edges.release()
     for batch, _ in parts:
         for e in batch:

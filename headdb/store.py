@@ -96,6 +96,17 @@ def edge_table(parts: list[BatchEdges]) -> pa.Table:
     return table
 
 
+def insert_edges(con: duckdb.DuckDBPyConnection, run_id: int, table: pa.Table) -> None:
+    """Append an :data:`EDGE_SCHEMA` table to ``edges`` for ``run_id`` (a constant of the INSERT),
+    in the caller's transaction."""
+    con.register("_headdb_edges", table)
+    try:
+        con.execute("INSERT INTO edges (run_id, sentence_id, layer, head, query_pos, key_pos, weight) "
+                    "SELECT ?::INTEGER, * FROM _headdb_edges", [run_id])
+    finally:
+        con.unregister("_headdb_edges")
+
+
 def batch_tables(run_id: int, corpus_id: int, encoded: list) -> tuple[pa.Table, ...]:
     """The rows one batch adds to sentences, words, tokens and run_sentences."""
     sentences = [e.sentence for e in encoded]
@@ -169,12 +180,7 @@ def write_batches(con: duckdb.DuckDBPyConnection, run_id: int, corpus_id: int,
         _insert(con, "tokens", tt)
         _insert(con, "run_sentences", rt)
         if et is not None:
-            con.register("_headdb_edges", et)
-            try:
-                con.execute("INSERT INTO edges (run_id, sentence_id, layer, head, query_pos, key_pos, weight) "
-                            "SELECT ?::INTEGER, * FROM _headdb_edges", [run_id])
-            finally:
-                con.unregister("_headdb_edges")
+            insert_edges(con, run_id, et)
     if timings is not None:
         t2 = time.perf_counter()
         timings["arrow"] = timings.get("arrow", 0.0) + (t1 - t0)
