@@ -329,8 +329,6 @@ class AttentionModel:
         self.attn_implementation = str(getattr(model.config, "_attn_implementation", "eager"))
         self.max_length = self._max_length(max_length)
         tok = self.tokenizer
-        self._cls = {i for i in (tok.cls_token_id, tok.bos_token_id) if i is not None}
-        self._sep = {i for i in (tok.sep_token_id, tok.eos_token_id) if i is not None}
         self._uses_token_types = "token_type_ids" in tok.model_input_names
         self._host_buffers: HostBuffers | None = None  # page-locked copies of a GPU's edges
 
