@@ -86,7 +86,8 @@ def tokenizer_folder(given: Path | None) -> Path:
 KNOBS = {"threads": ("headdb.ingest", "APPEND_THREADS"), "overlap": ("headdb.ingest", "OVERLAP_WRITES"),
          "writers": ("headdb.ingest", "WRITERS"), "chunk": ("headdb.store", "ARROW_CHUNK_ROWS"),
          "memory_mb": ("headdb.ingest", "GPU_MEMORY_MB_PER_THREAD"), "commit_edges": ("headdb.ingest", "COMMIT_EDGES"),
-         "pinned": ("headdb.model", "PIN_MEMORY")}
+         "pinned": ("headdb.model", "PIN_MEMORY"), "pin_ahead": ("headdb.model", "PIN_AHEAD"),
+         "read_ahead": ("headdb.ingest", "READ_AHEAD")}
 
 
 def parse_variant(spec: str) -> dict:
@@ -134,7 +135,7 @@ def measure(model_dir: Path, label: str, corpus: Path, device: str, dtype: str, 
     size = db.stat().st_size
     db.unlink()
     return {"model": label, "dtype": dtype, "batch_size": batch_size, "top_k": top_k, "variant": tag,
-            "host_cache_emptied": host_cache_emptied,
+            "host_cache_emptied": host_cache_emptied, "pinned_mb": r.pinned_bytes / 2**20,
             "append_threads": r.append_threads, "sentences": r.sentences,
             "edges": r.edges, "forward_only_sps": n / secs, "end_to_end_sps": r.sentences / r.seconds,
             "ratio": (r.sentences / r.seconds) / (n / secs), "seconds": r.seconds,
@@ -186,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['model']:9s} {row['dtype']:8s} b={row['batch_size']:<4d} {row['variant']:24s} "
               f"duckdb_threads={row['append_threads']}  e2e {row['end_to_end_sps']:8.1f}/s  "
               f"fwd-only {row['forward_only_sps']:8.1f}/s  ratio {row['ratio']:.2f}  "
+              f"pinned={row.get('pinned_mb', 0):.0f}MiB  "
               + " ".join(f"{k}={v:.2f}" for k, v in st.items()), flush=True)
 
     for name in models:

@@ -51,11 +51,15 @@ class IngestResult:
     edges: int = 0
     seconds: float = 0.0
     read_stats: ReadStats = field(default_factory=ReadStats)
-    #: seconds per stage: read_encode, forward, topk, edges (main thread); arrow, write (writer
-    #: thread, overlapping the model); write_wait (main thread blocked on the writer)
+    #: seconds per stage: read_encode (main thread, or with READ_AHEAD a reading thread; then
+    #: read_wait is the main thread waiting for it), forward, topk, edges (main thread; on a GPU
+    #: pin_alloc is the part of edges spent page-locking host buffers); arrow, write (writer
+    #: threads, overlapping the model); write_wait (main thread blocked on the writers)
     timings: dict[str, float] = field(default_factory=dict)
     #: DuckDB threads the edge inserts ran with (see APPEND_THREADS)
     append_threads: int = 1
+    #: page-locked host memory allocated for a GPU's edge copies (model.HostBuffers), bytes
+    pinned_bytes: int = 0
 
     @property
     def sentences_per_second(self) -> float:
@@ -68,6 +72,83 @@ def _windows(sentences: Iterator[Sentence], size: int) -> Iterator[list[Sentence
         if not chunk:
             return
         yield chunk
+
+
+def _encoded_windows(stream: Iterator[Sentence], am, truncate: bool, batch_size: int, finished: set[int],
+                     timings: dict[str, float]) -> Iterator[list]:
+    """Windows of the corpus, tokenized and sorted by length (stable: ties keep corpus order),
+    without those whose sentences all committed; ``timings`` gains ``read_encode``."""
+    windows = _windows(stream, batch_size * WINDOW_BATCHES)
+    while True:
+        t0 = time.perf_counter()
+        window = next(windows, None)
+        if window is None:
+            return
+        if all(s.sentence_id in finished for s in window):
+            continue
+        encoded = am.encode(window, truncate)
+        encoded.sort(key=lambda e: e.length)
+        _add(timings, "read_encode", time.perf_counter() - t0)
+        yield encoded
+
+
+#: Read and tokenize the next window on a thread while the model runs the current one: None
+#: decides by the device (see _read_ahead).
+READ_AHEAD: bool | None = None
+
+
+def _read_ahead(am) -> bool:
+    """On a GPU the main thread mostly waits for the device and the copies, which release the
+    GIL, so a reading thread's Python runs beside them; on a CPU that torch saturates it would
+    take the model's cores."""
+    if READ_AHEAD is not None:
+        return READ_AHEAD
+    return str(am.device).startswith("cuda")
+
+
+def _ahead(items: Iterator[list], timings: dict[str, float], depth: int = 1) -> Iterator[list]:
+    """``items`` computed on a thread, up to ``depth`` ahead of the consumer; an error there is
+    raised here, in order. ``timings`` gains ``read_wait`` (the consumer waiting for an item).
+    Closing the generator stops the thread at its next item."""
+    done = object()
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put(exc)
+
+    thread = threading.Thread(target=produce, name="headdb-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            t0 = time.perf_counter()
+            item = q.get()
+            _add(timings, "read_wait", time.perf_counter() - t0)
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                pass
+            thread.join(0.05)
 
 
 def _fingerprint(settings: dict[str, Any]) -> str:
@@ -161,24 +242,17 @@ def ingest(
         started = time.perf_counter()
         bar = _progress(progress, n_total, len(finished))
         writer = _Writer(con, run_id, corpus_id, result, threaded=overlapped, writers=_writers(am, overlapped))
-        clock = time.perf_counter
         pending: list[tuple[list, BatchEdges | None]] = []  # computed, not yet handed to the writer
         pending_edges = 0
+        windows = None
         try:
             stream = read_corpus(corpus_path, fmt, pairs=pairs, parser=spacy_parser, stats=ReadStats())
             if limit is not None:
                 stream = islice(stream, limit)
-            windows = _windows(stream, batch_size * WINDOW_BATCHES)
-            while True:
-                t0 = clock()
-                window = next(windows, None)
-                if window is None:
-                    break
-                if all(s.sentence_id in finished for s in window):
-                    continue
-                encoded = am.encode(window, truncate)
-                encoded.sort(key=lambda e: e.length)  # stable: ties keep corpus order
-                _add(result.timings, "read_encode", clock() - t0)
+            windows = _encoded_windows(stream, am, truncate, batch_size, finished, result.timings)
+            if _read_ahead(am):
+                windows = _ahead(windows, result.timings)
+            for encoded in windows:
                 for i in range(0, len(encoded), batch_size):
                     batch = encoded[i : i + batch_size]
                     if all(e.sentence.sentence_id in finished for e in batch):
@@ -194,6 +268,8 @@ def ingest(
                 writer.put(pending)
             writer.close()
         except BaseException as exc:
+            if windows is not None:
+                windows.close()  # stops a reading thread
             writer.close(abort=True)
             _fail(con, run_id, exc)
             _raise_write_error(db, run_id, exc)
@@ -201,6 +277,8 @@ def ingest(
         finally:
             bar(None)
         result.seconds = time.perf_counter() - started
+        if am._host_buffers is not None:
+            result.pinned_bytes = am._host_buffers.alloc_bytes
         con.execute("UPDATE runs SET status = 'done', finished_at = current_timestamp, error = NULL WHERE run_id = ?",
                     [run_id])
         return result

@@ -167,31 +167,84 @@ def align(tokenizer, sentences: list[Sentence], truncate: bool, max_length: int)
 
 #: copy a GPU's edges into page-locked host memory (False: pageable memory, for comparison)
 PIN_MEMORY = True
+#: on a new size class, page-lock this many more buffers of it on a thread (HostBuffers)
+PIN_AHEAD = 0
 
 
 class HostBuffers:
     """Page-locked host buffers for the edges' device-to-host copies, reused: page-locking memory
     is slow (on an H200 box the first 10,005-sentence ingest spent 1.6 s of its 1.9 s of edge
-    copies allocating, through torch's caching host allocator, which keeps one size class per
-    power of two), so a buffer that is handed back serves any later copy it is large enough for.
-    Buffers come with 25% headroom; at most ``keep`` wait for reuse. Each :class:`AttentionModel`
-    on a GPU has its own pool (an ingest's lifetime); what it drops goes back to torch's
-    page-locked cache, as with a DataLoader's ``pin_memory``."""
+    copies allocating), so a buffer that is handed back serves any later copy it is large enough
+    for. Buffers are whole powers of two: torch's caching host allocator rounds every request up
+    to one anyway, so asking for the rounded size lets a buffer serve every copy that its real
+    capacity holds. At most ``keep`` wait for reuse. Each :class:`AttentionModel` on a GPU has its
+    own pool (an ingest's lifetime); what it drops goes back to torch's page-locked cache, as
+    with a DataLoader's ``pin_memory``. ``allocs``, ``alloc_bytes`` and ``alloc_seconds`` count
+    the new buffers."""
 
-    def __init__(self, keep: int = 8):
+    def __init__(self, keep: int = 8, ahead: int | None = None):
         import threading
 
         self._free: list = []
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._keep = keep
+        self._ahead = PIN_AHEAD if ahead is None else ahead
+        self._pinning: dict[int, int] = {}  # size class -> buffers being page-locked ahead
+        self.allocs = 0
+        self.alloc_bytes = 0
+        self.alloc_seconds = 0.0
+
+    @staticmethod
+    def size_class(nbytes: int) -> int:
+        """The power of two (at least 1 MiB) a request of ``nbytes`` is served from."""
+        return 1 << max(20, (max(nbytes, 1) - 1).bit_length())
 
     def take(self, nbytes: int):
-        """A free buffer of at least ``nbytes`` (the smallest), or a new one."""
-        with self._lock:  # by position: tensors compare element by element, never use ==
-            fits = [i for i, b in enumerate(self._free) if b.numel() >= nbytes]
-            if fits:
-                return self._free.pop(min(fits, key=lambda i: self._free[i].numel()))
-        return self._alloc(max(nbytes + nbytes // 4, 1 << 20))
+        """A free buffer of at least ``nbytes`` (the smallest), or a new one. With ``ahead`` a new
+        size class also starts that many more buffers of it page-locking on a thread: batches
+        come in length order, so the next ones mostly need the same class."""
+        size = self.size_class(nbytes)
+        with self._lock:
+            while True:  # by position: tensors compare element by element, never use ==
+                fits = [i for i, b in enumerate(self._free) if b.numel() >= nbytes]
+                if fits:
+                    return self._free.pop(min(fits, key=lambda i: self._free[i].numel()))
+                if not any(c >= nbytes and n for c, n in self._pinning.items()):
+                    break
+                self._lock.wait()  # one being page-locked ahead fits: cheaper than a second
+            if self._ahead and not self._pinning.get(size):
+                self._pinning[size] = self._ahead
+                import threading
+
+                threading.Thread(target=self._pin_ahead, args=(size,), daemon=True,
+                                 name="headdb-pin-ahead").start()
+        return self._new(size)
+
+    def _new(self, size: int):
+        t0 = time.perf_counter()
+        buf = self._alloc(size)
+        seconds = time.perf_counter() - t0
+        with self._lock:
+            self.allocs += 1
+            self.alloc_bytes += size
+            self.alloc_seconds += seconds
+        return buf
+
+    def _pin_ahead(self, size: int) -> None:
+        try:
+            while True:
+                with self._lock:
+                    if not self._pinning.get(size):
+                        return
+                buf = self._new(size)  # torch releases the GIL while it page-locks
+                with self._lock:
+                    self._free.append(buf)
+                    self._pinning[size] -= 1
+                    self._lock.notify_all()
+        except BaseException:  # out of page-locked memory: the copies allocate as they need
+            with self._lock:
+                self._pinning[size] = 0
+                self._lock.notify_all()
 
     @staticmethod
     def _alloc(nbytes: int):
@@ -204,6 +257,7 @@ class HostBuffers:
             self._free.append(buf)
             if len(self._free) > self._keep:
                 self._free.pop(min(range(len(self._free)), key=lambda i: self._free[i].numel()))
+            self._lock.notify_all()
 
 
 def device_edges(values, indices, lengths, min_mass: float | None, ids=None,
@@ -446,7 +500,8 @@ class AttentionModel:
         query_pos, rank) order: exactly the concatenation of every input's
         ``sparsify.sentence_edges``; ``sentence`` holds ``ids[input]`` (default: the input's
         position in ``batch``). ``timings`` gains ``forward``, ``topk`` (top-k on the device)
-        and ``edges`` (keep mask, selection and the transfer)."""
+        and ``edges`` (keep mask, selection and the transfer; on a GPU, ``pin_alloc`` is the part
+        of it spent page-locking new host buffers)."""
         with self.torch.inference_mode():
             values, indices = self._ranked(batch, k, timings)
             t1 = time.perf_counter()
@@ -456,8 +511,11 @@ class AttentionModel:
                 dev_ids = None if ids is None else torch.as_tensor(np.asarray(ids, dtype=np.int32)).to(self.device)
                 if self._host_buffers is None:
                     self._host_buffers = HostBuffers()
+                pinning = self._host_buffers.alloc_seconds
                 edges = device_edges(values, indices, torch.tensor(lengths).to(self.device), min_mass, dev_ids,
                                      self._host_buffers)
+                if timings is not None:  # part of `edges`: page-locking new host buffers
+                    timings["pin_alloc"] = timings.get("pin_alloc", 0.0) + self._host_buffers.alloc_seconds - pinning
             else:  # numpy's boolean selection is several times faster than torch's on a CPU
                 edges = batch_edges(values.numpy(), indices.numpy(), lengths, min_mass, ids)
             if timings is not None:

@@ -469,3 +469,50 @@ def test_ingest_hands_host_buffers_back_after_the_write(tmp_path, monkeypatch):
     monkeypatch.setattr(ingest_mod, "COMMIT_EDGES", 0)  # a commit per batch
     ingest_mod.ingest(tmp_path / "r.db", None, limit=8, batch_size=4)
     assert events == ["write", "release", "write", "release"]
+
+
+def test_reading_ahead_on_a_thread_stores_the_same_and_its_errors_reach_the_caller(tmp_path, monkeypatch):
+    """With READ_AHEAD (on for CUDA) a thread reads and tokenizes the next window while the model
+    runs: the store is the one the main thread alone makes; an error on that thread fails the
+    run where it happened, stops the thread, and a resume completes the same store."""
+    import importlib
+    import threading
+
+    import headdb.model as model
+
+    ingest_mod = importlib.import_module("headdb.ingest")
+    monkeypatch.setattr(ingest_mod, "WINDOW_BATCHES", 2)  # windows of 8 sentences: 3 of them
+    monkeypatch.setattr(ingest_mod, "COMMIT_EDGES", 0)
+    monkeypatch.setattr(ingest_mod, "READ_AHEAD", False)
+    headdb.ingest(tmp_path / "plain.db", None, **CRASH_OPTS)
+    expected = _store_snapshot(tmp_path / "plain.db")
+
+    monkeypatch.setattr(ingest_mod, "READ_AHEAD", True)
+    threads: set[str] = set()
+    calls = {"n": 0, "fail": False}
+    real = model.AttentionModel.encode
+
+    def encode(self, sentences, truncate):
+        threads.add(threading.current_thread().name)
+        calls["n"] += 1
+        if calls["fail"] and calls["n"] == 3:
+            raise InputError("simulated bad window")
+        return real(self, sentences, truncate)
+
+    monkeypatch.setattr(model.AttentionModel, "encode", encode)
+    result = headdb.ingest(tmp_path / "ahead.db", None, **CRASH_OPTS)
+    assert threads == {"headdb-read-ahead"} and calls["n"] == 3
+    assert result.sentences == 24 and "read_wait" in result.timings
+    _assert_same_store(_store_snapshot(tmp_path / "ahead.db"), expected)
+
+    calls.update(n=0, fail=True)
+    crashed = tmp_path / "crashed.db"
+    with pytest.raises(InputError, match="simulated bad window"):
+        headdb.ingest(crashed, None, **CRASH_OPTS)
+    assert not any(t.name == "headdb-read-ahead" for t in threading.enumerate())
+    assert table_rows(crashed, "runs", "status, error") == [("failed", "simulated bad window")]
+    assert len(table_rows(crashed, "run_sentences")) == 16  # the first two windows, not the third
+    calls["fail"] = False
+    again = headdb.ingest(crashed, None, **CRASH_OPTS)
+    assert again.resumed and again.sentences == 8
+    _assert_same_store(_store_snapshot(crashed), expected)

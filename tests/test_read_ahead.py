@@ -1,0 +1,67 @@
+"""ingest._ahead: the windows a reading thread prepares while the model runs (fast, no model)."""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import threading
+import time
+
+import pytest
+
+ingest_mod = importlib.import_module("headdb.ingest")
+
+
+def _reader_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "headdb-read-ahead"]
+
+
+def test_items_arrive_in_order_and_the_wait_is_timed():
+    timings: dict[str, float] = {}
+    assert list(ingest_mod._ahead(iter(range(50)), timings)) == list(range(50))
+    assert timings["read_wait"] >= 0
+    assert not _reader_threads()
+
+
+def test_an_error_on_the_thread_is_raised_after_the_items_before_it():
+    def items():
+        yield 1
+        yield 2
+        raise ValueError("window 3 is bad")
+
+    got = []
+    with pytest.raises(ValueError, match="window 3 is bad"):
+        for x in ingest_mod._ahead(items(), {}):
+            got.append(x)
+    assert got == [1, 2]
+
+
+def test_closing_early_stops_the_thread_and_it_reads_at_most_depth_ahead():
+    made = []
+
+    def endless():
+        for i in itertools.count():
+            made.append(i)
+            yield i
+
+    gen = ingest_mod._ahead(endless(), {}, depth=1)
+    assert next(gen) == 0 and next(gen) == 1
+    time.sleep(0.2)
+    assert len(made) <= 4  # two taken, one queued, one waiting to be queued
+    gen.close()
+    assert not _reader_threads()
+    n = len(made)
+    time.sleep(0.2)
+    assert len(made) == n
+
+
+def test_read_ahead_is_on_for_cuda_only_unless_set(monkeypatch):
+    class Model:
+        device = "cuda:0"
+
+    monkeypatch.setattr(ingest_mod, "READ_AHEAD", None)
+    assert ingest_mod._read_ahead(Model())
+    Model.device = "cpu"
+    assert not ingest_mod._read_ahead(Model())
+    monkeypatch.setattr(ingest_mod, "READ_AHEAD", True)
+    assert ingest_mod._read_ahead(Model())
