@@ -31,6 +31,16 @@ from headdb.sparsify import BatchEdges, Sparsity
 
 #: Sentences tokenized and sorted by length together; batches are cut from each window.
 WINDOW_BATCHES = 16
+#: The same on CUDA (None: WINDOW_BATCHES). There the model waits for the first window to be read
+#: and tokenized before anything can start (with batches of 512 a window of 16 is 8,192
+#: sentences), and a window's batches grow with its sentences, so each needs a larger
+#: page-locked buffer than the ones the writers hand back. bert-base on 10,005 EWT sentences,
+#: batches of 512, one H200 box, one process: 1,410 sentences/s with windows of 16 (3.5 GB
+#: page-locked), 1,522 with 4 (2.5 GB), 1,809 with 2 (1.5 GB) (docs/benchmarks.md).
+GPU_WINDOW_BATCHES: int | None = 2
+#: Groups of batches waiting for a writer, beyond one per writer thread (see _Writer); each
+#: holds its edges in host memory (page-locked on a GPU).
+WRITE_DEPTH = 2
 #: Batches are committed together once they hold this many edges (0: every batch on its own).
 #: Each commit has a fixed cost (an INSERT per table) and small appends leave DuckDB's row
 #: groups partly filled, so on 2 cores one commit per batch of 32 EWT sentences cost 3.6 s of
@@ -74,11 +84,17 @@ def _windows(sentences: Iterator[Sentence], size: int) -> Iterator[list[Sentence
         yield chunk
 
 
+def _window_batches(device: str) -> int:
+    if GPU_WINDOW_BATCHES is not None and str(device).startswith("cuda"):
+        return max(1, GPU_WINDOW_BATCHES)
+    return WINDOW_BATCHES
+
+
 def _encoded_windows(stream: Iterator[Sentence], am, truncate: bool, batch_size: int, finished: set[int],
                      timings: dict[str, float]) -> Iterator[list]:
     """Windows of the corpus, tokenized and sorted by length (stable: ties keep corpus order),
     without those whose sentences all committed; ``timings`` gains ``read_encode``."""
-    windows = _windows(stream, batch_size * WINDOW_BATCHES)
+    windows = _windows(stream, batch_size * _window_batches(am.device))
     while True:
         t0 = time.perf_counter()
         window = next(windows, None)
@@ -220,7 +236,7 @@ def ingest(
         "corpus_sha256": sha, "format": fmt, "pairs": pairs, "parser": parser_desc,
         "model_hash": am.model_hash, "dtype": dtype, "max_length": am.max_length, "truncate": truncate,
         "top_k": sparsity.top_k, "min_mass": sparsity.min_mass, "limit": limit, "batch_size": batch_size,
-        "window": WINDOW_BATCHES,
+        "window": _window_batches(am.device),
     }
     fingerprint = _fingerprint(settings)
     con = connect(db)
@@ -400,13 +416,13 @@ class _Writer:
     memory: the model waits when the writers are behind (counted as ``write_wait``).
     """
 
-    def __init__(self, con, run_id: int, corpus_id: int, result: IngestResult, depth: int = 2,
+    def __init__(self, con, run_id: int, corpus_id: int, result: IngestResult, depth: int | None = None,
                  threaded: bool = True, writers: int = 1):
         self._con = con
         self._args = (run_id, corpus_id)
         self._result = result
         self._lock = threading.Lock()  # result's counters and timings
-        self._queue: queue.Queue = queue.Queue(maxsize=depth + writers - 1)
+        self._queue: queue.Queue = queue.Queue(maxsize=(WRITE_DEPTH if depth is None else depth) + writers - 1)
         self._error: BaseException | None = None
         self._abort = False
         self._threads: list[threading.Thread] = []

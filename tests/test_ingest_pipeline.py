@@ -1,4 +1,4 @@
-"""ingest._ahead: the windows a reading thread prepares while the model runs (fast, no model)."""
+"""Ingestion's pipeline settings and its reading thread (ingest._ahead), without a model (fast)."""
 
 from __future__ import annotations
 
@@ -65,3 +65,29 @@ def test_read_ahead_is_on_for_cuda_only_unless_set(monkeypatch):
     assert not ingest_mod._read_ahead(Model())
     monkeypatch.setattr(ingest_mod, "READ_AHEAD", True)
     assert ingest_mod._read_ahead(Model())
+
+
+def test_gpu_ingests_cut_smaller_windows(monkeypatch):
+    assert ingest_mod._window_batches("cuda:0") == ingest_mod.GPU_WINDOW_BATCHES == 2
+    assert ingest_mod._window_batches("cpu") == ingest_mod.WINDOW_BATCHES == 16
+    monkeypatch.setattr(ingest_mod, "GPU_WINDOW_BATCHES", None)
+    assert ingest_mod._window_batches("cuda:0") == 16
+    class Sentence:
+        def __init__(self, i):
+            self.sentence_id = i
+
+    sentences = iter([Sentence(i) for i in range(10)])
+
+    class Encoding:
+        def __init__(self, s):
+            self.sentence, self.length = s, -s.sentence_id  # longest first in corpus order
+
+    class Tokenizing:
+        device = "cuda:0"
+
+        def encode(self, window, truncate):
+            return [Encoding(s) for s in window]
+
+    monkeypatch.setattr(ingest_mod, "GPU_WINDOW_BATCHES", 2)
+    windows = list(ingest_mod._encoded_windows(sentences, Tokenizing(), False, 2, set(), {}))
+    assert [[e.sentence.sentence_id for e in w] for w in windows] == [[3, 2, 1, 0], [7, 6, 5, 4], [9, 8]]
