@@ -93,6 +93,8 @@ def ingest(
     top_k: int = typer.Option(8, "--top-k", help="Keys kept per attention row."),
     min_mass: Optional[float] = typer.Option(None, "--min-mass", help="Stop a row earlier once the kept mass reaches this."),
     dense: bool = typer.Option(False, "--dense", help="Keep every key (no sparsification)."),
+    weight_bits: int = typer.Option(32, "--weight-bits", help="32: float32 weights as computed; 16: fixed point "
+                                    "(1/65535 steps, rounded down), about 30% smaller, sparse runs only."),
     truncate: bool = typer.Option(False, "--truncate", help="Truncate over-long inputs (default: skip and count them)."),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="Token limit (default: the model's maximum)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N sentences."),
@@ -115,7 +117,7 @@ def ingest(
         db, corpus, format=format, pairs=pairs, model=model, top_k=top_k, min_mass=min_mass, dense=dense,
         truncate=truncate, max_length=max_length, limit=limit, batch_size=batch_size, device=device,
         dtype=dtype, run_name=run_name, parser=parser, download=download, new_run=new_run,
-        progress=not quiet and sys.stderr.isatty(),
+        progress=not quiet and sys.stderr.isatty(), weight_bits=weight_bits,
     )
     err = typer.echo
     if result.already_done:
@@ -141,7 +143,7 @@ def runs(db: Path = typer.Argument(..., help="Database file."), format: str = _F
 
     df = api_runs(db)
     if not all_columns and format == "table":
-        df = df[["run_id", "run_name", "status", "model", "corpus_path", "pairs", "top_k", "min_mass", "dense",
+        df = df[["run_id", "run_name", "status", "model", "corpus_path", "pairs", "top_k", "min_mass", "dense", "weight_bits",
                  "n_sentences", "n_skipped", "n_truncated", "finished_at"]].copy()
         # long paths make the table unreadable; the full values are in --all / csv / json
         df["model"] = df["model"].map(_short_path)

@@ -192,12 +192,15 @@ def ingest(
     download: bool = False,
     new_run: bool = False,
     progress: bool | Callable[[int], None] = False,
+    weight_bits: int = 32,
 ) -> IngestResult:
     """Ingest a corpus's attention into the store at ``db`` and return the run.
 
     ``corpus`` defaults to the bundled sample and ``model`` to the bundled all-MiniLM-L6-v2.
     An unfinished run with the same settings is resumed; a finished one is returned as is
-    unless ``new_run``.
+    unless ``new_run``. ``weight_bits`` 16 stores a sparse run's weights as 16-bit fixed point
+    (rounded down to a multiple of 1/65535; about 30% smaller; SCORES.md's bounds stay bounds,
+    widened by the rounding); a dense run keeps float32, which reproduces the attention exactly.
     """
     import time
 
@@ -209,6 +212,13 @@ def ingest(
         raise InputError("--limit must be at least 1")
     if dense and (min_mass is not None):
         raise InputError("--dense keeps every key; it cannot be combined with --min-mass")
+    from headdb.store import WEIGHT_BITS
+
+    if weight_bits not in WEIGHT_BITS:
+        raise InputError(f"--weight-bits must be 32 or 16, not {weight_bits!r}")
+    if dense and weight_bits != 32:
+        raise InputError("--dense stores float32 weights (a dense run reproduces the attention exactly); "
+                         "--weight-bits 16 is for sparse runs")
     sparsity = Sparsity(None if dense else top_k, None if dense else min_mass) if (dense or top_k) else None
     if sparsity is None:
         raise InputError("--top-k must be at least 1 (or pass --dense)")
@@ -238,6 +248,8 @@ def ingest(
         "top_k": sparsity.top_k, "min_mass": sparsity.min_mass, "limit": limit, "batch_size": batch_size,
         "window": _window_batches(am.device),
     }
+    if weight_bits != 32:  # absent for 32: the fingerprints of earlier runs stay valid
+        settings["weight_bits"] = weight_bits
     fingerprint = _fingerprint(settings)
     con = connect(db)
     overlapped = _overlap_writes(am)
@@ -248,7 +260,8 @@ def ingest(
         # a TSV file holds pairs by itself; runs.pairs says whether the inputs are pairs
         run_id, resumed, done = _start_run(con, fingerprint, new_run, run_name, corpus_path, sha, fmt,
                                            pairs or fmt == "tsv",
-                                           parser_desc, am, sparsity, truncate, limit, batch_size, device, dtype)
+                                           parser_desc, am, sparsity, truncate, limit, batch_size, device, dtype,
+                                           weight_bits)
         name = con.execute("SELECT run_name FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
         result = IngestResult(run_id, name, resumed, done, read_stats=stats, append_threads=threads)
         if done:
@@ -257,7 +270,8 @@ def ingest(
         finished = {r[0] for r in con.execute("SELECT sentence_id FROM run_sentences WHERE run_id = ?", [run_id]).fetchall()}
         started = time.perf_counter()
         bar = _progress(progress, n_total, len(finished))
-        writer = _Writer(con, run_id, corpus_id, result, threaded=overlapped, writers=_writers(am, overlapped))
+        writer = _Writer(con, run_id, corpus_id, result, threaded=overlapped, writers=_writers(am, overlapped),
+                         weight_bits=weight_bits)
         pending: list[tuple[list, BatchEdges | None]] = []  # computed, not yet handed to the writer
         pending_edges = 0
         windows = None
@@ -317,11 +331,11 @@ def _batch_edges(am, batch: list, sparsity: Sparsity, timings: dict[str, float])
 
 
 def _write(con, run_id: int, corpus_id: int, parts: list[tuple[list, BatchEdges | None]],
-           result: IngestResult) -> None:
+           result: IngestResult, weight_bits: int = 32) -> None:
     """Commit ``parts`` (batches with their edges) in one transaction and count them."""
     from headdb import store
 
-    result.edges += store.write_batches(con, run_id, corpus_id, parts, result.timings)
+    result.edges += store.write_batches(con, run_id, corpus_id, parts, result.timings, weight_bits)
     for _, edges in parts:  # stored: their host buffers may be reused (a GPU's page-locked memory)
         if edges is not None and edges.release is not None:
             edges.release()
@@ -417,9 +431,10 @@ class _Writer:
     """
 
     def __init__(self, con, run_id: int, corpus_id: int, result: IngestResult, depth: int | None = None,
-                 threaded: bool = True, writers: int = 1):
+                 threaded: bool = True, writers: int = 1, weight_bits: int = 32):
         self._con = con
         self._args = (run_id, corpus_id)
+        self._weight_bits = weight_bits
         self._result = result
         self._lock = threading.Lock()  # result's counters and timings
         self._queue: queue.Queue = queue.Queue(maxsize=(WRITE_DEPTH if depth is None else depth) + writers - 1)
@@ -450,7 +465,7 @@ class _Writer:
 
     def _write(self, con, parts) -> None:
         part = IngestResult(0, "", False, False)  # this group's counts, added under the lock
-        _write(con, *self._args, parts, part)
+        _write(con, *self._args, parts, part, self._weight_bits)
         with self._lock:
             r = self._result
             r.edges += part.edges
@@ -467,7 +482,7 @@ class _Writer:
     def put(self, parts: list[tuple[list, BatchEdges | None]]) -> None:
         """Commit ``parts`` (batches with their edges) in one transaction, now or on a thread."""
         if not self._threads:
-            _write(self._con, *self._args, parts, self._result)
+            _write(self._con, *self._args, parts, self._result, self._weight_bits)
             return
         self._check()
         t0 = time.perf_counter()
@@ -488,7 +503,7 @@ class _Writer:
 
 
 def _start_run(con, fingerprint, new_run, run_name, corpus_path, sha, fmt, pairs, parser_desc, am, sparsity,
-               truncate, limit, batch_size, device, dtype) -> tuple[int, bool, bool]:
+               truncate, limit, batch_size, device, dtype, weight_bits=32) -> tuple[int, bool, bool]:
     with transaction(con):
         row = con.execute(
             "SELECT corpus_id FROM corpora WHERE sha256 = ? AND format = ? AND pairs = ? AND parser = ?",
@@ -518,14 +533,14 @@ def _start_run(con, fingerprint, new_run, run_name, corpus_path, sha, fmt, pairs
             INSERT INTO runs (run_name, fingerprint, corpus_id, corpus_path, corpus_sha256, corpus_format, pairs,
                               model, model_hash, model_type, tokenizer, n_layers, n_heads, dtype,
                               attn_implementation, device, max_length, truncate, top_k, min_mass, dense,
-                              sentence_limit, batch_size, headdb_version, library_versions)
-            VALUES (coalesce(?, 'run'), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                              sentence_limit, batch_size, headdb_version, library_versions, weight_bits)
+            VALUES (coalesce(?, 'run'), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             RETURNING run_id
             """,
             [run_name, fingerprint, corpus_id, str(corpus_path.resolve()), sha, fmt, pairs, am.name, am.model_hash,
              am.model_type, am.tokenizer_name, am.n_layers, am.n_heads, dtype, am.attn_implementation, device,
              am.max_length, truncate, sparsity.top_k, sparsity.min_mass, sparsity.dense, limit, batch_size,
-             __version__, json.dumps(versions, sort_keys=True)]).fetchone()
+             __version__, json.dumps(versions, sort_keys=True), weight_bits]).fetchone()
         run_id = row[0]
         if run_name is None:
             con.execute("UPDATE runs SET run_name = 'run-' || run_id WHERE run_id = ?", [run_id])

@@ -22,6 +22,10 @@ EDGE_SCHEMA = pa.schema([
     ("sentence_id", pa.int32()), ("layer", pa.int16()), ("head", pa.int16()),
     ("query_pos", pa.int16()), ("key_pos", pa.int16()), ("weight", pa.float32()),
 ])
+#: how a run may store its weights: 32 (FLOAT, as the model computed them) or 16 (fixed point,
+#: floor(weight * WEIGHT16_SCALE) in edge_store.weight16; the edges view reads it back as FLOAT)
+WEIGHT_BITS = (32, 16)
+WEIGHT16_SCALE = 65535
 #: rows per Arrow record batch of an edge insert (None: one). An option for measurements: batches
 #: of 122,880 rows made no difference on 2 cores or on an H200 box (docs/benchmarks.md).
 ARROW_CHUNK_ROWS: int | None = None
@@ -96,13 +100,25 @@ def edge_table(parts: list[BatchEdges]) -> pa.Table:
     return table
 
 
-def insert_edges(con: duckdb.DuckDBPyConnection, run_id: int, table: pa.Table) -> None:
-    """Append an :data:`EDGE_SCHEMA` table to ``edges`` for ``run_id`` (a constant of the INSERT),
-    in the caller's transaction."""
+_EDGES_INSERT = {
+    32: "INSERT INTO edge_store (run_id, sentence_id, layer, head, query_pos, key_pos, weight) "
+        "SELECT ?::INTEGER, sentence_id, layer, head, query_pos, key_pos, weight FROM _headdb_edges",
+    16: "INSERT INTO edge_store (run_id, sentence_id, layer, head, query_pos, key_pos, weight16) "
+        "SELECT ?::INTEGER, sentence_id, layer, head, query_pos, key_pos, "
+        f"least(floor(weight::DOUBLE * {WEIGHT16_SCALE}), {WEIGHT16_SCALE})::USMALLINT FROM _headdb_edges",
+}
+
+
+def insert_edges(con: duckdb.DuckDBPyConnection, run_id: int, table: pa.Table, weight_bits: int = 32) -> None:
+    """Append an :data:`EDGE_SCHEMA` table to the edges (table ``edge_store``) for ``run_id`` (a
+    constant of the INSERT), in the caller's transaction. With ``weight_bits`` 16 each weight is
+    stored rounded down to a multiple of 1 / WEIGHT16_SCALE, so that what is read back never
+    exceeds what the model computed."""
+    if weight_bits not in _EDGES_INSERT:
+        raise ValueError(f"weight_bits must be one of {WEIGHT_BITS}, not {weight_bits!r}")
     con.register("_headdb_edges", table)
     try:
-        con.execute("INSERT INTO edges (run_id, sentence_id, layer, head, query_pos, key_pos, weight) "
-                    "SELECT ?::INTEGER, * FROM _headdb_edges", [run_id])
+        con.execute(_EDGES_INSERT[weight_bits], [run_id])
     finally:
         con.unregister("_headdb_edges")
 
@@ -150,9 +166,10 @@ def batch_tables(run_id: int, corpus_id: int, encoded: list) -> tuple[pa.Table, 
 
 def write_batches(con: duckdb.DuckDBPyConnection, run_id: int, corpus_id: int,
                   parts: list[tuple[list, BatchEdges | list[SentenceEdges | None] | None]],
-                  timings: dict[str, float] | None = None) -> int:
+                  timings: dict[str, float] | None = None, weight_bits: int = 32) -> int:
     """Write batches in one transaction: for each ``(encoded, edges)`` of ``parts`` its sentences
-    and words (if new to the corpus), tokens, run_sentences and edges (see :func:`batch_tables`).
+    and words (if new to the corpus), tokens, run_sentences and edges (see :func:`batch_tables`;
+    weights as :func:`insert_edges` stores them with ``weight_bits``).
     ``edges`` is a :class:`BatchEdges` whose ``sentence`` holds corpus sentence ids (as
     ingestion makes them), or one :class:`SentenceEdges` (or None) per input of ``encoded``.
     All of them or none are stored. Returns the number of edges written. ``timings`` (seconds)
@@ -180,7 +197,7 @@ def write_batches(con: duckdb.DuckDBPyConnection, run_id: int, corpus_id: int,
         _insert(con, "tokens", tt)
         _insert(con, "run_sentences", rt)
         if et is not None:
-            insert_edges(con, run_id, et)
+            insert_edges(con, run_id, et, weight_bits)
     if timings is not None:
         t2 = time.perf_counter()
         timings["arrow"] = timings.get("arrow", 0.0) + (t1 - t0)
@@ -204,7 +221,7 @@ def runs(db: str | Path) -> pd.DataFrame:
             SELECT r.run_id, r.run_name,
                    CASE WHEN r.status = 'running' THEN 'interrupted' ELSE r.status END AS status, r.model, r.model_hash, r.model_type, r.tokenizer,
                    r.n_layers, r.n_heads, r.dtype, r.attn_implementation, r.device, r.max_length,
-                   r.truncate, r.top_k, r.min_mass, r.dense, r.corpus_path, r.corpus_sha256,
+                   r.truncate, r.top_k, r.min_mass, r.dense, r.weight_bits, r.corpus_path, r.corpus_sha256,
                    r.corpus_format, r.pairs, r.sentence_limit, r.batch_size, r.headdb_version,
                    r.started_at, r.finished_at, r.error,
                    (SELECT count(*) FROM run_sentences s WHERE s.run_id = r.run_id AND s.status <> 'skipped') AS n_sentences,

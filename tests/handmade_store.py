@@ -189,7 +189,7 @@ def build_accuracy_store(path: str | Path) -> Path:
                         edges.append({"run_id": 1, "sentence_id": sid, "layer": 0, "head": head, "query_pos": q,
                                       "key_pos": k, "weight": wt})
         _insert(con, "tokens", toks)
-        _insert(con, "edges", edges)
+        _insert(con, "edge_store", edges)
     finally:
         con.close()
     return Path(path)

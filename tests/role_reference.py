@@ -114,10 +114,12 @@ def _insert(con, table: str, df: pd.DataFrame) -> None:
 
 
 def build_store(path: str | Path, seqs: list[Seq], attention: list[np.ndarray], *, pairs: bool = False,
-                top_k: int | None = None, run_id: int = 1, corpus_id: int = 1, add_corpus: bool = True) -> int:
+                top_k: int | None = None, run_id: int = 1, corpus_id: int = 1, add_corpus: bool = True,
+                weight_bits: int = 32) -> int:
     """Write ``attention[s]`` ([layers, heads, L, L], rows summing to 1) of ``seqs`` as a run.
 
-    Dense unless ``top_k``: then only the k largest weights of each row are stored.
+    Dense unless ``top_k``: then only the k largest weights of each row are stored. With
+    ``weight_bits`` 16 as ``headdb ingest --weight-bits 16`` stores them: floor(w * 65535).
     """
     n_layers, n_heads = attention[0].shape[:2]
     con = connect(path)
@@ -140,7 +142,8 @@ def build_store(path: str | Path, seqs: list[Seq], attention: list[np.ndarray], 
             "model": "synthetic", "model_hash": "h", "model_type": "bert", "tokenizer": "tok", "n_layers": n_layers,
             "n_heads": n_heads, "dtype": "float32", "attn_implementation": "eager", "device": "cpu",
             "max_length": 512, "truncate": False, "top_k": top_k, "min_mass": None, "dense": top_k is None,
-            "batch_size": 1, "headdb_version": "test", "library_versions": "{}", "status": "done"}]))
+            "batch_size": 1, "headdb_version": "test", "library_versions": "{}", "status": "done",
+            "weight_bits": weight_bits}]))
         _insert(con, "run_sentences", pd.DataFrame([{"run_id": run_id, "sentence_id": s, "n_tokens": q.length,
                                                      "n_tokens_full": q.length, "status": "ok"}
                                                     for s, q in enumerate(seqs)]))
@@ -162,7 +165,11 @@ def build_store(path: str | Path, seqs: list[Seq], attention: list[np.ndarray], 
             parts.append(pd.DataFrame({"run_id": run_id, "sentence_id": sid, "layer": layer[keep].astype(np.int16),
                                        "head": head[keep].astype(np.int16), "query_pos": q[keep].astype(np.int16),
                                        "key_pos": k[keep].astype(np.int16), "weight": A[keep]}))
-        _insert(con, "edges", pd.concat(parts, ignore_index=True))
+        edges = pd.concat(parts, ignore_index=True)
+        if weight_bits == 16:
+            w = edges.pop("weight").to_numpy(np.float64)
+            edges["weight16"] = np.minimum(np.floor(w * 65535), 65535).astype(np.uint16)
+        _insert(con, "edge_store", edges)
     finally:
         con.close()
     return run_id

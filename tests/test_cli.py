@@ -73,7 +73,7 @@ def test_init_sql_and_errors_without_a_model(tmp_path, capsys, monkeypatch):
     # one clear line on stderr and exit code 1 for headdb errors
     for args, message in [
         (("sql", db, "SELEC nonsense"), "SQL error"),
-        (("sql", db, "DELETE FROM edges"), ""),  # read-only by default
+        (("sql", db, "DELETE FROM runs"), ""),  # read-only by default
         (("runs", tmp_path / "missing.db"), "no such database"),
         (("summary", db), "no finished run"),
         (("ingest", db, tmp_path / "missing.conllu"), "no such file"),

@@ -18,7 +18,8 @@ from headdb.query import export
 def store(tmp_path):
     path = tmp_path / "store.db"
     con = connect(path)
-    con.execute("INSERT INTO edges VALUES (1, 0, 0, 0, 0, 0, 0.75), (1, 0, 0, 0, 0, 1, 0.25), (1, 0, 1, 3, 1, 0, 0.5)")
+    con.execute("INSERT INTO edge_store (run_id, sentence_id, layer, head, query_pos, key_pos, weight) "
+                "VALUES (1, 0, 0, 0, 0, 0, 0.75), (1, 0, 0, 0, 0, 1, 0.25), (1, 0, 1, 3, 1, 0, 0.5)")
     con.close()
     return path
 
@@ -37,7 +38,7 @@ def test_engine_reads_the_store_with_pandas(store):
 def test_engine_is_read_only_by_default(store):
     engine = headdb.engine(store)
     with engine.connect() as c, pytest.raises(Exception, match="read-only"):
-        c.execute(text("DELETE FROM edges"))
+        c.execute(text("DELETE FROM runs"))
     engine.dispose()
 
 

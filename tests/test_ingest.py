@@ -168,6 +168,10 @@ def test_ingest_errors_before_writing(tmp_path, tiny_bert_dir):
         headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), max_length=3)
     with pytest.raises(InputError, match="--dense"):
         headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), dense=True, min_mass=0.5)
+    with pytest.raises(InputError, match="--dense stores float32"):
+        headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), dense=True, weight_bits=16)
+    with pytest.raises(InputError, match="--weight-bits must be 32 or 16, not 8"):
+        headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), weight_bits=8)
     bad = tmp_path / "bad.conllu"
     good = (DATA / "sample.conllu").read_text()
     bad.write_text(good + "1\tx\n\n")
@@ -516,3 +520,41 @@ def test_reading_ahead_on_a_thread_stores_the_same_and_its_errors_reach_the_call
     again = headdb.ingest(crashed, None, **CRASH_OPTS)
     assert again.resumed and again.sentences == 8
     _assert_same_store(_store_snapshot(crashed), expected)
+
+
+def test_weight_bits_16_through_the_cli_stores_the_float32_runs_weights_rounded_down(tmp_path, monkeypatch, capsys):
+    """`--weight-bits 16`: the same edges as the float32 run of the same settings (a run of its
+    own), each weight floor(w * 65535) / 65535 as the edges view reads it, in a smaller file;
+    classify and the scores read it like any run."""
+    from cli_helpers import run_main
+
+    dbs = {}
+    for bits in (32, 16):
+        dbs[bits] = tmp_path / f"w{bits}.db"
+        code, out, err = run_main(capsys, monkeypatch, "ingest", dbs[bits], "--limit", "40", "--weight-bits", bits, "-q")
+        assert code == 0 and out.strip() == "1", err
+    code, out, err = run_main(capsys, monkeypatch, "ingest", dbs[16], "--limit", "40", "-q")
+    assert code == 0 and out.strip() == "2", err  # float32 is another run, not "already complete"
+    code, out, _ = run_main(capsys, monkeypatch, "runs", dbs[16], "--format", "csv")
+    import csv
+    import io
+
+    assert code == 0 and [r["weight_bits"] for r in csv.DictReader(io.StringIO(out))] == ["16", "32"]
+    w32, w16 = edges_array(dbs[32], 1), edges_array(dbs[16], 1)
+    assert np.array_equal(w32[:, :6], w16[:, :6])
+    as_float = lambda a: a[:, 6].astype(np.uint32).view(np.float32)  # noqa: E731 - bit patterns, see edges_array
+    expected = (np.floor(as_float(w32).astype(np.float64) * 65535) / 65535).astype(np.float32)
+    np.testing.assert_array_equal(as_float(w16), expected)
+    assert (as_float(w16) <= as_float(w32)).all() and (as_float(w16) < as_float(w32)).any()
+    con = duckdb.connect(str(dbs[16]), read_only=True)
+    try:
+        assert con.execute("SELECT count(*) FROM edge_store WHERE run_id = 1 AND weight IS NOT NULL").fetchone()[0] == 0
+    finally:
+        con.close()
+    res32, res16 = headdb.classify(dbs[32], store=False), headdb.classify(dbs[16], run=1, store=False)
+    keys = ["layer", "head", "role"]
+    assert res16[keys].astype(str).equals(res32[keys].astype(str))
+    tested = res32["mean"].notna()
+    assert tested.sum() > 600 and res16["mean"].notna().equals(tested)
+    assert (res16["mean"][tested] <= res32["mean"][tested] + 1e-12).all()
+    np.testing.assert_allclose(res16["mean"][tested], res32["mean"][tested], atol=1e-3)

@@ -149,3 +149,42 @@ def headdb_connect(db):
     from headdb.db import connect
 
     return connect(db, read_only=True)
+
+
+STEP16 = 1 / 65535 + 2**-24  # what a 16-bit weight may lie below the model's (queries/framework/scores.sql)
+
+
+@pytest.mark.parametrize("top_k", [3, None], ids=["top3", "every-key"])
+def test_16_bit_weights_keep_score_a_lower_and_score_upper_an_upper_bound(tmp_path, top_k):
+    """A run that stores weights rounded down to 1/65535 steps: its score never exceeds the dense
+    one and its score_upper never falls below it (with every key stored, only the rounding term
+    of the bound keeps that true), and both are within the rounding of the float32 run's."""
+    rng = np.random.default_rng(11)
+    db = tmp_path / "w16.db"
+    att = [dirichlet_attention(rng, 2, 3, q.length) for q in SINGLE]
+    build_store(db, SINGLE, att, run_id=1)
+    build_store(db, SINGLE, att, run_id=2, top_k=top_k, add_corpus=False)
+    build_store(db, SINGLE, att, run_id=3, top_k=top_k, add_corpus=False, weight_bits=16)
+    dense, w32, w16 = (_by_key(headdb.scores(db, run=r)) for r in (1, 2, 3))
+    assert dense.keys() == w32.keys() == w16.keys()
+    below = 0
+    for key, d in dense.items():
+        a, b = w32[key], w16[key]
+        length = SINGLE[key[3]].length
+        assert b.score <= d.score + 1e-12 and d.score <= b.score_upper + 1e-12, (key, b, d)
+        assert a.score - length * STEP16 <= b.score <= a.score + 1e-12
+        assert b.score_upper >= a.score_upper - 1e-12  # wider by the rounding terms alone
+        below += b.score < d.score - 1e-9
+    assert below > 0  # the rounding is visible: without its term the bound would fail here
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        kinds = con.execute("SELECT run_id, count(weight), count(weight16) FROM edge_store GROUP BY run_id "
+                            "ORDER BY run_id").fetchall()
+        got = con.execute("SELECT e.weight, s.weight16 FROM edges AS e JOIN edge_store AS s USING "
+                          "(run_id, sentence_id, layer, head, query_pos, key_pos) WHERE run_id = 3").fetchnumpy()
+    finally:
+        con.close()
+    assert [k[0] for k in kinds] == [1, 2, 3] and kinds[2][1] == 0 and kinds[2][2] > 0 and kinds[1][2] == 0
+    np.testing.assert_array_equal(got["weight"], (got["weight16"] / 65535).astype(np.float32))

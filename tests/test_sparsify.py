@@ -115,13 +115,14 @@ def store():
 def test_residual_is_one_minus_kept_as_the_view_computes_it(store, c):
     att, edges = run_case(c)
     con = store
-    con.execute("DELETE FROM edges")
+    con.execute("DELETE FROM edge_store")
     table = pa.table({"run_id": pa.array(np.ones(len(edges), np.int32)),
                       "sentence_id": pa.array(np.zeros(len(edges), np.int32)),
                       "layer": edges.layer, "head": edges.head, "query_pos": edges.query_pos,
                       "key_pos": edges.key_pos, "weight": edges.weight})
     con.register("batch", table)
-    con.execute("INSERT INTO edges SELECT * FROM batch")
+    con.execute("INSERT INTO edge_store (run_id, sentence_id, layer, head, query_pos, key_pos, weight) "
+                "SELECT * FROM batch")
     con.unregister("batch")
     view = {(l, h, q): (n, kept, res, mw) for l, h, q, n, kept, res, mw in con.execute(
         "SELECT layer, head, query_pos, n_kept, kept_mass, residual, min_weight FROM attention_rows").fetchall()}

@@ -6,6 +6,14 @@
 --   score_upper = the same, each row's in-sieve mass raised by what its unstored keys could
 --                 hold: min(residual_i, (|S_i| - stored keys in S_i) * smallest stored weight_i)
 --
+-- A run with 16-bit weights (runs.weight_bits) stores each weight rounded down to a multiple of
+-- 1/65535 and reads it back as FLOAT, so a stored weight lies below the model's by less than
+-- step = 1/65535 + 2^-24 (and never above it). The score from the stored weights then stays a
+-- lower bound, and the upper bound adds what the rounding may have taken: step for each stored
+-- in-sieve key, and step on the smallest stored weight (the residual, 1 - stored, only grows):
+--     (stored in S_i) * step + min(residual_i, (|S_i| - stored in S_i) * (smallest stored weight_i + step))
+-- For 32-bit runs step = 0 and this is the formula above, to the bit.
+--
 -- headdb.scores fills in four placeholders (each a word in braces): `sieve` names a relation
 -- (role, run_id, sentence_id, query_pos, key_pos) with the roles' token-level sieves, one row
 -- per (query, key) pair of a role, role = 0 .. R-1; `edges` names the stored edges to score
@@ -21,6 +29,11 @@
 -- Every stored attention row has at least one edge, so each (layer, head) has every query.
 WITH sieve AS (
     SELECT role, run_id, sentence_id, query_pos, key_pos FROM {sieve}
+),
+-- how far below the model's a stored weight may lie, per run (0 for float32 weights)
+steps AS (
+    SELECT run_id, CASE WHEN weight_bits = 16 THEN 1.0 / 65535 + 1.0 / 16777216 ELSE 0.0 END AS step
+    FROM runs
 ),
 -- |S_i| per role (0: the query does not take part in that role)
 queries AS (
@@ -62,10 +75,11 @@ masses AS (
 -- and the number of participating queries
 bounds AS (
     SELECT a.run_id, a.sentence_id, a.layer, a.head,
-           sum(least(a.residual, (q.size_{r} - ((a.counters >> ({bits} * {r})::HUGEINT) & ((1::HUGEINT << {bits}) - 1))::INTEGER) * a.min_weight) / nullif(q.size_{r}, 0)) AS extra_{r},
+           sum((((a.counters >> ({bits} * {r})::HUGEINT) & ((1::HUGEINT << {bits}) - 1))::INTEGER * st.step + least(a.residual, (q.size_{r} - ((a.counters >> ({bits} * {r})::HUGEINT) & ((1::HUGEINT << {bits}) - 1))::INTEGER) * (a.min_weight + st.step))) / nullif(q.size_{r}, 0)) AS extra_{r},
            count(nullif(q.size_{r}, 0))::INTEGER AS n_queries_{r},
     FROM attn_rows AS a
     JOIN queries AS q USING (run_id, sentence_id, query_pos)
+    JOIN steps AS st USING (run_id)
     GROUP BY a.run_id, a.sentence_id, a.layer, a.head
 ),
 -- one row per role

@@ -18,14 +18,15 @@ TABLE corpora
   created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
   PRIMARY KEY (corpus_id)
   UNIQUE (sha256, format, pairs, parser)
-TABLE edges
+TABLE edge_store
   run_id INTEGER NOT NULL
   sentence_id INTEGER NOT NULL
   layer SMALLINT NOT NULL
   head SMALLINT NOT NULL
   query_pos SMALLINT NOT NULL
   key_pos SMALLINT NOT NULL
-  weight FLOAT NOT NULL
+  weight FLOAT
+  weight16 USMALLINT
 TABLE head_tests
   classification_id INTEGER NOT NULL
   run_id INTEGER NOT NULL
@@ -92,6 +93,7 @@ TABLE runs
   finished_at TIMESTAMP
   status VARCHAR NOT NULL DEFAULT 'running'
   error VARCHAR
+  weight_bits SMALLINT DEFAULT 32
   PRIMARY KEY (run_id)
 TABLE schema_migrations
   version INTEGER NOT NULL
@@ -145,6 +147,8 @@ SEQUENCE corpus_id_seq
 SEQUENCE run_id_seq
 VIEW attention_rows
   CREATE VIEW attention_rows AS SELECT run_id, sentence_id, layer, head, query_pos, CAST(count_star() AS SMALLINT) AS n_kept, sum(CAST(weight AS DOUBLE)) AS kept_mass, greatest(0.0, (1.0 - sum(CAST(weight AS DOUBLE)))) AS residual, min(weight) AS min_weight FROM edges GROUP BY ALL;
+VIEW edges
+  CREATE VIEW edges AS SELECT run_id, sentence_id, layer, head, query_pos, key_pos, COALESCE(weight, CAST((weight16 / 65535) AS FLOAT)) AS weight FROM edge_store;
 VIEW head_roles
   CREATE VIEW head_roles AS SELECT run_id, layer, head, count_star() AS n_roles, string_agg("role", ',' ORDER BY "role") AS roles FROM head_tests WHERE significant GROUP BY run_id, layer, head;
 VIEW role_colocation
