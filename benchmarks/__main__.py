@@ -120,8 +120,13 @@ def render(r: dict) -> str:
                     f"{x['end_to_end_sps']:.1f} / {x['forward_only_sps']:.1f} = **{x['ratio']:.2f}**", target)
     st = r.get("storage")
     if st:
-        add(f"storage: bytes per edge, edges table (k={st['top_k']})", f"**{st['edges_table_bytes_per_edge']:.2f}**", "<= 3.5")
-        add("storage: bytes per edge, whole file", f"{st['file_bytes_per_edge']:.2f}")
+        add(f"storage: bytes per edge, edges table (k={st['top_k']}), float32 weights", f"{st['edges_table_bytes_per_edge']:.2f}",
+            "<= 3.5")
+        if "edges_table_bytes_per_edge_16bit" in st:
+            add(f"storage: bytes per edge, edges table (k={st['top_k']}), `--weight-bits 16`",
+                f"**{st['edges_table_bytes_per_edge_16bit']:.2f}**", "<= 3.5")
+        add("storage: bytes per edge, whole file, float32 / 16-bit weights",
+            f"{st['file_bytes_per_edge']:.2f} / {_f(st.get('file_bytes_per_edge_16bit'))}")
         if st.get("entropy_bits"):
             e = st["entropy_bits"]
             add("storage: lossless floor, order-0 entropy of weight (exponent + 23 mantissa bits) and key_pos",
@@ -132,7 +137,8 @@ def render(r: dict) -> str:
     fi = r.get("fidelity")
     if fi and "grid" in fi:
         for row in fi["grid"]:
-            add(f"fidelity k={row['top_k']} min-mass={row['min_mass']}: decisions equal to dense, max score dev",
+            bits = "" if row.get("weight_bits", 32) == 32 else f" weight-bits={row['weight_bits']}"
+            add(f"fidelity k={row['top_k']} min-mass={row['min_mass']}{bits}: decisions equal to dense, max score dev",
                 f"{100 * row['agree_share']:.2f}% , {_f(row['max_sentence_score_dev'], 4)} ({row['edges']} edges)", ">= 99%")
     elif fi:
         add("fidelity", fi.get("skipped", "-"))

@@ -89,8 +89,11 @@ def _file_bytes(path: Path) -> int:
 
 
 def storage(db: Path, workdir: Path) -> dict:
-    """Bytes per edge after CHECKPOINT: the whole file, and the edges table alone."""
+    """Bytes per edge after CHECKPOINT: the whole file, and the edges table alone, with float32
+    weights as ingested and with the same edges' weights as ``--weight-bits 16`` stores them."""
     import duckdb
+
+    from headdb.store import WEIGHT16_SQL
 
     con = duckdb.connect(str(db))
     con.execute("CHECKPOINT")
@@ -100,12 +103,30 @@ def storage(db: Path, workdir: Path) -> dict:
     sq = con.execute("SELECT sum(n_tokens::BIGINT * n_tokens), count(*) FROM run_sentences "
                      "WHERE run_id = ? AND status <> 'skipped'", [run_id]).fetchone()
     compression = dict(con.execute(
-        "SELECT column_name, string_agg(DISTINCT compression, '+') FROM pragma_storage_info('edges') "
+        "SELECT column_name, string_agg(DISTINCT compression, '+') FROM pragma_storage_info('edge_store') "
         "GROUP BY ALL").fetchall())
     entropy = _edge_entropy(con, run_id)
     con.close()
     file_bytes = _file_bytes(db)
     # the edges table alone, copied in its stored order into an empty file
+    edges_bytes = _table_bytes(db, workdir, "SELECT * FROM src.edge_store")
+    # the same edges as a 16-bit run stores them (store.insert_edges)
+    edges16_bytes = _table_bytes(db, workdir, "SELECT * REPLACE (NULL::FLOAT AS weight, "
+                                 f"{WEIGHT16_SQL} AS weight16) FROM src.edge_store")
+    dense_fp16 = int(sq[0]) * n_layers * n_heads * 2
+    return {"top_k": k, "edges": int(n_edges), "sentences": int(sq[1]), "file_bytes": file_bytes,
+            "file_bytes_per_edge": file_bytes / n_edges, "edges_table_bytes_per_edge": edges_bytes / n_edges,
+            "edges_table_bytes_per_edge_16bit": edges16_bytes / n_edges,
+            "file_bytes_per_edge_16bit": (file_bytes - edges_bytes + edges16_bytes) / n_edges,
+            "dense_fp16_bytes": dense_fp16, "file_vs_dense_fp16": file_bytes / dense_fp16,
+            "compression": compression, "entropy_bits": entropy}
+
+
+def _table_bytes(db: Path, workdir: Path, select: str) -> int:
+    """Bytes that the rows of ``select`` (over ``db`` attached as ``src``) take as one table in a
+    file of their own, after CHECKPOINT, beyond an empty database's."""
+    import duckdb
+
     only = workdir / "edges-only.db"
     empty = workdir / "empty.db"
     for p in (only, empty):
@@ -118,16 +139,11 @@ def storage(db: Path, workdir: Path) -> dict:
     c = duckdb.connect(str(only))
     c.execute("SET threads = 1")
     c.execute(f"ATTACH '{db}' AS src (READ_ONLY)")
-    c.execute("CREATE TABLE edges AS SELECT * FROM src.edges")
+    c.execute(f"CREATE TABLE edges AS {select}")
     c.execute("DETACH src")
     c.execute("CHECKPOINT")
     c.close()
-    edges_bytes = only.stat().st_size - empty.stat().st_size
-    dense_fp16 = int(sq[0]) * n_layers * n_heads * 2
-    return {"top_k": k, "edges": int(n_edges), "sentences": int(sq[1]), "file_bytes": file_bytes,
-            "file_bytes_per_edge": file_bytes / n_edges, "edges_table_bytes_per_edge": edges_bytes / n_edges,
-            "dense_fp16_bytes": dense_fp16, "file_vs_dense_fp16": file_bytes / dense_fp16,
-            "compression": compression, "entropy_bits": entropy}
+    return only.stat().st_size - empty.stat().st_size
 
 
 def _entropy_bits(values) -> float:
@@ -195,14 +211,17 @@ def fidelity(workdir: Path, corpus: Path, n: int, batch_size: int, model: str | 
     for k in K_GRID:
         for mass in MASS_GRID:
             r = ingest(db, sub, model=model, top_k=k, min_mass=mass, batch_size=batch_size, run_name=f"k{k}-m{mass}")
-            runs[(k, mass)] = r.run_id
+            runs[(k, mass, 32)] = r.run_id
+    # the default k with 16-bit weights (--weight-bits 16)
+    r = ingest(db, sub, model=model, top_k=8, batch_size=batch_size, run_name="k8-16bit", weight_bits=16)
+    runs[(8, None, 16)] = r.run_id
     if not classify_available():
         return {"skipped": "headdb.classify is not available yet"}
     secs, dense_cid = classify_run(db, dense.run_id)
     cids = {key: classify_run(db, rid)[1] for key, rid in runs.items()}
     con = duckdb.connect(str(db), read_only=True)
     rows = []
-    for (k, mass), cid in cids.items():
+    for (k, mass, bits), cid in cids.items():
         agree, total = con.execute(
             "SELECT count(*) FILTER (WHERE a.significant = b.significant), count(*) FROM head_tests a "
             "JOIN head_tests b USING (layer, head, role) WHERE a.classification_id = ? AND b.classification_id = ?",
@@ -210,12 +229,12 @@ def fidelity(workdir: Path, corpus: Path, n: int, batch_size: int, model: str | 
         dev = con.execute(
             "SELECT max(abs(a.score - b.score)), max(abs(a.score - b.score) / greatest(abs(b.score), 1e-12)) "
             "FROM sentence_scores a JOIN sentence_scores b USING (role, layer, head, sentence_id) "
-            "WHERE a.run_id = ? AND b.run_id = ?", [runs[(k, mass)], dense.run_id]).fetchone()
+            "WHERE a.run_id = ? AND b.run_id = ?", [runs[(k, mass, bits)], dense.run_id]).fetchone()
         mean_dev = con.execute(
             "SELECT max(abs(a.mean - b.mean)) FROM head_tests a JOIN head_tests b USING (layer, head, role) "
             "WHERE a.classification_id = ? AND b.classification_id = ?", [cid, dense_cid]).fetchone()[0]
-        n_edges = con.execute("SELECT count(*) FROM edges WHERE run_id = ?", [runs[(k, mass)]]).fetchone()[0]
-        rows.append({"top_k": k, "min_mass": mass, "edges": int(n_edges), "decisions": int(total),
+        n_edges = con.execute("SELECT count(*) FROM edges WHERE run_id = ?", [runs[(k, mass, bits)]]).fetchone()[0]
+        rows.append({"top_k": k, "min_mass": mass, "weight_bits": bits, "edges": int(n_edges), "decisions": int(total),
                      "agree_share": agree / total if total else float("nan"),
                      "max_sentence_score_dev": dev[0], "max_sentence_score_rel_dev": dev[1],
                      "max_head_mean_dev": mean_dev})

@@ -100,12 +100,13 @@ def edge_table(parts: list[BatchEdges]) -> pa.Table:
     return table
 
 
+#: a float32 ``weight`` as edge_store.weight16 holds it: rounded down, so never above the model's
+WEIGHT16_SQL = f"least(floor(weight::DOUBLE * {WEIGHT16_SCALE}), {WEIGHT16_SCALE})::USMALLINT"
 _EDGES_INSERT = {
     32: "INSERT INTO edge_store (run_id, sentence_id, layer, head, query_pos, key_pos, weight) "
         "SELECT ?::INTEGER, sentence_id, layer, head, query_pos, key_pos, weight FROM _headdb_edges",
     16: "INSERT INTO edge_store (run_id, sentence_id, layer, head, query_pos, key_pos, weight16) "
-        "SELECT ?::INTEGER, sentence_id, layer, head, query_pos, key_pos, "
-        f"least(floor(weight::DOUBLE * {WEIGHT16_SCALE}), {WEIGHT16_SCALE})::USMALLINT FROM _headdb_edges",
+        f"SELECT ?::INTEGER, sentence_id, layer, head, query_pos, key_pos, {WEIGHT16_SQL} FROM _headdb_edges",
 }
 
 
