@@ -335,7 +335,7 @@ def _write(con, run_id: int, corpus_id: int, parts: list[tuple[list, BatchEdges 
     """Commit ``parts`` (batches with their edges) in one transaction and count them."""
     from headdb import store
 
-    result.edges += store.write_batches(con, run_id, corpus_id, parts, result.timings, weight_bits)
+    result.edges += store.write_batches(con, run_id, corpus_id, parts, result.timings, weight_bits=weight_bits)
     for _, edges in parts:  # stored: their host buffers may be reused (a GPU's page-locked memory)
         if edges is not None and edges.release is not None:
             edges.release()

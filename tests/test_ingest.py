@@ -345,11 +345,11 @@ def test_batches_commit_in_groups_of_commit_edges_and_a_crash_loses_only_the_ope
     groups: list[int] = []
     real = store.write_batches
 
-    def recording(con, run_id, corpus_id, parts, timings=None):
+    def recording(con, run_id, corpus_id, parts, timings=None, **kwargs):
         groups.append(len(parts))
         if fail[0] and len(groups) == 2:
             raise RuntimeError("simulated crash")
-        return real(con, run_id, corpus_id, parts, timings)
+        return real(con, run_id, corpus_id, parts, timings, **kwargs)
 
     monkeypatch.setattr(store, "write_batches", recording)
     fail = [False]
@@ -395,14 +395,14 @@ def test_several_writer_threads_store_the_same_and_a_crash_leaves_whole_groups(t
     calls = {"n": 0, "fail": False}
     real = store.write_batches
 
-    def recording(con, run_id, corpus_id, parts, timings=None):
+    def recording(con, run_id, corpus_id, parts, timings=None, **kwargs):
         import threading
 
         threads.add(threading.current_thread().name)
         calls["n"] += 1
         if calls["fail"] and calls["n"] == 2:
             raise RuntimeError("simulated crash")
-        return real(con, run_id, corpus_id, parts, timings)
+        return real(con, run_id, corpus_id, parts, timings, **kwargs)
 
     monkeypatch.setattr(store, "write_batches", recording)
     db = tmp_path / "two.db"
