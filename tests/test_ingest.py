@@ -533,6 +533,8 @@ def test_weight_bits_16_through_the_cli_stores_the_float32_runs_weights_rounded_
         dbs[bits] = tmp_path / f"w{bits}.db"
         code, out, err = run_main(capsys, monkeypatch, "ingest", dbs[bits], "--limit", "40", "--weight-bits", bits, "-q")
         assert code == 0 and out.strip() == "1", err
+    code, out, err = run_main(capsys, monkeypatch, "ingest", dbs[16], "--limit", "40", "--weight-bits", "16", "-q")
+    assert code == 0 and out.strip() == "1" and "already complete" in err  # the same settings: the same run
     code, out, err = run_main(capsys, monkeypatch, "ingest", dbs[16], "--limit", "40", "-q")
     assert code == 0 and out.strip() == "2", err  # float32 is another run, not "already complete"
     code, out, _ = run_main(capsys, monkeypatch, "runs", dbs[16], "--format", "csv")
