@@ -86,9 +86,8 @@ def tokenizer_folder(given: Path | None) -> Path:
 KNOBS = {"threads": ("headdb.ingest", "APPEND_THREADS"), "overlap": ("headdb.ingest", "OVERLAP_WRITES"),
          "writers": ("headdb.ingest", "WRITERS"), "chunk": ("headdb.store", "ARROW_CHUNK_ROWS"),
          "memory_mb": ("headdb.ingest", "GPU_MEMORY_MB_PER_THREAD"), "commit_edges": ("headdb.ingest", "COMMIT_EDGES"),
-         "pinned": ("headdb.model", "PIN_MEMORY"), "pin_ahead": ("headdb.model", "PIN_AHEAD"),
-         "read_ahead": ("headdb.ingest", "READ_AHEAD"), "window": ("headdb.ingest", "GPU_WINDOW_BATCHES"),
-         "depth": ("headdb.ingest", "WRITE_DEPTH")}
+         "pinned": ("headdb.model", "PIN_MEMORY"), "read_ahead": ("headdb.ingest", "READ_AHEAD"),
+         "window": ("headdb.ingest", "GPU_WINDOW_BATCHES"), "depth": ("headdb.ingest", "WRITE_DEPTH")}
 
 
 def parse_variant(spec: str) -> dict:

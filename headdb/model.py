@@ -167,8 +167,6 @@ def align(tokenizer, sentences: list[Sentence], truncate: bool, max_length: int)
 
 #: copy a GPU's edges into page-locked host memory (False: pageable memory, for comparison)
 PIN_MEMORY = True
-#: on a new size class, page-lock this many more buffers of it on a thread (HostBuffers)
-PIN_AHEAD = 0
 
 
 class HostBuffers:
@@ -182,14 +180,12 @@ class HostBuffers:
     with a DataLoader's ``pin_memory``. ``allocs``, ``alloc_bytes`` and ``alloc_seconds`` count
     the new buffers."""
 
-    def __init__(self, keep: int = 8, ahead: int | None = None):
+    def __init__(self, keep: int = 8):
         import threading
 
         self._free: list = []
-        self._lock = threading.Condition()
+        self._lock = threading.Lock()
         self._keep = keep
-        self._ahead = PIN_AHEAD if ahead is None else ahead
-        self._pinning: dict[int, int] = {}  # size class -> buffers being page-locked ahead
         self.allocs = 0
         self.alloc_bytes = 0
         self.alloc_seconds = 0.0
@@ -200,27 +196,12 @@ class HostBuffers:
         return 1 << max(20, (max(nbytes, 1) - 1).bit_length())
 
     def take(self, nbytes: int):
-        """A free buffer of at least ``nbytes`` (the smallest), or a new one. With ``ahead`` a new
-        size class also starts that many more buffers of it page-locking on a thread: batches
-        come in length order, so the next ones mostly need the same class."""
+        """A free buffer of at least ``nbytes`` (the smallest), or a new one."""
+        with self._lock:  # by position: tensors compare element by element, never use ==
+            fits = [i for i, b in enumerate(self._free) if b.numel() >= nbytes]
+            if fits:
+                return self._free.pop(min(fits, key=lambda i: self._free[i].numel()))
         size = self.size_class(nbytes)
-        with self._lock:
-            while True:  # by position: tensors compare element by element, never use ==
-                fits = [i for i, b in enumerate(self._free) if b.numel() >= nbytes]
-                if fits:
-                    return self._free.pop(min(fits, key=lambda i: self._free[i].numel()))
-                if not any(c >= nbytes and n for c, n in self._pinning.items()):
-                    break
-                self._lock.wait()  # one being page-locked ahead fits: cheaper than a second
-            if self._ahead and not self._pinning.get(size):
-                self._pinning[size] = self._ahead
-                import threading
-
-                threading.Thread(target=self._pin_ahead, args=(size,), daemon=True,
-                                 name="headdb-pin-ahead").start()
-        return self._new(size)
-
-    def _new(self, size: int):
         t0 = time.perf_counter()
         buf = self._alloc(size)
         seconds = time.perf_counter() - t0
@@ -229,22 +210,6 @@ class HostBuffers:
             self.alloc_bytes += size
             self.alloc_seconds += seconds
         return buf
-
-    def _pin_ahead(self, size: int) -> None:
-        try:
-            while True:
-                with self._lock:
-                    if not self._pinning.get(size):
-                        return
-                buf = self._new(size)  # torch releases the GIL while it page-locks
-                with self._lock:
-                    self._free.append(buf)
-                    self._pinning[size] -= 1
-                    self._lock.notify_all()
-        except BaseException:  # out of page-locked memory: the copies allocate as they need
-            with self._lock:
-                self._pinning[size] = 0
-                self._lock.notify_all()
 
     @staticmethod
     def _alloc(nbytes: int):
@@ -257,7 +222,6 @@ class HostBuffers:
             self._free.append(buf)
             if len(self._free) > self._keep:
                 self._free.pop(min(range(len(self._free)), key=lambda i: self._free[i].numel()))
-            self._lock.notify_all()
 
 
 def device_edges(values, indices, lengths, min_mass: float | None, ids=None,

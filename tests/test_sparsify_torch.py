@@ -148,35 +148,3 @@ def test_host_buffers_reuse_the_smallest_that_fits(monkeypatch):
     assert HostBuffers.size_class(1) == 1 << 20 and HostBuffers.size_class(1 << 20) == 1 << 20
     assert HostBuffers.size_class((1 << 20) + 1) == 2 << 20
 
-
-def test_host_buffers_page_lock_ahead_of_need(monkeypatch):
-    """On a new size class the pool page-locks more of it on a thread; later takes of that class
-    get those (waiting for one still being made) instead of allocating a second time."""
-    import threading
-
-    from headdb.model import HostBuffers
-
-    made, gate = [], threading.Event()
-
-    def alloc(nbytes):
-        if threading.current_thread().name == "headdb-pin-ahead":
-            gate.wait(5)  # slow page-locking: the next take must wait for it, not allocate
-        made.append((threading.current_thread().name, nbytes))
-        return torch.empty(nbytes, dtype=torch.uint8)
-
-    pool = HostBuffers(keep=4, ahead=2)
-    monkeypatch.setattr(pool, "_alloc", alloc)
-    a = pool.take(3 << 20)
-    threading.Timer(0.2, gate.set).start()
-    b = pool.take(3 << 20)
-    c = pool.take(4 << 20)
-    assert {a.numel(), b.numel(), c.numel()} == {4 << 20}
-    assert len({a.data_ptr(), b.data_ptr(), c.data_ptr()}) == 3
-    assert [n for n, _ in made].count("headdb-pin-ahead") == 2 and pool.allocs == 3
-    assert pool.alloc_bytes == 12 << 20
-    d = pool.take(9 << 20)  # another class: made here, and two more of it ahead
-    assert d.numel() == 16 << 20
-    for t in threading.enumerate():
-        if t.name == "headdb-pin-ahead":
-            t.join(5)
-    assert pool.allocs == 6 and sorted(x.numel() for x in pool._free) == [16 << 20, 16 << 20]
