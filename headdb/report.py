@@ -292,9 +292,9 @@ def report(db: DbLike, run: int | str | None = None, out: str | Path = "report",
     written: list[Path] = []
     with open_db(db) as con:
         run_id = resolve_run(con, run)
-        info = con.execute("SELECT run_name, model, corpus_path, n_layers, n_heads, top_k, dense FROM runs "
-                           "WHERE run_id = ?", [run_id]).fetchone()
-        name, model, corpus, n_layers, n_heads, top_k, dense = info
+        info = con.execute("SELECT run_name, model, corpus_path, n_layers, n_heads, top_k, dense, weight_bits "
+                           "FROM runs WHERE run_id = ?", [run_id]).fetchone()
+        name, model, corpus, n_layers, n_heads, top_k, dense, weight_bits = info
         wanted = analysis.select_roles(analysis.classified_roles(con, run_id), roles)
         cls = con.execute("SELECT correction, alpha, n_tests FROM classifications WHERE run_id = ? "
                           "ORDER BY classification_id DESC LIMIT 1", [run_id]).fetchone()
@@ -316,6 +316,8 @@ def report(db: DbLike, run: int | str | None = None, out: str | Path = "report",
             cmp_figures = []
 
     storage = "dense" if dense else f"top-{top_k} sparse"
+    if weight_bits == 16:
+        storage += " (16-bit weights, rounded down)"
     cls_text = (f"correction {cls[0]}, alpha {cls[1]:g}, {cls[2]} tests in the family" if cls else "")
     summ = summary[["role", "n_tested", "n_significant", "share_significant", "n_flip_possible", "tau",
                     "mean_score", "max_score"]]

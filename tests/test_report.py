@@ -62,10 +62,16 @@ def test_report_shapes_differ_and_144_heads(report144):
 
 def test_report_small_store_and_cli(tmp_path):
     store = build_results_store(tmp_path / "r.db")
+    import duckdb
+
+    con = duckdb.connect(str(store))
+    con.execute("UPDATE runs SET weight_bits = 16 WHERE run_name = 'base'")
+    con.close()
     res = CliRunner().invoke(app, ["report", str(store), "--run", "base", "--compare", "tuned",
                                    "--out", str(tmp_path / "rep")])
     assert res.exit_code == 0, res.output
     assert "## Comparison" in res.output and (tmp_path / "rep" / "report.html").exists()
+    assert "16-bit weights, rounded down" in (tmp_path / "rep" / "summary.md").read_text()
     res = CliRunner().invoke(app, ["report", str(store), "--run", "nope", "--out", str(tmp_path / "x")])
     assert res.exit_code != 0
 
