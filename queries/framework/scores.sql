@@ -71,15 +71,21 @@ masses AS (
     JOIN pairs AS p USING (run_id, sentence_id, query_pos, key_pos)
     GROUP BY e.run_id, e.sentence_id, e.layer, e.head
 ),
+-- per stored attention row: the stored keys in each role's sieve (its counter field), and the run's step
+row_counts AS (
+    SELECT a.run_id, a.sentence_id, a.layer, a.head, a.query_pos, a.residual, a.min_weight, st.step,
+           ((a.counters >> ({bits} * {r})::HUGEINT) & ((1::HUGEINT << {bits}) - 1))::INTEGER AS stored_{r},
+    FROM attn_rows AS a
+    JOIN steps AS st USING (run_id)
+),
 -- per (run, sentence, layer, head): sum over the queries of (what unstored keys could add) / |S_i|,
 -- and the number of participating queries
 bounds AS (
     SELECT a.run_id, a.sentence_id, a.layer, a.head,
-           sum((((a.counters >> ({bits} * {r})::HUGEINT) & ((1::HUGEINT << {bits}) - 1))::INTEGER * st.step + least(a.residual, (q.size_{r} - ((a.counters >> ({bits} * {r})::HUGEINT) & ((1::HUGEINT << {bits}) - 1))::INTEGER) * (a.min_weight + st.step))) / nullif(q.size_{r}, 0)) AS extra_{r},
+           sum((a.stored_{r} * a.step + least(a.residual, (q.size_{r} - a.stored_{r}) * (a.min_weight + a.step))) / nullif(q.size_{r}, 0)) AS extra_{r},
            count(nullif(q.size_{r}, 0))::INTEGER AS n_queries_{r},
-    FROM attn_rows AS a
+    FROM row_counts AS a
     JOIN queries AS q USING (run_id, sentence_id, query_pos)
-    JOIN steps AS st USING (run_id)
     GROUP BY a.run_id, a.sentence_id, a.layer, a.head
 ),
 -- one row per role
