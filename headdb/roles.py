@@ -369,18 +369,44 @@ def _role_files(directory: Path) -> list[Path]:
     return sorted(files, key=lambda p: (rank.get(p.stem, len(rank)), p.stem))
 
 
+#: Role texts (sha256) that passed the checks in this process. The checks read nothing but the
+#: text and headdb's own schema, so a text that passed once passes again; a process that loads
+#: roles again (a notebook, `headdb report` after `classify`) skips the in-memory store and the
+#: DESCRIBEs (about 0.1 s for the built-ins).
+_CHECKED: set[str] = set()
+
+
+class _Checker:
+    """Checks roles in the order given, opening the in-memory store only for a text not yet checked."""
+
+    def __init__(self) -> None:
+        self.con: duckdb.DuckDBPyConnection | None = None
+
+    def __call__(self, role: Role) -> None:
+        if role.sha256 in _CHECKED:
+            return
+        if self.con is None:
+            self.con = validation_connection()
+        check_columns(self.con, role)
+        _CHECKED.add(role.sha256)
+
+    def close(self) -> None:
+        if self.con is not None:
+            self.con.close()
+
+
 def load_roles(roles_dir: str | Path | None = None, names: list[str] | str | None = None) -> list[Role]:
     """The built-in roles and those in ``roles_dir``, checked against the contract.
 
     ``names`` (a list or a comma-separated string) selects and orders roles; default: all,
     built-ins first. A user role may not reuse a built-in's name.
     """
-    con = validation_connection()
+    check = _Checker()
     try:
         found: dict[str, Role] = {}
         for path in _role_files(builtin_roles_dir()):
             role = parse_role(path, builtin=True)
-            check_columns(con, role)
+            check(role)
             found[role.name] = role
         if roles_dir is not None:
             directory = Path(roles_dir)
@@ -392,10 +418,10 @@ def load_roles(roles_dir: str | Path | None = None, names: list[str] | str | Non
                     line = _header_line(role, "name")
                     raise RoleError(f"role {role.name!r} clashes with the built-in role of that name "
                                     f"({found[role.name].path}); rename the file and its name", path, line)
-                check_columns(con, role)
+                check(role)
                 found[role.name] = role
     finally:
-        con.close()
+        check.close()
     if names is None:
         return list(found.values())
     if isinstance(names, str):

@@ -67,23 +67,49 @@ def _unset_params(con: duckdb.DuckDBPyConnection, role: Role) -> None:
         con.execute(f"RESET VARIABLE {quote_ident(key)}")
 
 
+def _insert_sieves(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role]) -> bool:
+    """All roles' sieves in one INSERT (DuckDB runs the SELECTs side by side: 0.07 against 0.11 s
+    one by one for the built-ins on EWT). False, with nothing inserted, where roles bind one
+    parameter to different values or a SELECT fails: the caller then goes role by role, which
+    names the role at fault."""
+    params: dict[str, object] = {}
+    for role in roles:
+        for key, value in role.params.items():
+            if params.setdefault(key, value) != value:
+                return False
+    union_sql = "\nUNION ALL\n".join(
+        f"SELECT ?, run_id, sentence_id, query_pos, key_pos FROM {sieve_sql(role)} WHERE run_id = ?" for role in roles)
+    for role in roles:
+        set_params(con, role)
+    try:
+        con.execute(f"INSERT INTO {_SIEVE_TABLE}\n{union_sql}", [v for number in range(len(roles)) for v in (number, run_id)])
+    except duckdb.Error:
+        con.execute(f"DELETE FROM {_SIEVE_TABLE}")
+        return False
+    finally:
+        for role in roles:
+            _unset_params(con, role)
+    return True
+
+
 def _fill_sieve(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role]) -> list[bool]:
     """Materialise the sieves of ``roles`` for one run as numbered roles; check the contract
     that can only be checked on data. Returns which roles have a non-empty sieve."""
     con.execute(f"CREATE OR REPLACE TEMP TABLE {_SIEVE_TABLE} (role SMALLINT, run_id INTEGER, "
                 "sentence_id INTEGER, query_pos SMALLINT, key_pos SMALLINT)")
-    nonempty = []
-    for number, role in enumerate(roles):
-        set_params(con, role)
-        try:
-            n = con.execute(
-                f"INSERT INTO {_SIEVE_TABLE} SELECT ?, run_id, sentence_id, query_pos, key_pos "
-                f"FROM {sieve_sql(role)} WHERE run_id = ?", [number, run_id]).fetchone()[0]
-        except duckdb.Error as exc:
-            raise role.error(f"the role's SELECT failed on the store: {str(exc).strip().splitlines()[0]}") from None
-        finally:
-            _unset_params(con, role)
-        nonempty.append(n > 0)
+    if not (len(roles) > 1 and _insert_sieves(con, run_id, roles)):
+        for number, role in enumerate(roles):
+            set_params(con, role)
+            try:
+                con.execute(
+                    f"INSERT INTO {_SIEVE_TABLE} SELECT ?, run_id, sentence_id, query_pos, key_pos "
+                    f"FROM {sieve_sql(role)} WHERE run_id = ?", [number, run_id])
+            except duckdb.Error as exc:
+                raise role.error(f"the role's SELECT failed on the store: {str(exc).strip().splitlines()[0]}") from None
+            finally:
+                _unset_params(con, role)
+    filled = {number for (number,) in con.execute(f"SELECT DISTINCT role FROM {_SIEVE_TABLE}").fetchall()}
+    nonempty = [number in filled for number in range(len(roles))]
     bad = con.execute(query("framework/sieve_checks").replace("{sieve}", _SIEVE_TABLE)).fetchall()
     if bad:
         number, kind, sentence_id, query_pos, key_pos = bad[0]
@@ -166,7 +192,9 @@ def compute_scores(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role
         data = {c: v[order] for c, v in data.items()}
     codes = data["role"]
     data["role"] = pd.Categorical.from_codes(codes, categories=[r.name for r in roles])
-    return pd.DataFrame(data, columns=SCORE_COLUMNS)
+    # copy=False: the arrays are this function's own; without it pandas copies them into one
+    # block per dtype (0.06 s for the 1 M scores of the EWT store)
+    return pd.DataFrame(data, columns=SCORE_COLUMNS, copy=False)
 
 
 def scores(db: str | Path, run: int | str | None = None, roles: list[str] | str | None = None,

@@ -94,6 +94,49 @@ def _one_role(values: np.ndarray, tau: float, alpha: float) -> dict[str, np.ndar
             "ci_low": mean - half, "ci_high": mean + half}
 
 
+def _codes(column: pd.Series, names: list[str]) -> np.ndarray:
+    """The position of each row's role in ``names`` (-1 for a role not in it)."""
+    index = pd.Index(names)
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        codes = column.cat.codes.to_numpy()
+        by_category = index.get_indexer(column.cat.categories)
+        return np.where(codes >= 0, by_category[codes], -1)
+    return index.get_indexer(column)
+
+
+def _layout(sub: dict[str, np.ndarray], heads: list[tuple[int, int]], head_pos: np.ndarray, role: str):
+    """A function that puts one role's score column into a [heads, sentences] matrix.
+
+    Every head of a role has the same sentences (the sieve does not depend on the head);
+    anything else is a bug upstream and raises. Scores sorted by layer, head, sentence_id in the
+    order of ``heads`` (as classify computes them) are a reshape; any other order is scattered.
+    """
+    sid = sub["sentence_id"]
+    layer, head = sub["layer"].astype(np.int64), sub["head"].astype(np.int64)
+    n_l, n_h = head_pos.shape
+    inside = (layer < n_l) & (head < n_h) & (layer >= 0) & (head >= 0)
+    rows = np.full(len(sid), -1)
+    rows[inside] = head_pos[layer[inside], head[inside]]
+    n_heads = len(heads)
+    if len(sid) % n_heads == 0:
+        n_s = len(sid) // n_heads
+        first = sid[:n_s]
+        if ((np.diff(first) > 0).all() and (rows == np.repeat(np.arange(n_heads), n_s)).all()
+                and (sid.reshape(n_heads, n_s) == first).all()):
+            return lambda column: column.reshape(n_heads, n_s)
+    sentences, col = np.unique(sid, return_inverse=True)
+    keep = rows >= 0
+
+    def scatter(column: np.ndarray) -> np.ndarray:
+        values = np.full((n_heads, len(sentences)), np.nan)
+        values[rows[keep], col[keep]] = column[keep]
+        if np.isnan(values).any():
+            raise ValueError(f"role {role}: scores missing for some heads or sentences")
+        return values
+
+    return scatter
+
+
 def head_tests(scores: pd.DataFrame, heads: list[tuple[int, int]], roles: list[str],
                tau: Mapping[str, float] | float, alpha: float = 0.05, correction: str = "bh",
                run: int | None = None) -> pd.DataFrame:
@@ -113,27 +156,29 @@ def head_tests(scores: pd.DataFrame, heads: list[tuple[int, int]], roles: list[s
     head_pos = np.full((n_l, n_h), -1)
     for i, (layer, head) in enumerate(heads):
         head_pos[layer, head] = i
-    by_role = dict(tuple(scores.groupby("role", sort=False, observed=True))) if len(scores) else {}
+    # one role's rows: slices when the scores come sorted by role (as classify's do), else a mask
+    n_rows = len(scores)
+    if n_rows:
+        code_of = {r: i for i, r in enumerate(dict.fromkeys(roles))}
+        role_codes = _codes(scores["role"], list(code_of))
+        ordered = bool((np.diff(role_codes) >= 0).all())
+        columns = {c: scores[c].to_numpy() for c in ("layer", "head", "sentence_id", "score", "score_upper")}
     parts = []
     for role in roles:
-        sub = by_role.get(role)
+        if not n_rows:
+            picked = None
+        elif ordered:
+            picked = slice(*np.searchsorted(role_codes, [code_of[role], code_of[role] + 1]))
+        else:
+            picked = np.flatnonzero(role_codes == code_of[role])
+        sub = {c: v[picked] for c, v in columns.items()} if picked is not None else None
+        place = _layout(sub, heads, head_pos, role) if sub is not None and len(sub["score"]) else None
         blocks = {}
         for column in ("score", "score_upper"):
-            if sub is None or not len(sub):
+            if place is None:
                 values = np.empty((len(heads), 0))
             else:
-                # [heads, sentences]: every head of a role has the same sentences (the sieve
-                # does not depend on the head); anything else is a bug upstream
-                sentences, col = np.unique(sub["sentence_id"].to_numpy(), return_inverse=True)
-                layer, head = sub["layer"].to_numpy(dtype=np.int64), sub["head"].to_numpy(dtype=np.int64)
-                inside = (layer < n_l) & (head < n_h)
-                rows = np.full(len(sub), -1)
-                rows[inside] = head_pos[layer[inside], head[inside]]
-                values = np.full((len(heads), len(sentences)), np.nan)
-                keep = rows >= 0
-                values[rows[keep], col[keep]] = sub[column].to_numpy(dtype=float)[keep]
-                if np.isnan(values).any():
-                    raise ValueError(f"role {role}: scores missing for some heads or sentences")
+                values = place(np.asarray(sub[column], dtype=float))
             blocks[column] = _one_role(values, taus[role], alpha)
         parts.append(pd.DataFrame({"layer": [h[0] for h in heads], "head": [h[1] for h in heads], "role": role,
                                    **blocks["score"], "tau": taus[role], "_p_upper": blocks["score_upper"]["p"]}))

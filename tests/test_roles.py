@@ -171,3 +171,67 @@ def test_params_header_and_unknown_role(tmp_path):
     assert role.params == {"rel": "obj"} and role.tau == 3.0 and role.body_line == 7
     with pytest.raises(RoleError, match="unknown role"):
         load_roles(None, "local,nope")
+
+
+def test_a_role_text_is_checked_once_per_process_and_again_when_edited(tmp_path, monkeypatch):
+    import headdb.roles as roles_module
+
+    path = _write(tmp_path / "roles", "previous", PREVIOUS)
+    first = load_roles(tmp_path / "roles")
+    opened = []
+    real = roles_module.validation_connection
+    monkeypatch.setattr(roles_module, "validation_connection", lambda: opened.append(1) or real())
+    again = load_roles(tmp_path / "roles")
+    assert [r.name for r in again] == [r.name for r in first] and opened == []
+    # the same file edited into a broken role: a new text, checked (and refused) again
+    path.write_text(PREVIOUS.replace("token_pos - 1 AS key_pos", "token_pos - 1 AS key"))
+    with pytest.raises(RoleError, match="query_pos, key_pos"):
+        load_roles(tmp_path / "roles")
+    assert opened == [1]
+
+
+WIDE = """\
+-- name: wide
+-- description: The local window with its own width (window = 1): the same parameter name as
+--   the built-in local role, bound to a different value.
+-- level: token
+-- params: window=1
+SELECT q.run_id, q.sentence_id, q.token_pos AS query_pos, k.token_pos AS key_pos
+FROM tokens AS q
+JOIN tokens AS k
+  ON k.run_id = q.run_id AND k.sentence_id = q.sentence_id
+ AND k.token_pos BETWEEN q.token_pos - getvariable('window') AND q.token_pos + getvariable('window')
+"""
+
+
+def test_roles_scored_together_match_each_scored_alone(tmp_path):
+    """Roles are scored together (one INSERT of every sieve); roles that bind one parameter to
+    different values are filled one by one. Either way each role's scores are its own."""
+    import pandas as pd
+
+    _write(tmp_path / "roles", "wide", WIDE)
+    _write(tmp_path / "roles", "previous", PREVIOUS)
+    db = _previous_token_store(tmp_path / "p.db")
+    for together in (["local", "wide"], ["local", "previous", "delimiter"], ["previous", "delimiter_cls"]):
+        both = headdb.scores(db, roles=together, roles_dir=tmp_path / "roles")
+        for name in together:
+            alone = headdb.scores(db, roles=[name], roles_dir=tmp_path / "roles")
+            got = both[both["role"] == name].reset_index(drop=True)
+            pd.testing.assert_frame_equal(got.drop(columns="role"), alone.drop(columns="role"), check_exact=True)
+            assert len(got) > 0
+    local = headdb.scores(db, roles=["local"])
+    wide = headdb.scores(db, roles=["wide"], roles_dir=tmp_path / "roles")
+    assert not np.allclose(local["score"], wide["score"])  # window 2 and window 1 really differ
+
+
+def test_a_role_that_fails_on_the_data_is_named_among_others(tmp_path):
+    """A SELECT that binds but fails while it runs (here a cast of text) is reported with its
+    own path, also when it is filled together with other roles."""
+    path = _write(tmp_path / "roles", "badcast", (
+        "-- name: badcast\n-- description: d\n-- level: token\n"
+        "SELECT run_id, sentence_id, token_pos AS query_pos, CAST('x' || token_pos AS INTEGER) AS key_pos\n"
+        "FROM tokens\n"))
+    db = _previous_token_store(tmp_path / "p.db")
+    with pytest.raises(RoleError) as err:
+        headdb.scores(db, roles=["local", "badcast", "delimiter"], roles_dir=tmp_path / "roles")
+    assert str(err.value).startswith(f"{path}:4: ") and "failed on the store" in str(err.value)

@@ -105,3 +105,26 @@ def test_classify_does_not_import_scipy_stats(tmp_path):
             "print('scipy.stats' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_sorted_and_shuffled_scores_give_the_same_tests_bit_for_bit():
+    """classify hands over scores sorted by role, layer, head, sentence (read as a reshape);
+    any other order goes through the general scatter. Both must give the same numbers."""
+    rng = np.random.default_rng(11)
+    heads = [(layer, head) for layer in range(3) for head in range(4)]
+    rows = [(role, layer, head, s) for role in ("a", "b") for layer, head in heads for s in (3, 7, 8, 20, 21)]
+    rows += [("zzz", 0, 0, 1)]  # a role that is not asked for is ignored
+    df = pd.DataFrame(rows, columns=["role", "layer", "head", "sentence_id"])
+    df["score"] = rng.gamma(2.0, 2.0, len(df))
+    df["score_upper"] = df["score"] + rng.random(len(df))
+    df["role"] = pd.Categorical(df["role"], categories=["a", "b", "zzz"])
+    roles = ["a", "b", "c"]  # c has no scores: n = 0
+    in_order = head_tests(df, heads, roles, {"a": 3.0, "b": 4.0, "c": 3.0})
+    shuffled = head_tests(df.sample(frac=1.0, random_state=3), heads, roles, {"a": 3.0, "b": 4.0, "c": 3.0})
+    pd.testing.assert_frame_equal(in_order, shuffled, check_exact=True)
+    assert (in_order.loc[in_order["role"] == "c", "n"] == 0).all()
+    assert (in_order.loc[in_order["role"] != "c", "n"] == 5).all()
+    # one score missing: an error in either order, never a silent NaN
+    for frame in (df.drop(index=4), df.drop(index=4).sample(frac=1.0, random_state=1)):
+        with pytest.raises(ValueError, match="scores missing"):
+            head_tests(frame, heads, roles, 3.0)
