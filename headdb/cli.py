@@ -42,12 +42,22 @@ def _print_df(df, fmt: str = "table", title: str | None = None) -> None:
         return
     from rich.table import Table
 
+    headers = [str(c) for c in df.columns]
+    rows = [[_cell(v) for v in row] for row in df.itertuples(index=False)]
     table = Table(title=title, show_lines=False)
-    for col in df.columns:
-        table.add_column(str(col), justify="right" if df[col].dtype.kind in "iuf" else "left")
-    for row in df.itertuples(index=False):
-        table.add_row(*[_cell(v) for v in row])
-    _console().print(table)
+    for name, col in zip(headers, df.columns):
+        # a value too wide for the terminal wraps inside its cell; it is never cut short
+        table.add_column(name, justify="right" if df[col].dtype.kind in "iuf" else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console = _console()
+    if not console.is_terminal:
+        # a pipe or a file: each row on one line, however wide, so that values stay whole
+        from rich.console import Console
+
+        widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+        console = Console(width=max(sum(widths) + 3 * len(widths) + 1, len(title or ""), 20))
+    console.print(table)
 
 
 def _cell(v) -> str:

@@ -32,12 +32,25 @@ def sql(db: str | Path, query: str, params: list | dict | None = None, *, write:
         try:
             rel = con.execute(query, params or [])
         except duckdb.Error as exc:
-            raise DatabaseError(f"SQL error: {str(exc).strip()}") from None
+            raise DatabaseError(f"SQL error: {str(exc).strip()}{_hint(str(exc), query, write)}") from None
         if rel.description is None:
             return pd.DataFrame()
         return rel.df()
     finally:
         con.close()
+
+
+def _hint(message: str, query: str, write: bool) -> str:
+    """What to do about the errors a user of the store meets most."""
+    import re
+
+    if "read-only mode" in message and not write:
+        return " (the store opens read-only; add --write, or write=True, to change it)"
+    writes_edges = re.search(r"\b(update|into|from)\s+(main\.)?\"?edges\b", query, re.I)
+    if ("base table" in message or "is not an table" in message) and writes_edges:
+        return (" (edges is a view that reads weights from the table edge_store; delete, update or insert "
+                "rows of edge_store)")
+    return ""
 
 
 def export(df: pd.DataFrame, out: str | Path) -> Path:

@@ -73,7 +73,9 @@ def test_init_sql_and_errors_without_a_model(tmp_path, capsys, monkeypatch):
     # one clear line on stderr and exit code 1 for headdb errors
     for args, message in [
         (("sql", db, "SELEC nonsense"), "SQL error"),
-        (("sql", db, "DELETE FROM runs"), ""),  # read-only by default
+        (("sql", db, "DELETE FROM runs"), "add --write"),  # read-only by default
+        (("sql", db, "--write", "DELETE FROM edges WHERE run_id = 3"), "rows of edge_store"),  # a view
+        (("sql", db, "--write", "UPDATE edges SET weight = 0"), "rows of edge_store"),
         (("runs", tmp_path / "missing.db"), "no such database"),
         (("summary", db), "no finished run"),
         (("ingest", db, tmp_path / "missing.conllu"), "no such file"),
@@ -84,10 +86,12 @@ def test_init_sql_and_errors_without_a_model(tmp_path, capsys, monkeypatch):
         assert r.returncode == 1, (args, r.stdout, r.stderr)
         lines = r.stderr.strip().splitlines()
         assert lines[0].startswith("error: ") and message in lines[0], (args, r.stderr)
-        if message != "SQL error":  # SQL errors may add DuckDB's caret pointing into the query
+        if "SQL error" not in lines[0]:  # SQL errors may add DuckDB's caret pointing into the query
             assert len(lines) == 1, (args, r.stderr)
         assert "Traceback" not in r.stderr
     assert not (tmp_path / "missing.db").exists()
+    r = headdb("sql", db, "--write", "DELETE FROM edge_store WHERE run_id = 3")
+    assert r.returncode == 0, r.stderr
     r = headdb("sql", db, "SELECT 1", "--format", "xml")
     assert r.returncode == 2 and "--format" in r.stderr
     with pytest.raises(Exception, match="SQL error"):  # --debug: the exception propagates (traceback)
@@ -160,3 +164,28 @@ def test_ingest_runs_sql_summary_with_a_tiny_model(tmp_path, tiny_bert_dir, caps
     assert r.returncode == 0 and "run 1 (tiny, done): 3 sentences" in r.stdout
     r = cli("summary", db, "--run", "nope")
     assert r.returncode == 1 and "no run 'nope'" in r.stderr
+
+
+def test_tables_never_cut_a_value_short(monkeypatch, capsys):
+    """Piped output puts each row on one line however wide; in a narrow terminal a long value
+    wraps inside its cell. Neither shortens a value to an ellipsis."""
+    import pandas as pd
+    from rich.console import Console
+
+    from headdb import cli
+
+    long = "/a/rather/long/path/to/some/model/folder/that/is/wider/than/any/terminal/" * 2
+    df = pd.DataFrame({"run_id": [1, 2], "model": [long, "short"], "mean": [0.123456789, 2.0]})
+    monkeypatch.delenv("COLUMNS", raising=False)
+    cli._print_df(df)
+    out = capsys.readouterr().out
+    assert "…" not in out
+    assert any(long in line and "0.123457" in line for line in out.splitlines())
+
+    screen = io.StringIO()
+    monkeypatch.setattr(cli, "_console", lambda: Console(file=screen, force_terminal=True, width=60, color_system=None))
+    cli._print_df(df[["model"]])
+    text = screen.getvalue()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 60
+    cells = "".join(line.strip("│┃ ") for line in text.splitlines()[3:-1])
+    assert long + "short" == cells
