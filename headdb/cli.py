@@ -347,11 +347,15 @@ def report(
     roles: Optional[str] = typer.Option(None, "--roles", help="Comma-separated roles (default: all classified)."),
     correction: str = typer.Option("bh", "--correction", help="Correction for --compare: bh, holm, bonferroni or none."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level for --compare."),
+    accuracy: Optional[bool] = typer.Option(
+        None, "--accuracy/--no-accuracy",
+        help="Add syntactic head accuracy (default: when the corpus has dependency relations)."),
 ) -> None:
     """Write a self-contained HTML report with figures (PNG and SVG) and print a markdown summary."""
     from headdb.report import report as api_report
 
-    r = api_report(db, run, out, compare=compare, roles=roles, correction=correction, alpha=alpha)
+    r = api_report(db, run, out, compare=compare, roles=roles, correction=correction, alpha=alpha,
+                   accuracy=accuracy)
     typer.echo(r.markdown)
     typer.echo(f"wrote {r.html} and {len(r.figures)} figure files under {r.out_dir / 'figures'}", err=True)
 

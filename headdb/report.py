@@ -272,13 +272,40 @@ figcaption { font-size: 0.9em; color: #444; } .note { background: #fff8dc; paddi
 """
 
 
+#: relations (besides "all") in the markdown summary's accuracy table; the HTML has every one
+ACCURACY_MD_RELATIONS = 6
+
+
+def _accuracy_table(con, run_id: int, wanted: bool | None) -> pd.DataFrame | None:
+    """The syntactic head accuracy of the run (headdb.accuracy), or None: ``wanted`` None means
+    when the run's corpus has dependency relations, True always (an error without them)."""
+    from headdb.accuracy import accuracy as head_accuracy
+
+    if wanted is False:
+        return None
+    has_syntax = con.execute(
+        "SELECT count(*) > 0 FROM words w JOIN runs r ON r.corpus_id = w.corpus_id "
+        "WHERE r.run_id = ? AND w.head_word_pos IS NOT NULL", [run_id]).fetchone()[0]
+    if not has_syntax:
+        if wanted:
+            raise InputError(f"run {run_id} has no dependency relations, so no syntactic head accuracy "
+                             "(raw text is parsed by spaCy; sentence pairs from TSV carry none)")
+        return None
+    acc = head_accuracy(con, run_id)
+    shown = acc.assign(best_head=[f"L{r.layer} H{r.head}" for r in acc.itertuples()])
+    return shown[["relation", "direction", "n_report", "best_head", "accuracy", "baseline_offset",
+                  "baseline_accuracy", "n_select", "select_accuracy"]]
+
+
 def report(db: DbLike, run: int | str | None = None, out: str | Path = "report", *,
            compare: int | str | None = None, roles: Sequence[str] | str | None = None,
-           correction: str = "bh", alpha: float = 0.05) -> Report:
+           correction: str = "bh", alpha: float = 0.05, accuracy: bool | None = None) -> Report:
     """Write the report of ``run`` (default: the latest finished) into the folder ``out``.
 
     With ``compare=RUN_B`` the report adds the comparison of RUN_B against ``run`` (difference
-    heatmaps, roles gained and lost, per-layer profile). Returns the paths and the markdown summary.
+    heatmaps, roles gained and lost, per-layer profile). ``accuracy`` adds the syntactic head
+    accuracy (Clark et al. 2019, :func:`headdb.accuracy.accuracy`): by default when the run's
+    corpus has dependency relations. Returns the paths and the markdown summary.
     """
     from headdb.compare import compare as compare_runs
     from headdb.compare import layer_profile, role_changes
@@ -306,6 +333,7 @@ def report(db: DbLike, run: int | str | None = None, out: str | Path = "report",
             "SELECT count(mean) FROM head_tests WHERE run_id = ? AND role = ?", [run_id, r]).fetchone()[0]]
         unscored = [r for r in wanted if r not in scored]
         multi = analysis.multi_role_heads(con, run_id)
+        acc = _accuracy_table(con, run_id, accuracy)
         figures = _score_figures(plt, con, run_id, scored, fig_dir, written)
         figures += _analysis_figures(plt, con, run_id, wanted, n_heads, fig_dir, written)
         cmp = None
@@ -377,6 +405,20 @@ def report(db: DbLike, run: int | str | None = None, out: str | Path = "report",
         else:
             parts += ["<h3>Per-layer role counts</h3>", _html_table(cmp.drop(columns=["basis"]))]
         parts += [fig_html(f) for f in cmp_figures]
+    if acc is not None:
+        from headdb.accuracy import REPORT_SPLIT, SELECTION_SPLIT
+
+        note = (f"Per relation and direction, the head with the best accuracy on the {SELECTION_SPLIT}s, "
+                f"and its accuracy on the {REPORT_SPLIT}s (n_report dependency edges), beside the best "
+                "fixed-offset baseline chosen the same way. dep->head: the dependent's most-attended word "
+                "is its head; head->dep: the head's most-attended word is this dependent.")
+        frequent = [r for r in dict.fromkeys(acc["relation"]) if r != "all"][:ACCURACY_MD_RELATIONS]
+        top = acc[acc["relation"].isin(["all", *frequent])]
+        md += ["## Syntactic head accuracy (Clark et al. 2019)", "", note, "",
+               _md_table(top.drop(columns=["n_select", "select_accuracy"])), "",
+               f"All {acc['relation'].nunique() - 1} relations: report.html, or `headdb accuracy`.", ""]
+        parts += ["<h2>Syntactic head accuracy (Clark et al. 2019)</h2>", f"<p>{html.escape(note)}</p>",
+                  _html_table(acc)]
     md += ["## Files", "", f"- `{out_dir / 'report.html'}` (self-contained)",
            f"- `{fig_dir}/*.png`, `*.svg`: {len(written) // 2} figures"]
     markdown = "\n".join(md) + "\n"

@@ -89,3 +89,35 @@ def test_cli_accuracy(store, tmp_path):
 
     rows = json.loads((tmp_path / "a.json").read_text())
     assert len(rows) == 8 and rows[0]["relation"] == "all"
+
+
+def test_report_has_the_accuracy_section(store, tmp_path):
+    """The report adds syntactic head accuracy when the corpus has dependency relations (the
+    numbers of headdb.accuracy); --no-accuracy leaves it out; --accuracy without syntax is an error."""
+    import shutil
+
+    from handmade_store import add_classification
+    from headdb.db import connect
+
+    db = tmp_path / "a.db"
+    shutil.copy(store, db)
+    con = connect(db)
+    add_classification(con, 1, ["local", "nsubj"], {"nsubj": {(0, 1)}}, 1, 2)  # the report reads a classification
+    con.close()
+    acc = headdb.accuracy(db)
+    r = headdb.report(db, out=tmp_path / "rep")
+    assert "## Syntactic head accuracy (Clark et al. 2019)" in r.markdown
+    best = acc[(acc["relation"] == "all") & (acc["direction"] == "dep->head")].iloc[0]
+    row = f"| all | dep->head | {best['n_report']} | L{best['layer']} H{best['head']} | {best['accuracy']:.3g} |"
+    assert row in r.markdown, r.markdown
+    text = r.html.read_text()
+    assert "Syntactic head accuracy" in text and text.count("<tr>") > len(acc)
+    res = CliRunner().invoke(app, ["report", str(db), "--out", str(tmp_path / "rep2"), "--no-accuracy"])
+    assert res.exit_code == 0, res.output
+    assert "Syntactic head accuracy" not in (tmp_path / "rep2" / "summary.md").read_text()
+    headdb.sql(db, "UPDATE words SET head_word_pos = NULL", write=True)  # a corpus without syntax
+    assert "Syntactic" not in headdb.report(db, out=tmp_path / "rep3").markdown
+    from headdb.errors import InputError
+
+    with pytest.raises(InputError, match="no dependency relations"):
+        headdb.report(db, out=tmp_path / "rep4", accuracy=True)
