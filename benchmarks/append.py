@@ -9,8 +9,19 @@ SELECT ?, * FROM arrow``), for each variant: DuckDB threads, Arrow record-batch 
 that many threads, each with its own cursor, so that commits overlap), and DuckDB's memory
 limit. Prints edges/s and bytes per edge; writes JSON with --out.
 
+``--layouts`` compares other ways of storing the same edges (one writer, one Arrow chunk):
+``flat`` is headdb's edge_store (the default and the only one the options above vary);
+``flat16`` the same with ``--weight-bits 16`` weights rounded in numpy beforehand (``flat16sql``:
+rounded in the INSERT, as headdb does); ``nokeys`` leaves out sentence_id, layer and head (a
+diagnostic: what those columns cost); ``rows`` keeps them once per attention row in a table of
+rows and gives each edge a row_id; ``lists`` stores one row per attention row with its keys and
+weights as lists. For ``flat``, ``rows`` and ``lists`` it also times the per-row residual and
+smallest weight that classification's bound needs (a GROUP BY for flat, none for lists).
+
     python -m benchmarks.append --threads 2 --chunks 0,122880 --writers 1,2    # this machine
     python -m benchmarks.append --layers 12 --threads 16 --writers 1,2,4       # a GPU box (bert-base shape)
+    python -m benchmarks.append --threads 2 --chunks 0 --writers 1 --commit-edges 2000000 \
+        --layouts flat,flat16,flat16sql,nokeys,rows,lists --reps 2          # layouts (docs/benchmarks.md)
 """
 
 from __future__ import annotations
@@ -144,6 +155,121 @@ def append(tables, threads: int, chunk: int, writers: int, memory: str | None, w
             "bytes_per_edge": size / edges}
 
 
+LAYOUTS = ("flat", "flat16", "flat16sql", "nokeys", "rows", "lists")
+
+_LAYOUT_DDL = {
+    "flat16": ["CREATE TABLE e (run_id INTEGER NOT NULL, sentence_id INTEGER NOT NULL, layer SMALLINT NOT NULL, "
+               "head SMALLINT NOT NULL, query_pos SMALLINT NOT NULL, key_pos SMALLINT NOT NULL, "
+               "weight16 USMALLINT NOT NULL)"],
+    "nokeys": ["CREATE TABLE e (run_id INTEGER NOT NULL, query_pos SMALLINT NOT NULL, key_pos SMALLINT NOT NULL, "
+               "weight FLOAT NOT NULL)"],
+    "rows": ["CREATE TABLE e (run_id INTEGER NOT NULL, row_id INTEGER NOT NULL, key_pos SMALLINT NOT NULL, "
+             "weight FLOAT NOT NULL)",
+             "CREATE TABLE r (run_id INTEGER NOT NULL, row_id INTEGER NOT NULL, sentence_id INTEGER NOT NULL, "
+             "layer SMALLINT NOT NULL, head SMALLINT NOT NULL, query_pos SMALLINT NOT NULL)"],
+    "lists": ["CREATE TABLE e (run_id INTEGER NOT NULL, sentence_id INTEGER NOT NULL, layer SMALLINT NOT NULL, "
+              "head SMALLINT NOT NULL, query_pos SMALLINT NOT NULL, keys SMALLINT[] NOT NULL, "
+              "weights FLOAT[] NOT NULL)"],
+}
+
+#: per attention row: the residual mass and the smallest stored weight (classification's bound)
+_ROW_STATS = {
+    "flat": "SELECT count(*), sum(r), sum(m) FROM (SELECT 1 - sum(weight::DOUBLE) AS r, min(weight) AS m "
+            "FROM edges GROUP BY run_id, sentence_id, layer, head, query_pos)",
+    "rows": "SELECT count(*), sum(r), sum(m) FROM (SELECT 1 - sum(weight::DOUBLE) AS r, min(weight) AS m "
+            "FROM e GROUP BY run_id, row_id)",
+    "lists": "SELECT count(*), sum(1 - list_sum(weights)), sum(list_min(weights)) FROM e",
+}
+
+
+def _row_starts(t) -> "np.ndarray":  # noqa: F821 - numpy imported by the caller
+    import numpy as np
+
+    cols = [t.column(c).to_numpy() for c in ("sentence_id", "layer", "head", "query_pos")]
+    new = np.ones(t.num_rows, dtype=bool)
+    new[1:] = np.logical_or.reduce([c[1:] != c[:-1] for c in cols])
+    return np.flatnonzero(new)
+
+
+def _layout_tables(tables, layout: str) -> tuple[list[dict], float]:
+    """Each commit as the layout's Arrow tables (name -> table); seconds spent converting that
+    ingestion would spend too (the 16-bit rounding), apart from the rest of the conversion."""
+    import numpy as np
+    import pyarrow as pa
+
+    out, prep, row_base = [], 0.0, 0
+    for t in tables:
+        if layout == "flat16":
+            t0 = time.perf_counter()
+            w = t.column("weight").to_numpy()
+            w16 = np.minimum(np.floor(w.astype(np.float64) * 65535), 65535).astype(np.uint16)
+            prep += time.perf_counter() - t0
+            out.append({"e": t.drop_columns(["weight"]).append_column("weight16", pa.array(w16))})
+        elif layout == "nokeys":
+            out.append({"e": t.select(["query_pos", "key_pos", "weight"])})
+        elif layout in ("rows", "lists"):
+            starts = _row_starts(t)
+            heads = t.take(pa.array(starts)).select(["sentence_id", "layer", "head", "query_pos"])
+            if layout == "rows":
+                counts = np.diff(np.append(starts, t.num_rows))
+                row_id = np.arange(row_base, row_base + len(starts), dtype=np.int32)
+                edges = pa.table({"row_id": np.repeat(row_id, counts), "key_pos": t.column("key_pos"),
+                                  "weight": t.column("weight")})
+                out.append({"e": edges, "r": heads.add_column(0, "row_id", pa.array(row_id))})
+                row_base += len(starts)
+            else:
+                offsets = pa.array(np.append(starts, t.num_rows).astype(np.int32))
+                keys = pa.ListArray.from_arrays(offsets, t.column("key_pos").combine_chunks())
+                weights = pa.ListArray.from_arrays(offsets, t.column("weight").combine_chunks())
+                out.append({"e": heads.append_column("keys", keys).append_column("weights", weights)})
+        else:
+            out.append({"e": t})
+    return out, prep
+
+
+def append_layout(tables, layout: str, threads: int, work: Path) -> dict:
+    """Append the commits in one of :data:`LAYOUTS` to a fresh file (one writer, one chunk)."""
+    import duckdb
+
+    from headdb.db import connect, transaction
+    from headdb.store import insert_edges
+
+    db = work / f"layout-{layout}-t{threads}.db"
+    headdb_store = layout in ("flat", "flat16sql")
+    con = connect(db) if headdb_store else duckdb.connect(str(db))
+    con.execute("SET threads = ?", [threads])
+    for ddl in _LAYOUT_DDL.get(layout, []):
+        con.execute(ddl)
+    parts, prep = _layout_tables(tables, "flat" if headdb_store else layout)
+    edges = sum(t.num_rows for t in tables)
+    t0 = time.perf_counter()
+    for part in parts:
+        if headdb_store:
+            with transaction(con):
+                insert_edges(con, 1, part["e"], 16 if layout == "flat16sql" else 32)
+            continue
+        con.execute("BEGIN TRANSACTION")
+        for name, table in part.items():
+            con.register("_part", table)
+            con.execute(f"INSERT INTO {name} SELECT 1, * FROM _part")
+            con.unregister("_part")
+        con.execute("COMMIT")
+    seconds = time.perf_counter() - t0
+    con.execute("CHECKPOINT")
+    stored = con.execute("SELECT count(*) FROM edges" if headdb_store else
+                         "SELECT sum(len(keys)) FROM e" if layout == "lists" else "SELECT count(*) FROM e").fetchone()[0]
+    row = {"layout": layout, "stored_edges": int(stored), "threads": threads, "edges": edges, "commits": len(tables), "seconds": seconds,
+           "prepare_seconds": prep, "edges_per_s": edges / seconds}
+    if layout in _ROW_STATS:
+        t0 = time.perf_counter()
+        n_rows = con.execute(_ROW_STATS[layout]).fetchone()[0]
+        row |= {"row_stats_seconds": time.perf_counter() - t0, "attention_rows": n_rows}
+    con.close()
+    row["bytes_per_edge"] = db.stat().st_size / edges
+    db.unlink()
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.append", description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", type=Path, default=None, help="CoNLL-U (default: EWT dev, else the bundled sample)")
@@ -157,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunks", default="0,122880,983040", help="comma-separated Arrow record-batch rows (0: one)")
     ap.add_argument("--writers", default="1,2", help="comma-separated concurrent writer connections")
     ap.add_argument("--memory", default="default", help="comma-separated DuckDB memory limits ('default': DuckDB's)")
+    ap.add_argument("--layouts", default="", help=f"comma-separated layouts to compare instead: {', '.join(LAYOUTS)}")
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None, help="JSON results file")
     args = ap.parse_args(argv)
@@ -174,7 +301,21 @@ def main(argv: list[str] | None = None) -> int:
     ints = lambda s: [int(x) for x in s.split(",") if x.strip()]  # noqa: E731
     memories = [None if m.strip() == "default" else m.strip() for m in args.memory.split(",")]
     results = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}, "rows": []}
-    for _ in range(args.reps):
+    layouts = [x.strip() for x in args.layouts.split(",") if x.strip()]
+    unknown = sorted(set(layouts) - set(LAYOUTS))
+    if unknown:
+        ap.error(f"unknown layout(s) {', '.join(unknown)}; known: {', '.join(LAYOUTS)}")
+    for _ in range(args.reps if layouts else 0):
+        for threads, layout in product(ints(args.threads), layouts):
+            row = append_layout(tables, layout, threads, work)
+            results["rows"].append(row)
+            stats = f"  row stats {row['row_stats_seconds']:.3f} s" if "row_stats_seconds" in row else ""
+            prep = f" (+ {row['prepare_seconds']:.2f} s rounding)" if row["prepare_seconds"] else ""
+            print(f"threads={threads:<3d} layout={layout:9s} {row['seconds']:6.2f} s{prep}  "
+                  f"{row['edges_per_s'] / 1e6:6.1f} M edges/s  {row['bytes_per_edge']:.2f} B/edge{stats}", flush=True)
+            if args.out:
+                args.out.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    for _ in range(0 if layouts else args.reps):
         for threads, chunk, writers, memory in product(ints(args.threads), ints(args.chunks), ints(args.writers),
                                                        memories):
             row = append(tables, threads, chunk, writers, memory, work)

@@ -82,6 +82,24 @@ def test_append_benchmark_stores_every_edge(tmp_path):
     assert all(row["commits"] > 1 and row["bytes_per_edge"] > 0 for row in rows)
 
 
+@pytest.mark.slow
+def test_append_benchmark_layouts_store_every_edge(tmp_path):
+    """benchmarks/append.py --layouts: every layout holds every edge, and the per-row statistics
+    (what classification's bound reads) agree between the flat table, rows and lists."""
+    out = tmp_path / "layouts.json"
+    r = _run(["-m", "benchmarks.append", "--sentences", "12", "--layers", "2", "--heads", "2",
+              "--commit-edges", "2000", "--threads", "1", "--layouts", "flat,flat16,flat16sql,nokeys,rows,lists",
+              "--out", str(out)], ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["layout"] for row in rows] == ["flat", "flat16", "flat16sql", "nokeys", "rows", "lists"]
+    assert all(row["stored_edges"] == row["edges"] > 0 and row["bytes_per_edge"] > 0 for row in rows)
+    stats = {row["layout"]: row["attention_rows"] for row in rows if "attention_rows" in row}
+    assert set(stats) == {"flat", "rows", "lists"} and len(set(stats.values())) == 1
+    r = _run(["-m", "benchmarks.append", "--sentences", "2", "--layouts", "flat,columnar"], ROOT)
+    assert r.returncode == 2 and "unknown layout(s) columnar" in r.stderr
+
+
 def test_child_peak_rss_is_the_childs_own_not_the_parents():
     """Linux carries getrusage's ru_maxrss across fork and exec, so a child of a big parent
     reported the parent's size (the scale section once read 1,237 MiB at every size)."""
