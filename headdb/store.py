@@ -254,6 +254,43 @@ def resolve_run(con: duckdb.DuckDBPyConnection, run: int | str | None) -> int:
     return int(row[0])
 
 
+def run_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The tables that hold rows of a run (a ``run_id`` column), ``runs`` last."""
+    names = [r[0] for r in con.execute(
+        "SELECT c.table_name FROM duckdb_columns() c JOIN duckdb_tables() t "
+        "ON t.table_name = c.table_name AND t.schema_name = c.schema_name AND t.database_name = c.database_name "
+        "WHERE c.database_name = current_database() AND c.schema_name = 'main' AND c.column_name = 'run_id' "
+        "AND NOT t.temporary ORDER BY c.table_name").fetchall()]
+    return [n for n in names if n != "runs"] + ["runs"]
+
+
+def drop_run(db: str | Path, run: int | str, *, dry_run: bool = False) -> pd.DataFrame:
+    """Delete one run and everything stored for it (its edges, tokens, sentence list, scores,
+    tests and classifications) in one transaction: all of it or, on any error, nothing.
+
+    The corpus (sentences and words) stays: other runs may share it, and an ingest of it reuses
+    it. With ``dry_run`` nothing is deleted. Returns the rows per table (columns table, rows).
+    DuckDB reuses the freed space for later writes; :func:`headdb.db.compact` shrinks the file.
+    """
+    from headdb.db import quote_ident
+
+    con = connect(db, read_only=dry_run)
+    try:
+        run_id = resolve_run(con, run)
+        tables = run_tables(con)
+        with transaction(con):
+            counts = [(t, con.execute(f"SELECT count(*) FROM {quote_ident(t)} WHERE run_id = ?", [run_id]).fetchone()[0])
+                      for t in tables]
+            if not dry_run:
+                for t in tables:
+                    con.execute(f"DELETE FROM {quote_ident(t)} WHERE run_id = ?", [run_id])
+    finally:
+        con.close()
+    out = pd.DataFrame(counts, columns=["table", "rows"])
+    out.attrs["run_id"] = run_id
+    return out
+
+
 def summary(db: str | Path, run: int | str | None = None) -> dict[str, Any]:
     """What a run stored: sentences, tokens, edges and kept attention mass per layer."""
     con = connect(db, read_only=True)
