@@ -87,7 +87,9 @@ KNOBS = {"threads": ("headdb.ingest", "APPEND_THREADS"), "overlap": ("headdb.ing
          "writers": ("headdb.ingest", "WRITERS"), "chunk": ("headdb.store", "ARROW_CHUNK_ROWS"),
          "memory_mb": ("headdb.ingest", "GPU_MEMORY_MB_PER_THREAD"), "commit_edges": ("headdb.ingest", "COMMIT_EDGES"),
          "pinned": ("headdb.model", "PIN_MEMORY"), "read_ahead": ("headdb.ingest", "READ_AHEAD"),
-         "window": ("headdb.ingest", "GPU_WINDOW_BATCHES"), "depth": ("headdb.ingest", "WRITE_DEPTH")}
+         "window": ("headdb.ingest", "GPU_WINDOW_BATCHES"), "depth": ("headdb.ingest", "WRITE_DEPTH"),
+         # an argument of ingest(), not a module setting: 16 rounds the weights on the device
+         "weight_bits": (None, "weight_bits")}
 
 
 def parse_variant(spec: str) -> dict:
@@ -118,8 +120,11 @@ def measure(model_dir: Path, label: str, corpus: Path, device: str, dtype: str, 
     ingest_mod = importlib.import_module("headdb.ingest")  # the module (headdb.ingest is also the function)
     knobs = knobs or {}
     saved = {}
+    options = {attr: knobs[name] for name, (mod, attr) in KNOBS.items() if mod is None and name in knobs}
     for name, value in knobs.items():
         mod, attr = KNOBS[name]
+        if mod is None:
+            continue
         m = importlib.import_module(mod)
         saved[(m, attr)] = getattr(m, attr, None)
         setattr(m, attr, value)
@@ -128,13 +133,19 @@ def measure(model_dir: Path, label: str, corpus: Path, device: str, dtype: str, 
     db = work / f"{label}-{dtype}-b{batch_size}-{tag}.db"
     try:
         r = ingest_mod.ingest(db, corpus, model=str(model_dir), device=device, dtype=dtype, batch_size=batch_size,
-                              top_k=top_k, new_run=True)
+                              top_k=top_k, new_run=True, **options)
     finally:
         for (m, attr), value in saved.items():
             setattr(m, attr, value)
     size = db.stat().st_size
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    weight_bits = con.execute("SELECT weight_bits FROM runs WHERE run_id = ?", [r.run_id]).fetchone()[0]
+    con.close()
     db.unlink()
     return {"model": label, "dtype": dtype, "batch_size": batch_size, "top_k": top_k, "variant": tag,
+            "weight_bits": weight_bits,
             "host_cache_emptied": host_cache_emptied, "pinned_mb": r.pinned_bytes / 2**20,
             "append_threads": r.append_threads, "sentences": r.sentences,
             "edges": r.edges, "forward_only_sps": n / secs, "end_to_end_sps": r.sentences / r.seconds,

@@ -287,7 +287,7 @@ def ingest(
                     batch = encoded[i : i + batch_size]
                     if all(e.sentence.sentence_id in finished for e in batch):
                         continue
-                    edges = _batch_edges(am, batch, sparsity, result.timings)
+                    edges = _batch_edges(am, batch, sparsity, result.timings, weight_bits)
                     pending.append((batch, edges))
                     pending_edges += len(edges) if edges is not None else 0
                     if pending_edges >= COMMIT_EDGES:
@@ -320,14 +320,16 @@ def _add(timings: dict[str, float], stage: str, seconds: float) -> None:
     timings[stage] = timings.get(stage, 0.0) + seconds
 
 
-def _batch_edges(am, batch: list, sparsity: Sparsity, timings: dict[str, float]) -> BatchEdges | None:
+def _batch_edges(am, batch: list, sparsity: Sparsity, timings: dict[str, float],
+                 weight_bits: int = 32) -> BatchEdges | None:
     """The model's kept edges of a batch as flat arrays (``sentence`` holds corpus sentence ids;
     skipped inputs have none), selected on the model's device (``AttentionModel.forward_edges``)."""
     live = [e for e in batch if e.status != "skipped"]
     if not live:
         return None
     return am.forward_edges(live, sparsity.top_k, sparsity.min_mass, timings,
-                            ids=np.array([e.sentence.sentence_id for e in live], dtype=np.int32))
+                            ids=np.array([e.sentence.sentence_id for e in live], dtype=np.int32),
+                            weight_bits=weight_bits)
 
 
 def _write(con, run_id: int, corpus_id: int, parts: list[tuple[list, BatchEdges | None]],

@@ -225,7 +225,7 @@ class HostBuffers:
 
 
 def device_edges(values, indices, lengths, min_mass: float | None, ids=None,
-                 pool: HostBuffers | None = None) -> BatchEdges:
+                 pool: HostBuffers | None = None, weight_bits: int = 32) -> BatchEdges:
     """``sparsify.batch_edges`` in torch, on the tensors' device: the kept entries of ranked rows
     ``[batch, layer, head, query_pos, rank]`` (float32 weights, integer key positions) of inputs
     of the given ``lengths`` (an int64 tensor on the same device), as flat numpy arrays;
@@ -236,9 +236,14 @@ def device_edges(values, indices, lengths, min_mass: float | None, ids=None,
     float64 sum accumulated rank by rank as numpy's cumsum does), selected in row-major order,
     which is (input, layer, head, query_pos, rank). Only the kept edges leave the device: the
     flat positions of the kept entries are found once (one synchronisation), every column is
-    gathered on the device into one buffer of 16 bytes an edge, and that buffer comes to the
-    host in one copy, on a GPU into page-locked memory (from ``pool`` when given). The returned
+    gathered on the device into one buffer of 16 bytes an edge (14 with 16-bit weights), and
+    that buffer comes to the host in one copy, on a GPU into page-locked memory (from ``pool``
+    when given). The returned
     arrays are views of that buffer; with a pool their ``release`` hands it back for reuse.
+
+    ``weight_bits`` 16 rounds the weights on the device as ``store.weight16`` does (float64
+    floor(w * 65535), the same numbers) and sends 2 bytes a weight: 14 bytes an edge, and
+    ``weight`` is uint16.
     """
     import torch
 
@@ -260,11 +265,22 @@ def device_edges(values, indices, lengths, min_mass: float | None, ids=None,
     query, row = row % W, torch.div(row, W, rounding_mode="floor")
     head, row = row % H, torch.div(row, H, rounding_mode="floor")
     layer, b = row % L, torch.div(row, L, rounding_mode="floor")
-    packed = torch.empty(16 * m, dtype=torch.uint8, device=values.device)
+    wb = 2 if weight_bits == 16 else 4  # bytes a weight
+    size = 12 + wb  # bytes an edge: sentence (4), weight, layer, head, query, key (2 each)
+    packed = torch.empty(size * m, dtype=torch.uint8, device=values.device)
     packed[: 4 * m].view(torch.int32).copy_(b if ids is None else ids[b])
-    packed[4 * m : 8 * m].view(torch.float32).copy_(values.reshape(-1)[flat])
+    weight = values.reshape(-1)[flat]
+    if weight_bits == 16:
+        from headdb.store import WEIGHT16_SCALE
+
+        scaled = torch.floor(weight.to(torch.float64) * WEIGHT16_SCALE).clamp_(0, WEIGHT16_SCALE).to(torch.int32)
+        # int16 holds uint16's bits: 32768..65535 as their two's complement, exactly (no overflow)
+        packed[4 * m : 6 * m].view(torch.int16).copy_(scaled - (scaled > 32767).to(torch.int32) * 65536)
+    else:
+        packed[4 * m : 8 * m].view(torch.float32).copy_(weight)
     for i, col in enumerate((layer, head, query, indices.reshape(-1)[flat])):
-        packed[(8 + 2 * i) * m : (10 + 2 * i) * m].view(torch.int16).copy_(col)
+        start = (4 + wb + 2 * i) * m
+        packed[start : start + 2 * m].view(torch.int16).copy_(col)
     release = None
     if packed.is_cuda and PIN_MEMORY:
         buf = pool.take(packed.numel()) if pool is not None else HostBuffers._alloc(packed.numel())
@@ -275,9 +291,9 @@ def device_edges(values, indices, lengths, min_mass: float | None, ids=None,
     else:
         host = packed.cpu()
     raw = host.numpy()  # keeps ``host`` alive for as long as any view of it lives
-    small = [raw[(8 + 2 * i) * m : (10 + 2 * i) * m].view(np.int16) for i in range(4)]
-    return BatchEdges(*small, raw[4 * m : 8 * m].view(np.float32), sentence=raw[: 4 * m].view(np.int32),
-                      release=release)
+    small = [raw[(4 + wb + 2 * i) * m : (6 + wb + 2 * i) * m].view(np.int16) for i in range(4)]
+    weights = raw[4 * m : (4 + wb) * m].view(np.uint16 if weight_bits == 16 else np.float32)
+    return BatchEdges(*small, weights, sentence=raw[: 4 * m].view(np.int32), release=release)
 
 
 def _has_auto_map(folder: Path) -> bool:
@@ -458,14 +474,15 @@ class AttentionModel:
             return result
 
     def forward_edges(self, batch: list[Encoded], k: int | None, min_mass: float | None,
-                      timings: dict[str, float] | None = None, ids=None) -> BatchEdges:
+                      timings: dict[str, float] | None = None, ids=None, weight_bits: int = 32) -> BatchEdges:
         """The kept edges of a batch (``sparsify.keep_mask`` semantics), selected on the model's
         device so that only they travel to the host, as flat arrays in (input, layer, head,
         query_pos, rank) order: exactly the concatenation of every input's
         ``sparsify.sentence_edges``; ``sentence`` holds ``ids[input]`` (default: the input's
         position in ``batch``). ``timings`` gains ``forward``, ``topk`` (top-k on the device)
         and ``edges`` (keep mask, selection and the transfer; on a GPU, ``pin_alloc`` is the part
-        of it spent page-locking new host buffers)."""
+        of it spent page-locking new host buffers). With ``weight_bits`` 16 a GPU rounds the
+        weights before they leave it (``device_edges``); on a CPU the writer rounds them."""
         with self.torch.inference_mode():
             values, indices = self._ranked(batch, k, timings)
             t1 = time.perf_counter()
@@ -477,7 +494,7 @@ class AttentionModel:
                     self._host_buffers = HostBuffers()
                 pinning = self._host_buffers.alloc_seconds
                 edges = device_edges(values, indices, torch.tensor(lengths).to(self.device), min_mass, dev_ids,
-                                     self._host_buffers)
+                                     self._host_buffers, weight_bits)
                 if timings is not None:  # part of `edges`: page-locking new host buffers
                     timings["pin_alloc"] = timings.get("pin_alloc", 0.0) + self._host_buffers.alloc_seconds - pinning
             else:  # numpy's boolean selection is several times faster than torch's on a CPU

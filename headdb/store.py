@@ -26,6 +26,17 @@ EDGE_SCHEMA = pa.schema([
 #: floor(weight * WEIGHT16_SCALE) in edge_store.weight16; the edges view reads it back as FLOAT)
 WEIGHT_BITS = (32, 16)
 WEIGHT16_SCALE = 65535
+#: the edge columns of a 16-bit run: weight16 = floor(weight * WEIGHT16_SCALE), as edge_store holds it
+EDGE16_SCHEMA = pa.schema([*(EDGE_SCHEMA.field(i) for i in range(5)), ("weight16", pa.uint16())])
+
+
+def weight16(weight: np.ndarray) -> np.ndarray:
+    """Weights as a 16-bit run stores them: ``floor(weight * 65535)`` as uint16, rounded down so
+    that what is read back never exceeds what the model computed. The arithmetic of
+    :data:`WEIGHT16_SQL` in float64, so the same numbers for every weight in [0, 1]
+    (tests/test_weight_bits.py); a GPU ingest does the same on the device."""
+    scaled = np.floor(np.asarray(weight, dtype=np.float64) * WEIGHT16_SCALE)
+    return np.clip(scaled, 0, WEIGHT16_SCALE).astype(np.uint16)
 #: rows per Arrow record batch of an edge insert (None: one). An option for measurements: batches
 #: of 122,880 rows made no difference on 2 cores or on an H200 box (docs/benchmarks.md).
 ARROW_CHUNK_ROWS: int | None = None
@@ -83,20 +94,33 @@ def sentence_tables(corpus_id: int, sentences: list[Sentence]) -> tuple[pa.Table
     return st, wt
 
 
-def edge_table(parts: list[BatchEdges]) -> pa.Table:
+def edge_table(parts: list[BatchEdges], weight_bits: int = 32) -> pa.Table:
     """The edges rows of batches (``sentence`` holding corpus sentence ids), without run_id, as
     one contiguous Arrow table: the columns of a single part are used as they are (no copy, no
-    per-row Python), several are concatenated once."""
+    per-row Python), several are concatenated once.
+
+    Weights rounded to 16 bits already (uint16: a GPU rounds them before they leave it) give an
+    :data:`EDGE16_SCHEMA` table (float ones among them rounded here with :func:`weight16`); float
+    weights stay float, and :func:`insert_edges` rounds them for a 16-bit run (on a CPU DuckDB
+    does that inside the append, with every core)."""
     def column(name: str, dtype) -> pa.Array:
         arrays = [np.asarray(getattr(e, name), dtype=dtype) for e in parts]
         return pa.array(arrays[0] if len(arrays) == 1 else np.concatenate(arrays))
 
-    table = pa.Table.from_arrays([
-        column("sentence", np.int32), column("layer", np.int16), column("head", np.int16),
-        column("query_pos", np.int16), column("key_pos", np.int16), column("weight", np.float32)],
-        schema=EDGE_SCHEMA)
+    keys = [column("sentence", np.int32), column("layer", np.int16), column("head", np.int16),
+            column("query_pos", np.int16), column("key_pos", np.int16)]
+    if any(e.weight.dtype == np.uint16 for e in parts):
+        if weight_bits != 16:
+            raise ValueError("16-bit weights in a 32-bit run")
+        weights = [e.weight if e.weight.dtype == np.uint16 else weight16(e.weight) for e in parts]
+        schema = EDGE16_SCHEMA
+        table = pa.Table.from_arrays(keys + [pa.array(weights[0] if len(weights) == 1 else np.concatenate(weights))],
+                                     schema=schema)
+    else:
+        schema = EDGE_SCHEMA
+        table = pa.Table.from_arrays(keys + [column("weight", np.float32)], schema=schema)
     if ARROW_CHUNK_ROWS and table.num_rows > ARROW_CHUNK_ROWS:
-        table = pa.Table.from_batches(table.to_batches(max_chunksize=ARROW_CHUNK_ROWS), schema=EDGE_SCHEMA)
+        table = pa.Table.from_batches(table.to_batches(max_chunksize=ARROW_CHUNK_ROWS), schema=schema)
     return table
 
 
@@ -107,6 +131,9 @@ _EDGES_INSERT = {
         "SELECT ?::INTEGER, sentence_id, layer, head, query_pos, key_pos, weight FROM _headdb_edges",
     16: "INSERT INTO edge_store (run_id, sentence_id, layer, head, query_pos, key_pos, weight16) "
         f"SELECT ?::INTEGER, sentence_id, layer, head, query_pos, key_pos, {WEIGHT16_SQL} FROM _headdb_edges",
+    # weights already rounded (:func:`weight16`): DuckDB appends 2 bytes a weight and computes nothing
+    "16-rounded": "INSERT INTO edge_store (run_id, sentence_id, layer, head, query_pos, key_pos, weight16) "
+                  "SELECT ?::INTEGER, sentence_id, layer, head, query_pos, key_pos, weight16 FROM _headdb_edges",
 }
 
 
@@ -114,12 +141,15 @@ def insert_edges(con: duckdb.DuckDBPyConnection, run_id: int, table: pa.Table, w
     """Append an :data:`EDGE_SCHEMA` table to the edges (table ``edge_store``) for ``run_id`` (a
     constant of the INSERT), in the caller's transaction. With ``weight_bits`` 16 each weight is
     stored rounded down to a multiple of 1 / WEIGHT16_SCALE, so that what is read back never
-    exceeds what the model computed."""
-    if weight_bits not in _EDGES_INSERT:
+    exceeds what the model computed; an :data:`EDGE16_SCHEMA` table comes rounded already."""
+    if weight_bits not in WEIGHT_BITS:
         raise ValueError(f"weight_bits must be one of {WEIGHT_BITS}, not {weight_bits!r}")
+    rounded = "weight16" in table.column_names
+    if rounded and weight_bits != 16:
+        raise ValueError("a table of 16-bit weights goes into a 16-bit run")
     con.register("_headdb_edges", table)
     try:
-        con.execute(_EDGES_INSERT[weight_bits], [run_id])
+        con.execute(_EDGES_INSERT["16-rounded" if rounded else weight_bits], [run_id])
     finally:
         con.unregister("_headdb_edges")
 
@@ -190,7 +220,7 @@ def write_batches(con: duckdb.DuckDBPyConnection, run_id: int, corpus_id: int,
             edge_parts.append(edges)
     # one contiguous table: DuckDB's parallel append then fills whole row groups (with one Arrow
     # chunk per batch, two threads left partly filled ones: 5.7 against 5.0 bytes per edge)
-    et = edge_table(edge_parts) if edge_parts else None
+    et = edge_table(edge_parts, weight_bits) if edge_parts else None
     t1 = time.perf_counter()
     with transaction(con):
         _insert(con, "sentences", st)

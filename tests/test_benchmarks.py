@@ -50,10 +50,11 @@ def test_gpu_benchmark_variants_set_the_named_settings(tmp_path):
     """--variant reruns the last model with module settings changed (writers, Arrow chunks)."""
     r = _run(["-m", "benchmarks.gpu", "--device", "cpu", "--tiny", "--dtypes", "float32", "--batch-sizes", "4",
               "--sentences", "6", "--variant", "writers=2,overlap=true", "--variant", "chunk=100",
-              "--out", str(tmp_path)], ROOT)
+              "--variant", "weight_bits=16", "--out", str(tmp_path)], ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = json.loads((tmp_path / "gpu-results.json").read_text())["rows"]
-    assert [row["variant"] for row in rows] == ["default", "writers2-overlapTrue", "chunk100"]
+    assert [row["variant"] for row in rows] == ["default", "writers2-overlapTrue", "chunk100", "weight_bits16"]
+    assert [row["weight_bits"] for row in rows] == [32, 32, 32, 16]
     assert all(row["sentences"] == 6 and row["edges"] == rows[0]["edges"] for row in rows)
     assert all(row["host_cache_emptied"] is False for row in rows)  # no CUDA here
 
