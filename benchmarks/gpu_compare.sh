@@ -6,6 +6,8 @@
 #   OUT=/tmp/out bash benchmarks/gpu_compare.sh           # there
 #   PYTHON=.venv/bin/python EXTRA="--device cpu --tiny --dtypes float32 --sentences 30 --batch-sizes 16" \
 #     APPEND="--layers 2 --sentences 50 --threads 2" OUT=/tmp/out bash benchmarks/gpu_compare.sh   # a CPU check
+#   VARIANTS_LONG="weight_bits=16 depth=1" APPEND="--layouts flat,flat16,nokeys,rows,lists --commit-edges 10000000" \
+#     OUT=/tmp/out bash benchmarks/gpu_compare.sh   # what the fifth session left to measure (docs/benchmarks.md)
 #
 # Steps, most important first, each time-bounded: the device-sparsification tests on CUDA; the
 # working tree's GPU benchmark on EWT dev (2,001 sentences) with the variants in $VARIANTS; the
@@ -50,7 +52,7 @@ variants() { for v in $1; do echo --variant "$v"; done; }
 has new-2001 && bench new-2001 "$REPO" "$REPO/.gpu-site" "${COMMON[@]}" $(variants "$VARIANTS")
 if has pytest; then
   say "device tests on CUDA"
-  (PYTHONPATH=$REPO/.gpu-site:$REPO timeout 240 "$PY" -m pytest -q -p no:cacheprovider tests/test_sparsify_torch.py) \
+  (PYTHONPATH=$REPO/.gpu-site:$REPO timeout 240 "$PY" -m pytest -q -p no:cacheprovider tests/test_sparsify_torch.py tests/test_weight_bits.py) \
     > "$OUT/pytest-cuda.txt" 2>&1; say "pytest exit $? ($(tail -1 "$OUT/pytest-cuda.txt"))"
 fi
 [ -d "$BASE" ] && has base-2001 && bench base-2001 "$BASE" "$REPO/.gpu-site-base" "${COMMON[@]}" --no-variants
