@@ -123,8 +123,9 @@ def storage(db: Path, workdir: Path) -> dict:
 
 
 def _table_bytes(db: Path, workdir: Path, select: str) -> int:
-    """Bytes that the rows of ``select`` (over ``db`` attached as ``src``) take as one table in a
-    file of their own, after CHECKPOINT, beyond an empty database's."""
+    """Bytes that the rows of ``select`` (over ``db`` attached as ``src``; edge_store's columns)
+    take as one table in a file of their own, after CHECKPOINT, beyond an empty database's. The
+    table is edge_store's own definition (its types and the compression it names)."""
     import duckdb
 
     only = workdir / "edges-only.db"
@@ -139,7 +140,10 @@ def _table_bytes(db: Path, workdir: Path, select: str) -> int:
     c = duckdb.connect(str(only))
     c.execute("SET threads = 1")
     c.execute(f"ATTACH '{db}' AS src (READ_ONLY)")
-    c.execute(f"CREATE TABLE edges AS {select}")
+    ddl = c.execute("SELECT sql FROM duckdb_tables() WHERE database_name = 'src' AND table_name = 'edge_store'"
+                    ).fetchone()[0]
+    c.execute(ddl.replace("CREATE TABLE edge_store", "CREATE TABLE edges", 1))
+    c.execute(f"INSERT INTO edges {select}")
     c.execute("DETACH src")
     c.execute("CHECKPOINT")
     c.close()

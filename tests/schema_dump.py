@@ -13,18 +13,26 @@ import duckdb
 
 
 def schema_text(con: duckdb.DuckDBPyConnection) -> str:
-    """Tables with their columns (type, nullability, default), constraints, sequences and views."""
+    """Tables with their columns (type, forced compression, nullability, default), constraints,
+    sequences and views."""
     out: list[str] = []
     tables = con.execute(
         "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' AND NOT temporary ORDER BY table_name"
     ).fetchall()
+    import re
+
     for (table,) in tables:
         out.append(f"TABLE {table}")
+        sql = con.execute("SELECT sql FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = ?",
+                          [table]).fetchone()[0]
+        # a compression method named in the DDL (USING COMPRESSION) is part of the schema
+        forced = dict(re.findall(r"(\w+) [A-Z0-9_\[\]]+ USING COMPRESSION (\w+)", sql))
         for name, dtype, nullable, default in con.execute(
             "SELECT column_name, data_type, is_nullable, column_default FROM duckdb_columns() "
             "WHERE schema_name = 'main' AND table_name = ? ORDER BY column_index", [table]
         ).fetchall():
-            line = f"  {name} {dtype}{'' if nullable else ' NOT NULL'}"
+            line = f"  {name} {dtype}{f' USING COMPRESSION {forced[name]}' if name in forced else ''}"
+            line += "" if nullable else " NOT NULL"
             if default is not None:
                 line += f" DEFAULT {default}"
             out.append(line)

@@ -203,3 +203,26 @@ def test_engine_reads_the_store(tmp_path):
         df = pd.read_sql("SELECT count(*) AS n FROM edges", c)
     eng.dispose()
     assert int(df["n"][0]) == 0
+
+
+def test_upgrade_to_rle_row_keys_keeps_every_edge_in_its_order(tmp_path):
+    """Migration 0006 rebuilds edge_store with RLE named for the row keys: every row, both
+    weight kinds, in the same physical order (what resume and the scoring pieces rely on)."""
+    db = tmp_path / "v5.db"
+    con = duckdb.connect(str(db))
+    assert migrate(con, list_migrations()[:5]) == [1, 2, 3, 4, 5]
+    con.execute("INSERT INTO edge_store SELECT 1 + (i >= 200000)::INTEGER, i // 576, (i // 96) % 6, (i // 8) % 12, "
+                "(i // 8) % 9, i % 8, CASE WHEN i < 200000 THEN (i % 97) / 97.0 END, "
+                "CASE WHEN i >= 200000 THEN i % 65536 END FROM range(300000) r(i)")
+    before = con.execute("SELECT * FROM edge_store").fetchall()
+    con.close()
+    assert init(db) == list(range(6, len(list_migrations()) + 1))
+    con = duckdb.connect(str(db))
+    assert con.execute("SELECT * FROM edge_store").fetchall() == before
+    con.execute("CHECKPOINT")
+    used = dict(con.execute(
+        "SELECT column_name, list(DISTINCT compression) FROM pragma_storage_info('edge_store') "
+        "WHERE segment_type <> 'VALIDITY' GROUP BY column_name").fetchall())
+    con.close()
+    for column in ("run_id", "sentence_id", "layer", "head", "query_pos"):
+        assert set(used[column]) <= {"RLE", "Constant"} and "RLE" in used[column], (column, used[column])
