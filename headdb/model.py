@@ -238,8 +238,8 @@ def device_edges(values, indices, lengths, min_mass: float | None, ids=None,
     flat positions of the kept entries are found once (one synchronisation), every column is
     gathered on the device into one buffer of 16 bytes an edge (14 with 16-bit weights), and
     that buffer comes to the host in one copy, on a GPU into page-locked memory (from ``pool``
-    when given). The returned
-    arrays are views of that buffer; with a pool their ``release`` hands it back for reuse.
+    when given). The returned arrays are views of that buffer; with a pool their ``release``
+    hands it back for reuse.
 
     ``weight_bits`` 16 rounds the weights on the device as ``store.weight16`` does (float64
     floor(w * 65535), the same numbers) and sends 2 bytes a weight: 14 bytes an edge, and

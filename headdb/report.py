@@ -279,7 +279,7 @@ ACCURACY_MD_RELATIONS = 6
 def _accuracy_table(con, run_id: int, wanted: bool | None) -> pd.DataFrame | None:
     """The syntactic head accuracy of the run (headdb.accuracy), or None: ``wanted`` None means
     when the run's corpus has dependency relations, True always (an error without them)."""
-    from headdb.accuracy import accuracy as head_accuracy
+    from headdb.accuracy import accuracy as syntactic_accuracy
 
     if wanted is False:
         return None
@@ -291,7 +291,7 @@ def _accuracy_table(con, run_id: int, wanted: bool | None) -> pd.DataFrame | Non
             raise InputError(f"run {run_id} has no dependency relations, so no syntactic head accuracy "
                              "(raw text is parsed by spaCy; sentence pairs from TSV carry none)")
         return None
-    acc = head_accuracy(con, run_id)
+    acc = syntactic_accuracy(con, run_id)
     shown = acc.assign(best_head=[f"L{r.layer} H{r.head}" for r in acc.itertuples()])
     return shown[["relation", "direction", "n_report", "best_head", "accuracy", "baseline_offset",
                   "baseline_accuracy", "n_select", "select_accuracy"]]
