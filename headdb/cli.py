@@ -51,12 +51,22 @@ def _print_df(df, fmt: str = "table", title: str | None = None) -> None:
     for row in rows:
         table.add_row(*row)
     console = _console()
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    natural = sum(widths) + 3 * len(widths) + 1
     if not console.is_terminal:
         # a pipe or a file: each row on one line, however wide, so that values stay whole
         from rich.console import Console
 
-        widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-        console = Console(width=max(sum(widths) + 3 * len(widths) + 1, len(title or ""), 20))
+        console = Console(width=max(natural, len(title or ""), 20))
+    elif natural > console.width:
+        # wider than the terminal: a block per row, a line per column (psql's expanded display)
+        key = max(len(h) for h in headers)
+        lines = [title] if title else []
+        for number, row in enumerate(rows, start=1):
+            lines.append(f"-[ row {number} ]".ljust(key + 12, "-"))
+            lines += [f"{name.ljust(key)} | {value}".rstrip() for name, value in zip(headers, row)]
+        console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)  # the terminal wraps
+        return
     console.print(table)
 
 

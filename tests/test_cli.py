@@ -184,8 +184,15 @@ def test_tables_never_cut_a_value_short(monkeypatch, capsys):
 
     screen = io.StringIO()
     monkeypatch.setattr(cli, "_console", lambda: Console(file=screen, force_terminal=True, width=60, color_system=None))
-    cli._print_df(df[["model"]])
-    text = screen.getvalue()
-    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 60
-    cells = "".join(line.strip("│┃ ") for line in text.splitlines()[3:-1])
-    assert long + "short" == cells
+    cli._print_df(df[["run_id", "mean"]])  # fits: a table
+    assert "┃ run_id ┃" in screen.getvalue() and "0.123457" in screen.getvalue()
+    screen.truncate(0)
+    screen.seek(0)
+    cli._print_df(df, title="runs")  # too wide for 60 columns: a block per row, every value whole
+    lines = screen.getvalue().splitlines()
+    def bar(n: int) -> str:
+        return f"-[ row {n} ]".ljust(18, "-")  # as wide as the longest column name (6) + 12
+
+    assert lines[:5] == ["runs", bar(1), "run_id | 1", f"model  | {long}", "mean   | 0.123457"]
+    assert lines[5:] == [bar(2), "run_id | 2", "model  | short", "mean   | 2"]
+    assert "…" not in screen.getvalue()
