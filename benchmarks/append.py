@@ -197,12 +197,13 @@ def _layout_tables(tables, layout: str) -> tuple[list[dict], float]:
     import numpy as np
     import pyarrow as pa
 
+    from headdb.store import weight16
+
     out, prep, row_base = [], 0.0, 0
     for t in tables:
         if layout == "flat16":
             t0 = time.perf_counter()
-            w = t.column("weight").to_numpy()
-            w16 = np.minimum(np.floor(w.astype(np.float64) * 65535), 65535).astype(np.uint16)
+            w16 = weight16(t.column("weight").to_numpy())
             prep += time.perf_counter() - t0
             out.append({"e": t.drop_columns(["weight"]).append_column("weight16", pa.array(w16))})
         elif layout == "nokeys":

@@ -46,12 +46,14 @@ def _print_df(df, fmt: str = "table", title: str | None = None) -> None:
     rows = [[_cell(v) for v in row] for row in df.itertuples(index=False)]
     table = Table(title=title, show_lines=False)
     for name, col in zip(headers, df.columns):
-        # a value too wide for the terminal wraps inside its cell; it is never cut short
+        # wrap, never "…", should rich still find a cell too narrow
         table.add_column(name, justify="right" if df[col].dtype.kind in "iuf" else "left", overflow="fold")
     for row in rows:
         table.add_row(*row)
     console = _console()
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    from rich.cells import cell_len  # terminal cells: a wide character takes two
+
+    widths = [max([cell_len(h), *(cell_len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
     natural = sum(widths) + 3 * len(widths) + 1
     if not console.is_terminal:
         # a pipe or a file: each row on one line, however wide, so that values stay whole

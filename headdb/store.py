@@ -103,19 +103,20 @@ def edge_table(parts: list[BatchEdges], weight_bits: int = 32) -> pa.Table:
     :data:`EDGE16_SCHEMA` table (float ones among them rounded here with :func:`weight16`); float
     weights stay float, and :func:`insert_edges` rounds them for a 16-bit run (on a CPU DuckDB
     does that inside the append, with every core)."""
-    def column(name: str, dtype) -> pa.Array:
-        arrays = [np.asarray(getattr(e, name), dtype=dtype) for e in parts]
+    def joined(arrays: list[np.ndarray]) -> pa.Array:
         return pa.array(arrays[0] if len(arrays) == 1 else np.concatenate(arrays))
+
+    def column(name: str, dtype) -> pa.Array:
+        return joined([np.asarray(getattr(e, name), dtype=dtype) for e in parts])
 
     keys = [column("sentence", np.int32), column("layer", np.int16), column("head", np.int16),
             column("query_pos", np.int16), column("key_pos", np.int16)]
     if any(e.weight.dtype == np.uint16 for e in parts):
         if weight_bits != 16:
             raise ValueError("16-bit weights in a 32-bit run")
-        weights = [e.weight if e.weight.dtype == np.uint16 else weight16(e.weight) for e in parts]
         schema = EDGE16_SCHEMA
-        table = pa.Table.from_arrays(keys + [pa.array(weights[0] if len(weights) == 1 else np.concatenate(weights))],
-                                     schema=schema)
+        weights = joined([e.weight if e.weight.dtype == np.uint16 else weight16(e.weight) for e in parts])
+        table = pa.Table.from_arrays(keys + [weights], schema=schema)
     else:
         schema = EDGE_SCHEMA
         table = pa.Table.from_arrays(keys + [column("weight", np.float32)], schema=schema)
