@@ -88,6 +88,7 @@ KNOBS = {"threads": ("headdb.ingest", "APPEND_THREADS"), "overlap": ("headdb.ing
          "memory_mb": ("headdb.ingest", "GPU_MEMORY_MB_PER_THREAD"), "commit_edges": ("headdb.ingest", "COMMIT_EDGES"),
          "pinned": ("headdb.model", "PIN_MEMORY"), "read_ahead": ("headdb.ingest", "READ_AHEAD"),
          "window": ("headdb.ingest", "GPU_WINDOW_BATCHES"), "depth": ("headdb.ingest", "WRITE_DEPTH"),
+         "switch_us": ("headdb.ingest", "GIL_SWITCH_US"),
          # an argument of ingest(), not a module setting: 16 rounds the weights on the device
          "weight_bits": (None, "weight_bits")}
 

@@ -52,7 +52,10 @@ variants() { for v in $1; do echo --variant "$v"; done; }
 has new-2001 && bench new-2001 "$REPO" "$REPO/.gpu-site" "${COMMON[@]}" $(variants "$VARIANTS")
 if has pytest; then
   say "device tests on CUDA"
-  (PYTHONPATH=$REPO/.gpu-site:$REPO timeout 240 "$PY" -m pytest -q -p no:cacheprovider tests/test_sparsify_torch.py tests/test_weight_bits.py) \
+  TESTSITE=$REPO/.gpu-site-tests  # duckdb for the tests, whether or not a benchmark step installed it
+  "$PY" -c 'import duckdb' 2>/dev/null || [ -d "$TESTSITE/duckdb" ] \
+    || timeout 120 "$PY" -m pip install --quiet --no-index --no-deps --target "$TESTSITE" "$REPO"/.gpu/wheels/*.whl >> "$LOG" 2>&1
+  (PYTHONPATH=$TESTSITE:$REPO timeout 240 "$PY" -m pytest -q -p no:cacheprovider tests/test_sparsify_torch.py tests/test_weight_bits.py) \
     > "$OUT/pytest-cuda.txt" 2>&1; say "pytest exit $? ($(tail -1 "$OUT/pytest-cuda.txt"))"
 fi
 [ -d "$BASE" ] && has base-2001 && bench base-2001 "$BASE" "$REPO/.gpu-site-base" "${COMMON[@]}" --no-variants

@@ -270,8 +270,10 @@ def ingest(
         finished = {r[0] for r in con.execute("SELECT sentence_id FROM run_sentences WHERE run_id = ?", [run_id]).fetchall()}
         started = time.perf_counter()
         bar = _progress(progress, n_total, len(finished))
+        read_ahead = _read_ahead(am)
         writer = _Writer(con, run_id, corpus_id, result, threaded=overlapped, writers=_writers(am, overlapped),
                          weight_bits=weight_bits)
+        switch = _SwitchInterval(GIL_SWITCH_US if overlapped or read_ahead else None)  # restored below
         pending: list[tuple[list, BatchEdges | None]] = []  # computed, not yet handed to the writer
         pending_edges = 0
         windows = None
@@ -280,7 +282,7 @@ def ingest(
             if limit is not None:
                 stream = islice(stream, limit)
             windows = _encoded_windows(stream, am, truncate, batch_size, finished, result.timings)
-            if _read_ahead(am):
+            if read_ahead:
                 windows = _ahead(windows, result.timings)
             for encoded in windows:
                 for i in range(0, len(encoded), batch_size):
@@ -305,6 +307,7 @@ def ingest(
             _raise_write_error(db, run_id, exc)
             raise
         finally:
+            switch.restore()
             bar(None)
         result.seconds = time.perf_counter() - started
         if am._host_buffers is not None:
@@ -399,6 +402,31 @@ def _overlap_writes(am) -> bool:
     if str(am.device).startswith("cuda"):
         return True
     return (os.cpu_count() or 1) > am.torch.get_num_threads()
+
+
+#: Python's thread switch interval, in microseconds, while an ingest runs writer or reading
+#: threads (None or 0: Python's own, 5,000). DuckDB's Python client takes the GIL back between
+#: the tasks of a query (to check for Ctrl-C), and each time waits until the thread holding it
+#: lets go, up to a switch interval. With a thread running Python beside it (the reading
+#: thread, the model's loop) an append on one DuckDB thread took 3.6 s instead of 2.1, and a
+#: plain aggregate query 3.5 s instead of 0.5 (2 cores, DuckDB 2.0.1); with 200 us, 2.3-2.5 s
+#: and 0.7 s (docs/benchmarks.md). Set for the ingest's duration and then restored: the setting
+#: is the process's, so other threads of a host program switch more often meanwhile.
+GIL_SWITCH_US: int | None = 200
+
+
+class _SwitchInterval:
+    """sys.setswitchinterval(``us`` microseconds) until :meth:`restore` (None or 0: no change)."""
+
+    def __init__(self, us: int | None):
+        self._saved = sys.getswitchinterval() if us else None
+        if us:
+            sys.setswitchinterval(us / 1e6)
+
+    def restore(self) -> None:
+        if self._saved is not None:
+            sys.setswitchinterval(self._saved)
+            self._saved = None
 
 
 #: Writer threads on a GPU, each committing whole groups on its own connection (None: decided

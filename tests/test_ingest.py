@@ -379,6 +379,44 @@ def test_batches_commit_in_groups_of_commit_edges_and_a_crash_loses_only_the_ope
     _assert_same_store(_store_snapshot(crashed), uninterrupted)
 
 
+@pytest.mark.parametrize("overlap", [False, True], ids=["sequential", "writer-thread"])
+def test_writer_threads_shorten_the_switch_interval_while_they_run_and_restore_it(
+        tmp_path, monkeypatch, uninterrupted, overlap):
+    """DuckDB's Python client takes the GIL back between a query's tasks, so while writer
+    threads run the ingest shortens Python's switch interval (ingest.GIL_SWITCH_US); afterwards,
+    and after a failed ingest, the process has its own interval back. A sequential ingest on
+    one thread leaves it alone."""
+    import importlib
+    import sys
+
+    import headdb.store as store
+
+    ingest_mod = importlib.import_module("headdb.ingest")
+    monkeypatch.setattr(ingest_mod, "OVERLAP_WRITES", overlap)
+    monkeypatch.setattr(ingest_mod, "READ_AHEAD", False)
+    monkeypatch.setattr(ingest_mod, "GIL_SWITCH_US", 250)
+    before = sys.getswitchinterval()
+    seen: list[float] = []
+    fail = [False]
+    real = store.write_batches
+
+    def recording(con, run_id, corpus_id, parts, timings=None, **kwargs):
+        seen.append(sys.getswitchinterval())
+        if fail[0]:
+            raise RuntimeError("simulated crash")
+        return real(con, run_id, corpus_id, parts, timings, **kwargs)
+
+    monkeypatch.setattr(store, "write_batches", recording)
+    headdb.ingest(tmp_path / "a.db", None, **CRASH_OPTS)
+    assert seen and set(seen) == ({250e-6} if overlap else {before})
+    assert sys.getswitchinterval() == before
+    _assert_same_store(_store_snapshot(tmp_path / "a.db"), uninterrupted)
+    fail[0] = True
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        headdb.ingest(tmp_path / "b.db", None, **CRASH_OPTS)
+    assert sys.getswitchinterval() == before
+
+
 def test_several_writer_threads_store_the_same_and_a_crash_leaves_whole_groups(tmp_path, monkeypatch, uninterrupted):
     """With two writer threads (ingest.WRITERS) groups commit concurrently and may finish out of
     order: the store is the same as one writer's, and a crash leaves only whole groups, from
