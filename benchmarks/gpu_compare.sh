@@ -52,10 +52,16 @@ variants() { for v in $1; do echo --variant "$v"; done; }
 has new-2001 && bench new-2001 "$REPO" "$REPO/.gpu-site" "${COMMON[@]}" $(variants "$VARIANTS")
 if has pytest; then
   say "device tests on CUDA"
-  TESTSITE=$REPO/.gpu-site-tests  # duckdb for the tests, whether or not a benchmark step installed it
+  # duckdb, and headdb laid out as its wheel has it (migrations and queries inside the package),
+  # whether or not a benchmark step installed them
+  TESTSITE=$REPO/.gpu-site-tests
   "$PY" -c 'import duckdb' 2>/dev/null || [ -d "$TESTSITE/duckdb" ] \
     || timeout 120 "$PY" -m pip install --quiet --no-index --no-deps --target "$TESTSITE" "$REPO"/.gpu/wheels/*.whl >> "$LOG" 2>&1
-  (PYTHONPATH=$TESTSITE:$REPO timeout 240 "$PY" -m pytest -q -p no:cacheprovider tests/test_sparsify_torch.py tests/test_weight_bits.py) \
+  rm -rf "$TESTSITE/headdb" && mkdir -p "$TESTSITE" && cp -r headdb "$TESTSITE/headdb" \
+    && cp -r migrations "$TESTSITE/headdb/migrations" && cp -r queries "$TESTSITE/headdb/queries"
+  # from /tmp: `python -m` puts the working directory first, and the checkout's headdb has no headdb.migrations
+  (cd /tmp && PYTHONPATH=$TESTSITE:$REPO timeout 240 "$PY" -m pytest -q -p no:cacheprovider --rootdir "$REPO" \
+    "$REPO/tests/test_sparsify_torch.py" "$REPO/tests/test_weight_bits.py") \
     > "$OUT/pytest-cuda.txt" 2>&1; say "pytest exit $? ($(tail -1 "$OUT/pytest-cuda.txt"))"
 fi
 [ -d "$BASE" ] && has base-2001 && bench base-2001 "$BASE" "$REPO/.gpu-site-base" "${COMMON[@]}" --no-variants
