@@ -181,7 +181,7 @@ def _parse_conllu_block(path: str | Path, start: int, comments: list[str], rows:
             meta[key.strip()] = value.strip()
     if "newdoc id" in meta:
         doc_id = meta["newdoc id"]
-    words: list[Word] = []
+    fields: list[tuple[str, str | None, str | None, str | None, str | None]] = []  # a Word's, less its head
     heads: list[tuple[int, int | None]] = []  # (line number, 1-based head or None)
     for number, line in rows:
         cols = line.split("\t")
@@ -197,8 +197,8 @@ def _parse_conllu_block(path: str | Path, start: int, comments: list[str], rows:
         if not _INT.fullmatch(wid):
             raise CorpusError(f"word id {wid!r} is not an integer", path, number)
         index = int(wid)
-        if index != len(words) + 1:
-            raise CorpusError(f"word id {index} out of order (expected {len(words) + 1})", path, number)
+        if index != len(fields) + 1:
+            raise CorpusError(f"word id {index} out of order (expected {len(fields) + 1})", path, number)
         head_text = cols[6]
         head: int | None
         if head_text == "_":
@@ -208,13 +208,13 @@ def _parse_conllu_block(path: str | Path, start: int, comments: list[str], rows:
         else:
             raise CorpusError(f"head {head_text!r} is not a word number (0 for the root, 1..n)", path, number)
         form = cols[1]
-        if is_blank(form):
+        if not (form.isprintable() and form.strip()) and is_blank(form):  # the test only for odd forms
             raise CorpusError("empty word form (only whitespace or invisible characters)", path, number)
         heads.append((number, head))
-        words.append(Word(form, _opt(cols[2]), _opt(cols[3]), _opt(cols[4]), None, _opt(cols[7])))
-    if not words:
+        fields.append((form, _opt(cols[2]), _opt(cols[3]), _opt(cols[4]), _opt(cols[7])))
+    if not fields:
         raise CorpusError("sentence has no words (only ranges or empty nodes)", path, start)
-    n = len(words)
+    n = len(fields)
     if n > MAX_WORDS:
         raise CorpusError(f"sentence has {n} words; headdb stores at most {MAX_WORDS} per input", path, start)
     resolved: list[int | None] = []
@@ -223,7 +223,7 @@ def _parse_conllu_block(path: str | Path, start: int, comments: list[str], rows:
             raise CorpusError(f"head {head} is outside the sentence (1..{n}, or 0 for the root)", path, number)
         resolved.append(None if not head else head - 1)
     _check_tree(path, resolved, [nb for nb, _ in heads])
-    words = [Word(w.form, w.lemma, w.upos, w.xpos, h, w.deprel) for w, h in zip(words, resolved)]
+    words = [Word(form, lemma, upos, xpos, h, deprel) for (form, lemma, upos, xpos, deprel), h in zip(fields, resolved)]
     text = meta.get("text")
     if text is None:
         text = " ".join(w.form for w in words)  # missing `# text`: documented fallback

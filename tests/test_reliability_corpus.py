@@ -82,6 +82,8 @@ REFUSED = {
                                     1, "no words"),
     "empty word form": ("ef.conllu", conllu_row(1, " ", 0) + "\n", 1, "empty word form"),
     "invisible word form": ("zf.conllu", conllu_row(1, "\u200b", 0) + "\n", 1, "empty word form"),
+    "no-break spaces and a format character": ("nb.conllu", conllu_row(1, "\u00a0\u2060\u3000", 0) + "\n", 1,
+                                               "empty word form"),
     "comments but no words": ("cm.conllu", GOOD + "# sent_id = x\n# text = nothing\n\n", 5, "no word lines"),
     "comment inside words": ("ci.conllu", conllu_row(1, "A", 0) + "\n# late\n", 2, "comment line inside"),
     "too many words for SMALLINT": ("huge.conllu", conllu_sentence(["w"] * (MAX_WORDS + 1)), 1,
@@ -92,6 +94,23 @@ REFUSED = {
     "a line with no line end past the byte cap": ("nolf.txt", b"a" * (MAX_LINE_BYTES + 10), 1,
                                                   "is it a binary file"),
 }
+
+
+def test_the_word_form_fast_path_never_passes_a_blank_form():
+    """CoNLL-U reading skips is_blank for a form that is printable and not all spaces; over every
+    code point, such a character is never one that is_blank calls blank (so neither is a form
+    holding one), and every blank character fails the fast path."""
+    import sys
+
+    from headdb.corpus import is_blank
+
+    for c in map(chr, range(sys.maxunicode + 1)):
+        if 0xD800 <= ord(c) <= 0xDFFF:
+            continue  # surrogates: no UTF-8 text holds them
+        fast = c.isprintable() and bool(c.strip())
+        assert not (fast and is_blank(c)), hex(ord(c))
+        if is_blank(c):
+            assert not fast
 
 
 @pytest.mark.parametrize("case", list(REFUSED), ids=list(REFUSED))
