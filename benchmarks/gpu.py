@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -90,7 +91,9 @@ KNOBS = {"threads": ("headdb.ingest", "APPEND_THREADS"), "overlap": ("headdb.ing
          "window": ("headdb.ingest", "GPU_WINDOW_BATCHES"), "depth": ("headdb.ingest", "WRITE_DEPTH"),
          "switch_us": ("headdb.ingest", "GIL_SWITCH_US"),
          # an argument of ingest(), not a module setting: 16 rounds the weights on the device
-         "weight_bits": (None, "weight_bits")}
+         "weight_bits": (None, "weight_bits"),
+         # an environment variable: the tokenizer's own threads (headdb turns them off by default)
+         "tokenizer_parallel": ("env", "TOKENIZERS_PARALLELISM")}
 
 
 def parse_variant(spec: str) -> dict:
@@ -122,9 +125,14 @@ def measure(model_dir: Path, label: str, corpus: Path, device: str, dtype: str, 
     knobs = knobs or {}
     saved = {}
     options = {attr: knobs[name] for name, (mod, attr) in KNOBS.items() if mod is None and name in knobs}
+    saved_env = {}
     for name, value in knobs.items():
         mod, attr = KNOBS[name]
         if mod is None:
+            continue
+        if mod == "env":
+            saved_env[attr] = os.environ.get(attr)
+            os.environ[attr] = "true" if value else "false"
             continue
         m = importlib.import_module(mod)
         saved[(m, attr)] = getattr(m, attr, None)
@@ -138,6 +146,11 @@ def measure(model_dir: Path, label: str, corpus: Path, device: str, dtype: str, 
     finally:
         for (m, attr), value in saved.items():
             setattr(m, attr, value)
+        for attr, value in saved_env.items():
+            if value is None:
+                os.environ.pop(attr, None)
+            else:
+                os.environ[attr] = value
     size = db.stat().st_size
     import duckdb
 
