@@ -1,6 +1,6 @@
 """``python -m benchmarks.gil``: how a Python thread running beside a DuckDB query slows it down.
 
-DuckDB's Python client takes the GIL back between the tasks of a query (to check for Ctrl-C),
+DuckDB's Python client takes the GIL back, again and again, while a query runs (between its tasks),
 and each time waits until the thread holding it lets go: up to Python's switch interval
 (``sys.setswitchinterval``, 5 ms by default). An ingest runs Python threads beside its DuckDB
 writers (a reading thread, the model's loop), so this measures, for each switch interval:
