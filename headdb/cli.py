@@ -157,6 +157,10 @@ def ingest(
     typer.echo(result.run_id)
 
 
+#: columns of `headdb runs`' table left out when every run has this value
+_RUNS_DEFAULTS = {"pairs": False, "min_mass": None, "dense": False, "weight_bits": 32, "skipped": 0, "truncated": 0}
+
+
 @app.command()
 def runs(db: Path = typer.Argument(..., help="Database file."), format: str = _FORMAT,
          all_columns: bool = typer.Option(False, "--all", help="Every provenance column.")) -> None:
@@ -173,7 +177,12 @@ def runs(db: Path = typer.Argument(..., help="Database file."), format: str = _F
         df["finished_at"] = df["finished_at"].map(lambda t: "" if t is None or t != t else str(t)[:19])
         df = df.rename(columns={"corpus_path": "corpus", "n_sentences": "sentences", "n_skipped": "skipped",
                                 "n_truncated": "truncated"})
+        # a column where every run has its default says nothing: left out, and named on stderr
+        hidden = [c for c, v in _RUNS_DEFAULTS.items() if len(df) and (df[c].isna() if v is None else df[c] == v).all()]
+        df = df.drop(columns=hidden)
     _print_df(df, format)
+    if not all_columns and format == "table" and hidden:
+        typer.echo(f"(every run has the default {', '.join(hidden)}; --all shows every column)", err=True)
 
 
 @app.command()

@@ -147,6 +147,13 @@ def test_ingest_runs_sql_summary_with_a_tiny_model(tmp_path, tiny_bert_dir, caps
     assert r.returncode == 0 and len(list(csv.DictReader(io.StringIO(r.stdout)))) == 3
     r = cli("runs", db)
     assert r.returncode == 0 and "tiny" in r.stdout
+    # the table leaves out the columns where every run has the default, and says which on stderr
+    assert "pairs" in r.stdout and "skipped" in r.stdout and "top_k" in r.stdout
+    assert not any(c in r.stdout for c in ("min_mass", "dense", "weight_bits", "truncated"))
+    assert "every run has the default min_mass, dense, weight_bits, truncated; --all" in r.stderr
+    r = cli("runs", db, "--all")
+    assert r.returncode == 0 and all(c in r.stdout for c in ("min_mass", "dense", "weight_bits", "n_truncated"))
+    assert "default" not in r.stderr
 
     q = "SELECT layer, count(*) AS edges FROM edges WHERE run_id = 1 GROUP BY layer ORDER BY layer"
     r = cli("sql", db, q, "--format", "csv")
