@@ -418,17 +418,37 @@ GIL_SWITCH_US: int | None = 50
 
 
 class _SwitchInterval:
-    """sys.setswitchinterval(``us`` microseconds) until :meth:`restore` (None or 0: no change)."""
+    """sys.setswitchinterval(``us`` microseconds) until :meth:`restore` (None or 0: no change).
+
+    Ingests that overlap in one process (threads of a host program) share the setting: the
+    first sets it and saves the process's own, later ones join in, and the last to finish puts
+    the process's own back, in whatever order they finish."""
+
+    _lock = threading.Lock()
+    _active = 0
+    _saved: float | None = None
 
     def __init__(self, us: int | None):
-        self._saved = sys.getswitchinterval() if us else None
-        if us:
-            sys.setswitchinterval(us / 1e6)
+        self._joined = bool(us)
+        if not us:
+            return
+        cls = type(self)
+        with cls._lock:
+            if cls._active == 0:
+                cls._saved = sys.getswitchinterval()
+            cls._active += 1
+            sys.setswitchinterval(min(us / 1e6, cls._saved))
 
     def restore(self) -> None:
-        if self._saved is not None:
-            sys.setswitchinterval(self._saved)
-            self._saved = None
+        if not self._joined:
+            return
+        self._joined = False
+        cls = type(self)
+        with cls._lock:
+            cls._active -= 1
+            if cls._active == 0 and cls._saved is not None:
+                sys.setswitchinterval(cls._saved)
+                cls._saved = None
 
 
 #: Writer threads on a GPU, each committing whole groups on its own connection (None: decided

@@ -417,6 +417,28 @@ def test_writer_threads_shorten_the_switch_interval_while_they_run_and_restore_i
     assert sys.getswitchinterval() == before
 
 
+@pytest.mark.parametrize("order", ["first-in-first-out", "last-in-first-out"])
+def test_overlapping_ingests_leave_the_process_its_own_switch_interval(order):
+    """Two ingests in threads of one process: the interval stays short while either runs, and
+    the process's own comes back when the last one ends, whichever ends first."""
+    import importlib
+    import sys
+
+    ingest_mod = importlib.import_module("headdb.ingest")
+    own = sys.getswitchinterval()
+    a = ingest_mod._SwitchInterval(50)
+    assert sys.getswitchinterval() == pytest.approx(50e-6)
+    b = ingest_mod._SwitchInterval(50)
+    none = ingest_mod._SwitchInterval(None)  # a sequential ingest joins nothing
+    none.restore()
+    first, second = (a, b) if order == "first-in-first-out" else (b, a)
+    first.restore()
+    first.restore()  # twice: no effect
+    assert sys.getswitchinterval() == pytest.approx(50e-6)
+    second.restore()
+    assert sys.getswitchinterval() == own
+
+
 def test_several_writer_threads_store_the_same_and_a_crash_leaves_whole_groups(tmp_path, monkeypatch, uninterrupted):
     """With two writer threads (ingest.WRITERS) groups commit concurrently and may finish out of
     order: the store is the same as one writer's, and a crash leaves only whole groups, from
