@@ -86,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
                 with transaction(con):
                     insert_edges(con, 1, t)
         secs = time.perf_counter() - t0
+        if kind == "append":
+            stored = con.execute("SELECT count(*) FROM edge_store").fetchone()[0]
+            if stored != edges:
+                raise SystemExit(f"append stored {stored:,} of {edges:,} edges")
         con.close()
         return secs
 

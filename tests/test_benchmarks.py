@@ -50,11 +50,13 @@ def test_gpu_benchmark_variants_set_the_named_settings(tmp_path):
     """--variant reruns the last model with module settings changed (writers, Arrow chunks)."""
     r = _run(["-m", "benchmarks.gpu", "--device", "cpu", "--tiny", "--dtypes", "float32", "--batch-sizes", "4",
               "--sentences", "6", "--variant", "writers=2,overlap=true", "--variant", "chunk=100",
-              "--variant", "weight_bits=16", "--out", str(tmp_path)], ROOT)
+              "--variant", "weight_bits=16", "--variant", "switch_us=0", "--variant", "tokenizer_parallel=true",
+              "--out", str(tmp_path)], ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = json.loads((tmp_path / "gpu-results.json").read_text())["rows"]
-    assert [row["variant"] for row in rows] == ["default", "writers2-overlapTrue", "chunk100", "weight_bits16"]
-    assert [row["weight_bits"] for row in rows] == [32, 32, 32, 16]
+    assert [row["variant"] for row in rows] == ["default", "writers2-overlapTrue", "chunk100", "weight_bits16",
+                                                "switch_us0", "tokenizer_parallelTrue"]
+    assert [row["weight_bits"] for row in rows] == [32, 32, 32, 16, 32, 32]
     assert all(row["sentences"] == 6 and row["edges"] == rows[0]["edges"] for row in rows)
     assert all(row["host_cache_emptied"] is False for row in rows)  # no CUDA here
 
@@ -67,6 +69,21 @@ def test_gpu_benchmark_variant_specs():
     assert parse_variant("pinned=false,overlap=TRUE") == {"pinned": False, "overlap": True}
     with pytest.raises(SystemExit, match="unknown setting 'thread'"):
         parse_variant("thread=4")
+
+
+@pytest.mark.slow
+def test_gil_benchmark_times_each_kind_alone_and_beside_a_python_thread(tmp_path):
+    """benchmarks/gil.py: a query and the edge append (every edge stored), alone and beside a
+    busy Python thread, for each switch interval; the process's own interval comes back."""
+    out = tmp_path / "gil.json"
+    r = _run(["-m", "benchmarks.gil", "--sentences", "6", "--layers", "1", "--rows", "100000", "--threads", "1",
+              "--switch-us", "5000,50", "--out", str(out)], ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["edges"] > 0
+    assert [(row["kind"], row["switch_us"]) for row in data["rows"]] == [
+        ("query", 5000), ("append", 5000), ("query", 50), ("append", 50)]
+    assert all(row["alone_s"] > 0 and row["with_python_thread_s"] > 0 for row in data["rows"])
 
 
 @pytest.mark.slow
