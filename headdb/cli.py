@@ -168,6 +168,7 @@ def runs(db: Path = typer.Argument(..., help="Database file."), format: str = _F
     from headdb.store import runs as api_runs
 
     df = api_runs(db)
+    hidden: list[str] = []
     if not all_columns and format == "table":
         df = df[["run_id", "run_name", "status", "model", "corpus_path", "pairs", "top_k", "min_mass", "dense", "weight_bits",
                  "n_sentences", "n_skipped", "n_truncated", "finished_at"]].copy()
@@ -181,7 +182,7 @@ def runs(db: Path = typer.Argument(..., help="Database file."), format: str = _F
         hidden = [c for c, v in _RUNS_DEFAULTS.items() if len(df) and (df[c].isna() if v is None else df[c] == v).all()]
         df = df.drop(columns=hidden)
     _print_df(df, format)
-    if not all_columns and format == "table" and hidden:
+    if hidden:
         typer.echo(f"(every run has the default {', '.join(hidden)}; --all shows every column)", err=True)
 
 

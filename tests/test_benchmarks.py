@@ -74,7 +74,7 @@ def test_gpu_benchmark_variant_specs():
 @pytest.mark.slow
 def test_gil_benchmark_times_each_kind_alone_and_beside_a_python_thread(tmp_path):
     """benchmarks/gil.py: a query and the edge append (every edge stored), alone and beside a
-    busy Python thread, for each switch interval; the process's own interval comes back."""
+    busy Python thread, for each switch interval."""
     out = tmp_path / "gil.json"
     r = _run(["-m", "benchmarks.gil", "--sentences", "6", "--layers", "1", "--rows", "100000", "--threads", "1",
               "--switch-us", "5000,50", "--out", str(out)], ROOT)
