@@ -412,8 +412,8 @@ def _overlap_writes(am) -> bool:
 #: 50 us (benchmarks/gil.py: 2 cores, and an H200 box with 16 DuckDB threads). An ingest has
 #: such threads (the reading thread, the model's loop): bert-base on 10,005 EWT sentences on the
 #: H200 box, one process, alternating, 1,836-2,272 sentences/s at 5 ms, 2,128-2,240 at 200 us,
-#: 2,281-2,528 at 50 us (docs/benchmarks.md). Set for the ingest's duration and then restored; the setting is the
-#: process's, so other threads of a host program switch more often meanwhile.
+#: 2,281-2,528 at 50 us (docs/benchmarks.md). Set for the ingest's duration and then restored;
+#: the setting is the process's, so other threads of a host program switch more often meanwhile.
 GIL_SWITCH_US: int | None = 50
 
 
