@@ -6,8 +6,8 @@
 #   OUT=/tmp/out bash benchmarks/gpu_compare.sh           # there
 #   PYTHON=.venv/bin/python EXTRA="--device cpu --tiny --dtypes float32 --sentences 30 --batch-sizes 16" \
 #     APPEND="--layers 2 --sentences 50 --threads 2" OUT=/tmp/out bash benchmarks/gpu_compare.sh   # a CPU check
-#   VARIANTS_LONG="weight_bits=16 depth=1" APPEND="--layouts flat,flat16,nokeys,rows,lists --commit-edges 10000000" \
-#     OUT=/tmp/out bash benchmarks/gpu_compare.sh   # what the fifth session left to measure (docs/benchmarks.md)
+#   STEPS="pytest new-10005 new-2001 base-10005" OUT=/tmp/out bash benchmarks/gpu_compare.sh
+#     # what the sixth session left to measure, with the default variants (docs/benchmarks.md)
 #
 # Steps, most important first, each time-bounded: the device-sparsification tests on CUDA; the
 # working tree's GPU benchmark on EWT dev (2,001 sentences) with the variants in $VARIANTS; the
@@ -21,8 +21,10 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 LOG=$OUT/compare-log.txt
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
-VARIANTS=${VARIANTS:-"writers=1 writers=3 memory_mb=256 memory_mb=48 pinned=false"}  # on EWT dev, bert-base b=1024
-VARIANTS_LONG=${VARIANTS_LONG:-"writers=1 memory_mb=256"}                              # on 10,005, bert-base b=512
+# the tokenizer's own threads for the reading thread, and Python's switch interval as before
+# (5 ms), each twice and alternating, so that the box's noise shows (docs/benchmarks.md)
+VARIANTS=${VARIANTS:-"tokenizer_parallel=true switch_us=0"}                                      # on EWT dev, bert-base b=1024
+VARIANTS_LONG=${VARIANTS_LONG:-"tokenizer_parallel=true switch_us=0 tokenizer_parallel=true switch_us=0"}  # on 10,005, b=512
 STEPS=${STEPS:-"new-2001 pytest base-2001 append new-10005 base-10005"}
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 PY=${PYTHON:-python3}
