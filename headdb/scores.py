@@ -183,7 +183,11 @@ def compute_scores(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role
     if not cols["run_id"]:
         return pd.DataFrame({c: pd.Categorical([], categories=[r.name for r in roles]) if c == "role" else
                              np.empty(0, dtype=float if c.startswith("score") else np.int64) for c in SCORE_COLUMNS})
-    data = {c: np.concatenate(v) if len(v) > 1 else v[0] for c, v in cols.items()}
+    data = {}
+    for c in SCORE_COLUMNS:  # a column's pieces are let go once joined: one copy of the scores, not two
+        pieces_of_c = cols.pop(c)
+        data[c] = np.concatenate(pieces_of_c) if len(pieces_of_c) > 1 else pieces_of_c[0]
+        del pieces_of_c
     # role passes come in role order and each piece is sorted; pieces of a large run are ranges of
     # sentences in ascending order, so a stable sort by (role, layer, head) alone merges them
     # (timsort finds the sorted runs: linear in the rows for one piece, n log(pieces) for more)
@@ -192,7 +196,10 @@ def compute_scores(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role
     group = (data["role"] * layers + data["layer"].astype(np.int64)) * heads + data["head"].astype(np.int64)
     if len(group) > 1 and (np.diff(group) < 0).any():
         order = np.argsort(group, kind="stable")
-        data = {c: v[order] for c, v in data.items()}
+        for c in SCORE_COLUMNS:  # one column at a time, each replacing its unsorted self
+            data[c] = data[c][order]
+        del order
+    del group
     codes = data["role"]
     data["role"] = pd.Categorical.from_codes(codes, categories=[r.name for r in roles])
     # copy=False: the arrays are this function's own; without it pandas copies them into one
