@@ -3,8 +3,8 @@
 Builds the edges an ingest of a corpus would hand to DuckDB (the corpus's real token counts,
 every layer x head x query row with its top-k keys in rank order, softmax-like float32 weights;
 random, so no model is needed), then appends them to a fresh store in commits of about
-``--commit-edges`` edges, the way ``headdb.store.write_batches`` does (``INSERT INTO edges
-SELECT ?, * FROM arrow``), for each variant: DuckDB threads, Arrow record-batch size
+``--commit-edges`` edges, the way ``headdb.store.write_batches`` does (``store.insert_edges``:
+``INSERT INTO edge_store ... SELECT ?, ... FROM arrow``), for each variant: DuckDB threads, Arrow record-batch size
 (``store.ARROW_CHUNK_ROWS``), concurrent writer connections (commits handed round-robin to
 that many threads, each with its own cursor, so that commits overlap), and DuckDB's memory
 limit. Prints edges/s and bytes per edge; writes JSON with --out.

@@ -44,12 +44,6 @@ def _print_df(df, fmt: str = "table", title: str | None = None) -> None:
 
     headers = [str(c) for c in df.columns]
     rows = [[_cell(v) for v in row] for row in df.itertuples(index=False)]
-    table = Table(title=title, show_lines=False)
-    for name, col in zip(headers, df.columns):
-        # wrap, never "…", should rich still find a cell too narrow
-        table.add_column(name, justify="right" if df[col].dtype.kind in "iuf" else "left", overflow="fold")
-    for row in rows:
-        table.add_row(*row)
     console = _console()
     from rich.cells import cell_len  # terminal cells: a wide character takes two
 
@@ -69,6 +63,12 @@ def _print_df(df, fmt: str = "table", title: str | None = None) -> None:
             lines += [f"{name.ljust(key)} | {value}".rstrip() for name, value in zip(headers, row)]
         console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)  # the terminal wraps
         return
+    table = Table(title=title, show_lines=False)
+    for name, col in zip(headers, df.columns):
+        # wrap, never "…", should rich still find a cell too narrow
+        table.add_column(name, justify="right" if df[col].dtype.kind in "iuf" else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
 
 

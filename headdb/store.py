@@ -116,10 +116,9 @@ def edge_table(parts: list[BatchEdges], weight_bits: int = 32) -> pa.Table:
             raise ValueError("16-bit weights in a 32-bit run")
         schema = EDGE16_SCHEMA
         weights = joined([e.weight if e.weight.dtype == np.uint16 else weight16(e.weight) for e in parts])
-        table = pa.Table.from_arrays(keys + [weights], schema=schema)
     else:
-        schema = EDGE_SCHEMA
-        table = pa.Table.from_arrays(keys + [column("weight", np.float32)], schema=schema)
+        schema, weights = EDGE_SCHEMA, column("weight", np.float32)
+    table = pa.Table.from_arrays(keys + [weights], schema=schema)
     if ARROW_CHUNK_ROWS and table.num_rows > ARROW_CHUNK_ROWS:
         table = pa.Table.from_batches(table.to_batches(max_chunksize=ARROW_CHUNK_ROWS), schema=schema)
     return table
@@ -127,14 +126,19 @@ def edge_table(parts: list[BatchEdges], weight_bits: int = 32) -> pa.Table:
 
 #: a float32 ``weight`` as edge_store.weight16 holds it: rounded down, so never above the model's
 WEIGHT16_SQL = f"least(floor(weight::DOUBLE * {WEIGHT16_SCALE}), {WEIGHT16_SCALE})::USMALLINT"
+
+
+def _edges_insert_sql(weight_cols: str, weight_sql: str) -> str:
+    """The edge INSERT for one way of storing weights: into ``weight_cols``, the value ``weight_sql``."""
+    return (f"INSERT INTO edge_store (run_id, sentence_id, layer, head, query_pos, key_pos, {weight_cols}) "
+            f"SELECT ?::INTEGER, sentence_id, layer, head, query_pos, key_pos, {weight_sql} FROM _headdb_edges")
+
+
 _EDGES_INSERT = {
-    32: "INSERT INTO edge_store (run_id, sentence_id, layer, head, query_pos, key_pos, weight) "
-        "SELECT ?::INTEGER, sentence_id, layer, head, query_pos, key_pos, weight FROM _headdb_edges",
-    16: "INSERT INTO edge_store (run_id, sentence_id, layer, head, query_pos, key_pos, weight16) "
-        f"SELECT ?::INTEGER, sentence_id, layer, head, query_pos, key_pos, {WEIGHT16_SQL} FROM _headdb_edges",
+    32: _edges_insert_sql("weight", "weight"),
+    16: _edges_insert_sql("weight16", WEIGHT16_SQL),
     # weights already rounded (:func:`weight16`): DuckDB appends 2 bytes a weight and computes nothing
-    "16-rounded": "INSERT INTO edge_store (run_id, sentence_id, layer, head, query_pos, key_pos, weight16) "
-                  "SELECT ?::INTEGER, sentence_id, layer, head, query_pos, key_pos, weight16 FROM _headdb_edges",
+    "16-rounded": _edges_insert_sql("weight16", "weight16"),
 }
 
 
