@@ -15,7 +15,9 @@ limit. Prints edges/s and bytes per edge; writes JSON with --out.
 rounded in the INSERT, as headdb does); ``nokeys`` leaves out sentence_id, layer and head (a
 diagnostic: what those columns cost); ``rows`` keeps them once per attention row in a table of
 rows and gives each edge a row_id; ``lists`` stores one row per attention row with its keys and
-weights as lists. For ``flat``, ``rows`` and ``lists`` it also times the per-row residual and
+weights as lists (``lists16``: the weights as ``--weight-bits 16`` stores them). ``--edges-from
+STORE`` appends a stored run's edges, with the model's real weights, instead of random ones (the
+bytes per edge then mean something). For ``flat``, ``rows`` and the lists it also times the per-row residual and
 smallest weight that classification's bound needs (a GROUP BY for flat, none for lists).
 
     python -m benchmarks.append --threads 2 --chunks 0,122880 --writers 1,2    # this machine
@@ -94,6 +96,35 @@ def commits(lengths: list[int], layers: int, heads: int, k: int, commit_edges: i
     return out
 
 
+def stored_commits(db: Path, commit_edges: int, run: int | None = None):
+    """The edges of a stored run (real weights, in their stored order) as the commit tables of
+    :func:`commits`, cut at sentence boundaries every ``commit_edges`` edges or so."""
+    import duckdb
+    import numpy as np
+    import pyarrow as pa
+
+    from headdb.store import EDGE_SCHEMA
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        run = run if run is not None else con.execute("SELECT max(run_id) FROM runs").fetchall()[0][0]
+        t = con.sql("SELECT sentence_id, layer, head, query_pos, key_pos, weight FROM edges WHERE run_id = $run "
+                    "ORDER BY sentence_id, layer, head, query_pos, weight DESC, key_pos",
+                    params={"run": run}).to_arrow_table()
+    finally:
+        con.close()
+    t = pa.Table.from_arrays([c.combine_chunks() for c in t.columns], schema=EDGE_SCHEMA)
+    sid = t.column("sentence_id").to_numpy()
+    starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]])
+    out, first = [], 0
+    while first < t.num_rows:
+        i = int(np.searchsorted(starts, first + commit_edges))
+        end = int(starts[i]) if i < len(starts) else t.num_rows
+        out.append(t.slice(first, end - first))
+        first = end
+    return out
+
+
 def append(tables, threads: int, chunk: int, writers: int, memory: str | None, work: Path) -> dict:
     """Append the commits to a fresh store; edges/s over the whole (the last commit included)."""
     import pyarrow as pa
@@ -155,7 +186,7 @@ def append(tables, threads: int, chunk: int, writers: int, memory: str | None, w
             "bytes_per_edge": size / edges}
 
 
-LAYOUTS = ("flat", "flat16", "flat16sql", "nokeys", "rows", "lists")
+LAYOUTS = ("flat", "flat16", "flat16sql", "nokeys", "rows", "lists", "lists16")
 
 _LAYOUT_DDL = {
     "flat16": ["CREATE TABLE e (run_id INTEGER NOT NULL, sentence_id INTEGER NOT NULL, layer SMALLINT NOT NULL, "
@@ -170,6 +201,9 @@ _LAYOUT_DDL = {
     "lists": ["CREATE TABLE e (run_id INTEGER NOT NULL, sentence_id INTEGER NOT NULL, layer SMALLINT NOT NULL, "
               "head SMALLINT NOT NULL, query_pos SMALLINT NOT NULL, keys SMALLINT[] NOT NULL, "
               "weights FLOAT[] NOT NULL)"],
+    "lists16": ["CREATE TABLE e (run_id INTEGER NOT NULL, sentence_id INTEGER NOT NULL, layer SMALLINT NOT NULL, "
+                "head SMALLINT NOT NULL, query_pos SMALLINT NOT NULL, keys SMALLINT[] NOT NULL, "
+                "weights16 USMALLINT[] NOT NULL)"],
 }
 
 #: per attention row: the residual mass and the smallest stored weight (classification's bound)
@@ -179,6 +213,7 @@ _ROW_STATS = {
     "rows": "SELECT count(*), sum(r), sum(m) FROM (SELECT 1 - sum(weight::DOUBLE) AS r, min(weight) AS m "
             "FROM e GROUP BY run_id, row_id)",
     "lists": "SELECT count(*), sum(1 - list_sum(weights)), sum(list_min(weights)) FROM e",
+    "lists16": "SELECT count(*), sum(1 - list_sum(weights16) / 65535), sum(list_min(weights16) / 65535) FROM e",
 }
 
 
@@ -208,7 +243,7 @@ def _layout_tables(tables, layout: str) -> tuple[list[dict], float]:
             out.append({"e": t.drop_columns(["weight"]).append_column("weight16", pa.array(w16))})
         elif layout == "nokeys":
             out.append({"e": t.select(["query_pos", "key_pos", "weight"])})
-        elif layout in ("rows", "lists"):
+        elif layout in ("rows", "lists", "lists16"):
             starts = _row_starts(t)
             heads = t.take(pa.array(starts)).select(["sentence_id", "layer", "head", "query_pos"])
             if layout == "rows":
@@ -221,8 +256,14 @@ def _layout_tables(tables, layout: str) -> tuple[list[dict], float]:
             else:
                 offsets = pa.array(np.append(starts, t.num_rows).astype(np.int32))
                 keys = pa.ListArray.from_arrays(offsets, t.column("key_pos").combine_chunks())
-                weights = pa.ListArray.from_arrays(offsets, t.column("weight").combine_chunks())
-                out.append({"e": heads.append_column("keys", keys).append_column("weights", weights)})
+                w = t.column("weight").combine_chunks()
+                if layout == "lists16":
+                    t0 = time.perf_counter()
+                    w = pa.array(weight16(w.to_numpy()))
+                    prep += time.perf_counter() - t0
+                weights = pa.ListArray.from_arrays(offsets, w)
+                name = "weights16" if layout == "lists16" else "weights"
+                out.append({"e": heads.append_column("keys", keys).append_column(name, weights)})
         else:
             out.append({"e": t})
     return out, prep
@@ -258,15 +299,17 @@ def append_layout(tables, layout: str, threads: int, work: Path) -> dict:
     seconds = time.perf_counter() - t0
     con.execute("CHECKPOINT")
     stored = con.execute("SELECT count(*) FROM edges" if headdb_store else
-                         "SELECT sum(len(keys)) FROM e" if layout == "lists" else "SELECT count(*) FROM e").fetchone()[0]
+                         "SELECT sum(len(keys)) FROM e" if layout.startswith("lists") else "SELECT count(*) FROM e").fetchone()[0]
     row = {"layout": layout, "stored_edges": int(stored), "threads": threads, "edges": edges, "commits": len(tables), "seconds": seconds,
            "prepare_seconds": prep, "edges_per_s": edges / seconds}
     if layout in _ROW_STATS:
         t0 = time.perf_counter()
         n_rows = con.execute(_ROW_STATS[layout]).fetchone()[0]
         row |= {"row_stats_seconds": time.perf_counter() - t0, "attention_rows": n_rows}
+    block_size, used = con.execute("SELECT block_size, used_blocks FROM pragma_database_size()").fetchone()
     con.close()
     row["bytes_per_edge"] = db.stat().st_size / edges
+    row["used_bytes_per_edge"] = block_size * used / edges  # without the blocks the commits left free
     db.unlink()
     return row
 
@@ -276,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--corpus", type=Path, default=None, help="CoNLL-U (default: EWT dev, else the bundled sample)")
     ap.add_argument("--tokenizer", type=Path, default=None, help="model folder with tokenizer.json (default: bundled)")
     ap.add_argument("--sentences", type=int, default=2001)
+    ap.add_argument("--edges-from", type=Path, default=None,
+                    help="a store: append its latest run's edges (real weights) instead of random ones")
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--heads", type=int, default=12)
     ap.add_argument("--top-k", type=int, default=8)
@@ -294,8 +339,11 @@ def main(argv: list[str] | None = None) -> int:
 
     corpus = args.corpus or (EWT_DEV if EWT_DEV.exists() else sample_corpus())
     t0 = time.perf_counter()
-    lengths = token_counts(corpus, args.sentences, args.tokenizer)
-    tables = commits(lengths, args.layers, args.heads, args.top_k, args.commit_edges)
+    if args.edges_from is not None:
+        tables = stored_commits(args.edges_from, args.commit_edges)
+    else:
+        lengths = token_counts(corpus, args.sentences, args.tokenizer)
+        tables = commits(lengths, args.layers, args.heads, args.top_k, args.commit_edges)
     print(f"{sum(t.num_rows for t in tables):,} edges in {len(tables)} commits, built in "
           f"{time.perf_counter() - t0:.1f} s", flush=True)
     work = Path(tempfile.mkdtemp(prefix="headdb-append-"))
@@ -313,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
             stats = f"  row stats {row['row_stats_seconds']:.3f} s" if "row_stats_seconds" in row else ""
             prep = f" (+ {row['prepare_seconds']:.2f} s rounding)" if row["prepare_seconds"] else ""
             print(f"threads={threads:<3d} layout={layout:9s} {row['seconds']:6.2f} s{prep}  "
-                  f"{row['edges_per_s'] / 1e6:6.1f} M edges/s  {row['bytes_per_edge']:.2f} B/edge{stats}", flush=True)
+                  f"{row['edges_per_s'] / 1e6:6.1f} M edges/s  {row['bytes_per_edge']:.2f} B/edge "
+                  f"({row['used_bytes_per_edge']:.2f} in used blocks){stats}", flush=True)
             if args.out:
                 args.out.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
     for _ in range(0 if layouts else args.reps):

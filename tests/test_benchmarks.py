@@ -106,16 +106,54 @@ def test_append_benchmark_layouts_store_every_edge(tmp_path):
     (what classification's bound reads) agree between the flat table, rows and lists."""
     out = tmp_path / "layouts.json"
     r = _run(["-m", "benchmarks.append", "--sentences", "12", "--layers", "2", "--heads", "2",
-              "--commit-edges", "2000", "--threads", "1", "--layouts", "flat,flat16,flat16sql,nokeys,rows,lists",
+              "--commit-edges", "2000", "--threads", "1", "--layouts", "flat,flat16,flat16sql,nokeys,rows,lists,lists16",
               "--out", str(out)], ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
-    assert [row["layout"] for row in rows] == ["flat", "flat16", "flat16sql", "nokeys", "rows", "lists"]
+    assert [row["layout"] for row in rows] == ["flat", "flat16", "flat16sql", "nokeys", "rows", "lists", "lists16"]
     assert all(row["stored_edges"] == row["edges"] > 0 and row["bytes_per_edge"] > 0 for row in rows)
+    assert all(0 < row["used_bytes_per_edge"] <= row["bytes_per_edge"] for row in rows)
     stats = {row["layout"]: row["attention_rows"] for row in rows if "attention_rows" in row}
-    assert set(stats) == {"flat", "rows", "lists"} and len(set(stats.values())) == 1
+    assert set(stats) == {"flat", "rows", "lists", "lists16"} and len(set(stats.values())) == 1
     r = _run(["-m", "benchmarks.append", "--sentences", "2", "--layouts", "flat,columnar"], ROOT)
     assert r.returncode == 2 and "unknown layout(s) columnar" in r.stderr
+
+
+def test_append_benchmark_edges_from_a_store(tmp_path):
+    """benchmarks/append.py --edges-from: a stored run's own edges (its weights, its sentences),
+    cut into commits at sentence boundaries, every one appended."""
+    import numpy as np
+    import pyarrow as pa
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.append import stored_commits
+    from handmade_store import add_corpus, add_run
+    from headdb.db import connect, transaction
+    from headdb.store import EDGE_SCHEMA, insert_edges
+
+    db = tmp_path / "store.db"
+    con = connect(db)
+    add_corpus(con, 3)
+    add_run(con, 1, 1, 2, 3)
+    rng = np.random.default_rng(0)
+    n = 3 * 2 * 5 * 2  # sentences x heads x queries x two keys
+    grid = np.indices((3, 1, 2, 5, 2)).reshape(5, -1)
+    cols = [grid[0].astype(np.int32), grid[1].astype(np.int16), grid[2].astype(np.int16), grid[3].astype(np.int16),
+            (4 - grid[4]).astype(np.int16), rng.random(n).astype(np.float32)]
+    with transaction(con):
+        insert_edges(con, 1, pa.Table.from_arrays([pa.array(c) for c in cols], schema=EDGE_SCHEMA))
+    con.close()
+    tables = stored_commits(db, 25)
+    assert [t.num_rows for t in tables] == [40, 20]  # 20 edges a sentence, cut at the first sentence start from 25 edges on
+    got = pa.concat_tables(tables)
+    assert sorted(got.column("weight").to_pylist()) == sorted(cols[5].tolist())
+    assert set(got.column("sentence_id").to_pylist()) == {0, 1, 2}
+    out = tmp_path / "from-store.json"
+    r = _run(["-m", "benchmarks.append", "--edges-from", str(db), "--commit-edges", "25", "--threads", "1",
+              "--layouts", "flat,lists16", "--out", str(out)], ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(row["layout"], row["stored_edges"], row["commits"]) for row in rows] == [("flat", n, 2), ("lists16", n, 2)]
 
 
 def test_child_peak_rss_is_the_childs_own_not_the_parents():
