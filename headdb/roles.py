@@ -294,14 +294,22 @@ def _identifier_tokens(sql: str) -> list[tuple[int, str, str]]:
     return out
 
 
-def check_mentions(con: duckdb.DuckDBPyConnection, role: Role) -> None:
-    """Refuse a role that reads attention (edges and the views over them) or the model: a table
-    with a weight or layer column, a column named like a model property, or SQL run from a
-    string. Read from the parse tree, so a table alias or CTE that happens to be called ``head``
-    is fine; only names, never what is inside string literals, count."""
-    attention = {r[0].lower() for r in con.execute(
+def attention_tables(con: duckdb.DuckDBPyConnection) -> frozenset[str]:
+    """The tables and views of a store that hold attention: those with a weight or layer column
+    (lower case)."""
+    return frozenset(r[0].lower() for r in con.execute(
         "SELECT DISTINCT table_name FROM information_schema.columns WHERE column_name IN ('weight', 'layer')"
-    ).fetchall()}
+    ).fetchall())
+
+
+def check_mentions(con: duckdb.DuckDBPyConnection, role: Role, attention: frozenset[str] | None = None) -> None:
+    """Refuse a role that reads attention (edges and the views over them) or the model: a table
+    with a weight or layer column (``attention``: :func:`attention_tables` of ``con``, looked up
+    when not given), a column named like a model property, or SQL run from a string. Read from
+    the parse tree, so a table alias or CTE that happens to be called ``head`` is fine; only
+    names, never what is inside string literals, count."""
+    if attention is None:
+        attention = attention_tables(con)
     refs = _references(con, role.body)
     if refs is None:
         return
@@ -314,9 +322,10 @@ def check_mentions(con: duckdb.DuckDBPyConnection, role: Role) -> None:
                              f"this one uses {name.lower()!r}", _line_of(role.text, pos))
 
 
-def check_columns(con: duckdb.DuckDBPyConnection, role: Role) -> None:
-    """DESCRIBE the role's SELECT and compare with the column contract of its level."""
-    check_mentions(con, role)
+def check_columns(con: duckdb.DuckDBPyConnection, role: Role, attention: frozenset[str] | None = None) -> None:
+    """DESCRIBE the role's SELECT and compare with the column contract of its level
+    (``attention``: as for :func:`check_mentions`)."""
+    check_mentions(con, role, attention)
     set_params(con, role)
     # pad with newlines so that DuckDB's `LINE n` is the file's line
     sql = "DESCRIBE" + "\n" * (role.body_line - 1) + " " + _from_body_start(role)
@@ -381,13 +390,16 @@ class _Checker:
 
     def __init__(self) -> None:
         self.con: duckdb.DuckDBPyConnection | None = None
+        self.attention: frozenset[str] = frozenset()
 
     def __call__(self, role: Role) -> None:
         if role.sha256 in _CHECKED:
             return
         if self.con is None:
             self.con = validation_connection()
-        check_columns(self.con, role)
+            # looked up once: the in-memory store's schema does not change (0.035 s for ten roles)
+            self.attention = attention_tables(self.con)
+        check_columns(self.con, role, self.attention)
         _CHECKED.add(role.sha256)
 
     def close(self) -> None:
