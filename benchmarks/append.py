@@ -24,6 +24,8 @@ smallest weight that classification's bound needs (a GROUP BY for flat, none for
     python -m benchmarks.append --layers 12 --threads 16 --writers 1,2,4       # a GPU box (bert-base shape)
     python -m benchmarks.append --threads 2 --chunks 0 --writers 1 --commit-edges 2000000 \
         --layouts flat,flat16,flat16sql,nokeys,rows,lists --reps 2          # layouts (docs/benchmarks.md)
+    python -m benchmarks.append --edges-from store.db --threads 2 --commit-edges 2000000 \
+        --layouts flat,flat16sql,lists,lists16 --reps 2                     # the same, on a run's real weights
 """
 
 from __future__ import annotations
