@@ -118,6 +118,9 @@ def render(r: dict) -> str:
                 x = ing[name]
                 add(f"ingestion {name}: end-to-end / forward-only sentences/s",
                     f"{x['end_to_end_sps']:.1f} / {x['forward_only_sps']:.1f} = **{x['ratio']:.2f}**", target)
+                if x.get("forward_to_last_map_sps"):
+                    add(f"ingestion {name}: end-to-end / the forward stopped at the last attention map",
+                        f"{x['end_to_end_sps']:.1f} / {x['forward_to_last_map_sps']:.1f} = {x['ratio_to_last_map']:.2f}")
     st = r.get("storage")
     if st:
         add(f"storage: bytes per edge, edges table (k={st['top_k']}), float32 weights", f"{st['edges_table_bytes_per_edge']:.2f}",

@@ -26,6 +26,29 @@ _DTYPES = ("float32", "bfloat16", "float16")
 _DECODER_ARCH_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 
 
+class _LastMap(Exception):
+    """Raised by the tap on the last layer's attention: nothing later in the forward (that layer's
+    value mixing, its feed-forward block, a pooler) can change an attention map."""
+
+
+def _attention_specs(model) -> list[tuple[type | None, str | None, str | None, int]]:
+    """(module class, class-name suffix, layer name, output index) of the modules whose output
+    transformers records as ``attentions`` (its ``_can_record_outputs``), resolved as
+    transformers resolves them; empty where the model declares none."""
+    specs = (getattr(model, "_can_record_outputs", None) or {}).get("attentions")
+    if specs is None:
+        return []
+    out = []
+    for spec in specs if isinstance(specs, list) else [specs]:
+        if isinstance(spec, type):
+            out.append((spec, None, None, 1))
+        elif isinstance(spec, str):
+            out.append((None, spec, None, 1))
+        elif hasattr(spec, "target_class"):  # transformers' OutputRecorder
+            out.append((spec.target_class, spec.class_name, spec.layer_name, int(spec.index)))
+    return out
+
+
 @dataclass
 class Encoded:
     """One tokenized input, aligned to its words (positions 0-based, specials included)."""
@@ -365,6 +388,73 @@ class AttentionModel:
         tok = self.tokenizer
         self._uses_token_types = "token_type_ids" in tok.model_input_names
         self._host_buffers: HostBuffers | None = None  # page-locked copies of a GPU's edges
+        # Taps on the attention modules: the forward stops once the last layer's map exists.
+        # "unchecked" until the first batch has shown that the taps see exactly the maps that
+        # output_attentions returns; False (the model's own full forward) where they do not.
+        self._tapped: list | None = None
+        self._taps: bool | str = self._install_taps()
+
+    def _install_taps(self) -> bool | str:
+        from functools import partial
+
+        found = 0
+        for name, module in self.model.named_modules():
+            for cls, class_name, layer_name, index in _attention_specs(self.model):
+                if not ((cls is not None and isinstance(module, cls))
+                        or (class_name is not None and name.endswith(class_name))):
+                    continue
+                if layer_name is not None and f".{layer_name.strip('.')}." not in f".{name}.":
+                    continue
+                module.register_forward_hook(partial(self._tap, index=index))
+                found += 1
+                break
+        return "unchecked" if found else False
+
+    def _tap(self, module, args, output, index: int) -> None:
+        maps = self._tapped
+        if maps is None:  # not inside _attention_maps (or checking the taps): the hook does nothing
+            return
+        weights = output[index] if isinstance(output, tuple) else output
+        if weights is None:
+            return
+        maps.append(weights)
+        if self._taps is True and len(maps) == self.n_layers:
+            raise _LastMap
+
+    def _attention_maps(self, inputs: dict) -> tuple | list:
+        """Every layer's attention map ``[batch, head, query, key]``, in layer order. Once checked,
+        the forward stops at the last layer's map; the maps are the model's own, bit for bit."""
+        if self._taps is True:
+            self._tapped = maps = []
+            try:
+                self.model(**inputs, return_dict=True)
+            except _LastMap:
+                return maps
+            finally:
+                self._tapped = None
+            self._taps = False  # the forward ended before the last map: run the model whole from now on
+        elif self._taps == "unchecked":
+            self._tapped = maps = []
+            try:
+                out = self.model(**inputs, output_attentions=True, return_dict=True)
+            finally:
+                self._tapped = None
+            got = tuple(out.attentions or ())
+            # the taps must see the very tensors transformers returns, in the same order
+            same = len(got) == self.n_layers == len(maps) and all(a is b for a, b in zip(got, maps))
+            self._taps = bool(same)
+            return self._checked(got)
+        return self._checked(self.model(**inputs, output_attentions=True, return_dict=True).attentions)
+
+    def _checked(self, attentions) -> tuple:
+        if not attentions or attentions[0] is None:
+            raise ModelError(f"{self.name}: the model returned no attentions with eager attention")
+        return attentions
+
+    @property
+    def stops_early(self) -> bool:
+        """Whether the forward stops at the last layer's attention map (known after one batch)."""
+        return self._taps is True
 
     def _load_tokenizer(self, auto):
         return load_tokenizer(self.folder, self.name)
@@ -432,19 +522,17 @@ class AttentionModel:
         t0 = clock() if clock else 0.0
         width = max(e.length for e in batch)
         inputs = self._inputs(batch)
-        out = self.model(**inputs, output_attentions=True, return_dict=True)
-        if not out.attentions or out.attentions[0] is None:
-            raise ModelError(f"{self.name}: the model returned no attentions with eager attention")
+        attentions = self._attention_maps(inputs)
         if clock:
             self._sync()  # only when timing: kernels run async
             t1 = clock()
             timings["forward"] = timings.get("forward", 0.0) + (t1 - t0)
         if k is None:
-            values = torch.stack(out.attentions, dim=1).float()  # [batch, layer, head, query, key]
+            values = torch.stack(tuple(attentions), dim=1).float()  # [batch, layer, head, query, key]
             indices = torch.arange(width, device=values.device).expand_as(values)
         else:
             # top-k layer by layer: stacking the full maps first would copy all of them
-            ranked = [torch.topk(a, k=min(k, width), dim=-1, sorted=True) for a in out.attentions]
+            ranked = [torch.topk(a, k=min(k, width), dim=-1, sorted=True) for a in attentions]
             values = torch.stack([r.values for r in ranked], dim=1).float()
             indices = torch.stack([r.indices for r in ranked], dim=1)
         if clock:

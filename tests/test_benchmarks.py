@@ -27,7 +27,11 @@ def test_benchmark_suite_quick(tmp_path):
               "--out", str(out)], ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     data = json.loads(out.read_text())
-    assert data["ingestion"]["conllu"]["end_to_end_sps"] > 0
+    ing = data["ingestion"]["conllu"]
+    assert ing["end_to_end_sps"] > 0
+    # the default model's forward stops at its last attention map, measured beside the whole one
+    assert ing["forward_to_last_map_sps"] > 0 and ing["ratio_to_last_map"] > 0
+    assert "the forward stopped at the last attention map" in r.stdout
     assert data["storage"]["edges"] > 0 and data["storage"]["edges_table_bytes_per_edge"] > 0
     assert "| measure | value | target |" in r.stdout
     rows = data["scale"]["rows"]

@@ -1,0 +1,141 @@
+"""The forward stops at the last layer's attention map (taps on the attention modules), and
+what it returns is the model's own full forward's, bit for bit, for every architecture tried;
+where the taps cannot be trusted the model runs whole."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from headdb.corpus import Segment, Sentence, Word
+
+pytestmark = pytest.mark.slow
+
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+SENTENCES = [["The", "cat", "sat", "on", "the", "mat", "."],
+             ["Unbelievably", "loud", "dogs", "bark", "at", "night", "."],
+             ["Yes", "."]]
+
+
+def _sentences() -> list[Sentence]:
+    return [Sentence(i, (Segment(tuple(Word(f) for f in forms), " ".join(forms), i + 1),))
+            for i, forms in enumerate(SENTENCES)]
+
+
+def _save(folder, model, default_model_dir):
+    model.eval().save_pretrained(folder)
+    for name in TOKENIZER_FILES:
+        shutil.copy(default_model_dir / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory, default_model_dir, tiny_bert_dir, tiny_roberta_dir):
+    import torch
+    from transformers import AlbertConfig, AlbertModel, DistilBertConfig, DistilBertModel
+
+    torch.manual_seed(0)
+    albert = AlbertModel(AlbertConfig(vocab_size=30522, embedding_size=16, hidden_size=32, num_hidden_layers=3,
+                                      num_attention_heads=4, intermediate_size=64, max_position_embeddings=64))
+    distil = DistilBertModel(DistilBertConfig(vocab_size=30522, dim=32, n_layers=3, n_heads=4, hidden_dim=64,
+                                              max_position_embeddings=64))
+    return {
+        "bert": tiny_bert_dir,
+        "roberta": tiny_roberta_dir,
+        # one layer module run num_hidden_layers times: one tap sees every layer
+        "albert": _save(tmp_path_factory.mktemp("tiny-albert"), albert, default_model_dir),
+        "distilbert": _save(tmp_path_factory.mktemp("tiny-distilbert"), distil, default_model_dir),
+    }
+
+
+def _whole(am, batch, k):
+    """What the model's own full forward (output_attentions) gives."""
+    taps, am._taps = am._taps, False
+    try:
+        return am.forward(batch, k)
+    finally:
+        am._taps = taps
+
+
+@pytest.mark.parametrize("arch", ["bert", "roberta", "albert", "distilbert"])
+def test_stopped_forward_returns_the_whole_forwards_maps(model_dirs, arch):
+    from headdb.model import AttentionModel
+
+    am = AttentionModel(str(model_dirs[arch]))
+    batch = am.encode(_sentences(), truncate=False)
+    assert am._taps == "unchecked"
+    first = am.forward(batch, 4)  # checks the taps against output_attentions
+    assert am.stops_early, arch
+    for k in (4, None):
+        got = am.forward(batch, k)
+        want = _whole(am, batch, k)
+        assert got[0].shape == want[0].shape == (len(batch), am.n_layers, am.n_heads, *got[0].shape[3:])
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(first[0], am.forward(batch, 4)[0])
+    assert am.stops_early
+
+
+def test_the_stop_skips_the_last_layers_feed_forward(model_dirs):
+    from headdb.model import AttentionModel
+
+    am = AttentionModel(str(model_dirs["bert"]))
+    batch = am.encode(_sentences(), truncate=False)
+    calls = []
+    am.model.encoder.layer[-1].intermediate.register_forward_hook(lambda *a: calls.append(1))
+    am.model.pooler.register_forward_hook(lambda *a: calls.append(2))
+    am.forward(batch, 4)  # the check runs the model whole
+    assert calls == [1, 2]
+    calls.clear()
+    am.forward(batch, 4)
+    am.forward_edges(batch, 4, None)
+    assert calls == []
+    _whole(am, batch, 4)
+    assert calls == [1, 2]
+
+
+def test_taps_that_see_other_tensors_fall_back_to_the_whole_forward(model_dirs, monkeypatch):
+    """Taps on the wrong modules (here each layer's output, index 0) fail the first batch's
+    check; the model then runs whole, with the same results as a model without taps."""
+    import headdb.model as model_mod
+    from transformers.models.bert.modeling_bert import BertLayer
+
+    monkeypatch.setattr(model_mod, "_attention_specs", lambda model: [(BertLayer, None, None, 0)])
+    am = model_mod.AttentionModel(str(model_dirs["bert"]))
+    batch = am.encode(_sentences(), truncate=False)
+    assert am._taps == "unchecked"
+    got = am.forward(batch, 4)
+    assert am._taps is False and not am.stops_early
+    want = _whole(am, batch, 4)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_no_declared_attention_modules_runs_the_model_whole(model_dirs, monkeypatch):
+    import headdb.model as model_mod
+
+    monkeypatch.setattr(model_mod, "_attention_specs", lambda model: [])
+    am = model_mod.AttentionModel(str(model_dirs["bert"]))
+    assert am._taps is False
+    batch = am.encode(_sentences(), truncate=False)
+    got = am.forward(batch, 4)
+    assert not am.stops_early and got[0].shape[1] == am.n_layers
+
+
+def test_a_forward_that_ends_before_the_last_map_runs_whole_from_then_on(model_dirs):
+    """Were the taps to see fewer maps than layers once checked, the batch is run again whole."""
+    from headdb.model import AttentionModel
+
+    am = AttentionModel(str(model_dirs["bert"]))
+    batch = am.encode(_sentences(), truncate=False)
+    want = am.forward(batch, 4)
+    assert am.stops_early
+    am.n_layers += 1  # the taps now wait for a map that never comes
+    try:
+        got = am.forward(batch, 4)
+    finally:
+        am.n_layers -= 1
+    assert am._taps is False
+    np.testing.assert_array_equal(got[0], want[0])
