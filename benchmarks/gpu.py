@@ -90,6 +90,8 @@ KNOBS = {"threads": ("headdb.ingest", "APPEND_THREADS"), "overlap": ("headdb.ing
          "pinned": ("headdb.model", "PIN_MEMORY"), "read_ahead": ("headdb.ingest", "READ_AHEAD"),
          "window": ("headdb.ingest", "GPU_WINDOW_BATCHES"), "depth": ("headdb.ingest", "WRITE_DEPTH"),
          "switch_us": ("headdb.ingest", "GIL_SWITCH_US"),
+         # false: the model runs whole instead of stopping at the last attention map
+         "stop_at_last_map": ("headdb.model", "STOP_AT_LAST_MAP"),
          # an argument of ingest(), not a module setting: 16 rounds the weights on the device
          "weight_bits": (None, "weight_bits"),
          # an environment variable: the tokenizer's own threads (headdb turns them off by default)

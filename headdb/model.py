@@ -26,6 +26,11 @@ _DTYPES = ("float32", "bfloat16", "float16")
 _DECODER_ARCH_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 
 
+#: Stop the forward at the last layer's attention map (see ``AttentionModel._attention_maps``);
+#: False runs every model whole, as ``output_attentions=True`` does (for comparisons).
+STOP_AT_LAST_MAP = True
+
+
 class _LastMap(Exception):
     """Raised by the tap on the last layer's attention: nothing later in the forward (that layer's
     value mixing, its feed-forward block, a pooler) can change an attention map."""
@@ -392,7 +397,7 @@ class AttentionModel:
         # "unchecked" until the first batch has shown that the taps see exactly the maps that
         # output_attentions returns; False (the model's own full forward) where they do not.
         self._tapped: list | None = None
-        self._taps: bool | str = self._install_taps()
+        self._taps: bool | str = self._install_taps() if STOP_AT_LAST_MAP else False
 
     def _install_taps(self) -> bool | str:
         from functools import partial

@@ -124,6 +124,19 @@ def test_no_declared_attention_modules_runs_the_model_whole(model_dirs, monkeypa
     assert not am.stops_early and got[0].shape[1] == am.n_layers
 
 
+def test_the_setting_runs_every_model_whole(model_dirs, monkeypatch):
+    import headdb.model as model_mod
+
+    monkeypatch.setattr(model_mod, "STOP_AT_LAST_MAP", False)
+    am = model_mod.AttentionModel(str(model_dirs["bert"]))
+    batch = am.encode(_sentences(), truncate=False)
+    calls = []
+    am.model.encoder.layer[-1].intermediate.register_forward_hook(lambda *a: calls.append(1))
+    am.forward(batch, 4)
+    am.forward(batch, 4)
+    assert am._taps is False and calls == [1, 1]
+
+
 def test_a_forward_that_ends_before_the_last_map_runs_whole_from_then_on(model_dirs):
     """Were the taps to see fewer maps than layers once checked, the batch is run again whole."""
     from headdb.model import AttentionModel
