@@ -1,8 +1,10 @@
 """`headdb classify`: score a run's heads for roles, test them, store and export the results.
 
-Scores are computed on a restricted connection (role SQL runs only there); the results are
-written afterwards on a writable one, in one transaction: re-running replaces the run's
-results for the roles classified.
+The roles' sieves are filled on a restricted connection (role SQL runs only there). The scores
+are then computed by headdb's own framework query on a writable connection, straight into
+sentence_scores, and tested one role at a time, in one transaction with the tests: memory does
+not grow with the run, and re-running replaces the run's results for the roles classified.
+``store=False`` scores on the restricted connection and holds the scores in memory instead.
 """
 
 from __future__ import annotations
@@ -12,12 +14,11 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 
 from headdb.db import connect, connect_restricted, transaction
 from headdb.errors import DatabaseError, InputError
 from headdb.roles import Role, load_roles
-from headdb.stats import CORRECTIONS, RESULT_COLUMNS, head_tests
+from headdb.stats import CORRECTIONS, RESULT_COLUMNS, head_tests, role_tests
 
 __all__ = ["classify", "RESULT_COLUMNS", "CORRECTIONS"]
 
@@ -83,7 +84,7 @@ def classify(
     ``DataFrame.attrs`` holds run_id, n_layers, n_heads, alpha, correction and
     classification_id.
     """
-    from headdb.scores import compute_scores
+    from headdb.scores import compute_scores, sieve_passes
     from headdb.store import resolve_run
 
     _check_options(tau, alpha, correction)
@@ -98,15 +99,20 @@ def classify(
                                 "before classifying")
         if "scipy.special" not in sys.modules:
             _import_ahead()
-        scores = compute_scores(con, run_id, chosen)
+        if store:  # the sieves only: the scores are computed where they are stored
+            bits, passes = sieve_passes(con, run_id, chosen)
+        else:
+            scores = compute_scores(con, run_id, chosen)
     finally:
         con.close()
     heads = [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
     taus = {r.name: (r.tau if tau is None else float(tau)) for r in chosen}
-    results = head_tests(scores, heads, [r.name for r in chosen], taus, alpha, correction, run=run_id)
     classification_id = None
     if store:
-        classification_id = _store(db, run_id, chosen, scores, results, alpha, correction, tau)
+        results, classification_id = _score_and_store(db, run_id, chosen, bits, passes, heads, taus, alpha,
+                                                      correction, tau)
+    else:
+        results = head_tests(scores, heads, [r.name for r in chosen], taus, alpha, correction, run=run_id)
     results.attrs.update(run_id=run_id, n_layers=n_layers, n_heads=n_heads, alpha=alpha, correction=correction,
                          classification_id=classification_id, roles=[r.name for r in chosen])
     if out is not None:
@@ -116,14 +122,18 @@ def classify(
     return results
 
 
-def _store(db: str | Path, run_id: int, roles: list[Role], scores: pd.DataFrame, results: pd.DataFrame,
-           alpha: float, correction: str, tau: float | None) -> int:
+def _score_and_store(db: str | Path, run_id: int, roles: list[Role], bits: int, passes: list,
+                     heads: list[tuple[int, int]], taus: dict[str, float], alpha: float, correction: str,
+                     tau: float | None) -> tuple[pd.DataFrame, int]:
+    """In one transaction: the roles, the per-sentence scores (computed by DuckDB straight into
+    sentence_scores, with classification's memory limit), the tests (read back one role at a
+    time) and the classification. Nothing is stored unless all of it is."""
+    from headdb.scores import store_scores, stored_role_scores
+
     names = [r.name for r in roles]
-    score_table = pa.Table.from_pandas(scores[["run_id", "role", "layer", "head", "sentence_id", "score",
-                                               "score_upper", "n_queries"]], preserve_index=False)
-    tests = results.rename(columns={"run": "run_id"}).copy()
     con = connect(db)
     try:
+        con.execute("SET memory_limit = ?", [f"{_memory_limit_mb()}MiB"])
         with transaction(con):
             for r in roles:
                 con.execute("INSERT OR REPLACE INTO roles (role, level, description, tau, source_path, sql, sha256) "
@@ -131,17 +141,14 @@ def _store(db: str | Path, run_id: int, roles: list[Role], scores: pd.DataFrame,
                             [r.name, r.level, r.description, r.tau, str(r.path), r.text, r.sha256])
             con.execute("DELETE FROM sentence_scores WHERE run_id = ? AND list_contains(?, role)", [run_id, names])
             con.execute("DELETE FROM head_tests WHERE run_id = ? AND list_contains(?, role)", [run_id, names])
+            store_scores(con, run_id, roles, bits, passes)
+            results = role_tests(lambda name: stored_role_scores(con, run_id, name), heads, names, taus, alpha,
+                                 correction, run=run_id)
             classification_id = con.execute(
                 "INSERT INTO classifications (run_id, roles, alpha, correction, tau_override, n_tests) "
                 "VALUES (?, ?, ?, ?, ?, ?) RETURNING classification_id",
-                [run_id, ",".join(names), alpha, correction, tau, int(results["p"].notna().sum())]).fetchone()[0]
-            con.register("_headdb_scores", score_table)
-            try:
-                con.execute("INSERT INTO sentence_scores (run_id, role, layer, head, sentence_id, score, score_upper, "
-                            "n_queries) SELECT run_id, role, layer, head, sentence_id, score, score_upper, n_queries "
-                            "FROM _headdb_scores")
-            finally:
-                con.unregister("_headdb_scores")
+                [run_id, ",".join(names), alpha, correction, tau, int(results["p"].notna().sum())]).fetchall()[0][0]
+            tests = results.rename(columns={"run": "run_id"})
             tests["classification_id"] = classification_id
             tests["role_sha256"] = tests["role"].astype(str).map({r.name: r.sha256 for r in roles})
             con.register("_headdb_tests", tests)
@@ -154,4 +161,4 @@ def _store(db: str | Path, run_id: int, roles: list[Role], scores: pd.DataFrame,
                 con.unregister("_headdb_tests")
     finally:
         con.close()
-    return int(classification_id)
+    return results, int(classification_id)

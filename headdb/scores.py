@@ -27,8 +27,10 @@ CHUNK_ROWS = 3_000_000
 
 SCORE_COLUMNS = ["run_id", "role", "layer", "head", "sentence_id", "score", "score_upper", "n_queries"]
 _SIEVE_TABLE = "headdb_sieve"
+# a pass's sieve on the connection that stores the scores (a registered Arrow table: a TEMP
+# table created inside the storing transaction would be scanned three times slower)
+_ARROW_SIEVE = "_headdb_sieve_arrow"
 # one piece of a run: the sentences $lo .. $hi (parameters, so DuckDB skips the other row groups)
-_PIECE_SIEVE = f"(SELECT * FROM {_SIEVE_TABLE} WHERE sentence_id BETWEEN $lo AND $hi)"
 _PIECE_EDGES = "(SELECT * FROM edges WHERE run_id = $run_id AND sentence_id BETWEEN $lo AND $hi)"
 
 
@@ -158,6 +160,67 @@ def _sentence_ranges(con: duckdb.DuckDBPyConnection, run_id: int) -> list[tuple[
     return ranges
 
 
+def _bits(con: duckdb.DuckDBPyConnection, run_id: int) -> int:
+    longest = con.execute("SELECT coalesce(max(n_tokens), 1) FROM run_sentences WHERE run_id = ?", [run_id]).fetchone()[0]
+    return counter_bits(longest)
+
+
+def _pass_queries(n_roles: int, sieve_relation: str, bits: int, pieces: list[tuple[int, int]],
+                  run_id: int) -> list[tuple[str, dict]]:
+    """The scoring query of one pass of ``n_roles`` roles whose sieve is the relation named
+    ``sieve_relation`` (headdb's own table names): one (sql, parameters) per piece of the run."""
+    if len(pieces) == 1:
+        return [(framework_sql(n_roles, sieve_relation, bits), {})]
+    piece = f"(SELECT * FROM {sieve_relation} WHERE sentence_id BETWEEN $lo AND $hi)"
+    sql = framework_sql(n_roles, piece, bits, _PIECE_EDGES)
+    return [(sql, {"run_id": run_id, "lo": lo, "hi": hi}) for lo, hi in pieces]
+
+
+def sieve_passes(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role]) -> tuple[int, list[tuple[int, int, object]]]:
+    """The roles' sieves for one run, filled and checked on a restricted connection, as Arrow
+    tables to score elsewhere (:func:`store_scores`). Returns the counter width and one
+    (index of the pass's first role, its number of roles, its sieve) per pass whose sieve is
+    not empty; roles are numbered from 0 within a pass, as :func:`framework_sql` expects."""
+    bits = _bits(con, run_id)
+    step = roles_per_pass(bits)
+    passes = []
+    for start in range(0, len(roles), step):
+        chunk = roles[start : start + step]
+        if any(_fill_sieve(con, run_id, chunk)):
+            passes.append((start, len(chunk), con.sql(f"SELECT * FROM {_SIEVE_TABLE}").to_arrow_table()))
+    con.execute(f"DROP TABLE IF EXISTS {_SIEVE_TABLE}")
+    return bits, passes
+
+
+def store_scores(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role], bits: int,
+                 passes: list[tuple[int, int, object]]) -> None:
+    """Score :func:`sieve_passes`' sieves on ``con``, a writable connection inside the caller's
+    transaction, straight into ``sentence_scores``: the scores never pass through Python.
+    Runs only headdb's own framework query, never role SQL. Consumes ``passes``: each sieve is
+    let go once scored."""
+    pieces = _sentence_ranges(con, run_id)
+    names = [r.name for r in roles]
+    while passes:
+        start, n_roles, sieve = passes.pop(0)
+        con.register(_ARROW_SIEVE, sieve)
+        try:
+            for sql, params in _pass_queries(n_roles, _ARROW_SIEVE, bits, pieces, run_id):
+                con.execute("INSERT INTO sentence_scores (run_id, role, layer, head, sentence_id, score, score_upper, "
+                            "n_queries) SELECT s.run_id, list_extract($names, s.role + $first), s.layer, s.head, "
+                            f"s.sentence_id, s.score, s.score_upper, s.n_queries FROM (\n{sql}\n) AS s",
+                            params | {"names": names, "first": start + 1})
+        finally:
+            con.unregister(_ARROW_SIEVE)
+            del sieve
+
+
+def stored_role_scores(con: duckdb.DuckDBPyConnection, run_id: int, role: str) -> dict:
+    """One role's stored scores of a run as numpy columns layer, head, sentence_id, score,
+    score_upper, sorted by layer, head, sentence_id (the order :func:`compute_scores` gives)."""
+    return con.execute("SELECT layer, head, sentence_id, score, score_upper FROM sentence_scores "
+                       "WHERE run_id = ? AND role = ? ORDER BY layer, head, sentence_id", [run_id, role]).fetchnumpy()
+
+
 def compute_scores(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role]) -> pd.DataFrame:
     """Per-sentence scores of ``roles`` for one run, on an open (restricted) connection.
 
@@ -166,8 +229,7 @@ def compute_scores(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role
     import numpy as np
 
     cols: dict[str, list[np.ndarray]] = {c: [] for c in SCORE_COLUMNS}
-    longest = con.execute("SELECT coalesce(max(n_tokens), 1) FROM run_sentences WHERE run_id = ?", [run_id]).fetchone()[0]
-    bits = counter_bits(longest)
+    bits = _bits(con, run_id)
     step = roles_per_pass(bits)
     pieces = _sentence_ranges(con, run_id)
     for start in range(0, len(roles), step):
@@ -175,15 +237,10 @@ def compute_scores(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role
         nonempty = _fill_sieve(con, run_id, chunk)
         if not any(nonempty):
             continue
-        if len(pieces) == 1:
-            sql, params = framework_sql(len(chunk), _SIEVE_TABLE, bits), [None]
-        else:
-            sql = framework_sql(len(chunk), _PIECE_SIEVE, bits, _PIECE_EDGES)
-            params = [{"run_id": run_id, "lo": lo, "hi": hi} for lo, hi in pieces]
-        # each piece sorted by DuckDB (in parallel), so that the pieces only need merging below
-        sql = f"SELECT * FROM (\n{sql}\n) ORDER BY role, layer, head, sentence_id"
-        for param in params:
-            got = con.execute(sql, param).fetchnumpy()
+        for sql, params in _pass_queries(len(chunk), _SIEVE_TABLE, bits, pieces, run_id):
+            # each piece sorted by DuckDB (in parallel), so that the pieces only need merging below
+            got = con.execute(f"SELECT * FROM (\n{sql}\n) ORDER BY role, layer, head, sentence_id",
+                              params or None).fetchnumpy()
             got["role"] = np.asarray(got["role"], dtype=np.int64) + start  # the role's index in ``roles``
             for c in SCORE_COLUMNS:
                 cols[c].append(np.asarray(got[c]))
@@ -255,4 +312,5 @@ def register_views(con: duckdb.DuckDBPyConnection) -> None:
                     + framework_sql(1, relation) + "\n)")
 
 
-__all__ = ["compute_scores", "framework_sql", "register_views", "scores"]
+__all__ = ["compute_scores", "framework_sql", "register_views", "scores", "sieve_passes", "store_scores",
+           "stored_role_scores"]

@@ -15,7 +15,7 @@ mean +- t_{1-alpha/2, n-1} * std / sqrt(n), with the sample std (ddof = 1).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -146,6 +146,32 @@ def head_tests(scores: pd.DataFrame, heads: list[tuple[int, int]], roles: list[s
     every (layer, head) to test and ``roles`` every role (a role without samples gets n = 0).
     Returns :data:`RESULT_COLUMNS`, roles in the given order, then layer, head.
     """
+    # one role's rows: slices when the scores come sorted by role (as classify's do), else a mask
+    n_rows = len(scores)
+    if n_rows:
+        code_of = {r: i for i, r in enumerate(dict.fromkeys(roles))}
+        role_codes = _codes(scores["role"], list(code_of))
+        ordered = bool((np.diff(role_codes) >= 0).all())
+        columns = {c: scores[c].to_numpy() for c in ("layer", "head", "sentence_id", "score", "score_upper")}
+
+    def rows_of(role: str) -> dict[str, np.ndarray] | None:
+        if not n_rows:
+            return None
+        if ordered:
+            picked = slice(*np.searchsorted(role_codes, [code_of[role], code_of[role] + 1]))
+        else:
+            picked = np.flatnonzero(role_codes == code_of[role])
+        return {c: v[picked] for c, v in columns.items()}
+
+    return role_tests(rows_of, heads, roles, tau, alpha, correction, run)
+
+
+def role_tests(rows_of: Callable[[str], dict[str, np.ndarray] | None], heads: list[tuple[int, int]],
+               roles: list[str], tau: Mapping[str, float] | float, alpha: float = 0.05, correction: str = "bh",
+               run: int | None = None) -> pd.DataFrame:
+    """:func:`head_tests` with one role's scores at a time: ``rows_of(role)`` gives its columns
+    layer, head, sentence_id, score, score_upper as numpy arrays (or None for no rows), so that
+    only one role's scores are in memory at once."""
     if not 0 < alpha < 1:
         raise ValueError("alpha must be between 0 and 1")
     if correction not in CORRECTIONS:
@@ -156,22 +182,9 @@ def head_tests(scores: pd.DataFrame, heads: list[tuple[int, int]], roles: list[s
     head_pos = np.full((n_l, n_h), -1)
     for i, (layer, head) in enumerate(heads):
         head_pos[layer, head] = i
-    # one role's rows: slices when the scores come sorted by role (as classify's do), else a mask
-    n_rows = len(scores)
-    if n_rows:
-        code_of = {r: i for i, r in enumerate(dict.fromkeys(roles))}
-        role_codes = _codes(scores["role"], list(code_of))
-        ordered = bool((np.diff(role_codes) >= 0).all())
-        columns = {c: scores[c].to_numpy() for c in ("layer", "head", "sentence_id", "score", "score_upper")}
     parts = []
     for role in roles:
-        if not n_rows:
-            picked = None
-        elif ordered:
-            picked = slice(*np.searchsorted(role_codes, [code_of[role], code_of[role] + 1]))
-        else:
-            picked = np.flatnonzero(role_codes == code_of[role])
-        sub = {c: v[picked] for c, v in columns.items()} if picked is not None else None
+        sub = rows_of(role)
         place = _layout(sub, heads, head_pos, role) if sub is not None and len(sub["score"]) else None
         blocks = {}
         for column in ("score", "score_upper"):

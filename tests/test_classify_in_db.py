@@ -1,0 +1,136 @@
+"""`classify()` with storing scores in the database (straight into sentence_scores) and tests one
+role at a time: the same scores and tests as the in-memory path (``store=False``), in one
+piece or many, in one role pass or several; and nothing stored when any step fails."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import headdb
+from role_reference import build_store, dirichlet_attention, simple_seq
+
+scores_mod = importlib.import_module("headdb.scores")
+classify_mod = importlib.import_module("headdb.classify")
+TEST_COLUMNS = ["n", "mean", "std", "t", "p", "p_adj", "ci_low", "ci_high"]
+SEQS = [
+    simple_seq([1, 2, 1, 3, 1], [1, None, 3, 1, 1], ["nsubj", "root", "amod", "obj", "advmod:emph"]),
+    simple_seq([2, 1, 1], [1, None, 1], ["nsubj:pass", "root", "dobj"]),
+    simple_seq([1, 1, 2], [2, 2, None], ["amod", "nsubj", "root"]),
+]
+
+
+@pytest.fixture
+def db(tmp_path):
+    rng = np.random.default_rng(5)
+    seqs = SEQS * 3
+    att = [dirichlet_attention(rng, 2, 3, q.length) for q in seqs]
+    path = tmp_path / "c.db"
+    build_store(path, seqs, att, pairs=False, run_id=1, top_k=3)
+    return path
+
+
+def _stored_scores(db) -> pd.DataFrame:
+    return headdb.sql(db, "SELECT role, layer, head, sentence_id, score, score_upper, n_queries FROM sentence_scores "
+                          "ORDER BY role, layer, head, sentence_id")
+
+
+def _expected(db):
+    """The in-memory path's scores (as stored rows) and tests."""
+    want_tests = headdb.classify(db, store=False)
+    mem = headdb.scores(db, run=1)
+    want_scores = (mem.assign(role=mem["role"].astype(str))[["role", "layer", "head", "sentence_id", "score",
+                                                             "score_upper", "n_queries"]]
+                   .sort_values(["role", "layer", "head", "sentence_id"]).reset_index(drop=True))
+    return want_scores, want_tests
+
+
+def _same(got_scores, got_tests, want_scores, want_tests):
+    assert len(got_scores) == len(want_scores) > 0
+    for c in ("role", "layer", "head", "sentence_id", "n_queries"):
+        assert got_scores[c].astype(str).tolist() == want_scores[c].astype(str).tolist(), c
+    for c in ("score", "score_upper"):
+        np.testing.assert_allclose(got_scores[c], want_scores[c], rtol=1e-12, atol=1e-12)
+    assert got_tests[["role", "layer", "head", "significant", "flip_possible"]].astype(str).values.tolist() == \
+        want_tests[["role", "layer", "head", "significant", "flip_possible"]].astype(str).values.tolist()
+    for c in TEST_COLUMNS:
+        np.testing.assert_allclose(got_tests[c].astype(float), want_tests[c].astype(float), rtol=1e-9, atol=1e-12,
+                                   equal_nan=True, err_msg=c)
+
+
+@pytest.mark.parametrize("chunk_rows,counter_bits", [(None, None), (20, None), (None, 8), (7, 8)],
+                         ids=["one-query", "pieces", "passes", "pieces-and-passes"])
+def test_scores_and_tests_stored_in_the_database_equal_the_in_memory_ones(db, monkeypatch, chunk_rows, counter_bits):
+    want_scores, want_tests = _expected(db)
+    if chunk_rows is not None:
+        monkeypatch.setattr(scores_mod, "CHUNK_ROWS", chunk_rows)
+    if counter_bits is not None:  # two roles per pass instead of all of them
+        monkeypatch.setattr(scores_mod, "COUNTER_BITS", counter_bits)
+    calls = []
+    real = scores_mod.store_scores
+    passes_seen = []
+
+    def spy(*args):
+        calls.append(len(args[4]))
+        passes_seen.append(args[4])
+        return real(*args)
+
+    monkeypatch.setattr(scores_mod, "store_scores", spy)
+    got_tests = headdb.classify(db)
+    assert len(calls) == 1 and passes_seen[0] == []  # each pass's sieve is let go once scored
+    if counter_bits is not None:
+        assert calls[0] > 1  # several role passes
+    con = headdb_connect(db)
+    try:
+        n_pieces = len(scores_mod._sentence_ranges(con, 1))
+    finally:
+        con.close()
+    assert (n_pieces > 1) == (chunk_rows is not None)
+    _same(_stored_scores(db), got_tests, want_scores, want_tests)
+    stored = headdb.sql(db, "SELECT role, layer, head, n, mean, p FROM head_tests ORDER BY role, layer, head")
+    mine = got_tests.sort_values(["role", "layer", "head"]).reset_index(drop=True)
+    np.testing.assert_allclose(stored["mean"].astype(float), mine["mean"].astype(float), equal_nan=True)
+
+
+def test_scoring_runs_under_classifications_memory_limit(db, monkeypatch):
+    seen = []
+    real = scores_mod.store_scores
+
+    def spy(con, *args):
+        seen.append(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+        return real(con, *args)
+
+    monkeypatch.setattr(scores_mod, "store_scores", spy)
+    headdb.classify(db, roles="local")
+    assert seen == [f"{classify_mod._memory_limit_mb()}.0 MiB"]
+
+
+@pytest.mark.parametrize("where", ["store_scores", "stored_role_scores"])
+def test_a_failure_while_scoring_or_testing_stores_nothing(db, monkeypatch, where):
+    """The previous classification stays as it was, scores and tests alike."""
+    headdb.classify(db)
+    before = (_stored_scores(db), headdb.sql(db, "SELECT * FROM head_tests ORDER BY role, layer, head"),
+              headdb.sql(db, "SELECT count(*) AS n FROM classifications")["n"][0])
+    real = getattr(scores_mod, where)
+
+    def failing(*args):
+        real(*args)
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(scores_mod, where, failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        headdb.classify(db, tau=1.0)
+    after = (_stored_scores(db), headdb.sql(db, "SELECT * FROM head_tests ORDER BY role, layer, head"),
+             headdb.sql(db, "SELECT count(*) AS n FROM classifications")["n"][0])
+    pd.testing.assert_frame_equal(after[0], before[0])
+    pd.testing.assert_frame_equal(after[1], before[1])
+    assert after[2] == before[2] == 1
+
+
+def headdb_connect(db):
+    from headdb.db import connect
+
+    return connect(db, read_only=True)
