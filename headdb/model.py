@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass
 from itertools import chain
@@ -396,7 +397,7 @@ class AttentionModel:
         # Taps on the attention modules: the forward stops once the last layer's map exists.
         # "unchecked" until the first batch has shown that the taps see exactly the maps that
         # output_attentions returns; False (the model's own full forward) where they do not.
-        self._tapped: list | None = None
+        self._tapped = threading.local()  # .maps: the maps of the forward running on this thread
         self._taps: bool | str = self._install_taps() if STOP_AT_LAST_MAP else False
 
     def _install_taps(self) -> bool | str:
@@ -416,8 +417,8 @@ class AttentionModel:
         return "unchecked" if found else False
 
     def _tap(self, module, args, output, index: int) -> None:
-        maps = self._tapped
-        if maps is None:  # not inside _attention_maps (or checking the taps): the hook does nothing
+        maps = getattr(self._tapped, "maps", None)
+        if maps is None:  # not inside _attention_maps on this thread: the hook does nothing
             return
         weights = output[index] if isinstance(output, tuple) else output
         if weights is None:
@@ -430,20 +431,20 @@ class AttentionModel:
         """Every layer's attention map ``[batch, head, query, key]``, in layer order. Once checked,
         the forward stops at the last layer's map; the maps are the model's own, bit for bit."""
         if self._taps is True:
-            self._tapped = maps = []
+            self._tapped.maps = maps = []
             try:
                 self.model(**inputs, return_dict=True)
             except _LastMap:
                 return maps
             finally:
-                self._tapped = None
+                self._tapped.maps = None
             self._taps = False  # the forward ended before the last map: run the model whole from now on
         elif self._taps == "unchecked":
-            self._tapped = maps = []
+            self._tapped.maps = maps = []
             try:
                 out = self.model(**inputs, output_attentions=True, return_dict=True)
             finally:
-                self._tapped = None
+                self._tapped.maps = None
             got = tuple(out.attentions or ())
             # the taps must see the very tensors transformers returns, in the same order
             same = len(got) == self.n_layers == len(maps) and all(a is b for a, b in zip(got, maps))

@@ -96,6 +96,35 @@ def test_the_stop_skips_the_last_layers_feed_forward(model_dirs):
     assert calls == [1, 2]
 
 
+def test_the_taps_are_inert_outside_the_ingests_forward(model_dirs):
+    """Calling the model directly (as the benchmark's forward-only loop does), on this thread or
+    another, runs it whole and returns its attentions, also once the taps are checked."""
+    import threading
+
+    import torch
+
+    from headdb.model import AttentionModel
+
+    am = AttentionModel(str(model_dirs["bert"]))
+    batch = am.encode(_sentences(), truncate=False)
+    am.forward(batch, 4)
+    assert am.stops_early
+    inputs = am._inputs(batch)
+    got = {}
+
+    def run(name):
+        with torch.inference_mode():
+            got[name] = am.model(**inputs, output_attentions=True, return_dict=True)
+
+    run("main")
+    t = threading.Thread(target=run, args=("thread",))
+    t.start()
+    t.join()
+    for out in got.values():
+        assert len(out.attentions) == am.n_layers and out.last_hidden_state is not None
+    assert am.stops_early
+
+
 def test_taps_that_see_other_tensors_fall_back_to_the_whole_forward(model_dirs, monkeypatch):
     """Taps on the wrong modules (here each layer's output, index 0) fail the first batch's
     check; the model then runs whole, with the same results as a model without taps."""
