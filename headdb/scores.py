@@ -7,6 +7,7 @@ ever runs on a restricted connection (read-only, no file or network access).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -27,8 +28,8 @@ CHUNK_ROWS = 3_000_000
 
 SCORE_COLUMNS = ["run_id", "role", "layer", "head", "sentence_id", "score", "score_upper", "n_queries"]
 _SIEVE_TABLE = "headdb_sieve"
-# a pass's sieve on the connection that stores the scores (a registered Arrow table: a TEMP
-# table created inside the storing transaction would be scanned three times slower)
+# a pass's sieve where it is scored (a registered Arrow table: a TEMP table created inside the
+# transaction that stores the scores would be scanned three times slower)
 _ARROW_SIEVE = "_headdb_sieve_arrow"
 # one piece of a run: the sentences $lo .. $hi (parameters, so DuckDB skips the other row groups)
 _PIECE_EDGES = "(SELECT * FROM edges WHERE run_id = $run_id AND sentence_id BETWEEN $lo AND $hi)"
@@ -160,11 +161,6 @@ def _sentence_ranges(con: duckdb.DuckDBPyConnection, run_id: int) -> list[tuple[
     return ranges
 
 
-def _bits(con: duckdb.DuckDBPyConnection, run_id: int) -> int:
-    longest = con.execute("SELECT coalesce(max(n_tokens), 1) FROM run_sentences WHERE run_id = ?", [run_id]).fetchone()[0]
-    return counter_bits(longest)
-
-
 def _pass_queries(n_roles: int, sieve_relation: str, bits: int, pieces: list[tuple[int, int]],
                   run_id: int) -> list[tuple[str, dict]]:
     """The scoring query of one pass of ``n_roles`` roles whose sieve is the relation named
@@ -181,7 +177,8 @@ def sieve_passes(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role])
     tables to score elsewhere (:func:`store_scores`). Returns the counter width and one
     (index of the pass's first role, its number of roles, its sieve) per pass whose sieve is
     not empty; roles are numbered from 0 within a pass, as :func:`framework_sql` expects."""
-    bits = _bits(con, run_id)
+    longest = con.execute("SELECT coalesce(max(n_tokens), 1) FROM run_sentences WHERE run_id = ?", [run_id]).fetchone()[0]
+    bits = counter_bits(longest)
     step = roles_per_pass(bits)
     passes = []
     for start in range(0, len(roles), step):
@@ -192,26 +189,34 @@ def sieve_passes(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role])
     return bits, passes
 
 
-def store_scores(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role], bits: int,
-                 passes: list[tuple[int, int, object]]) -> None:
-    """Score :func:`sieve_passes`' sieves on ``con``, a writable connection inside the caller's
-    transaction, straight into ``sentence_scores``: the scores never pass through Python.
-    Runs only headdb's own framework query, never role SQL. Consumes ``passes``: each sieve is
-    let go once scored."""
+def _scoring_queries(con: duckdb.DuckDBPyConnection, run_id: int, bits: int,
+                     passes: list[tuple[int, int, object]]) -> Iterator[tuple[int, str, dict]]:
+    """(index of the pass's first role, query, parameters) for every piece of every pass of
+    :func:`sieve_passes`, each pass's sieve registered on ``con`` while its queries run.
+    Consumes ``passes``: each sieve is let go once scored."""
     pieces = _sentence_ranges(con, run_id)
-    names = [r.name for r in roles]
     while passes:
         start, n_roles, sieve = passes.pop(0)
         con.register(_ARROW_SIEVE, sieve)
         try:
             for sql, params in _pass_queries(n_roles, _ARROW_SIEVE, bits, pieces, run_id):
-                con.execute("INSERT INTO sentence_scores (run_id, role, layer, head, sentence_id, score, score_upper, "
-                            "n_queries) SELECT s.run_id, list_extract($names, s.role + $first), s.layer, s.head, "
-                            f"s.sentence_id, s.score, s.score_upper, s.n_queries FROM (\n{sql}\n) AS s",
-                            params | {"names": names, "first": start + 1})
+                yield start, sql, params
         finally:
             con.unregister(_ARROW_SIEVE)
             del sieve
+
+
+def store_scores(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role], bits: int,
+                 passes: list[tuple[int, int, object]]) -> None:
+    """Score :func:`sieve_passes`' sieves on ``con``, a writable connection inside the caller's
+    transaction, straight into ``sentence_scores``: the scores never pass through Python.
+    Runs only headdb's own framework query, never role SQL. Consumes ``passes``."""
+    names = [r.name for r in roles]
+    for start, sql, params in _scoring_queries(con, run_id, bits, passes):
+        con.execute("INSERT INTO sentence_scores (run_id, role, layer, head, sentence_id, score, score_upper, "
+                    "n_queries) SELECT s.run_id, list_extract($names, s.role + $first), s.layer, s.head, "
+                    f"s.sentence_id, s.score, s.score_upper, s.n_queries FROM (\n{sql}\n) AS s",
+                    params | {"names": names, "first": start + 1})
 
 
 def stored_role_scores(con: duckdb.DuckDBPyConnection, run_id: int, role: str) -> dict:
@@ -229,22 +234,14 @@ def compute_scores(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role
     import numpy as np
 
     cols: dict[str, list[np.ndarray]] = {c: [] for c in SCORE_COLUMNS}
-    bits = _bits(con, run_id)
-    step = roles_per_pass(bits)
-    pieces = _sentence_ranges(con, run_id)
-    for start in range(0, len(roles), step):
-        chunk = roles[start : start + step]
-        nonempty = _fill_sieve(con, run_id, chunk)
-        if not any(nonempty):
-            continue
-        for sql, params in _pass_queries(len(chunk), _SIEVE_TABLE, bits, pieces, run_id):
-            # each piece sorted by DuckDB (in parallel), so that the pieces only need merging below
-            got = con.execute(f"SELECT * FROM (\n{sql}\n) ORDER BY role, layer, head, sentence_id",
-                              params or None).fetchnumpy()
-            got["role"] = np.asarray(got["role"], dtype=np.int64) + start  # the role's index in ``roles``
-            for c in SCORE_COLUMNS:
-                cols[c].append(np.asarray(got[c]))
-    con.execute(f"DROP TABLE IF EXISTS {_SIEVE_TABLE}")
+    bits, passes = sieve_passes(con, run_id, roles)
+    for start, sql, params in _scoring_queries(con, run_id, bits, passes):
+        # each piece sorted by DuckDB (in parallel), so that the pieces only need merging below
+        got = con.execute(f"SELECT * FROM (\n{sql}\n) ORDER BY role, layer, head, sentence_id",
+                          params or None).fetchnumpy()
+        got["role"] = np.asarray(got["role"], dtype=np.int64) + start  # the role's index in ``roles``
+        for c in SCORE_COLUMNS:
+            cols[c].append(np.asarray(got[c]))
     if not cols["run_id"]:
         return pd.DataFrame({c: pd.Categorical([], categories=[r.name for r in roles]) if c == "role" else
                              np.empty(0, dtype=float if c.startswith("score") else np.int64) for c in SCORE_COLUMNS})
