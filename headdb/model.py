@@ -403,9 +403,10 @@ class AttentionModel:
     def _install_taps(self) -> bool | str:
         from functools import partial
 
+        specs = _attention_specs(self.model)
         found = 0
         for name, module in self.model.named_modules():
-            for cls, class_name, layer_name, index in _attention_specs(self.model):
+            for cls, class_name, layer_name, index in specs:
                 if not ((cls is not None and isinstance(module, cls))
                         or (class_name is not None and name.endswith(class_name))):
                     continue
