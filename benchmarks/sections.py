@@ -134,8 +134,8 @@ def storage(db: Path, workdir: Path) -> dict:
     # the edges table alone, copied in its stored order into an empty file
     edges_bytes = _table_bytes(db, workdir, "SELECT * FROM src.edge_store")
     # the same edges as a 16-bit run stores them (store.insert_edges)
-    edges16_bytes = _table_bytes(db, workdir, "SELECT * REPLACE (NULL::FLOAT AS weight, "
-                                 f"{WEIGHT16_SQL} AS weight16) FROM src.edge_store")
+    edges16_bytes = _table_bytes(db, workdir, "SELECT run_id, sentence_id, layer, head, query_pos, key_pos, "
+                                 f"{WEIGHT16_SQL} AS weight16 FROM src.edge_store", table="edge_store16")
     dense_fp16 = int(sq[0]) * n_layers * n_heads * 2
     return {"top_k": k, "edges": int(n_edges), "sentences": int(sq[1]), "file_bytes": file_bytes,
             "file_bytes_per_edge": file_bytes / n_edges, "edges_table_bytes_per_edge": edges_bytes / n_edges,
@@ -145,10 +145,10 @@ def storage(db: Path, workdir: Path) -> dict:
             "compression": compression, "entropy_bits": entropy}
 
 
-def _table_bytes(db: Path, workdir: Path, select: str) -> int:
-    """Bytes that the rows of ``select`` (over ``db`` attached as ``src``; edge_store's columns)
+def _table_bytes(db: Path, workdir: Path, select: str, table: str = "edge_store") -> int:
+    """Bytes that the rows of ``select`` (over ``db`` attached as ``src``; ``table``'s columns)
     take as one table in a file of their own, after CHECKPOINT, beyond an empty database's. The
-    table is edge_store's own definition (its types and the compression it names)."""
+    table is ``table``'s own definition in ``db`` (its types and the compression it names)."""
     import duckdb
 
     only = workdir / "edges-only.db"
@@ -163,9 +163,9 @@ def _table_bytes(db: Path, workdir: Path, select: str) -> int:
     c = duckdb.connect(str(only))
     c.execute("SET threads = 1")
     c.execute(f"ATTACH '{db}' AS src (READ_ONLY)")
-    ddl = c.execute("SELECT sql FROM duckdb_tables() WHERE database_name = 'src' AND table_name = 'edge_store'"
-                    ).fetchone()[0]
-    c.execute(ddl.replace("CREATE TABLE edge_store", "CREATE TABLE edges", 1))
+    ddl = c.execute("SELECT sql FROM duckdb_tables() WHERE database_name = 'src' AND table_name = ?",
+                    [table]).fetchone()[0]
+    c.execute(ddl.replace(f"CREATE TABLE {table}", "CREATE TABLE edges", 1))
     c.execute(f"INSERT INTO edges {select}")
     c.execute("DETACH src")
     c.execute("CHECKPOINT")

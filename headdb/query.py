@@ -48,8 +48,8 @@ def _hint(message: str, query: str, write: bool) -> str:
         return " (the store opens read-only; add --write, or write=True, to change it)"
     writes_edges = re.search(r"\b(update|into|from)\s+(main\.)?\"?edges\b", query, re.I)
     if ("base table" in message or "is not an table" in message) and writes_edges:
-        return (" (edges is a view that reads weights from the table edge_store; delete, update or insert "
-                "rows of edge_store)")
+        return (" (edges is a view that reads the tables edge_store (float32 weights) and edge_store16 "
+                "(16-bit weights); delete, update or insert rows of edge_store or edge_store16)")
     return ""
 
 

@@ -22,11 +22,12 @@ EDGE_SCHEMA = pa.schema([
     ("sentence_id", pa.int32()), ("layer", pa.int16()), ("head", pa.int16()),
     ("query_pos", pa.int16()), ("key_pos", pa.int16()), ("weight", pa.float32()),
 ])
-#: how a run may store its weights: 32 (FLOAT, as the model computed them) or 16 (fixed point,
-#: floor(weight * WEIGHT16_SCALE) in edge_store.weight16; the edges view reads it back as FLOAT)
+#: how a run may store its weights: 32 (FLOAT, as the model computed them, in edge_store) or 16
+#: (fixed point, floor(weight * WEIGHT16_SCALE) in edge_store16.weight16; the edges view reads
+#: both tables, each weight as a FLOAT)
 WEIGHT_BITS = (32, 16)
 WEIGHT16_SCALE = 65535
-#: the edge columns of a 16-bit run: weight16 = floor(weight * WEIGHT16_SCALE), as edge_store holds it
+#: the edge columns of a 16-bit run: weight16 = floor(weight * WEIGHT16_SCALE), as edge_store16 holds it
 EDGE16_SCHEMA = pa.schema([*(EDGE_SCHEMA.field(i) for i in range(5)), ("weight16", pa.uint16())])
 
 
@@ -124,29 +125,31 @@ def edge_table(parts: list[BatchEdges], weight_bits: int = 32) -> pa.Table:
     return table
 
 
-#: a float32 ``weight`` as edge_store.weight16 holds it: rounded down, so never above the model's
+#: a float32 ``weight`` as edge_store16.weight16 holds it: rounded down, so never above the model's
 WEIGHT16_SQL = f"least(floor(weight::DOUBLE * {WEIGHT16_SCALE}), {WEIGHT16_SCALE})::USMALLINT"
 
 
-def _edges_insert_sql(weight_cols: str, weight_sql: str) -> str:
-    """The edge INSERT for one way of storing weights: into ``weight_cols``, the value ``weight_sql``."""
-    return (f"INSERT INTO edge_store (run_id, sentence_id, layer, head, query_pos, key_pos, {weight_cols}) "
+def _edges_insert_sql(table: str, weight_cols: str, weight_sql: str) -> str:
+    """The edge INSERT for one way of storing weights: into ``table``'s ``weight_cols``, the
+    value ``weight_sql``."""
+    return (f"INSERT INTO {table} (run_id, sentence_id, layer, head, query_pos, key_pos, {weight_cols}) "
             f"SELECT ?::INTEGER, sentence_id, layer, head, query_pos, key_pos, {weight_sql} FROM _headdb_edges")
 
 
 _EDGES_INSERT = {
-    32: _edges_insert_sql("weight", "weight"),
-    16: _edges_insert_sql("weight16", WEIGHT16_SQL),
+    32: _edges_insert_sql("edge_store", "weight", "weight"),
+    16: _edges_insert_sql("edge_store16", "weight16", WEIGHT16_SQL),
     # weights already rounded (:func:`weight16`): DuckDB appends 2 bytes a weight and computes nothing
-    "16-rounded": _edges_insert_sql("weight16", "weight16"),
+    "16-rounded": _edges_insert_sql("edge_store16", "weight16", "weight16"),
 }
 
 
 def insert_edges(con: duckdb.DuckDBPyConnection, run_id: int, table: pa.Table, weight_bits: int = 32) -> None:
-    """Append an :data:`EDGE_SCHEMA` table to the edges (table ``edge_store``) for ``run_id`` (a
-    constant of the INSERT), in the caller's transaction. With ``weight_bits`` 16 each weight is
-    stored rounded down to a multiple of 1 / WEIGHT16_SCALE, so that what is read back never
-    exceeds what the model computed; an :data:`EDGE16_SCHEMA` table comes rounded already."""
+    """Append an :data:`EDGE_SCHEMA` table to the edges for ``run_id`` (a constant of the
+    INSERT), in the caller's transaction: into table ``edge_store``, or with ``weight_bits`` 16
+    into ``edge_store16``, each weight rounded down to a multiple of 1 / WEIGHT16_SCALE so that
+    what is read back never exceeds what the model computed; an :data:`EDGE16_SCHEMA` table
+    comes rounded already."""
     if weight_bits not in WEIGHT_BITS:
         raise ValueError(f"weight_bits must be one of {WEIGHT_BITS}, not {weight_bits!r}")
     rounded = "weight16" in table.column_names

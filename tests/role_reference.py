@@ -169,7 +169,7 @@ def build_store(path: str | Path, seqs: list[Seq], attention: list[np.ndarray], 
         if weight_bits == 16:
             w = edges.pop("weight").to_numpy(np.float64)
             edges["weight16"] = np.minimum(np.floor(w * 65535), 65535).astype(np.uint16)
-        _insert(con, "edge_store", edges)
+        _insert(con, "edge_store16" if weight_bits == 16 else "edge_store", edges)
     finally:
         con.close()
     return run_id

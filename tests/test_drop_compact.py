@@ -12,7 +12,7 @@ from schema_dump import schema_text
 
 from conftest import DATA
 
-RUN_TABLES = ["classifications", "edge_store", "head_tests", "run_sentences", "sentence_scores", "tokens", "runs"]
+RUN_TABLES = ["classifications", "edge_store", "edge_store16", "head_tests", "run_sentences", "sentence_scores", "tokens", "runs"]
 
 
 def _counts(db, run_id: int) -> dict[str, int]:
@@ -40,7 +40,8 @@ def test_drop_a_run_then_compact(tmp_path, tiny_bert_dir, capsys, monkeypatch):
     headdb.classify(db, run=first)
     headdb.classify(db, run=second)
     before = _counts(db, first)
-    assert all(before[t] > 0 for t in RUN_TABLES)
+    assert all(before[t] > 0 for t in RUN_TABLES if t != "edge_store16")
+    assert before["edge_store16"] == 0  # a float32 run's edges are all in edge_store
     kept = (_counts(db, second), _checksum(db, second))
 
     code, out, err = run_main(capsys, monkeypatch, "drop", db, str(first))  # without --yes: only says
@@ -69,6 +70,15 @@ def test_drop_a_run_then_compact(tmp_path, tiny_bert_dir, capsys, monkeypatch):
     third = headdb.ingest(db, DATA / "sample.conllu", model=tiny_bert_dir, top_k=3, progress=False)
     assert third.run_id == second + 1 and not third.resumed
     assert _checksum(db, third.run_id)[0] == before["edge_store"]
+    # a 16-bit run's edges are in edge_store16, and go with it
+    sixteen = headdb.ingest(db, DATA / "sample.conllu", model=tiny_bert_dir, top_k=3, weight_bits=16,
+                            progress=False).run_id
+    counts16 = _counts(db, sixteen)
+    assert counts16["edge_store16"] == before["edge_store"] and counts16["edge_store"] == 0
+    code, out, err = run_main(capsys, monkeypatch, "drop", db, str(sixteen), "--yes")
+    assert code == 0 and f"deleted run {sixteen}" in out and f"edge_store16 {before['edge_store']:,}" in out, err
+    assert _counts(db, sixteen) == {t: 0 for t in RUN_TABLES}
+    assert (_counts(db, second), _checksum(db, second)) == kept
 
     code, out, err = run_main(capsys, monkeypatch, "drop", db, "no-such-run", "--yes")
     assert code == 1 and "no run 'no-such-run'" in err

@@ -85,7 +85,8 @@ def test_upgrade_from_first_migration_keeps_data(tmp_path):
     for table, rows in before.items():
         assert con.execute(f'SELECT *{added.get(table, "")} FROM "{table}" ORDER BY ALL').fetchall() == rows, table
     assert con.execute("SELECT weight_bits FROM runs").fetchall() == [(32,)]  # earlier runs stored float32
-    assert con.execute("SELECT count(*) FROM edge_store WHERE weight16 IS NULL").fetchone()[0] == 2
+    assert con.execute("SELECT count(*) FROM edge_store").fetchone()[0] == 2  # float32 runs stay in edge_store
+    assert con.execute("SELECT count(*) FROM edge_store16").fetchone()[0] == 0
     # the upgraded schema is the same as a fresh one
     upgraded = schema_text(con)
     # sequences keep counting where the old data left off
@@ -215,14 +216,47 @@ def test_upgrade_to_rle_row_keys_keeps_every_edge_in_its_order(tmp_path):
                 "(i // 8) % 9, i % 8, CASE WHEN i < 200000 THEN (i % 97) / 97.0 END, "
                 "CASE WHEN i >= 200000 THEN i % 65536 END FROM range(300000) r(i)")
     before = con.execute("SELECT * FROM edge_store").fetchall()
-    con.close()
-    assert init(db) == list(range(6, len(list_migrations()) + 1))
-    con = duckdb.connect(str(db))
+    assert migrate(con, list_migrations()[:6]) == [6]
     assert con.execute("SELECT * FROM edge_store").fetchall() == before
     con.execute("CHECKPOINT")
-    used = dict(con.execute(
-        "SELECT column_name, list(DISTINCT compression) FROM pragma_storage_info('edge_store') "
-        "WHERE segment_type <> 'VALIDITY' GROUP BY column_name").fetchall())
+    _assert_rle_row_keys(con, "edge_store")
     con.close()
+
+
+def _assert_rle_row_keys(con, table, one_value=()):
+    """The row keys are stored with RLE (or as a constant segment); ``one_value``: columns
+    with a single value in the table, which DuckDB stores as Constant only."""
+    used = dict(con.execute(
+        f"SELECT column_name, list(DISTINCT compression) FROM pragma_storage_info('{table}') "
+        "WHERE segment_type <> 'VALIDITY' GROUP BY column_name").fetchall())
     for column in ("run_id", "sentence_id", "layer", "head", "query_pos"):
-        assert set(used[column]) <= {"RLE", "Constant"} and "RLE" in used[column], (column, used[column])
+        assert set(used[column]) <= {"RLE", "Constant"}, (table, column, used[column])
+        assert column in one_value or "RLE" in used[column], (table, column, used[column])
+
+
+def test_upgrade_to_a_table_per_weight_kind_keeps_every_edge_in_its_order(tmp_path):
+    """Migration 0007 moves 16-bit runs to edge_store16 and drops edge_store's weight16 (a NULL
+    column slowed every append): each kind's rows keep their physical order, and the edges view
+    gives every row with the same FLOAT weight as before."""
+    db = tmp_path / "v6.db"
+    con = duckdb.connect(str(db))
+    assert migrate(con, list_migrations()[:6]) == [1, 2, 3, 4, 5, 6]
+    con.execute("INSERT INTO edge_store SELECT 1 + (i >= 200000)::INTEGER, i // 576, (i // 96) % 6, (i // 8) % 12, "
+                "(i // 8) % 9, i % 8, CASE WHEN i < 200000 THEN (i % 97) / 97.0 END, "
+                "CASE WHEN i >= 200000 THEN i % 65536 END FROM range(300000) r(i)")
+    keys = "run_id, sentence_id, layer, head, query_pos, key_pos"
+    before32 = con.execute(f"SELECT {keys}, weight FROM edge_store WHERE weight16 IS NULL").fetchall()
+    before16 = con.execute(f"SELECT {keys}, weight16 FROM edge_store WHERE weight16 IS NOT NULL").fetchall()
+    edges_before = con.execute("SELECT * FROM edges ORDER BY ALL").fetchall()
+    con.close()
+    assert len(before32) == 200000 and len(before16) == 100000
+    assert init(db) == list(range(7, len(list_migrations()) + 1))
+    con = duckdb.connect(str(db))
+    assert con.execute("SELECT * FROM edge_store").fetchall() == before32
+    assert con.execute("SELECT * FROM edge_store16").fetchall() == before16
+    assert "weight16" not in [r[0] for r in con.execute("DESCRIBE edge_store").fetchall()]
+    assert con.execute("SELECT * FROM edges ORDER BY ALL").fetchall() == edges_before
+    con.execute("CHECKPOINT")
+    _assert_rle_row_keys(con, "edge_store", one_value=("run_id",))  # run 1 only, as run 2 only in edge_store16
+    _assert_rle_row_keys(con, "edge_store16", one_value=("run_id",))
+    con.close()

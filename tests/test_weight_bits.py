@@ -1,6 +1,6 @@
 """16-bit weights (`--weight-bits 16`): the rounding in numpy (`store.weight16`, on a CPU) and on
 the model's device (`model.device_edges`, on a GPU) gives the numbers of the SQL rounding
-(`store.WEIGHT16_SQL`) bit for bit, and every way into edge_store stores the same rows."""
+(`store.WEIGHT16_SQL`) bit for bit, and every way into edge_store16 stores the same rows."""
 
 from __future__ import annotations
 
@@ -85,12 +85,12 @@ def test_every_way_into_a_16_bit_run_stores_the_same_rows(tmp_path):
         con = connect(tmp_path / f"{i}.db")
         with transaction(con):
             insert_edges(con, 1, table, 16)
-        stored[name] = con.execute("SELECT sentence_id, layer, head, query_pos, key_pos, weight16, weight "
-                                   "FROM edge_store ORDER BY ALL").fetchall()
+        stored[name] = con.execute("SELECT sentence_id, layer, head, query_pos, key_pos, weight16 "
+                                   "FROM edge_store16 ORDER BY ALL").fetchall()
+        assert con.execute("SELECT count(*) FROM edge_store").fetchone()[0] == 0  # 16-bit runs keep no float weight
         con.close()
     first = next(iter(stored.values()))
     assert len(first) == 1500 and all(rows == first for rows in stored.values())
-    assert all(r[6] is None for r in first)  # 16-bit runs keep no float weight
     with pytest.raises(ValueError, match="16-bit weights in a 32-bit run"):
         edge_table(rounded)
     con = connect(tmp_path / "x.db")

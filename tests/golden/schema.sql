@@ -25,8 +25,15 @@ TABLE edge_store
   head SMALLINT USING COMPRESSION RLE NOT NULL
   query_pos SMALLINT USING COMPRESSION RLE NOT NULL
   key_pos SMALLINT NOT NULL
-  weight FLOAT
-  weight16 USMALLINT
+  weight FLOAT NOT NULL
+TABLE edge_store16
+  run_id INTEGER USING COMPRESSION RLE NOT NULL
+  sentence_id INTEGER USING COMPRESSION RLE NOT NULL
+  layer SMALLINT USING COMPRESSION RLE NOT NULL
+  head SMALLINT USING COMPRESSION RLE NOT NULL
+  query_pos SMALLINT USING COMPRESSION RLE NOT NULL
+  key_pos SMALLINT NOT NULL
+  weight16 USMALLINT NOT NULL
 TABLE head_tests
   classification_id INTEGER NOT NULL
   run_id INTEGER NOT NULL
@@ -148,7 +155,7 @@ SEQUENCE run_id_seq
 VIEW attention_rows
   CREATE VIEW attention_rows AS SELECT run_id, sentence_id, layer, head, query_pos, CAST(count_star() AS SMALLINT) AS n_kept, sum(CAST(weight AS DOUBLE)) AS kept_mass, greatest(0.0, (1.0 - sum(CAST(weight AS DOUBLE)))) AS residual, min(weight) AS min_weight FROM edges GROUP BY ALL;
 VIEW edges
-  CREATE VIEW edges AS SELECT run_id, sentence_id, layer, head, query_pos, key_pos, COALESCE(weight, CAST((weight16 / 65535) AS FLOAT)) AS weight FROM edge_store;
+  CREATE VIEW edges AS (SELECT run_id, sentence_id, layer, head, query_pos, key_pos, weight FROM edge_store) UNION ALL (SELECT run_id, sentence_id, layer, head, query_pos, key_pos, CAST((weight16 / 65535) AS FLOAT) AS weight FROM edge_store16);
 VIEW head_roles
   CREATE VIEW head_roles AS SELECT run_id, layer, head, count_star() AS n_roles, string_agg("role", ',' ORDER BY "role") AS roles FROM head_tests WHERE significant GROUP BY run_id, layer, head;
 VIEW role_colocation
