@@ -244,12 +244,16 @@ def test_upgrade_to_a_table_per_weight_kind_keeps_every_edge_in_its_order(tmp_pa
     con.execute("INSERT INTO edge_store SELECT 1 + (i >= 200000)::INTEGER, i // 576, (i // 96) % 6, (i // 8) % 12, "
                 "(i // 8) % 9, i % 8, CASE WHEN i < 200000 THEN (i % 97) / 97.0 END, "
                 "CASE WHEN i >= 200000 THEN i % 65536 END FROM range(300000) r(i)")
+    # rows written by hand: both weights (the old view read weight), and neither (a NULL weight)
+    con.execute("INSERT INTO edge_store VALUES (9, 0, 0, 0, 0, 1, 0.5, 7), (9, 0, 0, 0, 0, 2, NULL, NULL)")
     keys = "run_id, sentence_id, layer, head, query_pos, key_pos"
-    before32 = con.execute(f"SELECT {keys}, weight FROM edge_store WHERE weight16 IS NULL").fetchall()
-    before16 = con.execute(f"SELECT {keys}, weight16 FROM edge_store WHERE weight16 IS NOT NULL").fetchall()
+    before32 = con.execute(f"SELECT {keys}, weight FROM edge_store WHERE weight IS NOT NULL OR weight16 IS NULL"
+                           ).fetchall()
+    before16 = con.execute(f"SELECT {keys}, weight16 FROM edge_store WHERE weight IS NULL AND weight16 IS NOT NULL"
+                           ).fetchall()
     edges_before = con.execute("SELECT * FROM edges ORDER BY ALL").fetchall()
     con.close()
-    assert len(before32) == 200000 and len(before16) == 100000
+    assert len(before32) == 200002 and len(before16) == 100000
     assert init(db) == list(range(7, len(list_migrations()) + 1))
     con = duckdb.connect(str(db))
     assert con.execute("SELECT * FROM edge_store").fetchall() == before32
@@ -257,6 +261,6 @@ def test_upgrade_to_a_table_per_weight_kind_keeps_every_edge_in_its_order(tmp_pa
     assert "weight16" not in [r[0] for r in con.execute("DESCRIBE edge_store").fetchall()]
     assert con.execute("SELECT * FROM edges ORDER BY ALL").fetchall() == edges_before
     con.execute("CHECKPOINT")
-    _assert_rle_row_keys(con, "edge_store", one_value=("run_id",))  # run 1 only, as run 2 only in edge_store16
-    _assert_rle_row_keys(con, "edge_store16", one_value=("run_id",))
+    _assert_rle_row_keys(con, "edge_store", one_value=("run_id",))
+    _assert_rle_row_keys(con, "edge_store16", one_value=("run_id",))  # run 2 only
     con.close()
