@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,13 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=None, help="interleaved repetitions of each timing (default 2)")
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections: {', '.join(SECTIONS)}")
     ap.add_argument("--no-text", action="store_true", help="skip the raw-text (spaCy) ingestion")
-    ap.add_argument("--workdir", type=Path, default=None, help="where the benchmark databases go (default: a temp dir)")
+    ap.add_argument("--workdir", type=Path, default=None, help="where the benchmark databases go, kept (default: a temporary folder, removed at exit)")
     ap.add_argument("--out", type=Path, default=Path("benchmark-results.json"), help="JSON results file")
     args = ap.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     from benchmarks import sections as S
-    from benchmarks.common import EWT_DEV, machine
+    from benchmarks.common import EWT_DEV, machine, scratch_dir
     from headdb.resources import sample_corpus
 
     corpus = args.corpus or (EWT_DEV if EWT_DEV.exists() else sample_corpus())
@@ -50,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(only) - set(SECTIONS)
     if unknown:
         ap.error(f"unknown sections: {', '.join(sorted(unknown))}")
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="headdb-bench-"))
+    work = args.workdir or scratch_dir("headdb-bench-")  # a temporary one is removed at exit
     work.mkdir(parents=True, exist_ok=True)
     results: dict = {"machine": machine(), "corpus": str(corpus), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                      "args": {k: str(v) for k, v in vars(args).items()}}

@@ -35,7 +35,6 @@ import json
 import os
 import queue
 import sys
-import tempfile
 import threading
 import time
 from itertools import product
@@ -336,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="JSON results file")
     args = ap.parse_args(argv)
 
-    from benchmarks.common import EWT_DEV, machine
+    from benchmarks.common import EWT_DEV, machine, scratch_dir
     from headdb.resources import sample_corpus
 
     corpus = args.corpus or (EWT_DEV if EWT_DEV.exists() else sample_corpus())
@@ -348,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         tables = commits(lengths, args.layers, args.heads, args.top_k, args.commit_edges)
     print(f"{sum(t.num_rows for t in tables):,} edges in {len(tables)} commits, built in "
           f"{time.perf_counter() - t0:.1f} s", flush=True)
-    work = Path(tempfile.mkdtemp(prefix="headdb-append-"))
+    work = scratch_dir("headdb-append-")
     ints = lambda s: [int(x) for x in s.split(",") if x.strip()]  # noqa: E731
     memories = [None if m.strip() == "default" else m.strip() for m in args.memory.split(",")]
     results = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}, "rows": []}

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -14,6 +17,14 @@ from pathlib import Path
 #: CI), or wherever HEADDB_EWT_DEV points; callers fall back to the bundled sample without it.
 EWT_DEV = Path(os.environ.get("HEADDB_EWT_DEV",
                               Path(__file__).resolve().parents[2] / "shared" / "corpora" / "en_ewt-ud-dev.conllu"))
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A temporary folder for a benchmark's databases, removed when the process exits: a run
+    leaves hundreds of MB there, and repeated runs used to fill the disk."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
+    return work
 
 
 def machine() -> dict:

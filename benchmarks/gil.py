@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -59,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from benchmarks.append import commits, token_counts
-    from benchmarks.common import EWT_DEV
+    from benchmarks.common import EWT_DEV, scratch_dir
     from headdb.db import connect, transaction
     from headdb.resources import sample_corpus
     from headdb.store import insert_edges
@@ -68,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     tables = commits(token_counts(corpus, args.sentences, args.tokenizer), args.layers, 12, 8, 5_000_000)
     edges = sum(t.num_rows for t in tables)
     print(f"{edges:,} edges in {len(tables)} commits; query over {args.rows:,} rows", flush=True)
-    work = Path(tempfile.mkdtemp(prefix="headdb-gil-"))
+    work = scratch_dir("headdb-gil-")
     query = f"SELECT sum(hash(range * 7 + 3) % 1000) FROM range({int(args.rows)})"
     saved = sys.getswitchinterval()
     rows = []

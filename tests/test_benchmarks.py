@@ -13,9 +13,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def _run(args: list[str], cwd: Path, tmpdir: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    if tmpdir is not None:  # where the benchmark's own temporary folder goes
+        tmpdir.mkdir(parents=True, exist_ok=True)
+        env["TMPDIR"] = str(tmpdir)
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
@@ -82,8 +85,9 @@ def test_gil_benchmark_times_each_kind_alone_and_beside_a_python_thread(tmp_path
     busy Python thread, for each switch interval."""
     out = tmp_path / "gil.json"
     r = _run(["-m", "benchmarks.gil", "--sentences", "6", "--layers", "1", "--rows", "100000", "--threads", "1",
-              "--switch-us", "5000,50", "--out", str(out)], ROOT)
+              "--switch-us", "5000,50", "--out", str(out)], ROOT, tmpdir=tmp_path / "tmp")
     assert r.returncode == 0, r.stderr[-2000:]
+    assert list((tmp_path / "tmp").iterdir()) == []  # its temporary folder went at exit
     data = json.loads(out.read_text())
     assert data["edges"] > 0
     assert [(row["kind"], row["switch_us"]) for row in data["rows"]] == [
@@ -97,8 +101,9 @@ def test_append_benchmark_stores_every_edge(tmp_path):
     out = tmp_path / "append.json"
     r = _run(["-m", "benchmarks.append", "--sentences", "12", "--layers", "2", "--heads", "2",
               "--commit-edges", "2000", "--threads", "1", "--chunks", "0,500", "--writers", "1,2",
-              "--out", str(out)], ROOT)
+              "--out", str(out)], ROOT, tmpdir=tmp_path / "tmp")
     assert r.returncode == 0, r.stderr[-2000:]
+    assert list((tmp_path / "tmp").iterdir()) == []  # its temporary folder went at exit
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == 4 and len({row["edges"] for row in rows}) == 1 and rows[0]["edges"] > 0
     assert {(row["chunk_rows"], row["writers"]) for row in rows} == {(0, 1), (0, 2), (500, 1), (500, 2)}
@@ -185,3 +190,16 @@ def test_corpus_repeated_repeats_the_first_sentences(tmp_path):
     src.write_text("\n\n".join(blocks) + "\n\n", encoding="utf-8")
     out = corpus_repeated(src, 2, 3, tmp_path / "out.conllu").read_text(encoding="utf-8")
     assert [b for b in out.split("\n\n") if b.strip()] == [blocks[0], blocks[1]] * 3
+
+
+def test_the_suite_removes_its_temporary_workdir(tmp_path):
+    """Without --workdir the suite's databases go to a temporary folder, removed at exit (a full
+    run leaves hundreds of MB there); a given --workdir is the user's and stays."""
+    out = tmp_path / "r.json"
+    r = _run(["-m", "benchmarks", "--quick", "--only", "classify", "--out", str(out)], ROOT, tmpdir=tmp_path / "tmp")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(out.read_text())["classify"]["skipped"]
+    assert list((tmp_path / "tmp").iterdir()) == []
+    r = _run(["-m", "benchmarks", "--quick", "--only", "classify", "--out", str(out), "--workdir",
+              str(tmp_path / "mine")], ROOT, tmpdir=tmp_path / "tmp")
+    assert r.returncode == 0 and (tmp_path / "mine").is_dir()
