@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -193,11 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     variants = [] if args.no_variants else [parse_variant(v) for v in (args.variant or ["threads=1", "threads=4"])]
 
-    from benchmarks.common import EWT_DEV, corpus_prefix, machine
+    from benchmarks.common import EWT_DEV, corpus_prefix, machine, scratch_dir
     from headdb.resources import sample_corpus
 
     args.out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="headdb-gpu-"))
+    work = scratch_dir("headdb-gpu-")  # removed at exit, also when a model fails
     src = args.corpus or (EWT_DEV if EWT_DEV.exists() else sample_corpus())
     corpus = corpus_prefix(src, args.sentences, work / "corpus.conllu", repeat=True)
     models = ["tiny"] if args.tiny else [m.strip() for m in args.models.split(",") if m.strip()]
@@ -237,7 +236,6 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as exc:  # noqa: BLE001
                     results.setdefault("errors", []).append(f"variant {knobs}: {exc!r}")
     out_file.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
-    shutil.rmtree(work, ignore_errors=True)
     print(f"wrote {out_file}")
     return 0
 
