@@ -308,8 +308,8 @@ def test_crash_then_rerun_equals_uninterrupted(tmp_path, monkeypatch, uninterrup
     else:
         real = store._insert
 
-        def flaky(con, table, data):
-            real(con, table, data)
+        def flaky(con, table, data, **kwargs):
+            real(con, table, data, **kwargs)
             if table == "run_sentences":
                 calls["n"] += 1
                 if calls["n"] == 4:  # after tokens and run_sentences of batch 4, before its edges
@@ -328,6 +328,52 @@ def test_crash_then_rerun_equals_uninterrupted(tmp_path, monkeypatch, uninterrup
     assert again.resumed and again.run_id == 1 and again.sentences == 24 - 12
     _assert_same_store(_store_snapshot(crashed), expected)
     assert table_rows(crashed, "runs", "status, error") == [("done", None)]
+
+
+def test_rows_go_in_with_plain_inserts_only_where_nothing_of_them_is_stored_yet(tmp_path, monkeypatch, uninterrupted):
+    """A fresh corpus and run skip INSERT OR IGNORE's look-up of stored keys; a second run over
+    the same corpus, and a resumed run, keep it, and store each row once."""
+    import importlib
+
+    import headdb.store as store
+
+    monkeypatch.setattr(importlib.import_module("headdb.ingest"), "COMMIT_EDGES", 0)
+    real = store._insert
+    calls: list[tuple[str, bool]] = []
+
+    def recording(con, table, data, ignore=True):
+        calls.append((table, ignore))
+        if table == "run_sentences" and len(calls) == 4 * 4 and crash["on"]:
+            raise RuntimeError("simulated crash")  # before batch 4's edges
+        real(con, table, data, ignore=ignore)
+
+    crash = {"on": False}
+    monkeypatch.setattr(store, "_insert", recording)
+    db = tmp_path / "store.db"
+    headdb.ingest(db, None, **CRASH_OPTS)
+    assert len(calls) == 6 * 4 and not any(ignore for _, ignore in calls)  # 6 batches, 4 tables each
+    _assert_same_store(_store_snapshot(db), uninterrupted)
+
+    # a second run over the same corpus: its sentences and words are stored; the run is new
+    calls.clear()
+    crash["on"] = True
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        headdb.ingest(db, None, new_run=True, **CRASH_OPTS)
+    assert {(t, i) for t, i in calls} == {("sentences", True), ("words", True), ("tokens", False),
+                                          ("run_sentences", False)}
+    # resumed: what the run stored before the crash is looked for as well
+    calls.clear()
+    crash["on"] = False
+    again = headdb.ingest(db, None, **CRASH_OPTS)
+    assert again.resumed and again.run_id == 2 and again.sentences == 24 - 12
+    assert {(t, i) for t, i in calls} == {("sentences", True), ("words", True), ("tokens", True),
+                                          ("run_sentences", True)}
+    assert table_rows(db, "sentences") == uninterrupted["sentences"]  # each sentence and word once
+    assert table_rows(db, "words") == uninterrupted["words"]
+    tokens = table_rows(db, "tokens")
+    assert [r[1:] for r in tokens if r[0] == 2] == [r[1:] for r in tokens if r[0] == 1] == [
+        r[1:] for r in uninterrupted["tokens"]]
+    assert np.array_equal(edges_array(db, 2)[:, 1:], uninterrupted["edges"][:, 1:])
 
 
 @pytest.mark.parametrize("overlap", [False, True], ids=["sequential", "writer-thread"])

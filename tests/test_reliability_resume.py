@@ -181,8 +181,8 @@ def _flaky_insert(monkeypatch, fail_at: int):
     real = store._insert
     calls = {"tokens": 0}
 
-    def insert(con, table, data):
-        real(con, table, data)
+    def insert(con, table, data, **kwargs):
+        real(con, table, data, **kwargs)
         if table == "tokens":
             calls["tokens"] += 1
             if calls["tokens"] == fail_at:
@@ -229,8 +229,8 @@ def test_cli_write_error_is_one_line(tmp_path, corpus):
     code = (
         "import sys, duckdb, headdb.store as s\n"
         "real = s._insert\n"
-        "def insert(con, table, data):\n"
-        "    real(con, table, data)\n"
+        "def insert(con, table, data, **kwargs):\n"
+        "    real(con, table, data, **kwargs)\n"
         "    if table == 'edges' or table == 'tokens':\n"
         "        raise duckdb.IOException('No space left on device')\n"
         "s._insert = insert\n"
