@@ -485,6 +485,76 @@ def test_overlapping_ingests_leave_the_process_its_own_switch_interval(order):
     assert sys.getswitchinterval() == own
 
 
+@pytest.mark.parametrize("host_frozen", [False, True], ids=["host-froze-nothing", "host-froze-objects"])
+def test_an_ingest_hides_the_objects_alive_at_its_start_from_the_collector_and_restores_it(
+        tmp_path, monkeypatch, uninterrupted, host_frozen):
+    """While it writes, an ingest has the objects alive at its start (the model among them)
+    frozen out of the garbage collector's view; afterwards, and after a failed ingest, they are
+    collected as before. Where the host program froze objects itself, the ingest leaves the
+    collector alone: unfreezing would also take back the host's."""
+    import gc
+    import importlib
+
+    import headdb.store as store
+
+    monkeypatch.setattr(importlib.import_module("headdb.ingest"), "READ_AHEAD", False)
+    gc.collect()
+    if host_frozen:
+        gc.freeze()
+    try:
+        before = gc.get_freeze_count()
+        assert (before > 0) == host_frozen
+        seen: list[int] = []
+        fail = [False]
+        real = store.write_batches
+
+        def recording(con, run_id, corpus_id, parts, timings=None, **kwargs):
+            seen.append(gc.get_freeze_count())
+            if fail[0]:
+                raise RuntimeError("simulated crash")
+            return real(con, run_id, corpus_id, parts, timings, **kwargs)
+
+        monkeypatch.setattr(store, "write_batches", recording)
+        headdb.ingest(tmp_path / "a.db", None, **CRASH_OPTS)
+        assert seen
+        if host_frozen:  # nothing more frozen (frozen objects that die still leave the count)
+            assert max(seen) <= before
+            assert 0 < gc.get_freeze_count() <= before  # and the host's stay frozen
+        else:
+            assert min(seen) > 10_000  # torch, transformers and the model at least
+            assert gc.get_freeze_count() == 0
+        _assert_same_store(_store_snapshot(tmp_path / "a.db"), uninterrupted)
+        fail[0] = True
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            headdb.ingest(tmp_path / "b.db", None, **CRASH_OPTS)
+        assert (0 < gc.get_freeze_count() <= before) if host_frozen else gc.get_freeze_count() == 0
+    finally:
+        gc.unfreeze()
+
+
+@pytest.mark.parametrize("order", ["first-in-first-out", "last-in-first-out"])
+def test_overlapping_ingests_unfreeze_the_heap_when_the_last_one_ends(order):
+    """Two ingests in threads of one process: the heap stays frozen while either runs and is
+    unfrozen when the last one ends, whichever ends first."""
+    import gc
+    import importlib
+
+    ingest_mod = importlib.import_module("headdb.ingest")
+    assert gc.get_freeze_count() == 0
+    a = ingest_mod._FrozenHeap(True)
+    frozen = gc.get_freeze_count()
+    assert frozen > 0
+    b = ingest_mod._FrozenHeap(True)
+    off = ingest_mod._FrozenHeap(False)  # FREEZE_HEAP = False joins nothing
+    off.restore()
+    first, second = (a, b) if order == "first-in-first-out" else (b, a)
+    first.restore()
+    first.restore()  # twice: no effect
+    assert gc.get_freeze_count() == frozen
+    second.restore()
+    assert gc.get_freeze_count() == 0
+
+
 def test_several_writer_threads_store_the_same_and_a_crash_leaves_whole_groups(tmp_path, monkeypatch, uninterrupted):
     """With two writer threads (ingest.WRITERS) groups commit concurrently and may finish out of
     order: the store is the same as one writer's, and a crash leaves only whole groups, from
