@@ -272,7 +272,7 @@ def ingest(
         bar = _progress(progress, n_total, len(finished))
         read_ahead = _read_ahead(am)
         # Where nothing of the corpus's sentences or of the run is stored yet, the writer's
-        # INSERTs need not look for stored keys (INSERT OR IGNORE costs 0.2 s of the EWT ingest)
+        # INSERTs need not look for stored keys (INSERT OR IGNORE cost 0.09 s of the EWT ingest)
         new_sentences = not con.execute(
             "SELECT EXISTS (SELECT 1 FROM sentences WHERE corpus_id = $c) OR EXISTS (SELECT 1 FROM words WHERE corpus_id = $c)",
             {"c": corpus_id}).fetchone()[0]
