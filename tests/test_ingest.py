@@ -425,6 +425,25 @@ def test_batches_commit_in_groups_of_commit_edges_and_a_crash_loses_only_the_ope
     _assert_same_store(_store_snapshot(crashed), uninterrupted)
 
 
+def _probe_writes(monkeypatch, probe) -> tuple[list, list[bool]]:
+    """``probe()`` recorded at each ``store.write_batches`` call; setting the returned flag's
+    ``[0]`` makes the writes fail (a simulated crash)."""
+    import headdb.store as store
+
+    seen: list = []
+    fail = [False]
+    real = store.write_batches
+
+    def recording(con, run_id, corpus_id, parts, timings=None, **kwargs):
+        seen.append(probe())
+        if fail[0]:
+            raise RuntimeError("simulated crash")
+        return real(con, run_id, corpus_id, parts, timings, **kwargs)
+
+    monkeypatch.setattr(store, "write_batches", recording)
+    return seen, fail
+
+
 @pytest.mark.parametrize("overlap", [False, True], ids=["sequential", "writer-thread"])
 def test_writer_threads_shorten_the_switch_interval_while_they_run_and_restore_it(
         tmp_path, monkeypatch, uninterrupted, overlap):
@@ -435,24 +454,12 @@ def test_writer_threads_shorten_the_switch_interval_while_they_run_and_restore_i
     import importlib
     import sys
 
-    import headdb.store as store
-
     ingest_mod = importlib.import_module("headdb.ingest")
     monkeypatch.setattr(ingest_mod, "OVERLAP_WRITES", overlap)
     monkeypatch.setattr(ingest_mod, "READ_AHEAD", False)
     monkeypatch.setattr(ingest_mod, "GIL_SWITCH_US", 250)
     before = sys.getswitchinterval()
-    seen: list[float] = []
-    fail = [False]
-    real = store.write_batches
-
-    def recording(con, run_id, corpus_id, parts, timings=None, **kwargs):
-        seen.append(sys.getswitchinterval())
-        if fail[0]:
-            raise RuntimeError("simulated crash")
-        return real(con, run_id, corpus_id, parts, timings, **kwargs)
-
-    monkeypatch.setattr(store, "write_batches", recording)
+    seen, fail = _probe_writes(monkeypatch, sys.getswitchinterval)
     headdb.ingest(tmp_path / "a.db", None, **CRASH_OPTS)
     assert seen and set(seen) == ({250e-6} if overlap else {before})
     assert sys.getswitchinterval() == before
@@ -495,8 +502,6 @@ def test_an_ingest_hides_the_objects_alive_at_its_start_from_the_collector_and_r
     import gc
     import importlib
 
-    import headdb.store as store
-
     monkeypatch.setattr(importlib.import_module("headdb.ingest"), "READ_AHEAD", False)
     gc.collect()
     if host_frozen:
@@ -504,17 +509,7 @@ def test_an_ingest_hides_the_objects_alive_at_its_start_from_the_collector_and_r
     try:
         before = gc.get_freeze_count()
         assert (before > 0) == host_frozen
-        seen: list[int] = []
-        fail = [False]
-        real = store.write_batches
-
-        def recording(con, run_id, corpus_id, parts, timings=None, **kwargs):
-            seen.append(gc.get_freeze_count())
-            if fail[0]:
-                raise RuntimeError("simulated crash")
-            return real(con, run_id, corpus_id, parts, timings, **kwargs)
-
-        monkeypatch.setattr(store, "write_batches", recording)
+        seen, fail = _probe_writes(monkeypatch, gc.get_freeze_count)
         headdb.ingest(tmp_path / "a.db", None, **CRASH_OPTS)
         assert seen
         if host_frozen:  # nothing more frozen (frozen objects that die still leave the count)
