@@ -43,6 +43,30 @@ def test_benchmark_suite_quick(tmp_path):
 
 
 @pytest.mark.slow
+def test_each_text_ingest_of_the_benchmark_parses_with_a_freshly_loaded_pipeline(tmp_path, monkeypatch):
+    """As a fresh `headdb ingest` does: the texts parsed for the forward-only batches must not
+    have warmed the pipeline (its vocabulary) that the timed ingests parse with."""
+    import importlib
+
+    from headdb.resources import sample_corpus
+
+    parse = importlib.import_module("headdb.parse")
+    sections = importlib.import_module("benchmarks.sections")
+    pipelines: list = []  # held, so that no two can share an id
+    real = parse.SpacyParser.__call__
+
+    def recording(self, texts):
+        pipelines.append(self.nlp)
+        return real(self, texts)
+
+    monkeypatch.setattr(parse.SpacyParser, "__call__", recording)
+    out = sections.ingestion(tmp_path, sample_corpus(), 6, 2, 4, None, "cpu", "float32")
+    assert out["text"]["end_to_end_sps"] > 0
+    # the forward-only batches' parse, then each of the two ingests, each with its own pipeline
+    assert len(pipelines) >= 3 and len({id(nlp) for nlp in pipelines}) == 3
+
+
+@pytest.mark.slow
 def test_gpu_benchmark_runs_on_cpu(tmp_path):
     r = _run(["-m", "benchmarks.gpu", "--device", "cpu", "--tiny", "--dtypes", "float32", "--batch-sizes", "4",
               "--sentences", "6", "--no-variants", "--out", str(tmp_path)], ROOT)
