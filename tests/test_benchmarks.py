@@ -66,6 +66,38 @@ def test_each_text_ingest_of_the_benchmark_parses_with_a_freshly_loaded_pipeline
     assert len(pipelines) >= 3 and len({id(nlp) for nlp in pipelines}) == 3
 
 
+def test_the_timed_classification_checks_the_roles_as_a_fresh_process_does(tmp_path, monkeypatch):
+    """The fidelity section classifies before the classify section: the timed classification
+    must still run the roles' checks, as `headdb classify` in a new process does."""
+    import importlib
+
+    import numpy as np
+
+    from role_reference import build_store, dirichlet_attention, simple_seq
+
+    roles = importlib.import_module("headdb.roles")
+    sections = importlib.import_module("benchmarks.sections")
+    seqs = [simple_seq([1, 2, 1], [1, None, 1], ["nsubj", "root", "obj"])] * 2
+    rng = np.random.default_rng(0)
+    db = tmp_path / "c.db"
+    build_store(db, seqs, [dirichlet_attention(rng, 1, 2, q.length) for q in seqs], pairs=False, run_id=1, top_k=3)
+    checked: list[str] = []
+    real = roles.check_columns
+
+    def counting(con, role, attention=None):
+        checked.append(role.name)
+        return real(con, role, attention)
+
+    monkeypatch.setattr(roles, "check_columns", counting)
+    monkeypatch.setattr(roles, "_CHECKED", set())  # whatever this test process has checked before
+    headdb_classify = importlib.import_module("headdb.classify").classify
+    headdb_classify(db, run=1)  # as the fidelity section does first
+    first = len(checked)
+    assert first >= 10  # every built-in role
+    sections.classify_run(db, 1)
+    assert len(checked) == 2 * first
+
+
 @pytest.mark.slow
 def test_gpu_benchmark_runs_on_cpu(tmp_path):
     r = _run(["-m", "benchmarks.gpu", "--device", "cpu", "--tiny", "--dtypes", "float32", "--batch-sizes", "4",
