@@ -91,6 +91,8 @@ KNOBS = {"threads": ("headdb.ingest", "APPEND_THREADS"), "overlap": ("headdb.ing
          "switch_us": ("headdb.ingest", "GIL_SWITCH_US"),
          # false: the model runs whole instead of stopping at the last attention map
          "stop_at_last_map": ("headdb.model", "STOP_AT_LAST_MAP"),
+         # false: the objects alive at the ingest's start stay in the garbage collector's view
+         "freeze_heap": ("headdb.ingest", "FREEZE_HEAP"),
          # an argument of ingest(), not a module setting: 16 rounds the weights on the device
          "weight_bits": (None, "weight_bits"),
          # an environment variable: the tokenizer's own threads (headdb turns them off by default)

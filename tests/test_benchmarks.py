@@ -114,13 +114,14 @@ def test_gpu_benchmark_variants_set_the_named_settings(tmp_path):
     r = _run(["-m", "benchmarks.gpu", "--device", "cpu", "--tiny", "--dtypes", "float32", "--batch-sizes", "4",
               "--sentences", "6", "--variant", "writers=2,overlap=true", "--variant", "chunk=100",
               "--variant", "weight_bits=16", "--variant", "switch_us=0", "--variant", "tokenizer_parallel=true",
-              "--variant", "stop_at_last_map=false",
+              "--variant", "stop_at_last_map=false", "--variant", "freeze_heap=false",
               "--out", str(tmp_path)], ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = json.loads((tmp_path / "gpu-results.json").read_text())["rows"]
     assert [row["variant"] for row in rows] == ["default", "writers2-overlapTrue", "chunk100", "weight_bits16",
-                                                "switch_us0", "tokenizer_parallelTrue", "stop_at_last_mapFalse"]
-    assert [row["weight_bits"] for row in rows] == [32, 32, 32, 16, 32, 32, 32]
+                                                "switch_us0", "tokenizer_parallelTrue", "stop_at_last_mapFalse",
+                                                "freeze_heapFalse"]
+    assert [row["weight_bits"] for row in rows] == [32, 32, 32, 16, 32, 32, 32, 32]
     assert all(row["sentences"] == 6 and row["edges"] == rows[0]["edges"] for row in rows)
     assert all(row["host_cache_emptied"] is False for row in rows)  # no CUDA here
 
