@@ -33,35 +33,31 @@ def _batches(am, corpus: Path, fmt: str, batch_size: int, parser=None) -> list[l
     return out
 
 
+def _timed_forward(am, batches: list[list], step) -> tuple[int, float]:
+    """Sentences and seconds for ``step(inputs)`` over the padded tensors ingest() builds for
+    ``batches`` (built before the clock starts), waiting for a GPU's kernels at the end."""
+    prepared = [am._inputs(b) for b in batches]
+    with am.torch.inference_mode():
+        t0 = time.perf_counter()
+        for inputs in prepared:
+            step(inputs)
+        am._sync()
+        return sum(len(b) for b in batches), time.perf_counter() - t0
+
+
 def forward_only(am, batches: list[list]) -> tuple[int, float]:
     """Seconds for the model alone (eager attention, attentions returned, nothing else)."""
-    torch = am.torch
-    prepared = [am._inputs(b) for b in batches]  # the padded tensors ingest() builds
-    n = sum(len(b) for b in batches)
-    t0 = time.perf_counter()
-    with torch.inference_mode():
-        for inputs in prepared:
-            am.model(**inputs, output_attentions=True, return_dict=True)
-        if am.device.startswith("cuda"):
-            torch.cuda.synchronize()
-    return n, time.perf_counter() - t0
+    return _timed_forward(am, batches, lambda inputs: am.model(**inputs, output_attentions=True, return_dict=True))
 
 
 def forward_to_last_map(am, batches: list[list]) -> tuple[int, float] | None:
     """Seconds for the forward as ingest() runs it: stopped at the last layer's attention map
     (``AttentionModel._attention_maps``), nothing else. None where the model runs whole."""
-    torch = am.torch
-    prepared = [am._inputs(b) for b in batches]
-    with torch.inference_mode():
-        am._attention_maps(prepared[0])  # the first batch checks the taps
-        if not am.stops_early:
-            return None
-        t0 = time.perf_counter()
-        for inputs in prepared:
-            am._attention_maps(inputs)
-        if am.device.startswith("cuda"):
-            torch.cuda.synchronize()
-    return sum(len(b) for b in batches), time.perf_counter() - t0
+    with am.torch.inference_mode():
+        am._attention_maps(am._inputs(batches[0]))  # the first batch checks the taps
+    if not am.stops_early:
+        return None
+    return _timed_forward(am, batches, am._attention_maps)
 
 
 def cold_parser() -> None:
