@@ -66,7 +66,8 @@ def cold_parser() -> None:
     makes a lexeme for each word type the first time it meets it: EWT dev's texts parse in 3.0 s
     the first time and 2.2 s after that (docs/benchmarks.md, ninth session). Until the ninth
     session the texts parsed for the forward-only batches had warmed the pipeline for every
-    ingest of the text rows."""
+    ingest of the text rows. The parser's worker processes (``ingest(parse_processes=...)``) are
+    new for each ingest, so they always start cold."""
     from headdb.parse import _load
 
     _load.cache_clear()
@@ -89,7 +90,7 @@ def ingestion(workdir: Path, corpus: Path, n: int, reps: int, batch_size: int, m
         if fmt == "text":
             from headdb.parse import DEFAULT_PIPELINE, SpacyParser
 
-            parser = SpacyParser(DEFAULT_PIPELINE)
+            parser = SpacyParser(DEFAULT_PIPELINE, processes=1)  # only to build the batches
         batches = _batches(am, path, fmt, batch_size, parser)
         fwd, to_map, e2e, stages = [], [], [], []
         for rep in range(reps):  # interleaved: the machine is shared, so both see the same noise

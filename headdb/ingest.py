@@ -167,6 +167,12 @@ def _ahead(items: Iterator[list], timings: dict[str, float], depth: int = 1) -> 
             thread.join(0.05)
 
 
+#: Raw text of at least this many sentences is parsed in several processes by default
+#: (``parse.default_processes``); shorter text in this one. On 2 cores a second process took the
+#: parse of EWT dev's 2,001 texts from 3.4-3.9 s to 2.1 s (docs/benchmarks.md).
+PARALLEL_PARSE_MIN_SENTENCES = 500
+
+
 def _fingerprint(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -193,6 +199,7 @@ def ingest(
     new_run: bool = False,
     progress: bool | Callable[[int], None] = False,
     weight_bits: int = 32,
+    parse_processes: int | None = None,
 ) -> IngestResult:
     """Ingest a corpus's attention into the store at ``db`` and return the run.
 
@@ -201,15 +208,19 @@ def ingest(
     unless ``new_run``. ``weight_bits`` 16 stores a sparse run's weights as 16-bit fixed point
     (rounded down to a multiple of 1/65535; a 28% smaller file on EWT; SCORES.md's bounds stay bounds,
     widened by the rounding); a dense run keeps float32, which reproduces the attention exactly.
+    ``parse_processes``: processes that parse raw text with spaCy (default: one per core, at most
+    4, for texts of at least ``PARALLEL_PARSE_MIN_SENTENCES`` sentences, else 1; see
+    :class:`headdb.parse.SpacyParser`); the words are the same with any number.
     """
-    import time
-
-    from headdb.resources import default_model, sample_corpus
+    from headdb.resources import sample_corpus
 
     if batch_size < 1:
         raise InputError("--batch-size must be at least 1")
     if limit is not None and limit < 1:
         raise InputError("--limit must be at least 1")
+    if parse_processes is not None and (isinstance(parse_processes, bool) or not isinstance(parse_processes, int)
+                                        or parse_processes < 1):
+        raise InputError(f"--parse-processes must be a whole number of at least 1, not {parse_processes!r}")
     if dense and (min_mass is not None):
         raise InputError("--dense keeps every key; it cannot be combined with --min-mass")
     from headdb.store import WEIGHT_BITS
@@ -230,18 +241,42 @@ def ingest(
     if limit is not None:
         n_total = min(n_total, limit)
     sha = file_sha256(corpus_path)
-    # 2. the model and parser, so that their errors also come before any write
-    from headdb.model import AttentionModel
-
-    model_name = str(model) if model is not None else default_model()  # a local folder may come as a Path
-    am = AttentionModel(model_name, device=device, dtype=dtype, download=download, max_length=max_length)
+    # 2. the parser and the model, so that their errors also come before any write; the
+    # parser's worker processes load their pipelines while the model loads
     spacy_parser = None
     parser_desc = "gold"
     if fmt != "conllu":
         from headdb.parse import DEFAULT_PIPELINE, SpacyParser
 
-        spacy_parser = SpacyParser(parser or DEFAULT_PIPELINE)
+        processes = parse_processes
+        if processes is None and n_total < PARALLEL_PARSE_MIN_SENTENCES:
+            processes = 1  # a worker's start (about 1 s of a core) would cost more than it saves
+        spacy_parser = SpacyParser(parser or DEFAULT_PIPELINE, processes=processes)
         parser_desc = spacy_parser.description
+    try:
+        return _ingest_loaded(db, corpus_path, fmt, pairs, n_total, stats, sha, spacy_parser, parser_desc,
+                              model=model, sparsity=sparsity, truncate=truncate, max_length=max_length,
+                              limit=limit, batch_size=batch_size, device=device, dtype=dtype, run_name=run_name,
+                              download=download, new_run=new_run, progress=progress, weight_bits=weight_bits)
+    finally:
+        if spacy_parser is not None:
+            spacy_parser.close()
+
+
+def _ingest_loaded(db, corpus_path: Path, fmt: str, pairs: bool, n_total: int, stats, sha: str, spacy_parser,
+                   parser_desc: str, *, model, sparsity: Sparsity, truncate: bool, max_length: int | None,
+                   limit: int | None, batch_size: int, device: str, dtype: str, run_name: str | None,
+                   download: bool, new_run: bool, progress, weight_bits: int) -> IngestResult:
+    """:func:`ingest` once its input is validated and its parser loaded: the model and the run."""
+    import time
+
+    from headdb.model import AttentionModel
+    from headdb.resources import default_model
+
+    model_name = str(model) if model is not None else default_model()  # a local folder may come as a Path
+    am = AttentionModel(model_name, device=device, dtype=dtype, download=download, max_length=max_length)
+    if spacy_parser is not None:
+        spacy_parser.wait_ready()  # the parser's workers have loaded while the model did; the clock starts later
     settings = {
         "corpus_sha256": sha, "format": fmt, "pairs": pairs, "parser": parser_desc,
         "model_hash": am.model_hash, "dtype": dtype, "max_length": am.max_length, "truncate": truncate,

