@@ -69,10 +69,35 @@ def parse_texts(nlp, texts: list[str], batch_size: int) -> list[tuple[tuple, ...
     return out
 
 
-def _needs_torch(nlp) -> bool:
-    """Whether a pipeline may run PyTorch layers (a transformer pipeline: its package requires
-    spacy-transformers or curated-transformers). Workers of other pipelines load without torch."""
-    requirements = " ".join(nlp.meta.get("requirements", []) or []).lower()
+def _meta(name: str) -> dict | None:
+    """A pipeline's meta.json, found without importing spaCy (which imports torch through thinc,
+    2 s): in a pipeline folder, or at the root of an installed pipeline package. None where not found."""
+    import importlib.util
+    import json
+
+    folder = Path(name)
+    if not folder.is_dir():
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        folder = Path(list(spec.submodule_search_locations)[0])
+    try:
+        return json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _needs_torch(name: str) -> bool:
+    """Whether a pipeline may run PyTorch layers: a transformer pipeline (its package requires
+    spacy-transformers or curated-transformers), or one whose meta.json is not found. Workers of
+    other pipelines load without torch."""
+    meta = _meta(name)
+    if meta is None:
+        return True
+    requirements = " ".join(meta.get("requirements", []) or []).lower()
     return "transformers" in requirements or "torch" in requirements
 
 
@@ -118,7 +143,7 @@ class _Worker:
         self.proc = subprocess.Popen(args,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
                                      env=env, start_new_session=True)
-        self._ready = False
+        self._loading = True
 
     def _reply(self):
         try:
@@ -135,9 +160,11 @@ class _Worker:
         return value
 
     def wait_ready(self) -> None:
-        if not self._ready:
-            self._reply()  # "ready": the pipeline is loaded
-            self._ready = True
+        if self._loading:
+            try:
+                self._reply()  # "ready": the pipeline is loaded (or an error saying why not)
+            finally:
+                self._loading = False
 
     def start(self, texts: list[str]) -> None:
         self.wait_ready()
@@ -148,6 +175,8 @@ class _Worker:
 
     def close(self) -> None:
         proc = self.proc
+        if self._loading and proc.poll() is None:
+            proc.kill()  # still loading its pipeline: nothing to finish
         for stream in (proc.stdin, proc.stdout):  # end of input, and no reader: the worker exits
             try:
                 if stream is not None:
@@ -174,14 +203,15 @@ class SpacyParser:
         if processes is not None and (isinstance(processes, bool) or not isinstance(processes, int) or processes < 1):
             raise InputError(f"--parse-processes must be a whole number of at least 1, not {processes!r}")
         self.name = name
-        self.nlp = _load(name)  # fails here, before any worker starts, where the pipeline is missing
         self.batch_size = batch_size
         self.processes = default_processes() if processes is None else processes
         self._workers: list[_Worker] = []
         try:
-            torch = _needs_torch(self.nlp)
+            # the workers first: they load their pipelines while this process loads its own
+            torch = _needs_torch(name)
             for _ in range(self.processes - 1):
                 self._workers.append(_Worker(name, batch_size, torch))
+            self.nlp = _load(name)
         except BaseException:
             self.close()
             raise

