@@ -53,13 +53,13 @@ def test_each_text_ingest_of_the_benchmark_parses_with_a_freshly_loaded_pipeline
     parse = importlib.import_module("headdb.parse")
     sections = importlib.import_module("benchmarks.sections")
     pipelines: list = []  # held, so that no two can share an id
-    real = parse.SpacyParser.__call__
+    real = parse.SpacyParser._finish  # every batch's parse here, through a call or a pipe
 
-    def recording(self, texts):
+    def recording(self, own, busy):
         pipelines.append(self.nlp)
-        return real(self, texts)
+        return real(self, own, busy)
 
-    monkeypatch.setattr(parse.SpacyParser, "__call__", recording)
+    monkeypatch.setattr(parse.SpacyParser, "_finish", recording)
     out = sections.ingestion(tmp_path, sample_corpus(), 6, 2, 4, None, "cpu", "float32")
     assert out["text"]["end_to_end_sps"] > 0
     # the forward-only batches' parse, then each of the two ingests, each with its own pipeline
