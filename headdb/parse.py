@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
@@ -131,6 +132,11 @@ def receive(stream):
     return pickle.loads(data)
 
 
+class WorkerLost(InputError):
+    """A parsing worker process could not load its pipeline, or exited (or could not be written
+    to) before it answered. :class:`SpacyParser` then warns and parses in the calling process."""
+
+
 class _Worker:
     """One worker process with its own pipeline; started at once, waited for on first use.
 
@@ -153,6 +159,7 @@ class _Worker:
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
                                      env=env, start_new_session=True)
         self._loading = True
+        self.alive = True  # until closed
         self._replies: queue.Queue = queue.Queue()
         self._reader = threading.Thread(target=self._read_replies, name="headdb-parse-replies", daemon=True)
         self._reader.start()
@@ -172,7 +179,7 @@ class _Worker:
             self._stderr.seek(0)
             tail = self._stderr.read().decode("utf-8", "replace").strip().splitlines()[-3:]
             detail = f": {' / '.join(tail)}" if tail else ""
-            raise InputError(f"spaCy parser process for {self.name!r} exited unexpectedly (exit code {code})"
+            raise WorkerLost(f"spaCy parser process for {self.name!r} exited unexpectedly (exit code {code})"
                              f"{detail}")
         kind, value = message
         if kind == "error":
@@ -183,6 +190,10 @@ class _Worker:
         if self._loading:
             try:
                 self._reply()  # "ready": the pipeline is loaded (or an error saying why not)
+            except WorkerLost:
+                raise
+            except InputError as exc:
+                raise WorkerLost(f"spaCy parser process could not load {self.name!r}: {exc}") from None
             finally:
                 self._loading = False
 
@@ -191,15 +202,16 @@ class _Worker:
         self.wait_ready()
         try:
             send(self.proc.stdin, texts)
-        except OSError:  # the worker has gone: say how
+        except OSError as exc:  # the worker has gone: say how
             self._reply()
-            raise
+            raise WorkerLost(f"spaCy parser process for {self.name!r} could not be sent texts ({exc})") from None
 
     def result(self) -> list[tuple[tuple, ...]]:
         """The words of the oldest queued texts."""
         return self._reply()
 
     def close(self) -> None:
+        self.alive = False
         proc = self.proc
         if self._loading and proc.poll() is None:
             proc.kill()  # still loading its pipeline: nothing to finish
@@ -248,10 +260,13 @@ class SpacyParser:
             raise
 
     def wait_ready(self) -> None:
-        """Wait until every worker has loaded its pipeline (the first call does otherwise)."""
+        """Wait until every worker has loaded its pipeline (the first call does otherwise). One
+        that cannot is warned about, and the parser goes on in this process."""
         try:
             for worker in self._workers:
                 worker.wait_ready()
+        except WorkerLost as exc:
+            self._lose(exc)
         except BaseException:
             self.close()
             raise
@@ -263,26 +278,45 @@ class SpacyParser:
         meta = self.nlp.meta
         return f"spacy {spacy.__version__} {meta.get('lang', '')}_{meta.get('name', self.name)} {meta.get('version', '')}"
 
-    def _share_out(self, texts: list[str]) -> tuple[list[str], list[_Worker]]:
-        """Queue the workers' shares of ``texts``: returns this process's share and the workers
-        that have one."""
+    def _share_out(self, texts: list[str]) -> list[tuple[_Worker | None, list[str]]]:
+        """Cut ``texts`` into consecutive shares and queue the workers' (None: this process's)."""
         n = max(1, min(len(self._workers) + 1, len(texts) // MIN_SHARE))
         bounds = [len(texts) * i // n for i in range(n + 1)]
-        busy = self._workers[: n - 1]
-        for i, worker in enumerate(busy, start=1):
-            worker.start(texts[bounds[i]:bounds[i + 1]])
-        return texts[: bounds[1]], busy
+        shares: list[tuple[_Worker | None, list[str]]] = [(None, texts[: bounds[1]])]
+        for i, worker in enumerate(self._workers[: n - 1], start=1):
+            share = texts[bounds[i]:bounds[i + 1]]
+            try:
+                worker.start(share)
+            except WorkerLost as exc:
+                self._lose(exc)
+                shares.append((None, share))
+            else:
+                shares.append((worker, share))
+        return shares
 
-    def _finish(self, own: list[str], busy: list[_Worker]) -> list[tuple[Word, ...]]:
-        """Parse this process's share, then collect the workers' (in order)."""
-        parsed = parse_texts(self.nlp, own, self.batch_size)
-        for worker in busy:
-            parsed.extend(worker.result())
+    def _finish(self, shares: list[tuple[_Worker | None, list[str]]]) -> list[tuple[Word, ...]]:
+        """Parse this process's shares and collect the workers', in order. A share whose worker
+        was lost is parsed here."""
+        parsed: list[tuple[tuple, ...]] = []
+        for worker, share in shares:
+            if worker is not None and worker.alive:
+                try:
+                    parsed.extend(worker.result())
+                    continue
+                except WorkerLost as exc:
+                    self._lose(exc)
+            parsed.extend(parse_texts(self.nlp, share, self.batch_size))
         return [tuple(Word(*fields) for fields in words) for words in parsed]
+
+    def _lose(self, exc: WorkerLost) -> None:
+        """A worker has gone (or never loaded): say so, stop the others, and parse here from now
+        on (the words are the same)."""
+        warnings.warn(f"{exc}; parsing goes on in this process", RuntimeWarning, stacklevel=3)
+        self.close()
 
     def __call__(self, texts: list[str]) -> list[tuple[Word, ...]]:
         try:
-            return self._finish(*self._share_out(texts))
+            return self._finish(self._share_out(texts))
         except BaseException:
             self.close()  # a reply may still be on its way: no worker is used again
             raise
@@ -293,14 +327,14 @@ class SpacyParser:
         parse it while the caller does something else (an ingest's model runs; with
         ``background``, workers then take only the cores it leaves idle)."""
         batches = iter(batches)
-        queued: deque = deque()  # (own share, busy workers) of the batches already shared out
+        queued: deque = deque()  # the shares of the batches already shared out, oldest first
         try:
             for texts in batches:
                 queued.append(self._share_out(texts))
                 if len(queued) > PARSE_AHEAD:
-                    yield self._finish(*queued.popleft())
+                    yield self._finish(queued.popleft())
             while queued:
-                yield self._finish(*queued.popleft())
+                yield self._finish(queued.popleft())
         except BaseException:
             self.close()  # stopped early or failed: queued replies are not read, no worker is used again
             raise

@@ -128,24 +128,51 @@ def test_background_workers_parse_at_the_lowest_priority():
             assert nice(parser._workers[0].proc.pid) == expected
 
 
-def test_a_dead_worker_is_a_clear_error_and_the_parser_goes_on_alone():
+def test_a_dead_worker_is_warned_about_and_its_share_parsed_here():
     texts = _texts()[:64]
+    expected = _fields(parse.SpacyParser(processes=1)(texts))
     parser = parse.SpacyParser(processes=2)
     try:
         parser.wait_ready()
         parser._workers[0].proc.kill()
-        with pytest.raises(InputError, match="parser process .* exited unexpectedly"):
-            parser(texts)
+        with pytest.warns(RuntimeWarning, match="parser process .* exited unexpectedly .*; parsing goes on in this process"):
+            got = parser(texts)
+        assert _fields(got) == expected
         assert parser._workers == []  # closed after the failure: no reply can arrive out of turn
-        assert len(parser(texts)) == len(texts)
+        assert _fields(parser(texts)) == expected
     finally:
         parser.close()
+
+
+def test_a_pipe_whose_worker_dies_still_hands_back_every_batch():
+    texts = _texts()[:200]
+    batches = [texts[i:i + 50] for i in range(0, 200, 50)]
+    expected = _fields(parse.SpacyParser(processes=1)(texts))
+    with parse.SpacyParser(processes=2) as parser:
+        words = parser.pipe(iter(batches))
+        got = list(next(words))  # the worker now holds shares of the first two batches
+        parser._workers[0].proc.kill()
+        with pytest.warns(RuntimeWarning, match="exited unexpectedly") as caught:
+            got += [w for batch in words for w in batch]
+        assert len(caught) == 1
+        assert _fields(got) == expected
+
+
+def test_a_worker_that_cannot_start_leaves_the_parse_to_this_process(monkeypatch):
+    real = parse._Worker.__init__
+    monkeypatch.setattr(parse._Worker, "__init__", lambda self, name, *a: real(self, "no_such_pipeline_xyz", *a))
+    texts = _texts()[:40]
+    with parse.SpacyParser(processes=2) as parser:
+        with pytest.warns(RuntimeWarning, match="could not load 'no_such_pipeline_xyz'.*not installed"):
+            parser.wait_ready()
+        assert parser._workers == []
+        assert len(parser(texts)) == 40
 
 
 def test_a_worker_that_cannot_load_its_pipeline_says_why():
     worker = parse._Worker("no_such_pipeline_xyz", 8)
     try:
-        with pytest.raises(InputError, match="'no_such_pipeline_xyz' is not installed"):
+        with pytest.raises(parse.WorkerLost, match="could not load 'no_such_pipeline_xyz'.*is not installed"):
             worker.wait_ready()
     finally:
         worker.close()
