@@ -269,3 +269,16 @@ def test_a_parser_closed_while_its_workers_load_stops_them_at_once():
     procs = [w.proc for w in parser._workers]
     parser.close()  # the workers are still importing spaCy: they are killed, not waited for
     assert [p.returncode for p in procs] == [-signal.SIGKILL]
+
+
+def test_spacys_error_inside_a_worker_comes_back_as_an_input_error_and_the_worker_goes_on():
+    worker = parse._Worker(parse.DEFAULT_PIPELINE, 8, torch=False)
+    try:
+        worker.start([None])  # not a text: spaCy raises inside the worker
+        with pytest.raises(InputError, match="spaCy failed to parse a batch"):
+            worker.result()
+        worker.start(["The cat sat ."])
+        assert [w[0] for w in worker.result()[0]] == ["The", "cat", "sat", "."]
+    finally:
+        worker.close()
+    assert worker.proc.returncode == 0
