@@ -55,9 +55,9 @@ def test_each_text_ingest_of_the_benchmark_parses_with_a_freshly_loaded_pipeline
     pipelines: list = []  # held, so that no two can share an id
     real = parse.SpacyParser._finish  # every batch's parse here, through a call or a pipe
 
-    def recording(self, own, busy):
+    def recording(self, shares):
         pipelines.append(self.nlp)
-        return real(self, own, busy)
+        return real(self, shares)
 
     monkeypatch.setattr(parse.SpacyParser, "_finish", recording)
     out = sections.ingestion(tmp_path, sample_corpus(), 6, 2, 4, None, "cpu", "float32")
