@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from headdb.db import connect, connect_restricted, transaction
+from headdb.db import connect, connect_restricted, registered, transaction
 from headdb.errors import DatabaseError, InputError
 from headdb.roles import Role, load_roles
 from headdb.stats import CORRECTIONS, RESULT_COLUMNS, head_tests, role_tests
@@ -151,14 +151,11 @@ def _score_and_store(db: str | Path, run_id: int, roles: list[Role], bits: int, 
             tests = results.rename(columns={"run": "run_id"})
             tests["classification_id"] = classification_id
             tests["role_sha256"] = tests["role"].astype(str).map({r.name: r.sha256 for r in roles})
-            con.register("_headdb_tests", tests)
-            try:
+            with registered(con, "_headdb_tests", tests):
                 con.execute("INSERT INTO head_tests (classification_id, run_id, layer, head, role, n, mean, std, tau, "
                             "t, p, p_adj, significant, ci_low, ci_high, flip_possible, role_sha256) "
                             "SELECT classification_id, run_id, layer, head, role, n, mean, std, tau, t, p, p_adj, "
                             "significant, ci_low, ci_high, flip_possible, role_sha256 FROM _headdb_tests")
-            finally:
-                con.unregister("_headdb_tests")
     finally:
         con.close()
     return results, int(classification_id)

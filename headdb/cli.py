@@ -18,7 +18,7 @@ app = typer.Typer(
     help="headdb: transformer attention as a DuckDB store, with per-head role tests.",
     pretty_exceptions_enable=False,
 )
-_state = {"debug": False}
+_state = {"debug": False, "interrupt_reported": False}
 
 
 @app.callback()
@@ -137,12 +137,18 @@ def ingest(
     """
     from headdb.ingest import ingest as api_ingest
 
-    result = api_ingest(
-        db, corpus, format=format, pairs=pairs, model=model, top_k=top_k, min_mass=min_mass, dense=dense,
-        truncate=truncate, max_length=max_length, limit=limit, batch_size=batch_size, device=device,
-        dtype=dtype, run_name=run_name, parser=parser, download=download, new_run=new_run,
-        progress=not quiet and sys.stderr.isatty(), weight_bits=weight_bits, parse_processes=parse_processes,
-    )
+    try:
+        result = api_ingest(
+            db, corpus, format=format, pairs=pairs, model=model, top_k=top_k, min_mass=min_mass, dense=dense,
+            truncate=truncate, max_length=max_length, limit=limit, batch_size=batch_size, device=device,
+            dtype=dtype, run_name=run_name, parser=parser, download=download, new_run=new_run,
+            progress=not quiet and sys.stderr.isatty(), weight_bits=weight_bits, parse_processes=parse_processes,
+        )
+    except KeyboardInterrupt:
+        typer.echo("interrupted: the batches committed so far are kept; run the same command again to resume",
+                   err=True)
+        _state["interrupt_reported"] = True
+        raise typer.Exit(130) from None
     err = typer.echo
     if result.already_done:
         err(f"run {result.run_id} ({result.run_name}) with these settings is already complete; "
@@ -421,8 +427,11 @@ def main() -> None:
     """Entry point: run the app, turning headdb errors into one line and exit code 1."""
     from headdb.errors import HeaddbError
 
+    _state["interrupt_reported"] = False
     try:
-        app(standalone_mode=False)
+        # without standalone mode typer returns an exit code instead of exiting: 130 for Ctrl-C
+        # (it turns KeyboardInterrupt into Exit(130)), or what a command's typer.Exit carried
+        code = app(standalone_mode=False)
     except HeaddbError as exc:
         if _state["debug"]:
             raise
@@ -450,6 +459,10 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+        if code == 130 and not _state.get("interrupt_reported"):
+            typer.echo("interrupted", err=True)
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -190,6 +190,26 @@ def connect_restricted(path: str | Path, memory_limit_mb: int | None = None) -> 
 
 
 @contextmanager
+def registered(con: duckdb.DuckDBPyConnection, name: str, data: Any) -> Iterator[None]:
+    """``data`` (an Arrow table or a DataFrame) visible to ``con``'s SQL as ``name`` for the block.
+
+    Where the block fails inside a transaction, DuckDB has aborted the transaction and refuses
+    the unregister ("Current transaction is aborted"): the block's own error, a full disk or an
+    interrupted query, is the one that propagates (the name goes with the rollback's connection
+    state or the next register)."""
+    con.register(name, data)
+    try:
+        yield
+    except BaseException:
+        try:
+            con.unregister(name)
+        except duckdb.Error:
+            pass
+        raise
+    con.unregister(name)
+
+
+@contextmanager
 def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
     """All or nothing: commit when the block ends, roll back on any exception."""
     con.execute("BEGIN TRANSACTION")

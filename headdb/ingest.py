@@ -348,6 +348,9 @@ def _ingest_loaded(db, corpus_path: Path, fmt: str, pairs: bool, n_total: int, s
             if windows is not None:
                 windows.close()  # stops a reading thread
             writer.close(abort=True)
+            if _interrupted(exc) and not isinstance(exc, KeyboardInterrupt):
+                _fail(con, run_id, KeyboardInterrupt())  # Ctrl-C during a DuckDB statement
+                raise KeyboardInterrupt from exc
             _fail(con, run_id, exc)
             _raise_write_error(db, run_id, exc)
             raise
@@ -708,6 +711,15 @@ def _start_run(con, fingerprint, new_run, run_name, corpus_path, sha, fmt, pairs
         if run_name is None:
             con.execute("UPDATE runs SET run_name = 'run-' || run_id WHERE run_id = ?", [run_id])
     return run_id, False, False
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Ctrl-C: Python's KeyboardInterrupt, or a DuckDB statement it interrupted (DuckDB's Python
+    client takes the signal and raises ``RuntimeError("Query interrupted")`` instead)."""
+    import duckdb
+
+    return (isinstance(exc, (KeyboardInterrupt, duckdb.InterruptException))
+            or (type(exc) is RuntimeError and str(exc).strip() == "Query interrupted"))
 
 
 def _fail(con, run_id: int, exc: BaseException) -> None:

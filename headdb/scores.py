@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from headdb.db import connect_restricted, quote_ident
+from headdb.db import connect_restricted, quote_ident, registered
 from headdb.errors import RoleError
 from headdb.resources import query
 from headdb.roles import Role, fill, load_roles, set_params, sieve_sql
@@ -197,13 +197,10 @@ def _scoring_queries(con: duckdb.DuckDBPyConnection, run_id: int, bits: int,
     pieces = _sentence_ranges(con, run_id)
     while passes:
         start, n_roles, sieve = passes.pop(0)
-        con.register(_ARROW_SIEVE, sieve)
-        try:
+        with registered(con, _ARROW_SIEVE, sieve):
             for sql, params in _pass_queries(n_roles, _ARROW_SIEVE, bits, pieces, run_id):
                 yield start, sql, params
-        finally:
-            con.unregister(_ARROW_SIEVE)
-            del sieve
+        del sieve
 
 
 def store_scores(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role], bits: int,

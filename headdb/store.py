@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 
 from headdb.corpus import Sentence
-from headdb.db import connect, transaction
+from headdb.db import connect, registered, transaction
 from headdb.errors import DatabaseError
 from headdb.sparsify import BatchEdges, SentenceEdges
 
@@ -47,13 +47,10 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table, ignore: 
     """Append ``data`` to ``table``; with ``ignore`` rows whose key is stored already are left
     out (INSERT OR IGNORE), without it a stored key fails the INSERT."""
     # table names here are constants of this module, never user input
-    con.register("_headdb_batch", data)
-    try:
-        cols = ", ".join(f'"{c}"' for c in data.column_names)
-        insert_sql = "INSERT OR IGNORE" if ignore else "INSERT"
+    cols = ", ".join(f'"{c}"' for c in data.column_names)
+    insert_sql = "INSERT OR IGNORE" if ignore else "INSERT"
+    with registered(con, "_headdb_batch", data):
         con.execute(f'{insert_sql} INTO "{table}" ({cols}) SELECT {cols} FROM _headdb_batch')
-    finally:
-        con.unregister("_headdb_batch")
 
 
 def sentence_tables(corpus_id: int, sentences: list[Sentence]) -> tuple[pa.Table, pa.Table]:
@@ -158,11 +155,8 @@ def insert_edges(con: duckdb.DuckDBPyConnection, run_id: int, table: pa.Table, w
     rounded = "weight16" in table.column_names
     if rounded and weight_bits != 16:
         raise ValueError("a table of 16-bit weights goes into a 16-bit run")
-    con.register("_headdb_edges", table)
-    try:
+    with registered(con, "_headdb_edges", table):
         con.execute(_EDGES_INSERT["16-rounded" if rounded else weight_bits], [run_id])
-    finally:
-        con.unregister("_headdb_edges")
 
 
 def batch_tables(run_id: int, corpus_id: int, encoded: list) -> tuple[pa.Table, ...]:

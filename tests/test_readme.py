@@ -130,3 +130,20 @@ def test_every_builtin_role_is_in_the_readme():
     readme = README.read_text(encoding="utf-8")
     for role in load_roles():
         assert f"`{role.name}`" in readme, role.name
+
+
+def test_every_test_the_reliability_table_names_exists():
+    """`module::test` in the README's Reliability table: tests/test_reliability_module.py, or else
+    tests/test_module.py, defines it (a `module::*` row needs the file only)."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Reliability"):text.index("## Data and licences")]
+    rows = "\n".join(line for line in section.splitlines() if line.startswith("|"))
+    named = re.findall(r"`([a-z_]+)::([a-z_*]+)`", rows)
+    assert len(named) > 30
+    for module, test in named:
+        files = [ROOT / "tests" / f"test_reliability_{module}.py", ROOT / "tests" / f"test_{module}.py"]
+        path = next((f for f in files if f.exists()), None)
+        assert path is not None, f"{module}::{test}: no {files[0].name} or {files[1].name}"
+        if test != "*":
+            assert re.search(rf"^def {re.escape(test)}\(", path.read_text(encoding="utf-8"), flags=re.M), \
+                f"{module}::{test} is not in {path.name}"

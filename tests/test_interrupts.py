@@ -1,0 +1,119 @@
+"""Ctrl-C and failed statements: the error a user sees is the one that happened.
+
+- A statement that fails inside a transaction while a table is registered reports its own error,
+  not DuckDB's refusal to unregister in the aborted transaction.
+- Ctrl-C during a DuckDB statement (DuckDB's client raises RuntimeError("Query interrupted"))
+  counts as an interrupt: the run is marked interrupted and resumes.
+- The CLI exits 130 and says so on Ctrl-C (typer returns the code rather than raising it).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import threading
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from tests.cli_helpers import run_cli
+
+ingest_module = importlib.import_module("headdb.ingest")
+store = importlib.import_module("headdb.store")
+
+
+def _edges(key_pos: list[int]) -> pa.Table:
+    n = len(key_pos)
+    return pa.table({"sentence_id": pa.array([0] * n, pa.int32()), "layer": pa.array([0] * n, pa.int16()),
+                     "head": pa.array([0] * n, pa.int16()), "query_pos": pa.array([0] * n, pa.int16()),
+                     "key_pos": pa.array(key_pos, pa.int32()), "weight": pa.array([0.5] * n, pa.float32())})
+
+
+def test_a_failed_insert_in_a_transaction_reports_its_own_error(tmp_path):
+    from headdb.db import connect, registered, transaction
+
+    con = connect(tmp_path / "s.db")
+    try:
+        with pytest.raises(duckdb.ConversionException, match="out of range"):
+            with transaction(con):
+                store.insert_edges(con, 1, _edges([1, 70000]))  # key_pos beyond SMALLINT
+        with pytest.raises(duckdb.ConversionException):
+            with transaction(con):
+                store._insert(con, "run_sentences", pa.table({"run_id": pa.array([1], pa.int64()),
+                                                              "sentence_id": pa.array([2**40], pa.int64())}))
+        # rolled back, and the connection goes on: the same names register again
+        with transaction(con):
+            con.execute("CREATE TEMP TABLE t (a SMALLINT)")
+            with registered(con, "_headdb_edges", _edges([3])):
+                con.execute("INSERT INTO t SELECT key_pos FROM _headdb_edges")
+        assert con.execute("SELECT a FROM t").fetchall() == [(3,)]
+    finally:
+        con.close()
+
+
+def test_ctrl_c_during_a_duckdb_statement_counts_as_an_interrupt():
+    con = duckdb.connect()
+    caught: list[BaseException] = []
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        con.execute("SELECT sum(i * i) FROM range(100000000000) t(i)").fetchall()
+    except BaseException as exc:  # noqa: BLE001 - whatever DuckDB makes of the signal
+        caught.append(exc)
+    finally:
+        timer.cancel()
+    assert caught and ingest_module._interrupted(caught[0]), caught
+    assert ingest_module._interrupted(KeyboardInterrupt())
+    assert ingest_module._interrupted(duckdb.InterruptException("INTERRUPT Error: Interrupted!"))
+    assert not ingest_module._interrupted(RuntimeError("something else"))
+    assert not ingest_module._interrupted(duckdb.IOException("No space left on device"))
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_cli_exits_130_on_ctrl_c(tmp_path, monkeypatch, capsys):
+    from headdb.db import init
+
+    db = tmp_path / "s.db"
+    init(db)
+    monkeypatch.setattr(store, "runs", _interrupt)
+    code, out, err = run_cli(["runs", db], monkeypatch, capsys)
+    assert code == 130 and err == "interrupted\n" and out == ""
+
+
+def test_an_interrupted_ingest_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ingest_module, "ingest", _interrupt)
+    code, _, err = run_cli(["ingest", tmp_path / "s.db"], monkeypatch, capsys)
+    assert code == 130
+    assert err == "interrupted: the batches committed so far are kept; run the same command again to resume\n"
+
+
+@pytest.mark.slow
+def test_ctrl_c_inside_the_edge_insert_marks_the_run_interrupted_and_it_resumes(tmp_path, monkeypatch, tiny_bert_dir):
+    from headdb.resources import sample_corpus
+
+    db = tmp_path / "s.db"
+    monkeypatch.setattr(ingest_module, "COMMIT_EDGES", 0)  # one commit per batch
+    real = store.insert_edges
+    calls = {"n": 0}
+
+    def insert_edges(con, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # what DuckDB's client raises when Ctrl-C lands inside a statement
+            raise RuntimeError("Query interrupted")
+        return real(con, *args, **kwargs)
+
+    monkeypatch.setattr(store, "insert_edges", insert_edges)
+    with pytest.raises(KeyboardInterrupt):
+        ingest_module.ingest(db, sample_corpus(), model=tiny_bert_dir, limit=40, batch_size=8)
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT status, error FROM runs").fetchall() == [("failed", "interrupted")]
+    assert con.execute("SELECT count(*) FROM run_sentences").fetchone()[0] == 16  # two batches committed
+    con.close()
+    monkeypatch.setattr(store, "insert_edges", real)
+    result = ingest_module.ingest(db, sample_corpus(), model=tiny_bert_dir, limit=40, batch_size=8)
+    assert result.resumed and result.sentences == 24
