@@ -169,7 +169,7 @@ def _ahead(items: Iterator[list], timings: dict[str, float], depth: int = 1) -> 
 
 #: Raw text of at least this many sentences is parsed in several processes by default
 #: (``parse.default_processes``); shorter text in this one. On 2 cores a second process took the
-#: parse of EWT dev's 2,001 texts from 3.4-3.9 s to 2.1 s (docs/benchmarks.md).
+#: read stage of EWT dev's 2,001 texts from 2.8-3.2 s to 1.7-1.8 s (docs/benchmarks.md).
 PARALLEL_PARSE_MIN_SENTENCES = 500
 
 
@@ -218,9 +218,9 @@ def ingest(
         raise InputError("--batch-size must be at least 1")
     if limit is not None and limit < 1:
         raise InputError("--limit must be at least 1")
-    if parse_processes is not None and (isinstance(parse_processes, bool) or not isinstance(parse_processes, int)
-                                        or parse_processes < 1):
-        raise InputError(f"--parse-processes must be a whole number of at least 1, not {parse_processes!r}")
+    from headdb.parse import check_processes  # spaCy itself loads only for text
+
+    check_processes(parse_processes)
     if dense and (min_mass is not None):
         raise InputError("--dense keeps every key; it cannot be combined with --min-mass")
     from headdb.store import WEIGHT_BITS

@@ -38,6 +38,12 @@ PARSE_AHEAD = 1
 MIN_SHARE = 16
 
 
+def check_processes(processes) -> None:
+    """Refuse a process count that is not a whole number of at least 1 (None: the default)."""
+    if processes is not None and (isinstance(processes, bool) or not isinstance(processes, int) or processes < 1):
+        raise InputError(f"--parse-processes must be a whole number of at least 1, not {processes!r}")
+
+
 def default_processes() -> int:
     """Parsing processes when none are asked for: one per core, at most ``MAX_DEFAULT_PROCESSES``."""
     return max(1, min(MAX_DEFAULT_PROCESSES, os.cpu_count() or 1))
@@ -247,8 +253,7 @@ class SpacyParser:
 
     def __init__(self, name: str = DEFAULT_PIPELINE, batch_size: int = 256, processes: int | None = None,
                  background: bool = False):
-        if processes is not None and (isinstance(processes, bool) or not isinstance(processes, int) or processes < 1):
-            raise InputError(f"--parse-processes must be a whole number of at least 1, not {processes!r}")
+        check_processes(processes)
         self.name = name
         self.batch_size = batch_size
         self.processes = default_processes() if processes is None else processes
