@@ -211,12 +211,17 @@ def registered(con: duckdb.DuckDBPyConnection, name: str, data: Any) -> Iterator
 
 @contextmanager
 def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
-    """All or nothing: commit when the block ends, roll back on any exception."""
+    """All or nothing: commit when the block ends, roll back on any exception. Where the
+    ROLLBACK fails too (a connection closed or invalidated by a fatal error), the block's own
+    error is the one that propagates."""
     con.execute("BEGIN TRANSACTION")
     try:
         yield con
     except BaseException:
-        con.execute("ROLLBACK")
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass
         raise
     con.execute("COMMIT")
 

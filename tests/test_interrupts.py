@@ -53,6 +53,16 @@ def test_a_failed_insert_in_a_transaction_reports_its_own_error(tmp_path):
         con.close()
 
 
+def test_a_failed_rollback_does_not_hide_the_blocks_error():
+    from headdb.db import transaction
+
+    con = duckdb.connect()
+    with pytest.raises(ValueError, match="the block's own error"):
+        with transaction(con):
+            con.close()  # the ROLLBACK now fails as well
+            raise ValueError("the block's own error")
+
+
 def test_ctrl_c_during_a_duckdb_statement_counts_as_an_interrupt():
     con = duckdb.connect()
     caught: list[BaseException] = []
