@@ -348,10 +348,9 @@ def _ingest_loaded(db, corpus_path: Path, fmt: str, pairs: bool, n_total: int, s
             if windows is not None:
                 windows.close()  # stops a reading thread
             writer.close(abort=True)
-            if _interrupted(exc) and not isinstance(exc, KeyboardInterrupt):
-                _fail(con, run_id, KeyboardInterrupt())  # Ctrl-C during a DuckDB statement
-                raise KeyboardInterrupt from exc
             _fail(con, run_id, exc)
+            if _interrupted(exc) and not isinstance(exc, KeyboardInterrupt):
+                raise KeyboardInterrupt from exc  # Ctrl-C during a DuckDB statement
             _raise_write_error(db, run_id, exc)
             raise
         finally:
@@ -724,7 +723,7 @@ def _interrupted(exc: BaseException) -> bool:
 
 def _fail(con, run_id: int, exc: BaseException) -> None:
     """Mark the run failed (it stays resumable); never hide the original error."""
-    message = "interrupted" if isinstance(exc, KeyboardInterrupt) else (str(exc).splitlines() or [type(exc).__name__])[0]
+    message = "interrupted" if _interrupted(exc) else (str(exc).splitlines() or [type(exc).__name__])[0]
     try:
         con.execute("UPDATE runs SET status = 'failed', error = ? WHERE run_id = ?", [message[:500], run_id])
     except Exception:  # noqa: BLE001 - the database may be what failed
