@@ -294,13 +294,15 @@ class SpacyParser:
         shares: list[tuple[_Worker | None, list[str]]] = [(None, texts[: bounds[1]])]
         for i, worker in enumerate(self._workers[: n - 1], start=1):
             share = texts[bounds[i]:bounds[i + 1]]
-            try:
-                worker.start(share)
-            except WorkerLost as exc:
-                self._lose(exc)
-                shares.append((None, share))
-            else:
-                shares.append((worker, share))
+            if worker.alive:  # not closed after another worker was lost
+                try:
+                    worker.start(share)
+                except WorkerLost as exc:
+                    self._lose(exc)
+                else:
+                    shares.append((worker, share))
+                    continue
+            shares.append((None, share))
         return shares
 
     def _finish(self, shares: list[tuple[_Worker | None, list[str]]]) -> list[tuple[Word, ...]]:

@@ -144,6 +144,22 @@ def test_a_dead_worker_is_warned_about_and_its_share_parsed_here():
         parser.close()
 
 
+def test_a_worker_gone_before_its_texts_are_sent_leaves_the_others_shares_here_too():
+    """Three processes: the first worker's send fails, so both workers are closed, and the second
+    one's share must not be sent to it (closed) but parsed here."""
+    texts = _texts()[:64]
+    expected = _fields(parse.SpacyParser(processes=1)(texts))
+    with parse.SpacyParser(processes=3) as parser:
+        parser.wait_ready()
+        parser._workers[0].proc.kill()
+        parser._workers[0].proc.wait()
+        with pytest.warns(RuntimeWarning, match="could not be sent texts .*; parsing goes on in this process") as caught:
+            got = parser(texts)
+        assert len(caught) == 1
+        assert _fields(got) == expected
+        assert parser._workers == []
+
+
 def test_a_pipe_whose_worker_dies_still_hands_back_every_batch():
     texts = _texts()[:200]
     batches = [texts[i:i + 50] for i in range(0, 200, 50)]
