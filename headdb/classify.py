@@ -2,7 +2,8 @@
 
 The roles' sieves are filled on a restricted connection (role SQL runs only there). The scores
 are then computed by headdb's own framework query on a writable connection, straight into
-sentence_scores, and tested one role at a time, in one transaction with the tests: memory does
+sentence_scores, and tested from each head's mean and variance, which DuckDB computes there
+too, in one transaction with the tests: the scores never pass through Python, so memory does
 not grow with the run, and re-running replaces the run's results for the roles classified.
 ``store=False`` scores on the restricted connection and holds the scores in memory instead.
 """
@@ -18,7 +19,7 @@ import pandas as pd
 from headdb.db import connect, connect_restricted, registered, transaction
 from headdb.errors import DatabaseError, InputError
 from headdb.roles import Role, load_roles
-from headdb.stats import CORRECTIONS, RESULT_COLUMNS, head_tests, role_tests
+from headdb.stats import CORRECTIONS, RESULT_COLUMNS, head_tests, moment_tests
 
 __all__ = ["classify", "RESULT_COLUMNS", "CORRECTIONS"]
 
@@ -126,9 +127,9 @@ def _score_and_store(db: str | Path, run_id: int, roles: list[Role], bits: int, 
                      heads: list[tuple[int, int]], taus: dict[str, float], alpha: float, correction: str,
                      tau: float | None) -> tuple[pd.DataFrame, int]:
     """In one transaction: the roles, the per-sentence scores (computed by DuckDB straight into
-    sentence_scores, with classification's memory limit), the tests (read back one role at a
-    time) and the classification. Nothing is stored unless all of it is."""
-    from headdb.scores import store_scores, stored_role_scores
+    sentence_scores, with classification's memory limit), the tests (from each head's moments,
+    computed there) and the classification. Nothing is stored unless all of it is."""
+    from headdb.scores import store_scores, stored_head_moments
 
     names = [r.name for r in roles]
     con = connect(db)
@@ -142,8 +143,8 @@ def _score_and_store(db: str | Path, run_id: int, roles: list[Role], bits: int, 
             con.execute("DELETE FROM sentence_scores WHERE run_id = ? AND list_contains(?, role)", [run_id, names])
             con.execute("DELETE FROM head_tests WHERE run_id = ? AND list_contains(?, role)", [run_id, names])
             store_scores(con, run_id, roles, bits, passes)
-            results = role_tests(lambda name: stored_role_scores(con, run_id, name), heads, names, taus, alpha,
-                                 correction, run=run_id)
+            results = moment_tests(stored_head_moments(con, run_id, names), heads, names, taus, alpha, correction,
+                                   run=run_id)
             classification_id = con.execute(
                 "INSERT INTO classifications (run_id, roles, alpha, correction, tau_override, n_tests) "
                 "VALUES (?, ?, ?, ?, ?, ?) RETURNING classification_id",

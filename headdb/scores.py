@@ -216,11 +216,18 @@ def store_scores(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role],
                     params | {"names": names, "first": start + 1})
 
 
-def stored_role_scores(con: duckdb.DuckDBPyConnection, run_id: int, role: str) -> dict:
-    """One role's stored scores of a run as numpy columns layer, head, sentence_id, score,
-    score_upper, sorted by layer, head, sentence_id (the order :func:`compute_scores` gives)."""
-    return con.execute("SELECT layer, head, sentence_id, score, score_upper FROM sentence_scores "
-                       "WHERE run_id = ? AND role = ? ORDER BY layer, head, sentence_id", [run_id, role]).fetchnumpy()
+def stored_head_moments(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[str]) -> dict:
+    """What the per-head t-tests need of a run's stored scores of ``roles``, computed by DuckDB:
+    per (role, layer, head) with scores, the columns of :data:`headdb.stats.MOMENT_COLUMNS` (role
+    as its position in ``roles``; the means with DuckDB's compensated ``favg``, the variances
+    ``var_samp``). Reading the EWT run's 961,560 scores back into Python instead took 4-8 times
+    as long (docs/benchmarks.md)."""
+    return con.execute(
+        "SELECT (list_position($roles, role) - 1)::INTEGER AS role, layer, head, count(*) AS n, "
+        "favg(score) AS mean, var_samp(score) AS var, favg(score_upper) AS mean_upper, "
+        "var_samp(score_upper) AS var_upper FROM sentence_scores "
+        "WHERE run_id = $run AND list_contains($roles, role) GROUP BY ALL",
+        {"run": run_id, "roles": roles}).fetchnumpy()
 
 
 def compute_scores(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role]) -> pd.DataFrame:
@@ -307,4 +314,4 @@ def register_views(con: duckdb.DuckDBPyConnection) -> None:
 
 
 __all__ = ["compute_scores", "framework_sql", "register_views", "scores", "sieve_passes", "store_scores",
-           "stored_role_scores"]
+           "stored_head_moments"]

@@ -74,24 +74,36 @@ def _one_role(values: np.ndarray, tau: float, alpha: float) -> dict[str, np.ndar
     numbers bit for bit (tests/test_stats.py) and imports in a fifth of the time of scipy.stats
     (0.08 s against 0.39 s here), which every `headdb classify` would otherwise pay.
     """
-    from scipy import special
-
     n = values.shape[1]
     h = values.shape[0]
     mean = values.mean(axis=1) if n else np.full(h, np.nan)
     if n < 2:
-        nan = np.full(h, np.nan)
-        return {"n": np.full(h, n), "mean": mean, "std": nan, "t": nan, "p": nan, "ci_low": nan, "ci_high": nan}
+        return _t_tests(np.full(h, n), mean, np.full(h, np.nan), np.full(h, np.nan), tau, alpha)
     std = values.std(axis=1, ddof=1)
+    var = ((values - values.mean(axis=1, keepdims=True)) ** 2).mean(axis=1) * (n / (n - 1))
+    return _t_tests(np.full(h, n), mean, std, var, tau, alpha)
+
+
+def _t_tests(n: np.ndarray, mean: np.ndarray, std: np.ndarray, var: np.ndarray, tau: float,
+             alpha: float) -> dict[str, np.ndarray]:
+    """The one-sided t-tests of heads with ``n`` scores of mean ``mean``, sample standard
+    deviation ``std`` and sample variance ``var`` (ddof = 1): t, p and the interval, as
+    ``scipy.stats.ttest_1samp`` computes them from those moments. Heads with n < 2 are untested
+    (std, t, p and the interval NaN)."""
+    from scipy import special
+
+    n = np.asarray(n, dtype=np.int64)
+    small = n < 2
+    dof = np.where(small, 1, n - 1)
     # near-constant scores (a head that always does the same) are valid samples: 0/0 there is
     # expected (t and p NaN when the mean equals tau), not an error
     with np.errstate(divide="ignore", invalid="ignore"):
-        var = ((values - values.mean(axis=1, keepdims=True)) ** 2).mean(axis=1) * (n / (n - 1))
         t = (mean - tau) / np.sqrt(var / n)
-    p = special.stdtr(n - 1, -t)
-    half = special.stdtrit(n - 1, 1 - alpha / 2) * std / np.sqrt(n)
-    return {"n": np.full(h, n), "mean": mean, "std": std, "t": t, "p": p,
-            "ci_low": mean - half, "ci_high": mean + half}
+    p = special.stdtr(dof, -t)
+    half = special.stdtrit(dof, 1 - alpha / 2) * std / np.sqrt(n)
+    nan = np.where(small, np.nan, 0.0)  # NaN where untested, else adds nothing
+    return {"n": n, "mean": mean, "std": std + nan, "t": t + nan, "p": p + nan,
+            "ci_low": mean - half + nan, "ci_high": mean + half + nan}
 
 
 def _codes(column: pd.Series, names: list[str]) -> np.ndarray:
@@ -166,12 +178,9 @@ def head_tests(scores: pd.DataFrame, heads: list[tuple[int, int]], roles: list[s
     return role_tests(rows_of, heads, roles, tau, alpha, correction, run)
 
 
-def role_tests(rows_of: Callable[[str], dict[str, np.ndarray] | None], heads: list[tuple[int, int]],
-               roles: list[str], tau: Mapping[str, float] | float, alpha: float = 0.05, correction: str = "bh",
-               run: int | None = None) -> pd.DataFrame:
-    """:func:`head_tests` with one role's scores at a time: ``rows_of(role)`` gives its columns
-    layer, head, sentence_id, score, score_upper as numpy arrays (or None for no rows), so that
-    only one role's scores are in memory at once."""
+def _check_family(heads: list[tuple[int, int]], roles: list[str], tau: Mapping[str, float] | float, alpha: float,
+                  correction: str) -> tuple[dict[str, float], np.ndarray]:
+    """Validate a family's options; each role's tau and the [layer, head] -> position table."""
     if not 0 < alpha < 1:
         raise ValueError("alpha must be between 0 and 1")
     if correction not in CORRECTIONS:
@@ -182,6 +191,34 @@ def role_tests(rows_of: Callable[[str], dict[str, np.ndarray] | None], heads: li
     head_pos = np.full((n_l, n_h), -1)
     for i, (layer, head) in enumerate(heads):
         head_pos[layer, head] = i
+    return taus, head_pos
+
+
+def _role_part(heads: list[tuple[int, int]], role: str, tau: float, tested: dict[str, np.ndarray],
+               tested_upper: dict[str, np.ndarray]) -> pd.DataFrame:
+    return pd.DataFrame({"layer": [h[0] for h in heads], "head": [h[1] for h in heads], "role": role,
+                         **tested, "tau": tau, "_p_upper": tested_upper["p"]})
+
+
+def _family(parts: list[pd.DataFrame], alpha: float, correction: str, run: int | None) -> pd.DataFrame:
+    """One family of tests: the correction over all of them, the decisions, flip_possible."""
+    out = pd.concat(parts, ignore_index=True)
+    out["p_adj"] = adjust(out["p"].to_numpy(), correction)
+    out["significant"] = np.nan_to_num(out["p_adj"].to_numpy(), nan=1.0) < alpha
+    upper_adj = adjust(out["_p_upper"].to_numpy(), correction)
+    out["flip_possible"] = (np.nan_to_num(upper_adj, nan=1.0) < alpha) != out["significant"].to_numpy()
+    out["run"] = run
+    out["n"] = out["n"].astype("int64")
+    return out[RESULT_COLUMNS]
+
+
+def role_tests(rows_of: Callable[[str], dict[str, np.ndarray] | None], heads: list[tuple[int, int]],
+               roles: list[str], tau: Mapping[str, float] | float, alpha: float = 0.05, correction: str = "bh",
+               run: int | None = None) -> pd.DataFrame:
+    """:func:`head_tests` with one role's scores at a time: ``rows_of(role)`` gives its columns
+    layer, head, sentence_id, score, score_upper as numpy arrays (or None for no rows), so that
+    only one role's scores are in memory at once."""
+    taus, head_pos = _check_family(heads, roles, tau, alpha, correction)
     parts = []
     for role in roles:
         sub = rows_of(role)
@@ -193,13 +230,47 @@ def role_tests(rows_of: Callable[[str], dict[str, np.ndarray] | None], heads: li
             else:
                 values = place(np.asarray(sub[column], dtype=float))
             blocks[column] = _one_role(values, taus[role], alpha)
-        parts.append(pd.DataFrame({"layer": [h[0] for h in heads], "head": [h[1] for h in heads], "role": role,
-                                   **blocks["score"], "tau": taus[role], "_p_upper": blocks["score_upper"]["p"]}))
-    out = pd.concat(parts, ignore_index=True)
-    out["p_adj"] = adjust(out["p"].to_numpy(), correction)
-    out["significant"] = np.nan_to_num(out["p_adj"].to_numpy(), nan=1.0) < alpha
-    upper_adj = adjust(out["_p_upper"].to_numpy(), correction)
-    out["flip_possible"] = (np.nan_to_num(upper_adj, nan=1.0) < alpha) != out["significant"].to_numpy()
-    out["run"] = run
-    out["n"] = out["n"].astype("int64")
-    return out[RESULT_COLUMNS]
+        parts.append(_role_part(heads, role, taus[role], blocks["score"], blocks["score_upper"]))
+    return _family(parts, alpha, correction, run)
+
+
+#: The columns :func:`moment_tests` takes, per (role, layer, head): the number of scores, their
+#: mean and sample variance (ddof = 1), and the same of the upper bounds.
+MOMENT_COLUMNS = ("role", "layer", "head", "n", "mean", "var", "mean_upper", "var_upper")
+
+
+def moment_tests(moments: Mapping[str, np.ndarray], heads: list[tuple[int, int]], roles: list[str],
+                 tau: Mapping[str, float] | float, alpha: float = 0.05, correction: str = "bh",
+                 run: int | None = None) -> pd.DataFrame:
+    """:func:`head_tests` from each head's moments instead of its scores: ``moments`` has the
+    numpy columns :data:`MOMENT_COLUMNS`, one row per (role, layer, head) that has scores (role
+    as its position in ``roles``), in any order. The t-test needs nothing else, so classify
+    computes the moments where the scores are stored (DuckDB's ``avg`` and ``var_samp``) and
+    never reads the scores back. The numbers equal scipy's from the scores to float rounding
+    (the sums are added in another order), not bit for bit as :func:`head_tests`'."""
+    taus, head_pos = _check_family(heads, roles, tau, alpha, correction)
+    role_of = np.asarray(moments["role"], dtype=np.int64)
+    layer, head = np.asarray(moments["layer"], dtype=np.int64), np.asarray(moments["head"], dtype=np.int64)
+    n_l, n_h = head_pos.shape
+    inside = (layer >= 0) & (layer < n_l) & (head >= 0) & (head < n_h)
+    rows = np.full(len(role_of), -1)
+    rows[inside] = head_pos[layer[inside], head[inside]]
+    parts = []
+    for k, role in enumerate(roles):
+        picked = np.flatnonzero((role_of == k) & (rows >= 0))
+        n = np.zeros(len(heads), dtype=np.int64)
+        columns = {c: np.full(len(heads), np.nan) for c in ("mean", "var", "mean_upper", "var_upper")}
+        if len(picked):
+            # every head of a role has the same sentences (the sieve does not depend on the head)
+            got = np.asarray(moments["n"], dtype=np.int64)[picked]
+            if len(picked) != len(heads) or len(np.unique(rows[picked])) != len(heads) or (got != got[0]).any():
+                raise ValueError(f"role {role}: scores missing for some heads or sentences")
+            n[rows[picked]] = got
+            for c in columns:  # NULL (a variance of one score) as NaN, also from DuckDB's masked arrays
+                columns[c][rows[picked]] = np.ma.asarray(moments[c], dtype=float).filled(np.nan)[picked]
+        tested = {}
+        for suffix in ("", "_upper"):
+            var = columns["var" + suffix]
+            tested[suffix] = _t_tests(n, columns["mean" + suffix], np.sqrt(var), var, taus[role], alpha)
+        parts.append(_role_part(heads, role, taus[role], tested[""], tested["_upper"]))
+    return _family(parts, alpha, correction, run)

@@ -108,7 +108,7 @@ def test_scoring_runs_under_classifications_memory_limit(db, monkeypatch):
     assert seen == [f"{classify_mod._memory_limit_mb()}.0 MiB"]
 
 
-@pytest.mark.parametrize("where", ["store_scores", "stored_role_scores"])
+@pytest.mark.parametrize("where", ["store_scores", "stored_head_moments"])
 def test_a_failure_while_scoring_or_testing_stores_nothing(db, monkeypatch, where):
     """The previous classification stays as it was, scores and tests alike."""
     headdb.classify(db)

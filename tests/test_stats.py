@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from headdb.stats import RESULT_COLUMNS, adjust, head_tests
+from headdb.stats import RESULT_COLUMNS, adjust, head_tests, moment_tests
 
 
 def test_corrections_by_hand():
@@ -128,3 +128,68 @@ def test_sorted_and_shuffled_scores_give_the_same_tests_bit_for_bit():
     for frame in (df.drop(index=4), df.drop(index=4).sample(frac=1.0, random_state=1)):
         with pytest.raises(ValueError, match="scores missing"):
             head_tests(frame, heads, roles, 3.0)
+
+
+def _moments_from_duckdb(df: pd.DataFrame, roles: list[str]) -> dict:
+    """classify's moments: ``stored_head_moments`` over a sentence_scores table holding ``df``."""
+    import duckdb
+
+    from headdb.scores import stored_head_moments
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE sentence_scores (run_id INTEGER, role VARCHAR, layer SMALLINT, head SMALLINT, "
+                "sentence_id INTEGER, score DOUBLE, score_upper DOUBLE)")
+    con.register("frame", df.assign(run_id=1, role=df["role"].astype(str)))
+    con.execute("INSERT INTO sentence_scores SELECT run_id, role, layer, head, sentence_id, score, score_upper "
+                "FROM frame")
+    con.execute("INSERT INTO sentence_scores VALUES (2, 'a', 0, 0, 0, 1e9, 1e9)")  # another run's: ignored
+    return stored_head_moments(con, 1, roles)
+
+
+@pytest.mark.parametrize("correction", ["bh", "holm", "none"])
+def test_tests_from_duckdbs_moments_equal_the_tests_from_the_scores(correction):
+    """classify tests each head from the mean and variance DuckDB computes where the scores are
+    stored. Same numbers and decisions as from the scores, to float rounding, in the edge cases
+    too: a role with one sentence (untested), a role without scores (n = 0), constant scores
+    (t infinite) and constant scores equal to tau (t and p NaN)."""
+    rng = np.random.default_rng(4)
+    heads = [(layer, head) for layer in range(2) for head in range(3)]
+    rows = [(role, layer, head, s) for role in ("a", "b") for layer, head in heads for s in range(40)]
+    rows += [("one", layer, head, 5) for layer, head in heads]
+    df = pd.DataFrame(rows, columns=["role", "layer", "head", "sentence_id"])
+    df["score"] = rng.gamma(2.0, 1.6, len(df))
+    df.loc[(df["role"] == "b") & (df["head"] == 1), "score"] = 4.25       # constant, above tau
+    df.loc[(df["role"] == "b") & (df["head"] == 2), "score"] = 3.0        # constant, equal to tau
+    df["score_upper"] = df["score"] + rng.random(len(df)) * 0.5
+    roles = ["a", "b", "one", "none"]
+    taus = {"a": 3.0, "b": 3.0, "one": 3.0, "none": 2.0}
+    want = head_tests(df, heads, roles, taus, alpha=0.05, correction=correction, run=1)
+    got = moment_tests(_moments_from_duckdb(df, roles), heads, roles, taus, alpha=0.05, correction=correction, run=1)
+    assert list(got.columns) == RESULT_COLUMNS
+    for c in ("run", "layer", "head", "role", "n", "tau", "significant", "flip_possible"):
+        assert got[c].tolist() == want[c].tolist(), c
+    for c in ("mean", "std", "t", "p", "p_adj", "ci_low", "ci_high"):
+        np.testing.assert_allclose(got[c].astype(float), want[c].astype(float), rtol=1e-12, atol=0, equal_nan=True,
+                                   err_msg=c)
+    b = got[got["role"] == "b"].set_index("head")
+    assert np.isinf(b.loc[1, "t"]).all() and (b.loc[1, "p"] == 0).all() and b.loc[1, "significant"].all()
+    assert b.loc[2, "t"].isna().all() and b.loc[2, "p"].isna().all() and not b.loc[2, "significant"].any()
+    assert (got.loc[got["role"] == "one", "n"] == 1).all() and got.loc[got["role"] == "one", "p"].isna().all()
+    assert (got.loc[got["role"] == "none", "n"] == 0).all() and got.loc[got["role"] == "none", "mean"].isna().all()
+    # and against scipy itself, head by head
+    for (layer, head), row in got[got["role"] == "a"].set_index(["layer", "head"]).iterrows():
+        s = df[(df["role"] == "a") & (df["layer"] == layer) & (df["head"] == head)]["score"]
+        ref = stats.ttest_1samp(s, 3.0, alternative="greater")
+        assert row["t"] == pytest.approx(ref.statistic, rel=1e-12) and row["p"] == pytest.approx(ref.pvalue, rel=1e-12)
+
+
+def test_moments_missing_for_a_head_or_with_unequal_counts_are_an_error():
+    heads = [(0, 0), (0, 1)]
+    moments = {"role": np.array([0, 0]), "layer": np.array([0, 0]), "head": np.array([0, 1]), "n": np.array([5, 5]),
+               **{c: np.array([3.5, 3.6]) for c in ("mean", "var", "mean_upper", "var_upper")}}
+    assert moment_tests(moments, heads, ["r"], 3.0)["n"].tolist() == [5, 5]
+    for broken in ({**moments, "n": np.array([5, 4])},
+                   {c: v[:1] for c, v in moments.items()},
+                   {**moments, "head": np.array([0, 0])}):
+        with pytest.raises(ValueError, match="role r: scores missing"):
+            moment_tests(broken, heads, ["r"], 3.0)
