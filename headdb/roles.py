@@ -249,7 +249,8 @@ _SQL_TABLE_FUNCTIONS = frozenset({"query", "query_table"})
 def _references(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[int, str, str]] | None:
     """What a statement reads, from DuckDB's own parse tree (``json_serialize_sql``): one
     (offset, kind, name) per table ('table'), column ('column': the column's own name, not the
-    table or alias that qualifies it) and table function ('function'). None if it does not parse
+    table or alias that qualifies it), table function ('function') and ``getvariable`` call
+    ('variable': the name it reads, '' where that is not a string constant). None if it does not parse
     (binding the role then reports the syntax error)."""
     import json
 
@@ -271,6 +272,8 @@ def _references(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[int, str
                 found.append((where, "table", str(node["table_name"])))
             elif node.get("type") == "TABLE_FUNCTION" and isinstance(node.get("function"), dict):
                 found.append((where, "function", str(node["function"].get("function_name", ""))))
+            elif node.get("class") == "FUNCTION" and str(node.get("function_name", "")).lower() == "getvariable":
+                found.append((where, "variable", _constant_text(node.get("arguments") or node.get("children"))))
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):
@@ -279,6 +282,20 @@ def _references(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[int, str
 
     walk(tree)
     return sorted(found)
+
+
+def _constant_text(arguments) -> str:
+    """The first argument of a function call in DuckDB's parse tree when it is a string
+    constant; '' when it is anything else."""
+    if not arguments:
+        return ""
+    first = arguments[0]
+    expression = first.get("expression", first) if isinstance(first, dict) else None
+    if isinstance(expression, dict) and expression.get("class") == "CONSTANT":
+        literal = expression.get("literal") or expression.get("value") or {}
+        if isinstance(literal, dict) and literal.get("kind", "STRING") == "STRING" and isinstance(literal.get("text"), str):
+            return literal["text"]
+    return ""
 
 
 def _identifier_tokens(sql: str) -> list[tuple[int, str, str]]:
@@ -305,16 +322,24 @@ def attention_tables(con: duckdb.DuckDBPyConnection) -> frozenset[str]:
 def check_mentions(con: duckdb.DuckDBPyConnection, role: Role, attention: frozenset[str] | None = None) -> None:
     """Refuse a role that reads attention (edges and the views over them) or the model: a table
     with a weight or layer column (``attention``: :func:`attention_tables` of ``con``, looked up
-    when not given), a column named like a model property, or SQL run from a string. Read from
-    the parse tree, so a table alias or CTE that happens to be called ``head`` is fine; only
+    when not given), a column named like a model property, SQL run from a string, or a
+    ``getvariable()`` of a name the role's params do not declare (it would read NULL, or another
+    role's parameter when roles are filled together). Read from the parse tree, so a table alias or CTE that happens to be called ``head`` is fine; only
     names, never what is inside string literals, count."""
     if attention is None:
         attention = attention_tables(con)
     refs = _references(con, role.body)
     if refs is None:
         return
+    declared = {key.lower() for key in role.params}
     for pos, kind, name in refs:
         word = name.lower()
+        if kind == "variable" and word not in declared:
+            what = f"the variable {name!r}" if name else "a variable whose name is not a string constant"
+            params = ", ".join(role.params) or "none"
+            raise role.error(f"the role reads {what} with getvariable(), which its `-- params:` line does not "
+                             f"declare (declared: {params}); a role reads only its own parameters",
+                             _line_of(role.text, pos))
         if kind == "function" and word in _SQL_TABLE_FUNCTIONS:
             raise role.error(f"roles read the store's tables by name, not through {word}()", _line_of(role.text, pos))
         if (kind == "table" and word in attention) or (kind == "column" and word in _MODEL_COLUMNS):

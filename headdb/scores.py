@@ -122,6 +122,9 @@ def _fill_sieve(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role]) 
                 raise role.error(f"the role's SELECT failed on the store: {str(exc).strip().splitlines()[0]}") from None
             finally:
                 _unset_params(con, role)
+    for role in roles:
+        if role.level == "word" and not role.builtin:  # the built-ins' words are tested in the suite
+            _check_words(con, run_id, role)
     filled = {number for (number,) in con.execute(f"SELECT DISTINCT role FROM {_SIEVE_TABLE}").fetchall()}
     nonempty = [number in filled for number in range(len(roles))]
     bad = con.execute(query("framework/sieve_checks").replace("{sieve}", _SIEVE_TABLE)).fetchall()
@@ -129,12 +132,32 @@ def _fill_sieve(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role]) 
         number, kind, sentence_id, query_pos, key_pos = bad[0]
         role = roles[number]
         where = f"sentence {sentence_id}, query_pos {query_pos}, key_pos {key_pos}"
+        if kind == "null":
+            raise role.error(f"the sieve holds a NULL ({where}); every row names a sentence and two "
+                             "positions (a NULL often comes from a misspelt getvariable() name or an outer join)")
         if kind == "duplicate":
             raise role.error(f"the sieve holds the pair ({where}) more than once; a role lists each "
                              "(query, key) pair once (use SELECT DISTINCT or fix the join)")
         raise role.error(f"the sieve names a position outside the stored sequence ({where}); positions "
                          "are 0-based and below the sentence's n_tokens")
     return nonempty
+
+
+def _check_words(con: duckdb.DuckDBPyConnection, run_id: int, role: Role) -> None:
+    """Refuse a word-level role whose pairs hold a NULL or name a word its sentence lacks."""
+    set_params(con, role)
+    try:
+        bad = con.execute(fill(query("framework/word_checks"), "word_pairs", "(\n" + role.body + "\n)"),
+                          {"run_id": run_id}).fetchall()
+    except duckdb.Error as exc:
+        raise role.error(f"the role's SELECT failed on the store: {str(exc).strip().splitlines()[0]}") from None
+    finally:
+        _unset_params(con, role)
+    if bad:
+        sentence_id, query_word, key_word = bad[0]
+        raise role.error(f"the role names a word its sentence does not have, or a NULL (sentence {sentence_id}, "
+                         f"query_word_pos {query_word}, key_word_pos {key_word}); word positions are the "
+                         "0-based word_pos of the words table")
 
 
 def _sentence_ranges(con: duckdb.DuckDBPyConnection, run_id: int) -> list[tuple[int, int]]:

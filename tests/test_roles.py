@@ -137,6 +137,18 @@ BROKEN = {
     "missing": ("-- name: missing\n-- level: token\nSELECT 1\n", 1, "missing header key 'description'"),
     "local": ("-- name: local\n-- description: mine\n-- level: token\nSELECT run_id, sentence_id, token_pos AS"
               " query_pos, token_pos AS key_pos FROM tokens\n", 1, "clashes with the built-in"),
+    "undeclared": ("-- name: undeclared\n-- description: d\n-- level: token\n-- params: k=2\nSELECT run_id, "
+                   "sentence_id, token_pos AS query_pos,\n  token_pos + getvariable('kk') AS key_pos FROM tokens\n", 6,
+                   "reads the variable 'kk' with getvariable(), which its `-- params:` line does not declare "
+                   "(declared: k)"),
+    # without a params line, the name another role binds (local's window) would be read when
+    # both are filled together: refused, whatever else is classified
+    "borrowed": ("-- name: borrowed\n-- description: d\n-- level: token\nSELECT run_id, sentence_id, token_pos AS"
+                 " query_pos, token_pos AS key_pos\nFROM tokens WHERE token_pos < getvariable('WINDOW')\n", 5,
+                 "variable 'WINDOW'"),
+    "dynamic": ("-- name: dynamic\n-- description: d\n-- level: token\n-- params: k=2\nSELECT run_id, sentence_id,"
+                " token_pos AS query_pos, token_pos AS key_pos\nFROM tokens WHERE token_pos < getvariable('k' || '')\n",
+                6, "a variable whose name is not a string constant"),
     "external": ("-- name: external\n-- description: d\n-- level: token\nSELECT * FROM read_csv('/etc/passwd')\n", 4,
                  "does not bind"),
 }
@@ -152,18 +164,31 @@ def test_broken_role_is_refused_with_path_and_line(tmp_path, name):
     assert words in str(err.value)
 
 
-@pytest.mark.parametrize("name,body,words", [
-    ("dups", "SELECT t.run_id, t.sentence_id, t.token_pos AS query_pos, 0 AS key_pos\n"
-             "FROM tokens t, (VALUES (1), (2)) v(x)\n", "more than once"),
-    ("outside", "SELECT run_id, sentence_id, token_pos AS query_pos, token_pos - 1 AS key_pos\nFROM tokens\n",
+@pytest.mark.parametrize("name,level,body,words", [
+    ("dups", "token", "SELECT t.run_id, t.sentence_id, t.token_pos AS query_pos, 0 AS key_pos\n"
+                      "FROM tokens t, (VALUES (1), (2)) v(x)\n", "more than once"),
+    ("outside", "token", "SELECT run_id, sentence_id, token_pos AS query_pos, token_pos - 1 AS key_pos\nFROM tokens\n",
      "outside the stored sequence"),
+    # a NULL key would count in |S_i| and a NULL query drop out: wrong scores, not an error, before
+    ("nullkey", "token", "SELECT run_id, sentence_id, token_pos AS query_pos, NULL::SMALLINT AS key_pos\nFROM tokens\n",
+     "holds a NULL"),
+    ("nullquery", "token", "SELECT run_id, sentence_id, CASE WHEN token_pos > 0 THEN token_pos END AS query_pos, "
+                           "token_pos AS key_pos\nFROM tokens\n", "holds a NULL"),
+    # word pairs that name no word (or NULL, the root's head) would drop out when expanded to pieces
+    ("nowords", "word", "SELECT corpus_id, sentence_id, word_pos AS query_word_pos, word_pos + 100 AS key_word_pos\n"
+                        "FROM words\n", "does not have, or a NULL (sentence 0, query_word_pos 0, key_word_pos 100)"),
+    ("roothead", "word", "SELECT corpus_id, sentence_id, word_pos AS query_word_pos, head_word_pos AS key_word_pos\n"
+                         "FROM words\n", "key_word_pos None"),
 ])
-def test_data_contract_is_checked_when_scored(tmp_path, name, body, words):
-    path = _write(tmp_path / "roles", name, f"-- name: {name}\n-- description: d\n-- level: token\n{body}")
+def test_data_contract_is_checked_when_scored(tmp_path, name, level, body, words):
+    path = _write(tmp_path / "roles", name, f"-- name: {name}\n-- description: d\n-- level: {level}\n{body}")
     db = _previous_token_store(tmp_path / "p.db")
     with pytest.raises(RoleError) as err:
         headdb.scores(db, roles=[name], roles_dir=tmp_path / "roles")
-    assert str(err.value).startswith(f"{path}:4: ") and words in str(err.value)
+    assert str(err.value).startswith(f"{path}:4: ") and words in str(err.value), str(err.value)
+    with pytest.raises(RoleError, match=words.replace("(", r"\(").replace(")", r"\)")):  # also among other roles
+        headdb.classify(db, roles=["local", name], roles_dir=tmp_path / "roles")
+    assert headdb.sql(db, "SELECT count(*) AS n FROM head_tests")["n"][0] == 0
 
 
 def test_params_header_and_unknown_role(tmp_path):

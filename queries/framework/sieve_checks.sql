@@ -1,7 +1,12 @@
 -- The parts of the role contract that only data can show, for the sieves in the relation named
--- by `sieve` in braces (role, run_id, sentence_id, query_pos, key_pos): a pair listed twice by
--- one role, and a position outside the stored sequence [0, n_tokens). One example per role.
+-- by `sieve` in braces (role, run_id, sentence_id, query_pos, key_pos): a NULL sentence or
+-- position, a pair listed twice by one role, and a position outside the stored sequence
+-- [0, n_tokens). One example per role.
 WITH problems AS (
+    SELECT role, 'null' AS kind, sentence_id, query_pos, key_pos
+    FROM {sieve}
+    WHERE sentence_id IS NULL OR query_pos IS NULL OR key_pos IS NULL
+    UNION ALL
     SELECT role, 'duplicate' AS kind, sentence_id, query_pos, key_pos
     FROM {sieve}
     GROUP BY role, run_id, sentence_id, query_pos, key_pos
@@ -16,5 +21,5 @@ WITH problems AS (
 )
 SELECT role, kind, sentence_id, query_pos, key_pos
 FROM problems
-ORDER BY role, kind, sentence_id, query_pos, key_pos
+ORDER BY role, kind <> 'null', kind, sentence_id, query_pos, key_pos
 LIMIT 1
