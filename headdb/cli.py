@@ -441,6 +441,11 @@ def main() -> None:
         typer.echo("interrupted", err=True)
         sys.exit(130)
     except Exception as exc:  # usage errors and the like
+        from headdb.db import interrupted
+
+        if interrupted(exc) and not _state["debug"]:  # Ctrl-C inside a DuckDB statement
+            typer.echo("interrupted", err=True)
+            sys.exit(130)
         # typer >= 0.2x raises those of its own vendored click (typer._click), not click's:
         # recognise a usage error by what it can do (show itself, carry an exit code)
         aborts, exits = [typer.Abort], [typer.Exit]

@@ -87,6 +87,13 @@ def _open(path: str | Path, read_only: bool, config: dict[str, Any] | None = Non
         raise DatabaseError(f"{path}: {str(exc).splitlines()[0]}") from None
 
 
+def interrupted(exc: BaseException) -> bool:
+    """Ctrl-C: Python's KeyboardInterrupt, or a DuckDB statement it interrupted (DuckDB's Python
+    client takes the signal and raises ``RuntimeError("Query interrupted")`` instead)."""
+    return (isinstance(exc, (KeyboardInterrupt, duckdb.InterruptException))
+            or (type(exc) is RuntimeError and str(exc).strip() == "Query interrupted"))
+
+
 def check_writable(path: str | Path) -> None:
     """Fail now, with the locked message, if another process holds an existing database.
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from headdb import __version__
 from headdb.corpus import ReadStats, Sentence, file_sha256, infer_format, read_corpus, validate
-from headdb.db import check_writable, connect, transaction
+from headdb.db import check_writable, connect, interrupted, transaction
 from headdb.errors import DatabaseError, InputError
 from headdb.sparsify import BatchEdges, Sparsity
 
@@ -349,7 +349,7 @@ def _ingest_loaded(db, corpus_path: Path, fmt: str, pairs: bool, n_total: int, s
                 windows.close()  # stops a reading thread
             writer.close(abort=True)
             _fail(con, run_id, exc)
-            if _interrupted(exc) and not isinstance(exc, KeyboardInterrupt):
+            if interrupted(exc) and not isinstance(exc, KeyboardInterrupt):
                 raise KeyboardInterrupt from exc  # Ctrl-C during a DuckDB statement
             _raise_write_error(db, run_id, exc)
             raise
@@ -712,18 +712,9 @@ def _start_run(con, fingerprint, new_run, run_name, corpus_path, sha, fmt, pairs
     return run_id, False, False
 
 
-def _interrupted(exc: BaseException) -> bool:
-    """Ctrl-C: Python's KeyboardInterrupt, or a DuckDB statement it interrupted (DuckDB's Python
-    client takes the signal and raises ``RuntimeError("Query interrupted")`` instead)."""
-    import duckdb
-
-    return (isinstance(exc, (KeyboardInterrupt, duckdb.InterruptException))
-            or (type(exc) is RuntimeError and str(exc).strip() == "Query interrupted"))
-
-
 def _fail(con, run_id: int, exc: BaseException) -> None:
     """Mark the run failed (it stays resumable); never hide the original error."""
-    message = "interrupted" if _interrupted(exc) else (str(exc).splitlines() or [type(exc).__name__])[0]
+    message = "interrupted" if interrupted(exc) else (str(exc).splitlines() or [type(exc).__name__])[0]
     try:
         con.execute("UPDATE runs SET status = 'failed', error = ? WHERE run_id = ?", [message[:500], run_id])
     except Exception:  # noqa: BLE001 - the database may be what failed

@@ -18,6 +18,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
+from headdb.db import interrupted
 from tests.cli_helpers import run_cli
 
 ingest_module = importlib.import_module("headdb.ingest")
@@ -74,11 +75,11 @@ def test_ctrl_c_during_a_duckdb_statement_counts_as_an_interrupt():
         caught.append(exc)
     finally:
         timer.cancel()
-    assert caught and ingest_module._interrupted(caught[0]), caught
-    assert ingest_module._interrupted(KeyboardInterrupt())
-    assert ingest_module._interrupted(duckdb.InterruptException("INTERRUPT Error: Interrupted!"))
-    assert not ingest_module._interrupted(RuntimeError("something else"))
-    assert not ingest_module._interrupted(duckdb.IOException("No space left on device"))
+    assert caught and interrupted(caught[0]), caught
+    assert interrupted(KeyboardInterrupt())
+    assert interrupted(duckdb.InterruptException("INTERRUPT Error: Interrupted!"))
+    assert not interrupted(RuntimeError("something else"))
+    assert not interrupted(duckdb.IOException("No space left on device"))
 
 
 def _interrupt(*args, **kwargs):
@@ -93,6 +94,27 @@ def test_cli_exits_130_on_ctrl_c(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(store, "runs", _interrupt)
     code, out, err = run_cli(["runs", db], monkeypatch, capsys)
     assert code == 130 and err == "interrupted\n" and out == ""
+
+
+def _query_interrupted(*args, **kwargs):
+    raise RuntimeError("Query interrupted")  # what DuckDB's client raises for Ctrl-C inside a statement
+
+
+@pytest.mark.parametrize("command", ["classify", "sql"])
+def test_ctrl_c_inside_a_duckdb_statement_exits_130_for_any_command(tmp_path, monkeypatch, capsys, command):
+    """Not a traceback and exit 1: classify's scoring INSERT is where Ctrl-C lands most often."""
+    from headdb.db import init
+
+    db = tmp_path / "s.db"
+    init(db)
+    if command == "classify":
+        monkeypatch.setattr(importlib.import_module("headdb.classify"), "classify", _query_interrupted)
+        args = ["classify", db]
+    else:
+        monkeypatch.setattr(importlib.import_module("headdb.query"), "sql", _query_interrupted)
+        args = ["sql", db, "SELECT 1"]
+    code, out, err = run_cli(args, monkeypatch, capsys)
+    assert (code, err, out) == (130, "interrupted\n", "")
 
 
 def test_an_interrupted_ingest_says_how_to_resume(tmp_path, monkeypatch, capsys):
