@@ -89,6 +89,10 @@ def classify(
     from headdb.store import resolve_run
 
     _check_options(tau, alpha, correction)
+    if out is not None:
+        from headdb.query import check_export
+
+        check_export(out)  # before anything is stored
     chosen = load_roles(roles_dir, roles)
     con = connect_restricted(db, _memory_limit_mb())
     try:

@@ -90,7 +90,21 @@ def _export(df, out: Path) -> None:
     typer.echo(f"wrote {len(df)} rows to {out}", err=True)
 
 
-_FORMAT = typer.Option("table", "--format", "-f", help="Output format: table, csv or json.")
+def _check_format(value: str) -> str:
+    if value not in ("table", "csv", "json"):
+        raise typer.BadParameter(f"must be table, csv or json, not {value!r}")
+    return value
+
+
+def _check_out(out: Optional[Path]) -> None:
+    """--out's extension, checked before a command does (and stores) anything."""
+    from headdb.query import check_export
+
+    if out is not None:
+        check_export(out)
+
+
+_FORMAT = typer.Option("table", "--format", "-f", help="Output format: table, csv or json.", callback=_check_format)
 
 
 @app.command()
@@ -257,8 +271,7 @@ def sql(
     """Run SQL on the store (read-only by default); score views scores_<role> are available."""
     from headdb.query import sql as api_sql
 
-    if format not in ("table", "csv", "json"):
-        raise typer.BadParameter("--format must be table, csv or json")
+    _check_out(out)
     df = api_sql(db, query, write=write)
     if out is not None:
         _export(df, out)
@@ -312,6 +325,7 @@ def classify(
     """
     from headdb.classify import classify as api_classify
 
+    _check_out(out)
     df = api_classify(db, run, roles, roles_dir, tau=tau, alpha=alpha, correction=correction)
     _print_classification(df)
     if out is not None:
@@ -360,6 +374,7 @@ def compare(
     from headdb.compare import compare as api_compare
     from headdb.compare import layer_profile, role_changes
 
+    _check_out(out)
     df = api_compare(db, run_a, run_b, roles=roles, correction=correction, alpha=alpha)
     a = df.attrs
     typer.echo(f"run {a['run_b']} ({a['run_name_b']}) against run {a['run_a']} ({a['run_name_a']}): {a['note']}",
@@ -392,6 +407,7 @@ def accuracy(
     """
     from headdb.accuracy import accuracy as api_accuracy
 
+    _check_out(out)
     df = api_accuracy(db, run, min_count=min_count)
     typer.echo(f"heads and offsets selected on {df.attrs['selected_on']}s, accuracy reported on "
                f"{df.attrs['reported_on']}s; layers and heads are 0-based", err=True)

@@ -53,18 +53,27 @@ def _hint(message: str, query: str, write: bool) -> str:
     return ""
 
 
-def export(df: pd.DataFrame, out: str | Path) -> Path:
-    """Write a DataFrame as CSV, JSON (records) or Parquet, chosen by the file extension."""
+def check_export(out: str | Path) -> str:
+    """The export format named by ``out``'s extension (csv, json or parquet), or InputError; the
+    commands call it before any work, so that a wrong name never comes after the results are stored."""
     out = Path(out)
     fmt = out.suffix.lower().lstrip(".")
     if fmt not in EXPORT_FORMATS:
         raise InputError(f"cannot export to {out.suffix or 'no extension'!r}; use .csv, .json or .parquet", out)
+    return fmt
+
+
+def export(df: pd.DataFrame, out: str | Path) -> Path:
+    """Write a DataFrame as CSV, JSON (records, floats to 15 significant digits, pandas' most)
+    or Parquet, chosen by the file extension."""
+    out = Path(out)
+    fmt = check_export(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     if fmt == "csv":
         df.to_csv(tmp, index=False)
     elif fmt == "json":
-        df.to_json(tmp, orient="records", indent=1, date_format="iso")
+        df.to_json(tmp, orient="records", indent=1, date_format="iso", double_precision=15)
     else:
         df.to_parquet(tmp, index=False)
     tmp.replace(out)  # never leave half a file under the real name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -85,6 +86,39 @@ def test_classify_errors_exit_1_with_one_line(store, tmp_path, capsys, monkeypat
     (bad / "bad.sql").write_text("-- name: bad\n-- description: d\n-- level: token\nUPDATE tokens SET piece = 'x'\n")
     code, _, err = run_main(capsys, monkeypatch, "classify", store, "--roles-dir", bad)
     assert code == 1 and f"{bad / 'bad.sql'}:4:" in err
+
+
+def test_a_wrong_out_extension_is_refused_before_anything_is_stored_or_computed(store, tmp_path, capsys, monkeypatch):
+    before = headdb.sql(store, "SELECT count(*) AS n FROM classifications")["n"][0]
+    from headdb.errors import InputError
+
+    with pytest.raises(InputError, match="cannot export to '.xlsx'"):  # the API too
+        headdb.classify(store, tau=1.0, out=tmp_path / "t.xlsx")
+    assert headdb.sql(store, "SELECT count(*) AS n FROM classifications")["n"][0] == before
+    accuracy_module = importlib.import_module("headdb.accuracy")
+    compare_module = importlib.import_module("headdb.compare")
+
+    def never(*args, **kwargs):
+        raise AssertionError("computed before --out was checked")
+
+    monkeypatch.setattr(compare_module, "compare", never)
+    monkeypatch.setattr(accuracy_module, "accuracy", never)
+    for args in (["compare", store, "1", "1"], ["accuracy", store], ["sql", store, "SELECT 1"]):
+        code, _, err = run_main(capsys, monkeypatch, *args, "--out", tmp_path / "x.txt")
+        assert code == 1 and err == f"error: {tmp_path / 'x.txt'}: cannot export to '.txt'; use .csv, .json or .parquet\n", err
+    for args in (["compare", store, "1", "1"], ["accuracy", store], ["runs", store], ["roles", "list"]):
+        code, _, err = run_main(capsys, monkeypatch, *args, "--format", "xml")
+        assert code == 2 and "must be table, csv or json, not 'xml'" in err, (args, err)
+
+
+def test_json_export_keeps_15_significant_digits(tmp_path):
+    import json
+
+    from headdb.query import export
+
+    export(pd.DataFrame({"p": [1.2345678901234567e-30, 0.1234567890123456789]}), tmp_path / "x.json")
+    got = [row["p"] for row in json.loads((tmp_path / "x.json").read_text())]
+    np.testing.assert_allclose(got, [1.2345678901234567e-30, 0.1234567890123456789], rtol=1e-14)
 
 
 def test_roles_list_and_show(tmp_path, capsys, monkeypatch):
