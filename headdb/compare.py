@@ -72,6 +72,25 @@ def _paired_test(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(res.statistic), float(res.pvalue)
 
 
+def _check_role_versions(con, run_a: int, run_b: int, roles: list[str]) -> None:
+    """Refuse a role whose tests in the two runs come from different SQL (head_tests.role_sha256):
+    their sieves may differ, and so would the scores, whatever the models do. Tests stored
+    before headdb recorded the version (NULL) are taken as they are."""
+    rows = con.execute(
+        "SELECT role, run_id, list(DISTINCT role_sha256 ORDER BY role_sha256) FROM head_tests "
+        "WHERE run_id IN (?, ?) AND list_contains(?, role) AND role_sha256 IS NOT NULL GROUP BY role, run_id",
+        [run_a, run_b, roles]).fetchall()
+    versions = {(role, run): set(shas) for role, run, shas in rows}
+    for role in roles:
+        a, b = versions.get((role, run_a)), versions.get((role, run_b))
+        if a and b and a != b:
+            raise DatabaseError(
+                f"role {role!r} was classified from different SQL for run {run_a} (sha256 "
+                f"{', '.join(sorted(x[:12] for x in a))}) and run {run_b} ({', '.join(sorted(x[:12] for x in b))}): "
+                f"their scores are not comparable; classify both runs again with the same role file "
+                f"(headdb classify DB --run {run_a} --roles {role}, then --run {run_b})")
+
+
 def _run_info(con, run_id: int) -> dict:
     row = con.execute("SELECT run_id, run_name, corpus_id, n_layers, n_heads, model FROM runs WHERE run_id = ?",
                       [run_id]).fetchone()
@@ -106,6 +125,7 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
         if not common:
             raise DatabaseError(f"runs {ia['run_id']} and {ib['run_id']} have no classified role in common")
         wanted = select_roles(common, roles)
+        _check_role_versions(con, ia["run_id"], ib["run_id"], wanted)
         attrs = {"run_a": ia["run_id"], "run_b": ib["run_id"], "run_name_a": ia["run_name"],
                  "run_name_b": ib["run_name"], "model_a": ia["model"], "model_b": ib["model"],
                  "shape_a": (ia["n_layers"], ia["n_heads"]), "shape_b": (ib["n_layers"], ib["n_heads"]),
