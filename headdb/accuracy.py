@@ -59,7 +59,7 @@ def head_accuracy(db: DbLike, run: int | str | None = None) -> pd.DataFrame:
     Columns: layer, head, relation, direction, n_select, select_accuracy, n_report, report_accuracy.
     """
     with open_db(db) as con:
-        run_id = resolve_run(con, run)
+        run_id = resolve_run(con, run, finished=True)
         raw = con.execute(_with_dependencies("analysis/head_accuracy"), {"run": run_id}).df()
     if raw.empty:
         raise InputError(f"run {run_id} has no dependency edges to score (a corpus without syntax?)")
@@ -69,7 +69,7 @@ def head_accuracy(db: DbLike, run: int | str | None = None) -> pd.DataFrame:
 def offset_baselines(db: DbLike, run: int | str | None = None) -> pd.DataFrame:
     """Accuracy of every fixed offset in -10..10 (not 0) per relation and direction, on each split."""
     with open_db(db) as con:
-        run_id = resolve_run(con, run)
+        run_id = resolve_run(con, run, finished=True)
         raw = con.execute(_with_dependencies("analysis/offset_accuracy"), {"run": run_id, "offsets": list(OFFSETS)}).df()
     if raw.empty:
         raise InputError(f"run {run_id} has no dependency edges to score (a corpus without syntax?)")

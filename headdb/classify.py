@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from headdb.db import connect, connect_restricted, registered, transaction
-from headdb.errors import DatabaseError, InputError
+from headdb.errors import InputError
 from headdb.roles import Role, load_roles
 from headdb.stats import CORRECTIONS, RESULT_COLUMNS, head_tests, moment_tests
 
@@ -96,12 +96,8 @@ def classify(
     chosen = load_roles(roles_dir, roles)
     con = connect_restricted(db, _memory_limit_mb())
     try:
-        run_id = resolve_run(con, run)
-        status, n_layers, n_heads = con.execute(
-            "SELECT status, n_layers, n_heads FROM runs WHERE run_id = ?", [run_id]).fetchone()
-        if status != "done":
-            raise DatabaseError(f"run {run_id} is {status}, not done; finish its ingest (re-run it to resume) "
-                                "before classifying")
+        run_id = resolve_run(con, run, finished=True)
+        n_layers, n_heads = con.execute("SELECT n_layers, n_heads FROM runs WHERE run_id = ?", [run_id]).fetchone()
         if "scipy.special" not in sys.modules:
             _import_ahead()
         if store:  # the sieves only: the scores are computed where they are stored
@@ -144,6 +140,9 @@ def _score_and_store(db: str | Path, run_id: int, roles: list[Role], bits: int, 
                 con.execute("INSERT OR REPLACE INTO roles (role, level, description, tau, source_path, sql, sha256) "
                             "VALUES (?, ?, ?, ?, ?, ?, ?)",
                             [r.name, r.level, r.description, r.tau, str(r.path), r.text, r.sha256])
+                con.execute("INSERT OR IGNORE INTO role_versions (sha256, role, level, description, tau, source_path, "
+                            "sql) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            [r.sha256, r.name, r.level, r.description, r.tau, str(r.path), r.text])
             con.execute("DELETE FROM sentence_scores WHERE run_id = ? AND list_contains(?, role)", [run_id, names])
             con.execute("DELETE FROM head_tests WHERE run_id = ? AND list_contains(?, role)", [run_id, names])
             store_scores(con, run_id, roles, bits, passes)

@@ -334,7 +334,9 @@ def classify(
 
 def _print_classification(df) -> None:
     a = df.attrs
-    typer.echo(f"run {a['run_id']}: {len(df)} tests ({a['correction']} correction, alpha {a['alpha']}). "
+    n_tests = int(df["p"].notna().sum())
+    typer.echo(f"run {a['run_id']}: {n_tests} tests of {len(df)} (head, role) pairs ({a['correction']} correction, "
+               f"alpha {a['alpha']}; a pair with fewer than two scores is not tested). "
                "Rows are layers, columns heads (both 0-based); cells are mean scores; "
                "* = has the role, ~ = the sparse bound could flip the decision.")
     width = 7

@@ -113,8 +113,8 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
     if not 0 < alpha < 1:
         raise InputError("alpha must be between 0 and 1")
     with open_db(db) as con:
-        ia = _run_info(con, resolve_run(con, run_a))
-        ib = _run_info(con, resolve_run(con, run_b))
+        ia = _run_info(con, resolve_run(con, run_a, finished=True))
+        ib = _run_info(con, resolve_run(con, run_b, finished=True))
         if ia["corpus_id"] != ib["corpus_id"]:
             raise DatabaseError(
                 f"runs {ia['run_id']} and {ib['run_id']} are over different corpora; "

@@ -306,25 +306,66 @@ def report(db: DbLike, run: int | str | None = None, out: str | Path = "report",
     heatmaps, roles gained and lost, per-layer profile). ``accuracy`` adds the syntactic head
     accuracy (Clark et al. 2019, :func:`headdb.accuracy.accuracy`): by default when the run's
     corpus has dependency relations. Returns the paths and the markdown summary.
+
+    The figures are drawn into a folder of their own and take the place of ``figures/``'s PNG
+    and SVG files only once everything is drawn: a failed report changes nothing in ``out``,
+    and a new one leaves no figure of an earlier one behind.
     """
-    from headdb.compare import compare as compare_runs
-    from headdb.compare import layer_profile, role_changes
+    import os
+    import shutil
 
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError("the report output must be a folder", out_dir)
+    created = not out_dir.exists()
+    staging = out_dir / f".figures-{os.getpid()}.tmp"
     fig_dir = out_dir / "figures"
-    fig_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_id, doc, markdown, drawn = _draw(db, run, out_dir, fig_dir, staging, compare=compare, roles=roles,
+                                             correction=correction, alpha=alpha, accuracy=accuracy)
+        fig_dir.mkdir(exist_ok=True)
+        for old in [*fig_dir.glob("*.png"), *fig_dir.glob("*.svg")]:
+            old.unlink()
+        written = []
+        for path in drawn:
+            written.append(path.replace(fig_dir / path.name))
+        staging.rmdir()
+        html_path, md_path = out_dir / "report.html", out_dir / "summary.md"
+        for path, text in ((html_path, doc), (md_path, markdown)):
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    return Report(out_dir, html_path, md_path, markdown, written)
+
+
+def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, staging: Path, *,
+          compare: int | str | None, roles: Sequence[str] | str | None, correction: str, alpha: float,
+          accuracy: bool | None) -> tuple[int, str, str, list[Path]]:
+    """The report's figures, drawn into ``staging``, and its HTML and markdown, which name
+    them in ``fig_dir``: (run id, HTML, markdown, the figure files in ``staging``)."""
+    from headdb.compare import compare as compare_runs
+    from headdb.compare import layer_profile, role_changes
+
     plt = _plt()
     written: list[Path] = []
     with open_db(db) as con:
-        run_id = resolve_run(con, run)
+        run_id = resolve_run(con, run, finished=True)
         info = con.execute("SELECT run_name, model, corpus_path, n_layers, n_heads, top_k, dense, weight_bits "
                            "FROM runs WHERE run_id = ?", [run_id]).fetchone()
         name, model, corpus, n_layers, n_heads, top_k, dense, weight_bits = info
         wanted = analysis.select_roles(analysis.classified_roles(con, run_id), roles)
-        cls = con.execute("SELECT correction, alpha, n_tests FROM classifications WHERE run_id = ? "
-                          "ORDER BY classification_id DESC LIMIT 1", [run_id]).fetchone()
+        # the classifications the shown roles' tests come from (several, after a classify --roles)
+        cls = con.execute(
+            "SELECT c.correction, c.alpha, c.n_tests, list(DISTINCT t.role ORDER BY t.role) FROM head_tests t "
+            "JOIN classifications c USING (classification_id) WHERE t.run_id = ? AND list_contains(?, t.role) "
+            "GROUP BY c.classification_id, c.correction, c.alpha, c.n_tests ORDER BY c.classification_id",
+            [run_id, wanted]).fetchall()
+        staging.mkdir(parents=True, exist_ok=True)  # only once the run and its roles are known to be there
         n_sent = con.execute("SELECT count(*) FROM run_sentences WHERE run_id = ? AND status <> 'skipped'",
                              [run_id]).fetchone()[0]
         summary = analysis.role_summary(con, run_id, wanted)
@@ -334,19 +375,20 @@ def report(db: DbLike, run: int | str | None = None, out: str | Path = "report",
         unscored = [r for r in wanted if r not in scored]
         multi = analysis.multi_role_heads(con, run_id)
         acc = _accuracy_table(con, run_id, accuracy)
-        figures = _score_figures(plt, con, run_id, scored, fig_dir, written)
-        figures += _analysis_figures(plt, con, run_id, wanted, n_heads, fig_dir, written)
+        figures = _score_figures(plt, con, run_id, scored, staging, written)
+        figures += _analysis_figures(plt, con, run_id, wanted, n_heads, staging, written)
         cmp = None
         if compare is not None:
             cmp = compare_runs(con, run_id, compare, roles=roles, correction=correction, alpha=alpha)
-            cmp_figures = _compare_figures(plt, cmp, fig_dir, written, skip=unscored)
+            cmp_figures = _compare_figures(plt, cmp, staging, written, skip=unscored)
         else:
             cmp_figures = []
 
     storage = "dense" if dense else f"top-{top_k} sparse"
     if weight_bits == 16:
         storage += " (16-bit weights, rounded down)"
-    cls_text = (f"correction {cls[0]}, alpha {cls[1]:g}, {cls[2]} tests in the family" if cls else "")
+    cls_text = "; ".join(f"correction {c}, alpha {a:g}, {n} tests in the family"
+                         + (f" (roles {', '.join(r)})" if len(cls) > 1 else "") for c, a, n, r in cls)
     summ = summary[["role", "n_tested", "n_significant", "share_significant", "n_flip_possible", "tau",
                     "mean_score", "max_score"]]
     md = [f"# headdb report: run {run_id} ({name})", "",
@@ -425,11 +467,7 @@ def report(db: DbLike, run: int | str | None = None, out: str | Path = "report",
     doc = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
            f"<title>headdb report: run {run_id}</title><style>{_CSS}</style></head><body>\n"
            + "\n".join(p for p in parts if p) + "\n</body></html>\n")
-    html_path = out_dir / "report.html"
-    html_path.write_text(doc, encoding="utf-8")
-    md_path = out_dir / "summary.md"
-    md_path.write_text(markdown, encoding="utf-8")
-    return Report(out_dir, html_path, md_path, markdown, written)
+    return run_id, doc, markdown, written
 
 
 __all__ = ["report", "Report"]

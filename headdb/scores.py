@@ -309,7 +309,7 @@ def scores(db: str | Path, run: int | str | None = None, roles: list[str] | str 
     chosen = load_roles(roles_dir, roles)
     con = connect_restricted(db)
     try:
-        run_id = resolve_run(con, run)
+        run_id = resolve_run(con, run, finished=True)
         return compute_scores(con, run_id, chosen)
     finally:
         con.close()

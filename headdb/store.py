@@ -276,8 +276,21 @@ def runs(db: str | Path) -> pd.DataFrame:
         con.close()
 
 
-def resolve_run(con: duckdb.DuckDBPyConnection, run: int | str | None) -> int:
-    """A run id from an id, a run name, or None (the only or latest finished run)."""
+def resolve_run(con: duckdb.DuckDBPyConnection, run: int | str | None, *, finished: bool = False) -> int:
+    """A run id from an id, a run name, or None (the only or latest finished run). With
+    ``finished``, a run whose ingest did not finish is an error, in the words of `headdb runs`
+    (a run still marked running, on a store this process could open, was interrupted)."""
+    run_id = _resolve_run(con, run)
+    if finished:
+        status = con.execute("SELECT status FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
+        if status != "done":
+            shown = "interrupted" if status == "running" else status
+            raise DatabaseError(f"run {run_id} is {shown}, not done: its ingest did not finish; run the same "
+                                f"`headdb ingest` command again to resume it (or `headdb drop` it)")
+    return run_id
+
+
+def _resolve_run(con: duckdb.DuckDBPyConnection, run: int | str | None) -> int:
     if run is None:
         row = con.execute("SELECT max(run_id) FROM runs WHERE status = 'done'").fetchone()
         if row[0] is None:

@@ -53,6 +53,15 @@ TABLE head_tests
   flip_possible BOOLEAN NOT NULL
   role_sha256 VARCHAR
   PRIMARY KEY (run_id, role, layer, head)
+TABLE role_versions
+  sha256 VARCHAR NOT NULL
+  role VARCHAR NOT NULL
+  level VARCHAR NOT NULL
+  description VARCHAR NOT NULL
+  tau DOUBLE NOT NULL
+  source_path VARCHAR NOT NULL
+  sql VARCHAR NOT NULL
+  PRIMARY KEY (sha256)
 TABLE roles
   role VARCHAR NOT NULL
   level VARCHAR NOT NULL
@@ -161,9 +170,9 @@ VIEW head_roles
 VIEW role_colocation
   CREATE VIEW role_colocation AS SELECT a.run_id, a."role" AS role_a, b."role" AS role_b, count_star() FILTER (WHERE (a.significant AND b.significant)) AS n_heads FROM (head_tests AS a INNER JOIN head_tests AS b ON (((b.run_id = a.run_id) AND (b.layer = a.layer) AND (b.head = a.head)))) GROUP BY a.run_id, a."role", b."role";
 VIEW role_layer_distribution
-  CREATE VIEW role_layer_distribution AS SELECT run_id, "role", layer, count_star() FILTER (WHERE significant) AS n_significant, count_star() AS n_tested FROM head_tests GROUP BY run_id, "role", layer;
+  CREATE VIEW role_layer_distribution AS SELECT run_id, "role", layer, count_star() FILTER (WHERE significant) AS n_significant, count(p) AS n_tested FROM head_tests GROUP BY run_id, "role", layer;
 VIEW role_summary
-  CREATE VIEW role_summary AS SELECT run_id, "role", count_star() AS n_tested, count_star() FILTER (WHERE significant) AS n_significant, avg(CASE  WHEN (significant) THEN (1.0) ELSE 0.0 END) AS share_significant, count_star() FILTER (WHERE flip_possible) AS n_flip_possible, min(tau) AS tau, avg(mean) AS mean_score, max(mean) AS max_score, min(n) AS min_n, max(n) AS max_n FROM head_tests GROUP BY run_id, "role";
+  CREATE VIEW role_summary AS SELECT run_id, "role", count(p) AS n_tested, count_star() FILTER (WHERE significant) AS n_significant, (CAST(count_star() FILTER (WHERE significant) AS DOUBLE) / "nullif"(count(p), 0)) AS share_significant, count_star() FILTER (WHERE flip_possible) AS n_flip_possible, min(tau) AS tau, avg(mean) AS mean_score, max(mean) AS max_score, min(n) AS min_n, max(n) AS max_n FROM head_tests GROUP BY run_id, "role";
 VIEW word_attention
   CREATE VIEW word_attention AS SELECT e.run_id, e.sentence_id, e.layer, e.head, q.word_pos AS query_word_pos, k.word_pos AS key_word_pos, (sum(CAST(e.weight AS DOUBLE)) / any_value(p.n_pieces)) AS weight FROM (((edges AS e INNER JOIN tokens AS q ON (((q.run_id = e.run_id) AND (q.sentence_id = e.sentence_id) AND (q.token_pos = e.query_pos)))) INNER JOIN tokens AS k ON (((k.run_id = e.run_id) AND (k.sentence_id = e.sentence_id) AND (k.token_pos = e.key_pos)))) INNER JOIN word_pieces AS p ON (((p.run_id = e.run_id) AND (p.sentence_id = e.sentence_id) AND (p.word_pos = q.word_pos)))) WHERE ((q.word_pos IS NOT NULL) AND (k.word_pos IS NOT NULL)) GROUP BY e.run_id, e.sentence_id, e.layer, e.head, q.word_pos, k.word_pos;
 VIEW word_attention_top
