@@ -48,15 +48,16 @@ def classified_roles(con: duckdb.DuckDBPyConnection, run_id: int) -> list[str]:
     return order + [r for r in present if r not in order]
 
 
-def select_roles(available: Sequence[str], roles: Sequence[str] | str | None) -> list[str]:
-    """The requested roles (comma-separated string or list) in the order given; all when None."""
+def select_roles(available: Sequence[str], roles: Sequence[str] | str | None, where: str = "this run") -> list[str]:
+    """The requested roles (comma-separated string or list) in the order given; all when None.
+    ``where`` names the run(s) in the error for a role not among ``available``."""
     if roles is None:
         return list(available)
     if isinstance(roles, str):
         roles = [r.strip() for r in roles.split(",") if r.strip()]
     unknown = [r for r in roles if r not in available]
     if unknown:
-        raise InputError(f"role(s) {', '.join(unknown)} not classified for this run; "
+        raise InputError(f"role(s) {', '.join(unknown)} not classified for {where}; "
                          f"available: {', '.join(available)}")
     return list(dict.fromkeys(roles))
 
@@ -74,7 +75,7 @@ def layer_distribution(db: DbLike, run: int | str | None = None, roles: Sequence
     """
     with open_db(db) as con:
         run_id = resolve_run(con, run)
-        wanted = select_roles(classified_roles(con, run_id), roles)
+        wanted = select_roles(classified_roles(con, run_id), roles, f"run {run_id}")
         df = con.execute(
             "SELECT run_id, role, layer, n_significant, n_tested FROM role_layer_distribution WHERE run_id = ?",
             [run_id]).df()
@@ -91,7 +92,7 @@ def colocation(db: DbLike, run: int | str | None = None, roles: Sequence[str] | 
     """
     with open_db(db) as con:
         run_id = resolve_run(con, run)
-        wanted = select_roles(classified_roles(con, run_id), roles)
+        wanted = select_roles(classified_roles(con, run_id), roles, f"run {run_id}")
         df = con.execute("SELECT run_id, role_a, role_b, n_heads FROM role_colocation WHERE run_id = ?",
                          [run_id]).df()
     df = _order(_order(df, "role_a", wanted), "role_b", wanted).sort_values(["role_a", "role_b"])
@@ -129,7 +130,7 @@ def role_summary(db: DbLike, run: int | str | None = None, roles: Sequence[str] 
     sparse-storage bound, tau, and the mean and largest per-head mean score (view ``role_summary``)."""
     with open_db(db) as con:
         run_id = resolve_run(con, run)
-        wanted = select_roles(classified_roles(con, run_id), roles)
+        wanted = select_roles(classified_roles(con, run_id), roles, f"run {run_id}")
         df = con.execute("SELECT * FROM role_summary WHERE run_id = ?", [run_id]).df()
     df = _order(df, "role", wanted).sort_values("role")
     df["role"] = df["role"].astype(str)
@@ -144,7 +145,7 @@ def head_grid(db: DbLike, run: int | str | None = None, role: str | None = None,
         run_id = resolve_run(con, run)
         if role is None:
             raise InputError("head_grid needs a role")
-        select_roles(classified_roles(con, run_id), [role])
+        select_roles(classified_roles(con, run_id), [role], f"run {run_id}")
         if column not in ("mean", "std", "t", "p", "p_adj", "significant", "n", "ci_low", "ci_high",
                           "flip_possible"):
             raise InputError(f"head_grid: unknown column {column!r}")

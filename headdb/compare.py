@@ -124,7 +124,7 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
         common = [r for r in roles_a if r in roles_b]
         if not common:
             raise DatabaseError(f"runs {ia['run_id']} and {ib['run_id']} have no classified role in common")
-        wanted = select_roles(common, roles)
+        wanted = select_roles(common, roles, f"both runs {ia['run_id']} and {ib['run_id']}")
         _check_role_versions(con, ia["run_id"], ib["run_id"], wanted)
         attrs = {"run_a": ia["run_id"], "run_b": ib["run_id"], "run_name_a": ia["run_name"],
                  "run_name_b": ib["run_name"], "model_a": ia["model"], "model_b": ib["model"],

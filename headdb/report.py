@@ -358,7 +358,7 @@ def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, stagi
         info = con.execute("SELECT run_name, model, corpus_path, n_layers, n_heads, top_k, dense, weight_bits "
                            "FROM runs WHERE run_id = ?", [run_id]).fetchone()
         name, model, corpus, n_layers, n_heads, top_k, dense, weight_bits = info
-        wanted = analysis.select_roles(analysis.classified_roles(con, run_id), roles)
+        wanted = analysis.select_roles(analysis.classified_roles(con, run_id), roles, f"run {run_id}")
         # the classifications the shown roles' tests come from (several, after a classify --roles)
         cls = con.execute(
             "SELECT c.correction, c.alpha, c.n_tests, list(DISTINCT t.role ORDER BY t.role) FROM head_tests t "

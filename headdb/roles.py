@@ -74,6 +74,10 @@ class Role:
 
 
 def _parse_value(text: str) -> int | float | str:
+    """A parameter's value: an integer, a number, or text. Text may be quoted as in SQL or
+    Python ('nsubj' or "nsubj"); the quotes are not part of the value."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
     for cast in (int, float):
         try:
             return cast(text)
@@ -399,7 +403,8 @@ def fill(template: str, placeholder: str, sql: str) -> str:
 
 def _role_files(directory: Path) -> list[Path]:
     rank = {name: i for i, name in enumerate(BUILTIN_ORDER)}
-    files = [p for p in directory.glob("*.sql") if p.is_file()]
+    # hidden files (an editor's lock or backup, .#name.sql) are not roles
+    files = [p for p in directory.glob("*.sql") if p.is_file() and not p.name.startswith(".")]
     return sorted(files, key=lambda p: (rank.get(p.stem, len(rank)), p.stem))
 
 
@@ -448,7 +453,8 @@ def load_roles(roles_dir: str | Path | None = None, names: list[str] | str | Non
         if roles_dir is not None:
             directory = Path(roles_dir)
             if not directory.is_dir():
-                raise RoleError("no such roles folder", directory)
+                raise RoleError("is a file, not a folder of roles (pass the folder that holds it)"
+                                if directory.exists() else "no such roles folder", directory)
             for path in _role_files(directory):
                 role = parse_role(path)
                 if role.name in found:

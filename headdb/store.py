@@ -298,6 +298,9 @@ def _resolve_run(con: duckdb.DuckDBPyConnection, run: int | str | None) -> int:
         return int(row[0])
     if isinstance(run, int) or (isinstance(run, str) and run.isdigit()):
         row = con.execute("SELECT run_id FROM runs WHERE run_id = ?", [int(run)]).fetchone()
+        if row is None and isinstance(run, str):  # no run with that id: a run may be named so
+            rows = con.execute("SELECT run_id FROM runs WHERE run_name = ? ORDER BY run_id", [run]).fetchall()
+            row = rows[0] if len(rows) == 1 else None
     else:
         rows = con.execute("SELECT run_id FROM runs WHERE run_name = ? ORDER BY run_id", [run]).fetchall()
         if len(rows) > 1:

@@ -117,3 +117,16 @@ def test_migration_0008_keeps_the_roles_already_stored(tmp_path):
     assert db_module.migrate(con) == [8]
     assert con.execute("SELECT sha256, role, sql FROM role_versions").fetchall() == [("abc", "r", "SELECT 1")]
     con.close()
+
+
+def test_a_run_named_with_digits_is_found_by_name_and_unclassified_roles_name_the_run(db):
+    con = headdb.connect(db)
+    con.execute("UPDATE runs SET run_name = '7' WHERE run_id = 2")
+    con.close()
+    headdb.classify(db, run="7", roles="local")  # no run 7: the run named "7"
+    assert headdb.sql(db, "SELECT DISTINCT run_id FROM head_tests")["run_id"].tolist() == [2]
+    headdb.classify(db, run=1, roles="local")
+    with pytest.raises(headdb.errors.InputError, match="role.s. nsubj not classified for run 1; available: local"):
+        headdb.layer_distribution(db, run=1, roles="nsubj")
+    with pytest.raises(headdb.errors.InputError, match="not classified for both runs 1 and 2"):
+        headdb.compare(db, 1, 2, roles="nsubj")

@@ -260,3 +260,17 @@ def test_a_role_that_fails_on_the_data_is_named_among_others(tmp_path):
     with pytest.raises(RoleError) as err:
         headdb.scores(db, roles=["local", "badcast", "delimiter"], roles_dir=tmp_path / "roles")
     assert str(err.value).startswith(f"{path}:4: ") and "failed on the store" in str(err.value)
+
+
+def test_quoted_params_hidden_files_and_a_file_for_a_folder(tmp_path):
+    folder = tmp_path / "roles"
+    quoted = VERB_OBJECT.replace("-- params: rel=obj", "-- params: rel='obj'")
+    assert quoted != VERB_OBJECT
+    _write(folder, "verb_to_object", quoted)
+    assert parse_role(folder / "verb_to_object.sql").params == {"rel": "obj"}  # not "'obj'"
+    (folder / ".#verb_to_object.sql").write_text("an editor's lock file, not SQL")
+    assert [r.name for r in load_roles(folder) if not r.builtin] == ["verb_to_object"]
+    with pytest.raises(RoleError, match="is a file, not a folder of roles"):
+        load_roles(folder / "verb_to_object.sql")
+    with pytest.raises(RoleError, match="no such roles folder"):
+        load_roles(tmp_path / "nope")
