@@ -38,7 +38,9 @@ def _print_df(df, fmt: str = "table", title: str | None = None) -> None:
         sys.stdout.write(df.to_csv(index=False))
         return
     if fmt == "json":
-        sys.stdout.write(df.to_json(orient="records", date_format="iso") + "\n")
+        # values JSON has no type for (UUID, BLOB) as their text, as the table shows them
+        sys.stdout.write(df.to_json(orient="records", date_format="iso", double_precision=15,
+                                    default_handler=str) + "\n")
         return
     from rich.table import Table
 

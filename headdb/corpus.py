@@ -90,8 +90,25 @@ Parser = Callable[[list[str]], list[tuple[Word, ...]]]
 """Parses a batch of raw texts into words with syntax (one tuple of words per text)."""
 
 
+def check_file(path: str | Path) -> None:
+    """A corpus is a regular file: an ingest reads it more than once (to check it, to hash it,
+    to ingest it, and again to resume), which a pipe or a device cannot give twice. A pipe
+    (``/dev/stdin``, ``<(...)``) gave an empty run, and a named pipe hung on its second open."""
+    import stat
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError("no such file", p)
+    if p.is_dir():
+        raise InputError("is a directory, expected a corpus file", p)
+    if not stat.S_ISREG(p.stat().st_mode):
+        raise InputError("is not a regular file (a pipe or a device): an ingest reads its corpus more than once; "
+                         "save it to a file first (e.g. `cat ... > corpus.conllu`)", p)
+
+
 def infer_format(path: str | Path, fmt: str | None = None) -> str:
     if fmt is not None:
+        fmt = fmt.lower()
         if fmt not in FORMATS:
             raise InputError(f"unknown format {fmt!r}; expected one of: {', '.join(FORMATS)}")
         return fmt
@@ -116,10 +133,7 @@ def file_sha256(path: str | Path) -> str:
 def _lines(path: str | Path) -> Iterator[tuple[int, str]]:
     """(1-based line number, text without line end); UTF-8 with an optional BOM; CRLF ok."""
     p = Path(path)
-    if not p.exists():
-        raise InputError("no such file", p)
-    if p.is_dir():
-        raise InputError("is a directory, expected a corpus file", p)
+    check_file(p)
     try:
         f = open(p, "rb")
     except OSError as exc:

@@ -158,31 +158,48 @@ def migrate(con: duckdb.DuckDBPyConnection, migrations: list[Migration] | None =
     return done
 
 
-def connect(path: str | Path, read_only: bool = False, *, migrate_schema: bool = True) -> duckdb.DuckDBPyConnection:
+def connect(path: str | Path, read_only: bool = False, *, migrate_schema: bool = True,
+            existing: bool = False) -> duckdb.DuckDBPyConnection:
     """Open a headdb database; a writable one is created or upgraded in place.
 
-    A read-only connection never changes the file, so it requires a current schema.
+    A read-only connection never changes the file, so it requires a current schema, and so does
+    a writable one with ``existing`` (for commands that change a store but must not create one,
+    or install headdb's tables into another DuckDB file, or upgrade it unasked: drop, compact,
+    ``sql --write``).
     """
+    if existing and str(path) != ":memory:" and not Path(path).exists():
+        raise DatabaseError(f"{path}: no such database (create it with `headdb init {path}`)")
     con = _open(path, read_only)
-    if read_only:
-        version = schema_version(con)
-        latest = len(list_migrations())
-        if version == 0:
+    if read_only or existing:
+        try:
+            _require_current(con, path)
+        except Exception:
             con.close()
-            raise DatabaseError(f"{path}: not a headdb database (run `headdb init {path}`)")
-        if version < latest:
-            con.close()
-            raise DatabaseError(
-                f"{path}: schema version {version} is older than {latest}; "
-                f"upgrade it with `headdb init {path}`"
-            )
+            raise
     elif migrate_schema:
         try:
             migrate(con)
+        except DatabaseError as exc:
+            con.close()
+            text = str(exc)
+            raise DatabaseError(text if text.startswith(f"{path}:") else f"{path}: {text}") from None
         except Exception:
             con.close()
             raise
     return con
+
+
+def _require_current(con: duckdb.DuckDBPyConnection, path: str | Path) -> None:
+    version = schema_version(con)
+    latest = len(list_migrations())
+    if version == 0:
+        raise DatabaseError(f"{path}: not a headdb database (run `headdb init {path}`)")
+    if version < latest:
+        raise DatabaseError(f"{path}: schema version {version} is older than {latest}; "
+                            f"upgrade it with `headdb init {path}`")
+    if version > latest:
+        raise DatabaseError(f"{path}: the database has schema version {version}, newer than this headdb knows "
+                            f"({latest}); upgrade headdb")
 
 
 def connect_restricted(path: str | Path, memory_limit_mb: int | None = None) -> duckdb.DuckDBPyConnection:
@@ -259,8 +276,9 @@ def compact(path: str | Path) -> tuple[int, int]:
     tmp = path.with_name(path.name + ".compact-tmp")
     for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
         leftover.unlink(missing_ok=True)
-    before = path.stat().st_size
-    con = connect(path)  # writable: no other process has the file open while it is copied
+    wal = path.with_name(path.name + ".wal")
+    before = path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+    con = connect(path, existing=True)  # writable: no other process has the file open while it is copied
     try:
         con.execute("CHECKPOINT")
         source = con.execute("SELECT current_database()").fetchone()[0]

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from headdb import __version__
-from headdb.corpus import ReadStats, Sentence, file_sha256, infer_format, read_corpus, validate
+from headdb.corpus import ReadStats, Sentence, check_file, file_sha256, infer_format, read_corpus, validate
 from headdb.db import check_writable, connect, interrupted, transaction
 from headdb.errors import DatabaseError, InputError
 from headdb.sparsify import BatchEdges, Sparsity
@@ -214,10 +214,22 @@ def ingest(
     """
     from headdb.resources import sample_corpus
 
+    for name, value, optional in (("--batch-size", batch_size, False), ("--limit", limit, True),
+                                  ("--top-k", top_k, True), ("--max-length", max_length, True)):
+        if (value is None and not optional) or (value is not None and (isinstance(value, bool)
+                                                                        or not isinstance(value, int))):
+            raise InputError(f"{name} must be a whole number, not {value!r}")
+    if run_name is not None:
+        check_run_name(run_name)
     if batch_size < 1:
         raise InputError("--batch-size must be at least 1")
     if limit is not None and limit < 1:
         raise InputError("--limit must be at least 1")
+    if top_k is not None and top_k < 0 and not dense:
+        raise InputError(f"--top-k must be at least 1 (or pass --dense), not {top_k}")
+    if min_mass is not None and not (isinstance(min_mass, (int, float)) and not isinstance(min_mass, bool)
+                                     and 0 < min_mass <= 1):
+        raise InputError(f"--min-mass must be a share of the row's mass in (0, 1], not {min_mass!r}")
     from headdb.parse import check_processes  # spaCy itself loads only for text
 
     check_processes(parse_processes)
@@ -234,6 +246,7 @@ def ingest(
     if sparsity is None:
         raise InputError("--top-k must be at least 1 (or pass --dense)")
     corpus_path = Path(corpus) if corpus is not None else sample_corpus()
+    check_file(corpus_path)
     fmt = infer_format(corpus_path, format)
     check_writable(db)  # a locked database fails before the corpus is read and the model loaded
     # 1. read the whole corpus once before anything is written: bad input fails here
@@ -277,6 +290,8 @@ def _ingest_loaded(db, corpus_path: Path, fmt: str, pairs: bool, n_total: int, s
 
     model_name = str(model) if model is not None else default_model()  # a local folder may come as a Path
     am = AttentionModel(model_name, device=device, dtype=dtype, download=download, max_length=max_length)
+    if pairs or fmt == "tsv":
+        am.check_pairs_fit()
     if spacy_parser is not None:
         spacy_parser.wait_ready()  # the parser's workers have loaded while the model did; the clock starts later
     settings = {
@@ -667,6 +682,16 @@ class _Writer:
             self._check()
 
 
+def check_run_name(name) -> None:
+    """A run name is one line of text, not empty and not only digits (``--run 7`` means run id 7)."""
+    if not isinstance(name, str) or not name.strip():
+        raise InputError(f"--run-name must be a non-empty text, not {name!r}")
+    if name.strip().isdigit():
+        raise InputError(f"--run-name {name!r} is only digits, which `--run` reads as a run id; add a letter")
+    if any(ch in name for ch in "\r\n\t") or not name.isprintable():
+        raise InputError(f"--run-name {name!r} must be one line of printable text")
+
+
 def _start_run(con, fingerprint, new_run, run_name, corpus_path, sha, fmt, pairs, parser_desc, am, sparsity,
                truncate, limit, batch_size, device, dtype, weight_bits=32) -> tuple[int, bool, bool]:
     with transaction(con):
@@ -688,6 +713,11 @@ def _start_run(con, fingerprint, new_run, run_name, corpus_path, sha, fmt, pairs
                     return prev[0], False, True
                 con.execute("UPDATE runs SET status = 'running', error = NULL WHERE run_id = ?", [prev[0]])
                 return prev[0], True, False
+        if run_name is not None:
+            taken = con.execute("SELECT min(run_id) FROM runs WHERE run_name = ?", [run_name]).fetchone()[0]
+            if taken is not None:
+                raise InputError(f"run name {run_name!r} is taken by run {taken}; choose another"
+                                 + ("" if new_run else " (that run has other settings, so it is not resumed)"))
         versions = json.loads(am.versions())
         import duckdb
 

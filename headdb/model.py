@@ -466,6 +466,14 @@ class AttentionModel:
     def _load_tokenizer(self, auto):
         return load_tokenizer(self.folder, self.name)
 
+    def check_pairs_fit(self) -> None:
+        """Refuse a max length too short for sentence pairs (special tokens and one piece of each
+        segment); called for paired corpora only."""
+        smallest = self.tokenizer.num_special_tokens_to_add(pair=True) + 2
+        if self.max_length < smallest:
+            raise ModelError(f"--max-length {self.max_length} is too small: a pair input needs at least "
+                             f"{smallest} tokens (special tokens and one piece of each segment)")
+
     def _max_length(self, requested: int | None) -> int:
         limits = []
         tml = getattr(self.tokenizer, "model_max_length", None)
@@ -481,10 +489,10 @@ class AttentionModel:
         if requested is not None:
             if requested > natural:
                 raise ModelError(f"--max-length {requested} exceeds the model's maximum of {natural}")
-            smallest = self.tokenizer.num_special_tokens_to_add(pair=True) + 2
+            smallest = self.tokenizer.num_special_tokens_to_add(pair=False) + 1
             if requested < smallest:
-                raise ModelError(f"--max-length {requested} is too small: a pair input needs at least "
-                                 f"{smallest} tokens (special tokens and one piece of each segment)")
+                raise ModelError(f"--max-length {requested} is too small: an input needs at least "
+                                 f"{smallest} tokens (special tokens and one piece)")
             return requested
         return natural
 

@@ -20,7 +20,8 @@ def sql(db: str | Path, query: str, params: list | dict | None = None, *, write:
     """
     import duckdb
 
-    con = connect(db, read_only=not write)
+    _one_statement(query)
+    con = connect(db, read_only=not write, existing=True)
     try:
         if not write:
             try:
@@ -33,11 +34,57 @@ def sql(db: str | Path, query: str, params: list | dict | None = None, *, write:
             rel = con.execute(query, params or [])
         except duckdb.Error as exc:
             raise DatabaseError(f"SQL error: {str(exc).strip()}{_hint(str(exc), query, write)}") from None
-        if rel.description is None:
+        if rel is None or rel.description is None:
             return pd.DataFrame()
+        if any(str(d[1]) in _WIDE_INTEGERS for d in rel.description):
+            import warnings
+
+            with warnings.catch_warnings():  # "an extra copy of the rows": the rows of a query's result, once
+                warnings.simplefilter("ignore", UserWarning)
+                table = rel.to_arrow_table()
+            return _exact_frame(table)
         return rel.df()
     finally:
         con.close()
+
+
+#: DuckDB's 128-bit integers (sum() of integers gives HUGEINT), which its DataFrames turn into
+#: floats: 2009.0, and 12345678901234567890 rounded.
+_WIDE_INTEGERS = ("HUGEINT", "UHUGEINT")
+
+
+def _one_statement(query: str) -> None:
+    """Refuse an empty query, or several statements (only the last one's rows would show)."""
+    import duckdb
+
+    try:
+        n = len(duckdb.extract_statements(query))
+    except duckdb.Error:  # a syntax error: DuckDB reports it when the query runs
+        return
+    if n == 0:
+        raise InputError("no SQL statement given")
+    if n > 1:
+        raise InputError(f"one SQL statement at a time, not {n}; run them one by one")
+
+
+def _exact_frame(table) -> pd.DataFrame:
+    """A result with 128-bit integer columns (Arrow decimal128(38, 0)), exactly: int64 where
+    every value fits, Python ints otherwise."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    columns = {}
+    for name, column in zip(table.column_names, table.columns):
+        if pa.types.is_decimal(column.type) and column.type.scale == 0:
+            try:
+                ints = pc.cast(column, pa.int64())
+            except (pa.ArrowInvalid, OverflowError):  # beyond 64 bits
+                columns[name] = pd.Series([None if v is None else int(v) for v in column.to_pylist()], dtype=object)
+                continue
+            columns[name] = pd.Series(ints.to_pylist(), dtype="Int64") if ints.null_count else ints.to_pandas()
+        else:
+            columns[name] = column.to_pandas()
+    return pd.DataFrame(columns)
 
 
 def _hint(message: str, query: str, write: bool) -> str:

@@ -299,16 +299,19 @@ def _resolve_run(con: duckdb.DuckDBPyConnection, run: int | str | None) -> int:
     if isinstance(run, int) or (isinstance(run, str) and run.isdigit()):
         row = con.execute("SELECT run_id FROM runs WHERE run_id = ?", [int(run)]).fetchone()
         if row is None and isinstance(run, str):  # no run with that id: a run may be named so
-            rows = con.execute("SELECT run_id FROM runs WHERE run_name = ? ORDER BY run_id", [run]).fetchall()
-            row = rows[0] if len(rows) == 1 else None
+            row = _by_name(con, run)
     else:
-        rows = con.execute("SELECT run_id FROM runs WHERE run_name = ? ORDER BY run_id", [run]).fetchall()
-        if len(rows) > 1:
-            raise DatabaseError(f"run name {run!r} is ambiguous (runs {', '.join(str(r[0]) for r in rows)}); pass the id")
-        row = rows[0] if rows else None
+        row = _by_name(con, run)
     if row is None:
         raise DatabaseError(f"no run {run!r} in the database (see `headdb runs`)")
     return int(row[0])
+
+
+def _by_name(con: duckdb.DuckDBPyConnection, name: str) -> tuple | None:
+    rows = con.execute("SELECT run_id FROM runs WHERE run_name = ? ORDER BY run_id", [name]).fetchall()
+    if len(rows) > 1:
+        raise DatabaseError(f"run name {name!r} is ambiguous (runs {', '.join(str(r[0]) for r in rows)}); pass the id")
+    return rows[0] if rows else None
 
 
 def run_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -331,7 +334,7 @@ def drop_run(db: str | Path, run: int | str, *, dry_run: bool = False) -> pd.Dat
     """
     from headdb.db import quote_ident
 
-    con = connect(db, read_only=dry_run)
+    con = connect(db, read_only=dry_run, existing=True)
     try:
         run_id = resolve_run(con, run)
         tables = run_tables(con)

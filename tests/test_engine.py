@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 
+import duckdb
 import pandas as pd
 import pytest
 from sqlalchemy import text
@@ -94,3 +95,57 @@ def test_runs_lists_a_killed_run_as_interrupted(store):
     con.close()
     assert headdb.runs(store)["status"].tolist() == ["interrupted", "done"]
     assert headdb.sql(store, "SELECT status FROM runs ORDER BY run_id")["status"].tolist() == ["running", "done"]
+
+
+def test_commands_that_change_a_store_never_create_or_upgrade_one(tmp_path, capsys, monkeypatch):
+    """drop, compact and sql --write need an existing headdb store at the current schema; they
+    created a missing file, installed headdb's tables into another DuckDB file, or upgraded an
+    older store unasked (only init and ingest create or upgrade)."""
+    from cli_helpers import run_main
+
+    db_module = __import__("headdb.db", fromlist=["list_migrations"])
+    missing, foreign, old = tmp_path / "missing.db", tmp_path / "foreign.db", tmp_path / "old.db"
+    con = duckdb.connect(str(foreign))
+    con.execute("CREATE TABLE mine (x INTEGER)")
+    con.close()
+    con = connect(old, migrate_schema=False)
+    db_module.migrate(con, [m for m in db_module.list_migrations() if m.version < 5])
+    con.close()
+    for args in (["drop", "{db}", "1", "--yes"], ["compact", "{db}"], ["sql", "{db}", "DELETE FROM runs", "--write"]):
+        for db, words in ((missing, "no such database"), (foreign, "not a headdb database"),
+                          (old, "schema version 4 is older than")):
+            code, _, err = run_main(capsys, monkeypatch, *[a.replace("{db}", str(db)) for a in args])
+            assert code == 1 and words in err and err.startswith(f"error: {db}: "), (args, db, err)
+    assert not missing.exists()
+    con = duckdb.connect(str(foreign), read_only=True)
+    assert [r[0] for r in con.execute("SHOW TABLES").fetchall()] == ["mine"]
+    con.close()
+    con = duckdb.connect(str(old), read_only=True)
+    assert con.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] == 4
+    con.close()
+    with pytest.raises(DatabaseError, match="no such database"):
+        headdb.drop_run(missing, 1)
+    assert not missing.exists()
+
+
+def test_sql_gives_whole_numbers_exactly_one_statement_and_any_value_as_json(store, capsys, monkeypatch):
+    from cli_helpers import run_main
+
+    con = connect(store)
+    con.execute("INSERT INTO run_sentences (run_id, sentence_id, n_tokens, n_tokens_full, status) VALUES (1, 0, 5, 5, 'ok'), "
+                "(1, 1, 7, 7, 'ok')")
+    con.close()
+    got = headdb.sql(store, "SELECT sum(n_tokens) AS s, 12345678901234567890::HUGEINT AS big, "
+                            "NULL::HUGEINT AS none FROM run_sentences")
+    total = headdb.sql(store, "SELECT n_tokens FROM run_sentences")["n_tokens"].sum()
+    assert got["s"].tolist() == [total] and str(got["s"].dtype) == "int64"  # not 2009.0
+    assert got["big"].tolist() == [12345678901234567890] and got["none"].isna().all()
+    code, out, _ = run_main(capsys, monkeypatch, "sql", store, "SELECT sum(n_tokens) AS s FROM run_sentences", "-f", "csv")
+    assert code == 0 and out == f"s\n{total}\n"
+    code, out, err = run_main(capsys, monkeypatch, "sql", store, "SELECT '00000000-0000-0000-0000-000000000001'::UUID AS u",
+                              "-f", "json")
+    assert code == 0 and out == '[{"u":"00000000-0000-0000-0000-000000000001"}]\n', err
+    for query, words in (("", "no SQL statement given"), ("  ;", "no SQL statement given"),
+                         ("SELECT 1; SELECT 2", "one SQL statement at a time, not 2")):
+        with pytest.raises(InputError, match=words):
+            headdb.sql(store, query)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 
 import duckdb
@@ -164,8 +166,27 @@ def test_ingest_errors_before_writing(tmp_path, tiny_bert_dir):
         headdb.ingest(db, DATA / "sample.conllu", model="no-such-org/no-such-model-xyz")
     with pytest.raises(ModelError, match="exceeds the model's maximum"):
         headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), max_length=100)
-    with pytest.raises(ModelError, match="too small"):
-        headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), max_length=3)
+    with pytest.raises(ModelError, match="too small: an input needs at least 3 tokens"):
+        headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), max_length=2)
+    pairs_file = tmp_path / "p.tsv"
+    pairs_file.write_text("The cat sat.\tIt slept.\n")
+    with pytest.raises(ModelError, match="too small: a pair input needs at least 5 tokens"):
+        headdb.ingest(db, pairs_file, model=str(tiny_bert_dir), max_length=4, truncate=True)
+    for bad_option, words in [({"top_k": -3}, "--top-k must be at least 1"), ({"top_k": 2.5}, "--top-k must be a whole"),
+                              ({"top_k": "4"}, "--top-k must be a whole"), ({"batch_size": 2.0}, "--batch-size must be a whole"),
+                              ({"min_mass": 0}, "--min-mass must be"), ({"min_mass": 1.5}, "--min-mass must be"),
+                              ({"min_mass": float("nan")}, "--min-mass must be")]:
+        with pytest.raises(InputError, match=words):
+            headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), **bad_option)
+    for name, words in [("", "non-empty"), ("  ", "non-empty"), ("12", "only digits"), ("a\nb", "one line")]:
+        with pytest.raises(InputError, match=words):
+            headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), run_name=name)
+    # read more than once, a pipe (/dev/stdin) gave an empty run and a named pipe hung; a device
+    # stands in for both here (a pipe would hang this test if the check went)
+    with pytest.raises(InputError, match="is not a regular file"):
+        headdb.ingest(db, os.devnull, format="conllu", model=str(tiny_bert_dir))
+    with pytest.raises(InputError, match="is a directory"):
+        headdb.ingest(db, tmp_path, format="conllu", model=str(tiny_bert_dir))
     with pytest.raises(InputError, match="--dense"):
         headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), dense=True, min_mass=0.5)
     with pytest.raises(InputError, match="--dense stores float32"):
@@ -733,3 +754,15 @@ def test_weight_bits_16_through_the_cli_stores_the_float32_runs_weights_rounded_
     assert tested.sum() > 600 and res16["mean"].notna().equals(tested)
     assert (res16["mean"][tested] <= res32["mean"][tested] + 1e-12).all()
     np.testing.assert_allclose(res16["mean"][tested], res32["mean"][tested], atol=1e-3)
+
+
+def test_a_run_name_names_one_run(tmp_path, tiny_bert_dir):
+    db = tmp_path / "n.db"
+    first = headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), limit=3, run_name="A")
+    again = headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), limit=3, run_name="A")
+    assert again.already_done and again.run_id == first.run_id  # the same settings: that run
+    for other in ({"new_run": True}, {"top_k": 4}):
+        with pytest.raises(InputError, match=f"run name 'A' is taken by run {first.run_id}; choose another"):
+            headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), limit=3, run_name="A", **other)
+    assert headdb.sql(db, "SELECT run_name FROM runs")["run_name"].tolist() == ["A"]
+    assert headdb.sql(db, "SELECT count(*) AS n FROM corpora")["n"][0] == 1
