@@ -380,7 +380,9 @@ def run_summary(con: duckdb.DuckDBPyConnection, run_id: int) -> dict[str, Any]:
         """, [run_id, run_id, run_id]).df()
     info = con.execute("SELECT run_name, status, model, corpus_path FROM runs WHERE run_id = ?", [run_id]).fetchone()
     return {
-        "run_id": run_id, "run_name": info[0], "status": info[1], "model": info[2], "corpus": info[3],
+        # as `headdb runs` shows it: a run left 'running' in a store this process could open was interrupted
+        "run_id": run_id, "run_name": info[0], "status": "interrupted" if info[1] == "running" else info[1],
+        "model": info[2], "corpus": info[3],
         "sentences": int(counts[0]), "skipped": int(counts[1]), "truncated": int(counts[2]),
         "tokens": int(counts[3]), "edges": int(layers["edges"].sum()) if len(layers) else 0,
         "layers": layers,

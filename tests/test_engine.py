@@ -94,6 +94,7 @@ def test_runs_lists_a_killed_run_as_interrupted(store):
             "'cpu', 512, false, 8, false, 32, '0', '{}', ?)", [f"r-{status}", status])
     con.close()
     assert headdb.runs(store)["status"].tolist() == ["interrupted", "done"]
+    assert headdb.summary(store, run="r-running")["status"] == "interrupted"  # summary says so too
     assert headdb.sql(store, "SELECT status FROM runs ORDER BY run_id")["status"].tolist() == ["running", "done"]
 
 
