@@ -328,8 +328,9 @@ def check_mentions(con: duckdb.DuckDBPyConnection, role: Role, attention: frozen
     with a weight or layer column (``attention``: :func:`attention_tables` of ``con``, looked up
     when not given), a column named like a model property, SQL run from a string, or a
     ``getvariable()`` of a name the role's params do not declare (it would read NULL, or another
-    role's parameter when roles are filled together). Read from the parse tree, so a table alias or CTE that happens to be called ``head`` is fine; only
-    names, never what is inside string literals, count."""
+    role's parameter when roles are filled together). Read from the parse tree, so a table
+    alias or CTE that happens to be called ``head`` is fine; only names, never what is inside
+    string literals, count."""
     if attention is None:
         attention = attention_tables(con)
     refs = _references(con, role.body)

@@ -245,7 +245,7 @@ def moment_tests(moments: Mapping[str, np.ndarray], heads: list[tuple[int, int]]
     """:func:`head_tests` from each head's moments instead of its scores: ``moments`` has the
     numpy columns :data:`MOMENT_COLUMNS`, one row per (role, layer, head) that has scores (role
     as its position in ``roles``), in any order. The t-test needs nothing else, so classify
-    computes the moments where the scores are stored (DuckDB's ``avg`` and ``var_samp``) and
+    computes the moments where the scores are stored (DuckDB's ``favg`` and ``var_samp``) and
     never reads the scores back. The numbers equal scipy's from the scores to float rounding
     (the sums are added in another order), not bit for bit as :func:`head_tests`'."""
     taus, head_pos = _check_family(heads, roles, tau, alpha, correction)

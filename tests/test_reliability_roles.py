@@ -63,6 +63,8 @@ BAD_BODIES = {
     "filters by model": ("SELECT q.run_id, q.sentence_id, q.token_pos AS query_pos, q.token_pos AS key_pos\n"
                          "FROM tokens q JOIN runs r USING (run_id)\nWHERE r.model_type = 'bert'\n", 6,
                          "uses 'model_type'"),
+    "undeclared variable": ("SELECT run_id, sentence_id, token_pos AS query_pos, token_pos AS key_pos FROM tokens\n"
+                            "WHERE token_pos < getvariable('window')\n", 5, "does not declare"),
     "empty body": ("", 3, "no SQL statement"),
     "only a semicolon": (";\n", None, ""),
 }
@@ -297,3 +299,28 @@ def test_without_a_parse_tree_the_mention_check_reads_every_identifier(tmp_path,
     with pytest.raises(RoleError) as info:
         load_roles(folder, "strict")
     assert "uses 'head'" in str(info.value) and ":4:" in str(info.value)
+
+
+@pytest.mark.parametrize("level,body,words", [
+    ("token", "SELECT run_id, sentence_id, token_pos AS query_pos, NULL::SMALLINT AS key_pos FROM tokens\n",
+     "holds a NULL"),
+    ("word", "SELECT corpus_id, sentence_id, word_pos AS query_word_pos, word_pos + 50 AS key_word_pos FROM words\n",
+     "names a word its sentence does not have"),
+])
+def test_sieves_with_nulls_or_missing_words_are_refused_on_data_and_nothing_is_stored(tmp_path, level, body, words):
+    """NULL positions counted in |S_i| (or dropped a query), and word pairs naming no word dropped
+    out: wrong scores without a word. Now refused with path:line, and nothing is stored."""
+    import numpy as np
+
+    import headdb
+    from role_reference import build_store, dirichlet_attention, simple_seq
+
+    seqs = [simple_seq([1, 2, 1], [1, None, 1], ["nsubj", "root", "obj"]) for _ in range(3)]
+    db = tmp_path / "s.db"
+    build_store(db, seqs, [dirichlet_attention(np.random.default_rng(1), 1, 2, q.length) for q in seqs])
+    path = write_role(tmp_path / "roles", "bad", HEADER.replace("token", level).format(name="bad") + body)
+    with pytest.raises(RoleError) as info:
+        headdb.classify(db, roles="local,bad", roles_dir=tmp_path / "roles")
+    assert str(info.value).startswith(f"{path}:4: ") and words in str(info.value)
+    assert headdb.sql(db, "SELECT (SELECT count(*) FROM head_tests) + (SELECT count(*) FROM sentence_scores) AS n"
+                      )["n"][0] == 0
