@@ -128,7 +128,7 @@ def ingest(
     format: Optional[str] = typer.Option(None, "--format", help="conllu, text or tsv (default: from the extension)."),
     pairs: bool = typer.Option(False, "--pairs", help="CoNLL-U: pair the 1st sentence with the 2nd, 3rd with 4th..."),
     model: Optional[str] = typer.Option(None, "--model", help="Hugging Face name or local folder (default: bundled all-MiniLM-L6-v2)."),
-    top_k: int = typer.Option(8, "--top-k", help="Keys kept per attention row."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="Keys kept per attention row (default: 8)."),
     min_mass: Optional[float] = typer.Option(None, "--min-mass", help="Stop a row earlier once the kept mass reaches this."),
     dense: bool = typer.Option(False, "--dense", help="Keep every key (no sparsification)."),
     weight_bits: int = typer.Option(32, "--weight-bits", help="32: float32 weights as computed; 16: fixed point "
@@ -151,8 +151,13 @@ def ingest(
 
     Re-running an interrupted ingest with the same options resumes it.
     """
+    from headdb.errors import InputError
     from headdb.ingest import ingest as api_ingest
 
+    if dense and top_k is not None:
+        raise InputError("--dense keeps every key; it cannot be combined with --top-k")
+    if top_k is None:
+        top_k = 8
     try:
         result = api_ingest(
             db, corpus, format=format, pairs=pairs, model=model, top_k=top_k, min_mass=min_mass, dense=dense,

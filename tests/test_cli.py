@@ -203,3 +203,10 @@ def test_tables_never_cut_a_value_short(monkeypatch, capsys):
     assert lines[:5] == ["runs", bar(1), "run_id | 1", f"model  | {long}", "mean   | 0.123457"]
     assert lines[5:] == [bar(2), "run_id | 2", "model  | short", "mean   | 2"]
     assert "…" not in screen.getvalue()
+
+
+def test_dense_with_an_explicit_top_k_is_refused(tmp_path, capsys, monkeypatch):
+    """--dense keeps every key: a --top-k beside it was ignored without a word (--min-mass was refused)."""
+    code, _, err = run_main(capsys, monkeypatch, "ingest", tmp_path / "d.db", "--dense", "--top-k", "4")
+    assert code == 1 and err == "error: --dense keeps every key; it cannot be combined with --top-k\n", err
+    assert not (tmp_path / "d.db").exists()
