@@ -73,22 +73,41 @@ def _paired_test(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 
 def _check_role_versions(con, run_a: int, run_b: int, roles: list[str]) -> None:
-    """Refuse a role whose tests in the two runs come from different SQL (head_tests.role_sha256):
-    their sieves may differ, and so would the scores, whatever the models do. Tests stored
-    before headdb recorded the version (NULL) are taken as they are."""
+    """Refuse a role whose tests in the two runs come from SQL with different sieves
+    (head_tests.role_sha256, read in role_versions): the scores would differ whatever the models
+    do. Versions that differ only in comments, the description or tau have the same sieve.
+    Tests stored before headdb recorded the version (NULL) are taken as they are; a version whose
+    text the store lacks counts as different."""
     rows = con.execute(
-        "SELECT role, run_id, list(DISTINCT role_sha256 ORDER BY role_sha256) FROM head_tests "
-        "WHERE run_id IN (?, ?) AND list_contains(?, role) AND role_sha256 IS NOT NULL GROUP BY role, run_id",
-        [run_a, run_b, roles]).fetchall()
-    versions = {(role, run): set(shas) for role, run, shas in rows}
+        "SELECT t.role, t.run_id, list(DISTINCT t.role_sha256 ORDER BY t.role_sha256), "
+        "list(DISTINCT v.sql ORDER BY v.sql) FILTER (WHERE v.sql IS NOT NULL), "
+        "count(DISTINCT t.role_sha256) FILTER (WHERE v.sha256 IS NULL) "
+        "FROM head_tests t LEFT JOIN role_versions v ON v.sha256 = t.role_sha256 "
+        "WHERE t.run_id IN (?, ?) AND list_contains(?, t.role) AND t.role_sha256 IS NOT NULL "
+        "GROUP BY t.role, t.run_id", [run_a, run_b, roles]).fetchall()
+    versions = {(role, run): (set(shas), {_sieve_text(t) for t in (texts or [])}, unknown)
+                for role, run, shas, texts, unknown in rows}
     for role in roles:
         a, b = versions.get((role, run_a)), versions.get((role, run_b))
-        if a and b and a != b:
-            raise DatabaseError(
-                f"role {role!r} was classified from different SQL for run {run_a} (sha256 "
-                f"{', '.join(sorted(x[:12] for x in a))}) and run {run_b} ({', '.join(sorted(x[:12] for x in b))}): "
-                f"their scores are not comparable; classify both runs again with the same role file "
-                f"(headdb classify DB --run {run_a} --roles {role}, then --run {run_b})")
+        if not a or not b or a[0] == b[0]:
+            continue
+        if not a[2] and not b[2] and a[1] == b[1] and len(a[1]) == 1:
+            continue  # other text, the same sieve
+        raise DatabaseError(
+            f"role {role!r} was classified from different SQL for run {run_a} (sha256 "
+            f"{', '.join(sorted(x[:12] for x in a[0]))}) and run {run_b} ({', '.join(sorted(x[:12] for x in b[0]))}): "
+            f"their scores are not comparable; classify both runs again with the same role file "
+            f"(headdb classify DB --run {run_a} --roles {role}, then --run {run_b})")
+
+
+def _sieve_text(text: str) -> str:
+    """What of a role file decides its sieve: the level, the params and the SQL, without comment
+    lines (the description, free comments) or tau, one stripped line each."""
+    import re
+
+    keep = re.compile(r"--\s*(level|params)\s*:")
+    return "\n".join(line.strip() for line in text.splitlines()
+                     if line.strip() and (not line.strip().startswith("--") or keep.match(line.strip())))
 
 
 def _run_info(con, run_id: int) -> dict:
@@ -104,7 +123,8 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
 
     Same shapes: one row per (role, layer, head) with n (paired sentences), mean_a, mean_b,
     mean_diff (B - A), std_diff, t, p, p_adj, changed (p_adj < alpha), direction (up / down),
-    significant_a, significant_b and role_change (gained / lost / kept / none).
+    significant_a, significant_b and role_change (gained / lost / kept / none, or unknown where a
+    run has no test of that head and role).
     Different shapes: one row per (role, layer) with n_significant_a, n_significant_b and change.
     ``df.attrs`` holds basis, note, run ids and names, correction, alpha and test.
     """

@@ -157,3 +157,9 @@ def test_a_role_classified_from_different_sql_in_the_two_runs_is_refused(tmp_pat
     assert set(headdb.compare(db, 1, 2, roles="local")["role"]) == {"local"}  # the other roles still compare
     headdb.classify(db, run=1, roles="near", roles_dir=roles)  # now both from window=2
     assert set(headdb.compare(db, 1, 2)["role"]) == {"near", "local"}
+    # a new description, comment or tau leaves the sieve as it was: still comparable
+    role.write_text(text.replace("window=1", "window=2\n-- tau: 2\n--\n-- the window's pairs")
+                    .replace("description: d", "description: nearby tokens"))
+    headdb.classify(db, run=2, roles="near", roles_dir=roles)
+    assert headdb.sql(db, "SELECT count(DISTINCT role_sha256) AS n FROM head_tests WHERE role = 'near'")["n"][0] == 2
+    assert set(headdb.compare(db, 1, 2)["role"]) == {"near", "local"}

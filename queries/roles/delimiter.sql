@@ -1,6 +1,7 @@
 -- name: delimiter
 -- description: Attends to the special tokens: every position is a query, and its sieve is
---   all special-token positions ([CLS] and every [SEP], or the model's equivalents).
+--   all special-token positions ([CLS], every [SEP] and any other special token, or the
+--   model's equivalents).
 -- level: token
 -- tau: 3
 SELECT q.run_id, q.sentence_id, q.token_pos AS query_pos, k.token_pos AS key_pos
