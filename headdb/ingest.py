@@ -214,11 +214,9 @@ def ingest(
     """
     from headdb.resources import sample_corpus
 
-    for name, value, optional in (("--batch-size", batch_size, False), ("--limit", limit, True),
-                                  ("--top-k", top_k, True), ("--max-length", max_length, True)):
-        if (value is None and not optional) or (value is not None and (isinstance(value, bool)
-                                                                        or not isinstance(value, int))):
-            raise InputError(f"{name} must be a whole number, not {value!r}")
+    batch_size = _whole("--batch-size", batch_size, optional=False)
+    limit, top_k, max_length = (_whole(name, value) for name, value in
+                                (("--limit", limit), ("--top-k", top_k), ("--max-length", max_length)))
     if run_name is not None:
         check_run_name(run_name)
     if batch_size < 1:
@@ -680,6 +678,17 @@ class _Writer:
             t.join()
         if not abort:
             self._check()
+
+
+def _whole(name: str, value, optional: bool = True) -> int | None:
+    """An option that is a whole number (numpy's integers too) as an int; None where optional."""
+    import numbers
+
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputError(f"{name} must be a whole number, not {value!r}")
+    return int(value)
 
 
 def check_run_name(name) -> None:

@@ -175,7 +175,8 @@ def test_ingest_errors_before_writing(tmp_path, tiny_bert_dir):
     for bad_option, words in [({"top_k": -3}, "--top-k must be at least 1"), ({"top_k": 2.5}, "--top-k must be a whole"),
                               ({"top_k": "4"}, "--top-k must be a whole"), ({"batch_size": 2.0}, "--batch-size must be a whole"),
                               ({"min_mass": 0}, "--min-mass must be"), ({"min_mass": 1.5}, "--min-mass must be"),
-                              ({"min_mass": float("nan")}, "--min-mass must be")]:
+                              ({"min_mass": float("nan")}, "--min-mass must be"),
+                              ({"batch_size": None}, "--batch-size must be a whole")]:
         with pytest.raises(InputError, match=words):
             headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), **bad_option)
     for name, words in [("", "non-empty"), ("  ", "non-empty"), ("12", "only digits"), ("a\nb", "one line")]:
@@ -758,7 +759,8 @@ def test_weight_bits_16_through_the_cli_stores_the_float32_runs_weights_rounded_
 
 def test_a_run_name_names_one_run(tmp_path, tiny_bert_dir):
     db = tmp_path / "n.db"
-    first = headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), limit=3, run_name="A")
+    first = headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), limit=np.int64(3), run_name="A",
+                          top_k=np.int32(8))  # numpy's integers are whole numbers too
     again = headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), limit=3, run_name="A")
     assert again.already_done and again.run_id == first.run_id  # the same settings: that run
     for other in ({"new_run": True}, {"top_k": 4}):
