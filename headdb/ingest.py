@@ -225,9 +225,12 @@ def ingest(
         raise InputError("--limit must be at least 1")
     if top_k is not None and top_k < 0 and not dense:
         raise InputError(f"--top-k must be at least 1 (or pass --dense), not {top_k}")
-    if min_mass is not None and not (isinstance(min_mass, (int, float)) and not isinstance(min_mass, bool)
-                                     and 0 < min_mass <= 1):
-        raise InputError(f"--min-mass must be a share of the row's mass in (0, 1], not {min_mass!r}")
+    if min_mass is not None:
+        import numbers
+
+        if isinstance(min_mass, bool) or not isinstance(min_mass, numbers.Real) or not 0 < min_mass <= 1:
+            raise InputError(f"--min-mass must be a share of the row's mass in (0, 1], not {min_mass!r}")
+        min_mass = float(min_mass)
     from headdb.parse import check_processes  # spaCy itself loads only for text
 
     check_processes(parse_processes)
