@@ -157,10 +157,10 @@ def render(r: dict) -> str:
             "within 10%")
         if "ingest_marginal_slope_ratio" in sc:
             add("scale: marginal time per sentence, 4x->16x over 1x->4x (ingest, classify)",
-                f"{sc['ingest_marginal_slope_ratio']:.2f}, {_f(sc.get('classify_marginal_slope_ratio'))}", "1 +- 0.10")
+                f"{_f(sc['ingest_marginal_slope_ratio'])}, {_f(sc.get('classify_marginal_slope_ratio'))}", "1 +- 0.10")
         if "ingest_marginal_slope_ratio_64" in sc:
             add("scale: marginal time per sentence, 16x->64x over 4x->16x (ingest, classify)",
-                f"{sc['ingest_marginal_slope_ratio_64']:.2f}, {_f(sc.get('classify_marginal_slope_ratio_64'))}",
+                f"{_f(sc['ingest_marginal_slope_ratio_64'])}, {_f(sc.get('classify_marginal_slope_ratio_64'))}",
                 "1 +- 0.10")
         add("scale: ingest peak RSS 16x/1x", f"{sc['ingest_rss_ratio_16x_vs_1x']:.2f}", "flat")
         if "ingest_rss_ratio_64x_vs_16x" in sc:

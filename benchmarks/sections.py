@@ -325,6 +325,15 @@ print(json.dumps(out))
 """
 
 
+
+def _slope_ratio(key: str, a: dict, b: dict, c: dict) -> float | None:
+    """The marginal time per sentence of the step b -> c over the step a -> b; None (printed
+    "-") where the first step took no time or less (a warm-up in the smaller run gave 1.3e10)."""
+    step = lambda x, y: (y[key] - x[key]) / (y["sentences"] - x["sentences"])  # noqa: E731
+    first = step(a, b)
+    return step(b, c) / first if first > 0 else None
+
+
 def scale(workdir: Path, corpus: Path, base: int, batch_size: int, model: str | None,
           factors: tuple[int, ...] = (1, 4, 16, 64)) -> dict:
     """Ingestion (time, peak RSS) and classification (time) of the first ``base`` sentences
@@ -357,16 +366,12 @@ def scale(workdir: Path, corpus: Path, base: int, batch_size: int, model: str | 
     # fixed costs (model load, warm-up, role loading) hide in the per-sentence ratio at small
     # sizes; the marginal slope between two steps (seconds per added sentence) is 1.0 when time
     # is linear: 4x->16x over 1x->4x, and 16x->64x over 4x->16x (less fixed-cost noise)
-    def slope_ratio(key: str, a: dict, b: dict, c: dict) -> float:
-        step = lambda x, y: (y[key] - x[key]) / (y["sentences"] - x["sentences"])  # noqa: E731
-        return step(b, c) / max(step(a, b), 1e-12)
-
     for name, factors in (("", (1, 4, 16)), ("_64", (4, 16, 64))):
         if all(f in by_factor for f in factors):
             rows3 = [by_factor[f] for f in factors]
-            out[f"ingest_marginal_slope_ratio{name}"] = slope_ratio("ingest_s", *rows3)
+            out[f"ingest_marginal_slope_ratio{name}"] = _slope_ratio("ingest_s", *rows3)
             if have_classify:
-                out[f"classify_marginal_slope_ratio{name}"] = slope_ratio("classify_s", *rows3)
+                out[f"classify_marginal_slope_ratio{name}"] = _slope_ratio("classify_s", *rows3)
     return out
 
 

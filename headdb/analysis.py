@@ -55,6 +55,8 @@ def select_roles(available: Sequence[str], roles: Sequence[str] | str | None, wh
         return list(available)
     if isinstance(roles, str):
         roles = [r.strip() for r in roles.split(",") if r.strip()]
+    if not roles:
+        raise InputError("no roles selected (roles=None means all of them)")
     unknown = [r for r in roles if r not in available]
     if unknown:
         raise InputError(f"role(s) {', '.join(unknown)} not classified for {where}; "

@@ -309,9 +309,14 @@ def compact(path: str | Path) -> tuple[int, int]:
 def engine(path: str | Path, read_only: bool = True):  # -> sqlalchemy.engine.Engine
     """A SQLAlchemy engine (duckdb-engine) on the store, for pandas, notebooks and BI tools."""
     from sqlalchemy import create_engine
+    from sqlalchemy.engine import URL
 
-    if read_only:
-        connect(path, read_only=True).close()  # same clear errors as the rest of headdb
-    else:
-        init(path)
-    return create_engine(f"duckdb:///{Path(path)}", connect_args={"read_only": read_only})
+    try:  # the same clear errors as the rest of headdb; a writable engine needs a store, too
+        connect(path, read_only=read_only, existing=True).close()
+    except DatabaseError as exc:
+        # an engine of this process holds the file already (duckdb-engine opens it with its own
+        # settings): it was checked when that engine was made
+        if "already has the database open" not in str(exc):
+            raise
+    # the path as the URL's database, not pasted into its text ('?', '#' and '%' are URL syntax there)
+    return create_engine(URL.create("duckdb", database=str(Path(path))), connect_args={"read_only": read_only})

@@ -50,7 +50,13 @@ def _plt():
     import matplotlib
 
     matplotlib.use("Agg", force=True)
+    import logging
+
     import matplotlib.pyplot as plt
+
+    # a font cache that lacks matplotlib's own fonts (left by another installation) makes every
+    # figure log "findfont: ... not found. Falling back to DejaVu Sans", which is what it uses anyway
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 
     plt.rcParams.update({"svg.hashsalt": "headdb", "font.size": 9, "axes.titlesize": 10,
                          "figure.dpi": 100, "savefig.bbox": "tight"})

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from headdb.corpus import Sentence
 from headdb.db import connect, registered, transaction
-from headdb.errors import DatabaseError
+from headdb.errors import DatabaseError, InputError
 from headdb.sparsify import BatchEdges, SentenceEdges
 
 #: the edge columns handed to DuckDB; run_id, the same for every row, is a constant of the INSERT
@@ -296,7 +296,11 @@ def _resolve_run(con: duckdb.DuckDBPyConnection, run: int | str | None) -> int:
         if row[0] is None:
             raise DatabaseError("the database has no finished run; ingest a corpus first")
         return int(row[0])
-    if isinstance(run, int) or (isinstance(run, str) and run.isdigit()):
+    import numbers
+
+    if isinstance(run, bool) or not isinstance(run, (numbers.Integral, str)):
+        raise InputError(f"a run is its id (a whole number) or its name, not {run!r}")
+    if isinstance(run, numbers.Integral) or run.isdigit():
         row = con.execute("SELECT run_id FROM runs WHERE run_id = ?", [int(run)]).fetchone()
         if row is None and isinstance(run, str):  # no run with that id: a run may be named so
             row = _by_name(con, run)

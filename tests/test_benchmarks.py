@@ -260,3 +260,12 @@ def test_the_suite_removes_its_temporary_workdir(tmp_path):
     r = _run(["-m", "benchmarks", "--quick", "--only", "classify", "--out", str(out), "--workdir",
               str(tmp_path / "mine")], ROOT, tmpdir=tmp_path / "tmp")
     assert r.returncode == 0 and (tmp_path / "mine").is_dir()
+
+
+def test_the_scale_slope_ratio_is_none_where_the_first_step_took_no_time():
+    from benchmarks.sections import _slope_ratio
+
+    rows = [{"sentences": n, "ingest_s": s} for n, s in ((125, 0.5), (500, 2.0), (2000, 8.0))]
+    assert _slope_ratio("ingest_s", *rows) == pytest.approx(1.0)
+    rows[0]["ingest_s"] = 2.5  # a warm-up: the 1x run slower than the 4x one
+    assert _slope_ratio("ingest_s", *rows) is None

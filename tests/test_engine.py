@@ -150,3 +150,50 @@ def test_sql_gives_whole_numbers_exactly_one_statement_and_any_value_as_json(sto
                          ("SELECT 1; SELECT 2", "one SQL statement at a time, not 2")):
         with pytest.raises(InputError, match=words):
             headdb.sql(store, query)
+
+
+@pytest.mark.parametrize("name", ["a?b.db", "we#ird.db", "pct%20x.db"])
+def test_engine_opens_the_file_it_is_given_and_twice_in_one_process(tmp_path, store, name):
+    """The path was pasted into the engine's URL: '?', '#' and '%xx' made SQLAlchemy open (or
+    create) another file. A second engine beside an open one failed on headdb's own check."""
+    import shutil
+
+    from sqlalchemy import text
+
+    path = tmp_path / name
+    shutil.copy(store, path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    first = headdb.engine(path)
+    with first.connect() as con:
+        assert con.execute(text("SELECT count(*) FROM edges")).scalar() == 3
+        second = headdb.engine(path)  # while the first holds the file: a re-run notebook cell
+        with second.connect() as con2:
+            assert con2.execute(text("SELECT count(*) FROM edges")).scalar() == 3
+    first.dispose()
+    second.dispose()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_a_writable_engine_needs_a_headdb_store(tmp_path):
+    foreign = tmp_path / "foreign.db"
+    con = duckdb.connect(str(foreign))
+    con.execute("CREATE TABLE mine (x INTEGER)")
+    con.close()
+    with pytest.raises(DatabaseError, match="not a headdb database"):
+        headdb.engine(foreign, read_only=False)
+    with pytest.raises(DatabaseError, match="no such database"):
+        headdb.engine(tmp_path / "missing.db", read_only=False)
+    assert not (tmp_path / "missing.db").exists()
+    con = duckdb.connect(str(foreign), read_only=True)
+    assert [r[0] for r in con.execute("SHOW TABLES").fetchall()] == ["mine"]
+    con.close()
+
+
+def test_a_run_is_an_id_or_a_name_and_roles_are_never_empty(store):
+    for run in (3.0, True):
+        with pytest.raises(InputError, match="a run is its id"):
+            headdb.summary(store, run=run)
+    with pytest.raises(InputError, match="no roles selected"):
+        from headdb.analysis import select_roles
+
+        select_roles(["local"], "")
