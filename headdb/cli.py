@@ -343,7 +343,7 @@ def _print_classification(df) -> None:
     a = df.attrs
     n_tests = int(df["p"].notna().sum())
     typer.echo(f"run {a['run_id']}: {n_tests} tests of {len(df)} (head, role) pairs ({a['correction']} correction, "
-               f"alpha {a['alpha']}; a pair with fewer than two scores is not tested). "
+               f"alpha {a['alpha']}; no test where a pair has fewer than two scores, or all equal to tau). "
                "Rows are layers, columns heads (both 0-based); cells are mean scores; "
                "* = has the role, ~ = the sparse bound could flip the decision.")
     width = 7

@@ -111,8 +111,8 @@ def check_export(out: str | Path) -> str:
 
 
 def export(df: pd.DataFrame, out: str | Path) -> Path:
-    """Write a DataFrame as CSV, JSON (records, floats to 15 significant digits, pandas' most)
-    or Parquet, chosen by the file extension."""
+    """Write a DataFrame as CSV, JSON (records, floats to 15 significant digits, pandas' most;
+    values JSON has no type for, such as UUIDs, as text) or Parquet, chosen by the file extension."""
     out = Path(out)
     fmt = check_export(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +120,7 @@ def export(df: pd.DataFrame, out: str | Path) -> Path:
     if fmt == "csv":
         df.to_csv(tmp, index=False)
     elif fmt == "json":
-        df.to_json(tmp, orient="records", indent=1, date_format="iso", double_precision=15)
+        df.to_json(tmp, orient="records", indent=1, date_format="iso", double_precision=15, default_handler=str)
     else:
         df.to_parquet(tmp, index=False)
     tmp.replace(out)  # never leave half a file under the real name

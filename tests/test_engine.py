@@ -146,6 +146,9 @@ def test_sql_gives_whole_numbers_exactly_one_statement_and_any_value_as_json(sto
     code, out, err = run_main(capsys, monkeypatch, "sql", store, "SELECT '00000000-0000-0000-0000-000000000001'::UUID AS u",
                               "-f", "json")
     assert code == 0 and out == '[{"u":"00000000-0000-0000-0000-000000000001"}]\n', err
+    code, _, err = run_main(capsys, monkeypatch, "sql", store, "SELECT '00000000-0000-0000-0000-000000000001'::UUID AS u",
+                            "--out", store.parent / "u.json")
+    assert code == 0 and '"u":"00000000-0000-0000-0000-000000000001"' in (store.parent / "u.json").read_text(), err
     for query, words in (("", "no SQL statement given"), ("  ;", "no SQL statement given"),
                          ("SELECT 1; SELECT 2", "one SQL statement at a time, not 2")):
         with pytest.raises(InputError, match=words):
