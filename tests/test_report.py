@@ -87,15 +87,18 @@ def _chromium() -> tuple[str, str]:
     return browser, driver
 
 
-def _load(html: Path):
+def _load(html: Path, profile: Path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     browser, driver = _chromium()
     opts = webdriver.ChromeOptions()
     opts.binary_location = browser
+    # the browser's profile in the test's own folder: left to itself, every run left two
+    # org.chromium.Chromium.* folders in /tmp
     for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-              "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"):
+              "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
+              f"--user-data-dir={profile}"):
         opts.add_argument(a)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     d = webdriver.Chrome(service=Service(driver), options=opts)
@@ -110,9 +113,9 @@ def _load(html: Path):
     return imgs, errors, title
 
 
-def test_report_renders_in_headless_chromium(report72, report144):
-    for html in (report72.html, report144.html):
-        imgs, errors, title = _load(html)
+def test_report_renders_in_headless_chromium(report72, report144, tmp_path):
+    for n, html in enumerate((report72.html, report144.html)):
+        imgs, errors, title = _load(html, tmp_path / f"profile{n}")
         assert title.startswith("headdb report")
         assert errors == []
         assert len(imgs) >= 3 + len(ROLES)
