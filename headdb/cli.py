@@ -156,11 +156,10 @@ def ingest(
 
     if dense and top_k is not None:
         raise InputError("--dense keeps every key; it cannot be combined with --top-k")
-    if top_k is None:
-        top_k = 8
+    given = {} if top_k is None else {"top_k": top_k}  # else the API's default
     try:
         result = api_ingest(
-            db, corpus, format=format, pairs=pairs, model=model, top_k=top_k, min_mass=min_mass, dense=dense,
+            db, corpus, format=format, pairs=pairs, model=model, **given, min_mass=min_mass, dense=dense,
             truncate=truncate, max_length=max_length, limit=limit, batch_size=batch_size, device=device,
             dtype=dtype, run_name=run_name, parser=parser, download=download, new_run=new_run,
             progress=not quiet and sys.stderr.isatty(), weight_bits=weight_bits, parse_processes=parse_processes,

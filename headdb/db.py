@@ -130,10 +130,7 @@ def migrate(con: duckdb.DuckDBPyConnection, migrations: list[Migration] | None =
     known = {m.version for m in migrations}
     newer = sorted(set(applied) - known)
     if newer:
-        raise DatabaseError(
-            f"the database has schema version {max(newer)}, newer than this headdb knows "
-            f"({max(known, default=0)}); upgrade headdb"
-        )
+        raise DatabaseError(_newer_schema(max(newer), max(known, default=0)))
     done: list[int] = []
     for m in migrations:
         if m.version in applied:
@@ -198,8 +195,11 @@ def _require_current(con: duckdb.DuckDBPyConnection, path: str | Path) -> None:
         raise DatabaseError(f"{path}: schema version {version} is older than {latest}; "
                             f"upgrade it with `headdb init {path}`")
     if version > latest:
-        raise DatabaseError(f"{path}: the database has schema version {version}, newer than this headdb knows "
-                            f"({latest}); upgrade headdb")
+        raise DatabaseError(f"{path}: {_newer_schema(version, latest)}")
+
+
+def _newer_schema(version: int, known: int) -> str:
+    return f"the database has schema version {version}, newer than this headdb knows ({known}); upgrade headdb"
 
 
 def connect_restricted(path: str | Path, memory_limit_mb: int | None = None) -> duckdb.DuckDBPyConnection:
