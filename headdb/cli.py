@@ -164,9 +164,8 @@ def ingest(
             dtype=dtype, run_name=run_name, parser=parser, download=download, new_run=new_run,
             progress=not quiet and sys.stderr.isatty(), weight_bits=weight_bits, parse_processes=parse_processes,
         )
-    except KeyboardInterrupt:
-        typer.echo("interrupted: the batches committed so far are kept; run the same command again to resume",
-                   err=True)
+    except KeyboardInterrupt as exc:
+        typer.echo(_ingest_interrupted(exc, db), err=True)
         _state["interrupt_reported"] = True
         raise typer.Exit(130) from None
     err = typer.echo
@@ -183,6 +182,23 @@ def ingest(
             err(f"reader: {rs.blank_lines} blank lines ignored, {rs.too_long_lines} over-long lines skipped"
                 + (", odd last sentence left out of the pairs" if rs.odd_sentence_dropped else ""), err=True)
     typer.echo(result.run_id)
+
+
+def _ingest_interrupted(exc: KeyboardInterrupt, db: Path) -> str:
+    """What Ctrl-C left of an ingest: nothing, or a run to resume with what it has committed."""
+    from headdb.errors import IngestInterrupted
+
+    if not isinstance(exc, IngestInterrupted):  # before the run was recorded
+        return "interrupted before the ingest began: nothing was stored"
+    run = f"run {exc.run_id} ({exc.run_name})"
+    if exc.kept is None:
+        kept = "keeps the batches committed so far"
+    elif exc.kept == 0:
+        kept = "has no sentence committed yet"
+    else:
+        kept = f"keeps its {exc.kept:,} committed sentence{'s' if exc.kept != 1 else ''}"
+    return (f"interrupted: {run} {kept}; run the same command again to resume it "
+            f"(or delete it: `headdb drop {db} {exc.run_id} --yes`)")
 
 
 #: columns of `headdb runs`' table left out when every run has this value

@@ -41,3 +41,12 @@ class DatabaseError(HeaddbError):
 
 class DatabaseLockedError(DatabaseError):
     """Another process holds the write lock on the database file."""
+
+
+class IngestInterrupted(KeyboardInterrupt):
+    """Ctrl-C during an ingest after its run was recorded: the run (marked failed, resumable)
+    and how many of its sentences are committed."""
+
+    def __init__(self, run_id: int, run_name: str, kept: int | None):
+        self.run_id, self.run_name, self.kept = run_id, run_name, kept
+        super().__init__(f"run {run_id} interrupted")

@@ -26,7 +26,7 @@ import numpy as np
 from headdb import __version__
 from headdb.corpus import ReadStats, Sentence, check_file, file_sha256, infer_format, read_corpus, validate
 from headdb.db import check_writable, connect, interrupted, transaction
-from headdb.errors import DatabaseError, InputError
+from headdb.errors import DatabaseError, IngestInterrupted, InputError
 from headdb.sparsify import BatchEdges, Sparsity
 
 #: Sentences tokenized and sorted by length together; batches are cut from each window.
@@ -365,8 +365,8 @@ def _ingest_loaded(db, corpus_path: Path, fmt: str, pairs: bool, n_total: int, s
                 windows.close()  # stops a reading thread
             writer.close(abort=True)
             _fail(con, run_id, exc)
-            if interrupted(exc) and not isinstance(exc, KeyboardInterrupt):
-                raise KeyboardInterrupt from exc  # Ctrl-C during a DuckDB statement
+            if interrupted(exc):  # Ctrl-C, also during a DuckDB statement
+                raise IngestInterrupted(run_id, name, _kept(con, run_id)) from exc
             _raise_write_error(db, run_id, exc)
             raise
         finally:
@@ -761,6 +761,14 @@ def _fail(con, run_id: int, exc: BaseException) -> None:
         con.execute("UPDATE runs SET status = 'failed', error = ? WHERE run_id = ?", [message[:500], run_id])
     except Exception:  # noqa: BLE001 - the database may be what failed
         pass
+
+
+def _kept(con, run_id: int) -> int | None:
+    """The run's committed sentences (None where the database cannot say)."""
+    try:
+        return con.execute("SELECT count(*) FROM run_sentences WHERE run_id = ?", [run_id]).fetchone()[0]
+    except Exception:  # noqa: BLE001 - the database may be what failed
+        return None
 
 
 def _raise_write_error(db, run_id: int, exc: BaseException) -> None:

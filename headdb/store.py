@@ -294,7 +294,7 @@ def _resolve_run(con: duckdb.DuckDBPyConnection, run: int | str | None) -> int:
     if run is None:
         row = con.execute("SELECT max(run_id) FROM runs WHERE status = 'done'").fetchone()
         if row[0] is None:
-            raise DatabaseError("the database has no finished run; ingest a corpus first")
+            raise DatabaseError(f"{store_name(con)} has no finished run; ingest a corpus first")
         return int(row[0])
     import numbers
 
@@ -307,8 +307,15 @@ def _resolve_run(con: duckdb.DuckDBPyConnection, run: int | str | None) -> int:
     else:
         row = _by_name(con, run)
     if row is None:
-        raise DatabaseError(f"no run {run!r} in the database (see `headdb runs`)")
+        where = store_name(con)
+        raise DatabaseError(f"no run {run!r} in {where} (see `headdb runs {where}`)")
     return int(row[0])
+
+
+def store_name(con: duckdb.DuckDBPyConnection) -> str:
+    """The file of the store that ``con`` opened, for messages ("the database" in memory)."""
+    row = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+    return row[0] if row and row[0] else "the database"
 
 
 def _by_name(con: duckdb.DuckDBPyConnection, name: str) -> tuple | None:

@@ -210,3 +210,15 @@ def test_dense_with_an_explicit_top_k_is_refused(tmp_path, capsys, monkeypatch):
     code, _, err = run_main(capsys, monkeypatch, "ingest", tmp_path / "d.db", "--dense", "--top-k", "4")
     assert code == 1 and err == "error: --dense keeps every key; it cannot be combined with --top-k\n", err
     assert not (tmp_path / "d.db").exists()
+
+
+def test_run_errors_name_the_store(tmp_path, capsys, monkeypatch):
+    """With several stores open in a session, "no run '7' in the database" did not say which."""
+    from headdb.db import init
+
+    db = tmp_path / "a.db"
+    init(db)
+    code, _, err = run_main(capsys, monkeypatch, "summary", db)
+    assert (code, err) == (1, f"error: {db} has no finished run; ingest a corpus first\n")
+    code, _, err = run_main(capsys, monkeypatch, "summary", db, "--run", "7")
+    assert (code, err) == (1, f"error: no run '7' in {db} (see `headdb runs {db}`)\n")

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pytest
 
 from headdb.db import interrupted
+from headdb.errors import IngestInterrupted
 from tests.cli_helpers import run_cli
 
 ingest_module = importlib.import_module("headdb.ingest")
@@ -117,11 +118,23 @@ def test_ctrl_c_inside_a_duckdb_statement_exits_130_for_any_command(tmp_path, mo
     assert (code, err, out) == (130, "interrupted\n", "")
 
 
-def test_an_interrupted_ingest_says_how_to_resume(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(ingest_module, "ingest", _interrupt)
-    code, _, err = run_cli(["ingest", tmp_path / "s.db"], monkeypatch, capsys)
-    assert code == 130
-    assert err == "interrupted: the batches committed so far are kept; run the same command again to resume\n"
+@pytest.mark.parametrize("raised, said", [
+    (KeyboardInterrupt(), "interrupted before the ingest began: nothing was stored"),
+    (IngestInterrupted(3, "ewt", 0), "interrupted: run 3 (ewt) has no sentence committed yet; run the same command "
+     "again to resume it (or delete it: `headdb drop DB 3 --yes`)"),
+    (IngestInterrupted(3, "ewt", 1), "interrupted: run 3 (ewt) keeps its 1 committed sentence; run the same command "
+     "again to resume it (or delete it: `headdb drop DB 3 --yes`)"),
+    (IngestInterrupted(3, "ewt", 1200), "interrupted: run 3 (ewt) keeps its 1,200 committed sentences; run the same "
+     "command again to resume it (or delete it: `headdb drop DB 3 --yes`)"),
+])
+def test_an_interrupted_ingest_says_what_it_kept_and_how_to_resume(tmp_path, monkeypatch, capsys, raised, said):
+    def interrupt(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(ingest_module, "ingest", interrupt)
+    db = tmp_path / "s.db"
+    code, _, err = run_cli(["ingest", db], monkeypatch, capsys)
+    assert (code, err) == (130, said.replace("DB", str(db)) + "\n")
 
 
 @pytest.mark.slow
@@ -140,8 +153,9 @@ def test_ctrl_c_inside_the_edge_insert_marks_the_run_interrupted_and_it_resumes(
         return real(con, *args, **kwargs)
 
     monkeypatch.setattr(store, "insert_edges", insert_edges)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(IngestInterrupted) as caught:
         ingest_module.ingest(db, sample_corpus(), model=tiny_bert_dir, limit=40, batch_size=8)
+    assert (caught.value.run_id, caught.value.kept) == (1, 16)
     con = duckdb.connect(str(db), read_only=True)
     assert con.execute("SELECT status, error FROM runs").fetchall() == [("failed", "interrupted")]
     assert con.execute("SELECT count(*) FROM run_sentences").fetchone()[0] == 16  # two batches committed
