@@ -179,7 +179,9 @@ def ingest(
             f"skipped {result.skipped} over-long, truncated {result.truncated}", err=True)
         rs = result.read_stats
         if rs.blank_lines or rs.too_long_lines or rs.odd_sentence_dropped:
-            err(f"reader: {rs.blank_lines} blank lines ignored, {rs.too_long_lines} over-long lines skipped"
+            # the reader's checks cover the whole file, also where --limit stores only its start
+            err(f"reader{' (the whole file)' if limit is not None else ''}: {rs.blank_lines} blank lines ignored, "
+                f"{rs.too_long_lines} over-long lines skipped"
                 + (", odd last sentence left out of the pairs" if rs.odd_sentence_dropped else ""), err=True)
     typer.echo(result.run_id)
 

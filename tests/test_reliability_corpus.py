@@ -328,3 +328,7 @@ def test_text_reader_skips_are_in_the_run_summary(tmp_path):
     assert con.execute("SELECT text_a, line FROM sentences ORDER BY sentence_id").fetchall() \
         == [("The cat sat .", 1), ("Dogs bark .", 5)]
     con.close()
+    # with --limit the reader's counts still describe the whole file, and say so
+    proc = headdb("ingest", tmp_path / "limited.db", corpus, "-q", "--limit", "1")
+    assert "stored 1 sentences" in proc.stderr
+    assert "reader (the whole file): 2 blank lines ignored, 1 over-long lines skipped" in proc.stderr
