@@ -116,11 +116,19 @@ def _matrix_figure(plt, values: np.ndarray, *, title: str, xlabel: str, ylabel: 
                 ax.add_patch(Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False, edgecolor="white", lw=3.0))
                 ax.add_patch(Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False, edgecolor="black", lw=1.4))
     cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
-    cb.set_label(cbar)
+    cb.set_label(_fit_label(cbar, h))
     if note:
         fig.text(0.01, 0.005, note, fontsize=7, color="#444444", ha="left", va="bottom")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
+
+
+def _fit_label(label: str, fig_height: float) -> str:
+    """A colour bar's label in lines no longer than the bar (about fig_height - 1 inch at 9 pt,
+    0.075 inch a character): a long one ran past a short grid's bar into the footnote."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(label, max(12, int((fig_height - 1.0) / 0.075))))
 
 
 def _save(plt, fig, name: str, fig_dir: Path, written: list[Path]) -> bytes:

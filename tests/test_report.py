@@ -121,3 +121,26 @@ def test_report_renders_in_headless_chromium(report72, report144, tmp_path):
         assert len(imgs) >= 3 + len(ROLES)
         bad = [i for i in imgs if not (i[0] and i[1] > 0 and i[2] > 0)]
         assert bad == []
+
+
+@pytest.mark.parametrize("rows, cols", [(2, 6), (1, 4), (12, 12)])
+def test_colour_bar_label_stays_clear_of_the_footnote(rows, cols):
+    """On a 2 x 6 grid the log-scale bar's label ran past the bar into "Layers and heads are 0-based."."""
+    import importlib
+
+    import numpy as np
+    from matplotlib.colors import LogNorm
+
+    report = importlib.import_module("headdb.report")
+    plt = report._plt()
+    values = np.random.default_rng(0).uniform(0.1, 5, (rows, cols))
+    fig = report._matrix_figure(plt, values, title="local", xlabel="head (0-based)", ylabel="layer (0-based)",
+                                cbar="mean score (log scale; 1 = uniform attention)", cmap="viridis",
+                                norm=LogNorm(0.1, 5))
+    fig.canvas.draw()
+    label = fig.axes[1].yaxis.label.get_window_extent()
+    note = fig.texts[-1].get_window_extent()
+    assert fig.texts[-1].get_text() == report.NUMBERING
+    assert label.y0 > note.y1, (label, note)
+    assert label.y1 <= fig.bbox.y1
+    plt.close(fig)
