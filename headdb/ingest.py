@@ -744,7 +744,7 @@ def _start_run(con, fingerprint, new_run, run_name, corpus_path, sha, fmt, pairs
             VALUES (coalesce(?, 'run'), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             RETURNING run_id
             """,
-            [run_name, fingerprint, corpus_id, str(corpus_path.resolve()), sha, fmt, pairs, am.name, am.model_hash,
+            [run_name, fingerprint, corpus_id, str(corpus_path.resolve()), sha, fmt, pairs, am.source, am.model_hash,
              am.model_type, am.tokenizer_name, am.n_layers, am.n_heads, dtype, am.attn_implementation, device,
              am.max_length, truncate, sparsity.top_k, sparsity.min_mass, sparsity.dense, limit, batch_size,
              __version__, json.dumps(versions, sort_keys=True), weight_bits]).fetchone()

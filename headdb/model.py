@@ -342,6 +342,8 @@ class AttentionModel:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.name = name_or_path
         self.folder = _resolve(name_or_path, download)  # before importing torch: a bad name fails at once
+        # what runs.model records: a local folder as an absolute path (as runs.corpus_path), a hub name as given
+        self.source = str(self.folder.resolve()) if Path(name_or_path).expanduser().exists() else name_or_path
         import torch
         import transformers
         from transformers import AutoConfig, AutoModel, AutoTokenizer

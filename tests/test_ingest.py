@@ -51,6 +51,14 @@ def edges_array(db: Path, run_id: int | None = None) -> np.ndarray:
 # --- (a) tiny random-init BERT --------------------------------------------------------------
 
 
+def test_a_relative_model_folder_is_recorded_as_an_absolute_path(tmp_path, tiny_bert_dir, monkeypatch):
+    """runs.model kept `./tiny-bert` as typed, which names nothing from another folder
+    (runs.corpus_path was already absolute)."""
+    monkeypatch.chdir(tiny_bert_dir.parent)
+    headdb.ingest(tmp_path / "rel.db", DATA / "sample.conllu", model=f"./{tiny_bert_dir.name}", limit=1)
+    assert headdb.runs(tmp_path / "rel.db").iloc[0]["model"] == str(tiny_bert_dir.resolve())
+
+
 def test_tiny_bert_end_to_end(tmp_path, tiny_bert_dir):
     db = tmp_path / "tiny.db"
     seen = []
