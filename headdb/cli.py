@@ -274,11 +274,24 @@ def _short_path(value: str) -> str:
 
 @app.command()
 def summary(db: Path = typer.Argument(..., help="Database file."),
-            run: Optional[str] = typer.Option(None, "--run", help="Run id or name (default: the latest finished).")) -> None:
+            run: Optional[str] = typer.Option(None, "--run", help="Run id or name (default: the latest finished)."),
+            format: str = typer.Option("table", "--format", "-f", callback=_check_format,
+                                       help="table; csv (a row per layer); json (the counts, and the layers "
+                                            "as a list).")) -> None:
     """What a run stored: sentences, tokens, edges per layer and kept attention mass."""
     from headdb.store import summary as api_summary
 
     s = api_summary(db, run)
+    if format == "csv":
+        _print_df(s["layers"].assign(run_id=s["run_id"], run_name=s["run_name"])
+                  [["run_id", "run_name", *s["layers"].columns]], "csv")
+        return
+    if format == "json":
+        import json
+
+        whole = {**s, "layers": json.loads(s["layers"].to_json(orient="records", double_precision=15))}
+        typer.echo(json.dumps(whole))
+        return
     typer.echo(f"run {s['run_id']} ({s['run_name']}, {s['status']}): {s['sentences']} sentences, "
                f"{s['tokens']} tokens, {s['edges']:,} edges; skipped {s['skipped']}, truncated {s['truncated']}")
     _print_df(s["layers"], "table", title="edges and mean kept attention mass per row, by layer (0-based)")

@@ -169,6 +169,17 @@ def test_ingest_runs_sql_summary_with_a_tiny_model(tmp_path, tiny_bert_dir, caps
 
     r = cli("summary", db, "--run", "tiny")
     assert r.returncode == 0 and "run 1 (tiny, done): 3 sentences" in r.stdout
+    table = r.stdout
+    r = cli("summary", db, "--run", "tiny", "-f", "json")
+    whole = json.loads(r.stdout)
+    assert (whole["run_id"], whole["run_name"], whole["sentences"], whole["status"]) == (1, "tiny", 3, "done")
+    assert [x["layer"] for x in whole["layers"]] == [0, 1] and sum(x["edges"] for x in whole["layers"]) == whole["edges"]
+    assert f"{whole['edges']:,} edges" in table
+    r = cli("summary", db, "--run", "tiny", "-f", "csv")
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert [(x["run_id"], x["run_name"], x["layer"], int(x["edges"])) for x in rows] \
+        == [("1", "tiny", str(x["layer"]), x["edges"]) for x in whole["layers"]]
+    assert abs(float(rows[0]["kept_mass"]) - whole["layers"][0]["kept_mass"]) < 1e-12
     r = cli("summary", db, "--run", "nope")
     assert r.returncode == 1 and "no run 'nope'" in r.stderr
 
