@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -73,6 +74,7 @@ def classify(
     correction: str = "bh",
     out: str | Path | None = None,
     store: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
     """Test every head of a run (default: the latest finished) for every role (default: the
     built-ins and those in ``roles_dir``); one family per call, corrected with ``correction``.
@@ -83,7 +85,8 @@ def classify(
     per-sentence scores and the tests are saved (tables sentence_scores, head_tests,
     classifications, roles); with ``out`` they are also written to .csv, .json or .parquet.
     ``DataFrame.attrs`` holds run_id, n_layers, n_heads, alpha, correction and
-    classification_id.
+    classification_id. ``progress(done, total)`` is called as the scoring queries finish (a
+    large run is scored in pieces of about 3 M attention rows, and many roles in several passes).
     """
     from headdb.scores import compute_scores, sieve_passes
     from headdb.store import resolve_run
@@ -103,7 +106,7 @@ def classify(
         if store:  # the sieves only: the scores are computed where they are stored
             bits, passes = sieve_passes(con, run_id, chosen)
         else:
-            scores = compute_scores(con, run_id, chosen)
+            scores = compute_scores(con, run_id, chosen, progress)
     finally:
         con.close()
     heads = [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
@@ -111,7 +114,7 @@ def classify(
     classification_id = None
     if store:
         results, classification_id = _score_and_store(db, run_id, chosen, bits, passes, heads, taus, alpha,
-                                                      correction, tau)
+                                                      correction, tau, progress)
     else:
         results = head_tests(scores, heads, [r.name for r in chosen], taus, alpha, correction, run=run_id)
     results.attrs.update(run_id=run_id, n_layers=n_layers, n_heads=n_heads, alpha=alpha, correction=correction,
@@ -125,7 +128,8 @@ def classify(
 
 def _score_and_store(db: str | Path, run_id: int, roles: list[Role], bits: int, passes: list,
                      heads: list[tuple[int, int]], taus: dict[str, float], alpha: float, correction: str,
-                     tau: float | None) -> tuple[pd.DataFrame, int]:
+                     tau: float | None, progress: Callable[[int, int], None] | None = None
+                     ) -> tuple[pd.DataFrame, int]:
     """In one transaction: the roles, the per-sentence scores (computed by DuckDB straight into
     sentence_scores, with classification's memory limit), the tests (from each head's moments,
     computed there) and the classification. Nothing is stored unless all of it is."""
@@ -145,7 +149,7 @@ def _score_and_store(db: str | Path, run_id: int, roles: list[Role], bits: int, 
                             [r.sha256, r.name, r.level, r.description, r.tau, str(r.path), r.text])
             con.execute("DELETE FROM sentence_scores WHERE run_id = ? AND list_contains(?, role)", [run_id, names])
             con.execute("DELETE FROM head_tests WHERE run_id = ? AND list_contains(?, role)", [run_id, names])
-            store_scores(con, run_id, roles, bits, passes)
+            store_scores(con, run_id, roles, bits, passes, progress)
             results = moment_tests(stored_head_moments(con, run_id, names), heads, names, taus, alpha, correction,
                                    run=run_id)
             classification_id = con.execute(

@@ -6,6 +6,7 @@ the library are printed as one line (``--debug`` shows the traceback) with exit 
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Optional
@@ -354,6 +355,7 @@ def classify(
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level of the corrected p-values."),
     correction: str = typer.Option("bh", "--correction", help="Multiple-testing correction over all tests: bh, holm, bonferroni or none."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the tests to .csv, .json or .parquet."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Test every head of a run for each role (one-sided t-test of the sieve bias score) and store the results.
 
@@ -363,10 +365,40 @@ def classify(
     from headdb.classify import classify as api_classify
 
     _check_out(out)
-    df = api_classify(db, run, roles, roles_dir, tau=tau, alpha=alpha, correction=correction)
+    with _steps_bar("scoring", quiet) as bar:
+        df = api_classify(db, run, roles, roles_dir, tau=tau, alpha=alpha, correction=correction, progress=bar)
     _print_classification(df)
     if out is not None:
         _export(df, out)
+
+
+@contextlib.contextmanager
+def _steps_bar(label: str, quiet: bool):
+    """A progress bar on stderr (a terminal only, not with --quiet) for work counted in steps:
+    yields a ``progress(done, total)`` callable, or None. Shown only once the work has more
+    than one step."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=Console(file=sys.stderr), transient=True)
+    task = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal task
+        if task is None and total > 1:
+            bar.start()
+            task = bar.add_task(label, total=total)
+        if task is not None:
+            bar.update(task, completed=done)
+
+    try:
+        yield progress
+    finally:
+        bar.stop()
 
 
 def _print_classification(df) -> None:

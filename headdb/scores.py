@@ -7,7 +7,7 @@ ever runs on a restricted connection (read-only, no file or network access).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import duckdb
@@ -213,26 +213,35 @@ def sieve_passes(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role])
 
 
 def _scoring_queries(con: duckdb.DuckDBPyConnection, run_id: int, bits: int,
-                     passes: list[tuple[int, int, object]]) -> Iterator[tuple[int, str, dict]]:
+                     passes: list[tuple[int, int, object]],
+                     progress: Callable[[int, int], None] | None = None) -> Iterator[tuple[int, str, dict]]:
     """(index of the pass's first role, query, parameters) for every piece of every pass of
     :func:`sieve_passes`, each pass's sieve registered on ``con`` while its queries run.
-    Consumes ``passes``: each sieve is let go once scored."""
+    Consumes ``passes``: each sieve is let go once scored. ``progress(done, total)`` is called
+    before the first query and after each one (a large run is scored in pieces)."""
     pieces = _sentence_ranges(con, run_id)
+    total, done = len(passes) * len(pieces), 0
+    if progress is not None:
+        progress(0, total)
     while passes:
         start, n_roles, sieve = passes.pop(0)
         with registered(con, _ARROW_SIEVE, sieve):
             for sql, params in _pass_queries(n_roles, _ARROW_SIEVE, bits, pieces, run_id):
                 yield start, sql, params
+                done += 1
+                if progress is not None:
+                    progress(done, total)
         del sieve
 
 
 def store_scores(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role], bits: int,
-                 passes: list[tuple[int, int, object]]) -> None:
+                 passes: list[tuple[int, int, object]], progress: Callable[[int, int], None] | None = None) -> None:
     """Score :func:`sieve_passes`' sieves on ``con``, a writable connection inside the caller's
     transaction, straight into ``sentence_scores``: the scores never pass through Python.
-    Runs only headdb's own framework query, never role SQL. Consumes ``passes``."""
+    Runs only headdb's own framework query, never role SQL. Consumes ``passes``.
+    ``progress(done, total)`` counts the scoring queries (:func:`_scoring_queries`)."""
     names = [r.name for r in roles]
-    for start, sql, params in _scoring_queries(con, run_id, bits, passes):
+    for start, sql, params in _scoring_queries(con, run_id, bits, passes, progress):
         con.execute("INSERT INTO sentence_scores (run_id, role, layer, head, sentence_id, score, score_upper, "
                     "n_queries) SELECT s.run_id, list_extract($names, s.role + $first), s.layer, s.head, "
                     f"s.sentence_id, s.score, s.score_upper, s.n_queries FROM (\n{sql}\n) AS s",
@@ -253,16 +262,18 @@ def stored_head_moments(con: duckdb.DuckDBPyConnection, run_id: int, roles: list
         {"run": run_id, "roles": roles}).fetchnumpy()
 
 
-def compute_scores(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role]) -> pd.DataFrame:
+def compute_scores(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role],
+                   progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
     """Per-sentence scores of ``roles`` for one run, on an open (restricted) connection.
 
     Sorted by role (in the given order), layer, head, sentence_id; ``role`` is categorical.
+    ``progress(done, total)`` counts the scoring queries (:func:`_scoring_queries`).
     """
     import numpy as np
 
     cols: dict[str, list[np.ndarray]] = {c: [] for c in SCORE_COLUMNS}
     bits, passes = sieve_passes(con, run_id, roles)
-    for start, sql, params in _scoring_queries(con, run_id, bits, passes):
+    for start, sql, params in _scoring_queries(con, run_id, bits, passes, progress):
         # each piece sorted by DuckDB (in parallel), so that the pieces only need merging below
         got = con.execute(f"SELECT * FROM (\n{sql}\n) ORDER BY role, layer, head, sentence_id",
                           params or None).fetchnumpy()

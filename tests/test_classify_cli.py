@@ -163,3 +163,29 @@ def test_classify_bounds_duckdbs_memory_while_scoring(store, monkeypatch):
     assert classify_mod._memory_limit_mb() == 768
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     assert classify_mod._memory_limit_mb() == 16 * 96
+
+
+def test_classify_shows_a_progress_bar_in_a_terminal_only(store, tmp_path, monkeypatch, capsys):
+    """A classification scored in several pieces shows its progress on a terminal's stderr;
+    piped, or with --quiet, stderr stays clean."""
+    monkeypatch.setattr(importlib.import_module("headdb.scores"), "CHUNK_ROWS", 10)  # several pieces
+    cli = importlib.import_module("headdb.cli")
+    seen = []
+    real = cli._steps_bar
+
+    def spy(label, quiet):
+        seen.append((label, quiet))
+        return real(label, quiet)
+
+    monkeypatch.setattr(cli, "_steps_bar", spy)
+    code, _, err = run_main(capsys, monkeypatch, "classify", store, "--roles", "local")
+    assert code == 0 and err == "" and seen == [("scoring", False)]  # captured stderr is no terminal
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    with real("scoring", False) as progress:
+        assert callable(progress)
+        progress(0, 3)
+        progress(3, 3)
+    with real("scoring", True) as progress:
+        assert progress is None
+    code, _, _ = run_main(capsys, monkeypatch, "classify", store, "--roles", "local", "-q")
+    assert code == 0 and seen[-1] == ("scoring", True)

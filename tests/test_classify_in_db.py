@@ -134,3 +134,21 @@ def headdb_connect(db):
     from headdb.db import connect
 
     return connect(db, read_only=True)
+
+
+@pytest.mark.parametrize("store", [True, False])
+def test_progress_counts_every_scoring_query(db, monkeypatch, store):
+    """A long classification reports its scoring queries as they finish: every piece of every
+    role pass, from (0, total) to (total, total)."""
+    monkeypatch.setattr(scores_mod, "CHUNK_ROWS", 7)
+    monkeypatch.setattr(scores_mod, "COUNTER_BITS", 8)  # two roles per pass
+    con = headdb_connect(db)
+    try:
+        n_pieces = len(scores_mod._sentence_ranges(con, 1))
+    finally:
+        con.close()
+    seen = []
+    headdb.classify(db, store=store, progress=lambda done, total: seen.append((done, total)))
+    total = seen[0][1]
+    assert n_pieces > 1 and total % n_pieces == 0 and total // n_pieces > 1  # several pieces and passes
+    assert seen == [(i, total) for i in range(total + 1)]
