@@ -61,15 +61,29 @@ def _paired_test(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     n = a.size
     if n < 2:
         return float("nan"), float("nan")
-    d = b - a
+    d = differences(a, b)
     if np.all(d == d[0]):
         if d[0] == 0:
             return 0.0, 1.0
         return float(np.sign(d[0]) * np.inf), 0.0
-    from scipy.stats import ttest_rel
+    from scipy.stats import ttest_1samp
 
-    res = ttest_rel(b, a, alternative="two-sided")
+    res = ttest_1samp(d, 0.0, alternative="two-sided")  # ttest_rel(b, a) is this test of b - a
     return float(res.statistic), float(res.pvalue)
+
+
+#: differences of at most this share of the score are float rounding, not change: the same edges
+#: scored twice differ by about 1e-16 relative (DuckDB adds them in parallel, in varying order)
+ROUNDING = 1e-12
+
+
+def differences(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """b - a per sentence, with differences within :data:`ROUNDING` of the scores set to 0: two
+    runs over the same attention must compare as unchanged (t = 0, p = 1), not as t = +-1 from
+    a last bit that differs in one sentence."""
+    d = b - a
+    d[np.abs(d) <= ROUNDING * np.maximum(np.abs(a), np.abs(b))] = 0.0
+    return d
 
 
 def _check_role_versions(con, run_a: int, run_b: int, roles: list[str]) -> None:
@@ -98,6 +112,34 @@ def _check_role_versions(con, run_a: int, run_b: int, roles: list[str]) -> None:
             f"{', '.join(sorted(x[:12] for x in a[0]))}) and run {run_b} ({', '.join(sorted(x[:12] for x in b[0]))}): "
             f"their scores are not comparable; classify both runs again with the same role file "
             f"(headdb classify DB --run {run_a} --roles {role}, then --run {run_b})")
+
+
+def _unlike_decisions(con, run_a: int, run_b: int, roles: list[str]) -> dict[str, str]:
+    """The roles whose significance in the two runs came from differently made decisions: other
+    roles in the family (which sets the correction's family), another alpha, correction or tau.
+    Each maps to what differed, for the note; gained and lost mean nothing for them (a head
+    with the same scores could be "gained"). Tests from before headdb recorded their
+    classification are taken as they are."""
+    rows = con.execute(
+        "SELECT t.role, t.run_id, any_value(c.classification_id), any_value(c.roles), any_value(c.alpha), "
+        "any_value(c.correction), list(DISTINCT t.tau ORDER BY t.tau) "
+        "FROM head_tests t JOIN classifications c USING (classification_id) "
+        "WHERE t.run_id IN (?, ?) AND list_contains(?, t.role) GROUP BY t.role, t.run_id",
+        [run_a, run_b, roles]).fetchall()
+    made = {(role, run): (cid, tuple(sorted(names.split(","))), alpha, correction, tuple(taus))
+            for role, run, cid, names, alpha, correction, taus in rows}
+
+    def say(run: int, m: tuple) -> str:
+        family = ",".join(m[1]) if len(m[1]) <= 3 else f"{len(m[1])} roles"
+        taus = "/".join(f"{t:g}" for t in m[4])
+        return f"run {run}: classification {m[0]} of {family}, {m[3]}, alpha {m[2]:g}, tau {taus}"
+
+    unlike = {}
+    for role in roles:
+        a, b = made.get((role, run_a)), made.get((role, run_b))
+        if a and b and a[1:] != b[1:]:
+            unlike[role] = f"{say(run_a, a)}; {say(run_b, b)}"
+    return unlike
 
 
 def _sieve_text(text: str) -> str:
@@ -146,6 +188,11 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
             raise DatabaseError(f"runs {ia['run_id']} and {ib['run_id']} have no classified role in common")
         wanted = select_roles(common, roles, f"both runs {ia['run_id']} and {ib['run_id']}")
         _check_role_versions(con, ia["run_id"], ib["run_id"], wanted)
+        unlike = _unlike_decisions(con, ia["run_id"], ib["run_id"], wanted)
+
+        def unlike_note(what: str) -> str:
+            return "".join(f"; {role}: the runs' tests were decided differently ({how}), so {what}; classify "
+                           "both runs with the same roles and options" for role, how in unlike.items())
         attrs = {"run_a": ia["run_id"], "run_b": ib["run_id"], "run_name_a": ia["run_name"],
                  "run_name_b": ib["run_name"], "model_a": ia["model"], "model_b": ib["model"],
                  "shape_a": (ia["n_layers"], ia["n_heads"]), "shape_b": (ib["n_layers"], ib["n_heads"]),
@@ -154,7 +201,8 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
             df = _layer_counts(con, ia["run_id"], ib["run_id"], wanted)
             attrs.update(basis=BASIS_LAYER_COUNTS, test="none", note=(
                 f"layer x head shapes differ ({ia['n_layers']}x{ia['n_heads']} vs {ib['n_layers']}x{ib['n_heads']}): "
-                "compared by per-layer counts of heads with each role only; no head-by-head test"))
+                "compared by per-layer counts of heads with each role only; no head-by-head test"
+                + unlike_note("its counts do not compare")), unlike_decisions=unlike)
             df.attrs = attrs
             return df
         scores = con.execute(
@@ -182,7 +230,7 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
     for (role, layer, head), g in scores.groupby(["role", "layer", "head"], sort=False):
         a = g["score_a"].to_numpy(float)
         b = g["score_b"].to_numpy(float)
-        d = b - a
+        d = differences(a, b)
         t, p = _paired_test(a, b)
         rows.append((role, int(layer), int(head), a.size, a.mean(), b.mean(), d.mean(),
                      d.std(ddof=1) if a.size > 1 else np.nan, t, p))
@@ -201,8 +249,10 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
     df = df.merge(sig, how="left", on=["role", "layer", "head"])
     sa = df["significant_a"].astype("boolean")
     sb = df["significant_b"].astype("boolean")
+    unlike_roles = df["role"].isin(list(unlike)).to_numpy()
     df["role_change"] = np.select(
-        [sa.isna() | sb.isna(), ~sa & sb, sa & ~sb, sa & sb], ["unknown", "gained", "lost", "kept"], "none")
+        [sa.isna() | sb.isna() | unlike_roles, ~sa & sb, sa & ~sb, sa & sb], ["unknown", "gained", "lost", "kept"],
+        "none")
     df["significant_a"], df["significant_b"] = sa, sb
     order = {r: i for i, r in enumerate(wanted)}
     df = df.sort_values(["role", "layer", "head"], key=lambda s: s.map(order) if s.name == "role" else s)
@@ -214,7 +264,9 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
                  note=(f"{len(wanted)} role(s) x {ia['n_layers']}x{ia['n_heads']} heads over {n_sent} shared "
                        f"sentences; {n_changed} (head, role) scores changed at {correction} alpha={alpha}; "
                        f"{int((df['role_change'] == 'gained').sum())} roles gained, "
-                       f"{int((df['role_change'] == 'lost').sum())} lost"))
+                       f"{int((df['role_change'] == 'lost').sum())} lost"
+                       + unlike_note("its role_change is unknown")),
+                 unlike_decisions=unlike)
     df.attrs = attrs
     return df
 
