@@ -40,8 +40,10 @@ def _print_df(df, fmt: str = "table", title: str | None = None) -> None:
         return
     if fmt == "json":
         # values JSON has no type for (UUID, BLOB) as their text, as the table shows them
-        sys.stdout.write(df.to_json(orient="records", date_format="iso", double_precision=15,
-                                    default_handler=str) + "\n")
+        from headdb.query import json_ready
+
+        sys.stdout.write(json_ready(df).to_json(orient="records", date_format="iso", double_precision=15,
+                                                default_handler=str) + "\n")
         return
     from rich.table import Table
 

@@ -101,27 +101,103 @@ def _hint(message: str, query: str, write: bool) -> str:
 
 
 def check_export(out: str | Path) -> str:
-    """The export format named by ``out``'s extension (csv, json or parquet), or InputError; the
-    commands call it before any work, so that a wrong name never comes after the results are stored."""
+    """The export format named by ``out``'s extension (csv, json or parquet), once it is clear that
+    the file can be written there, or InputError; the commands call it before any work, so that
+    a bad ``--out`` never comes after the results are stored."""
+    import os
+
     out = Path(out)
     fmt = out.suffix.lower().lstrip(".")
     if fmt not in EXPORT_FORMATS:
         raise InputError(f"cannot export to {out.suffix or 'no extension'!r}; use .csv, .json or .parquet", out)
+    if out.is_dir():
+        raise InputError("is a folder; name the file to write", out)
+    folder = out.absolute().parent
+    existing = next(p for p in (folder, *folder.parents) if p.exists())  # the root exists
+    if not existing.is_dir():
+        raise InputError(f"cannot write there: {existing} is a file, not a folder", out)
+    if existing == folder:  # try it: permissions, read-only or virtual file systems (/proc)
+        probe = out.with_name(out.name + ".tmp")
+        try:
+            probe.open("wb").close()
+            probe.unlink()
+        except OSError as exc:
+            raise InputError(f"cannot write there: {exc.strerror or exc}", out) from None
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"cannot create its folder: {existing} is not writable", out)
     return fmt
+
+
+def json_ready(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with infinite floats as the strings "Infinity" and "-Infinity", which JSON has no
+    number for (pandas writes them as null, the same as NaN, where compare's t = +-inf, p = 0
+    would read as "no test"); JavaScript's Number() and Python's float() read them back."""
+    import numpy as np
+
+    wide = [c for c in df.columns if df[c].dtype.kind == "f" and np.isinf(df[c].to_numpy()).any()]
+    if not wide:
+        return df
+    df = df.copy()
+    for c in wide:
+        values = df[c].astype(object)
+        values[np.isposinf(df[c].to_numpy())] = "Infinity"
+        values[np.isneginf(df[c].to_numpy())] = "-Infinity"
+        df[c] = values
+    return df
+
+
+def _parquet_table(df: pd.DataFrame):
+    """``df`` as an Arrow table for Parquet, with columns of Python integers beyond 64 bits (what
+    :func:`sql` gives for large 128-bit results) as exact decimals: decimal128(38, 0), which
+    DuckDB reads back as an exact DECIMAL, or decimal256(39, 0) for the largest HUGEINTs."""
+    import decimal
+
+    import pyarrow as pa
+
+    if not any(df[c].dtype == object and _big_ints(df[c]) for c in df.columns):
+        return pa.Table.from_pandas(df, preserve_index=False)
+    arrays, names = [], []
+    for c in df.columns:
+        if df[c].dtype == object and _big_ints(df[c]):
+            digits = max(len(str(abs(v))) for v in df[c] if v is not None)
+            kind = pa.decimal128(38, 0) if digits <= 38 else pa.decimal256(39, 0)
+            arrays.append(pa.array([None if v is None else decimal.Decimal(v) for v in df[c]], kind))
+        else:
+            arrays.append(pa.Array.from_pandas(df[c]))
+        names.append(str(c))
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def _big_ints(col: pd.Series) -> bool:
+    """Python integers (no booleans) or None only, one of them beyond int64."""
+    values = [v for v in col if v is not None]
+    return bool(values) and all(isinstance(v, int) and not isinstance(v, bool) for v in values) \
+        and any(not -(2**63) <= v < 2**63 for v in values)
 
 
 def export(df: pd.DataFrame, out: str | Path) -> Path:
     """Write a DataFrame as CSV, JSON (records, floats to 15 significant digits, pandas' most;
-    values JSON has no type for, such as UUIDs, as text) or Parquet, chosen by the file extension."""
+    infinities as "Infinity" and "-Infinity"; values JSON has no type for, such as UUIDs, as
+    text) or Parquet (integers beyond 64 bits as exact decimals), chosen by the file extension.
+    The file appears whole or not at all; a failure leaves nothing behind."""
     out = Path(out)
     fmt = check_export(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    if fmt == "csv":
-        df.to_csv(tmp, index=False)
-    elif fmt == "json":
-        df.to_json(tmp, orient="records", indent=1, date_format="iso", double_precision=15, default_handler=str)
-    else:
-        df.to_parquet(tmp, index=False)
-    tmp.replace(out)  # never leave half a file under the real name
+    try:
+        if fmt == "csv":
+            df.to_csv(tmp, index=False)
+        elif fmt == "json":
+            json_ready(df).to_json(tmp, orient="records", indent=1, date_format="iso", double_precision=15,
+                                   default_handler=str)
+        else:
+            import pyarrow.parquet as pq
+
+            pq.write_table(_parquet_table(df), tmp)
+        tmp.replace(out)  # never leave half a file under the real name
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise InputError(f"cannot write the export: {exc.strerror or exc}", out) from None
+        raise
     return out

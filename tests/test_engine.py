@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 
+from pathlib import Path
+
 import duckdb
 import pandas as pd
 import pytest
@@ -200,3 +202,58 @@ def test_a_run_is_an_id_or_a_name_and_roles_are_never_empty(store):
         from headdb.analysis import select_roles
 
         select_roles(["local"], "")
+
+
+def test_a_bad_out_path_is_refused_before_any_work_and_leaves_nothing(store, tmp_path, capsys, monkeypatch):
+    """A folder, a path under a file, or a place that takes no file (/proc) gave tracebacks, a
+    stray x.tmp, and, for classify, results stored before the failure."""
+
+    from cli_helpers import run_main
+    from headdb.query import check_export
+
+    (tmp_path / "file.csv").write_text("x")
+    (tmp_path / "folder.csv").mkdir()
+    for out, words in ((tmp_path / "folder.csv", "is a folder; name the file to write"),
+                       (tmp_path / "file.csv" / "x.parquet", "is a file, not a folder"),
+                       (tmp_path / "file.csv" / "deeper" / "x.json", "is a file, not a folder"),
+                       (Path("/proc/headdb-x.csv"), "cannot write there")):
+        with pytest.raises(InputError, match=words):
+            check_export(out)
+        code, out_text, err = run_main(capsys, monkeypatch, "sql", store, "SELECT 1 AS a", "--out", out)
+        assert code == 1 and err.startswith(f"error: {out}: ") and words in err and out_text == "", err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.csv", "folder.csv", "store.db"]
+    assert not list((tmp_path / "folder.csv").iterdir())
+    # a missing folder is created, as before
+    assert check_export(tmp_path / "new" / "deep" / "x.csv") == "csv" and not (tmp_path / "new").exists()
+    export(pd.DataFrame({"a": [1]}), tmp_path / "new" / "deep" / "x.csv")
+    assert (tmp_path / "new" / "deep" / "x.csv").read_text() == "a\n1\n"
+    # a failure while writing leaves no .tmp behind
+    with pytest.raises(Exception):
+        export(pd.DataFrame({"a": [object()]}), tmp_path / "bad.parquet")
+    assert not (tmp_path / "bad.parquet").exists() and not (tmp_path / "bad.parquet.tmp").exists()
+
+
+def test_exports_keep_infinities_and_integers_beyond_64_bits(store, tmp_path, capsys, monkeypatch):
+    """JSON has no infinity: pandas wrote null, the same as NaN, so compare's t = -inf (every
+    sentence moved alike) read as "no test". Parquet failed on a 128-bit sum beyond int64."""
+    import json
+
+    from cli_helpers import run_main
+
+    q = ("SELECT 'inf'::DOUBLE AS up, '-inf'::DOUBLE AS down, 'nan'::DOUBLE AS nan, 1.5::DOUBLE AS x, "
+         "sum(v) AS big FROM (SELECT 9223372036854775807::BIGINT AS v UNION ALL SELECT 9223372036854775807::BIGINT)")
+    code, out, _ = run_main(capsys, monkeypatch, "sql", store, q, "-f", "json")
+    assert json.loads(out) == [{"up": "Infinity", "down": "-Infinity", "nan": None, "x": 1.5,
+                                "big": 18446744073709551614}]
+    assert float(json.loads(out)[0]["down"]) == float("-inf")
+    df = headdb.sql(store, q)
+    export(df, tmp_path / "x.json")
+    assert json.loads((tmp_path / "x.json").read_text()) == json.loads(out)
+    export(df, tmp_path / "x.parquet")
+    back = duckdb.sql(f"SELECT big::VARCHAR, typeof(big), up, down FROM '{tmp_path / 'x.parquet'}'").fetchall()
+    assert back == [("18446744073709551614", "DECIMAL(38,0)", float("inf"), float("-inf"))]
+    huge = pd.DataFrame({"h": pd.Series([170141183460469231731687303715884105727, None], dtype=object)})
+    export(huge, tmp_path / "h.parquet")
+    assert pd.read_parquet(tmp_path / "h.parquet")["h"].tolist()[0] == 170141183460469231731687303715884105727
+    export(df, tmp_path / "x.csv")
+    assert (tmp_path / "x.csv").read_text() == "up,down,nan,x,big\ninf,-inf,,1.5,18446744073709551614\n"
