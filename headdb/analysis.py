@@ -112,16 +112,22 @@ def colocation_matrix(db: DbLike, run: int | str | None = None, roles: Sequence[
     return m.fillna(0).astype("int64")
 
 
-def multi_role_heads(db: DbLike, run: int | str | None = None, min_roles: int = 2) -> pd.DataFrame:
-    """Heads with at least ``min_roles`` roles. Columns: run_id, layer, head, n_roles, roles."""
+def multi_role_heads(db: DbLike, run: int | str | None = None, min_roles: int = 2,
+                     roles: Sequence[str] | str | None = None) -> pd.DataFrame:
+    """Heads with at least ``min_roles`` roles (of ``roles``, default: every classified role).
+    Columns: run_id, layer, head, n_roles, roles (in the order the roles were classified)."""
     if min_roles < 1:
         raise InputError("min_roles must be at least 1")
     with open_db(db) as con:
         run_id = resolve_run(con, run)
         order = classified_roles(con, run_id)
+        wanted = select_roles(order, roles, f"run {run_id}")
+        # the view head_roles, over the chosen roles only
         df = con.execute(
-            "SELECT run_id, layer, head, n_roles, roles FROM head_roles WHERE run_id = ? AND n_roles >= ? "
-            "ORDER BY layer, head", [run_id, min_roles]).df()
+            "SELECT run_id, layer, head, count(*) AS n_roles, string_agg(role, ',' ORDER BY role) AS roles "
+            "FROM head_tests WHERE significant AND run_id = ? AND list_contains(?, role) "
+            "GROUP BY run_id, layer, head HAVING count(*) >= ? ORDER BY layer, head",
+            [run_id, wanted, min_roles]).df()
     rank = {r: i for i, r in enumerate(order)}
     df["roles"] = [",".join(sorted(s.split(","), key=lambda r: rank.get(r, len(rank)))) for s in df["roles"]]
     return df.astype({"layer": "int64", "head": "int64", "n_roles": "int64"})

@@ -387,7 +387,7 @@ def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, stagi
         scored = [r for r in wanted if con.execute(
             "SELECT count(mean) FROM head_tests WHERE run_id = ? AND role = ?", [run_id, r]).fetchone()[0]]
         unscored = [r for r in wanted if r not in scored]
-        multi = analysis.multi_role_heads(con, run_id)
+        multi = analysis.multi_role_heads(con, run_id, roles=wanted)
         acc = _accuracy_table(con, run_id, accuracy)
         figures = _score_figures(plt, con, run_id, scored, staging, written)
         figures += _analysis_figures(plt, con, run_id, wanted, n_heads, staging, written)

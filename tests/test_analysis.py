@@ -39,6 +39,12 @@ def test_multi_role_heads_golden(store):
     assert [(r.layer, r.head, r.n_roles, r.roles) for r in df.itertuples()] == [
         (0, 1, 2, "local,delimiter"), (1, 2, 3, "local,delimiter,nsubj")]
     assert len(headdb.multi_role_heads(store, "base", min_roles=3)) == 1
+    # of chosen roles only (the report's --roles listed heads by roles it was not asked about)
+    df = headdb.multi_role_heads(store, "base", roles="nsubj,local")
+    assert [(r.layer, r.head, r.n_roles, r.roles) for r in df.itertuples()] == [(1, 2, 2, "local,nsubj")]
+    df = headdb.multi_role_heads(store, "base", roles=["delimiter", "nsubj"], min_roles=1)
+    assert [(r.layer, r.head, r.roles) for r in df.itertuples()] == [
+        (0, 1, "delimiter"), (1, 0, "delimiter"), (1, 1, "delimiter"), (1, 2, "delimiter,nsubj")]
 
 
 def test_role_summary_golden(store):

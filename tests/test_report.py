@@ -74,6 +74,12 @@ def test_report_small_store_and_cli(tmp_path):
     assert "16-bit weights, rounded down" in (tmp_path / "rep" / "summary.md").read_text()
     res = CliRunner().invoke(app, ["report", str(store), "--run", "nope", "--out", str(tmp_path / "x")])
     assert res.exit_code != 0
+    # --roles: the heads with several roles are counted over those roles only
+    res = CliRunner().invoke(app, ["report", str(store), "--run", "base", "--roles", "nsubj,local",
+                                   "--out", str(tmp_path / "sub")])
+    assert res.exit_code == 0, res.output
+    assert "Heads with several roles: 1 (L1 H2: local,nsubj)" in (tmp_path / "sub" / "summary.md").read_text()
+    assert "Heads with several roles (1)" in (tmp_path / "sub" / "report.html").read_text()
 
 
 def _chromium() -> tuple[str, str]:
