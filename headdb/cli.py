@@ -177,9 +177,14 @@ def ingest(
             "pass --new-run for another", err=True)
     else:
         verb = "resumed" if result.resumed else "stored"
-        err(f"run {result.run_id} ({result.run_name}): {verb} {result.sentences} sentences, {result.edges:,} edges "
+        err(f"run {result.run_id} ({result.run_name}): {verb} {_count(result.sentences, 'sentence')}, "
+            f"{result.edges:,} edges "
             f"in {result.seconds:.1f} s ({result.sentences_per_second:,.0f} sentences/s); "
             f"skipped {result.skipped} over-long, truncated {result.truncated}", err=True)
+        if result.pieceless_words:
+            err(f"{_count(result.pieceless_words, 'word')} got no word piece from the tokenizer (invisible characters such "
+                "as U+200D or U+FE0F, or a lone combining mark): they are stored, and word-level roles and "
+                "accuracy leave them out", err=True)
         rs = result.read_stats
         if rs.blank_lines or rs.too_long_lines or rs.odd_sentence_dropped:
             # the reader's checks cover the whole file, also where --limit stores only its start
@@ -187,6 +192,10 @@ def ingest(
                 f"{rs.too_long_lines} over-long lines skipped"
                 + (", odd last sentence left out of the pairs" if rs.odd_sentence_dropped else ""), err=True)
     typer.echo(result.run_id)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _ingest_interrupted(exc: KeyboardInterrupt, db: Path) -> str:
@@ -201,7 +210,7 @@ def _ingest_interrupted(exc: KeyboardInterrupt, db: Path) -> str:
     elif exc.kept == 0:
         kept = "has no sentence committed yet"
     else:
-        kept = f"keeps its {exc.kept:,} committed sentence{'s' if exc.kept != 1 else ''}"
+        kept = f"keeps its {_count(exc.kept, 'committed sentence')}"
     return (f"interrupted: {run} {kept}; run the same command again to resume it "
             f"(or delete it: `headdb drop {db} {exc.run_id} --yes`)")
 

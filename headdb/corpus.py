@@ -147,7 +147,7 @@ def _lines(path: str | Path) -> Iterator[tuple[int, str]]:
             number += 1
             if len(raw) > MAX_LINE_BYTES:
                 raise CorpusError(f"line longer than {MAX_LINE_BYTES >> 20} MiB; is it a binary file?", p, number)
-            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            if raw.startswith(b"\xef\xbb\xbf"):  # the file's start, or that of files joined with cat
                 raw = raw[3:]
             if b"\x00" in raw:
                 raise CorpusError("NUL byte in the file; is it a binary file?", p, number)
@@ -155,7 +155,11 @@ def _lines(path: str | Path) -> Iterator[tuple[int, str]]:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise CorpusError(f"invalid UTF-8 at byte {exc.start} of the line", p, number) from None
-            yield number, text.rstrip("\r\n")
+            text = text.rstrip("\r\n")
+            if "\r" in text:  # Python would split there, and an editor shows a line end
+                raise CorpusError("a carriage return (CR) inside the line: are its line ends the old Mac "
+                                  "CR only? Convert them to LF (tr '\\r' '\\n')", p, number)
+            yield number, text
 
 
 # --- CoNLL-U -----------------------------------------------------------------------------
@@ -196,8 +200,11 @@ def _parse_conllu_block(path: str | Path, start: int, comments: list[str], rows:
             meta[key.strip()] = value.strip()
     if "newdoc id" in meta:
         doc_id = meta["newdoc id"]
+    elif any(c[1:].strip() == "newdoc" for c in comments):  # a new document without an id
+        doc_id = None
     fields: list[tuple[str, str | None, str | None, str | None, str | None]] = []  # a Word's, less its head
     heads: list[tuple[int, int | None]] = []  # (line number, 1-based head or None)
+    range_end, range_line = 0, 0  # the last word of the last multiword range, and its line
     for number, line in rows:
         cols = line.split("\t")
         if len(cols) != 10:
@@ -208,6 +215,13 @@ def _parse_conllu_block(path: str | Path, start: int, comments: list[str], rows:
             if not (m and int(m.group(1)) < int(m.group(2))) and not _EMPTY_NODE.fullmatch(wid):
                 raise CorpusError(f"word id {wid!r} is neither a word (N), a multiword range (N-M) "
                                   "nor an empty node (N.M)", path, number)
+            if m:  # a range comes just before its first word, and ranges do not overlap
+                first, last = int(m.group(1)), int(m.group(2))
+                if first != len(fields) + 1 or first <= range_end:
+                    raise CorpusError(f"multiword range {wid} out of place (the next word is {len(fields) + 1}"
+                                      + (f", and the range before ends at {range_end})" if range_end else ")"),
+                                      path, number)
+                range_end, range_line = last, number
             continue  # multiword-token range or empty node: not a syntactic word
         if not _INT.fullmatch(wid):
             raise CorpusError(f"word id {wid!r} is not an integer", path, number)
@@ -232,6 +246,9 @@ def _parse_conllu_block(path: str | Path, start: int, comments: list[str], rows:
     n = len(fields)
     if n > MAX_WORDS:
         raise CorpusError(f"sentence has {n} words; headdb stores at most {MAX_WORDS} per input", path, start)
+    if range_end > n:
+        raise CorpusError(f"multiword range ends at word {range_end}, beyond the sentence's {n} words", path,
+                          range_line)
     resolved: list[int | None] = []
     for number, head in heads:
         if head is not None and head > n:
@@ -386,5 +403,7 @@ def validate(path: str | Path, fmt: str, pairs: bool = False) -> tuple[int, Read
     for _ in read_corpus(path, fmt, pairs=pairs, parser=None, stats=stats):
         n += 1
     if n == 0:
+        if pairs and stats.odd_sentence_dropped:
+            raise CorpusError("the corpus holds one sentence, and --pairs needs two", path)
         raise CorpusError("the corpus holds no sentences", path)
     return n, stats

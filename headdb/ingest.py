@@ -26,7 +26,7 @@ import numpy as np
 from headdb import __version__
 from headdb.corpus import ReadStats, Sentence, check_file, file_sha256, infer_format, read_corpus, validate
 from headdb.db import check_writable, connect, interrupted, transaction
-from headdb.errors import DatabaseError, IngestInterrupted, InputError
+from headdb.errors import DatabaseError, HeaddbError, IngestInterrupted, InputError, ModelError
 from headdb.sparsify import BatchEdges, Sparsity
 
 #: Sentences tokenized and sorted by length together; batches are cut from each window.
@@ -58,6 +58,10 @@ class IngestResult:
     sentences: int = 0  # stored in this call
     skipped: int = 0
     truncated: int = 0
+    #: words of stored (not truncated) inputs that the tokenizer gave no piece (invisible
+    #: characters such as U+200D or U+FE0F, a lone combining mark): stored, and left out by
+    #: word-level roles and accuracy
+    pieceless_words: int = 0
     edges: int = 0
     seconds: float = 0.0
     read_stats: ReadStats = field(default_factory=ReadStats)
@@ -394,9 +398,18 @@ def _batch_edges(am, batch: list, sparsity: Sparsity, timings: dict[str, float],
     live = [e for e in batch if e.status != "skipped"]
     if not live:
         return None
-    return am.forward_edges(live, sparsity.top_k, sparsity.min_mass, timings,
-                            ids=np.array([e.sentence.sentence_id for e in live], dtype=np.int32),
-                            weight_bits=weight_bits)
+    try:
+        return am.forward_edges(live, sparsity.top_k, sparsity.min_mass, timings,
+                                ids=np.array([e.sentence.sentence_id for e in live], dtype=np.int32),
+                                weight_bits=weight_bits)
+    except HeaddbError:
+        raise
+    except Exception as exc:  # the model's own failure (torch): one line, naming where it happened
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        line = live[0].sentence.segments[0].line
+        raise ModelError(f"{am.name}: the model failed on a batch of {len(live)} inputs, the first at line {line} "
+                         f"of the corpus: {type(exc).__name__}: {first} (the run is marked failed; the batches "
+                         "before it are kept)") from exc
 
 
 def _write(con, run_id: int, corpus_id: int, parts: list[tuple[list, BatchEdges | None]],
@@ -417,6 +430,9 @@ def _write(con, run_id: int, corpus_id: int, parts: list[tuple[list, BatchEdges 
             else:
                 result.sentences += 1
                 result.truncated += e.status == "truncated"
+                if e.status == "ok":
+                    n_words = sum(len(seg.words) for seg in e.sentence.segments)
+                    result.pieceless_words += n_words - len({w for w in e.word_pos if w is not None})
 
 
 #: DuckDB's memory limit while ingesting, in MiB per append thread (at least 256 MiB). DuckDB keeps
@@ -653,6 +669,7 @@ class _Writer:
             r.sentences += part.sentences
             r.skipped += part.skipped
             r.truncated += part.truncated
+            r.pieceless_words += part.pieceless_words
             for k, v in part.timings.items():
                 _add(r.timings, k, v)
 

@@ -115,8 +115,11 @@ def load_tokenizer(folder: str | Path, name: str | None = None):
     from transformers import AutoTokenizer as auto
 
     name = name or str(folder)
+    # split_special_tokens: a word that reads "[SEP]", "<s>" or "</s>" (an HTML tag) is text; without
+    # it the model got a real special token mid-sentence, stored as an ordinary piece
     try:
-        tok = auto.from_pretrained(folder, use_fast=True, trust_remote_code=False, local_files_only=True)
+        tok = auto.from_pretrained(folder, use_fast=True, trust_remote_code=False, local_files_only=True,
+                                   split_special_tokens=True)
     except Exception as exc:  # noqa: BLE001
         raise ModelError(f"{name}: cannot load its tokenizer: {str(exc).splitlines()[0]}") from None
     if not getattr(tok, "is_fast", False):
@@ -134,7 +137,7 @@ def load_tokenizer(folder: str | Path, name: str | None = None):
         needs_prefix = True
     if needs_prefix:
         tok = auto.from_pretrained(folder, use_fast=True, trust_remote_code=False,
-                                   local_files_only=True, add_prefix_space=True)
+                                   local_files_only=True, add_prefix_space=True, split_special_tokens=True)
     return tok
 
 
@@ -394,6 +397,7 @@ class AttentionModel:
         self.attn_implementation = str(getattr(model.config, "_attn_implementation", "eager"))
         self.max_length = self._max_length(max_length)
         tok = self.tokenizer
+        self._check_vocabulary(name_or_path)
         self._uses_token_types = "token_type_ids" in tok.model_input_names
         self._host_buffers: HostBuffers | None = None  # page-locked copies of a GPU's edges
         # Taps on the attention modules: the forward stops once the last layer's map exists.
@@ -401,6 +405,20 @@ class AttentionModel:
         # output_attentions returns; False (the model's own full forward) where they do not.
         self._tapped = threading.local()  # .maps: the maps of the forward running on this thread
         self._taps: bool | str = self._install_taps() if STOP_AT_LAST_MAP else False
+
+    def _check_vocabulary(self, name: str) -> None:
+        """Every token id the tokenizer can give must have a row in the model's embeddings. A
+        tokenizer with added tokens and a model whose embeddings were not resized failed
+        mid-ingest with "index out of range in self", after the store was written to."""
+        embeddings = self.model.get_input_embeddings()
+        rows = getattr(embeddings, "num_embeddings", None)
+        if rows is None:
+            return
+        largest = max(self.tokenizer.get_vocab().values(), default=-1)
+        if largest >= rows:
+            raise ModelError(f"{name}: the tokenizer has token ids up to {largest}, but the model's embeddings "
+                             f"have {rows} rows; resize them to the tokenizer (resize_token_embeddings) "
+                             "or pass the model's own tokenizer")
 
     def _install_taps(self) -> bool | str:
         from functools import partial

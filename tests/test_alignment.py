@@ -134,3 +134,19 @@ def test_roberta_style_specials_and_prefix_space(roberta_style_dir):
     # same pieces as the running text " Unbelievably loud" would give
     a_ids = [i for i, seg in zip(e.input_ids, e.segment) if seg == 0]
     assert a_ids == tok(" Unbelievably loud", add_special_tokens=False)["input_ids"]
+
+
+@pytest.mark.parametrize("style", ["bert", "roberta"])
+def test_words_that_read_like_special_tokens_stay_text(tokenizer, roberta_style_dir, style):
+    """A CoNLL-U form "[SEP]", "[PAD]" or "</s>" (an HTML tag) went to the model as the real special
+    token, mid-sentence, and was stored as an ordinary piece."""
+    from headdb.model import load_tokenizer
+
+    tok = tokenizer if style == "bert" else load_tokenizer(roberta_style_dir)
+    forms = ["use", "[SEP]", "[PAD]", "[MASK]", "[CLS]", "<s>", "</s>", "<pad>", "."]
+    (e,) = align(tok, [single(*forms)], False, 512)
+    specials = set(tok.all_special_ids)
+    inner = [i for i, w in zip(e.input_ids, e.word_pos) if w is not None]
+    assert not specials & set(inner), tok.convert_ids_to_tokens(inner)
+    assert [k for k in e.special if k] == ["cls", "sep"] and e.special[0] == "cls" and e.special[-1] == "sep"
+    assert sorted({w for w in e.word_pos if w is not None}) == list(range(len(forms)))  # every word has pieces

@@ -133,7 +133,7 @@ def test_ingest_runs_sql_summary_with_a_tiny_model(tmp_path, tiny_bert_dir, caps
 
     r = cli("ingest", db, DATA / "sample.txt", "--model", tiny_bert_dir, "--limit", "2", "--max-length", "8")
     assert r.returncode == 0 and r.stdout == "3\n"
-    assert "stored 1 sentences" in r.stderr and "skipped 1 over-long" in r.stderr
+    assert "stored 1 sentence," in r.stderr and "skipped 1 over-long" in r.stderr
     assert "2 blank lines ignored" in r.stderr
 
     r = cli("runs", db, "--format", "json")

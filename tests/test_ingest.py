@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 
 from pathlib import Path
@@ -776,3 +777,57 @@ def test_a_run_name_names_one_run(tmp_path, tiny_bert_dir):
             headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), limit=3, run_name="A", **other)
     assert headdb.sql(db, "SELECT run_name FROM runs")["run_name"].tolist() == ["A"]
     assert headdb.sql(db, "SELECT count(*) AS n FROM corpora")["n"][0] == 1
+
+
+def _conllu(*sentences: list[str]) -> str:
+    out = []
+    for forms in sentences:
+        out += [f"{i}\t{f}\t_\tX\tX\t_\t{0 if i == 1 else 1}\t{'root' if i == 1 else 'dep'}\t_\t_"
+                for i, f in enumerate(forms, start=1)]
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+def test_words_the_tokenizer_drops_are_counted(tmp_path, tiny_bert_dir, monkeypatch, capsys):
+    """U+FE0F ("I ❤️ you" split by spaCy) and a lone combining accent get no word piece: stored,
+    and said in the run summary instead of silently missing from word-level roles."""
+    from cli_helpers import run_main
+
+    corpus = tmp_path / "odd.conllu"
+    corpus.write_text(_conllu(["I", "\u2764", "\ufe0f", "you"], ["e", "\u0301", "x"], ["plain", "words"]))
+    r = headdb.ingest(tmp_path / "a.db", corpus, model=str(tiny_bert_dir))
+    assert r.pieceless_words == 2 and r.sentences == 3
+    con = duckdb.connect(str(tmp_path / "a.db"), read_only=True)
+    assert con.execute("SELECT count(*) FROM words w WHERE NOT EXISTS (SELECT 1 FROM tokens t WHERE "
+                       "t.sentence_id = w.sentence_id AND t.word_pos = w.word_pos)").fetchone()[0] == 2
+    con.close()
+    code, _, err = run_main(capsys, monkeypatch, "ingest", tmp_path / "b.db", corpus, "--model", tiny_bert_dir, "-q")
+    assert code == 0 and "2 words got no word piece from the tokenizer" in err, err
+
+
+def test_a_model_failing_mid_ingest_is_one_line_and_the_run_resumes(tmp_path, tiny_bert_dir, monkeypatch, capsys):
+    """A torch error in the forward pass printed a traceback; it is now one line naming where."""
+    from cli_helpers import run_main
+    from headdb.model import AttentionModel
+
+    real = AttentionModel.forward_edges
+    calls = {"n": 0}
+
+    def fails_second(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise IndexError("index out of range in self")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(AttentionModel, "forward_edges", fails_second)
+    monkeypatch.setattr(importlib.import_module("headdb.ingest"), "COMMIT_EDGES", 0)  # a commit per batch
+    db = tmp_path / "f.db"
+    code, _, err = run_main(capsys, monkeypatch, "ingest", db, DATA / "sample.conllu", "--model", tiny_bert_dir,
+                            "--batch-size", "1", "-q")
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"error: {tiny_bert_dir}: the model failed on a batch of 1 inputs, the first at line ")
+    assert "IndexError: index out of range in self (the run is marked failed" in err
+    assert headdb.runs(db)[["status", "n_sentences"]].values.tolist() == [["failed", 1]]
+    monkeypatch.setattr(AttentionModel, "forward_edges", real)
+    assert headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), batch_size=1).resumed
+    assert headdb.runs(db)[["status", "n_sentences"]].values.tolist() == [["done", 3]]

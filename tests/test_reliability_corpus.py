@@ -78,6 +78,17 @@ REFUSED = {
                         "multiword range"),
     "backwards range": ("rb.conllu", "2-1\tab\t_\t_\t_\t_\t_\t_\t_\t_\n" + conllu_row(1, "a", 0) + "\n", 1,
                         "multiword range"),
+    "range beyond the sentence": ("rbey.conllu", "1-9\tab\t_\t_\t_\t_\t_\t_\t_\t_\n" + conllu_row(1, "a", 0) + "\n"
+                                  + conllu_row(2, "b", 1) + "\n", 1, "beyond the sentence's 2 words"),
+    "overlapping ranges": ("rov.conllu", "1-3\tabc\t_\t_\t_\t_\t_\t_\t_\t_\n2-3\tbc\t_\t_\t_\t_\t_\t_\t_\t_\n"
+                           + "\n".join(conllu_row(i, f, 0 if i == 1 else 1) for i, f in enumerate("abc", 1)) + "\n",
+                           2, "multiword range 2-3 out of place"),
+    "range after its words": ("raft.conllu", conllu_row(1, "a", 0) + "\n" + conllu_row(2, "b", 1)
+                              + "\n1-2\tab\t_\t_\t_\t_\t_\t_\t_\t_\n", 3, "multiword range 1-2 out of place"),
+    "carriage returns as line ends (old Mac)": ("cr.txt", b"Hello world.\rSecond line.\rThird.\r", 1,
+                                                "carriage return (CR) inside the line"),
+    "a carriage return inside a CoNLL-U line": ("cr.conllu", GOOD + conllu_row(1, "A", 0) + "\rx\n", 5,
+                                                "carriage return"),
     "only ranges and empty nodes": ("re.conllu", "1-2\tab\t_\t_\t_\t_\t_\t_\t_\t_\n0.1\tx\t_\t_\t_\t_\t_\t_\t_\t_\n",
                                     1, "no words"),
     "empty word form": ("ef.conllu", conllu_row(1, " ", 0) + "\n", 1, "empty word form"),
@@ -176,6 +187,29 @@ def test_bom_is_dropped(tmp_path):
         path = write(tmp_path, name, data)
         got = forms(path, fmt_of(path))
         assert got[0][0] in ("Hello", "a"), got
+
+
+def test_files_joined_with_cat_keep_their_byte_order_marks_out(tmp_path):
+    """`cat a.conllu b.conllu` where b starts with a BOM: the mark began line 14's comment, and
+    the reader blamed line 15 ("comment line inside a sentence's word lines")."""
+    path = write(tmp_path, "joined.conllu", "\ufeff" + GOOD + "\ufeff# sent_id = b\n" + GOOD)
+    got = list(read_corpus(path, "conllu"))
+    assert [s.segments[0].sent_key for s in got] == [None, "b"] and len(got) == 2
+    path = write(tmp_path, "joined.txt", "\ufeffOne .\n\ufeffTwo .\n")
+    assert forms(path, "text") == [["One", "."], ["Two", "."]]
+
+
+def test_a_bare_newdoc_starts_a_document_without_an_id(tmp_path):
+    """UD allows `# newdoc` without an id; the sentence after it kept the previous document's."""
+    path = write(tmp_path, "docs.conllu", "# newdoc id = docA\n" + GOOD + "# newdoc\n" + GOOD + GOOD
+                 + "# newdoc id = docB\n" + GOOD)
+    assert [s.segments[0].doc_id for s in read_corpus(path, "conllu")] == ["docA", None, None, "docB"]
+
+
+def test_pairs_of_a_one_sentence_file_say_so(tmp_path):
+    path = write(tmp_path, "one.conllu", GOOD)
+    with pytest.raises(CorpusError, match="holds one sentence, and --pairs needs two"):
+        validate(path, "conllu", pairs=True)
 
 
 def test_crlf_line_ends_read_like_lf(tmp_path):
@@ -330,5 +364,5 @@ def test_text_reader_skips_are_in_the_run_summary(tmp_path):
     con.close()
     # with --limit the reader's counts still describe the whole file, and say so
     proc = headdb("ingest", tmp_path / "limited.db", corpus, "-q", "--limit", "1")
-    assert "stored 1 sentences" in proc.stderr
+    assert "stored 1 sentence," in proc.stderr
     assert "reader (the whole file): 2 blank lines ignored, 1 over-long lines skipped" in proc.stderr

@@ -118,8 +118,8 @@ def _tiny_bert(folder: Path, **config_extra) -> Path:
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=64, **config_extra)
+    config = BertConfig(**{"vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+                           "intermediate_size": 64, "max_position_embeddings": 64, **config_extra})
     BertModel(config).save_pretrained(folder)
     return folder
 
@@ -204,10 +204,16 @@ def test_custom_architecture_needing_remote_code_is_refused(offline):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["gpt2", "slow-only", "no-weights"])
+@pytest.mark.parametrize("case", ["gpt2", "slow-only", "no-weights", "embeddings-smaller-than-vocab"])
 def test_cli_model_errors_are_one_line_and_write_nothing(offline, default_model_dir, case):
     folder = offline / case
-    if case == "gpt2":
+    if case == "embeddings-smaller-than-vocab":
+        # the bundled tokenizer (30,522 ids) on a model with 300 embedding rows: tokens added to a
+        # tokenizer without resize_token_embeddings; it failed mid-ingest with "index out of range"
+        _tiny_bert(folder, vocab_size=300)
+        for name in TOKENIZER_FILES:
+            shutil.copy(default_model_dir / name, folder / name)
+    elif case == "gpt2":
         from transformers import GPT2Config, GPT2Model
 
         GPT2Model(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=64, n_positions=32,
@@ -225,6 +231,8 @@ def test_cli_model_errors_are_one_line_and_write_nothing(offline, default_model_
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    if case == "embeddings-smaller-than-vocab":
+        assert "token ids up to 30521, but the model's embeddings have 300 rows" in proc.stderr
     con = duckdb.connect(str(db), read_only=True)
     assert con.execute("SELECT (SELECT count(*) FROM runs) + (SELECT count(*) FROM corpora)").fetchone()[0] == 0
     con.close()
