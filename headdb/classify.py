@@ -134,12 +134,15 @@ def _score_and_store(db: str | Path, run_id: int, roles: list[Role], bits: int, 
     sentence_scores, with classification's memory limit), the tests (from each head's moments,
     computed there) and the classification. Nothing is stored unless all of it is."""
     from headdb.scores import store_scores, stored_head_moments
+    from headdb.store import resolve_run
 
     names = [r.name for r in roles]
     con = connect(db)
     try:
         con.execute("SET memory_limit = ?", [f"{_memory_limit_mb()}MiB"])
         with transaction(con):
+            # again, under the write lock: a `headdb drop` may have taken the run since it was read
+            resolve_run(con, run_id, finished=True)
             for r in roles:
                 con.execute("INSERT OR REPLACE INTO roles (role, level, description, tau, source_path, sql, sha256) "
                             "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -164,6 +167,9 @@ def _score_and_store(db: str | Path, run_id: int, roles: list[Role], bits: int, 
                             "t, p, p_adj, significant, ci_low, ci_high, flip_possible, role_sha256) "
                             "SELECT classification_id, run_id, layer, head, role, n, mean, std, tau, t, p, p_adj, "
                             "significant, ci_low, ci_high, flip_possible, role_sha256 FROM _headdb_tests")
+            # an earlier classification whose tests have all been replaced by these goes with them
+            con.execute("DELETE FROM classifications c WHERE c.run_id = ? AND NOT EXISTS "
+                        "(SELECT 1 FROM head_tests t WHERE t.classification_id = c.classification_id)", [run_id])
     finally:
         con.close()
     return results, int(classification_id)

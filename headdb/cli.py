@@ -521,8 +521,44 @@ def report(
     typer.echo(f"wrote {r.html} and {len(r.figures)} figure files under {r.out_dir / 'figures'}", err=True)
 
 
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _storage_error(exc: BaseException) -> str | None:
+    """One line for a DuckDB error or a file system error that no headdb check foresaw (a disk
+    that fills while classify commits, a folder that turned read-only), else None."""
+    import duckdb
+
+    if isinstance(exc, duckdb.Error):
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return f"DuckDB: {first}"
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc}"
+    return None
+
+
 def main() -> None:
-    """Entry point: run the app, turning headdb errors into one line and exit code 1."""
+    """Entry point: run the app, turning headdb errors into one line and exit code 1.
+
+    SIGTERM (`timeout`, `docker stop`, a job scheduler) ends a command as Ctrl-C does: an ingest
+    marks its run interrupted and says what it kept (the signal waits for a running DuckDB
+    statement to return)."""
+    import signal
+
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    except ValueError:  # not the main thread (an embedding application): its own handling stays
+        previous = None
+    try:
+        _run_app()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run_app() -> None:
     from headdb.errors import HeaddbError
 
     _state["interrupt_reported"] = False
@@ -544,6 +580,10 @@ def main() -> None:
         if interrupted(exc) and not _state["debug"]:  # Ctrl-C inside a DuckDB statement
             typer.echo("interrupted", err=True)
             sys.exit(130)
+        unexpected = _storage_error(exc)
+        if unexpected and not _state["debug"]:  # a full disk, a read-only folder: one line, as for headdb's own
+            typer.echo(f"error: {unexpected}", err=True)
+            sys.exit(1)
         # typer >= 0.2x raises those of its own vendored click (typer._click), not click's:
         # recognise a usage error by what it can do (show itself, carry an exit code)
         aborts, exits = [typer.Abort], [typer.Exit]

@@ -51,12 +51,37 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+#: DuckDB never fetches or loads an extension by itself for headdb: a SQLite file made it try to
+#: download sqlite_scanner (nothing may be downloaded at run time)
+_NO_AUTO_EXTENSIONS = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+
+
+def _check_duckdb_file(path: str) -> None:
+    """A file that is not DuckDB's is named as such (DuckDB's own words for it vary: an
+    extension to install for a SQLite file, a bad checksum for others)."""
+    p = Path(path)
+    if path == ":memory:" or not p.is_file():
+        return
+    try:
+        with open(p, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return  # DuckDB's open says what is wrong
+    if head.startswith(b"SQLite format 3"):
+        raise DatabaseError(f"{path}: a SQLite database, not a DuckDB one; headdb stores are DuckDB files")
+    if len(head) >= 12 and head[8:12] != b"DUCK":
+        raise DatabaseError(f"{path}: not a DuckDB database file")
+
+
 def _open(path: str | Path, read_only: bool, config: dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
     path = str(path)
     if read_only and path != ":memory:" and not Path(path).exists():
         raise DatabaseError(f"{path}: no such database (create it with `headdb init {path}`)")
+    if path != ":memory:" and not Path(path).exists() and not Path(path).absolute().parent.is_dir():
+        raise DatabaseError(f"{path}: no such folder {Path(path).absolute().parent}")
+    _check_duckdb_file(path)
     try:
-        con = duckdb.connect(path, read_only=read_only, config=config or {})
+        con = duckdb.connect(path, read_only=read_only, config={**_NO_AUTO_EXTENSIONS, **(config or {})})
         # no DuckDB progress bar on stdout (it would mix into CSV/JSON output); headdb draws its own on stderr
         con.execute("SET enable_progress_bar = false")
         return con
@@ -98,19 +123,40 @@ def check_writable(path: str | Path) -> None:
     """Fail now, with the locked message, if another process holds an existing database.
 
     Long jobs call this before their slow start (reading a corpus, loading a model); a missing
-    file is fine (it will be created) and is not created here.
+    file is fine (it will be created) and is not created here. A store of a newer schema, a
+    non-DuckDB file and a missing folder fail here too.
     """
-    if str(path) != ":memory:" and Path(path).exists():
-        _open(path, read_only=False).close()
+    if str(path) != ":memory:" and not Path(path).exists():
+        if not Path(path).absolute().parent.is_dir():
+            raise DatabaseError(f"{path}: no such folder {Path(path).absolute().parent}")
+        return
+    if str(path) == ":memory:":
+        return
+    con = _open(path, read_only=False)  # a missing folder, another file type, the lock
+    try:
+        version = _applied_version(con, path)
+    finally:
+        con.close()
+    if version is not None and version > len(list_migrations()):
+        raise DatabaseError(f"{path}: {_newer_schema(version, len(list_migrations()))}")
 
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:
-    exists = con.execute(
-        "SELECT count(*) FROM information_schema.tables "
-        "WHERE table_schema = 'main' AND table_name = 'schema_migrations'"
-    ).fetchone()[0]
-    if not exists:
-        return 0
+    """The store's schema version: 0 for a file without headdb's tables."""
+    return _applied_version(con) or 0
+
+
+def _applied_version(con: duckdb.DuckDBPyConnection, path: str | Path | None = None) -> int | None:
+    """The highest migration applied, None without a schema_migrations table; another tool's
+    table of that name (golang-migrate, dbmate: version and dirty) is an error, not a version."""
+    columns = {r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = 'main' AND table_name = 'schema_migrations'").fetchall()}
+    if not columns:
+        return None
+    if not {"version", "name", "checksum"} <= columns:
+        raise DatabaseError(f"{f'{path}: ' if path else ''}not a headdb database (its table schema_migrations is "
+                            "another tool's); keep the headdb store in a file of its own")
     return con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
 
 
@@ -121,12 +167,9 @@ def migrate(con: duckdb.DuckDBPyConnection, migrations: list[Migration] | None =
     and so is a database newer than this headdb.
     """
     migrations = list_migrations() if migrations is None else migrations
-    con.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations ("
-        " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, checksum VARCHAR NOT NULL,"
-        " applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)"
-    )
-    applied = {v: c for v, c in con.execute("SELECT version, checksum FROM schema_migrations").fetchall()}
+    table = _applied_version(con) is not None
+    applied = {v: c for v, c in con.execute("SELECT version, checksum FROM schema_migrations").fetchall()} \
+        if table else {}
     known = {m.version for m in migrations}
     newer = sorted(set(applied) - known)
     if newer:
@@ -142,6 +185,13 @@ def migrate(con: duckdb.DuckDBPyConnection, migrations: list[Migration] | None =
             continue
         con.execute("BEGIN TRANSACTION")
         try:
+            # in the first migration's transaction: a failed first migration (a file with tables
+            # of its own named like headdb's) leaves no headdb table behind
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, checksum VARCHAR NOT NULL,"
+                " applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)"
+            )
             con.execute(m.sql)
             con.execute(
                 "INSERT INTO schema_migrations (version, name, checksum) VALUES (?, ?, ?)",
@@ -187,7 +237,7 @@ def connect(path: str | Path, read_only: bool = False, *, migrate_schema: bool =
 
 
 def _require_current(con: duckdb.DuckDBPyConnection, path: str | Path) -> None:
-    version = schema_version(con)
+    version = _applied_version(con, path) or 0
     latest = len(list_migrations())
     if version == 0:
         raise DatabaseError(f"{path}: not a headdb database (run `headdb init {path}`)")
@@ -255,6 +305,9 @@ def init(path: str | Path) -> list[int]:
     con = _open(path, read_only=False)
     try:
         return migrate(con)
+    except DatabaseError as exc:
+        text = str(exc)
+        raise DatabaseError(text if text.startswith(f"{path}:") else f"{path}: {text}") from None
     finally:
         con.close()
 
@@ -273,12 +326,14 @@ def compact(path: str | Path) -> tuple[int, int]:
     path = Path(path)
     if not path.exists():
         raise DatabaseError(f"{path}: no such database")
-    tmp = path.with_name(path.name + ".compact-tmp")
+    target = path.resolve()  # a link to the store: the store is compacted, the link stays a link
+    tmp = target.with_name(target.name + ".compact-tmp")
+    wal = target.with_name(target.name + ".wal")
+    before = target.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+    con = connect(path, existing=True)  # writable: no other process has the file open while it is copied
+    # a killed compact's copy goes only now, with the lock held: another compact may be writing it
     for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
         leftover.unlink(missing_ok=True)
-    wal = path.with_name(path.name + ".wal")
-    before = path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
-    con = connect(path, existing=True)  # writable: no other process has the file open while it is copied
     try:
         con.execute("CHECKPOINT")
         source = con.execute("SELECT current_database()").fetchone()[0]
@@ -302,8 +357,23 @@ def compact(path: str | Path) -> tuple[int, int]:
         tmp.unlink(missing_ok=True)
         raise
     con.close()
-    os.replace(tmp, path)
-    return before, path.stat().st_size
+    _same_owner_and_mode(target, tmp)
+    os.replace(tmp, target)
+    return before, target.stat().st_size
+
+
+def _same_owner_and_mode(store: Path, copy: Path) -> None:
+    """The copy that replaces a store gets its permissions (a 0640 store stays private) and, where
+    this process may set them, its owner and group."""
+    import os
+    import stat
+
+    st = store.stat()
+    os.chmod(copy, stat.S_IMODE(st.st_mode))
+    try:
+        os.chown(copy, st.st_uid, st.st_gid)
+    except PermissionError:  # not root: the copy is the caller's own, as the store was
+        pass
 
 
 def engine(path: str | Path, read_only: bool = True):  # -> sqlalchemy.engine.Engine

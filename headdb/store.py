@@ -294,7 +294,12 @@ def _resolve_run(con: duckdb.DuckDBPyConnection, run: int | str | None) -> int:
     if run is None:
         row = con.execute("SELECT max(run_id) FROM runs WHERE status = 'done'").fetchone()
         if row[0] is None:
-            raise DatabaseError(f"{store_name(con)} has no finished run; ingest a corpus first")
+            unfinished = con.execute("SELECT run_id, status FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
+            if unfinished is None:
+                raise DatabaseError(f"{store_name(con)} has no finished run; ingest a corpus first")
+            shown = "interrupted" if unfinished[1] == "running" else unfinished[1]
+            raise DatabaseError(f"{store_name(con)} has no finished run: run {unfinished[0]} is {shown}; run its "
+                                "`headdb ingest` command again to resume it")
         return int(row[0])
     import numbers
 

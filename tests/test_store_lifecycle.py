@@ -1,0 +1,204 @@
+"""The store over its life, under failures a QA pass reproduced: compact keeps what the file was
+(its permissions, owner, the link to it) and never breaks a compact already running; files that
+are not headdb's (another tool's migrations table, SQLite, a failed init) are named and left as
+they were; a run dropped while classify ran gets no results; re-classifying leaves no empty
+classification; errors nobody foresaw (a full disk) are one line; SIGTERM is Ctrl-C."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import sqlite3
+import stat
+
+import duckdb
+import numpy as np
+import pytest
+
+import headdb
+from cli_helpers import run_main
+from headdb.db import check_writable, connect, init
+from headdb.errors import DatabaseError
+from role_reference import build_store, dirichlet_attention, simple_seq
+
+
+@pytest.fixture
+def store(tmp_path):
+    rng = np.random.default_rng(2)
+    seqs = [simple_seq([1, 2, 1], [1, None, 1], ["nsubj", "root", "obj"]) for _ in range(4)]
+    db = tmp_path / "s.db"
+    build_store(db, seqs, [dirichlet_attention(rng, 1, 2, q.length) for q in seqs], top_k=3)
+    return db
+
+
+def test_compact_keeps_the_stores_permissions_owner_and_the_link_to_it(store, tmp_path):
+    os.chmod(store, 0o640)
+    root = os.geteuid() == 0
+    if root:
+        os.chown(store, 65534, 65534)
+    link = tmp_path / "alias.db"
+    link.symlink_to(store)
+    headdb.sql(link, "DELETE FROM edge_store WHERE sentence_id = 0", write=True)
+    before, after = headdb.compact(link)
+    assert link.is_symlink() and link.resolve() == store.resolve()  # the link is a link still
+    st = store.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o640  # a private store stays private
+    if root:
+        assert (st.st_uid, st.st_gid) == (65534, 65534)
+    assert not list(tmp_path.glob("*compact-tmp*"))
+    assert headdb.sql(store, "SELECT count(*) AS n FROM edges WHERE sentence_id = 0")["n"][0] == 0
+
+
+def test_a_compact_that_cannot_take_the_store_leaves_the_running_ones_copy(store):
+    """The second compact removed the first one's copy before finding the store locked; the first
+    then died replacing the store with a file that was gone."""
+    copy = store.with_name(store.name + ".compact-tmp")
+    copy.write_bytes(b"the copy a running compact is writing")
+    reader = duckdb.connect(str(store), read_only=True)  # the store busy, as during the first compact
+    try:
+        with pytest.raises(DatabaseError):
+            headdb.compact(store)
+    finally:
+        reader.close()
+    assert copy.read_bytes() == b"the copy a running compact is writing"
+    headdb.compact(store)  # with the store free, a leftover copy (a killed compact's) goes
+    assert not copy.exists()
+
+
+def test_another_tools_migrations_table_is_not_headdbs(tmp_path, capsys, monkeypatch):
+    """golang-migrate / dbmate keep schema_migrations(version, dirty): read as headdb's version 3
+    ("older than 8; run headdb init"), after which init failed with a Binder Error traceback."""
+    db = tmp_path / "app.db"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE schema_migrations (version BIGINT, dirty BOOLEAN)")
+    con.execute("INSERT INTO schema_migrations VALUES (3, false)")
+    con.close()
+    data = db.read_bytes()
+    for args in (("runs", db), ("init", db), ("ingest", db), ("sql", db, "SELECT 1")):
+        code, _, err = run_main(capsys, monkeypatch, *args)
+        assert code == 1 and err == (f"error: {db}: not a headdb database (its table schema_migrations is another "
+                                     "tool's); keep the headdb store in a file of its own\n"), (args, err)
+    assert db.read_bytes() == data
+
+
+def test_a_failed_init_leaves_a_foreign_file_as_it_was(tmp_path):
+    """A file with its own `runs` table: init fails, and left an empty schema_migrations behind,
+    after which every command said "not a headdb database (run headdb init)", which failed again."""
+    db = tmp_path / "mine.db"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE runs (x INTEGER)")
+    con.close()
+    with pytest.raises(DatabaseError, match=f"^{db}: .*migration failed"):
+        init(db)
+    con = duckdb.connect(str(db), read_only=True)
+    assert [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()] == ["runs"]
+    con.close()
+
+
+def test_files_that_are_not_duckdb_are_named(tmp_path, capsys, monkeypatch):
+    """A SQLite file made DuckDB try to download its sqlite extension (nothing may be downloaded)."""
+    lite = tmp_path / "x.sqlite"
+    c = sqlite3.connect(lite)
+    c.execute("CREATE TABLE t (a)")
+    c.commit()
+    c.close()
+    text = tmp_path / "notes.db"
+    text.write_text("these are my notes, not a database\n")
+    for path, words in ((lite, "a SQLite database, not a DuckDB one"), (text, "not a DuckDB database file")):
+        data = path.read_bytes()
+        for args in (("runs", path), ("init", path), ("classify", path)):
+            code, _, err = run_main(capsys, monkeypatch, *args)
+            assert code == 1 and err == f"error: {path}: {words}" + ("; headdb stores are DuckDB files\n"
+                                                                    if "SQLite" in words else "\n"), (args, err)
+        assert path.read_bytes() == data
+    con = connect(tmp_path / "fresh.db")
+    assert con.execute("SELECT current_setting('autoinstall_known_extensions'), "
+                       "current_setting('autoload_known_extensions')").fetchone() == (False, False)
+    con.close()
+
+
+def test_an_ingest_checks_the_store_before_its_slow_start(tmp_path):
+    """A store of a newer schema, or a path in a missing folder, failed only after the model loaded."""
+    with pytest.raises(DatabaseError, match="no such folder"):
+        check_writable(tmp_path / "missing" / "s.db")
+    db = tmp_path / "new.db"
+    init(db)
+    con = duckdb.connect(str(db))
+    con.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES (99, 'future', 'x')")
+    con.close()
+    with pytest.raises(DatabaseError, match=f"^{db}: the database has schema version 99, newer"):
+        check_writable(db)
+    with pytest.raises(DatabaseError, match=f"^{db}: the database has schema version 99, newer"):
+        init(db)  # init says which database, as every other command does
+    check_writable(tmp_path / "not-yet.db")  # a missing file in an existing folder is fine, and not created
+    assert not (tmp_path / "not-yet.db").exists()
+
+
+def test_a_run_dropped_while_classify_scores_gets_no_results(store, monkeypatch):
+    """classify read the run on one connection and stored on another without looking again: a
+    `headdb drop` in between left a classification and head tests of a run that was gone."""
+    scores = importlib.import_module("headdb.scores")
+    real = scores.sieve_passes
+
+    def drop_meanwhile(*args, **kwargs):
+        got = real(*args, **kwargs)
+        args[0].close()  # the read-only connection classify holds; then another process's drop
+        headdb.drop_run(store, 1)
+        return got
+
+    monkeypatch.setattr(scores, "sieve_passes", drop_meanwhile)
+    with pytest.raises(DatabaseError, match="no run 1 in"):
+        headdb.classify(store, run=1)
+    con = duckdb.connect(str(store), read_only=True)
+    assert con.execute("SELECT (SELECT count(*) FROM classifications) + (SELECT count(*) FROM head_tests) "
+                       "+ (SELECT count(*) FROM sentence_scores)").fetchone()[0] == 0
+    con.close()
+
+
+def test_reclassifying_leaves_no_classification_without_tests(store):
+    headdb.classify(store, roles="local")
+    headdb.classify(store, roles="local,nsubj")  # replaces every test of the first
+    headdb.classify(store, roles="nsubj")  # replaces some of the second's
+    rows = headdb.sql(store, "SELECT c.classification_id, c.roles, count(t.role) AS tests FROM classifications c "
+                             "LEFT JOIN head_tests t USING (classification_id) GROUP BY ALL ORDER BY 1")
+    assert rows[["roles", "tests"]].values.tolist() == [["local,nsubj", 2], ["nsubj", 2]]
+
+
+def test_unforeseen_storage_errors_are_one_line(store, capsys, monkeypatch):
+    """A disk that fills while classify commits gave a DuckDB traceback."""
+    def full_disk(*args, **kwargs):
+        raise duckdb.IOException('IO Error: Could not write file "s.db.wal": No space left on device')
+
+    def read_only_folder(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(store.parent / "x.tmp"))
+
+    for fake, said in ((full_disk, 'error: DuckDB: IO Error: Could not write file "s.db.wal": No space left on '
+                                   "device\n"),
+                       (read_only_folder, f"error: {store.parent / 'x.tmp'}: Permission denied\n")):
+        monkeypatch.setattr(importlib.import_module("headdb.classify"), "classify", fake)
+        code, out, err = run_main(capsys, monkeypatch, "classify", store)
+        assert (code, err) == (1, said)
+
+
+def test_sigterm_ends_a_command_like_ctrl_c(store, capsys, monkeypatch):
+    """`timeout` or `docker stop` ended an ingest without a word (exit 143)."""
+    before = signal.getsignal(signal.SIGTERM)
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("the signal did not interrupt")
+
+    monkeypatch.setattr(importlib.import_module("headdb.store"), "runs", terminated)
+    code, _, err = run_main(capsys, monkeypatch, "runs", store)
+    assert (code, err) == (130, "interrupted\n")
+    assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler again
+
+
+def test_no_finished_run_says_which_run_to_resume(store):
+    con = duckdb.connect(str(store))
+    con.execute("UPDATE runs SET status = 'running'")
+    con.close()
+    with pytest.raises(DatabaseError, match="has no finished run: run 1 is interrupted; run its `headdb ingest` "
+                                            "command again to resume it"):
+        headdb.summary(store)
