@@ -182,9 +182,12 @@ def ingest(
             f"in {result.seconds:.1f} s ({result.sentences_per_second:,.0f} sentences/s); "
             f"skipped {result.skipped} over-long, truncated {result.truncated}", err=True)
         if result.pieceless_words:
-            err(f"{_count(result.pieceless_words, 'word')} got no word piece from the tokenizer (invisible characters such "
-                "as U+200D or U+FE0F, or a lone combining mark): they are stored, and word-level roles and "
-                "accuracy leave them out", err=True)
+            err(f"{_count(result.pieceless_words, 'word')} got no word piece from the tokenizer (such as U+FE0F, or a "
+                "lone combining mark): they are stored, and word-level roles and accuracy leave them out", err=True)
+        if result.special_in_words:
+            err(f"{_count(result.special_in_words, 'word piece')} of the text got a special token's id (a word such as "
+                "\"<s>\" that the tokenizer's vocabulary holds as a piece, as SentencePiece vocabularies do): the "
+                "model read it as that special token", err=True)
         rs = result.read_stats
         if rs.blank_lines or rs.too_long_lines or rs.odd_sentence_dropped:
             # the reader's checks cover the whole file, also where --limit stores only its start

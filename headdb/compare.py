@@ -116,7 +116,8 @@ def _check_role_versions(con, run_a: int, run_b: int, roles: list[str]) -> None:
 
 def _unlike_decisions(con, run_a: int, run_b: int, roles: list[str]) -> dict[str, str]:
     """The roles whose significance in the two runs came from differently made decisions: other
-    roles in the family (which sets the correction's family), another alpha, correction or tau.
+    roles in the classification (the correction's family; not with correction none), another
+    alpha, correction or tau.
     Each maps to what differed, for the note; gained and lost mean nothing for them (a head
     with the same scores could be "gained"). Tests from before headdb recorded their
     classification are taken as they are."""
@@ -126,11 +127,13 @@ def _unlike_decisions(con, run_a: int, run_b: int, roles: list[str]) -> dict[str
         "FROM head_tests t JOIN classifications c USING (classification_id) "
         "WHERE t.run_id IN (?, ?) AND list_contains(?, t.role) GROUP BY t.role, t.run_id",
         [run_a, run_b, roles]).fetchall()
-    made = {(role, run): (cid, tuple(sorted(names.split(","))), alpha, correction, tuple(taus))
+    # without a correction the family cannot change a decision: only with one do the roles count
+    made = {(role, run): (cid, tuple(sorted(names.split(","))) if correction != "none" else (), alpha, correction,
+                          tuple(taus))
             for role, run, cid, names, alpha, correction, taus in rows}
 
     def say(run: int, m: tuple) -> str:
-        family = ",".join(m[1]) if len(m[1]) <= 3 else f"{len(m[1])} roles"
+        family = "no family" if not m[1] else ",".join(m[1]) if len(m[1]) <= 3 else f"{len(m[1])} roles"
         taus = "/".join(f"{t:g}" for t in m[4])
         return f"run {run}: classification {m[0]} of {family}, {m[3]}, alpha {m[2]:g}, tau {taus}"
 

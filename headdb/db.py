@@ -51,14 +51,12 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-#: DuckDB never fetches or loads an extension by itself for headdb: a SQLite file made it try to
-#: download sqlite_scanner (nothing may be downloaded at run time)
-_NO_AUTO_EXTENSIONS = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
-
-
 def _check_duckdb_file(path: str) -> None:
-    """A file that is not DuckDB's is named as such (DuckDB's own words for it vary: an
-    extension to install for a SQLite file, a bad checksum for others)."""
+    """A file that is not DuckDB's is named as such, before DuckDB opens it: for a SQLite file
+    DuckDB tried to download its sqlite extension (nothing may be downloaded at run time), and
+    its words for other files vary. (Turning extension autoloading off in the connection's
+    config instead made every headdb call fail beside a user's own connection to the store:
+    DuckDB refuses a second connection to a file with other settings.)"""
     p = Path(path)
     if path == ":memory:" or not p.is_file():
         return
@@ -81,7 +79,7 @@ def _open(path: str | Path, read_only: bool, config: dict[str, Any] | None = Non
         raise DatabaseError(f"{path}: no such folder {Path(path).absolute().parent}")
     _check_duckdb_file(path)
     try:
-        con = duckdb.connect(path, read_only=read_only, config={**_NO_AUTO_EXTENSIONS, **(config or {})})
+        con = duckdb.connect(path, read_only=read_only, config=config or {})
         # no DuckDB progress bar on stdout (it would mix into CSV/JSON output); headdb draws its own on stderr
         con.execute("SET enable_progress_bar = false")
         return con

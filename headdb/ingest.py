@@ -59,9 +59,11 @@ class IngestResult:
     skipped: int = 0
     truncated: int = 0
     #: words of stored (not truncated) inputs that the tokenizer gave no piece (invisible
-    #: characters such as U+200D or U+FE0F, a lone combining mark): stored, and left out by
+    #: characters such as U+FE0F, a lone combining mark): stored, and left out by
     #: word-level roles and accuracy
     pieceless_words: int = 0
+    #: word pieces with a special token's id (``Encoded.special_in_words``)
+    special_in_words: int = 0
     edges: int = 0
     seconds: float = 0.0
     read_stats: ReadStats = field(default_factory=ReadStats)
@@ -319,70 +321,82 @@ def _ingest_loaded(db, corpus_path: Path, fmt: str, pairs: bool, n_total: int, s
                                            pairs or fmt == "tsv",
                                            parser_desc, am, sparsity, truncate, limit, batch_size, device, dtype,
                                            weight_bits)
-        name = con.execute("SELECT run_name FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
-        result = IngestResult(run_id, name, resumed, done, read_stats=stats, append_threads=threads)
-        if done:
-            return result
-        corpus_id = con.execute("SELECT corpus_id FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
-        finished = {r[0] for r in con.execute("SELECT sentence_id FROM run_sentences WHERE run_id = ?", [run_id]).fetchall()}
-        started = time.perf_counter()
-        bar = _progress(progress, n_total, len(finished))
-        read_ahead = _read_ahead(am)
-        # Where nothing of the corpus's sentences or of the run is stored yet, the writer's
-        # INSERTs need not look for stored keys (INSERT OR IGNORE cost 0.09 s of the EWT ingest)
-        new_sentences = not con.execute(
-            "SELECT EXISTS (SELECT 1 FROM sentences WHERE corpus_id = $c) OR EXISTS (SELECT 1 FROM words WHERE corpus_id = $c)",
-            {"c": corpus_id}).fetchone()[0]
-        new_run = not finished and not con.execute(
-            "SELECT EXISTS (SELECT 1 FROM tokens WHERE run_id = ?)", [run_id]).fetchone()[0]
-        writer = _Writer(con, run_id, corpus_id, result, threaded=overlapped, writers=_writers(am, overlapped),
-                         weight_bits=weight_bits, new_sentences=new_sentences, new_run=new_run)
-        switch = _SwitchInterval(GIL_SWITCH_US if overlapped or read_ahead else None)  # restored below
-        heap = _FrozenHeap(FREEZE_HEAP)  # after the model and the parser are loaded; restored below
-        pending: list[tuple[list, BatchEdges | None]] = []  # computed, not yet handed to the writer
-        pending_edges = 0
-        windows = None
+        name = f"run-{run_id}"  # until read: what an interrupt right here reports
         try:
-            stream = read_corpus(corpus_path, fmt, pairs=pairs, parser=spacy_parser, stats=ReadStats())
-            if limit is not None:
-                stream = islice(stream, limit)
-            windows = _encoded_windows(stream, am, truncate, batch_size, finished, result.timings)
-            if read_ahead:
-                windows = _ahead(windows, result.timings)
-            for encoded in windows:
-                for i in range(0, len(encoded), batch_size):
-                    batch = encoded[i : i + batch_size]
-                    if all(e.sentence.sentence_id in finished for e in batch):
-                        continue
-                    edges = _batch_edges(am, batch, sparsity, result.timings, weight_bits)
-                    pending.append((batch, edges))
-                    pending_edges += len(edges) if edges is not None else 0
-                    if pending_edges >= COMMIT_EDGES:
-                        writer.put(pending)
-                        pending, pending_edges = [], 0
-                    bar(len(batch))
-            if pending:
-                writer.put(pending)
-            writer.close()
-        except BaseException as exc:
-            if windows is not None:
-                windows.close()  # stops a reading thread
-            writer.close(abort=True)
-            _fail(con, run_id, exc)
-            if interrupted(exc):  # Ctrl-C, also during a DuckDB statement
-                raise IngestInterrupted(run_id, name, _kept(con, run_id)) from exc
-            _raise_write_error(db, run_id, exc)
-            raise
-        finally:
-            switch.restore()
-            heap.restore()
-            bar(None)
-        result.seconds = time.perf_counter() - started
-        if am._host_buffers is not None:
-            result.pinned_bytes = am._host_buffers.alloc_bytes
-        con.execute("UPDATE runs SET status = 'done', finished_at = current_timestamp, error = NULL WHERE run_id = ?",
-                    [run_id])
-        return result
+            name = con.execute("SELECT run_name FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
+            result = IngestResult(run_id, name, resumed, done, read_stats=stats, append_threads=threads)
+            if done:
+                return result
+            corpus_id = con.execute("SELECT corpus_id FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
+            finished = {r[0] for r in con.execute("SELECT sentence_id FROM run_sentences WHERE run_id = ?", [run_id]).fetchall()}
+            started = time.perf_counter()
+            bar = _progress(progress, n_total, len(finished))
+            read_ahead = _read_ahead(am)
+            # Where nothing of the corpus's sentences or of the run is stored yet, the writer's
+            # INSERTs need not look for stored keys (INSERT OR IGNORE cost 0.09 s of the EWT ingest)
+            new_sentences = not con.execute(
+                "SELECT EXISTS (SELECT 1 FROM sentences WHERE corpus_id = $c) OR EXISTS (SELECT 1 FROM words WHERE corpus_id = $c)",
+                {"c": corpus_id}).fetchone()[0]
+            new_run = not finished and not con.execute(
+                "SELECT EXISTS (SELECT 1 FROM tokens WHERE run_id = ?)", [run_id]).fetchone()[0]
+            writer = _Writer(con, run_id, corpus_id, result, threaded=overlapped, writers=_writers(am, overlapped),
+                             weight_bits=weight_bits, new_sentences=new_sentences, new_run=new_run)
+            switch = _SwitchInterval(GIL_SWITCH_US if overlapped or read_ahead else None)  # restored below
+            heap = _FrozenHeap(FREEZE_HEAP)  # after the model and the parser are loaded; restored below
+            pending: list[tuple[list, BatchEdges | None]] = []  # computed, not yet handed to the writer
+            pending_edges = 0
+            windows = None
+            try:
+                stream = read_corpus(corpus_path, fmt, pairs=pairs, parser=spacy_parser, stats=ReadStats())
+                if limit is not None:
+                    stream = islice(stream, limit)
+                windows = _encoded_windows(stream, am, truncate, batch_size, finished, result.timings)
+                if read_ahead:
+                    windows = _ahead(windows, result.timings)
+                for encoded in windows:
+                    for i in range(0, len(encoded), batch_size):
+                        batch = encoded[i : i + batch_size]
+                        if all(e.sentence.sentence_id in finished for e in batch):
+                            continue
+                        edges = _batch_edges(am, batch, sparsity, result.timings, weight_bits)
+                        pending.append((batch, edges))
+                        pending_edges += len(edges) if edges is not None else 0
+                        if pending_edges >= COMMIT_EDGES:
+                            writer.put(pending)
+                            pending, pending_edges = [], 0
+                        bar(len(batch))
+                if pending:
+                    writer.put(pending)
+                writer.close()
+            except BaseException as exc:
+                kept = None
+                try:
+                    if windows is not None:
+                        windows.close()  # stops a reading thread
+                    writer.close(abort=True)
+                    _fail(con, run_id, exc)
+                    if interrupted(exc):
+                        kept = _kept(con, run_id)
+                except KeyboardInterrupt:  # a second Ctrl-C during the clean-up: still this run's interrupt
+                    raise IngestInterrupted(run_id, name, None) from exc
+                if interrupted(exc):  # Ctrl-C, also during a DuckDB statement
+                    raise IngestInterrupted(run_id, name, kept) from exc
+                _raise_write_error(db, run_id, exc)
+                raise
+            finally:
+                switch.restore()
+                heap.restore()
+                bar(None)
+            result.seconds = time.perf_counter() - started
+            if am._host_buffers is not None:
+                result.pinned_bytes = am._host_buffers.alloc_bytes
+            con.execute("UPDATE runs SET status = 'done', finished_at = current_timestamp, error = NULL WHERE run_id = ?",
+                        [run_id])
+            return result
+        except KeyboardInterrupt as exc:  # Ctrl-C outside the batches (the set-up, the final UPDATE)
+            if isinstance(exc, IngestInterrupted):
+                raise
+            raise IngestInterrupted(run_id, name, None) from exc
     finally:
         con.close()
 
@@ -430,6 +444,7 @@ def _write(con, run_id: int, corpus_id: int, parts: list[tuple[list, BatchEdges 
             else:
                 result.sentences += 1
                 result.truncated += e.status == "truncated"
+                result.special_in_words += e.special_in_words
                 if e.status == "ok":
                     n_words = sum(len(seg.words) for seg in e.sentence.segments)
                     result.pieceless_words += n_words - len({w for w in e.word_pos if w is not None})
@@ -670,6 +685,7 @@ class _Writer:
             r.skipped += part.skipped
             r.truncated += part.truncated
             r.pieceless_words += part.pieceless_words
+            r.special_in_words += part.special_in_words
             for k, v in part.timings.items():
                 _add(r.timings, k, v)
 

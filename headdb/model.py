@@ -68,6 +68,9 @@ class Encoded:
     special: list[str | None]  # cls | sep | other for special tokens
     n_tokens_full: int  # before truncation
     status: str  # ok | truncated | skipped
+    #: pieces of words with a special token's id: a word "<s>" that a SentencePiece vocabulary
+    #: holds as a piece (split_special_tokens keeps BERT's and byte-level BPE's words text)
+    special_in_words: int = 0
 
     @property
     def length(self) -> int:
@@ -148,6 +151,7 @@ def align(tokenizer, sentences: list[Sentence], truncate: bool, max_length: int)
     longer than ``max_length`` are skipped, or truncated when ``truncate``.
     """
     tok = tokenizer
+    specials = set(tok.all_special_ids)
     cls_ids = {i for i in (tok.cls_token_id, tok.bos_token_id) if i is not None}
     sep_ids = {i for i in (tok.sep_token_id, tok.eos_token_id) if i is not None}
     first = [[w.form for w in s.segments[0].words] for s in sentences]
@@ -185,7 +189,8 @@ def align(tokenizer, sentences: list[Sentence], truncate: bool, max_length: int)
         special = [None if w is not None else "cls" if t in cls_ids else "sep" if t in sep_ids else "other"
                    for t, w in zip(ids, word_ids)]
         tt = list(enc["token_type_ids"][row]) if "token_type_ids" in enc else None
-        e = Encoded(s, ids, tt, [], word_pos, segment, special, n_full, status)
+        e = Encoded(s, ids, tt, [], word_pos, segment, special, n_full, status,
+                    sum(1 for t, w in zip(ids, word_ids) if w is not None and t in specials))
         out.append(e)
         kept.append(e)
     # the pieces of the whole batch in one call, then cut per input

@@ -42,7 +42,7 @@ def sql(db: str | Path, query: str, params: list | dict | None = None, *, write:
             with warnings.catch_warnings():  # "an extra copy of the rows": the rows of a query's result, once
                 warnings.simplefilter("ignore", UserWarning)
                 table = rel.to_arrow_table()
-            return _exact_frame(table)
+            return _exact_frame(table, unsigned={i for i, d in enumerate(rel.description) if str(d[1]) == "UHUGEINT"})
         return rel.df()
     finally:
         con.close()
@@ -67,14 +67,22 @@ def _one_statement(query: str) -> None:
         raise InputError(f"one SQL statement at a time, not {n}; run them one by one")
 
 
-def _exact_frame(table) -> pd.DataFrame:
+def _exact_frame(table, unsigned: set[int] = frozenset()) -> pd.DataFrame:
     """A result with 128-bit integer columns (Arrow decimal128(38, 0)), exactly: int64 where
-    every value fits, Python ints otherwise."""
+    every value fits, Python ints otherwise. The columns at the positions ``unsigned`` are
+    UHUGEINT, which DuckDB hands over as the same 128 bits: above 2**127 they read negative."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     columns = {}
-    for name, column in zip(table.column_names, table.columns):
+    for i, (name, column) in enumerate(zip(table.column_names, table.columns)):
+        if i in unsigned:
+            columns[name] = pd.Series([None if v is None else int(v) % 2**128 for v in column.to_pylist()],
+                                      dtype=object)
+            if all(v is None or v < 2**63 for v in columns[name]):
+                columns[name] = pd.Series(columns[name].tolist(), dtype="Int64") if columns[name].isna().any() \
+                    else columns[name].astype("int64")
+            continue
         if pa.types.is_decimal(column.type) and column.type.scale == 0:
             try:
                 ints = pc.cast(column, pa.int64())
@@ -149,7 +157,8 @@ def json_ready(df: pd.DataFrame) -> pd.DataFrame:
 def _parquet_table(df: pd.DataFrame):
     """``df`` as an Arrow table for Parquet, with columns of Python integers beyond 64 bits (what
     :func:`sql` gives for large 128-bit results) as exact decimals: decimal128(38, 0), which
-    DuckDB reads back as an exact DECIMAL, or decimal256(39, 0) for the largest HUGEINTs."""
+    DuckDB reads back as an exact DECIMAL; a column with a value of 39 digits (the largest
+    128-bit integers) as the digits' text."""
     import decimal
 
     import pyarrow as pa
@@ -160,8 +169,11 @@ def _parquet_table(df: pd.DataFrame):
     for c in df.columns:
         if df[c].dtype == object and _big_ints(df[c]):
             digits = max(len(str(abs(v))) for v in df[c] if v is not None)
-            kind = pa.decimal128(38, 0) if digits <= 38 else pa.decimal256(39, 0)
-            arrays.append(pa.array([None if v is None else decimal.Decimal(v) for v in df[c]], kind))
+            if digits <= 38:
+                arrays.append(pa.array([None if v is None else decimal.Decimal(v) for v in df[c]],
+                                       pa.decimal128(38, 0)))
+            else:  # decimal256 would be exact in pyarrow, but DuckDB reads it as DOUBLE: digits as text
+                arrays.append(pa.array([None if v is None else str(v) for v in df[c]], pa.string()))
         else:
             arrays.append(pa.Array.from_pandas(df[c]))
         names.append(str(c))
@@ -178,7 +190,8 @@ def _big_ints(col: pd.Series) -> bool:
 def export(df: pd.DataFrame, out: str | Path) -> Path:
     """Write a DataFrame as CSV, JSON (records, floats to 15 significant digits, pandas' most;
     infinities as "Infinity" and "-Infinity"; values JSON has no type for, such as UUIDs, as
-    text) or Parquet (integers beyond 64 bits as exact decimals), chosen by the file extension.
+    text) or Parquet (integers beyond 64 bits as exact decimals, or as text from 39 digits), chosen by
+    the file extension.
     The file appears whole or not at all; a failure leaves nothing behind."""
     out = Path(out)
     fmt = check_export(out)

@@ -74,6 +74,29 @@ def roberta_style_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def unigram_style_dir(tmp_path_factory):
+    """An XLM-R style SentencePiece (Unigram, Metaspace) tokenizer, trained on the spot (no download):
+    its vocabulary holds the special tokens as pieces."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import XLMRobertaTokenizerFast
+
+    tk = Tokenizer(models.Unigram())
+    tk.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tk.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tk.train_from_iterator(["The cat sat on the mat.", "Unbelievably loud dogs bark at night."] * 10,
+                           trainers.UnigramTrainer(vocab_size=100, unk_token="<unk>", show_progress=False,
+                                                   special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"]))
+    tk.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", tk.token_to_id("<s>")), ("</s>", tk.token_to_id("</s>"))])
+    tok = XLMRobertaTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+                                  cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
+    folder = tmp_path_factory.mktemp("unigram-style-tokenizer")
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_roberta_dir(tmp_path_factory, roberta_style_dir) -> Path:
     """A random-init 2-layer RoBERTa on the byte-level BPE tokenizer above (no download)."""
     import torch

@@ -150,3 +150,20 @@ def test_words_that_read_like_special_tokens_stay_text(tokenizer, roberta_style_
     assert not specials & set(inner), tok.convert_ids_to_tokens(inner)
     assert [k for k in e.special if k] == ["cls", "sep"] and e.special[0] == "cls" and e.special[-1] == "sep"
     assert sorted({w for w in e.word_pos if w is not None}) == list(range(len(forms)))  # every word has pieces
+
+
+def test_a_sentencepiece_vocabulary_that_holds_special_tokens_is_counted(unigram_style_dir, tokenizer):
+    """split_special_tokens keeps "<s>" text for WordPiece and byte-level BPE, but a SentencePiece
+    vocabulary holds "<s>", "</s>" and "<pad>" as pieces, and the tokenizer gives them back with
+    their special ids: counted (the run summary says so), since the model reads them as specials."""
+    from headdb.model import load_tokenizer
+
+    tok = load_tokenizer(unigram_style_dir)
+    forms = ["The", "<s>", "cat", "</s>", "<pad>", "."]
+    (e,) = align(tok, [single(*forms)], False, 512)
+    specials = set(tok.all_special_ids)
+    assert e.special_in_words == sum(1 for t, w in zip(e.input_ids, e.word_pos) if w is not None and t in specials) == 3
+    (plain,) = align(tok, [single("The", "cat", "sat", ".")], False, 512)
+    assert plain.special_in_words == 0
+    (bert,) = align(tokenizer, [single(*forms)], False, 512)
+    assert bert.special_in_words == 0

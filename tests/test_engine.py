@@ -252,8 +252,12 @@ def test_exports_keep_infinities_and_integers_beyond_64_bits(store, tmp_path, ca
     export(df, tmp_path / "x.parquet")
     back = duckdb.sql(f"SELECT big::VARCHAR, typeof(big), up, down FROM '{tmp_path / 'x.parquet'}'").fetchall()
     assert back == [("18446744073709551614", "DECIMAL(38,0)", float("inf"), float("-inf"))]
-    huge = pd.DataFrame({"h": pd.Series([170141183460469231731687303715884105727, None], dtype=object)})
-    export(huge, tmp_path / "h.parquet")
-    assert pd.read_parquet(tmp_path / "h.parquet")["h"].tolist()[0] == 170141183460469231731687303715884105727
+    # the largest 128-bit integers (39 digits): UHUGEINT's top half read negative, and Parquet
+    # as decimal256, which DuckDB reads back as a DOUBLE; the digits go as text instead
+    top = headdb.sql(store, "SELECT 340282366920938463463374607431768211455::UHUGEINT AS u, 7::UHUGEINT AS small")
+    assert top["u"].tolist() == [2**128 - 1] and top["small"].tolist() == [7]
+    export(top, tmp_path / "h.parquet")
+    back = duckdb.sql(f"SELECT u, small FROM '{tmp_path / 'h.parquet'}'").fetchall()
+    assert back == [(str(2**128 - 1), 7)]
     export(df, tmp_path / "x.csv")
     assert (tmp_path / "x.csv").read_text() == "up,down,nan,x,big\ninf,-inf,,1.5,18446744073709551614\n"

@@ -163,3 +163,37 @@ def test_ctrl_c_inside_the_edge_insert_marks_the_run_interrupted_and_it_resumes(
     monkeypatch.setattr(store, "insert_edges", real)
     result = ingest_module.ingest(db, sample_corpus(), model=tiny_bert_dir, limit=40, batch_size=8)
     assert result.resumed and result.sentences == 24
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["set-up", "clean-up"])
+def test_ctrl_c_after_the_run_is_recorded_always_names_the_run(tmp_path, monkeypatch, tiny_bert_dir, where):
+    """Ctrl-C in the set-up after the run was recorded, or a second Ctrl-C while the first one's
+    clean-up ran, said "interrupted before the ingest began: nothing was stored" of a store that
+    held the run (and 224 committed sentences)."""
+    from headdb.resources import sample_corpus
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if where == "set-up":
+        monkeypatch.setattr(ingest_module, "_progress", interrupt)
+    else:
+        real = store.insert_edges
+        calls = {"n": 0}
+
+        def insert_edges(con, *args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt
+            return real(con, *args, **kwargs)
+
+        monkeypatch.setattr(ingest_module, "COMMIT_EDGES", 0)
+        monkeypatch.setattr(store, "insert_edges", insert_edges)
+        monkeypatch.setattr(ingest_module, "_kept", interrupt)  # the second Ctrl-C, during the clean-up
+    db = tmp_path / "s.db"
+    with pytest.raises(IngestInterrupted) as caught:
+        ingest_module.ingest(db, sample_corpus(), model=tiny_bert_dir, limit=24, batch_size=8)
+    assert (caught.value.run_id, caught.value.run_name, caught.value.kept) == (1, "run-1", None)
+    monkeypatch.undo()
+    assert ingest_module.ingest(db, sample_corpus(), model=tiny_bert_dir, limit=24, batch_size=8).resumed

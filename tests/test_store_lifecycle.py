@@ -18,7 +18,7 @@ import pytest
 
 import headdb
 from cli_helpers import run_main
-from headdb.db import check_writable, connect, init
+from headdb.db import check_writable, init
 from headdb.errors import DatabaseError
 from role_reference import build_store, dirichlet_attention, simple_seq
 
@@ -112,10 +112,25 @@ def test_files_that_are_not_duckdb_are_named(tmp_path, capsys, monkeypatch):
             assert code == 1 and err == f"error: {path}: {words}" + ("; headdb stores are DuckDB files\n"
                                                                     if "SQLite" in words else "\n"), (args, err)
         assert path.read_bytes() == data
-    con = connect(tmp_path / "fresh.db")
-    assert con.execute("SELECT current_setting('autoinstall_known_extensions'), "
-                       "current_setting('autoload_known_extensions')").fetchone() == (False, False)
-    con.close()
+
+
+def test_headdb_works_beside_a_users_own_connection_to_the_store(store):
+    """A connection the user holds in the same process (a notebook's duckdb.connect) must not
+    stop headdb's calls: DuckDB refuses a second connection to a file with other settings, so
+    headdb opens stores with DuckDB's defaults."""
+    mine = duckdb.connect(str(store), read_only=True)
+    try:
+        assert headdb.sql(store, "SELECT count(*) AS n FROM runs")["n"][0] == 1
+        assert len(headdb.runs(store)) == 1 and headdb.summary(store)["run_id"] == 1
+        assert len(headdb.classify(store, store=False, roles="local")) == 2
+    finally:
+        mine.close()
+    mine = duckdb.connect(str(store))
+    try:
+        headdb.sql(store, "UPDATE runs SET run_name = 'mine'", write=True)
+        assert mine.execute("SELECT run_name FROM runs").fetchone()[0] == "mine"
+    finally:
+        mine.close()
 
 
 def test_an_ingest_checks_the_store_before_its_slow_start(tmp_path):
