@@ -104,9 +104,9 @@ def _resolve(name_or_path: str, download: bool) -> Path:
     try:
         return Path(snapshot_download(name_or_path, local_files_only=not download))
     except Exception as exc:  # noqa: BLE001 - many hub error types, one message
-        hint = (
+        hint = (  # `hf` is huggingface_hub's command line (its older `huggingface-cli` is gone)
             "it is not a local folder and not in the Hugging Face cache; headdb does not download "
-            "by default: fetch it once (huggingface-cli download NAME) or pass --download"
+            f"by default: fetch it once (`hf download {name_or_path}`) or pass --download"
         )
         if download:
             hint = f"could not fetch it: {str(exc).splitlines()[0]}"
