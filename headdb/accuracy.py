@@ -92,12 +92,15 @@ def accuracy(db: DbLike, run: int | str | None = None, min_count: int = 1) -> pd
     One row per (relation, direction) with at least ``min_count`` edges in each split. Columns:
     relation, direction, n_select, n_report, layer, head, select_accuracy, accuracy (the head on
     the report split), baseline_offset, baseline_select_accuracy, baseline_accuracy, selected_on,
-    reported_on. Sorted by relation frequency ("all" first).
+    reported_on. Sorted by relation frequency ("all" first). ``attrs`` holds run_id and run_name.
     """
     if min_count < 1:
         raise InputError("min_count must be at least 1")
-    heads = head_accuracy(db, run)
-    offs = offset_baselines(db, run)
+    with open_db(db) as con:  # the run, once: the default (the latest finished) named in attrs
+        run_id = resolve_run(con, run, finished=True)
+        run_name = con.execute("SELECT run_name FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
+    heads = head_accuracy(db, run_id)
+    offs = offset_baselines(db, run_id)
     bh = _best(heads, ["layer", "head"])
     bo = offs.assign(abs_offset=offs["offset"].abs())
     bo = _best(bo, ["abs_offset", "offset"])
@@ -115,7 +118,7 @@ def accuracy(db: DbLike, run: int | str | None = None, min_count: int = 1) -> pd
     out["reported_on"] = REPORT_SPLIT
     out = out.reset_index(drop=True).astype({"n_select": "int64", "n_report": "int64", "layer": "int64",
                                              "head": "int64", "baseline_offset": "int64"})
-    out.attrs = {"selected_on": SELECTION_SPLIT, "reported_on": REPORT_SPLIT}
+    out.attrs = {"selected_on": SELECTION_SPLIT, "reported_on": REPORT_SPLIT, "run_id": run_id, "run_name": run_name}
     return out
 
 

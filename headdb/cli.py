@@ -494,7 +494,8 @@ def accuracy(
 
     _check_out(out)
     df = api_accuracy(db, run, min_count=min_count)
-    typer.echo(f"heads and offsets selected on {df.attrs['selected_on']}s, accuracy reported on "
+    typer.echo(f"run {df.attrs['run_id']} ({df.attrs['run_name']}): heads and offsets selected on "
+               f"{df.attrs['selected_on']}s, accuracy reported on "
                f"{df.attrs['reported_on']}s; layers and heads are 0-based", err=True)
     if out is not None:
         _export(df, out)

@@ -472,7 +472,8 @@ def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, stagi
         top = acc[acc["relation"].isin(["all", *frequent])]
         md += ["## Syntactic head accuracy (Clark et al. 2019)", "", note, "",
                _md_table(top.drop(columns=["n_select", "select_accuracy"])), "",
-               f"All {acc['relation'].nunique() - 1} relations: report.html, or `headdb accuracy --min-count 1`.", ""]
+               f"All {acc['relation'].nunique() - 1} relations: report.html, or "
+               f"`headdb accuracy DB --run {run_id} --min-count 1`.", ""]
         parts += ["<h2>Syntactic head accuracy (Clark et al. 2019)</h2>", f"<p>{html.escape(note)}</p>",
                   _html_table(acc)]
     md += ["## Files", "", f"- `{out_dir / 'report.html'}` (self-contained)",

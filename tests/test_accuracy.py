@@ -62,7 +62,8 @@ def test_offset_baselines_golden(store):
 
 def test_accuracy_selects_on_even_reports_on_odd(store):
     df = headdb.accuracy(store, min_count=1)
-    assert df.attrs == {"selected_on": SELECTION_SPLIT, "reported_on": REPORT_SPLIT}
+    run_name = headdb.runs(store)["run_name"].iloc[-1]
+    assert df.attrs == {"selected_on": SELECTION_SPLIT, "reported_on": REPORT_SPLIT, "run_id": 1, "run_name": run_name}
     assert (df["selected_on"] == "even sentence_id").all() and (df["reported_on"] == "odd sentence_id").all()
     got = {(r.relation, r.direction): (r.head, r.select_accuracy, r.accuracy, r.baseline_offset,
                                        r.baseline_select_accuracy, r.baseline_accuracy) for r in df.itertuples()}
@@ -85,6 +86,7 @@ def test_cli_accuracy(store, tmp_path):
     res = CliRunner().invoke(app, ["accuracy", str(store), "--min-count", "1", "--out", str(tmp_path / "a.json")])
     assert res.exit_code == 0, res.output
     assert "even sentence_id" in res.output
+    assert "run 1 (" in res.output  # which run: the default is the latest finished, not the last ingested
     import json
 
     rows = json.loads((tmp_path / "a.json").read_text())
@@ -110,6 +112,7 @@ def test_report_has_the_accuracy_section(store, tmp_path):
     best = acc[(acc["relation"] == "all") & (acc["direction"] == "dep->head")].iloc[0]
     row = f"| all | dep->head | {best['n_report']} | L{best['layer']} H{best['head']} | {best['accuracy']:.3g} |"
     assert row in r.markdown, r.markdown
+    assert "`headdb accuracy DB --run 1 --min-count 1`" in r.markdown  # the report's run, not the default
     text = r.html.read_text()
     assert "Syntactic head accuracy" in text and text.count("<tr>") > len(acc)
     res = CliRunner().invoke(app, ["report", str(db), "--out", str(tmp_path / "rep2"), "--no-accuracy"])
