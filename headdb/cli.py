@@ -466,9 +466,8 @@ def compare(
                err=True)
     if a["basis"] == "paired":
         typer.echo(f"test: {a['test']}; layers and heads are 0-based", err=True)
-    if out is not None:
+    if out is not None:  # the per-head rows go to the file; the tables are still shown, as classify does
         _export(df, out)
-        return
     if a["basis"] == "paired":
         changes = role_changes(df)
         if len(changes):

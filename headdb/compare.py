@@ -155,6 +155,10 @@ def _sieve_text(text: str) -> str:
                      if line.strip() and (not line.strip().startswith("--") or keep.match(line.strip())))
 
 
+def _heads(n: int) -> str:
+    return f"{n} head" if n == 1 else f"{n} heads"
+
+
 def _run_info(con, run_id: int) -> dict:
     row = con.execute("SELECT run_id, run_name, corpus_id, n_layers, n_heads, model FROM runs WHERE run_id = ?",
                       [run_id]).fetchone()
@@ -193,8 +197,8 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
         _check_role_versions(con, ia["run_id"], ib["run_id"], wanted)
         unlike = _unlike_decisions(con, ia["run_id"], ib["run_id"], wanted)
 
-        def unlike_note(what: str) -> str:
-            return "".join(f"; {role}: the runs' tests were decided differently ({how}), so {what}; classify "
+        def unlike_note(what: str) -> str:  # a line per role
+            return "".join(f"\n{role}: the runs' tests were decided differently ({how}), so {what}; classify "
                            "both runs with the same roles and options" for role, how in unlike.items())
         attrs = {"run_a": ia["run_id"], "run_b": ib["run_id"], "run_name_a": ia["run_name"],
                  "run_name_b": ib["run_name"], "model_a": ia["model"], "model_b": ib["model"],
@@ -266,8 +270,8 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
                  test="two-sided paired t-test, scipy.stats.ttest_rel(score_b, score_a), per (head, role)",
                  note=(f"{len(wanted)} role(s) x {ia['n_layers']}x{ia['n_heads']} heads over {n_sent} shared "
                        f"sentences; {n_changed} (head, role) scores changed at {correction} alpha={alpha}; "
-                       f"{int((df['role_change'] == 'gained').sum())} roles gained, "
-                       f"{int((df['role_change'] == 'lost').sum())} lost"
+                       f"{_heads(int((df['role_change'] == 'gained').sum()))} gained a role, "
+                       f"{int((df['role_change'] == 'lost').sum())} lost one"
                        + unlike_note("its role_change is unknown")),
                  unlike_decisions=unlike)
     df.attrs = attrs

@@ -125,6 +125,9 @@ def test_cli_compare(store, tmp_path):
 
     df = pd.read_csv(tmp_path / "c.csv")
     assert len(df) == 18 and {"mean_diff", "p_adj", "role_change"} <= set(df.columns)
+    # with --out the tables are shown as well (as classify does), and the note says heads, not roles
+    assert "roles gained and lost" in res.output and "per-layer profile of change" in res.output
+    assert "1 head gained a role, 1 lost one" in res.output
     res = runner.invoke(app, ["compare", str(store), "base", "small", "--format", "csv"])
     assert res.exit_code == 0 and "shapes differ" in res.output
     assert DIFFS  # the store's known differences drive the golden values above
