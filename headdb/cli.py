@@ -40,10 +40,9 @@ def _print_df(df, fmt: str = "table", title: str | None = None) -> None:
         return
     if fmt == "json":
         # values JSON has no type for (UUID, BLOB) as their text, as the table shows them
-        from headdb.query import json_ready
+        from headdb.query import json_text
 
-        sys.stdout.write(json_ready(df).to_json(orient="records", date_format="iso", double_precision=15,
-                                                default_handler=str) + "\n")
+        sys.stdout.write(json_text(df) + "\n")
         return
     from rich.table import Table
 
@@ -304,7 +303,9 @@ def summary(db: Path = typer.Argument(..., help="Database file."),
     if format == "json":
         import json
 
-        whole = {**s, "layers": json.loads(s["layers"].to_json(orient="records", double_precision=15))}
+        from headdb.query import json_text
+
+        whole = {**s, "layers": json.loads(json_text(s["layers"]))}
         typer.echo(json.dumps(whole))
         return
     typer.echo(f"run {s['run_id']} ({s['run_name']}, {s['status']}): {s['sentences']} sentences, "

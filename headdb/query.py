@@ -136,22 +136,46 @@ def check_export(out: str | Path) -> str:
     return fmt
 
 
-def json_ready(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` with infinite floats as the strings "Infinity" and "-Infinity", which JSON has no
-    number for (pandas writes them as null, the same as NaN, where compare's t = +-inf, p = 0
-    would read as "no test"); JavaScript's Number() and Python's float() read them back."""
+def json_text(df: pd.DataFrame, indent: int | None = None) -> str:
+    """``df`` as a JSON array of records, every float exact: the shortest text that reads back as
+    the same double (Python's repr; pandas' to_json keeps at most 15 significant digits, so
+    0.1 + 0.2 came out as 0.3). JSON has no number for infinities: they are the strings
+    "Infinity" and "-Infinity" (pandas wrote null, the same as NaN, where compare's t = +-inf,
+    p = 0 would read as "no test"); JavaScript's Number() and Python's float() read them back.
+    NaN and missing values are null; times are ISO 8601; other values (UUIDs, blobs) their text."""
+    import json
+
+    columns = [str(c) for c in df.columns]
+    records = [dict(zip(columns, map(_json_value, row))) for row in df.itertuples(index=False, name=None)]
+    return json.dumps(records, indent=indent, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _json_value(v):
+    import datetime
+    import decimal
+    import math
+
     import numpy as np
 
-    wide = [c for c in df.columns if df[c].dtype.kind == "f" and np.isinf(df[c].to_numpy()).any()]
-    if not wide:
-        return df
-    df = df.copy()
-    for c in wide:
-        values = df[c].astype(object)
-        values[np.isposinf(df[c].to_numpy())] = "Infinity"
-        values[np.isneginf(df[c].to_numpy())] = "-Infinity"
-        df[c] = values
-    return df
+    if v is None or v is pd.NA or v is pd.NaT:
+        return None
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float):
+        if math.isnan(v):
+            return None
+        return v if math.isfinite(v) else ("Infinity" if v > 0 else "-Infinity")
+    if isinstance(v, (bool, int, str)):
+        return v
+    if isinstance(v, decimal.Decimal):
+        return int(v) if v == v.to_integral_value() else float(v)
+    if isinstance(v, (datetime.datetime, datetime.date, datetime.time)):
+        return v.isoformat()
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [_json_value(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _json_value(x) for k, x in v.items()}
+    return str(v)
 
 
 def _parquet_table(df: pd.DataFrame):
@@ -188,11 +212,10 @@ def _big_ints(col: pd.Series) -> bool:
 
 
 def export(df: pd.DataFrame, out: str | Path) -> Path:
-    """Write a DataFrame as CSV, JSON (records, floats to 15 significant digits, pandas' most;
-    infinities as "Infinity" and "-Infinity"; values JSON has no type for, such as UUIDs, as
-    text) or Parquet (integers beyond 64 bits as exact decimals, or as text from 39 digits), chosen by
-    the file extension.
-    The file appears whole or not at all; a failure leaves nothing behind."""
+    """Write a DataFrame as CSV, JSON (records, :func:`json_text`: exact floats, infinities as
+    "Infinity" and "-Infinity", values JSON has no type for, such as UUIDs, as text) or Parquet
+    (integers beyond 64 bits as exact decimals, or as text from 39 digits), chosen by the file
+    extension. The file appears whole or not at all; a failure leaves nothing behind."""
     out = Path(out)
     fmt = check_export(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -201,8 +224,7 @@ def export(df: pd.DataFrame, out: str | Path) -> Path:
         if fmt == "csv":
             df.to_csv(tmp, index=False)
         elif fmt == "json":
-            json_ready(df).to_json(tmp, orient="records", indent=1, date_format="iso", double_precision=15,
-                                   default_handler=str)
+            tmp.write_text(json_text(df, indent=1) + "\n", encoding="utf-8")
         else:
             import pyarrow.parquet as pq
 

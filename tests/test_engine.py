@@ -246,6 +246,11 @@ def test_exports_keep_infinities_and_integers_beyond_64_bits(store, tmp_path, ca
     assert json.loads(out) == [{"up": "Infinity", "down": "-Infinity", "nan": None, "x": 1.5,
                                 "big": 18446744073709551614}]
     assert float(json.loads(out)[0]["down"]) == float("-inf")
+    # floats exactly (pandas kept 15 significant digits: 0.1 + 0.2 came out as 0.3); times as ISO 8601
+    code, exact, _ = run_main(capsys, monkeypatch, "sql", store, "SELECT 0.1::DOUBLE + 0.2 AS f, 1/3 AS third, "
+                              "TIMESTAMP '2026-11-27 21:00:00.5' AS t, [1, 2] AS l, 'é' AS s", "-f", "json")
+    assert json.loads(exact) == [{"f": 0.1 + 0.2, "third": 1 / 3, "t": "2026-11-27T21:00:00.500000", "l": [1, 2],
+                                "s": "é"}]
     df = headdb.sql(store, q)
     export(df, tmp_path / "x.json")
     assert json.loads((tmp_path / "x.json").read_text()) == json.loads(out)
