@@ -91,7 +91,7 @@ def _export(df, out: Path) -> None:
     from headdb.query import export
 
     export(df, out)
-    typer.echo(f"wrote {len(df)} rows to {out}", err=True)
+    typer.echo(f"wrote {_count(len(df), 'row')} to {out}", err=True)
 
 
 def _check_format(value: str) -> str:
@@ -241,6 +241,9 @@ def runs(db: Path = typer.Argument(..., help="Database file."), format: str = _F
         # a column where every run has its default says nothing: left out, and named on stderr
         hidden = [c for c, v in _RUNS_DEFAULTS.items() if len(df) and (df[c].isna() if v is None else df[c] == v).all()]
         df = df.drop(columns=hidden)
+    if not len(df) and format == "table":
+        typer.echo(f"{db} has no runs yet: `headdb ingest {db} CORPUS` stores one", err=True)
+        return
     _print_df(df, format)
     if hidden:
         typer.echo(f"(every run has the default {', '.join(hidden)}; --all shows every column)", err=True)
@@ -308,8 +311,9 @@ def summary(db: Path = typer.Argument(..., help="Database file."),
         whole = {**s, "layers": json.loads(json_text(s["layers"]))}
         typer.echo(json.dumps(whole))
         return
-    typer.echo(f"run {s['run_id']} ({s['run_name']}, {s['status']}): {s['sentences']} sentences, "
-               f"{s['tokens']} tokens, {s['edges']:,} edges; skipped {s['skipped']}, truncated {s['truncated']}")
+    typer.echo(f"run {s['run_id']} ({s['run_name']}, {s['status']}): {_count(s['sentences'], 'sentence')}, "
+               f"{_count(s['tokens'], 'token')}, {_count(s['edges'], 'edge')}; skipped {s['skipped']:,}, "
+               f"truncated {s['truncated']:,}")
     _print_df(s["layers"], "table", title="edges and mean kept attention mass per row, by layer (0-based)")
 
 

@@ -70,6 +70,8 @@ def test_init_sql_and_errors_without_a_model(tmp_path, capsys, monkeypatch):
     assert r.returncode == 0 and json.loads(r.stdout) == [{"x": 1, "y": "a"}]
     r = headdb("runs", db, "--format", "json")
     assert r.returncode == 0 and json.loads(r.stdout) == []
+    r = headdb("runs", db)  # an empty table said nothing
+    assert (r.returncode, r.stdout) == (0, "") and f"{db} has no runs yet: `headdb ingest {db} CORPUS`" in r.stderr
     # one clear line on stderr and exit code 1 for headdb errors
     for args, message in [
         (("sql", db, "SELEC nonsense"), "SQL error"),
