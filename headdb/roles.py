@@ -38,7 +38,9 @@ _INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _HEADER_LINE = re.compile(r"^--\s?([A-Za-z_][A-Za-z0-9_]*)\s*:\s?(.*)$")
 _CONTINUATION = re.compile(r"^--\s{2,}(\S.*)$")
-_PARAM = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*=\s*(\S+)\s*$")
+#: one `name=value` of a params line, and the comma after it: a value is quoted ('nsubj,obj',
+#: "PROPN NOUN": commas and spaces allowed inside) or a bare word without commas or spaces
+_PARAM_ITEM = re.compile(r"""\s*([a-z_][a-z0-9_]*)\s*=\s*('[^']*'|"[^"]*"|[^,\s'"]+)\s*(,|$)""")
 _SQL_LINE = re.compile(r"\bLINE (\d+):")
 
 
@@ -63,7 +65,14 @@ class Role:
 
     @property
     def params_text(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.params.items())
+        """The params as a `-- params:` line would give them: text quoted where it must be (a
+        comma or a space inside, or text that would read as a number)."""
+        def shown(v) -> str:
+            if isinstance(v, str) and (not re.fullmatch(r"[^,\s'\"]+", v) or _parse_value(v) != v):
+                return f'"{v}"' if "'" in v else f"'{v}'"
+            return str(v)
+
+        return ", ".join(f"{k}={shown(v)}" for k, v in self.params.items())
 
     def error(self, message: str, line: int | None = None) -> RoleError:
         return RoleError(message, self.path, self.body_line if line is None else line)
@@ -177,7 +186,7 @@ def parse_role(path: str | Path, *, builtin: bool = False) -> Role:
     """Read one role file and check its header and statement (not yet its columns)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not text
     except (OSError, UnicodeDecodeError) as exc:
         raise RoleError(f"cannot read the role file: {exc}", path) from None
     lines = text.splitlines()
@@ -206,14 +215,17 @@ def parse_role(path: str | Path, *, builtin: bool = False) -> Role:
             raise RoleError(f"tau must be a number, not {values['tau']!r}", path, where["tau"])
     params: dict[str, int | float | str] = {}
     if values.get("params"):
-        for item in values["params"].split(","):
-            m = _PARAM.match(item)
-            if not m:
-                raise RoleError(f"params are `name=value, ...` with lower-case names; cannot read {item.strip()!r}",
-                                path, where["params"])
+        spec, pos = values["params"], 0
+        while pos < len(spec):
+            m = _PARAM_ITEM.match(spec, pos)
+            if not m or (m.group(3) == "," and not spec[m.end():].strip()):
+                rest = spec[pos:].strip()
+                raise RoleError(f"params are `name=value, ...` with lower-case names, and a value with commas or "
+                                f"spaces quoted ('a,b'); cannot read {rest!r}", path, where["params"])
             if m.group(1) in params:
                 raise RoleError(f"parameter {m.group(1)!r} is set twice", path, where["params"])
             params[m.group(1)] = _parse_value(m.group(2))
+            pos = m.end()
     body, body_line = _statement(path, text)
     return Role(name=name, description=values["description"], level=level, tau=tau, params=params, path=path,
                 text=text, body=body, body_line=body_line, builtin=builtin)
@@ -266,25 +278,38 @@ def _references(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[int, str
         return None
     found: list[tuple[int, str, str]] = []
 
-    def walk(node) -> None:
+    def walk(node, ctes: frozenset[str]) -> None:
+        """``ctes``: the names of the common table expressions in scope, which a table reference
+        without a schema means instead of the store's table (a CTE called `edges` built from
+        words reads no attention). A CTE is in scope after its WITH, and in the CTEs that
+        follow it, never in its own definition: there the name is the store's table."""
         if isinstance(node, dict):
             where = node.get("query_location")
             where = where if isinstance(where, int) and 0 <= where < len(sql) else 0
             if node.get("class") == "COLUMN_REF" and node.get("column_names"):
                 found.append((where, "column", str(node["column_names"][-1])))
             elif node.get("type") == "BASE_TABLE" and node.get("table_name"):
-                found.append((where, "table", str(node["table_name"])))
+                name = str(node["table_name"])
+                if name.lower() not in ctes or node.get("schema_name") or node.get("catalog_name"):
+                    found.append((where, "table", name))
             elif node.get("type") == "TABLE_FUNCTION" and isinstance(node.get("function"), dict):
                 found.append((where, "function", str(node["function"].get("function_name", ""))))
             elif node.get("class") == "FUNCTION" and str(node.get("function_name", "")).lower() == "getvariable":
                 found.append((where, "variable", _constant_text(node.get("arguments") or node.get("children"))))
-            for value in node.values():
-                walk(value)
+            entries = (node.get("cte_map") or {}).get("map") if isinstance(node.get("cte_map"), dict) else None
+            if entries:
+                names = [str(e.get("key", "")).lower() for e in entries]
+                for i, entry in enumerate(entries):
+                    walk(entry.get("value"), ctes | frozenset(names[:i]))
+                ctes = ctes | frozenset(names)
+            for key, value in node.items():
+                if key != "cte_map":
+                    walk(value, ctes)
         elif isinstance(node, list):
             for value in node:
-                walk(value)
+                walk(value, ctes)
 
-    walk(tree)
+    walk(tree, frozenset())
     return sorted(found)
 
 
@@ -348,8 +373,10 @@ def check_mentions(con: duckdb.DuckDBPyConnection, role: Role, attention: frozen
         if kind == "function" and word in _SQL_TABLE_FUNCTIONS:
             raise role.error(f"roles read the store's tables by name, not through {word}()", _line_of(role.text, pos))
         if (kind == "table" and word in attention) or (kind == "column" and word in _MODEL_COLUMNS):
+            hint = (" (a column or alias of your own with that name: rename it)" if kind == "column"
+                    else " (a CTE of your own with that name is fine where it is in scope)")
             raise role.error(f"roles never mention attention, layers, heads, weights or the model; "
-                             f"this one uses {name.lower()!r}", _line_of(role.text, pos))
+                             f"this one uses {name.lower()!r}{hint}", _line_of(role.text, pos))
 
 
 def check_columns(con: duckdb.DuckDBPyConnection, role: Role, attention: frozenset[str] | None = None) -> None:
@@ -368,8 +395,10 @@ def check_columns(con: duckdb.DuckDBPyConnection, role: Role, attention: frozens
     want = COLUMNS[role.level]
     names = tuple(n for n, _ in got)
     if names != want:
+        other = next((level for level, cols in COLUMNS.items() if cols == names and level != role.level), None)
+        hint = f"; these are a {other}-level role's: set `-- level: {other}`" if other else ""
         raise role.error(f"a {role.level}-level role returns exactly the columns {', '.join(want)} "
-                         f"(in this order); this one returns {', '.join(names) or 'none'}")
+                         f"(in this order); this one returns {', '.join(names) or 'none'}{hint}")
     bad = [f"{n} {t}" for n, t in got if t not in _INTEGER_TYPES]
     if bad:
         raise role.error(f"the role's columns must be integers; got {', '.join(bad)}")
@@ -442,8 +471,13 @@ def load_roles(roles_dir: str | Path | None = None, names: list[str] | str | Non
     """The built-in roles and those in ``roles_dir``, checked against the contract.
 
     ``names`` (a list or a comma-separated string) selects and orders roles; default: all,
-    built-ins first. A user role may not reuse a built-in's name.
+    built-ins first. A user role may not reuse a built-in's name. With ``names``, only the chosen
+    files of ``roles_dir`` are read: a broken file beside them does not stop their classification.
     """
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    wanted = None if names is None else set(names)
+    skipped: list[str] = []  # files of roles_dir not read, for the list of known roles
     check = _Checker()
     try:
         found: dict[str, Role] = {}
@@ -457,6 +491,9 @@ def load_roles(roles_dir: str | Path | None = None, names: list[str] | str | Non
                 raise RoleError("is a file, not a folder of roles (pass the folder that holds it)"
                                 if directory.exists() else "no such roles folder", directory)
             for path in _role_files(directory):
+                if wanted is not None and path.stem not in wanted:
+                    skipped.append(path.stem)
+                    continue
                 role = parse_role(path)
                 if role.name in found:
                     line = _header_line(role, "name")
@@ -468,13 +505,11 @@ def load_roles(roles_dir: str | Path | None = None, names: list[str] | str | Non
         check.close()
     if names is None:
         return list(found.values())
-    if isinstance(names, str):
-        names = [n.strip() for n in names.split(",") if n.strip()]
     if not names:
         raise RoleError("no roles selected")
     unknown = [n for n in names if n not in found]
     if unknown:
-        raise RoleError(f"unknown role(s) {', '.join(unknown)}; known: {', '.join(found)}")
+        raise RoleError(f"unknown role(s) {', '.join(unknown)}; known: {', '.join([*found, *skipped])}")
     return [found[n] for n in dict.fromkeys(names)]
 
 

@@ -131,7 +131,7 @@ def _fill_sieve(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role]) 
     if bad:
         number, kind, sentence_id, query_pos, key_pos = bad[0]
         role = roles[number]
-        where = f"sentence {sentence_id}, query_pos {query_pos}, key_pos {key_pos}"
+        where = f"sentence {_shown(sentence_id)}, query_pos {_shown(query_pos)}, key_pos {_shown(key_pos)}"
         if kind == "null":
             raise role.error(f"the sieve holds a NULL ({where}); every row names a sentence and two "
                              "positions (a NULL often comes from a misspelt getvariable() name or an outer join)")
@@ -144,7 +144,8 @@ def _fill_sieve(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role]) 
 
 
 def _check_words(con: duckdb.DuckDBPyConnection, run_id: int, role: Role) -> None:
-    """Refuse a word-level role whose pairs hold a NULL or name a word its sentence lacks."""
+    """Refuse a word-level role whose pairs hold a NULL, name a word its sentence lacks, or list a
+    pair twice (in the role's own word positions, before they become piece positions)."""
     set_params(con, role)
     try:
         bad = con.execute(fill(query("framework/word_checks"), "word_pairs", "(\n" + role.body + "\n)"),
@@ -154,10 +155,18 @@ def _check_words(con: duckdb.DuckDBPyConnection, run_id: int, role: Role) -> Non
     finally:
         _unset_params(con, role)
     if bad:
-        sentence_id, query_word, key_word = bad[0]
-        raise role.error(f"the role names a word its sentence does not have, or a NULL (sentence {sentence_id}, "
-                         f"query_word_pos {query_word}, key_word_pos {key_word}); word positions are the "
-                         "0-based word_pos of the words table")
+        kind, sentence_id, query_word, key_word = bad[0]
+        where = (f"sentence {_shown(sentence_id)}, query_word_pos {_shown(query_word)}, "
+                 f"key_word_pos {_shown(key_word)}")
+        if kind == "duplicate":
+            raise role.error(f"the role lists the word pair ({where}) more than once; a role lists each "
+                             "(query word, key word) pair once (use SELECT DISTINCT or fix the join)")
+        raise role.error(f"the role names a word its sentence does not have, or a NULL ({where}); word "
+                         "positions are the 0-based word_pos of the words table")
+
+
+def _shown(value) -> str:
+    return "NULL" if value is None else str(value)
 
 
 def _sentence_ranges(con: duckdb.DuckDBPyConnection, run_id: int) -> list[tuple[int, int]]:

@@ -178,7 +178,7 @@ def test_broken_role_is_refused_with_path_and_line(tmp_path, name):
     ("nowords", "word", "SELECT corpus_id, sentence_id, word_pos AS query_word_pos, word_pos + 100 AS key_word_pos\n"
                         "FROM words\n", "does not have, or a NULL (sentence 0, query_word_pos 0, key_word_pos 100)"),
     ("roothead", "word", "SELECT corpus_id, sentence_id, word_pos AS query_word_pos, head_word_pos AS key_word_pos\n"
-                         "FROM words\n", "key_word_pos None"),
+                         "FROM words\n", "key_word_pos NULL"),
 ])
 def test_data_contract_is_checked_when_scored(tmp_path, name, level, body, words):
     path = _write(tmp_path / "roles", name, f"-- name: {name}\n-- description: d\n-- level: {level}\n{body}")
@@ -274,3 +274,99 @@ def test_quoted_params_hidden_files_and_a_file_for_a_folder(tmp_path):
         load_roles(folder / "verb_to_object.sql")
     with pytest.raises(RoleError, match="no such roles folder"):
         load_roles(tmp_path / "nope")
+
+
+def test_a_cte_named_like_a_store_table_is_the_cte(tmp_path):
+    """A CTE of dependency edges called `edges`, built from words, was refused as reading
+    attention; the store's own `edges` inside that CTE's definition (or elsewhere) still is."""
+    folder = tmp_path / "roles"
+    _write(folder, "dep_edges", """\
+-- name: dep_edges
+-- description: From a word to its head, through a CTE named edges.
+-- level: word
+WITH edges AS (
+    SELECT corpus_id, sentence_id, word_pos AS dep, head_word_pos AS gov FROM words WHERE head_word_pos IS NOT NULL
+)
+SELECT corpus_id, sentence_id, dep AS query_word_pos, gov AS key_word_pos FROM edges
+""")
+    db = _previous_token_store(tmp_path / "p.db")
+    got = headdb.scores(db, roles="dep_edges", roles_dir=folder)
+    assert len(got) > 0 and set(got["role"].astype(str)) == {"dep_edges"}
+    for body, line in (("WITH edges AS (SELECT * FROM edges)\nSELECT run_id, sentence_id, query_pos, key_pos FROM edges", 4),
+                       ("WITH b AS (SELECT * FROM edges), edges AS (SELECT 1)\n"
+                        "SELECT run_id, sentence_id, query_pos, query_pos AS key_pos FROM b", 4)):
+        _write(folder, "sneaky", "-- name: sneaky\n-- description: d\n-- level: token\n" + body + "\n")
+        with pytest.raises(RoleError, match=f"sneaky.sql:{line}: roles never mention attention.*'edges'"):
+            headdb.scores(db, roles="sneaky", roles_dir=folder)
+        (folder / "sneaky.sql").unlink()
+
+
+def test_quoted_params_hold_commas_and_spaces_and_a_bom_is_not_text(tmp_path):
+    """`rels='nsubj,obj'` failed with "cannot read \\"obj'\\"", and a file saved with a byte-order
+    mark said its `-- name:` line was missing."""
+    folder = tmp_path / "roles"
+    deps = ("-- name: deps\n-- description: From a dependent to its head, for the relations listed.\n"
+            "-- level: word\n-- params: {params}\n"
+            "SELECT corpus_id, sentence_id, word_pos AS query_word_pos, head_word_pos AS key_word_pos FROM words\n"
+            "WHERE head_word_pos IS NOT NULL\n"
+            "  AND split_part(deprel, ':', 1) IN (SELECT unnest(string_split(getvariable('rels'), ',')))\n")
+    path = _write(folder, "deps", deps.format(params="rels='nsubj,obj', what=\"PROPN NOUN\", n=3"))
+    role = parse_role(path)
+    assert role.params == {"rels": "nsubj,obj", "what": "PROPN NOUN", "n": 3}
+    assert role.params_text == "rels='nsubj,obj', what='PROPN NOUN', n=3"
+    db = _previous_token_store(tmp_path / "p.db")
+    both = headdb.scores(db, roles="deps", roles_dir=folder)
+    _write(tmp_path / "one", "deps", deps.format(params="rels=obj"))
+    one = headdb.scores(db, roles="deps", roles_dir=tmp_path / "one")
+    assert both["n_queries"].sum() > one["n_queries"].sum() > 0  # the subjects' pieces query as well
+    for bad in ("rel=obj,", "rel=obj n=3", "rel='obj"):
+        _write(folder, "verb_to_object", VERB_OBJECT.replace("rel=obj", bad))
+        with pytest.raises(RoleError, match=r"verb_to_object.sql:4: params are .* quoted \('a,b'\); cannot read"):
+            parse_role(folder / "verb_to_object.sql")
+    bom = folder / "previous.sql"
+    bom.write_bytes(b"\xef\xbb\xbf" + PREVIOUS.encode())
+    assert parse_role(bom).name == "previous"
+
+
+def test_a_word_pair_listed_twice_is_named_in_word_positions(tmp_path):
+    """The duplicate was reported as (query_pos 6, key_pos 4), piece positions the role never wrote."""
+    folder = tmp_path / "roles"
+    body = ("SELECT corpus_id, sentence_id, word_pos AS query_word_pos, head_word_pos AS key_word_pos FROM words "
+            "WHERE deprel = 'nsubj'")
+    _write(folder, "twice", f"-- name: twice\n-- description: d\n-- level: word\n{body}\nUNION ALL\n{body}\n")
+    db = _previous_token_store(tmp_path / "p.db")
+    with pytest.raises(RoleError, match=r"twice.sql:\d+: the role lists the word pair \(sentence 0, query_word_pos 0, "
+                                        r"key_word_pos 1\) more than once"):
+        headdb.classify(db, roles="twice", roles_dir=folder)
+    assert headdb.sql(db, "SELECT count(*) AS n FROM head_tests")["n"][0] == 0
+
+
+def test_a_broken_file_beside_a_chosen_role_does_not_stop_it(tmp_path):
+    """One invalid file in --roles-dir blocked `classify --roles previous` and `roles show previous`,
+    though `previous` itself was fine; it still stops a classification of every role, by name."""
+    folder = tmp_path / "roles"
+    _write(folder, "previous", PREVIOUS)
+    _write(folder, "broken", "-- name: broken\n-- description: d\n-- level: token\nSELEC nonsense\n")
+    assert [r.name for r in load_roles(folder, "previous")] == ["previous"]
+    from headdb.roles import get_role
+
+    assert get_role("previous", folder).tau == 2
+    db = _previous_token_store(tmp_path / "p.db")
+    assert len(headdb.classify(db, roles="previous", roles_dir=folder)) == 2
+    with pytest.raises(RoleError, match="broken.sql:4: SQL syntax error"):
+        load_roles(folder)
+    with pytest.raises(RoleError, match="unknown role.s. nope; known: .*previous, broken"):
+        load_roles(folder, "nope,previous")
+
+
+def test_contract_errors_say_how_to_fix_them(tmp_path):
+    folder = tmp_path / "roles"
+    _write(folder, "wordish", "-- name: wordish\n-- description: d\n-- level: token\n"
+           "SELECT corpus_id, sentence_id, word_pos AS query_word_pos, word_pos AS key_word_pos FROM words\n")
+    with pytest.raises(RoleError, match="these are a word-level role's: set `-- level: word`"):
+        load_roles(folder, "wordish")
+    _write(folder, "headish", "-- name: headish\n-- description: d\n-- level: word\n"
+           "SELECT corpus_id, sentence_id, word_pos AS query_word_pos, head FROM "
+           "(SELECT *, head_word_pos AS head FROM words WHERE head_word_pos IS NOT NULL)\n")
+    with pytest.raises(RoleError, match="uses 'head' \\(a column or alias of your own with that name: rename it\\)"):
+        load_roles(folder, "headish")
