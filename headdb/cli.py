@@ -77,7 +77,9 @@ def _print_df(df, fmt: str = "table", title: str | None = None) -> None:
 
 
 def _cell(v) -> str:
-    if v is None:
+    import pandas as pd
+
+    if v is None or v is pd.NA or v is pd.NaT:  # a missing value is blank, whatever its column's type
         return ""
     if isinstance(v, float):
         if v != v:

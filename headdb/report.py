@@ -76,6 +76,8 @@ def _fmt(v: float) -> str:
     if not np.isfinite(v):
         return ""
     a = abs(v)
+    if 0 < a < 0.005:  # a small difference, significant as it may be, is not shown as 0.00
+        return f"{v:.1g}"
     return f"{v:.0f}" if a >= 100 else f"{v:.1f}" if a >= 1 or a == 0 else f"{v:.2f}"
 
 

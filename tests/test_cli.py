@@ -235,3 +235,15 @@ def test_run_errors_name_the_store(tmp_path, capsys, monkeypatch):
     assert (code, err) == (1, f"error: {db} has no finished run; ingest a corpus first\n")
     code, _, err = run_main(capsys, monkeypatch, "summary", db, "--run", "7")
     assert (code, err) == (1, f"error: no run '7' in {db} (see `headdb runs {db}`)\n")
+
+
+def test_missing_values_are_blank_in_every_column_type():
+    """A dense run's top_k showed `<NA>` (a nullable integer column) where min_mass showed a blank."""
+    import pandas as pd
+
+    from headdb.cli import _cell
+
+    df = pd.DataFrame({"top_k": pd.Series([8, None], dtype="Int64"), "min_mass": [0.9, None],
+                       "when": pd.Series([pd.Timestamp("2026-11-27"), pd.NaT]), "name": ["a", None]})
+    assert [_cell(v) for v in df.iloc[1]] == ["", "", "", ""]
+    assert [_cell(v) for v in df.iloc[0]] == ["8", "0.9", "2026-11-27 00:00:00", "a"]

@@ -150,3 +150,13 @@ def test_colour_bar_label_stays_clear_of_the_footnote(rows, cols):
     assert label.y0 > note.y1, (label, note)
     assert label.y1 <= fig.bbox.y1
     plt.close(fig)
+
+
+def test_cell_labels_never_show_a_nonzero_value_as_zero():
+    """A difference heatmap boxed a significant head whose label read 0.00."""
+    import importlib
+
+    fmt = importlib.import_module("headdb.report")._fmt
+    assert [fmt(x) for x in (0.003, -0.0004, 3e-7, 0.0, 0.25, 1.5, 150.0)] == \
+        ["0.003", "-0.0004", "3e-07", "0.0", "0.25", "1.5", "150"]
+    assert fmt(float("nan")) == ""
