@@ -192,7 +192,7 @@ def _analysis_figures(plt, con, run_id: int, roles: list[str], n_heads: int, fig
                        "Number of heads that have both roles; the diagonal counts the heads with each role.",
                        _save(plt, fig, "colocation", fig_dir, written)))
     summ = analysis.role_summary(con, run_id, roles)
-    fig, ax = plt.subplots(figsize=(6.4, max(2.2, 0.9 + 0.32 * len(roles))))
+    fig, ax = plt.subplots(figsize=(7.6, max(2.2, 0.9 + 0.32 * len(roles))))
     y = np.arange(len(summ))
     ax.barh(y, summ["n_tested"], color="#dddddd", label="tested")
     ax.barh(y, summ["n_significant"], color="#2c7fb8", label="significant")
@@ -204,7 +204,8 @@ def _analysis_figures(plt, con, run_id: int, roles: list[str], n_heads: int, fig
     ax.set_ylabel("role")
     ax.set_xlim(0, float(summ["n_tested"].max()) * 1.2)
     ax.set_title("Heads with each role (significant of tested)")
-    ax.legend(loc="lower right", fontsize=8)
+    # beside the axes: inside them it covered the "s / t" label of a bar that reaches the end
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     out.append(_Figure("summary", "Heads per role", "Significant heads of all heads tested, per role.",
                        _save(plt, fig, "summary", fig_dir, written)))

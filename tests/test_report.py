@@ -160,3 +160,26 @@ def test_cell_labels_never_show_a_nonzero_value_as_zero():
     assert [fmt(x) for x in (0.003, -0.0004, 3e-7, 0.0, 0.25, 1.5, 150.0)] == \
         ["0.003", "-0.0004", "3e-07", "0.0", "0.25", "1.5", "150"]
     assert fmt(float("nan")) == ""
+
+
+def test_the_summary_figures_legend_covers_no_bar_label(tmp_path, monkeypatch):
+    """The legend sat in the lower right, over the "5 / 72" label of a bar that reached the end."""
+    import importlib
+
+    report = importlib.import_module("headdb.report")
+    store = build_results_store(tmp_path / "r.db")
+    seen = {}
+    real = report._save
+
+    def keep(plt, fig, name, fig_dir, written):
+        if name == "summary":
+            fig.canvas.draw()
+            renderer = fig.canvas.get_renderer()
+            ax = fig.axes[0]
+            seen["legend"] = ax.get_legend().get_window_extent(renderer)
+            seen["labels"] = [t.get_window_extent(renderer) for t in ax.texts]
+        return real(plt, fig, name, fig_dir, written)
+
+    monkeypatch.setattr(report, "_save", keep)
+    headdb.report(store, "base", tmp_path / "rep")
+    assert seen["labels"] and not any(seen["legend"].overlaps(b) for b in seen["labels"])
