@@ -67,7 +67,9 @@ def _print_df(df, fmt: str = "table", title: str | None = None) -> None:
             lines += [f"{name.ljust(key)} | {value}".rstrip() for name, value in zip(headers, row)]
         console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)  # the terminal wraps
         return
-    table = Table(title=title, show_lines=False)
+    if title:  # a line of its own: as the table's title it wrapped to a narrow table's width
+        console.print(title, markup=False, highlight=False, soft_wrap=True)
+    table = Table(show_lines=False)
     for name, col in zip(headers, df.columns):
         # wrap, never "…", should rich still find a cell too narrow
         table.add_column(name, justify="right" if df[col].dtype.kind in "iuf" else "left", overflow="fold")

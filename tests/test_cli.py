@@ -247,3 +247,21 @@ def test_missing_values_are_blank_in_every_column_type():
                        "when": pd.Series([pd.Timestamp("2026-11-27"), pd.NaT]), "name": ["a", None]})
     assert [_cell(v) for v in df.iloc[1]] == ["", "", "", ""]
     assert [_cell(v) for v in df.iloc[0]] == ["8", "0.9", "2026-11-27 00:00:00", "a"]
+
+
+def test_a_table_title_is_one_line_above_a_narrow_table(monkeypatch):
+    """In a terminal, `headdb summary`'s title wrapped over three lines to its table's width."""
+    import io
+
+    import pandas as pd
+    from rich.console import Console
+
+    from headdb import cli
+
+    screen = io.StringIO()
+    monkeypatch.setattr(cli, "_console", lambda: Console(file=screen, width=100, force_terminal=True,
+                                                         color_system=None))
+    title = "edges and mean kept attention mass per row, by layer (0-based)"
+    cli._print_df(pd.DataFrame({"layer": [0, 1], "edges": [10, 12]}), title=title)
+    lines = screen.getvalue().splitlines()
+    assert lines[0] == title and "layer" in lines[2]
