@@ -204,7 +204,7 @@ def migrate(con: duckdb.DuckDBPyConnection, migrations: list[Migration] | None =
 
 
 def connect(path: str | Path, read_only: bool = False, *, migrate_schema: bool = True,
-            existing: bool = False) -> duckdb.DuckDBPyConnection:
+            existing: bool = False, config: dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
     """Open a headdb database; a writable one is created or upgraded in place.
 
     A read-only connection never changes the file, so it requires a current schema, and so does
@@ -214,7 +214,7 @@ def connect(path: str | Path, read_only: bool = False, *, migrate_schema: bool =
     """
     if existing and str(path) != ":memory:" and not Path(path).exists():
         raise DatabaseError(f"{path}: no such database (create it with `headdb init {path}`)")
-    con = _open(path, read_only)
+    con = _open(path, read_only, config)
     if read_only or existing:
         try:
             _require_current(con, path)
@@ -252,11 +252,17 @@ def _newer_schema(version: int, known: int) -> str:
 
 def connect_restricted(path: str | Path, memory_limit_mb: int | None = None) -> duckdb.DuckDBPyConnection:
     """A read-only connection that cannot reach files, network or extensions: role SQL runs here.
-    ``memory_limit_mb`` caps DuckDB's memory on it (its cache of the blocks it reads included)."""
-    con = connect(path, read_only=True)
+    ``memory_limit_mb`` caps DuckDB's memory on it (its cache of the blocks it reads included).
+
+    Its settings belong to the DuckDB instance, and one process shares an instance between the
+    connections to a file that have the same settings: set on a connection of DuckDB's defaults,
+    they locked a user's own connection to the store as well (external access off, the
+    configuration locked, and every later headdb call on it failing). So this connection has
+    settings of its own from the start: beside a connection the user holds, it is refused with
+    a clear message instead (close that connection first)."""
+    con = connect(path, read_only=True, config={"enable_external_access": False})
     if memory_limit_mb is not None:
         con.execute("SET memory_limit = ?", [f"{int(memory_limit_mb)}MiB"])
-    con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con
 

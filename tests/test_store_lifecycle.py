@@ -114,17 +114,25 @@ def test_files_that_are_not_duckdb_are_named(tmp_path, capsys, monkeypatch):
         assert path.read_bytes() == data
 
 
-def test_headdb_works_beside_a_users_own_connection_to_the_store(store):
+def test_headdb_works_beside_a_users_own_connection_to_the_store(store, tmp_path):
     """A connection the user holds in the same process (a notebook's duckdb.connect) must not
-    stop headdb's calls: DuckDB refuses a second connection to a file with other settings, so
-    headdb opens stores with DuckDB's defaults."""
+    stop headdb's reads: DuckDB refuses a second connection to a file with other settings, so
+    headdb opens stores with DuckDB's defaults. Role SQL runs with settings of its own (external
+    access off, configuration locked): beside the user's connection it is refused with a clear
+    message, and the user's connection keeps its settings (they were locked with it before)."""
     mine = duckdb.connect(str(store), read_only=True)
     try:
         assert headdb.sql(store, "SELECT count(*) AS n FROM runs")["n"][0] == 1
         assert len(headdb.runs(store)) == 1 and headdb.summary(store)["run_id"] == 1
-        assert len(headdb.classify(store, store=False, roles="local")) == 2
+        with pytest.raises(DatabaseError, match="already has the database open with other settings.*close it first"):
+            headdb.classify(store, store=False, roles="local")
+        assert mine.execute("SELECT current_setting('enable_external_access'), "
+                            "current_setting('lock_configuration')").fetchone() == (True, False)
+        mine.execute(f"COPY (SELECT 1 AS x) TO '{tmp_path / 'mine.csv'}'")  # the user's own work goes on
+        assert headdb.sql(store, "SELECT count(*) AS n FROM runs")["n"][0] == 1  # and so does headdb's
     finally:
         mine.close()
+    assert len(headdb.classify(store, store=False, roles="local")) == 2
     mine = duckdb.connect(str(store))
     try:
         headdb.sql(store, "UPDATE runs SET run_name = 'mine'", write=True)
