@@ -258,8 +258,14 @@ def set_params(con: duckdb.DuckDBPyConnection, role: Role) -> None:
 _MODEL_COLUMNS = frozenset({"layer", "head", "weight", "model", "model_hash", "model_type", "n_layers", "n_heads"})
 
 
-#: Table functions that run SQL given as a string, which would hide what a role reads.
-_SQL_TABLE_FUNCTIONS = frozenset({"query", "query_table"})
+#: The table functions a role may call: they make rows from values. Any other (query(),
+#: json_execute_serialized_sql() run SQL given as a string, which would hide what a role reads;
+#: pragma_storage_info() and the duckdb_* functions show the store's statistics, weights' ranges
+#: among them) is refused.
+_ROLE_TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
+
+#: Tables and views of results derived from attention (they have no weight or layer column).
+_RESULT_TABLES = frozenset({"role_summary", "role_colocation", "role_layer_distribution", "classifications"})
 
 
 def _references(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[int, str, str]] | None:
@@ -337,7 +343,14 @@ def _identifier_tokens(sql: str) -> list[tuple[int, str, str]]:
             end = tokens[i + 1][0] if i + 1 < len(tokens) else len(sql)
             word = sql[pos:end].strip().strip('"')
             out += [(pos, "table", word), (pos, "column", word)]
+            if word.lower() in _KNOWN_TABLE_FUNCTIONS or word.lower().startswith(("pragma_", "duckdb_")):
+                out.append((pos, "function", word))
     return out
+
+
+#: Table functions that reach SQL text or the store's internals, recognised by name where there is
+#: no parse tree to tell a function from a table.
+_KNOWN_TABLE_FUNCTIONS = frozenset({"query", "query_table", "json_execute_serialized_sql"})
 
 
 def attention_tables(con: duckdb.DuckDBPyConnection) -> frozenset[str]:
@@ -370,11 +383,13 @@ def check_mentions(con: duckdb.DuckDBPyConnection, role: Role, attention: frozen
             raise role.error(f"the role reads {what} with getvariable(), which its `-- params:` line does not "
                              f"declare (declared: {params}); a role reads only its own parameters",
                              _line_of(role.text, pos))
-        if kind == "function" and word in _SQL_TABLE_FUNCTIONS:
-            raise role.error(f"roles read the store's tables by name, not through {word}()", _line_of(role.text, pos))
-        if (kind == "table" and word in attention) or (kind == "column" and word in _MODEL_COLUMNS):
+        if kind == "function" and word not in _ROLE_TABLE_FUNCTIONS:
+            raise role.error(f"roles read the store's tables by name, not through {word}() (table functions a role "
+                             f"may use: {', '.join(sorted(_ROLE_TABLE_FUNCTIONS))})", _line_of(role.text, pos))
+        if (kind == "table" and (word in attention or word in _RESULT_TABLES)) \
+                or (kind == "column" and word in _MODEL_COLUMNS):
             hint = (" (a column or alias of your own with that name: rename it)" if kind == "column"
-                    else " (a CTE of your own with that name is fine where it is in scope)")
+                    else " (a CTE of your own by that name: rename it)")
             raise role.error(f"roles never mention attention, layers, heads, weights or the model; "
                              f"this one uses {name.lower()!r}{hint}", _line_of(role.text, pos))
 

@@ -52,9 +52,12 @@ BAD_BODIES = {
     "comment then DROP": ("--\n-- harmless\n/* still harmless */ DROP TABLE edges\n", 6, "not a DROP"),
     "comment line right after the header": ("-- harmless\nDROP TABLE edges\n", 4, "expected a header line"),
     "reads a file": ("SELECT run_id, sentence_id, query_pos, key_pos FROM read_csv('/etc/passwd')\n", None,
-                     "does not bind"),
+                     "not through read_csv()"),
     "reads the network": ("SELECT run_id, sentence_id, query_pos, key_pos\nFROM read_parquet('https://example.com/x.parquet')\n",
-                          None, "does not bind"),
+                          None, "not through read_parquet()"),
+    "reads a file in a scalar subquery": ("SELECT run_id, sentence_id, query_pos, key_pos FROM tokens\n"
+                                          "WHERE (SELECT count(*) FROM read_text('/etc/passwd')) > 0\n", None,
+                                          "not through read_text()"),
     "reads the attention": ("SELECT run_id, sentence_id, query_pos, key_pos\nFROM edges\n", 5,
                             "never mention attention"),
     "filters by weight": ("SELECT t.run_id, t.sentence_id, t.token_pos AS query_pos, t.token_pos AS key_pos\n"
@@ -266,11 +269,26 @@ def test_a_table_alias_named_head_is_not_a_model_head(tmp_path):
     folder = tmp_path / "ok"
     write_role(folder, "heads_ok", header.format(name="heads_ok") + ok)
     assert [r.name for r in load_roles(folder, "heads_ok")] == ["heads_ok"]
+    rows = ("SELECT w.corpus_id, w.sentence_id, w.word_pos AS query_word_pos, r.i::INTEGER AS key_word_pos\n"
+            "FROM words AS w, range(0, 3) AS r(i), unnest([1]) AS u(x)\nWHERE r.i < w.word_pos\n")
+    write_role(folder, "rows_ok", header.format(name="rows_ok") + rows)  # functions that make rows from values
+    assert [r.name for r in load_roles(folder, "rows_ok")] == ["rows_ok"]
     bad = {
         "column_head": ("SELECT corpus_id, sentence_id, word_pos AS query_word_pos, word_pos AS key_word_pos\n"
                         "FROM (SELECT *, 1 AS head FROM words) AS w\nWHERE w.head = 1\n", "uses 'head'", 6),
         "query_table": ("SELECT corpus_id, sentence_id, word_pos AS query_word_pos, word_pos AS key_word_pos\n"
                         "FROM words\nWHERE word_pos IN (SELECT query_pos FROM query_table('edges'))\n", "query_table()", 6),
+        # SQL from a string by another name: it read the real edges (48 of 72 heads "had" the role)
+        "json_exec": ("SELECT corpus_id, sentence_id, word_pos AS query_word_pos, word_pos AS key_word_pos\n"
+                      "FROM words\nWHERE word_pos IN (SELECT query_pos FROM json_execute_serialized_sql(\n"
+                      "json_serialize_sql('SELECT query_pos FROM edges WHERE layer = 0')))\n",
+                      "json_execute_serialized_sql()", 6),
+        "storage_info": ("SELECT corpus_id, sentence_id, word_pos AS query_word_pos, word_pos AS key_word_pos\n"
+                         "FROM words, (SELECT count(*) AS n FROM pragma_storage_info('edge_store')) AS s\n",
+                         "pragma_storage_info()", 5),
+        "results": ("SELECT corpus_id, sentence_id, word_pos AS query_word_pos, word_pos AS key_word_pos\n"
+                    "FROM words\nWHERE word_pos < (SELECT max(n_significant) FROM role_summary)\n",
+                    "uses 'role_summary'", 6),
     }
     for name, (body, message, line) in bad.items():
         folder = tmp_path / name

@@ -150,7 +150,7 @@ BROKEN = {
                 " token_pos AS query_pos, token_pos AS key_pos\nFROM tokens WHERE token_pos < getvariable('k' || '')\n",
                 6, "a variable whose name is not a string constant"),
     "external": ("-- name: external\n-- description: d\n-- level: token\nSELECT * FROM read_csv('/etc/passwd')\n", 4,
-                 "does not bind"),
+                 "not through read_csv()"),
 }
 
 
