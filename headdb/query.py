@@ -146,6 +146,10 @@ def json_text(df: pd.DataFrame, indent: int | None = None) -> str:
     import json
 
     columns = [str(c) for c in df.columns]
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:  # a JSON record holds each name once: the later column silently replaced the earlier
+        raise InputError(f"the result has more than one column named {', '.join(repeated)}; JSON records need "
+                         "distinct names (rename them with AS)")
     values = [_json_column(df.iloc[:, i]) for i in range(len(columns))]
     records = [dict(zip(columns, row)) for row in zip(*values)] if columns else [{} for _ in range(len(df))]
     return json.dumps(records, indent=indent, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
@@ -161,7 +165,9 @@ def _json_column(col: pd.Series) -> list:
         return col.to_numpy().tolist()
     if kind == "f":
         arr = col.to_numpy()
-        out = arr.tolist()
+        # a FLOAT column (edges.weight) by its own shortest text, as CSV gives it (0.48921964), not
+        # by the double's (0.48921963572502136): the same value either way
+        out = [float(x) for x in arr.astype(str)] if arr.dtype == np.float32 else arr.tolist()
         if not np.isfinite(arr).all():
             for i in np.flatnonzero(~np.isfinite(arr)).tolist():
                 out[i] = _json_value(out[i])
@@ -176,10 +182,16 @@ def _json_value(v):
 
     import numpy as np
 
-    if v is None or v is pd.NA or v is pd.NaT:
+    if v is None or v is pd.NA or v is pd.NaT or v is np.ma.masked:  # masked: a NULL inside a DuckDB list
         return None
+    if isinstance(v, np.datetime64):
+        return None if np.isnat(v) else pd.Timestamp(v).isoformat()  # nanoseconds too (item() gave an int)
+    if isinstance(v, np.timedelta64):
+        return None if np.isnat(v) else pd.Timedelta(v).isoformat()
     if isinstance(v, np.generic):
         v = v.item()
+        if v is None:
+            return None
     if isinstance(v, float):
         if math.isnan(v):
             return None
@@ -188,6 +200,12 @@ def _json_value(v):
         return v
     if isinstance(v, decimal.Decimal):
         return int(v) if v == v.to_integral_value() else float(v)
+    if isinstance(v, datetime.timedelta):  # an INTERVAL: ISO 8601, as pandas wrote it (P1DT0H0M1S)
+        return pd.Timedelta(v).isoformat()
+    if isinstance(v, pd.DateOffset):  # an INTERVAL with months, through Arrow
+        kw = v.kwds
+        return (f"P{kw.get('months', 0)}M{kw.get('days', 0)}DT"
+                f"{pd.Timedelta(kw.get('nanoseconds', 0), unit='ns').total_seconds():g}S")
     if isinstance(v, (datetime.datetime, datetime.date, datetime.time)):
         return v.isoformat()
     if isinstance(v, (list, tuple, np.ndarray)):
