@@ -71,8 +71,20 @@ def _check_duckdb_file(path: str) -> None:
         raise DatabaseError(f"{path}: not a DuckDB database file")
 
 
+#: a DuckDB "path" that names a service or another engine (md:, motherduck:, sqlite:, s3://...):
+#: DuckDB would install and load an extension for it, from the network
+_NOT_A_FILE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
+
+
+def _check_file_path(path: str) -> None:
+    if path != ":memory:" and _NOT_A_FILE.match(path) and not Path(path).exists():
+        raise DatabaseError(f"{path}: not a file path; a headdb store is a DuckDB file (DuckDB would fetch an "
+                            "extension for this name)")
+
+
 def _open(path: str | Path, read_only: bool, config: dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
     path = str(path)
+    _check_file_path(path)
     if read_only and path != ":memory:" and not Path(path).exists():
         raise DatabaseError(f"{path}: no such database (create it with `headdb init {path}`)")
     if path != ":memory:" and not Path(path).exists() and not Path(path).absolute().parent.is_dir():
@@ -124,6 +136,7 @@ def check_writable(path: str | Path) -> None:
     file is fine (it will be created) and is not created here. A store of a newer schema, a
     non-DuckDB file and a missing folder fail here too.
     """
+    _check_file_path(str(path))
     if str(path) != ":memory:" and not Path(path).exists():
         if not Path(path).absolute().parent.is_dir():
             raise DatabaseError(f"{path}: no such folder {Path(path).absolute().parent}")

@@ -11,6 +11,7 @@ import os
 import signal
 import sqlite3
 import stat
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -139,6 +140,19 @@ def test_headdb_works_beside_a_users_own_connection_to_the_store(store, tmp_path
         assert mine.execute("SELECT run_name FROM runs").fetchone()[0] == "mine"
     finally:
         mine.close()
+
+
+def test_a_store_path_that_names_a_service_is_refused(tmp_path, capsys, monkeypatch):
+    """`md:x` or `sqlite:x.db` made DuckDB install and load an extension from the network."""
+    monkeypatch.chdir(tmp_path)
+    for path in ("md:x", "sqlite:x.db", "s3://bucket/x.db"):
+        for args in (("runs", path), ("init", path)):
+            code, _, err = run_main(capsys, monkeypatch, *args)
+            assert code == 1 and err == (f"error: {Path(path)}: not a file path; a headdb store is a DuckDB file (DuckDB "
+                                         "would fetch an extension for this name)\n"), err
+        with pytest.raises(DatabaseError, match="not a file path"):
+            check_writable(path)  # an ingest: before the model loads
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_ingest_checks_the_store_before_its_slow_start(tmp_path):
