@@ -69,12 +69,14 @@ def _print_df(df, fmt: str = "table", title: str | None = None) -> None:
         return
     if title:  # a line of its own: as the table's title it wrapped to a narrow table's width
         console.print(title, markup=False, highlight=False, soft_wrap=True)
+    from rich.text import Text
+
     table = Table(show_lines=False)
     for name, col in zip(headers, df.columns):
         # wrap, never "…", should rich still find a cell too narrow
-        table.add_column(name, justify="right" if df[col].dtype.kind in "iuf" else "left", overflow="fold")
+        table.add_column(Text(name), justify="right" if df[col].dtype.kind in "iuf" else "left", overflow="fold")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*map(Text, row))  # text, not markup: a value "[link]" printed as an empty cell
     console.print(table)
 
 
@@ -478,10 +480,22 @@ def compare(
     if out is not None:  # the per-head rows go to the file; the tables are still shown, as classify does
         _export(df, out)
     if a["basis"] == "paired":
-        changes = role_changes(df)
+        changes, profile = role_changes(df), layer_profile(df)
+        if format == "json":  # one document, not two
+            import json
+
+            from headdb.query import json_text
+
+            typer.echo(json.dumps({"roles_gained_and_lost": json.loads(json_text(changes)),
+                                   "per_layer_profile": json.loads(json_text(profile))}))
+            return
+        if format == "csv":  # one table: the profile (every head's row, role changes included, with --out)
+            typer.echo("csv: the per-layer profile; --out FILE writes every head's row", err=True)
+            _print_df(profile, format)
+            return
         if len(changes):
             _print_df(changes, format, title="roles gained and lost")
-        _print_df(layer_profile(df), format, title="per-layer profile of change (B - A)")
+        _print_df(profile, format, title="per-layer profile of change (B - A)")
     else:
         _print_df(df.drop(columns=["basis"]), format, title="heads with each role per layer (shapes differ)")
 

@@ -265,3 +265,14 @@ def test_a_table_title_is_one_line_above_a_narrow_table(monkeypatch):
     cli._print_df(pd.DataFrame({"layer": [0, 1], "edges": [10, 12]}), title=title)
     lines = screen.getvalue().splitlines()
     assert lines[0] == title and "layer" in lines[2]
+
+
+def test_cells_are_text_not_markup(capsys):
+    """A value such as "[link]" printed as an empty cell: rich read it as markup."""
+    import pandas as pd
+
+    from headdb import cli
+
+    cli._print_df(pd.DataFrame({"[b]": ["[link]", "[bold]x[/bold]"]}))
+    out = capsys.readouterr().out
+    assert "[link]" in out and "[bold]x[/bold]" in out and "[b]" in out

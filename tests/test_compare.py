@@ -128,6 +128,16 @@ def test_cli_compare(store, tmp_path):
     # with --out the tables are shown as well (as classify does), and the note says heads, not roles
     assert "roles gained and lost" in res.output and "per-layer profile of change" in res.output
     assert "1 head gained a role, 1 lost one" in res.output
+    # json: one document (it printed two); csv: one table, the per-layer profile
+    import json
+
+    res = runner.invoke(app, ["compare", str(store), "base", "tuned", "--format", "json"])
+    doc = json.loads(res.stdout)
+    assert {(r["role"], r["layer"], r["head"], r["role_change"]) for r in doc["roles_gained_and_lost"]} == {
+        ("local", 0, 0, "lost"), ("local", 1, 0, "gained")}
+    assert len(doc["per_layer_profile"]) == 6
+    res = runner.invoke(app, ["compare", str(store), "base", "tuned", "--format", "csv"])
+    assert res.stdout.splitlines()[0].startswith("role,layer,n_heads") and len(res.stdout.splitlines()) == 7
     res = runner.invoke(app, ["compare", str(store), "base", "small", "--format", "csv"])
     assert res.exit_code == 0 and "shapes differ" in res.output
     assert DIFFS  # the store's known differences drive the golden values above
