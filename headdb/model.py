@@ -99,6 +99,9 @@ def _resolve(name_or_path: str, download: bool) -> Path:
         if not (p / "config.json").exists():
             raise ModelError(f"{p}: no config.json; is this a Hugging Face model folder?")
         return p
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path:
+        # a path, not a hub name (namespace/name): no hub hint for it
+        raise ModelError(f"{name_or_path}: no such model folder")
     from huggingface_hub import snapshot_download
 
     try:

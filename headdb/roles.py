@@ -524,7 +524,9 @@ def load_roles(roles_dir: str | Path | None = None, names: list[str] | str | Non
         raise RoleError("no roles selected")
     unknown = [n for n in names if n not in found]
     if unknown:
-        raise RoleError(f"unknown role(s) {', '.join(unknown)}; known: {', '.join([*found, *skipped])}")
+        others = [n for n in dict.fromkeys(skipped) if n not in found]
+        raise RoleError(f"unknown role(s) {', '.join(unknown)}; known: {', '.join(found)}"
+                        + (f"; other files in {roles_dir}: {', '.join(others)}" if others else ""))
     return [found[n] for n in dict.fromkeys(names)]
 
 

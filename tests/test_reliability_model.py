@@ -52,6 +52,9 @@ def test_unknown_model_name_offline_fails_at_once(offline):
     # the command it names exists where headdb is installed (huggingface_hub's `hf`)
     assert "(`hf download no-such-org/no-such-model`)" in str(err)
     assert (Path(sys.executable).parent / "hf").exists()
+    for path in ("./no/such/folder", "/no/such/folder", "models/tiny/v2"):  # a path: no hub command for it
+        err, _ = load(path)
+        assert str(err) == f"{path}: no such model folder"
 
 
 def test_unknown_model_name_cli_is_one_line_and_quick(offline):
