@@ -77,9 +77,14 @@ _NOT_A_FILE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 
 
 def _check_file_path(path: str) -> None:
-    if path != ":memory:" and _NOT_A_FILE.match(path) and not Path(path).exists():
+    """A store path DuckDB can create or open as a file: not a service's name, not in a missing folder."""
+    if path == ":memory:" or Path(path).exists():
+        return
+    if _NOT_A_FILE.match(path):
         raise DatabaseError(f"{path}: not a file path; a headdb store is a DuckDB file (DuckDB would fetch an "
                             "extension for this name)")
+    if not Path(path).absolute().parent.is_dir():
+        raise DatabaseError(f"{path}: no such folder {Path(path).absolute().parent}")
 
 
 def _open(path: str | Path, read_only: bool, config: dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
@@ -87,8 +92,6 @@ def _open(path: str | Path, read_only: bool, config: dict[str, Any] | None = Non
     _check_file_path(path)
     if read_only and path != ":memory:" and not Path(path).exists():
         raise DatabaseError(f"{path}: no such database (create it with `headdb init {path}`)")
-    if path != ":memory:" and not Path(path).exists() and not Path(path).absolute().parent.is_dir():
-        raise DatabaseError(f"{path}: no such folder {Path(path).absolute().parent}")
     _check_duckdb_file(path)
     try:
         con = duckdb.connect(path, read_only=read_only, config=config or {})
@@ -137,11 +140,7 @@ def check_writable(path: str | Path) -> None:
     non-DuckDB file and a missing folder fail here too.
     """
     _check_file_path(str(path))
-    if str(path) != ":memory:" and not Path(path).exists():
-        if not Path(path).absolute().parent.is_dir():
-            raise DatabaseError(f"{path}: no such folder {Path(path).absolute().parent}")
-        return
-    if str(path) == ":memory:":
+    if str(path) == ":memory:" or not Path(path).exists():
         return
     con = _open(path, read_only=False)  # a missing folder, another file type, the lock
     try:
