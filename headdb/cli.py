@@ -312,9 +312,9 @@ def summary(db: Path = typer.Argument(..., help="Database file."),
     if format == "json":
         import json
 
-        from headdb.query import json_text
+        from headdb.query import json_records
 
-        whole = {**s, "layers": json.loads(json_text(s["layers"]))}
+        whole = {**s, "layers": json_records(s["layers"])}
         typer.echo(json.dumps(whole))
         return
     typer.echo(f"run {s['run_id']} ({s['run_name']}, {s['status']}): {_count(s['sentences'], 'sentence')}, "
@@ -484,10 +484,10 @@ def compare(
         if format == "json":  # one document, not two
             import json
 
-            from headdb.query import json_text
+            from headdb.query import json_records
 
-            typer.echo(json.dumps({"roles_gained_and_lost": json.loads(json_text(changes)),
-                                   "per_layer_profile": json.loads(json_text(profile))}))
+            typer.echo(json.dumps({"roles_gained_and_lost": json_records(changes),
+                                   "per_layer_profile": json_records(profile)}, allow_nan=False))
             return
         if format == "csv":  # one table: the profile (every head's row, role changes included, with --out)
             typer.echo("csv: the per-layer profile; --out FILE writes every head's row", err=True)

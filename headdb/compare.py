@@ -54,14 +54,14 @@ def adjust_pvalues(p: np.ndarray, method: str) -> np.ndarray:
     return out
 
 
-def _paired_test(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+def _paired_test(a: np.ndarray, b: np.ndarray, d: np.ndarray | None = None) -> tuple[float, float]:
     """Two-sided paired t-test of b against a, with the degenerate cases made explicit:
     fewer than 2 pairs -> NaN; all differences equal -> t = 0, p = 1 when they are 0 (no change),
     t = +-inf, p = 0 otherwise (every sentence moved by the same amount)."""
     n = a.size
     if n < 2:
         return float("nan"), float("nan")
-    d = differences(a, b)
+    d = differences(a, b) if d is None else d  # the caller's, where it has them
     if np.all(d == d[0]):
         if d[0] == 0:
             return 0.0, 1.0
@@ -238,7 +238,7 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
         a = g["score_a"].to_numpy(float)
         b = g["score_b"].to_numpy(float)
         d = differences(a, b)
-        t, p = _paired_test(a, b)
+        t, p = _paired_test(a, b, d)
         rows.append((role, int(layer), int(head), a.size, a.mean(), b.mean(), d.mean(),
                      d.std(ddof=1) if a.size > 1 else np.nan, t, p))
     df = pd.DataFrame(rows, columns=["role", "layer", "head", "n", "mean_a", "mean_b", "mean_diff", "std_diff",

@@ -137,22 +137,26 @@ def check_export(out: str | Path) -> str:
 
 
 def json_text(df: pd.DataFrame, indent: int | None = None) -> str:
-    """``df`` as a JSON array of records, every float exact: the shortest text that reads back as
+    """``df`` as a JSON array of records (:func:`json_records`)."""
+    import json
+
+    return json.dumps(json_records(df), indent=indent, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def json_records(df: pd.DataFrame) -> list[dict]:
+    """``df`` as JSON-ready records, every float exact: the shortest text that reads back as
     the same double (Python's repr; pandas' to_json keeps at most 15 significant digits, so
     0.1 + 0.2 came out as 0.3). JSON has no number for infinities: they are the strings
     "Infinity" and "-Infinity" (pandas wrote null, the same as NaN, where compare's t = +-inf,
     p = 0 would read as "no test"); JavaScript's Number() and Python's float() read them back.
     NaN and missing values are null; times are ISO 8601; other values (UUIDs, blobs) their text."""
-    import json
-
     columns = [str(c) for c in df.columns]
     repeated = sorted({c for c in columns if columns.count(c) > 1})
     if repeated:  # a JSON record holds each name once: the later column silently replaced the earlier
         raise InputError(f"the result has more than one column named {', '.join(repeated)}; JSON records need "
                          "distinct names (rename them with AS)")
     values = [_json_column(df.iloc[:, i]) for i in range(len(columns))]
-    records = [dict(zip(columns, row)) for row in zip(*values)] if columns else [{} for _ in range(len(df))]
-    return json.dumps(records, indent=indent, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return [dict(zip(columns, row)) for row in zip(*values)] if columns else [{} for _ in range(len(df))]
 
 
 def _json_column(col: pd.Series) -> list:
@@ -224,11 +228,12 @@ def _parquet_table(df: pd.DataFrame):
 
     import pyarrow as pa
 
-    if not any(df[c].dtype == object and _big_ints(df[c]) for c in df.columns):
+    wide = {c for c in df.columns if df[c].dtype == object and _big_ints(df[c])}
+    if not wide:
         return pa.Table.from_pandas(df, preserve_index=False)
     arrays, names = [], []
     for c in df.columns:
-        if df[c].dtype == object and _big_ints(df[c]):
+        if c in wide:
             digits = max(len(str(abs(v))) for v in df[c] if v is not None)
             if digits <= 38:
                 arrays.append(pa.array([None if v is None else decimal.Decimal(v) for v in df[c]],
