@@ -147,8 +147,9 @@ def check_writable(path: str | Path) -> None:
         version = _applied_version(con, path)
     finally:
         con.close()
-    if version is not None and version > len(list_migrations()):
-        raise DatabaseError(f"{path}: {_newer_schema(version, len(list_migrations()))}")
+    latest = len(list_migrations())
+    if version is not None and version > latest:
+        raise DatabaseError(f"{path}: {_newer_schema(version, latest)}")
 
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:

@@ -40,7 +40,8 @@ _HEADER_LINE = re.compile(r"^--\s?([A-Za-z_][A-Za-z0-9_]*)\s*:\s?(.*)$")
 _CONTINUATION = re.compile(r"^--\s{2,}(\S.*)$")
 #: one `name=value` of a params line, and the comma after it: a value is quoted ('nsubj,obj',
 #: "PROPN NOUN": commas and spaces allowed inside) or a bare word without commas or spaces
-_PARAM_ITEM = re.compile(r"""\s*([a-z_][a-z0-9_]*)\s*=\s*('[^']*'|"[^"]*"|[^,\s'"]+)\s*(,|$)""")
+_BARE_VALUE = r"""[^,\s'"]+"""
+_PARAM_ITEM = re.compile(r"""\s*([a-z_][a-z0-9_]*)\s*=\s*('[^']*'|"[^"]*"|""" + _BARE_VALUE + r""")\s*(,|$)""")
 _SQL_LINE = re.compile(r"\bLINE (\d+):")
 
 
@@ -68,7 +69,7 @@ class Role:
         """The params as a `-- params:` line would give them: text quoted where it must be (a
         comma or a space inside, or text that would read as a number)."""
         def shown(v) -> str:
-            if isinstance(v, str) and (not re.fullmatch(r"[^,\s'\"]+", v) or _parse_value(v) != v):
+            if isinstance(v, str) and (not re.fullmatch(_BARE_VALUE, v) or _parse_value(v) != v):
                 return f'"{v}"' if "'" in v else f"'{v}'"
             return str(v)
 

@@ -284,7 +284,7 @@ def resolve_run(con: duckdb.DuckDBPyConnection, run: int | str | None, *, finish
     if finished:
         status = con.execute("SELECT status FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
         if status != "done":
-            shown = "interrupted" if status == "running" else status
+            shown = shown_status(status)
             raise DatabaseError(f"run {run_id} is {shown}, not done: its ingest did not finish; run the same "
                                 f"`headdb ingest` command again to resume it (or `headdb drop` it)")
     return run_id
@@ -297,7 +297,7 @@ def _resolve_run(con: duckdb.DuckDBPyConnection, run: int | str | None) -> int:
             unfinished = con.execute("SELECT run_id, status FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
             if unfinished is None:
                 raise DatabaseError(f"{store_name(con)} has no finished run; ingest a corpus first")
-            shown = "interrupted" if unfinished[1] == "running" else unfinished[1]
+            shown = shown_status(unfinished[1])
             raise DatabaseError(f"{store_name(con)} has no finished run: run {unfinished[0]} is {shown}; run its "
                                 "`headdb ingest` command again to resume it")
         return int(row[0])
@@ -315,6 +315,12 @@ def _resolve_run(con: duckdb.DuckDBPyConnection, run: int | str | None) -> int:
         where = store_name(con)
         raise DatabaseError(f"no run {run!r} in {where} (see `headdb runs {where}`)")
     return int(row[0])
+
+
+def shown_status(status: str) -> str:
+    """A run's status as `headdb runs` shows it: one left 'running' in a store this process could
+    open was interrupted (an ingest holds the write lock while it runs)."""
+    return "interrupted" if status == "running" else status
 
 
 def store_name(con: duckdb.DuckDBPyConnection) -> str:
@@ -397,7 +403,7 @@ def run_summary(con: duckdb.DuckDBPyConnection, run_id: int) -> dict[str, Any]:
     info = con.execute("SELECT run_name, status, model, corpus_path FROM runs WHERE run_id = ?", [run_id]).fetchone()
     return {
         # as `headdb runs` shows it: a run left 'running' in a store this process could open was interrupted
-        "run_id": run_id, "run_name": info[0], "status": "interrupted" if info[1] == "running" else info[1],
+        "run_id": run_id, "run_name": info[0], "status": shown_status(info[1]),
         "model": info[2], "corpus": info[3],
         "sentences": int(counts[0]), "skipped": int(counts[1]), "truncated": int(counts[2]),
         "tokens": int(counts[3]), "edges": int(layers["edges"].sum()) if len(layers) else 0,
