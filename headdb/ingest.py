@@ -261,6 +261,18 @@ def ingest(
     if limit is not None:
         n_total = min(n_total, limit)
     sha = file_sha256(corpus_path)
+    from headdb.resources import default_model
+
+    model_name = str(model) if model is not None else default_model()  # a local folder may come as a Path
+    settings = {"corpus_sha256": sha, "format": fmt, "pairs": pairs, "dtype": dtype, "truncate": truncate,
+                "top_k": sparsity.top_k, "min_mass": sparsity.min_mass, "limit": limit, "batch_size": batch_size,
+                "window": _window_batches(device)}
+    if weight_bits != 32:  # absent for 32: the fingerprints of earlier runs stay valid
+        settings["weight_bits"] = weight_bits
+    if not new_run:
+        finished = _finished_run(db, settings, fmt, parser, model_name, max_length, device, run_name, stats)
+        if finished is not None:
+            return finished
     # 2. the parser and the model, so that their errors also come before any write; the
     # parser's worker processes load their pipelines while the model loads
     spacy_parser = None
@@ -276,8 +288,8 @@ def ingest(
                                    background=not str(device).startswith("cuda"))
         parser_desc = spacy_parser.description
     try:
-        return _ingest_loaded(db, corpus_path, fmt, pairs, n_total, stats, sha, spacy_parser, parser_desc,
-                              model=model, sparsity=sparsity, truncate=truncate, max_length=max_length,
+        return _ingest_loaded(db, corpus_path, fmt, pairs, n_total, stats, sha, spacy_parser, parser_desc, settings,
+                              model_name=model_name, sparsity=sparsity, truncate=truncate, max_length=max_length,
                               limit=limit, batch_size=batch_size, device=device, dtype=dtype, run_name=run_name,
                               download=download, new_run=new_run, progress=progress, weight_bits=weight_bits)
     finally:
@@ -285,31 +297,61 @@ def ingest(
             spacy_parser.close()
 
 
+def _full_settings(settings: dict[str, Any], parser_desc: str, model_hash: str, max_length: int) -> dict[str, Any]:
+    """What a run's fingerprint hashes: ``settings`` and what the parser and the model add."""
+    return settings | {"parser": parser_desc, "model_hash": model_hash, "max_length": max_length}
+
+
+def _finished_run(db, settings: dict[str, Any], fmt: str, parser: str | None, model_name: str,
+                  max_length: int | None, device: str, run_name: str | None, stats: ReadStats) -> IngestResult | None:
+    """The finished run that these settings would resume, found before the model and the parser
+    load (a re-run took 5-10 s to say "already complete"); None where there is none or where the
+    model's and the parser's part of the fingerprint cannot be told from their files alone (the
+    ingest then finds the run after loading them, as before)."""
+    from headdb.model import peek
+
+    if str(db) == ":memory:" or not Path(db).exists():
+        return None
+    if fmt == "conllu":
+        parser_desc = "gold"
+    else:
+        from headdb.parse import DEFAULT_PIPELINE, peek_description
+
+        parser_desc = peek_description(parser or DEFAULT_PIPELINE)
+    peeked = peek(model_name, max_length)
+    if parser_desc is None or peeked is None:
+        return None
+    fingerprint = _fingerprint(_full_settings(settings, parser_desc, *peeked))
+    try:
+        con = connect(db, read_only=True)
+    except HeaddbError:  # an older schema: the ingest upgrades it
+        return None
+    try:
+        row = con.execute(_SAME_RUN_SQL, [fingerprint, device, run_name, run_name]).fetchone()
+    finally:
+        con.close()
+    if row is None or row[1] != "done":
+        return None
+    return IngestResult(row[0], row[2], False, True, read_stats=stats)
+
+
 def _ingest_loaded(db, corpus_path: Path, fmt: str, pairs: bool, n_total: int, stats, sha: str, spacy_parser,
-                   parser_desc: str, *, model, sparsity: Sparsity, truncate: bool, max_length: int | None,
-                   limit: int | None, batch_size: int, device: str, dtype: str, run_name: str | None,
-                   download: bool, new_run: bool, progress, weight_bits: int) -> IngestResult:
-    """:func:`ingest` once its input is validated and its parser loaded: the model and the run."""
+                   parser_desc: str, settings: dict[str, Any], *, model_name: str, sparsity: Sparsity,
+                   truncate: bool, max_length: int | None, limit: int | None, batch_size: int, device: str,
+                   dtype: str, run_name: str | None, download: bool, new_run: bool, progress,
+                   weight_bits: int) -> IngestResult:
+    """:func:`ingest` once its input is validated and its parser loaded: the model and the run.
+    ``settings``: the run's fingerprint settings that need neither the model nor the parser."""
     import time
 
     from headdb.model import AttentionModel
-    from headdb.resources import default_model
 
-    model_name = str(model) if model is not None else default_model()  # a local folder may come as a Path
     am = AttentionModel(model_name, device=device, dtype=dtype, download=download, max_length=max_length)
     if pairs or fmt == "tsv":
         am.check_pairs_fit()
     if spacy_parser is not None:
         spacy_parser.wait_ready()  # the parser's workers have loaded while the model did; the clock starts later
-    settings = {
-        "corpus_sha256": sha, "format": fmt, "pairs": pairs, "parser": parser_desc,
-        "model_hash": am.model_hash, "dtype": dtype, "max_length": am.max_length, "truncate": truncate,
-        "top_k": sparsity.top_k, "min_mass": sparsity.min_mass, "limit": limit, "batch_size": batch_size,
-        "window": _window_batches(am.device),
-    }
-    if weight_bits != 32:  # absent for 32: the fingerprints of earlier runs stay valid
-        settings["weight_bits"] = weight_bits
-    fingerprint = _fingerprint(settings)
+    fingerprint = _fingerprint(_full_settings(settings, parser_desc, am.model_hash, am.max_length))
     con = connect(db)
     overlapped = _overlap_writes(am)
     threads = _append_threads(am, overlapped)
@@ -737,6 +779,12 @@ def check_run_name(name) -> None:
         raise InputError(f"--run-name {name!r} must be one line of printable text")
 
 
+#: The latest run with a fingerprint, on a device, of a name where one is given (a run to resume or
+#: one that is complete): run_id, status, run_name
+_SAME_RUN_SQL = ("SELECT run_id, status, run_name FROM runs WHERE fingerprint = ? AND device = ? "
+                 "AND (run_name = ? OR ? IS NULL) ORDER BY run_id DESC LIMIT 1")
+
+
 def _start_run(con, fingerprint, new_run, run_name, corpus_path, sha, fmt, pairs, parser_desc, am, sparsity,
                truncate, limit, batch_size, device, dtype, weight_bits=32) -> tuple[int, bool, bool]:
     with transaction(con):
@@ -749,10 +797,7 @@ def _start_run(con, fingerprint, new_run, run_name, corpus_path, sha, fmt, pairs
                 [str(corpus_path.resolve()), sha, fmt, pairs, parser_desc]).fetchone()
         corpus_id = row[0]
         if not new_run:
-            prev = con.execute(
-                "SELECT run_id, status FROM runs WHERE fingerprint = ? AND device = ? "
-                "AND (run_name = ? OR ? IS NULL) ORDER BY run_id DESC LIMIT 1",
-                [fingerprint, device, run_name, run_name]).fetchone()
+            prev = con.execute(_SAME_RUN_SQL, [fingerprint, device, run_name, run_name]).fetchone()
             if prev is not None:
                 if prev[1] == "done":
                     return prev[0], False, True

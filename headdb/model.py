@@ -336,6 +336,42 @@ def device_edges(values, indices, lengths, min_mass: float | None, ids=None,
     return BatchEdges(*small, weights, sentence=raw[: 4 * m].view(np.int32), release=release)
 
 
+def _natural_max_length(tokenizer_max, max_positions, pad_token_id, model_type: str) -> int:
+    """The model's own token limit: its tokenizer's ``model_max_length`` and its position
+    embeddings, whichever is smaller (512 where neither says)."""
+    limits = []
+    if isinstance(tokenizer_max, int) and 0 < tokenizer_max < 100_000:
+        limits.append(tokenizer_max)
+    if isinstance(max_positions, int) and max_positions > 0:
+        # RoBERTa-style positions start after the padding index
+        offset = pad_token_id + 1 if model_type in ("roberta", "xlm-roberta", "camembert") and \
+            isinstance(pad_token_id, int) else 0
+        limits.append(max_positions - offset)
+    return min(limits) if limits else 512
+
+
+def peek(name_or_path: str, max_length: int | None) -> tuple[str, int] | None:
+    """(model_hash, max_length) as :class:`AttentionModel` gives them, read from the model
+    folder's files without importing torch or transformers and without downloading; None where
+    the files do not tell (a model not at hand, a config or tokenizer config without the
+    fields). A re-run of a finished ingest finds its run with these, in a second instead of the
+    model's load."""
+    try:
+        folder = _resolve(name_or_path, download=False)
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+        model_hash = _weights_hash(folder)
+    except (ModelError, OSError, ValueError):
+        return None
+    if not (isinstance(config, dict) and isinstance(tokenizer_config, dict)) or "max_position_embeddings" not in config:
+        return None
+    natural = _natural_max_length(tokenizer_config.get("model_max_length"), config["max_position_embeddings"],
+                                  config.get("pad_token_id"), str(config.get("model_type", "unknown")))
+    if max_length is not None and max_length > natural:
+        return None  # the model's load says why it is refused
+    return model_hash, natural if max_length is None else max_length
+
+
 def _has_auto_map(folder: Path) -> bool:
     try:
         return "auto_map" in json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -503,17 +539,9 @@ class AttentionModel:
                              f"{smallest} tokens (special tokens and one piece of each segment)")
 
     def _max_length(self, requested: int | None) -> int:
-        limits = []
-        tml = getattr(self.tokenizer, "model_max_length", None)
-        if isinstance(tml, int) and 0 < tml < 100_000:
-            limits.append(tml)
-        mpe = getattr(self.config, "max_position_embeddings", None)
-        if isinstance(mpe, int) and mpe > 0:
-            pad = getattr(self.config, "pad_token_id", None)
-            # RoBERTa-style positions start after the padding index
-            offset = pad + 1 if self.model_type in ("roberta", "xlm-roberta", "camembert") and pad is not None else 0
-            limits.append(mpe - offset)
-        natural = min(limits) if limits else 512
+        natural = _natural_max_length(getattr(self.tokenizer, "model_max_length", None),
+                                      getattr(self.config, "max_position_embeddings", None),
+                                      getattr(self.config, "pad_token_id", None), self.model_type)
         if requested is not None:
             if requested > natural:
                 raise ModelError(f"--max-length {requested} exceeds the model's maximum of {natural}")

@@ -104,6 +104,27 @@ def _meta(name: str) -> dict | None:
         return None
 
 
+def _describe(spacy_version: str, meta: dict, name: str) -> str:
+    """How a run records its parser (part of its fingerprint)."""
+    return f"spacy {spacy_version} {meta.get('lang', '')}_{meta.get('name', name)} {meta.get('version', '')}"
+
+
+def peek_description(name: str) -> str | None:
+    """:attr:`SpacyParser.description` of the pipeline ``name``, from its meta.json and spaCy's
+    installed version, without importing spaCy or loading the pipeline (None where the meta.json
+    is not found). A re-run of a finished ingest finds its run with it."""
+    from importlib import metadata
+
+    meta = _meta(name)
+    if meta is None:
+        return None
+    try:
+        version = metadata.version("spacy")
+    except metadata.PackageNotFoundError:
+        return None
+    return _describe(version, meta, name)
+
+
 def _needs_torch(name: str) -> bool:
     """Whether a pipeline may run PyTorch layers: a transformer pipeline (its package requires
     spacy-transformers or curated-transformers), or one whose meta.json is not found. Workers of
@@ -284,8 +305,7 @@ class SpacyParser:
     def description(self) -> str:
         import spacy
 
-        meta = self.nlp.meta
-        return f"spacy {spacy.__version__} {meta.get('lang', '')}_{meta.get('name', self.name)} {meta.get('version', '')}"
+        return _describe(spacy.__version__, self.nlp.meta, self.name)
 
     def _share_out(self, texts: list[str]) -> list[tuple[_Worker | None, list[str]]]:
         """Cut ``texts`` into consecutive shares and queue the workers' (None: this process's)."""

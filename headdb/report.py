@@ -22,6 +22,7 @@ import pandas as pd
 from headdb import analysis
 from headdb.analysis import DbLike, open_db
 from headdb.errors import InputError
+from headdb.resources import model_label
 from headdb.store import resolve_run
 
 NUMBERING = "Layers and heads are 0-based."
@@ -375,6 +376,7 @@ def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, stagi
         info = con.execute("SELECT run_name, model, corpus_path, n_layers, n_heads, top_k, dense, weight_bits "
                            "FROM runs WHERE run_id = ?", [run_id]).fetchone()
         name, model, corpus, n_layers, n_heads, top_k, dense, weight_bits = info
+        model = model_label(model)
         wanted = analysis.select_roles(analysis.classified_roles(con, run_id), roles, f"run {run_id}")
         # the classifications the shown roles' tests come from (several, after a classify --roles)
         cls = con.execute(

