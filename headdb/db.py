@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,6 +52,27 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _open_in_this_process(path: Path) -> bool:
+    """Whether this process holds a descriptor on the file: a connection of the user's or of
+    headdb's own, whose DuckDB holds its lock there. Closing any descriptor of a file drops every
+    POSIX lock the process holds on it, so reading the file's header then released DuckDB's lock,
+    and another process could write the store under the user's connection (its rows were lost).
+    False where the open descriptors cannot be listed (no /dev/fd)."""
+    try:
+        target = path.stat()
+        descriptors = os.listdir("/dev/fd")
+    except OSError:
+        return False
+    for fd in descriptors:
+        try:
+            st = os.fstat(int(fd))
+        except (OSError, ValueError):
+            continue
+        if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+            return True
+    return False
+
+
 def _check_duckdb_file(path: str) -> None:
     """A file that is not DuckDB's is named as such, before DuckDB opens it: for a SQLite file
     DuckDB tried to download its sqlite extension (nothing may be downloaded at run time), and
@@ -58,7 +80,7 @@ def _check_duckdb_file(path: str) -> None:
     config instead made every headdb call fail beside a user's own connection to the store:
     DuckDB refuses a second connection to a file with other settings.)"""
     p = Path(path)
-    if path == ":memory:" or not p.is_file():
+    if path == ":memory:" or not p.is_file() or _open_in_this_process(p):
         return
     try:
         with open(p, "rb") as f:

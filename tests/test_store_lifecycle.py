@@ -142,6 +142,37 @@ def test_headdb_works_beside_a_users_own_connection_to_the_store(store, tmp_path
         mine.close()
 
 
+def _locked_for_another_process(db: Path) -> bool:
+    """Whether another process is refused the store for writing (DuckDB's lock on it)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import duckdb, sys; duckdb.connect(sys.argv[1]).close()", str(db)],
+                          capture_output=True, text=True, timeout=120)
+    return proc.returncode != 0 and "lock" in proc.stderr.lower()
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_headdb_calls_keep_the_lock_of_a_users_connection(store, read_only):
+    """Reading the store's header (is it DuckDB's?) closed a descriptor of the file, and closing
+    any descriptor drops every POSIX lock the process holds on it: DuckDB's lock for the user's
+    connection was gone after any headdb call, a refused one too, and another process wrote the
+    store under it (the user's connection later overwrote those rows)."""
+    mine = duckdb.connect(str(store), read_only=read_only)
+    try:
+        assert _locked_for_another_process(store)
+        if read_only:
+            assert len(headdb.runs(store)) == 1
+        else:
+            headdb.sql(store, "UPDATE runs SET run_name = 'mine'", write=True)
+        with pytest.raises(DatabaseError, match="other settings"):  # refused, and still no harm done
+            headdb.sql(store, "SELECT 1", write=read_only)
+        assert _locked_for_another_process(store)
+    finally:
+        mine.close()
+    assert not _locked_for_another_process(store)
+
+
 def test_a_store_path_that_names_a_service_is_refused(tmp_path, capsys, monkeypatch):
     """`md:x` or `sqlite:x.db` made DuckDB install and load an extension from the network."""
     monkeypatch.chdir(tmp_path)
