@@ -416,8 +416,17 @@ def _same_owner_and_mode(store: Path, copy: Path) -> None:
 
 
 def engine(path: str | Path, read_only: bool = True):  # -> sqlalchemy.engine.Engine
-    """A SQLAlchemy engine (duckdb-engine) on the store, for pandas, notebooks and BI tools."""
-    from sqlalchemy import create_engine
+    """A SQLAlchemy engine (duckdb-engine) on the store, for pandas, notebooks and BI tools.
+
+    Each of its connections has the built-in roles' score views (``scores_<role>``,
+    ``sieve_<role>``), as ``headdb sql`` has. ``read_only=False`` writes (an existing store).
+    While the engine holds a connection (until ``engine.dispose()``), DuckDB's lock holds too:
+    other processes cannot write the store (a read-only engine) or open it at all (a writable
+    one), and in this process headdb calls that open the store with other settings are refused.
+    Tables and views reflect (``sqlalchemy.inspect``, ``pandas.read_sql_table``); primary keys
+    do not (duckdb-engine reports none).
+    """
+    from sqlalchemy import create_engine, event
     from sqlalchemy.engine import URL
 
     try:  # the same clear errors as the rest of headdb; a writable engine needs a store, too
@@ -428,4 +437,12 @@ def engine(path: str | Path, read_only: bool = True):  # -> sqlalchemy.engine.En
         if "already has the database open" not in str(exc):
             raise
     # the path as the URL's database, not pasted into its text ('?', '#' and '%' are URL syntax there)
-    return create_engine(URL.create("duckdb", database=str(Path(path))), connect_args={"read_only": read_only})
+    eng = create_engine(URL.create("duckdb", database=str(Path(path))), connect_args={"read_only": read_only})
+
+    @event.listens_for(eng, "connect")
+    def _score_views(dbapi_connection, connection_record) -> None:  # TEMP views live per connection
+        from headdb.scores import register_views
+
+        register_views(dbapi_connection)
+
+    return eng

@@ -278,3 +278,24 @@ def test_exports_keep_infinities_and_integers_beyond_64_bits(store, tmp_path, ca
     assert back == [(str(2**128 - 1), 7)]
     export(df, tmp_path / "x.csv")
     assert (tmp_path / "x.csv").read_text() == "up,down,nan,x,big\ninf,-inf,,1.5,18446744073709551614\n"
+
+
+def test_engine_reflects_the_store_and_has_the_score_views(store):
+    """A BI tool reflects tables and columns (with SQLAlchemy 2.0.45+ duckdb-engine 0.17 reflected
+    none: pg_catalog.pg_collation); the score views the README names are there on every connection."""
+    import sqlalchemy
+
+    engine = headdb.engine(store)
+    try:
+        inspector = sqlalchemy.inspect(engine)
+        assert {"runs", "edge_store", "head_tests"} <= set(inspector.get_table_names())
+        assert "edges" in inspector.get_view_names()
+        assert [c["name"] for c in inspector.get_columns("edges")][:3] == ["run_id", "sentence_id", "layer"]
+        assert inspector.get_foreign_keys("edge_store") is not None
+        assert len(pd.read_sql_table("edges", engine)) == 3
+        for _ in range(2):  # each pooled connection registers them
+            with engine.connect() as c:
+                assert c.execute(text("SELECT count(*) FROM scores_local")).scalar() == 0
+                assert c.execute(text("SELECT count(*) FROM sieve_delimiter")).scalar() == 0
+    finally:
+        engine.dispose()
