@@ -35,6 +35,10 @@ def _console():
 
 def _print_df(df, fmt: str = "table", title: str | None = None) -> None:
     """Render a DataFrame as a terminal table, CSV or JSON on stdout."""
+    if fmt != "json":
+        from headdb.query import text_ready
+
+        df = text_ready(df)
     if fmt == "csv":
         sys.stdout.write(df.to_csv(index=False))
         return

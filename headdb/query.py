@@ -36,13 +36,14 @@ def sql(db: str | Path, query: str, params: list | dict | None = None, *, write:
             raise DatabaseError(f"SQL error: {str(exc).strip()}{_hint(str(exc), query, write)}") from None
         if rel is None or rel.description is None:
             return pd.DataFrame()
-        if any(str(d[1]) in _WIDE_INTEGERS for d in rel.description):
+        types = [str(d[1]) for d in rel.description]
+        if any(_exact_only(t) for t in types):
             import warnings
 
             with warnings.catch_warnings():  # "an extra copy of the rows": the rows of a query's result, once
                 warnings.simplefilter("ignore", UserWarning)
                 table = rel.to_arrow_table()
-            return _exact_frame(table, unsigned={i for i, d in enumerate(rel.description) if str(d[1]) == "UHUGEINT"})
+            return _exact_frame(table, types, [str(d[0]) for d in rel.description])
         return rel.df()
     finally:
         con.close()
@@ -51,6 +52,14 @@ def sql(db: str | Path, query: str, params: list | dict | None = None, *, write:
 #: DuckDB's 128-bit integers (sum() of integers gives HUGEINT), which its DataFrames turn into
 #: floats: 2009.0, and 12345678901234567890 rounded.
 _WIDE_INTEGERS = ("HUGEINT", "UHUGEINT")
+
+
+def _exact_only(duckdb_type: str) -> bool:
+    """Types whose values DuckDB's DataFrames change: 128-bit integers and DECIMALs become floats,
+    INTERVALs lose their months, BIT its bits, and lists hold numpy masked arrays (a NULL inside
+    became 0 in Parquet and "--" in CSV)."""
+    return duckdb_type in _WIDE_INTEGERS or duckdb_type in ("INTERVAL", "BIT") \
+        or duckdb_type.startswith(("DECIMAL", "STRUCT(", "MAP(", "UNION(")) or duckdb_type.endswith("]")
 
 
 def _one_statement(query: str) -> None:
@@ -67,16 +76,32 @@ def _one_statement(query: str) -> None:
         raise InputError(f"one SQL statement at a time, not {n}; run them one by one")
 
 
-def _exact_frame(table, unsigned: set[int] = frozenset()) -> pd.DataFrame:
-    """A result with 128-bit integer columns (Arrow decimal128(38, 0)), exactly: int64 where
-    every value fits, Python ints otherwise. The columns at the positions ``unsigned`` are
-    UHUGEINT, which DuckDB hands over as the same 128 bits: above 2**127 they read negative."""
+def _exact_frame(table, types: list[str], names: list[str]) -> pd.DataFrame:
+    """A result from Arrow (``types``: its DuckDB column types; ``names``: its column names, which
+    Arrow makes distinct), every value as DuckDB holds it.
+    128-bit integers: int64 where every value fits, Python ints otherwise (UHUGEINT comes as the
+    same 128 bits as HUGEINT: above 2**127 it read negative). DECIMALs: Python Decimals. Lists,
+    structs, maps and unions: Python lists, dicts and values, a NULL inside as None. INTERVALs:
+    ISO 8601 text (P1M2DT0H0M3S; months are not days). BIT: its bits as text. Integers with NULLs:
+    pandas' nullable integers (not floats)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    columns = {}
-    for i, (name, column) in enumerate(zip(table.column_names, table.columns)):
-        if i in unsigned:
+    columns = {}  # by position: a result may repeat a name
+    for name, column in enumerate(table.columns):
+        kind = types[name]
+        if kind == "INTERVAL":
+            columns[name] = pd.Series([None if v is None else _iso_interval(v) for v in column.to_pylist()], dtype=object)
+            continue
+        if kind == "BIT":  # DuckDB's bytes: the number of padding bits, then the bits
+            columns[name] = pd.Series([None if v is None else "".join(f"{b:08b}" for b in v[1:])[v[0]:]
+                                       for v in column.to_pylist()], dtype=object)
+            continue
+        if kind.startswith(("STRUCT(", "MAP(", "UNION(")) or kind.endswith("]") or \
+                (pa.types.is_decimal(column.type) and column.type.scale > 0):
+            columns[name] = pd.Series([_python(v, kind.startswith("MAP(")) for v in column.to_pylist()], dtype=object)
+            continue
+        if kind == "UHUGEINT":
             columns[name] = pd.Series([None if v is None else int(v) % 2**128 for v in column.to_pylist()],
                                       dtype=object)
             if all(v is None or v < 2**63 for v in columns[name]):
@@ -90,9 +115,44 @@ def _exact_frame(table, unsigned: set[int] = frozenset()) -> pd.DataFrame:
                 columns[name] = pd.Series([None if v is None else int(v) for v in column.to_pylist()], dtype=object)
                 continue
             columns[name] = pd.Series(ints.to_pylist(), dtype="Int64") if ints.null_count else ints.to_pandas()
+        elif pa.types.is_integer(column.type) and column.null_count:
+            columns[name] = column.to_pandas(types_mapper=lambda t: pd.Int64Dtype() if pa.types.is_integer(t) else None)
         else:
             columns[name] = column.to_pandas()
-    return pd.DataFrame(columns)
+    frame = pd.DataFrame(columns)
+    frame.columns = names
+    return frame
+
+
+def text_ready(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with its nested values (lists, dicts: what :func:`sql` gives for DuckDB's lists,
+    structs and maps) as JSON text (``[1,null,3]``), for CSV and the terminal: Python's text of
+    them (``[1, None, 3]``) is no format another tool reads."""
+    import json
+
+    nested = [i for i in range(df.shape[1]) if df.dtypes.iloc[i] == object
+              and any(isinstance(v, (list, dict)) for v in df.iloc[:, i])]
+    if not nested:
+        return df
+    out = df.copy()
+    for i in nested:
+        out.isetitem(i, [json.dumps(_json_value(v), ensure_ascii=False, separators=(",", ":"))
+                         if isinstance(v, (list, dict)) else v for v in df.iloc[:, i]])
+    return out
+
+
+def _iso_interval(v) -> str:
+    """An Arrow MonthDayNano as ISO 8601 (P14M2DT0H0M3.5S): months, days and time kept apart,
+    as DuckDB keeps them."""
+    rest = pd.Timedelta(days=v.days, nanoseconds=v.nanoseconds).isoformat()  # P1DT0H0M1S, as pandas writes it
+    return rest if v.months == 0 else f"P{v.months}M{rest[1:]}"
+
+
+def _python(v, is_map: bool = False):
+    """A nested value from Arrow's to_pylist: maps (lists of key/value pairs) as dicts."""
+    if is_map and isinstance(v, list):
+        return {key: value for key, value in v}
+    return v
 
 
 def _hint(message: str, query: str, write: bool) -> str:
@@ -202,8 +262,11 @@ def _json_value(v):
         return v if math.isfinite(v) else ("Infinity" if v > 0 else "-Infinity")
     if isinstance(v, (bool, int, str)):
         return v
-    if isinstance(v, decimal.Decimal):
-        return int(v) if v == v.to_integral_value() else float(v)
+    if isinstance(v, decimal.Decimal):  # a number where a double holds it exactly, else its digits as text
+        if v == v.to_integral_value():
+            return int(v)
+        return float(v) if decimal.Decimal(float(v)) == v or decimal.Decimal(repr(float(v))) == v.normalize() \
+            else str(v)
     if isinstance(v, datetime.timedelta):  # an INTERVAL: ISO 8601, as pandas wrote it (P1DT0H0M1S)
         return pd.Timedelta(v).isoformat()
     if isinstance(v, pd.DateOffset):  # an INTERVAL with months, through Arrow
@@ -264,7 +327,7 @@ def export(df: pd.DataFrame, out: str | Path) -> Path:
     tmp = out.with_name(out.name + ".tmp")
     try:
         if fmt == "csv":
-            df.to_csv(tmp, index=False)
+            text_ready(df).to_csv(tmp, index=False)
         elif fmt == "json":
             tmp.write_text(json_text(df, indent=1) + "\n", encoding="utf-8")
         else:

@@ -299,3 +299,41 @@ def test_engine_reflects_the_store_and_has_the_score_views(store):
                 assert c.execute(text("SELECT count(*) FROM sieve_delimiter")).scalar() == 0
     finally:
         engine.dispose()
+
+
+EXOTIC = r"""SELECT * FROM (VALUES
+    (1, [1, NULL, 3], 12345678901234567890.123456789::DECIMAL(38,9), INTERVAL '1 month 2 days 3 seconds',
+     {'a': 1}, MAP {'k': 1}, '0101'::BIT, 9007199254740993::BIGINT, 1::HUGEINT),
+    (NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 2)) t(i, l, d, iv, s, m, bt, big, h)"""
+
+
+def test_sql_keeps_duckdbs_values_as_they_are(store, tmp_path, capsys, monkeypatch):
+    """DuckDB's DataFrames turned a NULL inside a list into a numpy mask (0 in Parquet, "--" in
+    CSV), DECIMALs into floats, INTERVALs into days (a month is not 30 days), BIT into its
+    bytes, and, beside a 128-bit sum, integers with NULLs into floats; a repeated name lost a column."""
+    import decimal
+
+    from cli_helpers import run_main
+
+    df = headdb.sql(store, EXOTIC)
+    assert list(df.columns) == ["i", "l", "d", "iv", "s", "m", "bt", "big", "h"]
+    assert list(headdb.sql(store, "SELECT [1] AS x, 2 AS x").columns) == ["x", "x"]  # Arrow calls the second x_1
+    first = df.iloc[0].tolist()
+    assert first[1] == [1, None, 3] and first[2] == decimal.Decimal("12345678901234567890.123456789")
+    assert first[3:7] == ["P1M2DT0H0M3S", {"a": 1}, {"k": 1}, "0101"]
+    assert first[7] == 9007199254740993 and str(df.dtypes.iloc[7]) == "Int64" and df.iloc[1, 7] is pd.NA
+    back = {}
+    for suffix in ("csv", "json", "parquet"):
+        export(df, tmp_path / f"x.{suffix}")
+    back["csv"] = (tmp_path / "x.csv").read_text().splitlines()[1]
+    assert back["csv"] == ('1,"[1,null,3]",12345678901234567890.123456789,P1M2DT0H0M3S,"{""a"":1}","{""k"":1}",0101,'
+                           "9007199254740993,1")
+    record = __import__("json").loads((tmp_path / "x.json").read_text())[0]
+    assert record["l"] == [1, None, 3] and record["d"] == "12345678901234567890.123456789"
+    parquet = duckdb.sql(f"SELECT l, d, big FROM '{tmp_path / 'x.parquet'}'").fetchall()
+    assert parquet[0] == ([1, None, 3], decimal.Decimal("12345678901234567890.123456789"), 9007199254740993)
+    code, out, err = run_main(capsys, monkeypatch, "sql", store, EXOTIC, "--format", "csv")
+    assert code == 0 and out.splitlines()[1].startswith('1,"[1,null,3]",12345678901234567890.123456789,P1M2DT0H0M3S'), err
+    code, out, err = run_main(capsys, monkeypatch, "sql", store, "SELECT [1, NULL] AS l, INTERVAL 1 MONTH AS iv, "
+                              "MAP {'k': 1} AS m, 1::HUGEINT AS h", "--out", tmp_path / "y.parquet")
+    assert code == 0, err
