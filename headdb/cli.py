@@ -73,6 +73,15 @@ def _print_df(df, fmt: str = "table", title: str | None = None) -> None:
         return
     if title:  # a line of its own: as the table's title it wrapped to a narrow table's width
         console.print(title, markup=False, highlight=False, soft_wrap=True)
+    right = [df.iloc[:, i].dtype.kind in "iuf" for i in range(len(headers))]
+    if not any("\n" in v or "\r" in v for row in rows for v in row):
+        # drawn here, as rich draws it: rich took 15 s of CPU for 20,000 rows (CSV: 1 s)
+        top, head, rule, body, bottom = _box_lines(headers, rows, widths, right)
+        console.print(top, markup=False, highlight=False, soft_wrap=True)
+        console.print(head, style="bold", markup=False, highlight=False, soft_wrap=True)
+        console.file.write(rule + "\n" + "".join(line + "\n" for line in body) + bottom + "\n")
+        console.file.flush()
+        return
     from rich.text import Text
 
     table = Table(show_lines=False)
@@ -82,6 +91,25 @@ def _print_df(df, fmt: str = "table", title: str | None = None) -> None:
     for row in rows:
         table.add_row(*map(Text, row))  # text, not markup: a value "[link]" printed as an empty cell
     console.print(table)
+
+
+def _box_lines(headers: list[str], rows: list[list[str]], widths: list[int], right: list[bool]):
+    """The lines of rich's default table (heavy head, a space either side of each cell): top,
+    header, the rule under it, the rows, bottom."""
+    from rich.cells import cell_len
+
+    def cells(values: list[str], edge: str, sep: str) -> str:  # a header is justified as its column
+        out = []
+        for value, width, r in zip(values, widths, right):
+            pad = " " * (width - cell_len(value))
+            out.append(pad + value if r else value + pad)
+        return edge + " " + f" {sep} ".join(out) + " " + edge
+
+    def line(left: str, fill: str, mid: str, end: str) -> str:
+        return left + mid.join(fill * (w + 2) for w in widths) + end
+
+    return (line("\u250f", "\u2501", "\u2533", "\u2513"), cells(headers, "\u2503", "\u2503"), line("\u2521", "\u2501", "\u2547", "\u2529"),
+            [cells(row, "\u2502", "\u2502") for row in rows], line("\u2514", "\u2500", "\u2534", "\u2518"))
 
 
 def _cell(v) -> str:

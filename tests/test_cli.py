@@ -276,3 +276,35 @@ def test_cells_are_text_not_markup(capsys):
     cli._print_df(pd.DataFrame({"[b]": ["[link]", "[bold]x[/bold]"]}))
     out = capsys.readouterr().out
     assert "[link]" in out and "[bold]x[/bold]" in out and "[b]" in out
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_tables_are_drawn_as_rich_draws_them(monkeypatch, capsys, terminal):
+    """Tables are drawn by headdb (rich took 15 s of CPU to print 20,000 rows; CSV 1 s), line for
+    line as rich's default table: text left, numbers right (their headers too), wide characters
+    counted as two cells, blanks for missing values."""
+    import io
+
+    import pandas as pd
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from headdb import cli
+
+    df = pd.DataFrame({"role": ["local", "名前", "", None], "n": [3, 12, None, 4],
+                       "mean": [0.5, 1 / 3, float("nan"), 2e-9], "note": ["[link]", "x", "über", "a b"]})
+    screen = io.StringIO()
+    monkeypatch.setattr(cli, "_console", lambda: Console(file=screen, force_terminal=terminal, width=120,
+                                                         color_system=None))
+    cli._print_df(df)
+    ours = screen.getvalue() if terminal else capsys.readouterr().out  # piped: a console of its own on stdout
+    table = Table(show_lines=False)
+    for name in df.columns:
+        table.add_column(Text(name), justify="right" if df[name].dtype.kind in "iuf" else "left", overflow="fold")
+    for row in df.itertuples(index=False):
+        table.add_row(*(Text(cli._cell(v)) for v in row))
+    reference = io.StringIO()
+    Console(file=reference, force_terminal=terminal, width=120, color_system=None).print(table)
+    assert ours == reference.getvalue()
+    assert "│ 名前  │" in ours and "0.333333" in ours
