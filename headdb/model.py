@@ -8,6 +8,7 @@ download unless asked), aligns word pieces to words through the tokenizer's ``wo
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import threading
@@ -136,22 +137,38 @@ def load_tokenizer(folder: str | Path, name: str | None = None):
     # Byte-level BPE (RoBERTa, GPT-2 vocabularies) marks a word start by its leading space: pre-split
     # words need add_prefix_space, else every word is encoded as if glued to the one before.
     # transformers 4 raised on such input; transformers 5 silently accepts it, so check both ways.
-    try:
-        split = tok(["a", "b"], is_split_into_words=True, add_special_tokens=False)["input_ids"]
-        needs_prefix = split != tok("a b", add_special_tokens=False)["input_ids"]
-    except Exception:  # noqa: BLE001
-        needs_prefix = True
-    if needs_prefix:
+    if not _splits_as_text(tok):
         tok = auto.from_pretrained(folder, use_fast=True, trust_remote_code=False,
                                    local_files_only=True, add_prefix_space=True, split_special_tokens=True)
+        if not _splits_as_text(tok):
+            # a generic PreTrainedTokenizerFast (ModernBERT's) takes no add_prefix_space: its
+            # byte-level pre-tokenizer does
+            pre = getattr(tok.backend_tokenizer, "pre_tokenizer", None)
+            if pre is not None and hasattr(pre, "add_prefix_space"):
+                pre.add_prefix_space = True
+            if not _splits_as_text(tok):
+                raise ModelError(f"{name}: its tokenizer encodes pre-split words as if each were glued to the one "
+                                 "before (a byte-level vocabulary without a prefix space), and headdb could not "
+                                 "turn the prefix space on; the pieces would not be the model's")
     return tok
 
 
-def align(tokenizer, sentences: list[Sentence], truncate: bool, max_length: int) -> list[Encoded]:
+def _splits_as_text(tok) -> bool:
+    """Whether words handed over one by one get the pieces of the same words in running text."""
+    try:
+        split = tok(["a", "b"], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+        return split == tok("a b", add_special_tokens=False)["input_ids"]
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def align(tokenizer, sentences: list[Sentence], truncate: bool, max_length: int,
+          token_types: bool | None = None) -> list[Encoded]:
     """Tokenize pre-split words with a fast tokenizer and align every piece to its word and segment.
 
     Needs only the tokenizer (no weights), so alignment is testable without a model. Inputs
-    longer than ``max_length`` are skipped, or truncated when ``truncate``.
+    longer than ``max_length`` are skipped, or truncated when ``truncate``. ``token_types``:
+    whether to ask the tokenizer for segment ids (None: as it does by itself).
     """
     tok = tokenizer
     specials = set(tok.all_special_ids)
@@ -163,7 +180,7 @@ def align(tokenizer, sentences: list[Sentence], truncate: bool, max_length: int)
         raise ModelError("a batch mixes single and pair inputs")
     second = [[w.form for w in s.segments[1].words] for s in sentences] if all(pairs) and pairs else None
     full = tok(first, second, is_split_into_words=True, truncation=False, add_special_tokens=True,
-               return_attention_mask=False)
+               return_attention_mask=False, return_token_type_ids=token_types)
     truncated = None
     out: list[Encoded] = []
     kept: list[Encoded] = []
@@ -177,7 +194,7 @@ def align(tokenizer, sentences: list[Sentence], truncate: bool, max_length: int)
             if truncated is None:
                 truncated = tok(first, second, is_split_into_words=True, truncation=True,
                                 max_length=max_length, add_special_tokens=True,
-                                return_attention_mask=False)
+                                return_attention_mask=False, return_token_type_ids=token_types)
             status, enc = "truncated", truncated
         ids = list(enc["input_ids"][row])
         if len(ids) > max_length:  # the special tokens alone do not fit: it cannot be truncated
@@ -264,6 +281,30 @@ class HostBuffers:
                 self._free.pop(min(range(len(self._free)), key=lambda i: self._free[i].numel()))
 
 
+def _top_keys(torch, attentions, k: int):
+    """The ``k`` largest keys of every attention row, ``[batch, layer, head, query, rank]``
+    (float32 weights descending, key positions), where equal weights rank by key position, lower
+    first. torch.topk orders ties as it likes (it kept keys 7 and 5 of a uniform row of 9), and
+    under bfloat16 3% of EWT's rows tie at the k-th weight: which key was stored, and so the
+    scores, depended on it. The rows where two of the k + 1 largest weights are equal (and not 0:
+    padding) are ranked again by a stable sort."""
+    width = attentions[0].shape[-1]
+    take = min(k + 1, width)
+    # top-k layer by layer: stacking the full maps first would copy all of them
+    ranked = [torch.topk(a, k=take, dim=-1, sorted=True) for a in attentions]
+    values = torch.stack([r.values for r in ranked], dim=1)
+    indices = torch.stack([r.indices for r in ranked], dim=1)
+    tied = ((values[..., 1:] == values[..., :-1]) & (values[..., 1:] > 0)).any(dim=-1)
+    if bool(tied.any()):  # one synchronisation per batch
+        for layer, a in enumerate(attentions):
+            rows = tied[:, layer].nonzero(as_tuple=True)
+            if rows[0].numel():
+                v, i = torch.sort(a[rows], dim=-1, descending=True, stable=True)
+                values[:, layer][rows], indices[:, layer][rows] = v[..., :take], i[..., :take]
+    keep = min(k, width)
+    return values[..., :keep].float(), indices[..., :keep]
+
+
 def device_edges(values, indices, lengths, min_mass: float | None, ids=None,
                  pool: HostBuffers | None = None, weight_bits: int = 32) -> BatchEdges:
     """``sparsify.batch_edges`` in torch, on the tensors' device: the kept entries of ranked rows
@@ -344,7 +385,7 @@ def _natural_max_length(tokenizer_max, max_positions, pad_token_id, model_type: 
         limits.append(tokenizer_max)
     if isinstance(max_positions, int) and max_positions > 0:
         # RoBERTa-style positions start after the padding index
-        offset = pad_token_id + 1 if model_type in ("roberta", "xlm-roberta", "camembert") and \
+        offset = pad_token_id + 1 if model_type in ("roberta", "xlm-roberta", "camembert", "mpnet") and \
             isinstance(pad_token_id, int) else 0
         limits.append(max_positions - offset)
     return min(limits) if limits else 512
@@ -423,10 +464,13 @@ class AttentionModel:
         self.model_hash = _weights_hash(self.folder)
         self.tokenizer = self._load_tokenizer(AutoTokenizer)
         torch_dtype = getattr(torch, dtype)
+        # BigBird's default block-sparse attention returns no maps for short inputs, and for long
+        # ones a sentence's attention depends on the padding beside it: its full attention instead
+        overrides = {"attention_type": "original_full"} if getattr(config, "model_type", "") == "big_bird" else {}
         try:
             model = AutoModel.from_pretrained(
                 self.folder, attn_implementation="eager", trust_remote_code=False,
-                local_files_only=True, dtype=torch_dtype,
+                local_files_only=True, dtype=torch_dtype, **overrides,
             )
         except Exception as exc:  # noqa: BLE001
             raise ModelError(f"{name_or_path}: cannot load the model: {str(exc).splitlines()[0]}") from None
@@ -442,13 +486,59 @@ class AttentionModel:
         self.max_length = self._max_length(max_length)
         tok = self.tokenizer
         self._check_vocabulary(name_or_path)
-        self._uses_token_types = "token_type_ids" in tok.model_input_names
+        # segment ids where the model has segment embeddings: transformers 5 dropped token_type_ids
+        # from the inputs of ALBERT's, RoFormer's and XLNet's tokenizers, and pairs ran as one segment
+        types = getattr(model.config, "type_vocab_size", 0)
+        self._uses_token_types = "token_type_ids" in tok.model_input_names or (
+            isinstance(types, int) and types > 1 and "token_type_ids" in inspect.signature(model.forward).parameters)
         self._host_buffers: HostBuffers | None = None  # page-locked copies of a GPU's edges
         # Taps on the attention modules: the forward stops once the last layer's map exists.
         # "unchecked" until the first batch has shown that the taps see exactly the maps that
         # output_attentions returns; False (the model's own full forward) where they do not.
         self._tapped = threading.local()  # .maps: the maps of the forward running on this thread
         self._taps: bool | str = self._install_taps() if STOP_AT_LAST_MAP else False
+        self._probe()
+
+    def _probe(self) -> None:
+        """Run a short input through the model before anything is stored: each layer must give a
+        full query x key map of softmax weights, one per head, and not a causal one. Longformer's
+        sliding-window maps were stored as if their columns were keys, SqueezeBERT's pre-softmax
+        scores as weights, the causal maps of decoders saved as base models (Gemma, Qwen, Phi) as
+        an encoder's, ConvBERT's maps with fewer heads than its config names broke classify, and
+        models that cannot run an input (Funnel, T5's encoder) failed mid-ingest with a failed run."""
+        from headdb.corpus import Segment, Sentence, Word
+
+        torch = self.torch
+        words = tuple(Word(w) for w in ("The", "probe", "reads", "each", "word", "."))
+        (enc,) = self.encode([Sentence(0, (Segment(words, "probe", 0),))], truncate=True)
+        if not enc.input_ids:  # pragma: no cover - max_length fits the special tokens and a piece
+            return
+        try:
+            with torch.inference_mode():  # the model's own forward: the taps are checked on the first batch
+                maps = self._checked(self.model(**self._inputs([enc]), output_attentions=True,
+                                                return_dict=True).attentions)
+        except ModelError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise ModelError(f"{self.name}: the model fails on a short input ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}); headdb needs an encoder "
+                             "that returns every layer's attention map") from None
+        width = enc.length
+        shapes = sorted({tuple(m.shape) for m in maps})
+        if len(maps) != self.n_layers or shapes != [(1, self.n_heads, width, width)]:
+            raise ModelError(f"{self.name}: its attention maps have the shapes {shapes} ({len(maps)} maps), not "
+                             f"one [1, {self.n_heads}, {width}, {width}] map for each of its {self.n_layers} layers: "
+                             "headdb needs every head's full query x key map (sliding-window, block-sparse or "
+                             "pooled attention is not supported)")
+        stacked = torch.stack([m.float() for m in maps])
+        tolerance = 1e-3 if self.dtype == "float32" else 3e-2
+        if not bool(torch.isfinite(stacked).all()) or bool((stacked < 0).any()) \
+                or bool(((stacked.sum(-1) - 1).abs() > tolerance).any()):
+            raise ModelError(f"{self.name}: its attention maps are not softmax weights (rows of weights of at least "
+                             "0 that sum to 1): the model returns scores of its own as attentions")
+        if width >= 3 and bool((torch.triu(stacked, diagonal=1) == 0).all()):
+            raise ModelError(f"{self.name}: {self.model_type}'s attention is causal (no token attends to a later "
+                             "one), a decoder's; headdb analyses bidirectional encoders such as BERT or RoBERTa")
 
     def _check_vocabulary(self, name: str) -> None:
         """Every token id the tokenizer can give must have a row in the model's embeddings. A
@@ -558,7 +648,7 @@ class AttentionModel:
 
     def encode(self, sentences: list[Sentence], truncate: bool) -> list[Encoded]:
         """Tokenize pre-split words and align every piece to its word and segment."""
-        return align(self.tokenizer, sentences, truncate, self.max_length)
+        return align(self.tokenizer, sentences, truncate, self.max_length, self._uses_token_types or None)
 
     def _inputs(self, batch: list[Encoded]) -> dict:
         """The padded input tensors of a batch, on the model's device (built with numpy at once)."""
@@ -602,10 +692,7 @@ class AttentionModel:
             values = torch.stack(tuple(attentions), dim=1).float()  # [batch, layer, head, query, key]
             indices = torch.arange(width, device=values.device).expand_as(values)
         else:
-            # top-k layer by layer: stacking the full maps first would copy all of them
-            ranked = [torch.topk(a, k=min(k, width), dim=-1, sorted=True) for a in attentions]
-            values = torch.stack([r.values for r in ranked], dim=1).float()
-            indices = torch.stack([r.indices for r in ranked], dim=1)
+            values, indices = _top_keys(torch, attentions, k)
         if clock:
             self._sync()
             timings["topk"] = timings.get("topk", 0.0) + (clock() - t1)

@@ -34,7 +34,8 @@ def topk_rows(attention: np.ndarray, k: int | None) -> tuple[np.ndarray, np.ndar
     """Reference top-k over the last axis: (values descending, key positions). ``k=None``: all."""
     n = attention.shape[-1]
     k = n if k is None else min(k, n)
-    # stable sort of -weights: ties keep the lower key position first, like torch.topk on CPU
+    # stable sort of -weights: ties keep the lower key position first, as the ingest ranks them
+    # (model._top_keys: torch.topk alone orders ties as it likes)
     order = np.argsort(-attention, axis=-1, kind="stable")[..., :k]
     return np.take_along_axis(attention, order, axis=-1), order
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+import headdb
 from headdb.errors import ModelError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -253,3 +254,86 @@ def test_cli_model_errors_are_one_line_and_write_nothing(offline, default_model_
     con = duckdb.connect(str(db), read_only=True)
     assert con.execute("SELECT (SELECT count(*) FROM runs) + (SELECT count(*) FROM corpora)").fetchone()[0] == 0
     con.close()
+
+
+def _with_bert_tokenizer(model, folder: Path, default_model_dir: Path) -> Path:
+    model.eval().save_pretrained(folder)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(default_model_dir / name, folder / name)
+    return folder
+
+
+@pytest.mark.slow
+def test_models_whose_maps_are_not_an_encoders_are_refused_before_anything_is_stored(offline, default_model_dir,
+                                                                                    monkeypatch):
+    """A short probe input runs through every model at load: Longformer's sliding-window maps
+    were stored as if their columns were keys, SqueezeBERT's pre-softmax scores as weights, and a
+    decoder saved as its base model (GPT-Neo, Gemma, Qwen...) slipped past the config checks and
+    stored causal maps; each failed or went wrong only after the run was written."""
+    import torch
+    from transformers import (GPTNeoConfig, GPTNeoModel, LongformerConfig, LongformerModel, SqueezeBertConfig,
+                              SqueezeBertModel)
+
+    torch.manual_seed(0)
+    small = {"vocab_size": 30522, "hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64}
+    cases = {
+        "longformer": (LongformerModel(LongformerConfig(**small, num_hidden_layers=2, attention_window=4,
+                                                        max_position_embeddings=64, pad_token_id=0)),
+                       "attention maps have the shapes"),
+        "squeezebert": (SqueezeBertModel(SqueezeBertConfig(**small, num_hidden_layers=2, embedding_size=32,
+                                                           max_position_embeddings=64)),
+                        "not softmax weights"),
+        "gpt-neo": (GPTNeoModel(GPTNeoConfig(vocab_size=30522, hidden_size=32, num_layers=2, num_heads=4,
+                                             attention_types=[[["global"], 2]], max_position_embeddings=64)),
+                    "attention is causal"),
+    }
+    db = offline / "never.db"
+    for name, (model, words) in cases.items():
+        folder = _with_bert_tokenizer(model, offline / name, default_model_dir)
+        with pytest.raises(ModelError, match=words):
+            headdb.ingest(db, SAMPLE, model=str(folder), limit=2)
+        assert not db.exists(), name
+
+
+@pytest.mark.slow
+def test_pairs_get_segment_ids_where_the_model_has_segment_embeddings(offline, default_model_dir):
+    """transformers 5 dropped token_type_ids from the inputs of ALBERT's, RoFormer's and XLNet's
+    tokenizers, so pairs ran as one segment although the model has segment embeddings."""
+    from headdb.corpus import Segment, Sentence, Word
+    from headdb.model import AttentionModel
+
+    folder = _tiny_bert(offline / "types")
+    for name in ("vocab.txt", "tokenizer.json", "special_tokens_map.json"):
+        shutil.copy(default_model_dir / name, folder / name)
+    config = json.loads((default_model_dir / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps(config | {"model_input_names": ["input_ids",
+                                                                                            "attention_mask"]}))
+    am = AttentionModel(str(folder))
+    assert "token_type_ids" not in am.tokenizer.model_input_names
+    pair = Sentence(0, (Segment((Word("a"), Word("cat")), "a cat", 1), Segment((Word("sat"),), "sat", 2)))
+    (enc,) = am.encode([pair], truncate=False)
+    assert enc.token_type_ids == [0, 0, 0, 0, 1, 1]  # [CLS] a cat [SEP] | sat [SEP]
+    assert am._inputs([enc])["token_type_ids"].tolist() == [[0, 0, 0, 0, 1, 1]]
+
+
+def test_a_generic_byte_level_tokenizer_gets_its_prefix_space(tmp_path):
+    """ModernBERT ships a generic PreTrainedTokenizerFast over a byte-level BPE without a prefix
+    space, which takes no add_prefix_space: every pre-split word was encoded as if glued to the
+    one before (no word started with a Ġ piece). Its pre-tokenizer now gets the prefix space,
+    and a tokenizer that still splits otherwise than running text is refused."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from headdb.model import _splits_as_text, load_tokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["The cat sat on the mat.", "Unbelievably loud dogs bark at night."] * 10,
+                            vocab_size=300, min_frequency=1, show_progress=False,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                            pad_token="<pad>", cls_token="<s>", sep_token="</s>",
+                            mask_token="<mask>").save_pretrained(tmp_path)
+    assert not _splits_as_text(AutoTokenizer.from_pretrained(tmp_path))
+    tok = load_tokenizer(tmp_path)
+    assert _splits_as_text(tok)
+    assert tok(["The", "cat"], is_split_into_words=True, add_special_tokens=False).tokens()[-1] == "\u0120cat"
