@@ -395,9 +395,26 @@ def compact(path: str | Path) -> tuple[int, int]:
         con.close()
         tmp.unlink(missing_ok=True)
         raise
-    con.close()
-    _same_owner_and_mode(target, tmp)
-    os.replace(tmp, target)
+    # The swap under locks: the store's own (con) until the old file is gone, and the copy's
+    # before it takes the store's name. Closing the store first let another process take the
+    # old file between the close and the swap: its commits went into the file that was then
+    # replaced (lost without an error).
+    try:
+        copy = duckdb.connect(str(tmp), read_only=True)  # read-only: it writes no WAL beside the store
+    except BaseException:
+        con.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    try:
+        _same_owner_and_mode(target, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        copy.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        con.close()
+    copy.close()
     return before, target.stat().st_size
 
 

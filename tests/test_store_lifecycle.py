@@ -152,6 +152,33 @@ def _locked_for_another_process(db: Path) -> bool:
     return proc.returncode != 0 and "lock" in proc.stderr.lower()
 
 
+def test_compact_swaps_the_copy_in_under_a_lock(store, monkeypatch):
+    """compact closed the store, then put the copy in its place: a process that opened the store
+    between the two committed into the file that was then replaced, and its rows were gone
+    without an error. Both files are now locked across the swap."""
+    db = importlib.import_module("headdb.db")
+    real = db._same_owner_and_mode
+    seen = []
+
+    def between(target, copy):  # right before the swap
+        seen.append(_locked_for_another_process(target))
+        real(target, copy)
+
+    monkeypatch.setattr(db, "_same_owner_and_mode", between)
+    real_replace = os.replace
+
+    def replace(a, b):
+        real_replace(a, b)
+        seen.append(_locked_for_another_process(Path(b)))  # the copy, in the store's place
+
+    monkeypatch.setattr(os, "replace", replace)
+    headdb.compact(store)
+    assert seen == [True, True]
+    monkeypatch.undo()
+    assert not _locked_for_another_process(store) and len(headdb.runs(store)) == 1
+    assert not list(store.parent.glob("*.compact-tmp*"))
+
+
 @pytest.mark.parametrize("read_only", [False, True])
 def test_headdb_calls_keep_the_lock_of_a_users_connection(store, read_only):
     """Reading the store's header (is it DuckDB's?) closed a descriptor of the file, and closing
