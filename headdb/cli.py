@@ -205,7 +205,7 @@ def ingest(
             progress=not quiet and sys.stderr.isatty(), weight_bits=weight_bits, parse_processes=parse_processes,
         )
     except KeyboardInterrupt as exc:
-        typer.echo(_ingest_interrupted(exc, db), err=True)
+        typer.echo(_ingest_interrupted(exc, db, new_run), err=True)
         _state["interrupt_reported"] = True
         raise typer.Exit(130) from None
     err = typer.echo
@@ -238,9 +238,11 @@ def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
-def _ingest_interrupted(exc: KeyboardInterrupt, db: Path) -> str:
-    """What Ctrl-C left of an ingest: nothing, or a run to resume with what it has committed."""
+def _ingest_interrupted(exc: KeyboardInterrupt, db: Path, new_run: bool = False) -> str:
+    """What Ctrl-C left of an ingest: nothing, or a run to resume with what it has committed
+    (a command with --new-run resumes it without that flag: with it, it starts another run)."""
     from headdb.errors import IngestInterrupted
+    from headdb.ingest import again
 
     if not isinstance(exc, IngestInterrupted):  # before the run was recorded
         return "interrupted before the ingest began: nothing was stored"
@@ -251,7 +253,7 @@ def _ingest_interrupted(exc: KeyboardInterrupt, db: Path) -> str:
         kept = "has no sentence committed yet"
     else:
         kept = f"keeps its {_count(exc.kept, 'committed sentence')}"
-    return (f"interrupted: {run} {kept}; run the same command again to resume it "
+    return (f"interrupted: {run} {kept}; {again(new_run)} to resume it "
             f"(or delete it: `headdb drop {db} {exc.run_id} --yes`)")
 
 

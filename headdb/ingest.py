@@ -379,10 +379,10 @@ def _ingest_loaded(db, corpus_path: Path, fmt: str, pairs: bool, n_total: int, s
             new_sentences = not con.execute(
                 "SELECT EXISTS (SELECT 1 FROM sentences WHERE corpus_id = $c) OR EXISTS (SELECT 1 FROM words WHERE corpus_id = $c)",
                 {"c": corpus_id}).fetchone()[0]
-            new_run = not finished and not con.execute(
+            nothing_stored = not finished and not con.execute(
                 "SELECT EXISTS (SELECT 1 FROM tokens WHERE run_id = ?)", [run_id]).fetchone()[0]
             writer = _Writer(con, run_id, corpus_id, result, threaded=overlapped, writers=_writers(am, overlapped),
-                             weight_bits=weight_bits, new_sentences=new_sentences, new_run=new_run)
+                             weight_bits=weight_bits, new_sentences=new_sentences, new_run=nothing_stored)
             switch = _SwitchInterval(GIL_SWITCH_US if overlapped or read_ahead else None)  # restored below
             heap = _FrozenHeap(FREEZE_HEAP)  # after the model and the parser are loaded; restored below
             pending: list[tuple[list, BatchEdges | None]] = []  # computed, not yet handed to the writer
@@ -411,19 +411,18 @@ def _ingest_loaded(db, corpus_path: Path, fmt: str, pairs: bool, n_total: int, s
                     writer.put(pending)
                 writer.close()
             except BaseException as exc:
-                kept = None
+                kept, marked = None, False
                 try:
                     if windows is not None:
                         windows.close()  # stops a reading thread
                     writer.close(abort=True)
-                    _fail(con, run_id, exc)
-                    if interrupted(exc):
-                        kept = _kept(con, run_id)
+                    marked = _fail(con, run_id, exc)
+                    kept = _kept(con, run_id)
                 except KeyboardInterrupt:  # a second Ctrl-C during the clean-up: still this run's interrupt
                     raise IngestInterrupted(run_id, name, None) from exc
                 if interrupted(exc):  # Ctrl-C, also during a DuckDB statement
                     raise IngestInterrupted(run_id, name, kept) from exc
-                _raise_write_error(db, run_id, exc)
+                _raise_write_error(db, run_id, exc, marked, kept, new_run)
                 raise
             finally:
                 switch.restore()
@@ -832,13 +831,20 @@ def _start_run(con, fingerprint, new_run, run_name, corpus_path, sha, fmt, pairs
     return run_id, False, False
 
 
-def _fail(con, run_id: int, exc: BaseException) -> None:
-    """Mark the run failed (it stays resumable); never hide the original error."""
+def _fail(con, run_id: int, exc: BaseException) -> bool:
+    """Mark the run failed (it stays resumable); never hide the original error. Whether the
+    mark was written (on a full disk it may not be)."""
     message = "interrupted" if interrupted(exc) else (str(exc).splitlines() or [type(exc).__name__])[0]
     try:
         con.execute("UPDATE runs SET status = 'failed', error = ? WHERE run_id = ?", [message[:500], run_id])
+        return True
     except Exception:  # noqa: BLE001 - the database may be what failed
-        pass
+        return False
+
+
+def again(new_run: bool) -> str:
+    """How to resume a run: a command that asked for a new run would start yet another one."""
+    return "run the same command again without --new-run" if new_run else "run the same command again"
 
 
 def _kept(con, run_id: int) -> int | None:
@@ -849,15 +855,19 @@ def _kept(con, run_id: int) -> int | None:
         return None
 
 
-def _raise_write_error(db, run_id: int, exc: BaseException) -> None:
-    """A DuckDB error while writing (a full disk, say) becomes one clear line for the CLI."""
+def _raise_write_error(db, run_id: int, exc: BaseException, marked: bool = True, kept: int | None = None,
+                       new_run: bool = False) -> None:
+    """A DuckDB error while writing (a full disk, say) becomes one clear line for the CLI, which
+    says what the store holds (a full disk may refuse even the mark of the failure)."""
     import duckdb
 
     if isinstance(exc, duckdb.Error):
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        held = ("the batches written before are kept" if kept is None else
+                "no sentence was committed" if kept == 0 else f"its {kept:,} committed sentences are kept")
+        state = "the run is marked failed" if marked else "the run could not be marked failed (it shows as interrupted)"
         raise DatabaseError(
-            f"{db}: writing run {run_id} failed: {first}; the batches written before are kept and the run is "
-            "marked failed: run the same command again to resume it"
+            f"{db}: writing run {run_id} failed: {first}; {held} and {state}: {again(new_run)} to resume it"
         ) from exc
 
 

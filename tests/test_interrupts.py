@@ -137,6 +137,18 @@ def test_an_interrupted_ingest_says_what_it_kept_and_how_to_resume(tmp_path, mon
     assert (code, err) == (130, said.replace("DB", str(db)) + "\n")
 
 
+def test_an_interrupted_new_run_is_resumed_without_new_run(tmp_path, monkeypatch, capsys):
+    """After an interrupted `ingest --new-run`, "run the same command again" started yet another
+    run and left the interrupted one behind; without --new-run the same command resumes it."""
+    def interrupt(*args, **kwargs):
+        raise IngestInterrupted(2, "run-2", 0)
+
+    monkeypatch.setattr(ingest_module, "ingest", interrupt)
+    db = tmp_path / "s.db"
+    code, _, err = run_cli(["ingest", db, "--new-run"], monkeypatch, capsys)
+    assert code == 130 and "; run the same command again without --new-run to resume it (or delete it" in err, err
+
+
 @pytest.mark.slow
 def test_ctrl_c_inside_the_edge_insert_marks_the_run_interrupted_and_it_resumes(tmp_path, monkeypatch, tiny_bert_dir):
     from headdb.resources import sample_corpus

@@ -242,3 +242,6 @@ def test_cli_write_error_is_one_line(tmp_path, corpus):
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
     assert "No space left on device" in proc.stderr
+    # what the store holds, as it holds it
+    assert "; no sentence was committed and the run is marked failed: run the same command again to resume it" \
+        in proc.stderr, proc.stderr
