@@ -175,7 +175,7 @@ def ingest(
                                     "(1/65535 steps, rounded down; a 28% smaller file on EWT), sparse runs only."),
     truncate: bool = typer.Option(False, "--truncate", help="Truncate over-long inputs (default: skip and count them)."),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="Token limit (default: the model's maximum)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N sentences."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N inputs (sentences; pairs with --pairs or a TSV file)."),
     batch_size: int = typer.Option(32, "--batch-size", help="Sentences per model batch."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16."),

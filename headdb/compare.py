@@ -133,9 +133,9 @@ def _unlike_decisions(con, run_a: int, run_b: int, roles: list[str]) -> dict[str
             for role, run, cid, names, alpha, correction, taus in rows}
 
     def say(run: int, m: tuple) -> str:
-        family = "no family" if not m[1] else ",".join(m[1]) if len(m[1]) <= 3 else f"{len(m[1])} roles"
+        family = "" if not m[1] else " of " + (",".join(m[1]) if len(m[1]) <= 3 else f"{len(m[1])} roles")
         taus = "/".join(f"{t:g}" for t in m[4])
-        return f"run {run}: classification {m[0]} of {family}, {m[3]}, alpha {m[2]:g}, tau {taus}"
+        return f"run {run}: classification {m[0]}{family}, {m[3]}, alpha {m[2]:g}, tau {taus}"
 
     unlike = {}
     for role in roles:
@@ -229,10 +229,13 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
             FROM head_tests WHERE run_id IN (?, ?) AND list_contains(?, role)
             GROUP BY role, layer, head
             """, [ia["run_id"], ib["run_id"], ia["run_id"], ib["run_id"], wanted]).df()
-        n_sent = con.execute(
-            "SELECT count(*) FROM run_sentences a JOIN run_sentences b USING (sentence_id) "
+        # shared sentences cut in one run and not the other, or of another length: their changes
+        # come from the input (a pair of a truncated and a whole run gave "56 lost" without a word)
+        n_sent, n_unlike = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE a.status <> b.status OR a.n_tokens IS DISTINCT FROM b.n_tokens) "
+            "FROM run_sentences a JOIN run_sentences b USING (sentence_id) "
             "WHERE a.run_id = ? AND b.run_id = ? AND a.status <> 'skipped' AND b.status <> 'skipped'",
-            [ia["run_id"], ib["run_id"]]).fetchone()[0]
+            [ia["run_id"], ib["run_id"]]).fetchone()
     rows = []
     for (role, layer, head), g in scores.groupby(["role", "layer", "head"], sort=False):
         a = g["score_a"].to_numpy(float)
@@ -272,6 +275,9 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
                        f"sentences; {n_changed} (head, role) scores changed at {correction} alpha={alpha}; "
                        f"{_heads(int((df['role_change'] == 'gained').sum()))} gained a role, "
                        f"{int((df['role_change'] == 'lost').sum())} lost one"
+                       + (f"\n{n_unlike} of the shared sentences were truncated in one run and not in the other, "
+                          "or have another length: their differences come from the input, not only the model"
+                          if n_unlike else "")
                        + unlike_note("its role_change is unknown")),
                  unlike_decisions=unlike)
     df.attrs = attrs

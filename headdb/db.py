@@ -131,7 +131,7 @@ def _open(path: str | Path, read_only: bool, config: dict[str, Any] | None = Non
                     "writing needs it alone: wait for that process to close it"
                 ) from None
             raise DatabaseLockedError(
-                f"{path}: the database is locked{who}, which is writing to it; "
+                f"{path}: the database is locked{who}, which has it open for writing; "
                 "wait for it to finish (read-only commands work once no writer holds it)"
             ) from None
         raise DatabaseError(f"{path}: {text.splitlines()[0]}") from None

@@ -315,6 +315,22 @@ def _accuracy_table(con, run_id: int, wanted: bool | None) -> pd.DataFrame | Non
                   "baseline_accuracy", "n_select", "select_accuracy"]]
 
 
+def _remove_stale_staging(out_dir: Path) -> None:
+    """Remove the figure folders of killed reports (``.figures-PID.tmp`` of a process that is gone):
+    named by their process, a later report never met them, and they stayed for good."""
+    import os
+    import shutil
+
+    for folder in out_dir.glob(".figures-*.tmp") if out_dir.is_dir() else ():
+        try:
+            pid = int(folder.name[len(".figures-"):-len(".tmp")])
+            os.kill(pid, 0)  # raises where no such process runs
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (ValueError, PermissionError):  # not ours to judge: another user's live process
+            continue
+
+
 def report(db: DbLike, run: int | str | None = None, out: str | Path = "report", *,
            compare: int | str | None = None, roles: Sequence[str] | str | None = None,
            correction: str = "bh", alpha: float = 0.05, accuracy: bool | None = None) -> Report:
@@ -337,6 +353,7 @@ def report(db: DbLike, run: int | str | None = None, out: str | Path = "report",
         raise InputError("the report output must be a folder", out_dir)
     created = not out_dir.exists()
     staging = out_dir / f".figures-{os.getpid()}.tmp"
+    _remove_stale_staging(out_dir)
     fig_dir = out_dir / "figures"
     try:
         run_id, doc, markdown, drawn = _draw(db, run, out_dir, fig_dir, staging, compare=compare, roles=roles,

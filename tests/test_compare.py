@@ -231,3 +231,19 @@ def test_gained_and_lost_only_between_tests_decided_alike(store, tmp_path, chang
         assert (df["role_change"] != "unknown").all()
     small_note = headdb.compare(db, "base", "small")  # layer counts only: said in the note as well
     assert ("its counts do not compare" in small_note.attrs["note"]) == small
+
+
+def test_compare_says_when_shared_sentences_differ_in_truncation_or_length(tmp_path):
+    """A truncated run compared with a whole one reported the cut's changes ("56 lost") as the
+    model's, without a word about the truncation that run_sentences records."""
+    import duckdb
+
+    db = build_results_store(tmp_path / "t.db")
+    assert "truncated in one run" not in headdb.compare(db, "base", "tuned").attrs["note"]
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE run_sentences SET status = 'truncated' WHERE run_id = (SELECT run_id FROM runs "
+                "WHERE run_name = 'tuned') AND sentence_id IN (SELECT min(sentence_id) FROM run_sentences)")
+    con.close()
+    note = headdb.compare(db, "base", "tuned").attrs["note"]
+    assert "\n1 of the shared sentences were truncated in one run and not in the other, or have another length" \
+        in note, note

@@ -185,7 +185,7 @@ def test_commands_on_a_database_another_process_writes_say_locked_by_pid(db, wri
     args = [a.format(db=db) for a in LOCKED_COMMANDS[name]]
     code, out, err = run_cli(args, monkeypatch, capsys)
     assert code == 1 and out == ""
-    assert err == (f"error: {db}: the database is locked by process {writer.pid}, which is writing to it; "
+    assert err == (f"error: {db}: the database is locked by process {writer.pid}, which has it open for writing; "
                    "wait for it to finish (read-only commands work once no writer holds it)\n")
 
 

