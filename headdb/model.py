@@ -510,7 +510,8 @@ class AttentionModel:
 
         torch = self.torch
         words = tuple(Word(w) for w in ("The", "probe", "reads", "each", "word", "."))
-        (enc,) = self.encode([Sentence(0, (Segment(words, "probe", 0),))], truncate=True)
+        (enc,) = align(self.tokenizer, [Sentence(0, (Segment(words, "probe", 0),))], True, self.max_length,
+                       self._uses_token_types or None)
         if not enc.input_ids:  # pragma: no cover - max_length fits the special tokens and a piece
             return
         try:

@@ -230,7 +230,7 @@ def test_second_ingest_while_another_process_writes(db, tiny_bert_dir, monkeypat
     try:
         code, out, err = run_cli(["ingest", db, SAMPLE, "--model", tiny_bert_dir, "-q"], monkeypatch, capsys)
         assert code == 1 and out == ""
-        assert err.startswith(f"error: {db}: the database is locked by process {h.pid}, which is writing")
+        assert err.startswith(f"error: {db}: the database is locked by process {h.pid}, which has it open for writing")
         assert err.count("\n") == 1
     finally:
         h.close()
