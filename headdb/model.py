@@ -301,8 +301,8 @@ def _top_keys(torch, attentions, k: int):
             if rows[0].numel():
                 v, i = torch.sort(a[rows], dim=-1, descending=True, stable=True)
                 values[:, layer][rows], indices[:, layer][rows] = v[..., :take], i[..., :take]
-    keep = min(k, width)
-    return values[..., :keep].float(), indices[..., :keep]
+    keep = min(k, width)  # contiguous, as topk's own were: the edge selection reads them row by row
+    return values[..., :keep].float().contiguous(), indices[..., :keep].contiguous()
 
 
 def device_edges(values, indices, lengths, min_mass: float | None, ids=None,
