@@ -216,7 +216,7 @@ def ingest(
         verb = "resumed" if result.resumed else "stored"
         err(f"run {result.run_id} ({result.run_name}): {verb} {_count(result.sentences, 'sentence')}, "
             f"{result.edges:,} edges "
-            f"in {result.seconds:.1f} s ({result.sentences_per_second:,.0f} sentences/s); "
+            f"in {result.seconds:.1f} s ({_rate(result.sentences_per_second)} sentences/s); "
             f"skipped {result.skipped} over-long, truncated {result.truncated}", err=True)
         if result.pieceless_words:
             err(f"{_count(result.pieceless_words, 'word')} got no word piece from the tokenizer (such as U+FE0F, or a "
@@ -232,6 +232,12 @@ def ingest(
                 f"{rs.too_long_lines} over-long lines skipped"
                 + (", odd last sentence left out of the pairs" if rs.odd_sentence_dropped else ""), err=True)
     typer.echo(result.run_id)
+
+
+def _rate(per_second: float) -> str:
+    """Sentences a second: whole numbers, but the digits that matter below 10 (a slow run of long
+    documents read "0 sentences/s")."""
+    return f"{per_second:,.0f}" if per_second >= 10 else f"{per_second:.2g}"
 
 
 def _count(n: int, noun: str) -> str:
@@ -594,6 +600,9 @@ def _storage_error(exc: BaseException) -> str | None:
 
     if isinstance(exc, duckdb.Error):
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if isinstance(exc, duckdb.OutOfMemoryException):  # classify of roles with sieves of length^2
+            first += ("; classify fewer roles at a time (--roles), or those whose sieves hold fewer pairs"
+                      if "classify" in sys.argv[1:3] else "")
         return f"DuckDB: {first}"
     if isinstance(exc, OSError):
         where = f"{exc.filename}: " if exc.filename else ""

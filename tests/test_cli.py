@@ -308,3 +308,9 @@ def test_tables_are_drawn_as_rich_draws_them(monkeypatch, capsys, terminal):
     Console(file=reference, force_terminal=terminal, width=120, color_system=None).print(table)
     assert ours == reference.getvalue()
     assert "│ 名前  │" in ours and "0.333333" in ours
+
+
+def test_a_slow_ingest_does_not_read_0_sentences_a_second():
+    from headdb.cli import _rate
+
+    assert [_rate(x) for x in (0.0031, 3.14159, 282.2, 1234.5)] == ["0.0031", "3.1", "282", "1,234"]

@@ -268,8 +268,14 @@ def test_unforeseen_storage_errors_are_one_line(store, capsys, monkeypatch):
     def read_only_folder(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(store.parent / "x.tmp"))
 
+    def out_of_memory(*args, **kwargs):  # roles whose sieves grow with length^2, many in one pass
+        raise duckdb.OutOfMemoryException("Out of Memory Error: failed to pin block of size 256.0 KiB")
+
     for fake, said in ((full_disk, 'error: DuckDB: IO Error: Could not write file "s.db.wal": No space left on '
                                    "device\n"),
+                       (out_of_memory, "error: DuckDB: Out of Memory Error: failed to pin block of size 256.0 KiB; "
+                                       "classify fewer roles at a time (--roles), or those whose sieves hold fewer "
+                                       "pairs\n"),
                        (read_only_folder, f"error: {store.parent / 'x.tmp'}: Permission denied\n")):
         monkeypatch.setattr(importlib.import_module("headdb.classify"), "classify", fake)
         code, out, err = run_main(capsys, monkeypatch, "classify", store)
