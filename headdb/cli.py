@@ -85,9 +85,9 @@ def _print_df(df, fmt: str = "table", title: str | None = None) -> None:
     from rich.text import Text
 
     table = Table(show_lines=False)
-    for name, col in zip(headers, df.columns):
+    for name, r in zip(headers, right):
         # wrap, never "…", should rich still find a cell too narrow
-        table.add_column(Text(name), justify="right" if df[col].dtype.kind in "iuf" else "left", overflow="fold")
+        table.add_column(Text(name), justify="right" if r else "left", overflow="fold")
     for row in rows:
         table.add_row(*map(Text, row))  # text, not markup: a value "[link]" printed as an empty cell
     console.print(table)

@@ -58,8 +58,13 @@ def _exact_only(duckdb_type: str) -> bool:
     """Types whose values DuckDB's DataFrames change: 128-bit integers and DECIMALs become floats,
     INTERVALs lose their months, BIT its bits, and lists hold numpy masked arrays (a NULL inside
     became 0 in Parquet and "--" in CSV)."""
-    return duckdb_type in _WIDE_INTEGERS or duckdb_type in ("INTERVAL", "BIT") \
-        or duckdb_type.startswith(("DECIMAL", "STRUCT(", "MAP(", "UNION(")) or duckdb_type.endswith("]")
+    return duckdb_type in _WIDE_INTEGERS or duckdb_type in ("INTERVAL", "BIT") or duckdb_type.startswith("DECIMAL") \
+        or _nested(duckdb_type)
+
+
+def _nested(duckdb_type: str) -> bool:
+    """Lists and fixed-size arrays (``INTEGER[]``, ``INTEGER[2]``), structs, maps and unions."""
+    return duckdb_type.startswith(("STRUCT(", "MAP(", "UNION(")) or duckdb_type.endswith("]")
 
 
 def _one_statement(query: str) -> None:
@@ -97,8 +102,7 @@ def _exact_frame(table, types: list[str], names: list[str]) -> pd.DataFrame:
             columns[name] = pd.Series([None if v is None else "".join(f"{b:08b}" for b in v[1:])[v[0]:]
                                        for v in column.to_pylist()], dtype=object)
             continue
-        if kind.startswith(("STRUCT(", "MAP(", "UNION(")) or kind.endswith("]") or \
-                (pa.types.is_decimal(column.type) and column.type.scale > 0):
+        if _nested(kind) or (pa.types.is_decimal(column.type) and column.type.scale > 0):
             columns[name] = pd.Series([_python(v, kind.startswith("MAP(")) for v in column.to_pylist()], dtype=object)
             continue
         if kind == "UHUGEINT":
