@@ -181,3 +181,50 @@ def test_a_forward_that_ends_before_the_last_map_runs_whole_from_then_on(model_d
         am.n_layers -= 1
     assert am._taps is False
     np.testing.assert_array_equal(got[0], want[0])
+
+
+def test_a_cpu_ranks_each_map_as_the_model_makes_it(model_dirs):
+    """On a CPU each layer's map is ranked inside the forward and let go before the next layer
+    runs: a batch holds one layer's maps at a time, not all of them. The ranking is the one made
+    after the whole forward, ties included (bfloat16 maps tie often)."""
+    import weakref
+
+    import torch
+
+    from headdb.model import AttentionModel, _top_keys
+
+    am = AttentionModel(str(model_dirs["bert"]), dtype="bfloat16")
+    batch = am.encode(_sentences(), truncate=False)
+    am.forward(batch, 4)
+    assert am.stops_early
+    live, seen = [], []
+
+    def keep(module, args, output):  # registered after the taps: runs after each layer's ranking
+        seen.append(weakref.ref(output[1]))
+
+    def count(module, args):  # as each layer starts: how many earlier maps are still held
+        live.append(sum(r() is not None for r in seen))
+
+    attention = [layer.attention.self for layer in am.model.encoder.layer]
+    hooks = [m.register_forward_hook(keep) for m in attention] + [m.register_forward_pre_hook(count) for m in attention]
+    try:
+        got = am.forward(batch, 4)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert am.n_layers >= 2 and len(seen) == am.n_layers - 1  # the last layer's tap stops the forward
+    assert live == [0] * am.n_layers  # no earlier layer's map is held when a layer starts
+    assert all(r() is None for r in seen)
+    maps = _whole_maps(am, batch)
+    values, indices = _top_keys(torch, maps, 4)
+    stacked = torch.stack(maps, dim=1)
+    assert bool(((stacked[..., 1:] == stacked[..., :-1]) & (stacked[..., 1:] > 0)).any())  # the maps hold ties
+    np.testing.assert_array_equal(got[0], values.numpy())
+    np.testing.assert_array_equal(got[1], indices.to(torch.int16).numpy())
+
+
+def _whole_maps(am, batch):
+    import torch
+
+    with torch.inference_mode():
+        return am.model(**am._inputs(batch), output_attentions=True, return_dict=True).attentions
