@@ -117,6 +117,9 @@ def render(r: dict) -> str:
                 x = ing[name]
                 add(f"ingestion {name}: end-to-end / forward-only sentences/s",
                     f"{x['end_to_end_sps']:.1f} / {x['forward_only_sps']:.1f} = **{x['ratio']:.2f}**", target)
+                if x.get("ratio_of_pairs") and len(x["ratio_of_pairs"]) > 1:
+                    add(f"ingestion {name}: each ingest / the forward-only pass before it (median; all)",
+                        f"{x['ratio_median_of_pairs']:.2f} ({', '.join(f'{v:.2f}' for v in x['ratio_of_pairs'])})")
                 if x.get("forward_to_last_map_sps"):
                     add(f"ingestion {name}: end-to-end / the forward stopped at the last attention map",
                         f"{x['end_to_end_sps']:.1f} / {x['forward_to_last_map_sps']:.1f} = {x['ratio_to_last_map']:.2f}")
