@@ -72,10 +72,13 @@ def add_classification(con, run_id: int, roles: list[str], significant: dict[str
     _insert(con, "head_tests", rows)
 
 
-def add_scores(con, run_id: int, scores: dict[tuple[str, int, int], list[float]]) -> None:
+def add_scores(con, run_id: int, scores: dict[tuple[str, int, int], list[float | None]]) -> None:
+    """sentence_scores rows: ``values[i]`` is sentence i's score, None where the head has none."""
     rows = []
     for (role, layer, head), values in scores.items():
         for sid, v in enumerate(values):
+            if v is None:
+                continue
             rows.append({"run_id": run_id, "role": role, "layer": layer, "head": head, "sentence_id": sid,
                          "score": float(v), "score_upper": float(v), "n_queries": 3})
     _insert(con, "sentence_scores", rows)

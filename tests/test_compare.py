@@ -178,24 +178,205 @@ def test_a_role_classified_from_different_sql_in_the_two_runs_is_refused(tmp_pat
     assert set(headdb.compare(db, 1, 2)["role"]) == {"near", "local"}
 
 
-def test_scores_equal_to_rounding_compare_as_unchanged():
+def _reference_differences(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """b - a per sentence with differences within ROUNDING of the scores set to 0, with numpy."""
+    from headdb.compare import ROUNDING
+
+    d = b - a
+    d[np.abs(d) <= ROUNDING * np.maximum(np.abs(a), np.abs(b))] = 0.0
+    return d
+
+
+def _reference_test(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """compare's test of one head written out on its paired scores, the way compare did it before
+    it computed the tests from DuckDB's moments: the differences of :func:`_reference_differences`;
+    fewer than 2 pairs -> NaN; all differences equal -> t = 0, p = 1 when 0, else t = +-inf,
+    p = 0; otherwise scipy.stats.ttest_rel(b, a) (ttest_1samp of the rounded d where the rounding
+    changed a difference)."""
+    if a.size < 2:
+        return math.nan, math.nan
+    d = _reference_differences(a, b)
+    if np.all(d == d[0]):
+        return (0.0, 1.0) if d[0] == 0 else (float(np.sign(d[0]) * np.inf), 0.0)
+    res = stats.ttest_rel(b, a) if (d == b - a).all() else stats.ttest_1samp(d, 0.0)
+    return float(res.statistic), float(res.pvalue)
+
+
+def _two_run_store(path, scores_a: dict, scores_b: dict, n_layers: int, n_heads: int, n_sentences: int,
+                   sig_a: dict | None = None, sig_b: dict | None = None):
+    """Runs 1 (a) and 2 (b) of one shape over the same sentences, classified with the roles of
+    ``scores_a`` (in their order), with these per-sentence scores (None: no score)."""
+    from handmade_store import add_classification, add_corpus, add_run, add_scores
+
+    roles = list(dict.fromkeys(role for role, _, _ in scores_a))
+    con = headdb.connect(path)
+    try:
+        add_corpus(con, n_sentences)
+        for run_id, name, sig in ((1, "a", sig_a), (2, "b", sig_b)):
+            add_run(con, run_id, n_layers, n_heads, n_sentences, name=name)
+            add_classification(con, run_id, roles, sig or {}, n_layers, n_heads)
+        add_scores(con, 1, scores_a)
+        add_scores(con, 2, scores_b)
+    finally:
+        con.close()
+    return path
+
+
+def _reference_compare(db):
+    """Every head's paired scores of runs 1 and 2 read back and tested one by one
+    (:func:`_reference_test`), on the grid of every (role, layer, head), in compare's order."""
+    s = headdb.sql(db, "SELECT run_id, role, layer, head, sentence_id, score FROM sentence_scores")
+    keys = ["role", "layer", "head"]
+    pairs = s[s["run_id"] == 1].merge(s[s["run_id"] == 2], on=keys + ["sentence_id"], suffixes=("_a", "_b"))
+    rows = {}
+    for key, g in pairs.groupby(keys):
+        a, b = g["score_a"].to_numpy(float), g["score_b"].to_numpy(float)
+        d = _reference_differences(a, b)
+        rows[(key[0], int(key[1]), int(key[2]))] = (a.size, a.mean(), b.mean(), np.abs(d).mean(), d.mean(),
+                                                    d.std(ddof=1) if a.size > 1 else np.nan, *_reference_test(a, b))
+    return rows
+
+
+def _assert_same_as_reference(got, ref, correction: str, alpha: float):
+    """Equal counts and decisions; numbers equal to float rounding (rtol 1e-12), with an
+    absolute allowance of 100 ulps of the mean |d| where the mean of d cancels to near 0, carried
+    through t; p's relative tolerance grows as its sensitivity to t does: d log p / d log t is
+    about min(t^2, n - 1) in the tails (a p of 1e-100 moves by some n times t's relative change)."""
+    from headdb.compare import adjust_pvalues
+
+    empty = (0, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan)
+    want = np.array([ref.get((r.role, r.layer, r.head), empty) for r in got.itertuples()], dtype=float)
+    n, mean_a, mean_b, mean_abs, mean_diff, std_diff, t, p = want.T
+    assert got["n"].tolist() == n.astype(int).tolist()
+    np.testing.assert_allclose(got["mean_a"], mean_a, rtol=1e-12, atol=0, equal_nan=True)
+    np.testing.assert_allclose(got["mean_b"], mean_b, rtol=1e-12, atol=0, equal_nan=True)
+    slack = np.nan_to_num(1e-14 * mean_abs)
+    assert (np.isclose(got["mean_diff"], mean_diff, rtol=1e-12, atol=0, equal_nan=True)
+            | (np.abs(got["mean_diff"] - mean_diff) <= slack)).all()
+    np.testing.assert_allclose(got["std_diff"], std_diff, rtol=1e-12, atol=0, equal_nan=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_slack = np.nan_to_num(slack * np.sqrt(n) / std_diff, posinf=0.0)
+    assert ((np.isnan(t) & got["t"].isna()) | (got["t"] == t)
+            | (np.abs(got["t"] - t) <= 1e-12 * np.abs(t) + t_slack)).all()
+    p_tol = 1e-12 * (1 + np.minimum(np.nan_to_num(t, posinf=0.0, neginf=0.0) ** 2, n))
+    assert ((np.isnan(p) & got["p"].isna()) | (got["p"] == p) | (np.abs(got["p"] - p) <= p_tol * p + t_slack)).all()
+    changed = adjust_pvalues(p, correction) < alpha
+    assert got["changed"].tolist() == changed.tolist()
+    assert got["direction"].tolist() == np.where(changed, np.where(mean_diff > 0, "up", "down"), "").tolist()
+
+
+def _varied_scores(rng, n: int = 30):
+    """Two runs' scores of roles r and s, 2 x 4 heads, with a head of each kind compare must get
+    right (see the comments); None where run B has no score of a sentence."""
+    def gamma():
+        return rng.gamma(2.0, 1.5, n)
+
+    def only(b, keep):
+        return [v if i in keep else None for i, v in enumerate(b)]
+
+    def last_bits(a, every=2):  # the same attention scored again: a last bit off in some sentences
+        b = a.copy()
+        b[::every] = np.nextafter(b[::every], np.inf)
+        b[1::4] = np.nextafter(np.nextafter(b[1::4], 0), 0)
+        return b
+
+    A, B = {}, {}
+
+    def head(key, a, b):
+        A[key], B[key] = list(a), list(b)
+
+    a = gamma()
+    head(("r", 0, 0), a, a + rng.normal(0.3, 1.0, n))                    # ordinary
+    a = gamma()
+    head(("r", 0, 1), a, only(a + rng.normal(0, 1.0, n), set(range(n)) - {3, 7, 20}))  # fewer pairs
+    a = gamma()
+    head(("r", 0, 2), a, only(a + 1, {5}))                                # one pair: untested
+    a = gamma()
+    head(("r", 0, 3), a, a.copy())                                        # all differences 0
+    a = rng.integers(0, 64, n) / 8
+    head(("r", 1, 0), a, a + 0.375)                                       # all the same, up: t = inf
+    a = rng.integers(8, 64, n) / 8
+    head(("r", 1, 1), a, a - 0.5)                                         # all the same, down
+    a = gamma()
+    head(("r", 1, 2), a, last_bits(a))                                    # rounding only: unchanged
+    a = gamma()
+    head(("r", 1, 3), a, a + 3 + 1e-3 * rng.standard_normal(n))           # mean 3,000 sd: Welford's hard case
+    a = rng.normal(0, 2, n)
+    head(("s", 0, 0), a, a + rng.normal(-0.2, 0.5, n))                    # negative scores
+    a = rng.normal(0, 2, n)
+    head(("s", 0, 1), a, only(a + rng.normal(0, 1, n), {0, 1}))           # two pairs
+    a = rng.normal(0, 2, n)
+    head(("s", 0, 2), a, a + rng.normal(0, 1e-6, n))                      # tiny changes, tested as they are
+    a = gamma()
+    b = last_bits(a, 3)
+    b[4] *= 1 + 100 * 1e-12                                               # rounding and one change beyond it
+    head(("s", 0, 3), a, b)
+    head(("s", 1, 0), gamma(), [None] * n)                                # no pairs: n = 0
+    a = gamma()
+    x = rng.normal(0, 1, n // 2)
+    head(("s", 1, 1), a, a + np.column_stack([x, -x]).ravel())            # mean of d cancels to about 0
+    a = 1e6 * gamma()
+    head(("s", 1, 2), a, a + rng.normal(0.5, 1, n))                       # large scores, small changes
+    a = gamma()
+    head(("s", 1, 3), a, a * 1.5)                                         # proportional change
+    return A, B
+
+
+@pytest.mark.parametrize("correction", ["bh", "none"])
+def test_paired_tests_from_duckdbs_moments_equal_scipy_on_the_paired_scores(tmp_path, correction):
+    """compare tests each head from the count, means, variance and range of d that DuckDB
+    computes from the paired scores, without reading them into Python. Same counts and
+    decisions as scipy.stats.ttest_rel on the scores read back head by head, and the same
+    numbers to float rounding, in every kind of head: fewer pairs in one run, one pair
+    (untested), none (n = 0), all differences 0 or all the same (up and down), differences
+    within rounding only or mixed with one beyond it, negative and large scores, a mean of d
+    that cancels to about 0 and one 3,000 standard deviations from 0."""
+    rng = np.random.default_rng(14)
+    A, B = _varied_scores(rng)
+    db = _two_run_store(tmp_path / "v.db", A, B, 2, 4, 30, sig_a={"r": {(0, 0), (1, 0)}}, sig_b={"r": {(1, 0)}})
+    got = headdb.compare(db, "a", "b", correction=correction)
+    assert len(got) == 16 and got["role"].tolist() == ["r"] * 8 + ["s"] * 8
+    assert list(zip(got["layer"], got["head"]))[:8] == [(layer, head) for layer in range(2) for head in range(4)]
+    _assert_same_as_reference(got, _reference_compare(db), correction, 0.05)
+    row = got.set_index(["role", "layer", "head"])
+    assert row.loc[("r", 0, 1), "n"] == 27 and row.loc[("s", 0, 1), "n"] == 2
+
+    def at(key, *columns):
+        return tuple(row.loc[key, c] for c in columns)
+
+    assert at(("r", 0, 2), "n") == (1,) and np.isnan(at(("r", 0, 2), "std_diff", "t", "p")).all()
+    assert at(("s", 1, 0), "n") == (0,) and np.isnan(at(("s", 1, 0), "mean_diff", "t", "p")).all()
+    for key in (("r", 0, 3), ("r", 1, 2)):  # no change, or none beyond rounding: t = 0, p = 1
+        assert at(key, "mean_diff", "std_diff", "t", "p") == (0, 0, 0, 1)
+    assert at(("r", 1, 0), "t", "p", "mean_diff", "direction") == (math.inf, 0, 0.375, "up")
+    assert at(("r", 1, 1), "t", "p", "mean_diff", "direction") == (-math.inf, 0, -0.5, "down")
+    assert 0 < row.loc[("s", 0, 3), "p"] < 1  # one change beyond rounding is tested as it is
+    assert row.loc[("r", 1, 3), "t"] > 1e4 and row.loc[("s", 1, 1), "p"] > 0.5
+    assert (row.loc["r", "role_change"].tolist()
+            == ["lost", "none", "none", "none", "kept", "none", "none", "none"])
+    assert 0 < got["changed"].sum() < len(got)
+
+
+def test_scores_equal_to_rounding_compare_as_unchanged(tmp_path):
     """The same edges scored twice differ in a last bit (DuckDB adds in parallel): two runs over
     identical attention gave t = +-1, p = 0.32 instead of t = 0, p = 1."""
-    from headdb.compare import ROUNDING, _paired_test, differences
+    from headdb.compare import ROUNDING
 
     a = np.array([3.2, 1.7, 4.9, 2.2])
     b = a.copy()
     b[1] = np.nextafter(b[1], np.inf)
     b[3] = np.nextafter(np.nextafter(b[3], 0), 0)
     assert (b != a).sum() == 2 and stats.ttest_rel(b, a).pvalue < 1  # scipy sees a change in the last bits
-    assert _paired_test(a, b) == (0.0, 1.0)
-    assert (differences(a, b) == 0).all()
     c = a.copy()
     c[1] *= 1 + 100 * ROUNDING  # a change, however small, beyond rounding is tested as it is
-    t, p = _paired_test(a, c)
-    assert (t, p) == pytest.approx((stats.ttest_rel(c, a).statistic, stats.ttest_rel(c, a).pvalue), rel=1e-12)
     d = a + np.array([0.5, -0.2, 0.1, 0.3])
-    assert _paired_test(a, d) == pytest.approx((stats.ttest_rel(d, a).statistic, stats.ttest_rel(d, a).pvalue))
+    db = _two_run_store(tmp_path / "r.db", {("r", 0, h): list(a) for h in range(3)},
+                        {("r", 0, 0): list(b), ("r", 0, 1): list(c), ("r", 0, 2): list(d)}, 1, 3, 4)
+    got = headdb.compare(db, "a", "b").set_index("head")
+    assert (got.loc[0, "t"], got.loc[0, "p"], got.loc[0, "mean_diff"]) == (0.0, 1.0, 0.0)
+    for head, x in ((1, c), (2, d)):
+        ref = stats.ttest_rel(x, a)
+        assert (got.loc[head, "t"], got.loc[head, "p"]) == pytest.approx((ref.statistic, ref.pvalue), rel=1e-12)
 
 
 @pytest.mark.parametrize("change, unknown, small", [
