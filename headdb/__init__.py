@@ -22,6 +22,7 @@ _API = {
     "drop_run": "headdb.store",
     "sql": "headdb.query",
     "export": "headdb.query",
+    "export_sql": "headdb.query",
     "load_roles": "headdb.roles",
     "scores": "headdb.scores",
     "classify": "headdb.classify",

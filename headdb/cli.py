@@ -365,23 +365,85 @@ def summary(db: Path = typer.Argument(..., help="Database file."),
     _print_df(s["layers"], "table", title="edges and mean kept attention mass per row, by layer (0-based)")
 
 
+def _check_params(values: Optional[list[str]]) -> Optional[list[str]]:
+    """--param values are NAME=VALUE, each name once."""
+    _params(values)
+    return values
+
+
+def _params(values: Optional[list[str]]) -> Optional[dict[str, str]]:
+    """--param NAME=VALUE (a leading $ allowed) as DuckDB's named parameters; values are text,
+    which DuckDB casts to the type the query compares them with, as it does a quoted literal."""
+    if not values:
+        return None
+    params: dict[str, str] = {}
+    for value in values:
+        name, equals, text = value.partition("=")
+        name = name[1:] if name.startswith("$") else name
+        if not equals or not name:
+            raise typer.BadParameter(f"{value!r} is not NAME=VALUE (for $NAME in the query)")
+        if name.lower() in (n.lower() for n in params):  # DuckDB's names ignore case
+            raise typer.BadParameter(f"${name} is given twice")
+        params[name] = text
+    return params
+
+
+@contextlib.contextmanager
+def _rows_count(label: str, quiet: bool):
+    """A count of the rows written, on stderr (a terminal only, not with --quiet): yields a
+    ``progress(rows)`` callable, or None. Shown from the second batch on: a small export shows none."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn(label), TextColumn("{task.completed:,.0f} rows"), TimeElapsedColumn(),
+                   console=Console(file=sys.stderr), transient=True)
+    task = None
+    batches = 0
+
+    def progress(rows: int) -> None:
+        nonlocal task, batches
+        batches += 1
+        if task is None and batches > 1:
+            bar.start()
+            task = bar.add_task(label, total=None)
+        if task is not None:
+            bar.update(task, completed=rows)
+
+    try:
+        yield progress
+    finally:
+        bar.stop()
+
+
 @app.command()
 def sql(
     db: Path = typer.Argument(..., help="Database file."),
     query: str = typer.Argument(..., help="One SQL statement."),
     format: str = _FORMAT,
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the result to .csv, .json or .parquet."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the result to .csv, .json or .parquet "
+                                                                   "(written as it comes: any size)."),
+    param: Optional[list[str]] = typer.Option(None, "--param", metavar="NAME=VALUE", callback=_check_params,
+                                              help="A value for $NAME in the query (repeatable); text, which "
+                                                   "DuckDB casts to the type the query compares it with."),
     write: bool = typer.Option(False, "--write", help="Open the database writable (default: read-only)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No count of rows while --out writes."),
 ) -> None:
     """Run SQL on the store (read-only by default); score views scores_<role> are available."""
+    params = _params(param)
+    _check_out(out)
+    if out is not None:
+        from headdb.query import export_sql
+
+        with _rows_count(f"writing {out.name}", quiet) as progress:
+            rows = export_sql(db, query, out, params, write=write, progress=progress)
+        typer.echo(f"wrote {_count(rows, 'row')} to {out}", err=True)
+        return
     from headdb.query import sql as api_sql
 
-    _check_out(out)
-    df = api_sql(db, query, write=write)
-    if out is not None:
-        _export(df, out)
-    else:
-        _print_df(df, format)
+    _print_df(api_sql(db, query, params, write=write), format)
 
 
 roles_app = typer.Typer(no_args_is_help=True, help="List and show roles (built-in and from --roles-dir).")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -16,11 +18,27 @@ def sql(db: str | Path, query: str, params: list | dict | None = None, *, write:
     """Run one SQL statement on the store and return its rows.
 
     Read-only unless ``write``. On a read-only connection the score views of the built-in
-    roles (``scores_<role>``, ``sieve_<role>``) are available too.
+    roles (``scores_<role>``, ``sieve_<role>``) are available too. ``params``: values for the
+    query's ``?`` / ``$1`` (a list) or ``$name`` (a dict) parameters, never spliced into its text.
     """
-    import duckdb
+    with _executed(db, query, params, write) as (con, description):
+        if description is None:
+            return pd.DataFrame()
+        types = [str(d[1]) for d in description]
+        if any(_exact_only(t) for t in types):
+            import warnings
 
-    _one_statement(query)
+            with warnings.catch_warnings():  # "an extra copy of the rows": the rows of a query's result, once
+                warnings.simplefilter("ignore", UserWarning)
+                table = _fetching(query, write, con.to_arrow_table)
+            return _exact_frame(table, types, [str(d[0]) for d in description])
+        return _fetching(query, write, con.df)
+
+
+@contextlib.contextmanager
+def _store(db: str | Path, write: bool):
+    """A connection to the store, read-only with the score views unless ``write``; closed on
+    leaving, whatever happens."""
     con = connect(db, read_only=not write, existing=True)
     try:
         if not write:
@@ -30,23 +48,75 @@ def sql(db: str | Path, query: str, params: list | dict | None = None, *, write:
                 register_views(con)
             except ImportError:  # pragma: no cover - scores module absent in old checkouts
                 pass
-        try:
-            rel = con.execute(query, params or [])
-        except duckdb.Error as exc:
-            raise DatabaseError(f"SQL error: {str(exc).strip()}{_hint(str(exc), query, write)}") from None
-        if rel is None or rel.description is None:
-            return pd.DataFrame()
-        types = [str(d[1]) for d in rel.description]
-        if any(_exact_only(t) for t in types):
-            import warnings
-
-            with warnings.catch_warnings():  # "an extra copy of the rows": the rows of a query's result, once
-                warnings.simplefilter("ignore", UserWarning)
-                table = rel.to_arrow_table()
-            return _exact_frame(table, types, [str(d[0]) for d in rel.description])
-        return rel.df()
+        yield con
     finally:
         con.close()
+
+
+@contextlib.contextmanager
+def _executed(db: str | Path, query: str, params: list | dict | None, write: bool):
+    """A connection to the store with ``query`` run on it (its first rows ready) and the result's
+    description (None for a statement without rows)."""
+    _one_statement(query)
+    _check_params(query, params)
+    with _store(db, write) as con:
+        yield con, _execute(con, query, params, write)
+
+
+def _execute(con, query: str, params: list | dict | None, write: bool):
+    """Run ``query`` on ``con``: its result's description, or None for a statement without rows."""
+    rel = _fetching(query, write, con.execute, query, params or [])
+    return None if rel is None else rel.description
+
+
+def _sql_error(exc: Exception, query: str, write: bool) -> BaseException:
+    """DuckDB's error as headdb's, with a hint; Ctrl-C inside a statement stays itself."""
+    from headdb.db import interrupted
+
+    if interrupted(exc):
+        return exc
+    return DatabaseError(f"SQL error: {str(exc).strip()}{_hint(str(exc), query, write)}")
+
+
+def _fetching(query: str, write: bool, fetch, *args, **kwargs):
+    """``fetch(*args, **kwargs)``: the query run, or rows of it running, whose errors (a failed
+    cast in a later row) may come only now, as the query's own."""
+    import duckdb
+
+    try:
+        return fetch(*args, **kwargs)
+    except duckdb.Error as exc:
+        raise _sql_error(exc, query, write) from None
+
+
+def _check_params(query: str, params: list | dict | None) -> None:
+    """Named parameters (``$run``) given and used alike, or InputError naming the one that is
+    not: a typo (``--param rnu=3``) would otherwise say only that a value is missing."""
+    import duckdb
+
+    if isinstance(params, (list, tuple)) and params:
+        return  # positional values: DuckDB counts them
+    try:
+        used = set().union(*(s.named_parameters for s in duckdb.extract_statements(query)))
+    except duckdb.Error:  # a syntax error: DuckDB reports it when the query runs
+        return
+    used = {name.lower(): name for name in used}  # DuckDB's names ignore case, as its identifiers do
+    given = {str(name).lower(): name for name in params or {}}
+    named = sorted(name for key, name in used.items() if not key.isdigit())
+
+    def listing() -> str:
+        if not used:
+            return "it has no parameters"
+        if not named:
+            return "its parameters are numbered (? or $1): give them as --param 1=VALUE, or name them $name"
+        return "its parameters: " + ", ".join(f"${n}" for n in named)
+
+    for key in sorted(set(given) - set(used)):
+        raise InputError(f"a value is given for ${given[key]}, which the query does not use ({listing()})")
+    for key in sorted(set(used) - set(given)):
+        if not key.isdigit() or given:
+            raise InputError(f"the query uses ${used[key]}, which has no value: give it as --param "
+                             f"{used[key]}=VALUE (params={{{used[key]!r}: ...}} in Python)")
 
 
 #: DuckDB's 128-bit integers (sum() of integers gives HUGEINT), which its DataFrames turn into
@@ -345,3 +415,305 @@ def export(df: pd.DataFrame, out: str | Path) -> Path:
             raise InputError(f"cannot write the export: {exc.strerror or exc}", out) from None
         raise
     return out
+
+
+#: Rows in a batch of :func:`export_sql`. Parquet: a row group each, of pyarrow's default size
+#: (1,048,576 rows: the edges of an EWT run in groups of DuckDB's 131,072 rows took 28% more
+#: space). CSV: DuckDB's Arrow batch (64 vectors of 2,048 rows). JSON records take about 1.8 KB
+#: a row in Python: 8 vectors.
+_BATCH_ROWS = {"csv": 2048 * 64, "parquet": 2048 * 512, "json": 2048 * 8}
+
+
+def export_sql(db: str | Path, query: str, out: str | Path, params: list | dict | None = None, *,
+               write: bool = False, batch_rows: int | None = None,
+               progress: Callable[[int], None] | None = None) -> int:
+    """Run one SQL statement, as :func:`sql` does, and write its rows to ``out``, as :func:`export`
+    writes :func:`sql`'s DataFrame, a batch at a time: memory holds a batch, not the result
+    (``SELECT * FROM edges`` of an EWT run is 19 M rows). Returns the number of rows written;
+    ``progress(rows)`` is called after each batch. The file appears whole or not at all: an error
+    or Ctrl-C leaves nothing behind, and an earlier file of that name as it was.
+
+    The file is :func:`export`'s, whatever the batches: CSV and JSON byte for byte, with one
+    exception: in CSV a timestamp's text is its own (``2024-01-01 00:00:00``, fractions by value),
+    where pandas chose one format for a column (dates only where every value was midnight, one
+    number of fraction digits), which could change from batch to batch. Parquet: the same column
+    types and values, in row groups of the batches (of pyarrow's own size, so that the edges of
+    an EWT run came out byte for byte the same)."""
+    out = Path(out)
+    fmt = check_export(out)
+    rows = batch_rows or _BATCH_ROWS[fmt]
+    tmp = out.with_name(out.name + ".tmp")
+    written = 0
+    _one_statement(query)
+    _check_params(query, params)
+    try:
+        with _store(db, write) as con:
+            types, frames = _batches(con, query, params, write, rows)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            writer = _WRITERS[fmt](tmp, types)
+            try:
+                for df in frames:
+                    writer.write(df)
+                    written += len(df)
+                    if progress is not None:
+                        progress(written)
+                writer.finish()
+            finally:
+                writer.close()
+                frames.close()  # the reader, before its connection closes
+        tmp.replace(out)  # never leave half a file under the real name
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise InputError(f"cannot write the export: {exc.strerror or exc}", out) from None
+        raise
+    return written
+
+
+def _batches(con, query: str, params: list | dict | None, write: bool, rows: int):
+    """The result's column types, and its rows ``rows`` at a time, each batch as :func:`sql` gives
+    the whole result: DuckDB's DataFrames (``fetch_df_chunk`` of the running query), or
+    :func:`_exact_frame` of its Arrow batches. Those come from a relation where the statement is a
+    SELECT (the reader of an executed result holds a copy of every row: a peak of 1.2 GB for the
+    edges of an EWT run beside a 128-bit column, 0.5 GB from a relation); a statement that writes
+    runs once."""
+    import duckdb
+
+    try:
+        select = duckdb.extract_statements(query)[-1].type == duckdb.StatementType.SELECT
+    except duckdb.Error:  # a syntax error: DuckDB reports it when the query runs
+        select = False
+    if select:
+        rel = _fetching(query, write, con.sql, query, params=params or None)  # bound, not yet run
+        types = [str(d[1]) for d in rel.description]
+        if any(_exact_only(t) for t in types):
+            reader = _fetching(query, write, rel.to_arrow_reader, rows)
+            return types, _arrow_frames(reader, query, write, types, [str(d[0]) for d in rel.description], rows)
+    description = _execute(con, query, params, write)
+    if description is None:
+        return [], (df for df in [pd.DataFrame()])  # a statement without rows: as sql() gives it
+    types = [str(d[1]) for d in description]
+    if any(_exact_only(t) for t in types):
+        import warnings
+
+        with warnings.catch_warnings():  # "an extra copy of the rows": those a write returned
+            warnings.simplefilter("ignore", UserWarning)
+            reader = _fetching(query, write, con.to_arrow_reader, rows)
+        return types, _arrow_frames(reader, query, write, types, [str(d[0]) for d in description], rows)
+    return types, _data_frames(con, query, write, rows)
+
+
+def _data_frames(con, query: str, write: bool, rows: int) -> Iterator[pd.DataFrame]:
+    """The executed query's rows as DuckDB's DataFrames, ``rows`` at a time (DuckDB's chunks can
+    be a few rows short: joined, as Parquet's row groups are then those of the whole result); the
+    first even when empty, as it carries the columns."""
+    vectors = max(1, rows // 2048)  # DuckDB's vectors of 2,048 rows
+    held: list[pd.DataFrame] = []  # fetched, not yet given
+    first = True
+    while True:
+        df = _fetching(query, write, con.fetch_df_chunk, vectors)
+        done = not len(df)
+        if done and first and not held:
+            yield df
+            return
+        if not done:
+            held.append(df)
+        while held and (done or sum(map(len, held)) >= rows):
+            whole = held[0] if len(held) == 1 else pd.concat(held, ignore_index=True)
+            yield whole.iloc[:rows]
+            held, first = ([whole.iloc[rows:]] if len(whole) > rows else []), False
+        if done:
+            return
+
+
+def _arrow_frames(reader, query: str, write: bool, types: list[str], names: list[str],
+                  rows: int) -> Iterator[pd.DataFrame]:
+    """The reader's rows as :func:`_exact_frame` gives them, ``rows`` at a time; the first even
+    when empty, as it carries the columns."""
+    import pyarrow as pa
+
+    try:
+        # the reader's batches are smaller than asked (122,880 rows: a row group of DuckDB's): joined
+        # to ``rows`` (a Parquet row group each; in groups of 122,880 the file took 25% more space)
+        held, first = reader.schema.empty_table(), True
+        while True:
+            batch = _fetching(query, write, _next_batch, reader)
+            if batch is not None:
+                held = pa.concat_tables([held, pa.Table.from_batches([batch])])
+            while len(held) >= rows or (batch is None and (len(held) or first)):
+                yield _exact_frame(held.slice(0, rows), types, names)
+                held, first = held.slice(rows), False
+            if batch is None:
+                return
+    finally:
+        reader.close()
+
+
+def _next_batch(reader):
+    """The reader's next batch, or None at its end."""
+    try:
+        return reader.read_next_batch()
+    except StopIteration:
+        return None
+
+
+def _csv_ready(df: pd.DataFrame, types: list[str]) -> pd.DataFrame:
+    """:func:`text_ready`, with timestamps as their own text (``2024-01-01 00:00:00``; a DATE,
+    which DuckDB's DataFrames hold as a timestamp, as ``2024-01-01``): pandas formats a column
+    of them alike, by its values, so that two batches of one column came out in two formats."""
+    df = text_ready(df)
+    stamps = [i for i in range(df.shape[1]) if getattr(df.dtypes.iloc[i], "kind", "") == "M"]
+    if not stamps:
+        return df
+    df = df.copy()
+    for i in stamps:
+        column = df.iloc[:, i]
+        if types[i] == "DATE":
+            df.isetitem(i, column.dt.strftime("%Y-%m-%d"))
+        else:
+            df.isetitem(i, pd.Series([None if v is pd.NaT else str(v) for v in column], dtype=object,
+                                     index=column.index))
+    return df
+
+
+class _CsvBatches:
+    """CSV as :func:`export` writes it (pandas), the header with the first batch."""
+
+    def __init__(self, path: Path, types: list[str]):
+        self._types = types
+        self._header = True
+        self._file = open(path, "w", encoding="utf-8", newline="")
+
+    def write(self, df: pd.DataFrame) -> None:
+        _csv_ready(df, self._types).to_csv(self._file, index=False, header=self._header)
+        self._header = False
+
+    def finish(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _JsonBatches:
+    """JSON as :func:`export` writes it (:func:`json_text` with an indent of 1: an array of
+    records), the records of each batch as they come."""
+
+    def __init__(self, path: Path, types: list[str]):
+        self._started = False
+        self._file = open(path, "w", encoding="utf-8")
+
+    def write(self, df: pd.DataFrame) -> None:
+        import json
+
+        records = json_records(df)  # a repeated column name fails here, with the first (maybe empty) batch
+        if not records:
+            return
+        text = json.dumps(records, indent=1, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        self._file.write((",\n" if self._started else "[\n") + text[2:-2])  # without "[\n" and "\n]"
+        self._started = True
+
+    def finish(self) -> None:
+        self._file.write("\n]\n" if self._started else "[]\n")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _ParquetBatches:
+    """Parquet as :func:`export` writes it (:func:`_parquet_table`), a row group per batch.
+
+    A batch's Arrow types come from its values, as the whole result's did: a column that is NULL
+    throughout a batch has none, integers with NULLs are int64, a 128-bit column is int64 until a
+    value needs decimal128(38, 0), and text from 39 digits, a map's struct has the keys its rows
+    have. The file's schema widens as the whole result's would have (Arrow's permissive
+    unification: NULL to any type, narrower to wider, struct fields added; integers to text):
+    the rows written so far are rewritten into the wider schema, once per widening."""
+
+    def __init__(self, path: Path, types: list[str]):
+        self._path = path  # where the file ends up
+        self._at = path  # where it is being written
+        self._schema = None
+        self._writer = None
+
+    def write(self, df: pd.DataFrame) -> None:
+        import pyarrow.parquet as pq
+
+        table = _parquet_table(df)
+        if self._writer is None:
+            self._schema = table.schema
+            self._writer = pq.ParquetWriter(self._at, table.schema)
+        else:
+            wider = _wider_schema(self._schema, table.schema)
+            if wider is not None:
+                self._rewrite(wider)
+            table = _conform(table, self._schema)
+        self._writer.write_table(table)
+
+    def _rewrite(self, schema) -> None:
+        import pyarrow.parquet as pq
+
+        self._writer.close()
+        written, self._at = self._at, self._path.with_name(self._path.name + (".wider" if self._at == self._path else ""))
+        self._writer = pq.ParquetWriter(self._at, schema)
+        self._schema = schema
+        source = pq.ParquetFile(written)
+        try:
+            for group in range(source.num_row_groups):
+                self._writer.write_table(_conform(source.read_row_group(group), schema))
+        finally:
+            source.close()
+        written.unlink()
+
+    def finish(self) -> None:
+        if self._writer is None:  # no batch at all: pandas' empty frame
+            self.write(pd.DataFrame())
+        self._writer.close()
+        self._writer = None
+        if self._at != self._path:
+            self._at.replace(self._path)
+            self._at = self._path
+
+    def close(self) -> None:
+        try:
+            if self._writer is not None:
+                self._writer.close()
+        finally:  # after a failure: the rewritten file, if any (the caller removes the other)
+            self._path.with_name(self._path.name + ".wider").unlink(missing_ok=True)
+
+
+_WRITERS = {"csv": _CsvBatches, "json": _JsonBatches, "parquet": _ParquetBatches}
+
+
+def _wider_schema(schema, batch):
+    """``schema`` widened to hold ``batch``'s types too, column by column (names may repeat), or
+    None where it holds them already."""
+    import pyarrow as pa
+
+    fields, wider = [], False
+    for old, new in zip(schema, batch):
+        if old.type == new.type:
+            fields.append(old)
+            continue
+        try:
+            field = pa.unify_schemas([pa.schema([old]), pa.schema([new.with_name(old.name)])],
+                                     promote_options="permissive").field(0)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            numbers = (pa.types.is_integer, pa.types.is_decimal, pa.types.is_string)
+            if not {pa.types.is_string(old.type), pa.types.is_string(new.type)} == {True, False} \
+                    or not all(any(f(t) for f in numbers) for t in (old.type, new.type)):
+                raise DatabaseError(f"column {old.name!r} of the result has values of type {old.type} and of "
+                                    f"{new.type}; CAST it in the query to export it") from None
+            field = old.with_type(pa.string())  # 128-bit integers from 39 digits on: the digits as text
+        wider = wider or field.type != old.type
+        fields.append(field)
+    return pa.schema(fields, metadata=schema.metadata) if wider else None
+
+
+def _conform(table, schema):
+    """``table`` with ``schema``'s types (those :func:`_wider_schema` gives)."""
+    import pyarrow as pa
+
+    columns = [column if column.type == field.type else column.cast(field.type)
+               for column, field in zip(table.columns, schema)]
+    return pa.Table.from_arrays(columns, schema=schema)

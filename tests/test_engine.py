@@ -337,3 +337,144 @@ def test_sql_keeps_duckdbs_values_as_they_are(store, tmp_path, capsys, monkeypat
     code, out, err = run_main(capsys, monkeypatch, "sql", store, "SELECT [1, NULL] AS l, INTERVAL 1 MONTH AS iv, "
                               "MAP {'k': 1} AS m, 1::HUGEINT AS h", "--out", tmp_path / "y.parquet")
     assert code == 0, err
+
+
+#: One column of each kind whose value :func:`headdb.sql` converts, over 5,000 rows: more than two
+#: batches of 2,048, with columns NULL throughout the first batch (DECIMAL) or the last (integers,
+#: BOOLEAN), maps whose keys change between batches (a Parquet struct gains a field), and a
+#: 128-bit column that needs decimal128 in the second batch and text (39 digits) in the third.
+MIXED = """SELECT range AS i, CASE WHEN range % 3 = 0 THEN NULL ELSE [range, NULL, 3] END AS l,
+    CASE WHEN range < 2100 THEN NULL ELSE (range * 1.5)::DECIMAL(38,9) END AS d,
+    to_months(range::INTEGER) + INTERVAL 1 SECOND AS iv, {'a': range} AS s,
+    CASE WHEN range < 2048 THEN MAP {'k': range} ELSE MAP {'j': range} END AS m, '0101'::BIT AS bt,
+    CASE WHEN range > 4500 THEN NULL ELSE range END AS ni,
+    CASE WHEN range = 4999 THEN 340282366920938463463374607431768211455::UHUGEINT
+         WHEN range = 3000 THEN 12345678901234567890123::UHUGEINT ELSE range::UHUGEINT END AS wide,
+    DATE '2024-01-01' + range::INTEGER AS dt, range::FLOAT / 3 AS f32, range / 3 AS f64, 'é"' || range AS txt,
+    CASE WHEN range > 4000 THEN NULL ELSE range % 2 = 0 END AS b FROM range(5000)"""
+#: The same kinds through DuckDB's own DataFrames (no column needs Arrow), NULLs in one batch only.
+PLAIN = """SELECT range AS i, CASE WHEN range > 4500 THEN NULL ELSE range::INTEGER END AS ni, range / 3 AS f64,
+    range::FLOAT / 3 AS f32, 'é"' || range AS txt, DATE '2024-01-01' + range::INTEGER AS dt,
+    CASE WHEN range > 4000 THEN NULL ELSE range % 2 = 0 END AS b,
+    CASE WHEN range < 2048 THEN NULL ELSE '00000000-0000-0000-0000-000000000001'::UUID END AS u FROM range(5000)"""
+
+
+@pytest.mark.parametrize("query", [MIXED, PLAIN], ids=["arrow", "dataframe"])
+def test_sql_out_writes_batch_by_batch_what_the_whole_result_gave(store, tmp_path, query, capsys, monkeypatch):
+    """--out held the whole result (19 M rows for the edges of an EWT run) before writing it. In
+    batches, a batch's types come from its own values (a column NULL throughout, a map's keys,
+    a 128-bit column's widths): the file is still the one the whole result gave, CSV and JSON
+    byte for byte, Parquet the same types and values."""
+    import pyarrow.parquet as pq
+
+    from cli_helpers import run_main
+    from headdb.query import export_sql
+
+    whole = headdb.sql(store, query)
+    for fmt in ("csv", "json", "parquet"):
+        export(whole, tmp_path / f"whole.{fmt}")
+        counts = []
+        assert export_sql(store, query, tmp_path / f"batches.{fmt}", batch_rows=2048, progress=counts.append) == 5000
+        steps = [b - a for a, b in zip([0, *counts], counts)]
+        assert len(counts) >= 3 and counts[-1] == 5000 and max(steps) <= 2048, counts  # three batches at least
+        if fmt == "parquet":
+            got, want = pq.read_table(tmp_path / "batches.parquet"), pq.read_table(tmp_path / "whole.parquet")
+            assert got.schema.remove_metadata() == want.schema.remove_metadata()
+            assert got.to_pylist() == want.to_pylist()
+            assert pq.ParquetFile(tmp_path / "batches.parquet").num_row_groups == len(counts)
+        else:
+            got = (tmp_path / f"batches.{fmt}").read_bytes()
+            assert got == (tmp_path / f"whole.{fmt}").read_bytes(), fmt
+        code, _, err = run_main(capsys, monkeypatch, "sql", store, query, "--out", tmp_path / f"cli.{fmt}")
+        assert code == 0 and err == f"wrote 5,000 rows to {tmp_path / f'cli.{fmt}'}\n", err
+    assert (tmp_path / "cli.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    assert (tmp_path / "cli.json").read_bytes() == (tmp_path / "whole.json").read_bytes()
+    twice = query.replace("SELECT range AS i,", "SELECT range AS i, range AS i,")  # a repeated name is kept
+    export(headdb.sql(store, twice), tmp_path / "twice.csv")
+    export_sql(store, twice, tmp_path / "twice-batches.csv", batch_rows=2048)
+    assert (tmp_path / "twice-batches.csv").read_bytes() == (tmp_path / "twice.csv").read_bytes()
+    # (DuckDB's DataFrames call the second i_1; through Arrow both stay i)
+    assert (tmp_path / "twice.csv").read_text().startswith("i,i," if query == MIXED else "i,i_1,")
+    assert sorted(p.name for p in tmp_path.iterdir() if ".tmp" in p.name or ".wider" in p.name) == []
+
+
+def test_sql_out_writes_a_timestamp_as_itself_in_every_batch(store, tmp_path):
+    """pandas wrote a CSV column of timestamps in one format chosen from its values: dates alone
+    where all were midnight, else as many fraction digits as the most precise needed; two
+    batches of one column came out in two formats."""
+    from headdb.query import export_sql
+
+    query = ("SELECT CASE WHEN range < 2048 THEN TIMESTAMP '2024-01-01' + INTERVAL (range) DAY "
+             "ELSE TIMESTAMP '2024-01-01 10:00:00.5' END AS t, DATE '2024-01-01' AS d, "
+             "CASE WHEN range = 4999 THEN NULL ELSE TIMESTAMPTZ '2024-01-01 10:00:00+00' END AS tz FROM range(5000)")
+    for rows in (2048, 10_000):
+        export_sql(store, query, tmp_path / f"{rows}.csv", batch_rows=rows)
+    lines = (tmp_path / "2048.csv").read_text().splitlines()
+    assert (tmp_path / "2048.csv").read_bytes() == (tmp_path / "10000.csv").read_bytes()
+    assert lines[:2] == ["t,d,tz", "2024-01-01 00:00:00,2024-01-01,2024-01-01 10:00:00+00:00"]
+    assert lines[-2:] == ["2024-01-01 10:00:00.500000,2024-01-01,2024-01-01 10:00:00+00:00",
+                          "2024-01-01 10:00:00.500000,2024-01-01,"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_sql_out_leaves_the_old_file_on_an_error_or_ctrl_c_in_any_batch(store, tmp_path, fmt):
+    """Written batch by batch, the file still appears whole or not at all: Ctrl-C after any batch
+    (after the second and the third, the Parquet file was rewritten into a wider schema) leaves
+    the earlier export of that name as it was, and no temporary file."""
+    from headdb.query import export_sql
+
+    out = tmp_path / f"x.{fmt}"
+    out.write_text("earlier")
+    for stop in (1, 2049, 4097, 5000):
+
+        def interrupt(rows):
+            if rows >= stop:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            export_sql(store, MIXED, out, batch_rows=2048, progress=interrupt)
+        assert out.read_text() == "earlier"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["store.db", f"x.{fmt}"], stop
+    with pytest.raises(DatabaseError, match="Could not convert string 'x' to INT32"):
+        export_sql(store, "SELECT (CASE WHEN range = 4000 THEN 'x' ELSE range::VARCHAR END)::INTEGER AS v "
+                          "FROM range(5000)", out, batch_rows=2048)
+    assert out.read_text() == "earlier"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store.db", f"x.{fmt}"]
+
+
+def test_sql_params_are_values_never_sql_and_name_what_is_wrong(store, tmp_path, capsys, monkeypatch):
+    """--param NAME=VALUE gives $NAME its value as text, which DuckDB casts as it casts a quoted
+    literal: to the type the query compares it with (run_id = $run), text where the column is text."""
+    from cli_helpers import run_main
+
+    q = "SELECT count(*) AS n FROM edges WHERE layer = $layer AND weight > $w"
+    code, out, err = run_main(capsys, monkeypatch, "sql", store, q, "--param", "layer=0", "--param", "$w=0.5",
+                              "-f", "csv")
+    assert (code, out) == (0, "n\n1\n"), err
+    code, out, err = run_main(capsys, monkeypatch, "sql", store, "SELECT $s AS s, $s = '0' AS same, typeof($s) AS t, "
+                              "$n::INTEGER + 1 AS n", "--param", "s=0", "--param", "n=41", "-f", "json")
+    assert code == 0 and out == '[{"s":"0","same":true,"t":"VARCHAR","n":42}]\n', err
+    # a value is never SQL: quotes and '=' are part of it
+    code, out, err = run_main(capsys, monkeypatch, "sql", store, "SELECT $s AS s", "--param", "s=x' OR '1'='1",
+                              "--out", tmp_path / "s.csv")
+    assert code == 0 and (tmp_path / "s.csv").read_text() == "s\nx' OR '1'='1\n", err
+    assert headdb.sql(store, "SELECT count(*) AS n FROM edges WHERE head = $h", {"h": 3})["n"].tolist() == [1]
+    assert headdb.sql(store, "SELECT $Layer AS x", {"layer": "0"})["x"].tolist() == ["0"]  # names ignore case
+    for args, words in ((["--param", "layer"], "'layer' is not NAME=VALUE"),
+                        (["--param", "=0"], "'=0' is not NAME=VALUE"),
+                        (["--param", "layer=0", "--param", "layer=1"], "$layer is given twice")):
+        code, out, err = run_main(capsys, monkeypatch, "sql", store, q, *args)
+        assert code == 2 and "--param" in err and words in err and out == "", err
+    for args, words in (([], "the query uses $layer, which has no value: give it as --param layer=VALUE"),
+                        (["--param", "layer=0"], "the query uses $w, which has no value"),
+                        (["--param", "layr=0", "--param", "w=0"],
+                         "a value is given for $layr, which the query does not use (its parameters: $layer, $w)")):
+        code, out, err = run_main(capsys, monkeypatch, "sql", store, q, *args)
+        assert code == 1 and err.startswith(f"error: {words}") and out == "", err
+    code, _, err = run_main(capsys, monkeypatch, "sql", store, "SELECT 1 AS one", "--param", "x=1")
+    assert code == 1 and "a value is given for $x, which the query does not use (it has no parameters)" in err
+    code, _, err = run_main(capsys, monkeypatch, "sql", store, "SELECT ? AS one", "--param", "x=1")
+    assert code == 1 and "its parameters are numbered (? or $1): give them as --param 1=VALUE" in err, err
+    code, _, err = run_main(capsys, monkeypatch, "sql", store, q, "--param", "layer=zero", "--param", "w=0")
+    assert code == 1 and "Could not convert string 'zero' to INT16" in err, err  # layer is a SMALLINT
+    assert not (tmp_path / "x.csv").exists()
