@@ -21,39 +21,19 @@ import pandas as pd
 
 from headdb.analysis import DbLike, classified_roles, open_db, select_roles
 from headdb.errors import DatabaseError, InputError
+from headdb.stats import CORRECTIONS, adjust
 from headdb.store import resolve_run
-
-CORRECTIONS = ("bh", "holm", "bonferroni", "none")
 
 BASIS_PAIRED = "paired"
 BASIS_LAYER_COUNTS = "layer_counts"
 
 
 def adjust_pvalues(p: np.ndarray, method: str) -> np.ndarray:
-    """Adjusted p-values for one family; NaN entries stay NaN and are not counted in the family."""
+    """Adjusted p-values for one family, as a classification adjusts them
+    (:func:`headdb.stats.adjust`); NaN entries stay NaN and are not counted in the family."""
     if method not in CORRECTIONS:
         raise InputError(f"unknown correction {method!r}; expected one of: {', '.join(CORRECTIONS)}")
-    p = np.asarray(p, dtype=float)
-    out = np.full(p.shape, np.nan)
-    ok = np.isfinite(p)
-    q = p[ok]
-    m = q.size
-    if m == 0 or method == "none":
-        out[ok] = q
-        return out
-    if method == "bonferroni":
-        out[ok] = np.minimum(q * m, 1.0)
-    elif method == "holm":
-        order = np.argsort(q, kind="stable")
-        stepped = np.maximum.accumulate(q[order] * (m - np.arange(m)))
-        adj = np.empty(m)
-        adj[order] = np.minimum(stepped, 1.0)
-        out[ok] = adj
-    else:
-        from scipy.stats import false_discovery_control
-
-        out[ok] = false_discovery_control(q, method="bh")
-    return out
+    return adjust(p, method)
 
 
 #: differences of at most this share of the score are float rounding, not change: the same edges
