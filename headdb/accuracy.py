@@ -24,17 +24,29 @@ reported). Layers and heads are 0-based.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 
 from headdb.analysis import DbLike, open_db
+from headdb.db import memory_limit_mb
 from headdb.errors import InputError
 from headdb.resources import query
-from headdb.store import resolve_run
+from headdb.store import resolve_run, sentence_ranges
 
 SELECTION_SPLIT = "even sentence_id"
 REPORT_SPLIT = "odd sentence_id"
 OFFSETS = tuple(o for o in range(-10, 11) if o != 0)
 DIRECTIONS = ("dep->head", "head->dep")
+#: Stored edges (as the run's top-k bounds them, :func:`headdb.store.sentence_ranges`) per head
+#: accuracy query: a larger run is judged in ranges of whole sentences and the counts summed, so
+#: that DuckDB's hash tables stay one range's size however large the run (one query peaked at
+#: 1,474 MiB RSS on the EWT dev run, 6,459 MiB on five times EWT; in ranges: 437 and 827 MiB,
+#: and faster, docs/benchmarks.md). The blocks DuckDB reads stay cached up to its memory limit,
+#: so a connection accuracy opens has classify's (:func:`headdb.db.memory_limit_mb`).
+CHUNK_EDGES = 2_000_000
+_COUNT_KEYS = ["layer", "head", "relation", "direction", "split"]
+_SUM_EVERY = 8
 
 def _wide(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """One row per key with n/accuracy on each split (missing split: n = 0, accuracy NaN)."""
@@ -53,14 +65,35 @@ def _with_dependencies(name: str) -> str:
     return query(name).replace("{dependencies}", query("analysis/dependencies"))
 
 
-def head_accuracy(db: DbLike, run: int | str | None = None) -> pd.DataFrame:
+def _summed(parts: list[pd.DataFrame], keys: list[str]) -> pd.DataFrame:
+    """The counts n and n_correct of several ranges of sentences, added per ``keys``."""
+    if len(parts) == 1:
+        return parts[0]
+    return pd.concat(parts, ignore_index=True).groupby(keys, as_index=False, sort=False)[["n", "n_correct"]].sum()
+
+
+def head_accuracy(db: DbLike, run: int | str | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
     """Accuracy of every head for every relation and direction, on each split.
 
     Columns: layer, head, relation, direction, n_select, select_accuracy, n_report, report_accuracy.
+    A large run is judged in ranges of sentences (``CHUNK_EDGES``), whose counts add up;
+    ``progress(done, total)`` is called before the first range and after each one.
     """
-    with open_db(db) as con:
+    sql = _with_dependencies("analysis/head_accuracy")
+    with open_db(db, memory_limit_mb()) as con:
         run_id = resolve_run(con, run, finished=True)
-        raw = con.execute(_with_dependencies("analysis/head_accuracy"), {"run": run_id}).df()
+        pieces = sentence_ranges(con, run_id, CHUNK_EDGES, edges=True)
+        if progress is not None:
+            progress(0, len(pieces))
+        parts: list[pd.DataFrame] = []
+        for done, (lo, hi) in enumerate(pieces, 1):
+            parts.append(con.execute(sql, {"run": run_id, "lo": lo, "hi": hi}).df())
+            if len(parts) == _SUM_EVERY:  # a range's rows are heads x relations x 4: few ranges' at a time
+                parts = [_summed(parts, _COUNT_KEYS)]
+            if progress is not None:
+                progress(done, len(pieces))
+    raw = _summed(parts, _COUNT_KEYS)
     if raw.empty:
         raise InputError(f"run {run_id} has no dependency edges to score (a corpus without syntax?)")
     return _wide(raw, ["layer", "head", "relation", "direction"])
@@ -84,7 +117,8 @@ def _best(df: pd.DataFrame, tie: list[str]) -> pd.DataFrame:
     return d.groupby(["relation", "direction"], sort=False).head(1).drop(columns="_key")
 
 
-def accuracy(db: DbLike, run: int | str | None = None, min_count: int = 1) -> pd.DataFrame:
+def accuracy(db: DbLike, run: int | str | None = None, min_count: int = 1,
+             progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
     """The best head per relation and direction, chosen on the selection split (even
     sentence_ids) and reported on the report split (odd sentence_ids), beside the best fixed
     offset chosen and reported the same way.
@@ -93,14 +127,16 @@ def accuracy(db: DbLike, run: int | str | None = None, min_count: int = 1) -> pd
     relation, direction, n_select, n_report, layer, head, select_accuracy, accuracy (the head on
     the report split), baseline_offset, baseline_select_accuracy, baseline_accuracy, selected_on,
     reported_on. Sorted by relation frequency ("all" first). ``attrs`` holds run_id and run_name.
+    ``progress(done, total)`` counts the ranges of sentences the heads are judged in
+    (:func:`head_accuracy`).
     """
     if min_count < 1:
         raise InputError("min_count must be at least 1")
-    with open_db(db) as con:  # the run, once: the default (the latest finished) named in attrs
+    with open_db(db, memory_limit_mb()) as con:  # one connection: the run resolved once, named in attrs
         run_id = resolve_run(con, run, finished=True)
         run_name = con.execute("SELECT run_name FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
-    heads = head_accuracy(db, run_id)
-    offs = offset_baselines(db, run_id)
+        heads = head_accuracy(con, run_id, progress)
+        offs = offset_baselines(con, run_id)
     bh = _best(heads, ["layer", "head"])
     bo = offs.assign(abs_offset=offs["offset"].abs())
     bo = _best(bo, ["abs_offset", "offset"])

@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from headdb.db import connect, quote_ident
+from headdb.db import connect, connect_capped, quote_ident
 from headdb.errors import DatabaseError, InputError
 from headdb.store import resolve_run
 
@@ -23,12 +23,14 @@ DbLike = str | Path | duckdb.DuckDBPyConnection  #: a database path or an open c
 
 
 @contextmanager
-def open_db(db: DbLike) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection for a path; a connection passed in is used as is and left open."""
+def open_db(db: DbLike, memory_limit_mb: int | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection for a path; a connection passed in is used as is and left open.
+    ``memory_limit_mb`` caps DuckDB's memory on a connection opened here
+    (:func:`headdb.db.connect_capped`)."""
     if isinstance(db, duckdb.DuckDBPyConnection):
         yield db
         return
-    con = connect(db, read_only=True)
+    con = connect(db, read_only=True) if memory_limit_mb is None else connect_capped(db, memory_limit_mb)
     try:
         yield con
     finally:

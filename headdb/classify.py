@@ -17,27 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from headdb.db import connect, connect_restricted, registered, transaction
+from headdb.db import connect, connect_restricted, memory_limit_mb, registered, transaction
 from headdb.errors import InputError
 from headdb.roles import Role, load_roles
 from headdb.stats import CORRECTIONS, RESULT_COLUMNS, head_tests, moment_tests
 
 __all__ = ["classify", "RESULT_COLUMNS", "CORRECTIONS"]
-
-#: DuckDB's memory limit while scoring, in MiB per thread, at least MEMORY_MB_MIN. Without one
-#: DuckDB keeps the blocks it reads cached up to 80% of RAM, so classification's memory grew with
-#: the run: 1,651 MiB peak RSS for 8,000 sentences (120 M edges) on 2 cores, 1,214 MiB with
-#: 768 MiB in 11.8 against 12.0 s, 990 MiB with 512 MiB but 5% slower, and 256 MiB spilled
-#: (19 s). The EWT store (2,001 sentences) classifies in the same time with or without it
-#: (docs/benchmarks.md).
-MEMORY_MB_MIN = 768
-MEMORY_MB_PER_THREAD = 96
-
-
-def _memory_limit_mb() -> int:
-    import os
-
-    return max(MEMORY_MB_MIN, MEMORY_MB_PER_THREAD * (os.cpu_count() or 1))
 
 
 def _import_ahead() -> None:
@@ -97,7 +82,7 @@ def classify(
 
         check_export(out)  # before anything is stored
     chosen = load_roles(roles_dir, roles)
-    con = connect_restricted(db, _memory_limit_mb())
+    con = connect_restricted(db, memory_limit_mb())
     try:
         run_id = resolve_run(con, run, finished=True)
         n_layers, n_heads = con.execute("SELECT n_layers, n_heads FROM runs WHERE run_id = ?", [run_id]).fetchone()
@@ -139,7 +124,7 @@ def _score_and_store(db: str | Path, run_id: int, roles: list[Role], bits: int, 
     names = [r.name for r in roles]
     con = connect(db)
     try:
-        con.execute("SET memory_limit = ?", [f"{_memory_limit_mb()}MiB"])
+        con.execute("SET memory_limit = ?", [f"{memory_limit_mb()}MiB"])
         with transaction(con):
             # again, under the write lock: a `headdb drop` may have taken the run since it was read
             resolve_run(con, run_id, finished=True)

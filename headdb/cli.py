@@ -505,7 +505,7 @@ def classify(
 def _steps_bar(label: str, quiet: bool):
     """A progress bar on stderr (a terminal only, not with --quiet) for work counted in steps:
     yields a ``progress(done, total)`` callable, or None. Shown only once the work has more
-    than one step."""
+    than one step, and gone once the last step is done (a report goes on to draw its figures)."""
     if quiet or not sys.stderr.isatty():
         yield None
         return
@@ -523,6 +523,8 @@ def _steps_bar(label: str, quiet: bool):
             task = bar.add_task(label, total=total)
         if task is not None:
             bar.update(task, completed=done)
+            if done >= total:
+                bar.stop()
 
     try:
         yield progress
@@ -611,6 +613,7 @@ def accuracy(
     min_count: int = typer.Option(10, "--min-count", help="Only relations with at least this many edges in each split."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the result to .csv, .json or .parquet."),
     format: str = _FORMAT,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Syntactic head accuracy (Clark et al. 2019): the best head per relation against fixed-offset baselines.
 
@@ -619,7 +622,8 @@ def accuracy(
     from headdb.accuracy import accuracy as api_accuracy
 
     _check_out(out)
-    df = api_accuracy(db, run, min_count=min_count)
+    with _steps_bar("accuracy", quiet) as bar:
+        df = api_accuracy(db, run, min_count=min_count, progress=bar)
     typer.echo(f"run {df.attrs['run_id']} ({df.attrs['run_name']}): heads and offsets selected on "
                f"{df.attrs['selected_on']}s, accuracy reported on "
                f"{df.attrs['reported_on']}s; layers and heads are 0-based", err=True)
@@ -641,12 +645,14 @@ def report(
     accuracy: Optional[bool] = typer.Option(
         None, "--accuracy/--no-accuracy",
         help="Add syntactic head accuracy (default: when the corpus has dependency relations)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Write a self-contained HTML report with figures (PNG and SVG) and print a markdown summary."""
     from headdb.report import report as api_report
 
-    r = api_report(db, run, out, compare=compare, roles=roles, correction=correction, alpha=alpha,
-                   accuracy=accuracy)
+    with _steps_bar("accuracy", quiet) as bar:
+        r = api_report(db, run, out, compare=compare, roles=roles, correction=correction, alpha=alpha,
+                       accuracy=accuracy, progress=bar)
     typer.echo(r.markdown)
     typer.echo(f"wrote {r.html} and {len(r.figures)} figure files under {r.out_dir / 'figures'}", err=True)
 

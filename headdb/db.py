@@ -302,6 +302,33 @@ def connect_restricted(path: str | Path, memory_limit_mb: int | None = None) -> 
     return con
 
 
+#: DuckDB's memory limit for headdb's long reads of a run (classify's scoring, accuracy's ranges
+#: of sentences), in MiB per thread, at least MEMORY_MB_MIN. Without one DuckDB keeps the blocks
+#: it reads cached up to 80% of RAM, so the memory grew with the run: classification, 1,651 MiB
+#: peak RSS for 8,000 sentences (120 M edges) on 2 cores, 1,214 MiB with 768 MiB in 11.8 against
+#: 12.0 s, 990 MiB with 512 MiB but 5% slower, and 256 MiB spilled (19 s); the EWT store (2,001
+#: sentences) classifies in the same time with or without it (docs/benchmarks.md).
+MEMORY_MB_MIN = 768
+MEMORY_MB_PER_THREAD = 96
+
+
+def memory_limit_mb() -> int:
+    return max(MEMORY_MB_MIN, MEMORY_MB_PER_THREAD * (os.cpu_count() or 1))
+
+
+def connect_capped(path: str | Path, memory_limit_mb: int) -> duckdb.DuckDBPyConnection:
+    """A read-only connection with DuckDB's memory (its cache of the blocks it reads included)
+    capped at ``memory_limit_mb``, where it has a DuckDB instance of its own. Where this process
+    has the file open already (a connection of the user's), DuckDB shares that connection's
+    instance, and its settings, with this one: the cap is then left out rather than changed
+    under the other connection (unlike :func:`connect_restricted`, nothing is refused)."""
+    shared = _open_in_this_process(Path(path))
+    con = connect(path, read_only=True)
+    if not shared:
+        con.execute("SET memory_limit = ?", [f"{int(memory_limit_mb)}MiB"])
+    return con
+
+
 @contextmanager
 def registered(con: duckdb.DuckDBPyConnection, name: str, data: Any) -> Iterator[None]:
     """``data`` (an Arrow table or a DataFrame) visible to ``con``'s SQL as ``name`` for the block.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import pandas as pd
 
 from headdb import analysis
 from headdb.analysis import DbLike, open_db
+from headdb.db import memory_limit_mb
 from headdb.errors import InputError
 from headdb.resources import model_label
 from headdb.store import resolve_run
@@ -294,9 +295,11 @@ figcaption { font-size: 0.9em; color: #444; } .note { background: #fff8dc; paddi
 ACCURACY_MD_RELATIONS = 6
 
 
-def _accuracy_table(con, run_id: int, wanted: bool | None) -> pd.DataFrame | None:
+def _accuracy_table(con, run_id: int, wanted: bool | None,
+                    progress: Callable[[int, int], None] | None = None) -> pd.DataFrame | None:
     """The syntactic head accuracy of the run (headdb.accuracy), or None: ``wanted`` None means
-    when the run's corpus has dependency relations, True always (an error without them)."""
+    when the run's corpus has dependency relations, True always (an error without them).
+    ``progress`` is accuracy's (:func:`headdb.accuracy.head_accuracy`)."""
     from headdb.accuracy import accuracy as syntactic_accuracy
 
     if wanted is False:
@@ -309,7 +312,7 @@ def _accuracy_table(con, run_id: int, wanted: bool | None) -> pd.DataFrame | Non
             raise InputError(f"run {run_id} has no dependency relations, so no syntactic head accuracy "
                              "(raw text is parsed by spaCy; sentence pairs from TSV carry none)")
         return None
-    acc = syntactic_accuracy(con, run_id)
+    acc = syntactic_accuracy(con, run_id, progress=progress)
     shown = acc.assign(best_head=[f"L{r.layer} H{r.head}" for r in acc.itertuples()])
     return shown[["relation", "direction", "n_report", "best_head", "accuracy", "baseline_offset",
                   "baseline_accuracy", "n_select", "select_accuracy"]]
@@ -333,13 +336,15 @@ def _remove_stale_staging(out_dir: Path) -> None:
 
 def report(db: DbLike, run: int | str | None = None, out: str | Path = "report", *,
            compare: int | str | None = None, roles: Sequence[str] | str | None = None,
-           correction: str = "bh", alpha: float = 0.05, accuracy: bool | None = None) -> Report:
+           correction: str = "bh", alpha: float = 0.05, accuracy: bool | None = None,
+           progress: Callable[[int, int], None] | None = None) -> Report:
     """Write the report of ``run`` (default: the latest finished) into the folder ``out``.
 
     With ``compare=RUN_B`` the report adds the comparison of RUN_B against ``run`` (difference
     heatmaps, roles gained and lost, per-layer profile). ``accuracy`` adds the syntactic head
     accuracy (Clark et al. 2019, :func:`headdb.accuracy.accuracy`): by default when the run's
-    corpus has dependency relations. Returns the paths and the markdown summary.
+    corpus has dependency relations; ``progress(done, total)`` counts its ranges of sentences
+    (:func:`headdb.accuracy.head_accuracy`). Returns the paths and the markdown summary.
 
     The figures are drawn into a folder of their own and take the place of ``figures/``'s PNG
     and SVG files only once everything is drawn: a failed report changes nothing in ``out``,
@@ -357,7 +362,8 @@ def report(db: DbLike, run: int | str | None = None, out: str | Path = "report",
     fig_dir = out_dir / "figures"
     try:
         run_id, doc, markdown, drawn = _draw(db, run, out_dir, fig_dir, staging, compare=compare, roles=roles,
-                                             correction=correction, alpha=alpha, accuracy=accuracy)
+                                             correction=correction, alpha=alpha, accuracy=accuracy,
+                                             progress=progress)
         fig_dir.mkdir(exist_ok=True)
         for old in [*fig_dir.glob("*.png"), *fig_dir.glob("*.svg")]:
             old.unlink()
@@ -380,7 +386,8 @@ def report(db: DbLike, run: int | str | None = None, out: str | Path = "report",
 
 def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, staging: Path, *,
           compare: int | str | None, roles: Sequence[str] | str | None, correction: str, alpha: float,
-          accuracy: bool | None) -> tuple[int, str, str, list[Path]]:
+          accuracy: bool | None, progress: Callable[[int, int], None] | None = None
+          ) -> tuple[int, str, str, list[Path]]:
     """The report's figures, drawn into ``staging``, and its HTML and markdown, which name
     them in ``fig_dir``: (run id, HTML, markdown, the figure files in ``staging``)."""
     from headdb.compare import compare as compare_runs
@@ -388,7 +395,7 @@ def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, stagi
 
     plt = _plt()
     written: list[Path] = []
-    with open_db(db) as con:
+    with open_db(db, memory_limit_mb()) as con:  # DuckDB's cache of the run's blocks capped, as accuracy's
         run_id = resolve_run(con, run, finished=True)
         info = con.execute("SELECT run_name, model, corpus_path, n_layers, n_heads, top_k, dense, weight_bits "
                            "FROM runs WHERE run_id = ?", [run_id]).fetchone()
@@ -410,7 +417,7 @@ def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, stagi
             "SELECT count(mean) FROM head_tests WHERE run_id = ? AND role = ?", [run_id, r]).fetchone()[0]]
         unscored = [r for r in wanted if r not in scored]
         multi = analysis.multi_role_heads(con, run_id, roles=wanted)
-        acc = _accuracy_table(con, run_id, accuracy)
+        acc = _accuracy_table(con, run_id, accuracy, progress)
         figures = _score_figures(plt, con, run_id, scored, staging, written)
         figures += _analysis_figures(plt, con, run_id, wanted, n_heads, staging, written)
         cmp = None

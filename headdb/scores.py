@@ -17,6 +17,7 @@ from headdb.db import connect_restricted, quote_ident, registered
 from headdb.errors import RoleError
 from headdb.resources import query
 from headdb.roles import Role, fill, load_roles, set_params, sieve_sql
+from headdb.store import resolve_run, sentence_ranges
 
 #: Bits of the HUGEINT that carry the per-role counters of one attention row.
 COUNTER_BITS = 126
@@ -172,25 +173,7 @@ def _shown(value) -> str:
 def _sentence_ranges(con: duckdb.DuckDBPyConnection, run_id: int) -> list[tuple[int, int]]:
     """Consecutive ranges (first, last sentence_id) of a run with about ``CHUNK_ROWS``
     attention rows each (one range for runs up to that size)."""
-    import numpy as np
-
-    ids, tokens, per_token = (np.asarray(c) for c in con.execute(
-        "SELECT s.sentence_id, coalesce(s.n_tokens, 0)::BIGINT, r.n_layers * r.n_heads "
-        "FROM run_sentences s JOIN runs r USING (run_id) WHERE s.run_id = ? ORDER BY s.sentence_id",
-        [run_id]).fetchnumpy().values())
-    if len(ids) == 0:
-        return [(0, 0)]
-    rows = np.cumsum(tokens * per_token)
-    if rows[-1] <= CHUNK_ROWS:
-        return [(int(ids[0]), int(ids[-1]))]
-    ranges, first = [], 0
-    while first < len(ids):
-        # the last sentence that keeps this piece within CHUNK_ROWS (at least one sentence)
-        base = rows[first - 1] if first else 0
-        last = max(first, int(np.searchsorted(rows, base + CHUNK_ROWS, side="right")) - 1)
-        ranges.append((int(ids[first]), int(ids[last])))
-        first = last + 1
-    return ranges
+    return sentence_ranges(con, run_id, CHUNK_ROWS)
 
 
 def _pass_queries(n_roles: int, sieve_relation: str, bits: int, pieces: list[tuple[int, int]],
@@ -324,8 +307,6 @@ def scores(db: str | Path, run: int | str | None = None, roles: list[str] | str 
     Columns: run_id, role, layer, head, sentence_id, score, score_upper, n_queries
     (layers and heads 0-based).
     """
-    from headdb.store import resolve_run
-
     chosen = load_roles(roles_dir, roles)
     con = connect_restricted(db)
     try:

@@ -317,6 +317,34 @@ def _resolve_run(con: duckdb.DuckDBPyConnection, run: int | str | None) -> int:
     return int(row[0])
 
 
+def sentence_ranges(con: duckdb.DuckDBPyConnection, run_id: int, limit: int, *,
+                    edges: bool = False) -> list[tuple[int, int]]:
+    """Consecutive ranges (first, last sentence_id) of a run's sentences, for queries that run
+    over a large run in pieces so that DuckDB's hash tables stay one piece's size (scores and
+    accuracy). Each range holds at most ``limit`` attention rows (queries x layers x heads), or
+    with ``edges`` at most ``limit`` stored edges as the run's settings bound them (a row keeps
+    at most min(top_k, n_tokens) keys; every key in a dense run), unless one sentence alone
+    exceeds it. One range when the run fits; ``[(0, 0)]`` for a run without sentences."""
+    ids, size = (np.asarray(c) for c in con.execute(
+        "SELECT s.sentence_id, coalesce(s.n_tokens::BIGINT * r.n_layers * r.n_heads * CASE WHEN $edges "
+        "THEN least(coalesce(r.top_k, s.n_tokens), s.n_tokens) ELSE 1 END, 0)::BIGINT "
+        "FROM run_sentences s JOIN runs r USING (run_id) WHERE s.run_id = $run ORDER BY s.sentence_id",
+        {"run": run_id, "edges": edges}).fetchnumpy().values())
+    if len(ids) == 0:
+        return [(0, 0)]
+    total = np.cumsum(size)
+    if total[-1] <= limit:
+        return [(int(ids[0]), int(ids[-1]))]
+    ranges, first = [], 0
+    while first < len(ids):
+        # the last sentence that keeps this range within the limit (at least one sentence)
+        base = total[first - 1] if first else 0
+        last = max(first, int(np.searchsorted(total, base + limit, side="right")) - 1)
+        ranges.append((int(ids[first]), int(ids[last])))
+        first = last + 1
+    return ranges
+
+
 def shown_status(status: str) -> str:
     """A run's status as `headdb runs` shows it: one left 'running' in a store this process could
     open was interrupted (an ingest holds the write lock while it runs)."""

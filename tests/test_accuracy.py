@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+
+import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 import headdb
+from cli_helpers import run_main
 from handmade_store import build_accuracy_store
 from headdb.accuracy import REPORT_SPLIT, SELECTION_SPLIT
 from headdb.cli import app
+from role_reference import build_store, dirichlet_attention, simple_seq
+
+accuracy_mod = importlib.import_module("headdb.accuracy")
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +133,193 @@ def test_report_has_the_accuracy_section(store, tmp_path):
 
     with pytest.raises(InputError, match="no dependency relations"):
         headdb.report(db, out=tmp_path / "rep4", accuracy=True)
+
+
+# ---- a large run is judged in ranges of sentences, whose counts add up -------------------------
+
+RANDOM_RELATIONS = ["nsubj", "obj", "dobj", "det", "obl:tmod", "amod"]
+
+
+def _base(deprel: str) -> str:
+    base = deprel.split(":")[0]
+    return "obj" if base == "dobj" else base
+
+
+@pytest.fixture(scope="module")
+def random_store(tmp_path_factory):
+    """Nine sentences of 2-7 words (1-2 pieces each) with random dependency heads and random
+    attention, as run 1 (top-3, 2 layers x 2 heads) and run 2 (dense, the same attention)."""
+    rng = np.random.default_rng(17)
+    seqs = []
+    for _ in range(9):
+        n = int(rng.integers(2, 8))
+        root = int(rng.integers(n))
+        heads = [None if w == root else int(rng.choice([x for x in range(n) if x != w])) for w in range(n)]
+        rels = ["root" if h is None else str(rng.choice(RANDOM_RELATIONS)) for h in heads]
+        seqs.append(simple_seq([int(rng.integers(1, 3)) for _ in range(n)], heads, rels))
+    att = [dirichlet_attention(rng, 2, 2, q.length) for q in seqs]
+    db = tmp_path_factory.mktemp("acc-random") / "r.db"
+    build_store(db, seqs, att, top_k=3, run_id=1)
+    build_store(db, seqs, att, run_id=2, add_corpus=False)
+    return db, seqs
+
+
+def _ranges(db, run_id: int, limit: int) -> list[tuple[int, int]]:
+    from headdb.db import connect
+    from headdb.store import sentence_ranges
+
+    con = connect(db, read_only=True)
+    try:
+        return sentence_ranges(con, run_id, limit, edges=True)
+    finally:
+        con.close()
+
+
+def test_sentence_ranges_bound_the_stored_edges(random_store):
+    """With ``edges`` a range's size is the stored edges as the run's top-k bounds them: exactly
+    the stored count (top-k keeps k keys of every row of at least k keys, dense every key)."""
+    from headdb.db import connect
+
+    db, seqs = random_store
+    con = connect(db, read_only=True)
+    try:
+        for run_id, k in ((1, 3), (2, None)):
+            stored = dict(con.execute("SELECT sentence_id, count(*) FROM edges WHERE run_id = ? GROUP BY ALL",
+                                      [run_id]).fetchall())
+            bound = {s: q.length * 4 * min(k or q.length, q.length) for s, q in enumerate(seqs)}
+            assert stored == bound
+            for limit in (1, 150, 400, 900):
+                pieces = _ranges(db, run_id, limit)
+                # consecutive, covering every sentence; each within the limit unless one sentence exceeds it
+                assert pieces[0][0] == 0 and pieces[-1][1] == len(seqs) - 1
+                assert all(b[0] == a[1] + 1 for a, b in zip(pieces, pieces[1:]))
+                for lo, hi in pieces:
+                    assert lo == hi or sum(bound[s] for s in range(lo, hi + 1)) <= limit
+            assert _ranges(db, run_id, sum(bound.values())) == [(0, len(seqs) - 1)]
+        # attention rows (the scores' pieces) when ``edges`` is not asked for
+        from headdb.store import sentence_ranges
+
+        rows = [q.length * 4 for q in seqs]
+        assert sentence_ranges(con, 1, sum(rows) - 1) != [(0, len(seqs) - 1)]
+        assert sentence_ranges(con, 1, sum(rows)) == [(0, len(seqs) - 1)]
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("run_id", [1, 2], ids=["top-3", "dense"])
+@pytest.mark.parametrize("limit", [1, 150, 400], ids=["a-sentence-each", "small", "uneven"])
+def test_ranges_of_sentences_give_the_one_query_counts(random_store, monkeypatch, run_id, limit):
+    """head_accuracy and accuracy judged in several ranges of sentences equal one query's, to the
+    last bit; progress counts the ranges."""
+    db, seqs = random_store
+    assert len(_ranges(db, run_id, accuracy_mod.CHUNK_EDGES)) == 1
+    whole_heads = headdb.head_accuracy(db, run_id)
+    whole = headdb.accuracy(db, run_id)
+    monkeypatch.setattr(accuracy_mod, "CHUNK_EDGES", limit)
+    pieces = _ranges(db, run_id, limit)
+    assert 1 < len(pieces) <= len(seqs)
+    if limit == 1:
+        assert pieces == [(s, s) for s in range(len(seqs))]
+    seen = []
+    parted_heads = headdb.head_accuracy(db, run_id, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(i, len(pieces)) for i in range(len(pieces) + 1)]
+    pd.testing.assert_frame_equal(parted_heads, whole_heads, check_exact=True)
+    pd.testing.assert_frame_equal(headdb.accuracy(db, run_id), whole, check_exact=True)
+
+
+@pytest.mark.parametrize("limit", [None, 1, 150, 400])
+def test_every_dependency_edge_counts_once_whatever_the_ranges(random_store, monkeypatch, limit):
+    """Each head's n per relation and split is the number of dependents, counted from the corpus
+    here: a range boundary that dropped a sentence or counted one twice would change it."""
+    db, seqs = random_store
+    if limit is not None:
+        monkeypatch.setattr(accuracy_mod, "CHUNK_EDGES", limit)
+    want: dict[tuple[str, str], int] = {}
+    for sid, q in enumerate(seqs):
+        split = "select" if sid % 2 == 0 else "report"
+        for h, rel in zip(q.heads, q.deprels):
+            if h is not None:
+                for relation in (_base(rel), "all"):
+                    want[relation, split] = want.get((relation, split), 0) + 1
+    df = headdb.head_accuracy(db, 1)
+    assert len(df) == 2 * 2 * 2 * len({r for r, _ in want})  # layers x heads x directions x relations
+    for r in df.itertuples():
+        assert (r.n_select, r.n_report) == (want.get((r.relation, "select"), 0), want.get((r.relation, "report"), 0))
+
+
+def test_accuracy_and_report_show_progress_over_ranges(store, tmp_path, monkeypatch, capsys):
+    """`headdb accuracy` and `headdb report` hand the CLI's progress bar to accuracy's ranges of
+    sentences (a bar on a terminal only; --quiet none)."""
+    import shutil
+
+    from handmade_store import add_classification
+    from headdb.db import connect
+
+    cli = importlib.import_module("headdb.cli")
+    monkeypatch.setattr(accuracy_mod, "CHUNK_EDGES", 1)  # a range per sentence: 4 ranges
+    seen = []
+
+    @contextlib.contextmanager
+    def spy(label, quiet):
+        seen.append((label, quiet))
+        yield None if quiet else (lambda done, total: seen.append((done, total)))
+
+    monkeypatch.setattr(cli, "_steps_bar", spy)
+    code, out, err = run_main(capsys, monkeypatch, "accuracy", store, "--min-count", "1")
+    assert code == 0, err
+    assert seen == [("accuracy", False), (0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
+    assert "dep->head" in out
+    db = tmp_path / "a.db"
+    shutil.copy(store, db)
+    con = connect(db)
+    add_classification(con, 1, ["local"], {}, 1, 2)  # the report reads a classification
+    con.close()
+    seen.clear()
+    code, _, err = run_main(capsys, monkeypatch, "report", db, "--out", tmp_path / "rep")
+    assert code == 0, err
+    assert seen == [("accuracy", False), (0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
+    seen.clear()
+    code, _, err = run_main(capsys, monkeypatch, "accuracy", store, "-q")
+    assert code == 0 and seen == [("accuracy", True)]
+
+
+def test_accuracy_caps_duckdbs_memory_on_a_connection_of_its_own(random_store, store, tmp_path, monkeypatch):
+    """DuckDB keeps the blocks it reads cached up to its memory limit (80% of RAM by default), so
+    accuracy's own connection, and the report's, have classify's limit. Beside a connection the
+    user holds to the store (DuckDB then shares one instance, and its settings, between the two)
+    accuracy leaves that connection's limit as it was."""
+    import shutil
+
+    from handmade_store import add_classification
+    from headdb.db import connect, memory_limit_mb
+
+    db, _ = random_store
+    seen = []
+    real = accuracy_mod.sentence_ranges
+
+    def spy(con, *args, **kwargs):
+        seen.append(con.execute("SELECT current_setting('memory_limit')").fetchone()[0])
+        return real(con, *args, **kwargs)
+
+    monkeypatch.setattr(accuracy_mod, "sentence_ranges", spy)
+    capped = f"{memory_limit_mb()}.0 MiB"
+    want = headdb.accuracy(db)
+    assert seen == [capped]
+    headdb.head_accuracy(db)
+    assert seen == [capped, capped]
+    mine = connect(db, read_only=True)
+    try:
+        before = mine.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        assert before != capped
+        pd.testing.assert_frame_equal(headdb.accuracy(db), want, check_exact=True)
+        assert seen[-1] == before
+        assert mine.execute("SELECT current_setting('memory_limit')").fetchone()[0] == before
+    finally:
+        mine.close()
+    report_db = tmp_path / "a.db"
+    shutil.copy(store, report_db)
+    con = connect(report_db)
+    add_classification(con, 1, ["local"], {}, 1, 2)
+    con.close()
+    headdb.report(report_db, out=tmp_path / "rep")
+    assert seen[-1] == capped

@@ -147,7 +147,7 @@ def test_classify_bounds_duckdbs_memory_while_scoring(store, monkeypatch):
     classification sets one on the connection that scores (docs/benchmarks.md)."""
     import importlib
 
-    classify_mod = importlib.import_module("headdb.classify")
+    db_mod = importlib.import_module("headdb.db")
     scores_mod = importlib.import_module("headdb.scores")
     seen = []
     real = scores_mod.compute_scores
@@ -158,11 +158,11 @@ def test_classify_bounds_duckdbs_memory_while_scoring(store, monkeypatch):
 
     monkeypatch.setattr(scores_mod, "compute_scores", spy)
     headdb.classify(store, store=False)
-    assert seen == [f"{classify_mod._memory_limit_mb()}.0 MiB"]
+    assert seen == [f"{db_mod.memory_limit_mb()}.0 MiB"]
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    assert classify_mod._memory_limit_mb() == 768
+    assert db_mod.memory_limit_mb() == 768
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
-    assert classify_mod._memory_limit_mb() == 16 * 96
+    assert db_mod.memory_limit_mb() == 16 * 96
 
 
 def test_classify_shows_a_progress_bar_in_a_terminal_only(store, tmp_path, monkeypatch, capsys):

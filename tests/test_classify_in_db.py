@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 import headdb
+from headdb.db import memory_limit_mb
 from role_reference import build_store, dirichlet_attention, simple_seq
 
 scores_mod = importlib.import_module("headdb.scores")
@@ -105,7 +106,7 @@ def test_scoring_runs_under_classifications_memory_limit(db, monkeypatch):
 
     monkeypatch.setattr(scores_mod, "store_scores", spy)
     headdb.classify(db, roles="local")
-    assert seen == [f"{classify_mod._memory_limit_mb()}.0 MiB"]
+    assert seen == [f"{memory_limit_mb()}.0 MiB"]
 
 
 @pytest.mark.parametrize("where", ["store_scores", "stored_head_moments"])
