@@ -140,7 +140,9 @@ def test_report_has_the_accuracy_section(store, tmp_path):
 RANDOM_RELATIONS = ["nsubj", "obj", "dobj", "det", "obl:tmod", "amod"]
 
 
-def _base(deprel: str) -> str:
+def _base(deprel: str | None) -> str:
+    if deprel is None:  # CoNLL-U's `_`: a head without a label
+        return "_"
     base = deprel.split(":")[0]
     return "obj" if base == "dobj" else base
 
@@ -155,7 +157,9 @@ def random_store(tmp_path_factory):
         n = int(rng.integers(2, 8))
         root = int(rng.integers(n))
         heads = [None if w == root else int(rng.choice([x for x in range(n) if x != w])) for w in range(n)]
-        rels = ["root" if h is None else str(rng.choice(RANDOM_RELATIONS)) for h in heads]
+        # a head without a label (CoNLL-U's `_`) now and then: its own relation "_", and once in "all"
+        rels = ["root" if h is None else (None if rng.random() < 0.1 else str(rng.choice(RANDOM_RELATIONS)))
+                for h in heads]
         seqs.append(simple_seq([int(rng.integers(1, 3)) for _ in range(n)], heads, rels))
     att = [dirichlet_attention(rng, 2, 2, q.length) for q in seqs]
     db = tmp_path_factory.mktemp("acc-random") / "r.db"
@@ -241,9 +245,14 @@ def test_every_dependency_edge_counts_once_whatever_the_ranges(random_store, mon
             if h is not None:
                 for relation in (_base(rel), "all"):
                     want[relation, split] = want.get((relation, split), 0) + 1
+    assert any(relation == "_" for relation, _ in want)  # a head without a label is in the corpus
     df = headdb.head_accuracy(db, 1)
     assert len(df) == 2 * 2 * 2 * len({r for r, _ in want})  # layers x heads x directions x relations
     for r in df.itertuples():
+        assert (r.n_select, r.n_report) == (want.get((r.relation, "select"), 0), want.get((r.relation, "report"), 0))
+    offsets = accuracy_mod.offset_baselines(db, 1)  # the baseline judges the same edges
+    assert len(offsets) == 20 * 2 * len({r for r, _ in want})  # offsets x directions x relations
+    for r in offsets.itertuples():
         assert (r.n_select, r.n_report) == (want.get((r.relation, "select"), 0), want.get((r.relation, "report"), 0))
 
 

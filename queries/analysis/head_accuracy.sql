@@ -28,7 +28,7 @@ judged AS (
     LEFT JOIN top t ON t.sentence_id = d.sentence_id AND t.layer = h.layer AND t.head = h.head
                    AND t.query_word_pos = d.gov
 )
-SELECT layer::BIGINT AS layer, head::BIGINT AS head, coalesce(relation, 'all') AS relation, direction, split,
+SELECT layer::BIGINT AS layer, head::BIGINT AS head, CASE WHEN grouping(relation) = 1 THEN 'all' ELSE coalesce(relation, '_') END AS relation, direction, split,
        count(*) AS n, count(*) FILTER (WHERE correct) AS n_correct
 FROM judged
 GROUP BY GROUPING SETS ((layer, head, relation, direction, split), (layer, head, direction, split))

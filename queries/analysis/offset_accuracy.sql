@@ -12,7 +12,7 @@ judged AS (
     SELECT o."offset", d.relation, d.split, 'head->dep' AS direction, d.dep - d.gov = o."offset" AS correct
     FROM deps d CROSS JOIN offs o
 )
-SELECT "offset"::BIGINT AS "offset", coalesce(relation, 'all') AS relation, direction, split,
+SELECT "offset"::BIGINT AS "offset", CASE WHEN grouping(relation) = 1 THEN 'all' ELSE coalesce(relation, '_') END AS relation, direction, split,
        count(*) AS n, count(*) FILTER (WHERE correct) AS n_correct
 FROM judged
 GROUP BY GROUPING SETS (("offset", relation, direction, split), ("offset", direction, split))
