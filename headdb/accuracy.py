@@ -24,6 +24,7 @@ reported). Layers and heads are 0-based.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 
 import pandas as pd
@@ -130,8 +131,8 @@ def accuracy(db: DbLike, run: int | str | None = None, min_count: int = 1,
     ``progress(done, total)`` counts the ranges of sentences the heads are judged in
     (:func:`head_accuracy`).
     """
-    if min_count < 1:
-        raise InputError("min_count must be at least 1")
+    if isinstance(min_count, bool) or not isinstance(min_count, numbers.Integral) or min_count < 1:
+        raise InputError(f"min_count (--min-count) must be a whole number of at least 1, not {min_count!r}")
     with open_db(db, memory_limit_mb()) as con:  # one connection: the run resolved once, named in attrs
         run_id = resolve_run(con, run, finished=True)
         run_name = con.execute("SELECT run_name FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]

@@ -332,3 +332,11 @@ def test_accuracy_caps_duckdbs_memory_on_a_connection_of_its_own(random_store, s
     con.close()
     headdb.report(report_db, out=tmp_path / "rep")
     assert seen[-1] == capped
+
+
+@pytest.mark.parametrize("bad", [0, -3, "x", 2.5, True, None])
+def test_a_min_count_that_is_not_a_whole_number_of_at_least_one_is_refused(store, bad):
+    from headdb.errors import InputError
+
+    with pytest.raises(InputError, match="min_count .*must be a whole number of at least 1"):
+        headdb.accuracy(store, min_count=bad)
