@@ -550,11 +550,17 @@ def _arrow_frames(reader, query: str, write: bool, types: list[str], names: list
 
 
 def _next_batch(reader):
-    """The reader's next batch, or None at its end."""
+    """The reader's next batch, or None at its end. DuckDB's error in a later row (a failed cast,
+    error()) comes through Arrow's stream as an OSError holding DuckDB's message: raised as
+    DuckDB's, so that it reads as the query's error, not as a file that could not be written."""
+    import duckdb
+
     try:
         return reader.read_next_batch()
     except StopIteration:
         return None
+    except OSError as exc:
+        raise duckdb.Error(str(exc)) from None
 
 
 def _csv_ready(df: pd.DataFrame, types: list[str]) -> pd.DataFrame:

@@ -478,3 +478,22 @@ def test_sql_params_are_values_never_sql_and_name_what_is_wrong(store, tmp_path,
     code, _, err = run_main(capsys, monkeypatch, "sql", store, q, "--param", "layer=zero", "--param", "w=0")
     assert code == 1 and "Could not convert string 'zero' to INT16" in err, err  # layer is a SMALLINT
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_sql_out_reports_an_error_in_a_later_arrow_batch_as_the_querys(store, tmp_path, capsys, monkeypatch):
+    """A column that goes through Arrow (a 128-bit sum, a map) streams from DuckDB's Arrow reader,
+    which raises a later row's error (error(), a failed cast) as an OSError: it read as
+    "OUT: cannot write the export: Invalid Input Error: boom", naming the file, not the query."""
+    from cli_helpers import run_main
+    from headdb.query import export_sql
+
+    query = ("SELECT range::HUGEINT AS h, CASE WHEN range >= 4000 THEN error('boom') ELSE range END AS v "
+             "FROM range(5000)")
+    for fmt in ("csv", "json", "parquet"):
+        out = tmp_path / f"x.{fmt}"
+        with pytest.raises(DatabaseError, match="^SQL error: Invalid Input Error: boom"):
+            export_sql(store, query, out, batch_rows=2048)
+        code, _, err = run_main(capsys, monkeypatch, "sql", store, query, "--out", out)
+        assert code == 1 and err.startswith("error: SQL error: Invalid Input Error: boom"), err
+        assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store.db"]
