@@ -497,3 +497,35 @@ def test_sql_out_reports_an_error_in_a_later_arrow_batch_as_the_querys(store, tm
         assert code == 1 and err.startswith("error: SQL error: Invalid Input Error: boom"), err
         assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store.db"]
+
+
+def test_an_out_that_is_the_store_is_refused_and_the_store_kept(store, tmp_path, capsys, monkeypatch):
+    """A store may have any name: `headdb sql s.parquet ... --out s.parquet` put the rows in its
+    place (classify --out s.parquet its tests, after storing them), and a store named s.csv.tmp
+    was emptied and removed by --out s.csv, whose temporary file that is. Refused before any work."""
+    import hashlib
+
+    from cli_helpers import run_main
+    from headdb.query import check_export, export_sql
+
+    named = tmp_path / "s.parquet"
+    named.write_bytes(store.read_bytes())
+    beside = tmp_path / "s.csv.tmp"
+    beside.write_bytes(store.read_bytes())
+    digest = hashlib.sha256(store.read_bytes()).hexdigest()
+    cases = [(named, named, f"is the database file {named}"),
+             (named, tmp_path / "." / "s.parquet", f"is the database file {named}"),
+             (beside, tmp_path / "s.csv", f"would be written through s.csv.tmp, which is the database file {beside}")]
+    for db, out, words in cases:
+        for args in (["sql", db, "SELECT 1 AS a"], ["classify", db], ["compare", db, "1", "2"], ["accuracy", db]):
+            code, _, err = run_main(capsys, monkeypatch, *args, "--out", out)
+            assert code == 1 and err.startswith(f"error: {out}: {words}; name another file to write"), (args, err)
+        with pytest.raises(InputError, match="name another file to write"):
+            export_sql(db, "SELECT 1 AS a", out)
+        with pytest.raises(InputError, match="name another file to write"):
+            headdb.classify(db, out=out)
+        with pytest.raises(InputError, match="name another file to write"):
+            check_export(out, db)
+        assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv.tmp", "s.parquet", "store.db"]
+    assert check_export(tmp_path / "other.parquet", named) == "parquet"  # another file is fine
