@@ -462,30 +462,41 @@ def export_sql(db: str | Path, query: str, out: str | Path, params: list | dict 
     types and values, in row groups of the batches (of pyarrow's own size, so that the edges of
     an EWT run came out byte for byte the same)."""
     out = Path(out)
+    if batch_rows is not None and batch_rows < 1:  # 0 or less never filled a batch: it looped for ever
+        raise InputError(f"batch_rows must be at least 1, not {batch_rows!r}")
     fmt = check_export(out, db)
     rows = batch_rows or _BATCH_ROWS[fmt]
     tmp = out.with_name(out.name + ".tmp")
     written = 0
     _one_statement(query)
     _check_params(query, params)
+    # the folders --out names that do not exist yet: made once the query runs, removed if it fails
+    missing = [p for p in (out.absolute().parent, *out.absolute().parent.parents) if not p.exists()]
     try:
         with _store(db, write) as con:
             types, frames = _batches(con, query, params, write, rows)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            writer = _WRITERS[fmt](tmp, types)
             try:
-                for df in frames:
-                    writer.write(df)
-                    written += len(df)
-                    if progress is not None:
-                        progress(written)
-                writer.finish()
+                out.parent.mkdir(parents=True, exist_ok=True)
+                writer = _WRITERS[fmt](tmp, types)
+                try:
+                    for df in frames:
+                        writer.write(df)
+                        written += len(df)
+                        if progress is not None:
+                            progress(written)
+                    writer.finish()
+                finally:
+                    writer.close()
             finally:
-                writer.close()
-                frames.close()  # the reader, before its connection closes
+                # the reader, before its connection closes, also where the file could not be opened:
+                # a generator never closed kept it, and so the store, open while its error was kept
+                frames.close()
         tmp.replace(out)  # never leave half a file under the real name
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        for folder in missing:  # deepest first; one that holds something else now stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         if isinstance(exc, OSError):
             raise InputError(f"cannot write the export: {exc.strerror or exc}", out) from None
         raise
