@@ -80,7 +80,7 @@ def classify(
     if out is not None:
         from headdb.query import check_export
 
-        check_export(out)  # before anything is stored
+        check_export(out, db)  # before anything is stored; never the store itself
     chosen = load_roles(roles_dir, roles)
     con = connect_restricted(db, memory_limit_mb())
     try:

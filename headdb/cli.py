@@ -138,12 +138,13 @@ def _check_format(value: str) -> str:
     return value
 
 
-def _check_out(out: Optional[Path]) -> None:
-    """--out's extension, checked before a command does (and stores) anything."""
+def _check_out(out: Optional[Path], db: Path) -> None:
+    """--out's extension, and that it is not the store ``db``, checked before a command does (and
+    stores) anything."""
     from headdb.query import check_export
 
     if out is not None:
-        check_export(out)
+        check_export(out, db)
 
 
 _FORMAT = typer.Option("table", "--format", "-f", help="Output format: table, csv or json.", callback=_check_format)
@@ -433,7 +434,7 @@ def sql(
 ) -> None:
     """Run SQL on the store (read-only by default); score views scores_<role> are available."""
     params = _params(param)
-    _check_out(out)
+    _check_out(out, db)
     if out is not None:
         from headdb.query import export_sql
 
@@ -493,7 +494,7 @@ def classify(
     """
     from headdb.classify import classify as api_classify
 
-    _check_out(out)
+    _check_out(out, db)
     with _steps_bar("scoring", quiet) as bar:
         df = api_classify(db, run, roles, roles_dir, tau=tau, alpha=alpha, correction=correction, progress=bar)
     _print_classification(df)
@@ -576,7 +577,7 @@ def compare(
     from headdb.compare import compare as api_compare
     from headdb.compare import layer_profile, role_changes
 
-    _check_out(out)
+    _check_out(out, db)
     df = api_compare(db, run_a, run_b, roles=roles, correction=correction, alpha=alpha)
     a = df.attrs
     typer.echo(f"run {a['run_b']} ({a['run_name_b']}) against run {a['run_a']} ({a['run_name_a']}): {a['note']}",
@@ -621,7 +622,7 @@ def accuracy(
     """
     from headdb.accuracy import accuracy as api_accuracy
 
-    _check_out(out)
+    _check_out(out, db)
     with _steps_bar("accuracy", quiet) as bar:
         df = api_accuracy(db, run, min_count=min_count, progress=bar)
     typer.echo(f"run {df.attrs['run_id']} ({df.attrs['run_name']}): heads and offsets selected on "

@@ -242,16 +242,19 @@ def _hint(message: str, query: str, write: bool) -> str:
     return ""
 
 
-def check_export(out: str | Path) -> str:
+def check_export(out: str | Path, db: str | Path | None = None) -> str:
     """The export format named by ``out``'s extension (csv, json or parquet), once it is clear that
     the file can be written there, or InputError; the commands call it before any work, so that
-    a bad ``--out`` never comes after the results are stored."""
+    a bad ``--out`` never comes after the results are stored. ``db``: the store the command reads,
+    which the export must not replace (``headdb sql s.parquet ... --out s.parquet`` put the rows
+    in place of the store)."""
     import os
 
     out = Path(out)
     fmt = out.suffix.lower().lstrip(".")
     if fmt not in EXPORT_FORMATS:
         raise InputError(f"cannot export to {out.suffix or 'no extension'!r}; use .csv, .json or .parquet", out)
+    _check_not_the_store(out, db)
     if out.is_dir():
         raise InputError("is a folder; name the file to write", out)
     folder = out.absolute().parent
@@ -268,6 +271,25 @@ def check_export(out: str | Path) -> str:
     elif not os.access(existing, os.W_OK | os.X_OK):
         raise InputError(f"cannot create its folder: {existing} is not writable", out)
     return fmt
+
+
+def _check_not_the_store(out: Path, db: str | Path | None) -> None:
+    """InputError where ``out``, or a file its export writes on the way (``.tmp``; Parquet's
+    ``.tmp.wider``), is the database file ``db``: the export would replace, truncate or remove it."""
+    import os
+
+    if not isinstance(db, (str, Path)) or str(db) == ":memory:":
+        return
+    store = Path(db)
+    tmp = out.with_name(out.name + ".tmp")
+    for path in (out, tmp, tmp.with_name(tmp.name + ".wider")):
+        try:
+            same = os.path.samefile(path, store)
+        except OSError:  # one of them is missing: the same path, or not the same file
+            same = path.absolute() == store.absolute()
+        if same:
+            where = "is" if path == out else f"would be written through {path.name}, which is"
+            raise InputError(f"{where} the database file {db}; name another file to write", out)
 
 
 def json_text(df: pd.DataFrame, indent: int | None = None) -> str:
@@ -440,30 +462,41 @@ def export_sql(db: str | Path, query: str, out: str | Path, params: list | dict 
     types and values, in row groups of the batches (of pyarrow's own size, so that the edges of
     an EWT run came out byte for byte the same)."""
     out = Path(out)
-    fmt = check_export(out)
+    if batch_rows is not None and batch_rows < 1:  # 0 or less never filled a batch: it looped for ever
+        raise InputError(f"batch_rows must be at least 1, not {batch_rows!r}")
+    fmt = check_export(out, db)
     rows = batch_rows or _BATCH_ROWS[fmt]
     tmp = out.with_name(out.name + ".tmp")
     written = 0
     _one_statement(query)
     _check_params(query, params)
+    # the folders --out names that do not exist yet: made once the query runs, removed if it fails
+    missing = [p for p in (out.absolute().parent, *out.absolute().parent.parents) if not p.exists()]
     try:
         with _store(db, write) as con:
             types, frames = _batches(con, query, params, write, rows)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            writer = _WRITERS[fmt](tmp, types)
             try:
-                for df in frames:
-                    writer.write(df)
-                    written += len(df)
-                    if progress is not None:
-                        progress(written)
-                writer.finish()
+                out.parent.mkdir(parents=True, exist_ok=True)
+                writer = _WRITERS[fmt](tmp, types)
+                try:
+                    for df in frames:
+                        writer.write(df)
+                        written += len(df)
+                        if progress is not None:
+                            progress(written)
+                    writer.finish()
+                finally:
+                    writer.close()
             finally:
-                writer.close()
-                frames.close()  # the reader, before its connection closes
+                # the reader, before its connection closes, also where the file could not be opened:
+                # a generator never closed kept it, and so the store, open while its error was kept
+                frames.close()
         tmp.replace(out)  # never leave half a file under the real name
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        for folder in missing:  # deepest first; one that holds something else now stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         if isinstance(exc, OSError):
             raise InputError(f"cannot write the export: {exc.strerror or exc}", out) from None
         raise
@@ -550,11 +583,17 @@ def _arrow_frames(reader, query: str, write: bool, types: list[str], names: list
 
 
 def _next_batch(reader):
-    """The reader's next batch, or None at its end."""
+    """The reader's next batch, or None at its end. DuckDB's error in a later row (a failed cast,
+    error()) comes through Arrow's stream as an OSError holding DuckDB's message: raised as
+    DuckDB's, so that it reads as the query's error, not as a file that could not be written."""
+    import duckdb
+
     try:
         return reader.read_next_batch()
     except StopIteration:
         return None
+    except OSError as exc:
+        raise duckdb.Error(str(exc)) from None
 
 
 def _csv_ready(df: pd.DataFrame, types: list[str]) -> pd.DataFrame:

@@ -478,3 +478,96 @@ def test_sql_params_are_values_never_sql_and_name_what_is_wrong(store, tmp_path,
     code, _, err = run_main(capsys, monkeypatch, "sql", store, q, "--param", "layer=zero", "--param", "w=0")
     assert code == 1 and "Could not convert string 'zero' to INT16" in err, err  # layer is a SMALLINT
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_sql_out_reports_an_error_in_a_later_arrow_batch_as_the_querys(store, tmp_path, capsys, monkeypatch):
+    """A column that goes through Arrow (a 128-bit sum, a map) streams from DuckDB's Arrow reader,
+    which raises a later row's error (error(), a failed cast) as an OSError: it read as
+    "OUT: cannot write the export: Invalid Input Error: boom", naming the file, not the query."""
+    from cli_helpers import run_main
+    from headdb.query import export_sql
+
+    query = ("SELECT range::HUGEINT AS h, CASE WHEN range >= 4000 THEN error('boom') ELSE range END AS v "
+             "FROM range(5000)")
+    for fmt in ("csv", "json", "parquet"):
+        out = tmp_path / f"x.{fmt}"
+        with pytest.raises(DatabaseError, match="^SQL error: Invalid Input Error: boom"):
+            export_sql(store, query, out, batch_rows=2048)
+        code, _, err = run_main(capsys, monkeypatch, "sql", store, query, "--out", out)
+        assert code == 1 and err.startswith("error: SQL error: Invalid Input Error: boom"), err
+        assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store.db"]
+
+
+def test_an_out_that_is_the_store_is_refused_and_the_store_kept(store, tmp_path, capsys, monkeypatch):
+    """A store may have any name: `headdb sql s.parquet ... --out s.parquet` put the rows in its
+    place (classify --out s.parquet its tests, after storing them), and a store named s.csv.tmp
+    was emptied and removed by --out s.csv, whose temporary file that is. Refused before any work."""
+    import hashlib
+
+    from cli_helpers import run_main
+    from headdb.query import check_export, export_sql
+
+    named = tmp_path / "s.parquet"
+    named.write_bytes(store.read_bytes())
+    beside = tmp_path / "s.csv.tmp"
+    beside.write_bytes(store.read_bytes())
+    digest = hashlib.sha256(store.read_bytes()).hexdigest()
+    cases = [(named, named, f"is the database file {named}"),
+             (named, tmp_path / "." / "s.parquet", f"is the database file {named}"),
+             (beside, tmp_path / "s.csv", f"would be written through s.csv.tmp, which is the database file {beside}")]
+    for db, out, words in cases:
+        for args in (["sql", db, "SELECT 1 AS a"], ["classify", db], ["compare", db, "1", "2"], ["accuracy", db]):
+            code, _, err = run_main(capsys, monkeypatch, *args, "--out", out)
+            assert code == 1 and err.startswith(f"error: {out}: {words}; name another file to write"), (args, err)
+        with pytest.raises(InputError, match="name another file to write"):
+            export_sql(db, "SELECT 1 AS a", out)
+        with pytest.raises(InputError, match="name another file to write"):
+            headdb.classify(db, out=out)
+        with pytest.raises(InputError, match="name another file to write"):
+            check_export(out, db)
+        assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv.tmp", "s.parquet", "store.db"]
+    assert check_export(tmp_path / "other.parquet", named) == "parquet"  # another file is fine
+
+
+def test_sql_out_that_fails_leaves_no_folder_it_made(store, tmp_path):
+    """--out makes the folders it names once the query has its first rows; an error in a later
+    batch left them behind, empty (the whole result was computed before any folder was made)."""
+    from headdb.query import export_sql
+
+    query = "SELECT CASE WHEN range >= 4000 THEN error('boom') ELSE range END AS v FROM range(5000)"
+    (tmp_path / "kept").mkdir()
+    for fmt in ("csv", "parquet"):
+        with pytest.raises(DatabaseError, match="boom"):
+            export_sql(store, query, tmp_path / "kept" / "new" / "deeper" / f"x.{fmt}", batch_rows=2048)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["kept", "store.db"]
+        assert not list((tmp_path / "kept").iterdir())
+    assert export_sql(store, "SELECT 1 AS a", tmp_path / "kept" / "new" / "x.csv") == 1  # made where it works
+    assert (tmp_path / "kept" / "new" / "x.csv").read_text() == "a\n1\n"
+
+
+def test_sql_out_that_fails_before_its_first_batch_lets_the_store_go(store, tmp_path, monkeypatch):
+    """The Arrow reader of a query is made before the output file is opened; where that failed,
+    the reader was left to the garbage collector, and the store stayed open in this process as
+    long as the error was kept (a notebook keeps the last one): a writer was refused."""
+    import headdb.query as query
+
+    def no_room(path, types):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setitem(query._WRITERS, "csv", no_room)
+    with pytest.raises(InputError, match="No space left on device") as kept:
+        query.export_sql(store, "SELECT range::HUGEINT AS h FROM range(5000)", tmp_path / "x.csv")
+    connect(store, read_only=False, existing=True).close()  # the store is free while the error is held
+    assert kept.value is not None and not (tmp_path / "x.csv").exists()
+
+
+@pytest.mark.parametrize("rows", [0, -1])
+def test_export_sql_refuses_a_batch_of_no_rows(store, tmp_path, rows):
+    """batch_rows of 0 or less never filled a batch: the export looped for ever."""
+    from headdb.query import export_sql
+
+    with pytest.raises(InputError, match=f"batch_rows must be at least 1, not {rows}"):
+        export_sql(store, "SELECT 1 AS a UNION ALL SELECT 2", tmp_path / "x.csv", batch_rows=rows)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store.db"]
