@@ -419,9 +419,7 @@ def export(df: pd.DataFrame, out: str | Path) -> Path:
     extension. The file appears whole or not at all; a failure leaves nothing behind."""
     out = Path(out)
     fmt = check_export(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    try:
+    with _whole_file(out) as tmp:
         if fmt == "csv":
             text_ready(df).to_csv(tmp, index=False)
         elif fmt == "json":
@@ -430,13 +428,28 @@ def export(df: pd.DataFrame, out: str | Path) -> Path:
             import pyarrow.parquet as pq
 
             pq.write_table(_parquet_table(df), tmp)
+    return out
+
+
+@contextlib.contextmanager
+def _whole_file(out: Path):
+    """Where to write ``out``: ``OUT.tmp``, put in its place once the block ends, so that the file
+    appears whole or not at all. An error or Ctrl-C removes it and the folders made for it (an
+    earlier file of that name stays as it was); an OSError becomes InputError naming ``out``."""
+    tmp = out.with_name(out.name + ".tmp")
+    missing = [p for p in (out.absolute().parent, *out.absolute().parent.parents) if not p.exists()]
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
         tmp.replace(out)  # never leave half a file under the real name
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        for folder in missing:  # deepest first; one that holds something else now stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         if isinstance(exc, OSError):
             raise InputError(f"cannot write the export: {exc.strerror or exc}", out) from None
         raise
-    return out
 
 
 #: Rows in a batch of :func:`export_sql`. Parquet: a row group each, of pyarrow's default size
@@ -466,40 +479,26 @@ def export_sql(db: str | Path, query: str, out: str | Path, params: list | dict 
         raise InputError(f"batch_rows must be at least 1, not {batch_rows!r}")
     fmt = check_export(out, db)
     rows = batch_rows or _BATCH_ROWS[fmt]
-    tmp = out.with_name(out.name + ".tmp")
     written = 0
     _one_statement(query)
     _check_params(query, params)
-    # the folders --out names that do not exist yet: made once the query runs, removed if it fails
-    missing = [p for p in (out.absolute().parent, *out.absolute().parent.parents) if not p.exists()]
-    try:
-        with _store(db, write) as con:
-            types, frames = _batches(con, query, params, write, rows)
+    with _whole_file(out) as tmp, _store(db, write) as con:
+        types, frames = _batches(con, query, params, write, rows)
+        try:
+            writer = _WRITERS[fmt](tmp, types)
             try:
-                out.parent.mkdir(parents=True, exist_ok=True)
-                writer = _WRITERS[fmt](tmp, types)
-                try:
-                    for df in frames:
-                        writer.write(df)
-                        written += len(df)
-                        if progress is not None:
-                            progress(written)
-                    writer.finish()
-                finally:
-                    writer.close()
+                for df in frames:
+                    writer.write(df)
+                    written += len(df)
+                    if progress is not None:
+                        progress(written)
+                writer.finish()
             finally:
-                # the reader, before its connection closes, also where the file could not be opened:
-                # a generator never closed kept it, and so the store, open while its error was kept
-                frames.close()
-        tmp.replace(out)  # never leave half a file under the real name
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        for folder in missing:  # deepest first; one that holds something else now stays
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        if isinstance(exc, OSError):
-            raise InputError(f"cannot write the export: {exc.strerror or exc}", out) from None
-        raise
+                writer.close()
+        finally:
+            # the reader, before its connection closes, also where the file could not be opened:
+            # a generator never closed kept it, and so the store, open while its error was kept
+            frames.close()
     return written
 
 
