@@ -113,10 +113,10 @@ def _check_params(query: str, params: list | dict | None) -> None:
 
     for key in sorted(set(given) - set(used)):
         raise InputError(f"a value is given for ${given[key]}, which the query does not use ({listing()})")
-    for key in sorted(set(used) - set(given)):
-        if not key.isdigit() or given:
-            raise InputError(f"the query uses ${used[key]}, which has no value: give it as --param "
-                             f"{used[key]}=VALUE (params={{{used[key]!r}: ...}} in Python)")
+    for key in sorted(set(used) - set(given)):  # a numbered one (? is $1) too: DuckDB named no option
+        python = f"params=[...] or {{{used[key]!r}: ...}}" if key.isdigit() else f"params={{{used[key]!r}: ...}}"
+        raise InputError(f"the query uses ${used[key]}, which has no value: give it as --param "
+                         f"{used[key]}=VALUE ({python} in Python)")
 
 
 #: DuckDB's 128-bit integers (sum() of integers gives HUGEINT), which its DataFrames turn into

@@ -475,6 +475,13 @@ def test_sql_params_are_values_never_sql_and_name_what_is_wrong(store, tmp_path,
     assert code == 1 and "a value is given for $x, which the query does not use (it has no parameters)" in err
     code, _, err = run_main(capsys, monkeypatch, "sql", store, "SELECT ? AS one", "--param", "x=1")
     assert code == 1 and "its parameters are numbered (? or $1): give them as --param 1=VALUE" in err, err
+    code, _, err = run_main(capsys, monkeypatch, "sql", store, "SELECT ? AS one")  # no --param at all
+    assert code == 1 and err.startswith("error: the query uses $1, which has no value: give it as --param 1=VALUE"), err
+    code, out, _ = run_main(capsys, monkeypatch, "sql", store, "SELECT ? AS one", "--param", "1=7", "-f", "csv")
+    assert code == 0 and out == "one\n7\n"
+    with pytest.raises(InputError, match=r"\$1, which has no value.*params=\[\.\.\.\]"):
+        headdb.sql(store, "SELECT ? AS one")
+    assert headdb.sql(store, "SELECT ? AS one", [7])["one"].tolist() == [7]
     code, _, err = run_main(capsys, monkeypatch, "sql", store, q, "--param", "layer=zero", "--param", "w=0")
     assert code == 1 and "Could not convert string 'zero' to INT16" in err, err  # layer is a SMALLINT
     assert not (tmp_path / "x.csv").exists()
