@@ -26,11 +26,7 @@ def sql(db: str | Path, query: str, params: list | dict | None = None, *, write:
             return pd.DataFrame()
         types = [str(d[1]) for d in description]
         if any(_exact_only(t) for t in types):
-            import warnings
-
-            with warnings.catch_warnings():  # "an extra copy of the rows": the rows of a query's result, once
-                warnings.simplefilter("ignore", UserWarning)
-                table = _fetching(query, write, con.to_arrow_table)
+            table = _executed_arrow(query, write, con.to_arrow_table)
             return _exact_frame(table, types, [str(d[0]) for d in description])
         return _fetching(query, write, con.df)
 
@@ -87,6 +83,17 @@ def _fetching(query: str, write: bool, fetch, *args, **kwargs):
         return fetch(*args, **kwargs)
     except duckdb.Error as exc:
         raise _sql_error(exc, query, write) from None
+
+
+def _executed_arrow(query: str, write: bool, fetch, *args):
+    """``fetch(*args)``: the rows of a result already executed, as Arrow (``to_arrow_table`` or
+    ``to_arrow_reader`` of its connection), without DuckDB's warning that this makes "an extra
+    copy of the rows": they are those of the query's result, copied once."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return _fetching(query, write, fetch, *args)
 
 
 def _check_params(query: str, params: list | dict | None) -> None:
@@ -262,7 +269,7 @@ def check_export(out: str | Path, db: str | Path | None = None) -> str:
     if not existing.is_dir():
         raise InputError(f"cannot write there: {existing} is a file, not a folder", out)
     if existing == folder:  # try it: permissions, read-only or virtual file systems (/proc)
-        probe = out.with_name(out.name + ".tmp")
+        probe = _aside(out, ".tmp")
         try:
             probe.open("wb").close()
             probe.unlink()
@@ -281,8 +288,8 @@ def _check_not_the_store(out: Path, db: str | Path | None) -> None:
     if not isinstance(db, (str, Path)) or str(db) == ":memory:":
         return
     store = Path(db)
-    tmp = out.with_name(out.name + ".tmp")
-    for path in (out, tmp, tmp.with_name(tmp.name + ".wider")):
+    tmp = _aside(out, ".tmp")
+    for path in (out, tmp, _aside(tmp, ".wider")):
         try:
             same = os.path.samefile(path, store)
         except OSError:  # one of them is missing: the same path, or not the same file
@@ -290,6 +297,13 @@ def _check_not_the_store(out: Path, db: str | Path | None) -> None:
         if same:
             where = "is" if path == out else f"would be written through {path.name}, which is"
             raise InputError(f"{where} the database file {db}; name another file to write", out)
+
+
+def _aside(path: Path, suffix: str) -> Path:
+    """The file an export writes on the way to ``path``: ``OUT.tmp`` (:func:`_whole_file`), and
+    the rewritten ``OUT.tmp.wider`` of a Parquet schema that widens (:class:`_ParquetBatches`),
+    which :func:`_check_not_the_store` keeps off the store."""
+    return path.with_name(path.name + suffix)
 
 
 def json_text(df: pd.DataFrame, indent: int | None = None) -> str:
@@ -436,7 +450,7 @@ def _whole_file(out: Path):
     """Where to write ``out``: ``OUT.tmp``, put in its place once the block ends, so that the file
     appears whole or not at all. An error or Ctrl-C removes it and the folders made for it (an
     earlier file of that name stays as it was); an OSError becomes InputError naming ``out``."""
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = _aside(out, ".tmp")
     missing = [p for p in (out.absolute().parent, *out.absolute().parent.parents) if not p.exists()]
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -526,11 +540,7 @@ def _batches(con, query: str, params: list | dict | None, write: bool, rows: int
         return [], (df for df in [pd.DataFrame()])  # a statement without rows: as sql() gives it
     types = [str(d[1]) for d in description]
     if any(_exact_only(t) for t in types):
-        import warnings
-
-        with warnings.catch_warnings():  # "an extra copy of the rows": those a write returned
-            warnings.simplefilter("ignore", UserWarning)
-            reader = _fetching(query, write, con.to_arrow_reader, rows)
+        reader = _executed_arrow(query, write, con.to_arrow_reader, rows)
         return types, _arrow_frames(reader, query, write, types, [str(d[0]) for d in description], rows)
     return types, _data_frames(con, query, write, rows)
 
@@ -692,7 +702,7 @@ class _ParquetBatches:
         import pyarrow.parquet as pq
 
         self._writer.close()
-        written, self._at = self._at, self._path.with_name(self._path.name + (".wider" if self._at == self._path else ""))
+        written, self._at = self._at, _aside(self._path, ".wider") if self._at == self._path else self._path
         self._writer = pq.ParquetWriter(self._at, schema)
         self._schema = schema
         source = pq.ParquetFile(written)
@@ -717,7 +727,7 @@ class _ParquetBatches:
             if self._writer is not None:
                 self._writer.close()
         finally:  # after a failure: the rewritten file, if any (the caller removes the other)
-            self._path.with_name(self._path.name + ".wider").unlink(missing_ok=True)
+            _aside(self._path, ".wider").unlink(missing_ok=True)
 
 
 _WRITERS = {"csv": _CsvBatches, "json": _JsonBatches, "parquet": _ParquetBatches}
