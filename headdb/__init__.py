@@ -23,6 +23,7 @@ _API = {
     "sql": "headdb.query",
     "export": "headdb.query",
     "export_sql": "headdb.query",
+    "write_sql": "headdb.query",
     "load_roles": "headdb.roles",
     "scores": "headdb.scores",
     "classify": "headdb.classify",

@@ -493,13 +493,40 @@ def export_sql(db: str | Path, query: str, out: str | Path, params: list | dict 
         raise InputError(f"batch_rows must be at least 1, not {batch_rows!r}")
     fmt = check_export(out, db)
     rows = batch_rows or _BATCH_ROWS[fmt]
-    written = 0
     _one_statement(query)
     _check_params(query, params)
-    with _whole_file(out) as tmp, _store(db, write) as con:
+    with _whole_file(out) as tmp:
+        return _write_rows(db, query, params, write, rows, lambda types: _WRITERS[fmt](tmp, types), progress)
+
+
+def write_sql(db: str | Path, query: str, file, format: str = "csv", params: list | dict | None = None, *,
+              write: bool = False, batch_rows: int | None = None,
+              progress: Callable[[int], None] | None = None) -> int:
+    """Run one SQL statement, as :func:`sql` does, and write its rows to ``file``, an open text
+    stream (``headdb sql -f csv`` and ``-f json`` write to stdout this way), a batch at a time:
+    memory holds a batch, not the result. ``format``: ``csv``, the bytes :func:`export_sql` writes
+    to a .csv file, or ``json``, :func:`json_text`'s one line (an array of records) and a newline.
+    Returns the number of rows written. Unlike a file, a stream keeps what was written before an
+    error in a later row."""
+    if format not in ("csv", "json"):
+        raise InputError(f"format must be csv or json, not {format!r}")
+    if batch_rows is not None and batch_rows < 1:
+        raise InputError(f"batch_rows must be at least 1, not {batch_rows!r}")
+    _one_statement(query)
+    _check_params(query, params)
+    make = (lambda types: _CsvBatches(file, types)) if format == "csv" else (lambda types: _JsonBatches(file, types, None))
+    return _write_rows(db, query, params, write, batch_rows or _BATCH_ROWS[format], make, progress)
+
+
+def _write_rows(db: str | Path, query: str, params: list | dict | None, write: bool, rows: int,
+                make_writer: Callable, progress: Callable[[int], None] | None) -> int:
+    """The rows of ``query`` on the store, ``rows`` at a time, through the batch writer that
+    ``make_writer(types)`` gives; returns how many."""
+    written = 0
+    with _store(db, write) as con:
         types, frames = _batches(con, query, params, write, rows)
         try:
-            writer = _WRITERS[fmt](tmp, types)
+            writer = make_writer(types)
             try:
                 for df in frames:
                     writer.write(df)
@@ -624,13 +651,30 @@ def _csv_ready(df: pd.DataFrame, types: list[str]) -> pd.DataFrame:
     return df
 
 
-class _CsvBatches:
+class _TextBatches:
+    """A batch writer of text to ``target``: a path, opened here and closed by :meth:`close`, or
+    an open text stream, left open."""
+
+    _newline: str | None = None
+
+    def __init__(self, target, types: list[str]):
+        self._types = types
+        self._own = isinstance(target, (str, Path))
+        self._file = open(target, "w", encoding="utf-8", newline=self._newline) if self._own else target
+
+    def close(self) -> None:
+        if self._own:
+            self._file.close()
+
+
+class _CsvBatches(_TextBatches):
     """CSV as :func:`export` writes it (pandas), the header with the first batch."""
 
-    def __init__(self, path: Path, types: list[str]):
-        self._types = types
+    _newline = ""
+
+    def __init__(self, target, types: list[str]):
+        super().__init__(target, types)
         self._header = True
-        self._file = open(path, "w", encoding="utf-8", newline="")
 
     def write(self, df: pd.DataFrame) -> None:
         _csv_ready(df, self._types).to_csv(self._file, index=False, header=self._header)
@@ -639,17 +683,16 @@ class _CsvBatches:
     def finish(self) -> None:
         pass
 
-    def close(self) -> None:
-        self._file.close()
 
-
-class _JsonBatches:
+class _JsonBatches(_TextBatches):
     """JSON as :func:`export` writes it (:func:`json_text` with an indent of 1: an array of
-    records), the records of each batch as they come."""
+    records), the records of each batch as they come; with ``indent`` None, as :func:`json_text`
+    gives it without one (one line), and a newline."""
 
-    def __init__(self, path: Path, types: list[str]):
+    def __init__(self, target, types: list[str], indent: int | None = 1):
+        super().__init__(target, types)
         self._started = False
-        self._file = open(path, "w", encoding="utf-8")
+        self._indent = indent
 
     def write(self, df: pd.DataFrame) -> None:
         import json
@@ -657,15 +700,18 @@ class _JsonBatches:
         records = json_records(df)  # a repeated column name fails here, with the first (maybe empty) batch
         if not records:
             return
-        text = json.dumps(records, indent=1, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        self._file.write((",\n" if self._started else "[\n") + text[2:-2])  # without "[\n" and "\n]"
+        text = json.dumps(records, indent=self._indent, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        if self._indent is None:  # "[...]": the records, without the brackets, go on one line
+            self._file.write(("," if self._started else "[") + text[1:-1])
+        else:  # without "[\n" and "\n]"
+            self._file.write((",\n" if self._started else "[\n") + text[2:-2])
         self._started = True
 
     def finish(self) -> None:
-        self._file.write("\n]\n" if self._started else "[]\n")
-
-    def close(self) -> None:
-        self._file.close()
+        if self._indent is None:
+            self._file.write("]\n" if self._started else "[]\n")
+        else:
+            self._file.write("\n]\n" if self._started else "[]\n")
 
 
 class _ParquetBatches:

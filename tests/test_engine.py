@@ -398,6 +398,40 @@ def test_sql_out_writes_batch_by_batch_what_the_whole_result_gave(store, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir() if ".tmp" in p.name or ".wider" in p.name) == []
 
 
+@pytest.mark.parametrize("query", [MIXED, PLAIN], ids=["arrow", "dataframe"])
+def test_sql_stdout_writes_csv_and_json_batch_by_batch(store, tmp_path, query, capsys, monkeypatch):
+    """`headdb sql -f csv` and `-f json` held the whole result before printing it (1.5 GB of RSS
+    for the edges of an EWT run) and printed CSV timestamps in pandas' per-column format. They
+    now write a batch at a time: CSV the bytes that --out writes, JSON the one line that the
+    whole result gave, without ever asking for the whole result."""
+    import importlib
+
+    from cli_helpers import run_main
+    from headdb.query import json_text, write_sql
+
+    q = importlib.import_module("headdb.query")
+    whole = headdb.sql(store, query)
+    monkeypatch.setattr(q, "_BATCH_ROWS", {"csv": 2048, "json": 2048, "parquet": 2048})
+    code, _, err = run_main(capsys, monkeypatch, "sql", store, query, "--out", tmp_path / "out.csv")
+    assert code == 0, err
+
+    def whole_result(*args, **kwargs):
+        raise AssertionError("the whole result was asked for")
+
+    monkeypatch.setattr(q, "sql", whole_result)
+    written = []
+    for cls in (q._CsvBatches, q._JsonBatches):
+        monkeypatch.setattr(cls, "write", lambda self, df, _w=cls.write: (written.append(len(df)), _w(self, df))[1])
+    code, out, err = run_main(capsys, monkeypatch, "sql", store, query, "-f", "csv")
+    assert code == 0 and out == (tmp_path / "out.csv").read_text(encoding="utf-8"), err
+    assert written == [2048, 2048, 904]
+    code, out, err = run_main(capsys, monkeypatch, "sql", store, query, "--format", "json")
+    assert code == 0 and out == json_text(whole) + "\n", err
+    assert written == [2048, 2048, 904] * 2
+    with pytest.raises(InputError, match="csv or json"):
+        write_sql(store, query, __import__("io").StringIO(), "parquet")
+
+
 def test_sql_out_writes_a_timestamp_as_itself_in_every_batch(store, tmp_path):
     """pandas wrote a CSV column of timestamps in one format chosen from its values: dates alone
     where all were midnight, else as many fraction digits as the most precise needed; two
