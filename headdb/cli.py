@@ -451,6 +451,8 @@ def sql(
                                                    "DuckDB casts to the type the query compares it with."),
     write: bool = typer.Option(False, "--write", help="Open the database writable (default: read-only)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No count of rows while --out writes."),
+    max_rows: int = typer.Option(1000, "--max-rows", min=0, metavar="N",
+                                 help="The table shows the first N rows (0: all); csv, json and --out write all."),
 ) -> None:
     """Run SQL on the store (read-only by default); score views scores_<role> are available."""
     params = _params(param)
@@ -467,6 +469,15 @@ def sql(
 
         with _stdout_text() as stream:
             write_sql(db, query, stream, format, params, write=write)
+        return
+    if max_rows:  # a table for a reader: `SELECT * FROM edges` would have drawn 19 M rows
+        from headdb.query import sql_head
+
+        df, more = sql_head(db, query, max_rows, params, write=write)
+        _print_df(df, format)
+        if more:
+            typer.echo(f"(the first {_count(max_rows, 'row')}; the result has more: --max-rows 0 shows them all, "
+                       "--format csv or json or --out writes them all)", err=True)
         return
     from headdb.query import sql as api_sql
 

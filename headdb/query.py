@@ -499,6 +499,24 @@ def export_sql(db: str | Path, query: str, out: str | Path, params: list | dict 
         return _write_rows(db, query, params, write, rows, lambda types: _WRITERS[fmt](tmp, types), progress)
 
 
+def sql_head(db: str | Path, query: str, rows: int, params: list | dict | None = None, *,
+             write: bool = False) -> tuple[pd.DataFrame, bool]:
+    """The first ``rows`` rows of one SQL statement, as :func:`sql` gives them, and whether the
+    result has more; DuckDB is asked for one row more, not for the whole result (the terminal
+    table of ``headdb sql``)."""
+    if rows < 1:
+        raise InputError(f"rows must be at least 1, not {rows!r}")
+    _one_statement(query)
+    _check_params(query, params)
+    with _store(db, write) as con:
+        _, frames = _batches(con, query, params, write, rows + 1)
+        try:
+            first = next(frames)
+        finally:
+            frames.close()
+    return first.iloc[:rows], len(first) > rows
+
+
 def write_sql(db: str | Path, query: str, file, format: str = "csv", params: list | dict | None = None, *,
               write: bool = False, batch_rows: int | None = None,
               progress: Callable[[int], None] | None = None) -> int:

@@ -432,6 +432,48 @@ def test_sql_stdout_writes_csv_and_json_batch_by_batch(store, tmp_path, query, c
         write_sql(store, query, __import__("io").StringIO(), "parquet")
 
 
+def test_sql_table_shows_the_first_max_rows_and_says_the_result_has_more(store, capsys, monkeypatch):
+    """A table is for a reader: `headdb sql STORE "SELECT * FROM edges"` drew every one of an EWT
+    run's 19 M edges (minutes and gigabytes) before anything showed. It shows the first
+    --max-rows (1,000), asks DuckDB for one row more, not for the whole result, and says that
+    there are more; --max-rows 0 shows them all; CSV and JSON are not cut."""
+    import importlib
+    import re
+
+    from cli_helpers import run_main
+    from headdb.query import sql_head
+
+    q = importlib.import_module("headdb.query")
+
+    def shown(out: str) -> list[int]:
+        return [int(m.group(1)) for m in re.finditer(r"^│\s*(\d+)\s*│$", out, flags=re.M)]
+
+    def whole_result(*args, **kwargs):
+        raise AssertionError("the whole result was asked for")
+
+    with monkeypatch.context() as m:
+        m.setattr(q, "sql", whole_result)
+        code, out, err = run_main(capsys, monkeypatch, "sql", store, "SELECT range AS i FROM range(1500)")
+        assert code == 0 and shown(out) == list(range(1000)), err
+        assert err == ("(the first 1,000 rows; the result has more: --max-rows 0 shows them all, --format csv or "
+                       "json or --out writes them all)\n")
+        code, out, err = run_main(capsys, monkeypatch, "sql", store, "SELECT range AS i FROM range(1000)")
+        assert code == 0 and shown(out) == list(range(1000)) and err == "", err
+        code, out, err = run_main(capsys, monkeypatch, "sql", store, "SELECT range AS i FROM range(1500)",
+                                  "--max-rows", "2")
+        assert code == 0 and shown(out) == [0, 1] and "the first 2 rows;" in err, err
+    code, out, err = run_main(capsys, monkeypatch, "sql", store, "SELECT range AS i FROM range(1500)", "--max-rows", "0")
+    assert code == 0 and shown(out) == list(range(1500)) and err == "", err
+    code, out, err = run_main(capsys, monkeypatch, "sql", store, "SELECT range AS i FROM range(1500)", "-f", "csv")
+    assert code == 0 and out.splitlines() == ["i", *map(str, range(1500))], err
+    code, _, err = run_main(capsys, monkeypatch, "sql", store, "SELECT 1", "--max-rows", "-1")
+    assert code == 2 and "Invalid value for '--max-rows'" in err, err
+    df, more = sql_head(store, "SELECT count(*) AS n FROM edges", 1)
+    assert df["n"].tolist() == [3] and not more
+    with pytest.raises(InputError, match="at least 1"):
+        sql_head(store, "SELECT 1", 0)
+
+
 def test_sql_out_writes_a_timestamp_as_itself_in_every_batch(store, tmp_path):
     """pandas wrote a CSV column of timestamps in one format chosen from its values: dates alone
     where all were midnight, else as many fraction digits as the most precise needed; two
