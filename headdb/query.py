@@ -201,8 +201,29 @@ def _exact_frame(table, types: list[str], names: list[str]) -> pd.DataFrame:
         else:
             columns[name] = column.to_pandas()
     frame = pd.DataFrame(columns)
-    frame.columns = names
+    frame.columns = distinct_names(names)
     return frame
+
+
+def distinct_names(names: list[str]) -> list[str]:
+    """Column names made distinct as DuckDB's own DataFrames make them (a repeated ``i`` becomes
+    ``i_1``, ``i_2``; names compare without case), so that a result has the same columns whether
+    it comes through DuckDB's DataFrames or through Arrow, which keeps a repeated name."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        low = name.lower()
+        if low not in seen:
+            seen[low] = 1
+            out.append(name)
+            continue
+        renamed = f"{name}_{seen[low]}"
+        while renamed.lower() in seen:  # taken by a column of that name: the next number
+            seen[low] += 1
+            renamed = f"{name}_{seen[low]}"
+        seen[renamed.lower()] = 1
+        out.append(renamed)
+    return out
 
 
 def text_ready(df: pd.DataFrame) -> pd.DataFrame:

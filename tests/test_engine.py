@@ -317,7 +317,7 @@ def test_sql_keeps_duckdbs_values_as_they_are(store, tmp_path, capsys, monkeypat
 
     df = headdb.sql(store, EXOTIC)
     assert list(df.columns) == ["i", "l", "d", "iv", "s", "m", "bt", "big", "h"]
-    assert list(headdb.sql(store, "SELECT [1] AS x, 2 AS x").columns) == ["x", "x"]  # Arrow calls the second x_1
+    assert list(headdb.sql(store, "SELECT [1] AS x, 2 AS x").columns) == ["x", "x_1"]  # both kept, as DuckDB names them
     first = df.iloc[0].tolist()
     assert first[1] == [1, None, 3] and first[2] == decimal.Decimal("12345678901234567890.123456789")
     assert first[3:7] == ["P1M2DT0H0M3S", {"a": 1}, {"k": 1}, "0101"]
@@ -393,8 +393,8 @@ def test_sql_out_writes_batch_by_batch_what_the_whole_result_gave(store, tmp_pat
     export(headdb.sql(store, twice), tmp_path / "twice.csv")
     export_sql(store, twice, tmp_path / "twice-batches.csv", batch_rows=2048)
     assert (tmp_path / "twice-batches.csv").read_bytes() == (tmp_path / "twice.csv").read_bytes()
-    # (DuckDB's DataFrames call the second i_1; through Arrow both stay i)
-    assert (tmp_path / "twice.csv").read_text().startswith("i,i," if query == MIXED else "i,i_1,")
+    # the second is i_1 as DuckDB's DataFrames call it, also through Arrow (where both stayed i)
+    assert (tmp_path / "twice.csv").read_text().startswith("i,i_1,")
     assert sorted(p.name for p in tmp_path.iterdir() if ".tmp" in p.name or ".wider" in p.name) == []
 
 
@@ -430,6 +430,20 @@ def test_sql_stdout_writes_csv_and_json_batch_by_batch(store, tmp_path, query, c
     assert written == [2048, 2048, 904] * 2
     with pytest.raises(InputError, match="csv or json"):
         write_sql(store, query, __import__("io").StringIO(), "parquet")
+
+
+@pytest.mark.parametrize("names", [["i", "i", "i", "i_1", "I"], ["i_1", "i", "i"], ["A", "a", "a_1", "a"], ["x"]])
+def test_repeated_column_names_are_made_distinct_as_duckdbs_dataframes_make_them(store, names):
+    """A result that repeats a name kept it twice where it came through Arrow (a 128-bit or
+    nested column) and got DuckDB's i_1 through DuckDB's DataFrames: one query, two sets of
+    columns (in CSV and Parquet too). Both now carry DuckDB's names."""
+    from headdb.query import distinct_names
+
+    select = ", ".join(f'{n} AS "{c}"' for n, c in enumerate(names))
+    want = list(duckdb.sql(f"SELECT {select}").df().columns)
+    assert distinct_names(names) == want
+    assert list(headdb.sql(store, f"SELECT {select}").columns) == want
+    assert list(headdb.sql(store, f"SELECT {select}, 1::HUGEINT AS h").columns) == [*want, "h"]
 
 
 def test_sql_table_shows_the_first_max_rows_and_says_the_result_has_more(store, capsys, monkeypatch):
