@@ -510,8 +510,7 @@ def export_sql(db: str | Path, query: str, out: str | Path, params: list | dict 
     types and values, in row groups of the batches (of pyarrow's own size, so that the edges of
     an EWT run came out byte for byte the same)."""
     out = Path(out)
-    if batch_rows is not None and batch_rows < 1:  # 0 or less never filled a batch: it looped for ever
-        raise InputError(f"batch_rows must be at least 1, not {batch_rows!r}")
+    _check_batch_rows(batch_rows)
     fmt = check_export(out, db)
     rows = batch_rows or _BATCH_ROWS[fmt]
     _one_statement(query)
@@ -549,12 +548,16 @@ def write_sql(db: str | Path, query: str, file, format: str = "csv", params: lis
     error in a later row."""
     if format not in ("csv", "json"):
         raise InputError(f"format must be csv or json, not {format!r}")
-    if batch_rows is not None and batch_rows < 1:
-        raise InputError(f"batch_rows must be at least 1, not {batch_rows!r}")
+    _check_batch_rows(batch_rows)
     _one_statement(query)
     _check_params(query, params)
     make = (lambda types: _CsvBatches(file, types)) if format == "csv" else (lambda types: _JsonBatches(file, types, None))
     return _write_rows(db, query, params, write, batch_rows or _BATCH_ROWS[format], make, progress)
+
+
+def _check_batch_rows(batch_rows: int | None) -> None:
+    if batch_rows is not None and batch_rows < 1:  # 0 or less never filled a batch: it looped for ever
+        raise InputError(f"batch_rows must be at least 1, not {batch_rows!r}")
 
 
 def _write_rows(db: str | Path, query: str, params: list | dict | None, write: bool, rows: int,

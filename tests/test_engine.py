@@ -668,3 +668,9 @@ def test_export_sql_refuses_a_batch_of_no_rows(store, tmp_path, rows):
     with pytest.raises(InputError, match=f"batch_rows must be at least 1, not {rows}"):
         export_sql(store, "SELECT 1 AS a UNION ALL SELECT 2", tmp_path / "x.csv", batch_rows=rows)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store.db"]
+    from headdb.query import write_sql
+
+    stream = __import__("io").StringIO()
+    with pytest.raises(InputError, match=f"batch_rows must be at least 1, not {rows}"):
+        write_sql(store, "SELECT 1 AS a UNION ALL SELECT 2", stream, "json", batch_rows=rows)
+    assert stream.getvalue() == ""
