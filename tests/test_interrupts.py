@@ -101,9 +101,12 @@ def _query_interrupted(*args, **kwargs):
     raise RuntimeError("Query interrupted")  # what DuckDB's client raises for Ctrl-C inside a statement
 
 
-@pytest.mark.parametrize("command", ["classify", "sql"])
+@pytest.mark.parametrize("command", ["classify", "sql", "sql --max-rows 0", "sql -f csv", "sql -f json",
+                                     "sql --out x.csv"])
 def test_ctrl_c_inside_a_duckdb_statement_exits_130_for_any_command(tmp_path, monkeypatch, capsys, command):
-    """Not a traceback and exit 1: classify's scoring INSERT is where Ctrl-C lands most often."""
+    """Not a traceback and exit 1: classify's scoring INSERT is where Ctrl-C lands most often;
+    `headdb sql` reads its rows in several ways (the table's first rows, the whole result, a
+    batch at a time to stdout or a file), each through query._fetching."""
     from headdb.db import init
 
     db = tmp_path / "s.db"
@@ -112,10 +115,12 @@ def test_ctrl_c_inside_a_duckdb_statement_exits_130_for_any_command(tmp_path, mo
         monkeypatch.setattr(importlib.import_module("headdb.classify"), "classify", _query_interrupted)
         args = ["classify", db]
     else:
-        monkeypatch.setattr(importlib.import_module("headdb.query"), "sql", _query_interrupted)
-        args = ["sql", db, "SELECT 1"]
+        monkeypatch.setattr(importlib.import_module("headdb.query"), "_fetching", _query_interrupted)
+        options = command.split()[1:]
+        args = ["sql", db, "SELECT 1", *[str(tmp_path / o) if o.endswith(".csv") else o for o in options]]
     code, out, err = run_cli(args, monkeypatch, capsys)
     assert (code, err, out) == (130, "interrupted\n", "")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.db"]
 
 
 @pytest.mark.parametrize("raised, said", [
