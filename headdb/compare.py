@@ -146,12 +146,32 @@ def _unlike_decisions(con, run_a: int, run_b: int, roles: list[str]) -> dict[str
 
 
 def _sieve_text(text: str) -> str:
-    """What of a role file decides its sieve: the level, the params and the SQL, without comment
-    lines (the description, free comments) or tau, one stripped line each."""
+    """What of a role file decides its sieve: the level, the params and the SQL, without comments
+    (the description, free comment lines, a comment at the end of a line of SQL, ``/* ... */``)
+    or tau, one stripped line each. DuckDB's tokenizer finds the comments, so that ``--`` inside
+    a string stays SQL."""
     import re
 
+    import duckdb
+
     keep = re.compile(r"--\s*(level|params)\s*:")
-    return "\n".join(line.strip() for line in text.splitlines()
+    try:
+        tokens = list(duckdb.tokenize(text))
+    except Exception:  # pragma: no cover - stored role texts passed DuckDB's parser
+        tokens = []
+    pieces, last = [], 0
+    for i, (pos, kind) in enumerate(tokens):
+        if kind != duckdb.token_type.comment:
+            continue
+        end = tokens[i + 1][0] if i + 1 < len(tokens) else len(text)  # the comment and the space after it
+        comment = text[pos:end]
+        before = text[last:pos]
+        pieces.append(before)
+        pieces.append(comment.strip() + "\n" if keep.match(comment.strip())
+                      else "\n" if "\n" in comment else "" if before[-1:].isspace() else " ")
+        last = end
+    pieces.append(text[last:])
+    return "\n".join(line.strip() for line in "".join(pieces).splitlines()
                      if line.strip() and (not line.strip().startswith("--") or keep.match(line.strip())))
 
 
