@@ -204,7 +204,7 @@ def _analysis_figures(plt, con, run_id: int, roles: list[str], n_heads: int, fig
     ax.invert_yaxis()
     ax.set_xlabel("heads")
     ax.set_ylabel("role")
-    ax.set_xlim(0, float(summ["n_tested"].max()) * 1.2)
+    ax.set_xlim(0, max(float(summ["n_tested"].max()), 1.0) * 1.2)  # roles without a test: no 0-wide axis
     ax.set_title("Heads with each role (significant of tested)")
     # beside the axes: inside them it covered the "s / t" label of a bar that reaches the end
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
