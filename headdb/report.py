@@ -310,7 +310,8 @@ def _accuracy_table(con, run_id: int, wanted: bool | None,
     if not has_syntax:
         if wanted:
             raise InputError(f"run {run_id} has no dependency relations, so no syntactic head accuracy "
-                             "(raw text is parsed by spaCy; sentence pairs from TSV carry none)")
+                             "(no word of its corpus has a head word: a CoNLL-U file whose HEAD column is `_`, "
+                             "or sentences of one word; text and TSV pairs are parsed by spaCy)")
         return None
     acc = syntactic_accuracy(con, run_id, progress=progress)
     shown = acc.assign(best_head=[f"L{r.layer} H{r.head}" for r in acc.itertuples()])
