@@ -445,6 +445,28 @@ def test_gained_and_lost_only_between_tests_decided_alike(store, tmp_path, chang
     assert ("its counts do not compare" in small_note.attrs["note"]) == small
 
 
+def test_roles_gained_and_lost_only_between_tests_over_the_same_sentences(tmp_path):
+    """Runs over other sentences (60 against 40 of a corpus, or sentences one run skipped): each
+    run's tests come from its own sentences, and a head whose scores on the shared sentences were
+    the same came out "lost" (0 changed, 3 lost). role_change is unknown, and the note says why."""
+    import duckdb
+
+    db = build_results_store(tmp_path / "s.db")
+    df = headdb.compare(db, "base", "tuned")
+    assert "tests are over other sentences" not in df.attrs["note"]
+    assert (df["role_change"] != "unknown").any()
+    con = duckdb.connect(str(db))
+    n = con.execute("SELECT count(*) FROM run_sentences WHERE run_id = (SELECT run_id FROM runs "
+                    "WHERE run_name = 'tuned')").fetchone()[0]
+    con.execute("UPDATE run_sentences SET status = 'skipped' WHERE run_id = (SELECT run_id FROM runs "
+                "WHERE run_name = 'tuned') AND sentence_id IN (SELECT min(sentence_id) FROM run_sentences)")
+    con.close()
+    df = headdb.compare(db, "base", "tuned")
+    assert (df["role_change"] == "unknown").all()
+    assert f"the runs' tests are over other sentences (run 1: {n}, run 2: {n - 1}, {n - 1} shared), so " \
+           "role_change is unknown for every role" in df.attrs["note"], df.attrs["note"]
+
+
 def test_compare_says_when_shared_sentences_differ_in_truncation_or_length(tmp_path):
     """A truncated run compared with a whole one reported the cut's changes ("56 lost") as the
     model's, without a word about the truncation that run_sentences records."""
