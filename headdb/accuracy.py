@@ -147,6 +147,8 @@ def accuracy(db: DbLike, run: int | str | None = None, min_count: int = 1,
                               "report_accuracy": "baseline_accuracy"})[
         ["relation", "direction", "baseline_offset", "baseline_select_accuracy", "baseline_accuracy"]]
     out = out.merge(base, on=["relation", "direction"], how="left")
+    # the most edges any relation has in both splits: what an empty result can say about --min-count
+    most = int(out[["n_select", "n_report"]].min(axis=1).max()) if len(out) else 0
     out = out[(out["n_select"] >= min_count) & (out["n_report"] >= min_count)].copy()
     out["_all"] = out["relation"] != "all"
     out["_n"] = -(out["n_select"] + out["n_report"])
@@ -155,7 +157,8 @@ def accuracy(db: DbLike, run: int | str | None = None, min_count: int = 1,
     out["reported_on"] = REPORT_SPLIT
     out = out.reset_index(drop=True).astype({"n_select": "int64", "n_report": "int64", "layer": "int64",
                                              "head": "int64", "baseline_offset": "int64"})
-    out.attrs = {"selected_on": SELECTION_SPLIT, "reported_on": REPORT_SPLIT, "run_id": run_id, "run_name": run_name}
+    out.attrs = {"selected_on": SELECTION_SPLIT, "reported_on": REPORT_SPLIT, "run_id": run_id, "run_name": run_name,
+                 "min_count": int(min_count), "most_in_both_splits": most}
     return out
 
 

@@ -665,6 +665,11 @@ def accuracy(
     typer.echo(f"run {df.attrs['run_id']} ({df.attrs['run_name']}): heads and offsets selected on "
                f"{df.attrs['selected_on']}s, accuracy reported on "
                f"{df.attrs['reported_on']}s; layers and heads are 0-based", err=True)
+    if df.empty:  # else an empty table, without a word of why
+        most = df.attrs["most_in_both_splits"]
+        typer.echo(f"no relation has at least {_count(min_count, 'edge')} in each split (--min-count); the most any "
+                   f"has in both is {most}" + (f": --min-count {most} shows it" if most else
+                                               " (the run's dependency edges are all in one split)"), err=True)
     if out is not None:
         _export(df, out)
     else:

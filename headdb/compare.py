@@ -146,12 +146,32 @@ def _unlike_decisions(con, run_a: int, run_b: int, roles: list[str]) -> dict[str
 
 
 def _sieve_text(text: str) -> str:
-    """What of a role file decides its sieve: the level, the params and the SQL, without comment
-    lines (the description, free comments) or tau, one stripped line each."""
+    """What of a role file decides its sieve: the level, the params and the SQL, without comments
+    (the description, free comment lines, a comment at the end of a line of SQL, ``/* ... */``)
+    or tau, one stripped line each. DuckDB's tokenizer finds the comments, so that ``--`` inside
+    a string stays SQL."""
     import re
 
+    import duckdb
+
     keep = re.compile(r"--\s*(level|params)\s*:")
-    return "\n".join(line.strip() for line in text.splitlines()
+    try:
+        tokens = list(duckdb.tokenize(text))
+    except Exception:  # pragma: no cover - stored role texts passed DuckDB's parser
+        tokens = []
+    pieces, last = [], 0
+    for i, (pos, kind) in enumerate(tokens):
+        if kind != duckdb.token_type.comment:
+            continue
+        end = tokens[i + 1][0] if i + 1 < len(tokens) else len(text)  # the comment and the space after it
+        comment = text[pos:end]
+        before = text[last:pos]
+        pieces.append(before)
+        pieces.append(comment.strip() + "\n" if keep.match(comment.strip())
+                      else "\n" if "\n" in comment else "" if before[-1:].isspace() else " ")
+        last = end
+    pieces.append(text[last:])
+    return "\n".join(line.strip() for line in "".join(pieces).splitlines()
                      if line.strip() and (not line.strip().startswith("--") or keep.match(line.strip())))
 
 
@@ -229,6 +249,11 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
             "FROM run_sentences a JOIN run_sentences b USING (sentence_id) "
             "WHERE a.run_id = ? AND b.run_id = ? AND a.status <> 'skipped' AND b.status <> 'skipped'",
             [ia["run_id"], ib["run_id"]]).fetchone()
+        # each run's tests are over its own sentences: where the runs hold other sentences (another
+        # --limit, sentences one run skipped), a head with the same scores on the shared ones
+        # could be "lost" (60 against 40 sentences: 3 lost, 0 changed)
+        n_run_a, n_run_b = (con.execute("SELECT count(*) FROM run_sentences WHERE run_id = ? AND status <> 'skipped'",
+                                        [r]).fetchone()[0] for r in (ia["run_id"], ib["run_id"]))
     t, p = _paired_tests(moments)
     df = moments[["role", "layer", "head", "n", "mean_a", "mean_b", "mean_diff"]].assign(
         std_diff=np.sqrt(moments["var_diff"].to_numpy(float)), t=t, p=p)
@@ -245,7 +270,8 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
     df = df.merge(sig, how="left", on=["role", "layer", "head"])
     sa = df["significant_a"].astype("boolean")
     sb = df["significant_b"].astype("boolean")
-    unlike_roles = df["role"].isin(list(unlike)).to_numpy()
+    other_sentences = n_run_a != n_sent or n_run_b != n_sent
+    unlike_roles = df["role"].isin(list(unlike)).to_numpy() | other_sentences
     df["role_change"] = np.select(
         [sa.isna() | sb.isna() | unlike_roles, ~sa & sb, sa & ~sb, sa & sb], ["unknown", "gained", "lost", "kept"],
         "none")
@@ -264,7 +290,10 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
                        + (f"\n{n_unlike} of the shared sentences were truncated in one run and not in the other, "
                           "or have another length: their differences come from the input, not only the model"
                           if n_unlike else "")
-                       + unlike_note("its role_change is unknown")),
+                       + unlike_note("its role_change is unknown")
+                       + (f"\nthe runs' tests are over other sentences (run {ia['run_id']}: {n_run_a}, run "
+                          f"{ib['run_id']}: {n_run_b}, {n_sent} shared), so role_change is unknown for every role; "
+                          "the paired tests use the shared sentences" if other_sentences else "")),
                  unlike_decisions=unlike)
     df.attrs = attrs
     return df

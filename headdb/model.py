@@ -171,7 +171,9 @@ def align(tokenizer, sentences: list[Sentence], truncate: bool, max_length: int,
     whether to ask the tokenizer for segment ids (None: as it does by itself).
     """
     tok = tokenizer
-    specials = set(tok.all_special_ids)
+    # the unknown token is how the vocabulary writes a piece it lacks (an emoji for BERT), not a
+    # word read as a control token: it is not counted among the special ids in words
+    specials = set(tok.all_special_ids) - {tok.unk_token_id}
     cls_ids = {i for i in (tok.cls_token_id, tok.bos_token_id) if i is not None}
     sep_ids = {i for i in (tok.sep_token_id, tok.eos_token_id) if i is not None}
     first = [[w.form for w in s.segments[0].words] for s in sentences]

@@ -204,7 +204,7 @@ def _analysis_figures(plt, con, run_id: int, roles: list[str], n_heads: int, fig
     ax.invert_yaxis()
     ax.set_xlabel("heads")
     ax.set_ylabel("role")
-    ax.set_xlim(0, float(summ["n_tested"].max()) * 1.2)
+    ax.set_xlim(0, max(float(summ["n_tested"].max()), 1.0) * 1.2)  # roles without a test: no 0-wide axis
     ax.set_title("Heads with each role (significant of tested)")
     # beside the axes: inside them it covered the "s / t" label of a bar that reaches the end
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
@@ -310,7 +310,8 @@ def _accuracy_table(con, run_id: int, wanted: bool | None,
     if not has_syntax:
         if wanted:
             raise InputError(f"run {run_id} has no dependency relations, so no syntactic head accuracy "
-                             "(raw text is parsed by spaCy; sentence pairs from TSV carry none)")
+                             "(no word of its corpus has a head word: a CoNLL-U file whose HEAD column is `_`, "
+                             "or sentences of one word; text and TSV pairs are parsed by spaCy)")
         return None
     acc = syntactic_accuracy(con, run_id, progress=progress)
     shown = acc.assign(best_head=[f"L{r.layer} H{r.head}" for r in acc.itertuples()])

@@ -72,7 +72,9 @@ def test_offset_baselines_golden(store):
 def test_accuracy_selects_on_even_reports_on_odd(store):
     df = headdb.accuracy(store, min_count=1)
     run_name = headdb.runs(store)["run_name"].iloc[-1]
-    assert df.attrs == {"selected_on": SELECTION_SPLIT, "reported_on": REPORT_SPLIT, "run_id": 1, "run_name": run_name}
+    most = int(df[["n_select", "n_report"]].min(axis=1).max())
+    assert df.attrs == {"selected_on": SELECTION_SPLIT, "reported_on": REPORT_SPLIT, "run_id": 1, "run_name": run_name,
+                        "min_count": 1, "most_in_both_splits": most}
     assert (df["selected_on"] == "even sentence_id").all() and (df["reported_on"] == "odd sentence_id").all()
     got = {(r.relation, r.direction): (r.head, r.select_accuracy, r.accuracy, r.baseline_offset,
                                        r.baseline_select_accuracy, r.baseline_accuracy) for r in df.itertuples()}
@@ -100,6 +102,18 @@ def test_cli_accuracy(store, tmp_path):
 
     rows = json.loads((tmp_path / "a.json").read_text())
     assert len(rows) == 8 and rows[0]["relation"] == "all"
+
+
+def test_an_empty_accuracy_table_says_why(store, capsys, monkeypatch):
+    """--min-count above what any relation has in a split (the default 10 on a small run) printed
+    a table of headers alone, without a word; now a line on stderr says so and what would show one."""
+    most = int(headdb.accuracy(store)[["n_select", "n_report"]].min(axis=1).max())
+    code, out, err = run_main(capsys, monkeypatch, "accuracy", store, "--min-count", str(most + 1))
+    assert code == 0, err
+    assert f"no relation has at least {most + 1} edges in each split (--min-count); the most any has in both " \
+           f"is {most}: --min-count {most} shows it" in err, err
+    code, out, err = run_main(capsys, monkeypatch, "accuracy", store, "--min-count", str(most))
+    assert code == 0 and "no relation has" not in err and "dep->head" in out
 
 
 def test_report_has_the_accuracy_section(store, tmp_path):
@@ -131,8 +145,11 @@ def test_report_has_the_accuracy_section(store, tmp_path):
     assert "Syntactic" not in headdb.report(db, out=tmp_path / "rep3").markdown
     from headdb.errors import InputError
 
-    with pytest.raises(InputError, match="no dependency relations"):
+    with pytest.raises(InputError, match="no dependency relations") as refused:
         headdb.report(db, out=tmp_path / "rep4", accuracy=True)
+    # why, and not that TSV pairs carry none: they are parsed by spaCy, as text is
+    assert "no word of its corpus has a head word" in str(refused.value)
+    assert "TSV carry none" not in str(refused.value)
 
 
 # ---- a large run is judged in ranges of sentences, whose counts add up -------------------------

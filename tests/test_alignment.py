@@ -152,6 +152,22 @@ def test_words_that_read_like_special_tokens_stay_text(tokenizer, roberta_style_
     assert sorted({w for w in e.word_pos if w is not None}) == list(range(len(forms)))  # every word has pieces
 
 
+def test_an_unknown_piece_is_not_counted_as_a_special_token_in_the_text(tokenizer, unigram_style_dir):
+    """An emoji is BERT's [UNK] (and a character the SentencePiece vocabulary lacks its <unk>): the
+    tokenizer's way of writing a piece it does not have, not a word read as a special token. The
+    run summary said "N word pieces of the text got a special token's id (a word such as "<s>"
+    ...)" for every emoji of a BERT ingest."""
+    from headdb.model import load_tokenizer
+
+    (e,) = align(tokenizer, [single("Nice", "\U0001F642", "day", ".")], False, 512)
+    assert tokenizer.unk_token_id in e.input_ids
+    assert e.special_in_words == 0
+    tok = load_tokenizer(unigram_style_dir)
+    (e,) = align(tok, [single("The", "\u2603", "<s>", ".")], False, 512)
+    assert tok.unk_token_id in e.input_ids, tok.convert_ids_to_tokens(e.input_ids)
+    assert e.special_in_words == 1  # "<s>" still counts
+
+
 def test_a_sentencepiece_vocabulary_that_holds_special_tokens_is_counted(unigram_style_dir, tokenizer):
     """split_special_tokens keeps "<s>" text for WordPiece and byte-level BPE, but a SentencePiece
     vocabulary holds "<s>", "</s>" and "<pad>" as pieces, and the tokenizer gives them back with

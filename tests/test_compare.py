@@ -178,6 +178,37 @@ def test_a_role_classified_from_different_sql_in_the_two_runs_is_refused(tmp_pat
     assert set(headdb.compare(db, 1, 2)["role"]) == {"near", "local"}
 
 
+def test_a_role_edited_only_in_comments_within_its_sql_is_compared(tmp_path):
+    """A comment at the end of a line of the SELECT, or a /* ... */ one, leaves the sieve as it
+    was, as a comment line does: compared (they were refused as different SQL). An edit inside a
+    string that holds `--` is SQL, and still refused."""
+    from role_reference import build_store, dirichlet_attention, simple_seq
+
+    rng = np.random.default_rng(9)
+    seqs = [simple_seq([1, 2, 1], [1, None, 1], ["nsubj", "root", "obj"]) for _ in range(5)]
+    db = tmp_path / "c.db"
+    for run_id in (1, 2):
+        build_store(db, seqs, [dirichlet_attention(rng, 1, 2, q.length) for q in seqs], run_id=run_id,
+                    add_corpus=run_id == 1)
+    roles = tmp_path / "roles"
+    roles.mkdir()
+    role = roles / "near.sql"
+    text = ("-- name: near\n-- description: d\n-- level: token\n"
+            "SELECT q.run_id, q.sentence_id, q.token_pos AS query_pos, k.token_pos AS key_pos\n"
+            "FROM tokens q JOIN tokens k ON k.run_id = q.run_id AND k.sentence_id = q.sentence_id\n"
+            " AND abs(k.token_pos - q.token_pos) <= 1\n AND q.piece <> '--x'\n")
+    role.write_text(text)
+    headdb.classify(db, run=1, roles="near", roles_dir=roles)
+    role.write_text(text.replace("<= 1", "<= 1 -- the window").replace("FROM tokens q", "FROM tokens q /* queries */"))
+    headdb.classify(db, run=2, roles="near", roles_dir=roles)
+    assert headdb.sql(db, "SELECT count(DISTINCT role_sha256) AS n FROM head_tests WHERE role = 'near'")["n"][0] == 2
+    assert set(headdb.compare(db, 1, 2)["role"]) == {"near"}
+    role.write_text(text.replace("'--x'", "'--y'"))  # inside a string: SQL, not a comment
+    headdb.classify(db, run=2, roles="near", roles_dir=roles)
+    with pytest.raises(DatabaseError, match=r"role 'near' was classified from different SQL"):
+        headdb.compare(db, 1, 2)
+
+
 def _reference_differences(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """b - a per sentence with differences within ROUNDING of the scores set to 0, with numpy."""
     from headdb.compare import ROUNDING
@@ -412,6 +443,28 @@ def test_gained_and_lost_only_between_tests_decided_alike(store, tmp_path, chang
         assert (df["role_change"] != "unknown").all()
     small_note = headdb.compare(db, "base", "small")  # layer counts only: said in the note as well
     assert ("its counts do not compare" in small_note.attrs["note"]) == small
+
+
+def test_roles_gained_and_lost_only_between_tests_over_the_same_sentences(tmp_path):
+    """Runs over other sentences (60 against 40 of a corpus, or sentences one run skipped): each
+    run's tests come from its own sentences, and a head whose scores on the shared sentences were
+    the same came out "lost" (0 changed, 3 lost). role_change is unknown, and the note says why."""
+    import duckdb
+
+    db = build_results_store(tmp_path / "s.db")
+    df = headdb.compare(db, "base", "tuned")
+    assert "tests are over other sentences" not in df.attrs["note"]
+    assert (df["role_change"] != "unknown").any()
+    con = duckdb.connect(str(db))
+    n = con.execute("SELECT count(*) FROM run_sentences WHERE run_id = (SELECT run_id FROM runs "
+                    "WHERE run_name = 'tuned')").fetchone()[0]
+    con.execute("UPDATE run_sentences SET status = 'skipped' WHERE run_id = (SELECT run_id FROM runs "
+                "WHERE run_name = 'tuned') AND sentence_id IN (SELECT min(sentence_id) FROM run_sentences)")
+    con.close()
+    df = headdb.compare(db, "base", "tuned")
+    assert (df["role_change"] == "unknown").all()
+    assert f"the runs' tests are over other sentences (run 1: {n}, run 2: {n - 1}, {n - 1} shared), so " \
+           "role_change is unknown for every role" in df.attrs["note"], df.attrs["note"]
 
 
 def test_compare_says_when_shared_sentences_differ_in_truncation_or_length(tmp_path):

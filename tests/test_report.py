@@ -195,3 +195,17 @@ def test_the_summary_figures_legend_covers_no_bar_label(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "_save", keep)
     headdb.report(store, "base", tmp_path / "rep")
     assert seen["labels"] and not any(seen["legend"].overlaps(b) for b in seen["labels"])
+
+
+def test_a_report_of_roles_without_a_test_draws_no_warning(tmp_path):
+    """`--roles block` on a run of single sentences (no head has a test): the summary figure's
+    axis was 0 wide, and matplotlib printed a UserWarning about singular limits on stderr."""
+    import warnings
+
+    store = build_results_store(tmp_path / "r.db")
+    headdb.sql(store, "UPDATE head_tests SET p = NULL, p_adj = NULL, t = NULL, significant = false "
+               "WHERE role = 'nsubj'", write=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = headdb.report(store, "base", tmp_path / "rep", roles="nsubj", accuracy=False)
+    assert "| nsubj | 0 | 0 |" in r.markdown
