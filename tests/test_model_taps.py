@@ -228,3 +228,27 @@ def _whole_maps(am, batch):
 
     with torch.inference_mode():
         return am.model(**am._inputs(batch), output_attentions=True, return_dict=True).attentions
+
+
+def test_float16_rows_keep_k_keys_where_real_keys_weigh_0(tmp_path):
+    """float16 underflows some real keys' weights to exactly 0, as the padding's are: top-k
+    picked padding among those zeros, which the edge selection drops, so 311 rows of the first
+    40 EWT sentences kept fewer than 8 keys in batches of 32 (none one input at a time, where
+    there is no padding). Ties at 0 rank by key position as any other tie: the real keys first."""
+    import duckdb
+
+    from headdb.ingest import ingest
+    from headdb.resources import sample_corpus
+
+    db = tmp_path / "fp16.db"
+    ingest(db, sample_corpus(), limit=40, dtype="float16", batch_size=32, progress=False)
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        short = con.execute(
+            "SELECT count(*) FROM (SELECT run_id, sentence_id, layer, head, query_pos, count(*) AS kept FROM edges "
+            "GROUP BY ALL) AS r JOIN run_sentences AS s USING (run_id, sentence_id) "
+            "WHERE r.kept < least(8, s.n_tokens)").fetchone()[0]
+        zeros = con.execute("SELECT count(*) FROM edges WHERE weight = 0").fetchone()[0]
+    finally:
+        con.close()
+    assert zeros > 0 and short == 0, (zeros, short)
