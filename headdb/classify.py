@@ -10,7 +10,6 @@ not grow with the run, and re-running replaces the run's results for the roles c
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ import pandas as pd
 from headdb.db import connect, connect_restricted, memory_limit_mb, registered, transaction
 from headdb.errors import InputError
 from headdb.roles import Role, load_roles
-from headdb.stats import CORRECTIONS, RESULT_COLUMNS, head_tests, moment_tests
+from headdb.stats import CORRECTIONS, RESULT_COLUMNS, check_options, head_tests, moment_tests
 
 __all__ = ["classify", "RESULT_COLUMNS", "CORRECTIONS"]
 
@@ -37,15 +36,6 @@ def _import_ahead() -> None:
             pass
 
     threading.Thread(target=load, name="headdb-import-scipy", daemon=True).start()
-
-
-def _check_options(tau: float | None, alpha: float, correction: str) -> None:
-    if correction not in CORRECTIONS:
-        raise InputError(f"--correction must be one of {', '.join(CORRECTIONS)}, not {correction!r}")
-    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
-        raise InputError(f"--alpha must be between 0 and 1, not {alpha!r}")
-    if tau is not None and not math.isfinite(tau):
-        raise InputError(f"--tau must be a finite number, not {tau!r}")
 
 
 def classify(
@@ -76,7 +66,7 @@ def classify(
     from headdb.scores import compute_scores, sieve_passes
     from headdb.store import resolve_run
 
-    _check_options(tau, alpha, correction)
+    check_options(alpha, correction, tau)
     if out is not None:
         from headdb.query import check_export
 
@@ -107,7 +97,13 @@ def classify(
     if out is not None:
         from headdb.query import export
 
-        export(results, out)
+        try:
+            export(results, out)
+        except InputError as exc:
+            if classification_id is None:
+                raise
+            raise InputError(f"{exc}; the classification itself is stored (classification {classification_id}: "
+                             "its tests are the rows of head_tests with that classification_id)") from None
     return results
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 
 from headdb.analysis import DbLike, classified_roles, open_db, select_roles
 from headdb.errors import DatabaseError, InputError
-from headdb.stats import CORRECTIONS, adjust
+from headdb.stats import CORRECTIONS, adjust, check_options
 from headdb.store import resolve_run
 
 BASIS_PAIRED = "paired"
@@ -197,10 +197,7 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
     Different shapes: one row per (role, layer) with n_significant_a, n_significant_b and change.
     ``df.attrs`` holds basis, note, run ids and names, correction, alpha and test.
     """
-    if correction not in CORRECTIONS:
-        raise InputError(f"unknown correction {correction!r}; expected one of: {', '.join(CORRECTIONS)}")
-    if not 0 < alpha < 1:
-        raise InputError("alpha must be between 0 and 1")
+    check_options(alpha, correction)
     with open_db(db) as con:
         ia = _run_info(con, resolve_run(con, run_a, finished=True))
         ib = _run_info(con, resolve_run(con, run_b, finished=True))

@@ -25,6 +25,20 @@ RESULT_COLUMNS = ["run", "layer", "head", "role", "n", "mean", "std", "tau", "t"
                   "significant", "ci_low", "ci_high", "flip_possible"]
 
 
+def check_options(alpha: float, correction: str, tau: float | None = None) -> None:
+    """The options of a family of tests (classify's, compare's), each refused with its value."""
+    import math
+
+    from headdb.errors import InputError
+
+    if correction not in CORRECTIONS:
+        raise InputError(f"--correction must be one of {', '.join(CORRECTIONS)}, not {correction!r}")
+    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+        raise InputError(f"--alpha must be between 0 and 1, not {alpha!r}")
+    if tau is not None and not math.isfinite(tau):
+        raise InputError(f"--tau must be a finite number, not {tau!r}")
+
+
 def _bh(q: np.ndarray) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values, the steps of ``scipy.stats.false_discovery_control``
     (method 'bh'): sort, scale by m / rank, running minimum from the largest, clip to [0, 1]."""

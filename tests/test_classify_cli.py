@@ -88,6 +88,25 @@ def test_classify_errors_exit_1_with_one_line(store, tmp_path, capsys, monkeypat
     assert code == 1 and f"{bad / 'bad.sql'}:4:" in err
 
 
+def test_an_export_that_fails_after_storing_says_the_classification_is_stored(store, tmp_path, monkeypatch):
+    """--out is checked before anything is stored, but the disk can still fill up while the
+    file is written: the error then said only that the export failed, not that the results
+    were stored all the same."""
+    from headdb.errors import InputError
+
+    def full_disk(df, out):
+        raise InputError("cannot write the export: No space left on device", out)
+
+    monkeypatch.setattr(importlib.import_module("headdb.query"), "export", full_disk)
+    with pytest.raises(InputError) as caught:
+        headdb.classify(store, out=tmp_path / "r.csv")
+    newest = headdb.sql(store, "SELECT max(classification_id) AS c FROM classifications")["c"][0]
+    assert str(caught.value) == (f"{tmp_path / 'r.csv'}: cannot write the export: No space left on device; the "
+                                 f"classification itself is stored (classification {newest}: its tests are the rows "
+                                 "of head_tests with that classification_id)")
+    assert headdb.sql(store, "SELECT count(*) AS n FROM head_tests WHERE classification_id = ?", [int(newest)])["n"][0] > 0
+
+
 def test_a_wrong_out_extension_is_refused_before_anything_is_stored_or_computed(store, tmp_path, capsys, monkeypatch):
     before = headdb.sql(store, "SELECT count(*) AS n FROM classifications")["n"][0]
     from headdb.errors import InputError

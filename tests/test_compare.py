@@ -92,6 +92,10 @@ def test_roles_and_errors(store):
         headdb.compare(store, 1, 2, correction="fdr")
     with pytest.raises(InputError, match="not classified"):
         headdb.compare(store, 1, 2, roles="amod")
+    # the value is named, as classify names it; a text alpha is refused, not a TypeError
+    for alpha in (1.5, 0, "0.05"):
+        with pytest.raises(InputError, match=f"--alpha must be between 0 and 1, not {alpha!r}"):
+            headdb.compare(store, 1, 2, alpha=alpha)
 
 
 def test_different_corpora_refused(tmp_path):
