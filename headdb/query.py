@@ -61,7 +61,7 @@ def _executed(db: str | Path, query: str, params: list | dict | None, write: boo
 
 def _execute(con, query: str, params: list | dict | None, write: bool):
     """Run ``query`` on ``con``: its result's description, or None for a statement without rows."""
-    rel = _fetching(query, write, con.execute, query, params or [])
+    rel = _fetching(query, write, con.execute, query, _plain(params) or [])
     return None if rel is None else rel.description
 
 
@@ -94,6 +94,22 @@ def _executed_arrow(query: str, write: bool, fetch, *args):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return _fetching(query, write, fetch, *args)
+
+
+def _plain(params: list | dict | None) -> list | dict | None:
+    """``params`` with numpy scalars (a value read from a DataFrame, ``df["run_id"][0]``) as the
+    Python values DuckDB takes: it refused them ("Unable to transform python value of type
+    numpy.int32")."""
+    import numpy as np
+
+    def plain(v):
+        return v.item() if isinstance(v, np.generic) else v
+
+    if isinstance(params, dict):
+        return {k: plain(v) for k, v in params.items()}
+    if isinstance(params, (list, tuple)):
+        return [plain(v) for v in params]
+    return params
 
 
 def _check_params(query: str, params: list | dict | None) -> None:
@@ -599,7 +615,7 @@ def _batches(con, query: str, params: list | dict | None, write: bool, rows: int
     except duckdb.Error:  # a syntax error: DuckDB reports it when the query runs
         select = False
     if select:
-        rel = _fetching(query, write, con.sql, query, params=params or None)  # bound, not yet run
+        rel = _fetching(query, write, con.sql, query, params=_plain(params) or None)  # bound, not yet run
         types = [str(d[1]) for d in rel.description]
         if any(_exact_only(t) for t in types):
             reader = _fetching(query, write, rel.to_arrow_reader, rows)

@@ -50,9 +50,18 @@ def test_engine_on_a_missing_file_is_a_clear_error(tmp_path):
         headdb.engine(tmp_path / "missing.db")
 
 
-def test_sql_binds_parameters_and_reports_errors(store):
+def test_sql_binds_parameters_and_reports_errors(store, tmp_path):
     df = headdb.sql(store, "SELECT count(*) AS n FROM edges WHERE head = ?", [3])
     assert df["n"].tolist() == [1]
+    # a value read from a DataFrame is a numpy scalar, which DuckDB refused (numpy.int32)
+    import numpy as np
+
+    for value in (np.int32(3), np.int64(3), np.int16(3)):
+        assert headdb.sql(store, "SELECT count(*) AS n FROM edges WHERE head = ?", [value])["n"].tolist() == [1]
+        assert headdb.sql(store, "SELECT count(*) AS n FROM edges WHERE head = $h", {"h": value})["n"].tolist() == [1]
+    headdb.export_sql(store, "SELECT layer FROM edges WHERE head = $h AND weight > $w", tmp_path / "p.csv",
+                      {"h": np.int32(3), "w": np.float32(0.25)})
+    assert (tmp_path / "p.csv").read_text() == "layer\n1\n"
     with pytest.raises(DatabaseError, match="SQL error"):
         headdb.sql(store, "SELECT nope FROM edges")
     with pytest.raises(DatabaseError, match="SQL error"):
