@@ -147,12 +147,12 @@ def test_cli_compare(store, tmp_path):
     assert DIFFS  # the store's known differences drive the golden values above
 
 
-def test_a_role_classified_from_different_sql_in_the_two_runs_is_refused(tmp_path):
-    """Editing a role file between the classifications of two runs changes its sieve: the paired
-    differences would mix the edit with the models' change. Refused until both use one version."""
+def _two_runs_and_a_roles_dir(tmp_path, seed: int):
+    """A store of two runs of one corpus (random attention, 1 layer x 2 heads), and an empty
+    folder for role files."""
     from role_reference import build_store, dirichlet_attention, simple_seq
 
-    rng = np.random.default_rng(8)
+    rng = np.random.default_rng(seed)
     seqs = [simple_seq([1, 2, 1], [1, None, 1], ["nsubj", "root", "obj"]) for _ in range(5)]
     db = tmp_path / "v.db"
     for run_id in (1, 2):
@@ -160,6 +160,13 @@ def test_a_role_classified_from_different_sql_in_the_two_runs_is_refused(tmp_pat
                     add_corpus=run_id == 1)
     roles = tmp_path / "roles"
     roles.mkdir()
+    return db, roles
+
+
+def test_a_role_classified_from_different_sql_in_the_two_runs_is_refused(tmp_path):
+    """Editing a role file between the classifications of two runs changes its sieve: the paired
+    differences would mix the edit with the models' change. Refused until both use one version."""
+    db, roles = _two_runs_and_a_roles_dir(tmp_path, 8)
     role = roles / "near.sql"
     text = ("-- name: near\n-- description: d\n-- level: token\n-- params: window=1\n"
             "SELECT q.run_id, q.sentence_id, q.token_pos AS query_pos, k.token_pos AS key_pos\n"
@@ -186,16 +193,7 @@ def test_a_role_edited_only_in_comments_within_its_sql_is_compared(tmp_path):
     """A comment at the end of a line of the SELECT, or a /* ... */ one, leaves the sieve as it
     was, as a comment line does: compared (they were refused as different SQL). An edit inside a
     string that holds `--` is SQL, and still refused."""
-    from role_reference import build_store, dirichlet_attention, simple_seq
-
-    rng = np.random.default_rng(9)
-    seqs = [simple_seq([1, 2, 1], [1, None, 1], ["nsubj", "root", "obj"]) for _ in range(5)]
-    db = tmp_path / "c.db"
-    for run_id in (1, 2):
-        build_store(db, seqs, [dirichlet_attention(rng, 1, 2, q.length) for q in seqs], run_id=run_id,
-                    add_corpus=run_id == 1)
-    roles = tmp_path / "roles"
-    roles.mkdir()
+    db, roles = _two_runs_and_a_roles_dir(tmp_path, 9)
     role = roles / "near.sql"
     text = ("-- name: near\n-- description: d\n-- level: token\n"
             "SELECT q.run_id, q.sentence_id, q.token_pos AS query_pos, k.token_pos AS key_pos\n"
