@@ -31,7 +31,7 @@ import pandas as pd
 
 from headdb.analysis import DbLike, open_db
 from headdb.db import memory_limit_mb
-from headdb.errors import InputError
+from headdb.errors import InputError, option
 from headdb.resources import query
 from headdb.store import resolve_run, sentence_ranges
 
@@ -132,7 +132,7 @@ def accuracy(db: DbLike, run: int | str | None = None, min_count: int = 1,
     (:func:`head_accuracy`).
     """
     if isinstance(min_count, bool) or not isinstance(min_count, numbers.Integral) or min_count < 1:
-        raise InputError(f"min_count (--min-count) must be a whole number of at least 1, not {min_count!r}")
+        raise InputError(f"{option('min_count')} must be a whole number of at least 1, not {min_count!r}")
     with open_db(db, memory_limit_mb()) as con:  # one connection: the run resolved once, named in attrs
         run_id = resolve_run(con, run, finished=True)
         run_name = con.execute("SELECT run_name FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]

@@ -23,8 +23,12 @@ _state = {"debug": False, "interrupt_reported": False}
 
 
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+def _main(ctx: typer.Context, debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+    from headdb.errors import CLI_NAMES
+
     _state["debug"] = debug
+    token = CLI_NAMES.set(True)  # the library's messages name options as flags (--top-k), for this command only
+    ctx.call_on_close(lambda: CLI_NAMES.reset(token))
 
 
 def _console():
@@ -212,15 +216,11 @@ def ingest(
 
     Re-running an interrupted ingest with the same options resumes it.
     """
-    from headdb.errors import InputError
     from headdb.ingest import ingest as api_ingest
 
-    if dense and top_k is not None:
-        raise InputError("--dense keeps every key; it cannot be combined with --top-k")
-    given = {} if top_k is None else {"top_k": top_k}  # else the API's default
     try:
         result = api_ingest(
-            db, corpus, format=format, pairs=pairs, model=model, **given, min_mass=min_mass, dense=dense,
+            db, corpus, format=format, pairs=pairs, model=model, top_k=top_k, min_mass=min_mass, dense=dense,
             truncate=truncate, max_length=max_length, limit=limit, batch_size=batch_size, device=device,
             dtype=dtype, run_name=run_name, parser=parser, download=download, new_run=new_run,
             progress=not quiet and sys.stderr.isatty(), weight_bits=weight_bits, parse_processes=parse_processes,

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from headdb.errors import CorpusError, InputError
+from headdb.errors import CLI_NAMES, CorpusError, InputError, flag
 
 FORMATS = ("conllu", "text", "tsv")
 _EXTENSIONS = {".conllu": "conllu", ".conll": "conllu", ".txt": "text", ".text": "text", ".tsv": "tsv"}
@@ -116,7 +116,7 @@ def infer_format(path: str | Path, fmt: str | None = None) -> str:
     if suffix not in _EXTENSIONS:
         raise InputError(
             f"cannot infer the format from the extension {suffix or '(none)'!r}; "
-            f"pass --format {'|'.join(FORMATS)}",
+            "pass " + (f"--format {'|'.join(FORMATS)}" if CLI_NAMES.get() else f"format= one of {', '.join(FORMATS)}"),
             path,
         )
     return _EXTENSIONS[suffix]
@@ -384,7 +384,7 @@ def read_corpus(path: str | Path, fmt: str, pairs: bool = False, parser: Parser 
     if fmt == "conllu":
         return read_conllu(path, pairs=pairs, stats=stats)
     if pairs:
-        raise InputError("--pairs applies to CoNLL-U; a TSV file already holds pairs", path)
+        raise InputError(f"{flag('pairs')} applies to CoNLL-U; a TSV file already holds pairs", path)
     if fmt == "text":
         return read_raw(path, parser, 1, stats)
     if fmt == "tsv":
@@ -404,6 +404,6 @@ def validate(path: str | Path, fmt: str, pairs: bool = False) -> tuple[int, Read
         n += 1
     if n == 0:
         if pairs and stats.odd_sentence_dropped:
-            raise CorpusError("the corpus holds one sentence, and --pairs needs two", path)
+            raise CorpusError(f"the corpus holds one sentence, and {flag('pairs')} needs two", path)
         raise CorpusError("the corpus holds no sentences", path)
     return n, stats

@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+import contextvars
 from pathlib import Path
+
+# True while a CLI command runs: its messages name options as the command line spells them
+# (``--top-k``), where the Python API's name its parameters (``top_k``). Set by headdb.cli.
+CLI_NAMES: contextvars.ContextVar[bool] = contextvars.ContextVar("headdb_cli_names", default=False)
+
+
+def option(name: str) -> str:
+    """How an error message names the option whose Python parameter is ``name``: ``--top-k``
+    under the CLI, ``top_k`` from Python."""
+    return "--" + name.replace("_", "-") if CLI_NAMES.get() else name
+
+
+def flag(name: str) -> str:
+    """A boolean option as the user turns it on: ``--dense`` under the CLI, ``dense=True`` from
+    Python."""
+    return option(name) if CLI_NAMES.get() else f"{name}=True"
 
 
 class HeaddbError(Exception):

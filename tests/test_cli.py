@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -223,6 +224,30 @@ def test_dense_with_an_explicit_top_k_is_refused(tmp_path, capsys, monkeypatch):
     code, _, err = run_main(capsys, monkeypatch, "ingest", tmp_path / "d.db", "--dense", "--top-k", "4")
     assert code == 1 and err == "error: --dense keeps every key; it cannot be combined with --top-k\n", err
     assert not (tmp_path / "d.db").exists()
+
+
+def test_option_errors_name_flags_under_the_cli_and_parameters_from_python(tmp_path, capsys, monkeypatch):
+    """The library's messages said `--top-k` to a Python caller; each surface now names its own
+    spelling, and a command leaves the Python spelling behind it."""
+    import headdb
+    from headdb.errors import InputError
+
+    db = tmp_path / "o.db"
+    cases = [(["--top-k", "0"], {"top_k": 0}, "{} must be at least 1", ("--top-k", "top_k")),
+             (["--min-mass", "2"], {"min_mass": 2.0}, "{} must be a share", ("--min-mass", "min_mass")),
+             (["--weight-bits", "8"], {"weight_bits": 8}, "{} must be 32 or 16", ("--weight-bits", "weight_bits")),
+             (["--parse-processes", "0"], {"parse_processes": 0}, "{} must be a whole number", ("--parse-processes", "parse_processes")),
+             (["--dense", "--weight-bits", "16"], {"dense": True, "weight_bits": 16}, "{} stores float32", ("--dense", "dense=True"))]
+    for args, kwargs, words, (cli_name, python_name) in cases:
+        code, _, err = run_main(capsys, monkeypatch, "ingest", db, *args)
+        assert code == 1 and err.startswith("error: " + words.format(cli_name)), (args, err)
+        with pytest.raises(InputError, match="^" + re.escape(words.format(python_name))):
+            headdb.ingest(db, **kwargs)
+    code, _, err = run_main(capsys, monkeypatch, "classify", db, "--alpha", "2")
+    assert code == 1 and "--alpha must be between 0 and 1, not 2.0" in err, err
+    with pytest.raises(InputError, match="^alpha must be between 0 and 1, not 2"):
+        headdb.classify(db, alpha=2)
+    assert not db.exists()
 
 
 def test_run_errors_name_the_store(tmp_path, capsys, monkeypatch):

@@ -177,7 +177,7 @@ def test_tsv_errors(tmp_path, line, message):
 
 
 def test_pairs_flag_rejected_for_raw_formats():
-    with pytest.raises(InputError, match="--pairs"):
+    with pytest.raises(InputError, match="pairs=True applies to CoNLL-U"):
         read_corpus(DATA / "sample.tsv", "tsv", pairs=True)
 
 

@@ -181,11 +181,14 @@ def test_ingest_errors_before_writing(tmp_path, tiny_bert_dir):
     pairs_file.write_text("The cat sat.\tIt slept.\n")
     with pytest.raises(ModelError, match="too small: a pair input needs at least 5 tokens"):
         headdb.ingest(db, pairs_file, model=str(tiny_bert_dir), max_length=4, truncate=True)
-    for bad_option, words in [({"top_k": -3}, "--top-k must be at least 1"), ({"top_k": 2.5}, "--top-k must be a whole"),
-                              ({"top_k": "4"}, "--top-k must be a whole"), ({"batch_size": 2.0}, "--batch-size must be a whole"),
-                              ({"min_mass": 0}, "--min-mass must be"), ({"min_mass": 1.5}, "--min-mass must be"),
-                              ({"min_mass": float("nan")}, "--min-mass must be"),
-                              ({"batch_size": None}, "--batch-size must be a whole")]:
+    # the Python API names its parameters (the CLI's flags: tests/test_cli.py)
+    for bad_option, words in [({"top_k": -3}, "^top_k must be at least 1"), ({"top_k": 0}, "^top_k must be at least 1"),
+                              ({"top_k": 2.5}, "^top_k must be a whole"),
+                              ({"top_k": "4"}, "^top_k must be a whole"), ({"batch_size": 2.0}, "^batch_size must be a whole"),
+                              ({"min_mass": 0}, "^min_mass must be"), ({"min_mass": 1.5}, "^min_mass must be"),
+                              ({"min_mass": float("nan")}, "^min_mass must be"),
+                              ({"batch_size": None}, "^batch_size must be a whole"),
+                              ({"dense": True, "top_k": 4}, r"^dense=True keeps every key; it cannot be combined with top_k")]:
         with pytest.raises(InputError, match=words):
             headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), **bad_option)
     for name, words in [("", "non-empty"), ("  ", "non-empty"), ("12", "only digits"), ("a\nb", "one line")]:
@@ -197,11 +200,11 @@ def test_ingest_errors_before_writing(tmp_path, tiny_bert_dir):
         headdb.ingest(db, os.devnull, format="conllu", model=str(tiny_bert_dir))
     with pytest.raises(InputError, match="is a directory"):
         headdb.ingest(db, tmp_path, format="conllu", model=str(tiny_bert_dir))
-    with pytest.raises(InputError, match="--dense"):
+    with pytest.raises(InputError, match="^dense=True keeps every key; it cannot be combined with min_mass"):
         headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), dense=True, min_mass=0.5)
-    with pytest.raises(InputError, match="--dense stores float32"):
+    with pytest.raises(InputError, match="^dense=True stores float32"):
         headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), dense=True, weight_bits=16)
-    with pytest.raises(InputError, match="--weight-bits must be 32 or 16, not 8"):
+    with pytest.raises(InputError, match="^weight_bits must be 32 or 16, not 8"):
         headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), weight_bits=8)
     bad = tmp_path / "bad.conllu"
     good = (DATA / "sample.conllu").read_text()

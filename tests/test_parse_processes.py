@@ -200,7 +200,7 @@ def test_a_worker_that_cannot_load_its_pipeline_says_why():
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True])
 def test_bad_process_counts_are_refused(bad):
-    with pytest.raises(InputError, match="--parse-processes must be a whole number of at least 1"):
+    with pytest.raises(InputError, match="^parse_processes must be a whole number of at least 1"):
         parse.SpacyParser(processes=bad)
 
 

@@ -61,7 +61,7 @@ def test_unknown_model_name_offline_fails_at_once(offline):
     err, seconds = load("no-such-org/no-such-model")
     assert seconds < 2.0, f"took {seconds:.1f} s"
     assert "not a local folder and not in the Hugging Face cache" in str(err)
-    assert "--download" in str(err)
+    assert "download=True" in str(err)
     # the command it names exists where headdb is installed (huggingface_hub's `hf`)
     assert "(`hf download no-such-org/no-such-model`)" in str(err)
     assert (Path(sys.executable).parent / "hf").exists()
