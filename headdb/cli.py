@@ -454,7 +454,7 @@ def sql(
     max_rows: int = typer.Option(1000, "--max-rows", min=0, metavar="N",
                                  help="The table shows the first N rows (0: all); csv, json and --out write all."),
 ) -> None:
-    """Run SQL on the store (read-only by default); score views scores_<role> are available."""
+    """Run SQL on the store (read-only by default); read-only, it offers the views scores_<role> and sieve_<role> of the built-in roles."""
     params = _params(param)
     _check_out(out, db)
     if out is not None:
