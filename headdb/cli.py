@@ -454,7 +454,7 @@ def sql(
     max_rows: int = typer.Option(1000, "--max-rows", min=0, metavar="N",
                                  help="The table shows the first N rows (0: all); csv, json and --out write all."),
 ) -> None:
-    """Run SQL on the store (read-only by default); score views scores_<role> are available."""
+    """Run SQL on the store (read-only by default); read-only, it offers the views scores_<role> and sieve_<role> of the built-in roles."""
     params = _params(param)
     _check_out(out, db)
     if out is not None:
@@ -533,10 +533,13 @@ def classify(
 
     _check_out(out, db)
     with _steps_bar("scoring", quiet) as bar:
-        df = api_classify(db, run, roles, roles_dir, tau=tau, alpha=alpha, correction=correction, progress=bar)
-    _print_classification(df)
+        # the API writes --out (a failure says the results are stored), before the tables: a
+        # reader that stops early (`| head`) leaves the file whole
+        df = api_classify(db, run, roles, roles_dir, tau=tau, alpha=alpha, correction=correction, out=out,
+                          progress=bar)
     if out is not None:
-        _export(df, out)
+        typer.echo(f"wrote {_count(len(df), 'row')} to {out}", err=True)
+    _print_classification(df)
 
 
 @contextlib.contextmanager

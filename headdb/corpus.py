@@ -384,7 +384,9 @@ def read_corpus(path: str | Path, fmt: str, pairs: bool = False, parser: Parser 
     if fmt == "conllu":
         return read_conllu(path, pairs=pairs, stats=stats)
     if pairs:
-        raise InputError(f"{flag('pairs')} applies to CoNLL-U; a TSV file already holds pairs", path)
+        tsv = "--format tsv" if CLI_NAMES.get() else "format='tsv'"
+        raise InputError(f"{flag('pairs')} applies to CoNLL-U; " + ("a TSV file already holds pairs" if fmt == "tsv" else
+                         f"pairs of raw text are a TSV file (.tsv or {tsv}), two tab-separated texts a line"), path)
     if fmt == "text":
         return read_raw(path, parser, 1, stats)
     if fmt == "tsv":

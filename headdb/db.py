@@ -248,6 +248,7 @@ def connect(path: str | Path, read_only: bool = False, *, migrate_schema: bool =
     ``sql --write``).
     """
     if existing and str(path) != ":memory:" and not Path(path).exists():
+        _check_file_path(str(path))  # a missing folder is named as such: `headdb init` could not create it
         raise DatabaseError(f"{path}: no such database (create it with `headdb init {path}`)")
     con = _open(path, read_only, config)
     if read_only or existing:

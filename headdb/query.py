@@ -279,6 +279,12 @@ def _hint(message: str, query: str, write: bool) -> str:
 
     if "read-only mode" in message and not write:
         return " (the store opens read-only; add --write, or write=True, to change it)"
+    if re.search(r"Table with name (scores|sieve)_\w+ does not exist", message):
+        if write:
+            return (" (the views scores_<role> and sieve_<role> are on the read-only connection: leave out --write, "
+                    "or write=False)")
+        return (" (the views scores_<role> and sieve_<role> are those of the built-in roles; "
+                "headdb.scores(db, run, roles, roles_dir) scores your own)")
     writes_edges = re.search(r"\b(update|into|from)\s+(main\.)?\"?edges\b", query, re.I)
     if ("base table" in message or "is not an table" in message) and writes_edges:
         return (" (edges is a view that reads the tables edge_store (float32 weights) and edge_store16 "

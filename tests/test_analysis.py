@@ -76,3 +76,20 @@ def test_errors(store, tmp_path):
     con.close()
     with pytest.raises(DatabaseError, match="headdb classify"):
         headdb.layer_distribution(tmp_path / "empty.db")
+
+
+def test_a_run_without_results_names_the_classify_that_gives_them(tmp_path):
+    """`headdb report --run 1` (or compare) of an unclassified run said to run `headdb classify`,
+    which classifies the latest run: here run 2, and the report of run 1 still failed."""
+    from handmade_store import add_corpus, add_run
+
+    db = tmp_path / "two.db"
+    con = headdb.connect(db)
+    add_corpus(con, 2)
+    add_run(con, 1, 1, 1, 2)
+    add_run(con, 2, 1, 1, 2)
+    con.close()
+    for call in (lambda: headdb.layer_distribution(db, 1), lambda: headdb.compare(db, 1, 2)):
+        with pytest.raises(DatabaseError) as caught:
+            call()
+        assert str(caught.value) == "run 1 has no classification results; run `headdb classify DB --run 1` first"

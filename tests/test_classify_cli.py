@@ -107,6 +107,35 @@ def test_an_export_that_fails_after_storing_says_the_classification_is_stored(st
     assert headdb.sql(store, "SELECT count(*) AS n FROM head_tests WHERE classification_id = ?", [int(newest)])["n"][0] > 0
 
 
+def test_the_cli_says_the_classification_is_stored_when_its_export_fails(store, tmp_path, capsys, monkeypatch):
+    """`headdb classify --out` wrote the file itself, after the API had stored the results: a
+    full disk then said only that the export failed, where headdb.classify(out=) says that the
+    classification is stored."""
+    from headdb.errors import InputError
+
+    def full_disk(df, out):
+        raise InputError("cannot write the export: No space left on device", out)
+
+    monkeypatch.setattr(importlib.import_module("headdb.query"), "export", full_disk)
+    code, _, err = run_main(capsys, monkeypatch, "classify", store, "--roles", "local", "--out", tmp_path / "r.csv")
+    newest = headdb.sql(store, "SELECT max(classification_id) AS c FROM classifications")["c"][0]
+    assert code == 1 and err == (f"error: {tmp_path / 'r.csv'}: cannot write the export: No space left on device; "
+                                 f"the classification itself is stored (classification {newest}: its tests are the "
+                                 "rows of head_tests with that classification_id)\n")
+
+
+def test_out_is_written_whole_when_the_reader_of_the_table_goes_away(store, tmp_path):
+    """`headdb classify --out t.csv | head` printed the tables first and wrote --out last: the
+    reader that went away ended the command before the file was written, without a word."""
+    out = tmp_path / "t.csv"
+    proc = subprocess.Popen([str(HEADDB), "classify", str(store), "--roles", "local,delimiter", "--out", str(out),
+                             "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, COLUMNS="200"))
+    proc.stdout.close()  # the reader is gone before the first line
+    _, err = proc.communicate(timeout=120)
+    assert f"wrote 12 rows to {out}" in err.decode(), err
+    assert len(read_export(out)) == 12
+
+
 def test_a_wrong_out_extension_is_refused_before_anything_is_stored_or_computed(store, tmp_path, capsys, monkeypatch):
     before = headdb.sql(store, "SELECT count(*) AS n FROM classifications")["n"][0]
     from headdb.errors import InputError

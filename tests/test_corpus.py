@@ -177,8 +177,13 @@ def test_tsv_errors(tmp_path, line, message):
 
 
 def test_pairs_flag_rejected_for_raw_formats():
-    with pytest.raises(InputError, match="pairs=True applies to CoNLL-U"):
+    with pytest.raises(InputError, match="pairs=True applies to CoNLL-U; a TSV file already holds pairs"):
         read_corpus(DATA / "sample.tsv", "tsv", pairs=True)
+    # a text file holds no pairs: the error said that a TSV file already does
+    with pytest.raises(InputError) as caught:
+        read_corpus(DATA / "sample.txt", "text", pairs=True)
+    assert str(caught.value) == (f"{DATA / 'sample.txt'}: pairs=True applies to CoNLL-U; pairs of raw text are a TSV "
+                                 "file (.tsv or format='tsv'), two tab-separated texts a line")
 
 
 def test_validate_counts_without_parsing():

@@ -683,3 +683,20 @@ def test_export_sql_refuses_a_batch_of_no_rows(store, tmp_path, rows):
     with pytest.raises(InputError, match=f"batch_rows must be at least 1, not {rows}"):
         write_sql(store, "SELECT 1 AS a UNION ALL SELECT 2", stream, "json", batch_rows=rows)
     assert stream.getvalue() == ""
+
+
+def test_a_missing_score_view_says_where_the_score_views_are(store, capsys, monkeypatch):
+    """`headdb sql --help` offers the views scores_<role>: with --write, or for a role of the
+    user's own, DuckDB's error said only that no such table exists (`Did you mean "roles"?`)."""
+    from cli_helpers import run_main
+
+    code, _, err = run_main(capsys, monkeypatch, "sql", store, "SELECT count(*) FROM scores_local", "--write")
+    assert code == 1 and err.startswith("error: SQL error: Catalog Error: Table with name scores_local does not "
+                                        "exist!") and err.endswith(
+        " (the views scores_<role> and sieve_<role> are on the read-only connection: leave out --write, or "
+        "write=False)\n"), err
+    with pytest.raises(DatabaseError) as caught:
+        headdb.sql(store, "SELECT * FROM sieve_previous")
+    assert str(caught.value).endswith(" (the views scores_<role> and sieve_<role> are those of the built-in roles; "
+                                      "headdb.scores(db, run, roles, roles_dir) scores your own)")
+    assert headdb.sql(store, "SELECT count(*) AS n FROM scores_local")["n"].tolist() == [0]  # read-only: there

@@ -213,6 +213,18 @@ def test_a_store_path_that_names_a_service_is_refused(tmp_path, capsys, monkeypa
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_store_in_a_missing_folder_is_named_as_such_by_every_command(tmp_path, capsys, monkeypatch):
+    """`headdb sql` and `drop` in a missing folder said `no such database (create it with
+    headdb init ...)`, and that init then failed with `no such folder`."""
+    monkeypatch.chdir(tmp_path)
+    db = Path("missing") / "s.db"
+    for args in (("sql", db, "SELECT 1"), ("sql", db, "SELECT 1", "--write"), ("drop", db, "1"), ("runs", db),
+                 ("init", db)):
+        code, _, err = run_main(capsys, monkeypatch, *args)
+        assert code == 1 and err == f"error: {db}: no such folder {tmp_path / 'missing'}\n", (args, err)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_ingest_checks_the_store_before_its_slow_start(tmp_path):
     """A store of a newer schema, or a path in a missing folder, failed only after the model loaded."""
     with pytest.raises(DatabaseError, match="no such folder"):
