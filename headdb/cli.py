@@ -240,8 +240,10 @@ def ingest(
             f"in {result.seconds:.1f} s ({_rate(result.sentences_per_second)} sentences/s); "
             f"skipped {result.skipped} over-long, truncated {result.truncated}", err=True)
         if result.pieceless_words:
+            one = result.pieceless_words == 1
             err(f"{_count(result.pieceless_words, 'word')} got no word piece from the tokenizer (such as U+FE0F, or a "
-                "lone combining mark): they are stored, and word-level roles and accuracy leave them out", err=True)
+                f"lone combining mark): {'it is' if one else 'they are'} stored, and word-level roles and accuracy "
+                f"leave {'it' if one else 'them'} out", err=True)
         if result.special_in_words:
             err(f"{_count(result.special_in_words, 'word piece')} of the text got a special token's id (a word such as "
                 "\"<s>\" that the tokenizer's vocabulary holds as a piece, as SentencePiece vocabularies do): the "
@@ -249,8 +251,8 @@ def ingest(
         rs = result.read_stats
         if rs.blank_lines or rs.too_long_lines or rs.odd_sentence_dropped:
             # the reader's checks cover the whole file, also where --limit stores only its start
-            err(f"reader{' (the whole file)' if limit is not None else ''}: {rs.blank_lines} blank lines ignored, "
-                f"{rs.too_long_lines} over-long lines skipped"
+            err(f"reader{' (the whole file)' if limit is not None else ''}: {_count(rs.blank_lines, 'blank line')} "
+                f"ignored, {_count(rs.too_long_lines, 'over-long line')} skipped"
                 + (", odd last sentence left out of the pairs" if rs.odd_sentence_dropped else ""), err=True)
     typer.echo(result.run_id)
 
@@ -585,7 +587,7 @@ def _print_classification(df) -> None:
         sub = df[df["role"] == role]
         n = int(sub["n"].max()) if len(sub) else 0
         tau = sub["tau"].iloc[0] if len(sub) else float("nan")
-        typer.echo(f"\n{role}: {int(sub['significant'].sum())}/{len(sub)} heads, tau {tau:g}, n {n} sentences"
+        typer.echo(f"\n{role}: {int(sub['significant'].sum())}/{len(sub)} heads, tau {tau:g}, n {_count(n, 'sentence')}"
                    + (" (no samples)" if n == 0 else ""))
         if n == 0:
             continue

@@ -227,9 +227,9 @@ def ingest(
     if run_name is not None:
         check_run_name(run_name)
     if batch_size < 1:
-        raise InputError(f"{option('batch_size')} must be at least 1")
+        raise InputError(f"{option('batch_size')} must be at least 1, not {batch_size}")
     if limit is not None and limit < 1:
-        raise InputError(f"{option('limit')} must be at least 1")
+        raise InputError(f"{option('limit')} must be at least 1, not {limit}")
     if dense and top_k is not None:
         raise InputError(f"{flag('dense')} keeps every key; it cannot be combined with {option('top_k')}")
     if top_k is not None and top_k < 1:

@@ -137,7 +137,11 @@ def test_ingest_runs_sql_summary_with_a_tiny_model(tmp_path, tiny_bert_dir, caps
     r = cli("ingest", db, DATA / "sample.txt", "--model", tiny_bert_dir, "--limit", "2", "--max-length", "8")
     assert r.returncode == 0 and r.stdout == "3\n"
     assert "stored 1 sentence," in r.stderr and "skipped 1 over-long" in r.stderr
-    assert "2 blank lines ignored" in r.stderr
+    assert "2 blank lines ignored, 0 over-long lines skipped" in r.stderr
+    one_blank = tmp_path / "one_blank.txt"
+    one_blank.write_text("The cat sat.\n\nA dog barked loudly at the cat.\n")
+    r = cli("ingest", tmp_path / "one_blank.db", one_blank, "--model", tiny_bert_dir, "-q")
+    assert r.returncode == 0 and "1 blank line ignored, 0 over-long lines skipped" in r.stderr, r.stderr
 
     r = cli("runs", db, "--format", "json")
     assert r.returncode == 0

@@ -188,6 +188,8 @@ def test_ingest_errors_before_writing(tmp_path, tiny_bert_dir):
                               ({"min_mass": 0}, "^min_mass must be"), ({"min_mass": 1.5}, "^min_mass must be"),
                               ({"min_mass": float("nan")}, "^min_mass must be"),
                               ({"batch_size": None}, "^batch_size must be a whole"),
+                              ({"batch_size": 0}, "^batch_size must be at least 1, not 0$"),
+                              ({"limit": 0}, "^limit must be at least 1, not 0$"),
                               ({"dense": True, "top_k": 4}, r"^dense=True keeps every key; it cannot be combined with top_k")]:
         with pytest.raises(InputError, match=words):
             headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), **bad_option)
@@ -805,7 +807,12 @@ def test_words_the_tokenizer_drops_are_counted(tmp_path, tiny_bert_dir, monkeypa
                        "t.sentence_id = w.sentence_id AND t.word_pos = w.word_pos)").fetchone()[0] == 2
     con.close()
     code, _, err = run_main(capsys, monkeypatch, "ingest", tmp_path / "b.db", corpus, "--model", tiny_bert_dir, "-q")
-    assert code == 0 and "2 words got no word piece from the tokenizer" in err, err
+    assert code == 0 and "2 words got no word piece from the tokenizer" in err and "they are stored" in err, err
+    one = tmp_path / "one.conllu"
+    one.write_text(_conllu(["I", "\u2764", "\ufe0f", "you"], ["plain", "words"]))
+    code, _, err = run_main(capsys, monkeypatch, "ingest", tmp_path / "c.db", one, "--model", tiny_bert_dir, "-q")
+    assert code == 0 and "1 word got no word piece" in err and "it is stored, and word-level roles and accuracy " \
+        "leave it out" in err, err
 
 
 def test_a_model_failing_mid_ingest_is_one_line_and_the_run_resumes(tmp_path, tiny_bert_dir, monkeypatch, capsys):
