@@ -675,10 +675,9 @@ def accuracy(
         typer.echo(f"no relation has at least {_count(min_count, 'edge')} in each split (--min-count); the most any "
                    f"has in both is {most}" + (f": --min-count {most} shows it" if most else
                                                " (the run's dependency edges are all in one split)"), err=True)
-    if out is not None:
+    if out is not None:  # the rows go to the file; the table is still shown, as classify and compare do
         _export(df, out)
-    else:
-        _print_df(df.drop(columns=["selected_on", "reported_on"]), format)
+    _print_df(df.drop(columns=["selected_on", "reported_on"]), format)
 
 
 @app.command()

@@ -102,6 +102,9 @@ def test_cli_accuracy(store, tmp_path):
 
     rows = json.loads((tmp_path / "a.json").read_text())
     assert len(rows) == 8 and rows[0]["relation"] == "all"
+    # the table is still shown, as classify --out and compare --out show theirs
+    shown = [line.replace("│", " ").split() for line in res.stdout.splitlines()]
+    assert sum(1 for cells in shown if cells[:2] in (["all", "dep->head"], ["all", "head->dep"])) == 2, res.stdout
 
 
 def test_an_empty_accuracy_table_says_why(store, capsys, monkeypatch):
