@@ -385,6 +385,14 @@ def report(db: DbLike, run: int | str | None = None, out: str | Path = "report",
     return Report(out_dir, html_path, md_path, markdown, written)
 
 
+def _store_arg(db: DbLike) -> str:
+    """The store as a command line names it: its path (quoted for a shell where needed), or DB
+    for an open connection."""
+    import shlex
+
+    return shlex.quote(str(db)) if isinstance(db, (str, Path)) else "DB"
+
+
 def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, staging: Path, *,
           compare: int | str | None, roles: Sequence[str] | str | None, correction: str, alpha: float,
           accuracy: bool | None, progress: Callable[[int, int], None] | None = None
@@ -503,7 +511,7 @@ def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, stagi
         md += ["## Syntactic head accuracy (Clark et al. 2019)", "", note, "",
                _md_table(top.drop(columns=["n_select", "select_accuracy"])), "",
                f"All {acc['relation'].nunique() - 1} relations: report.html, or "
-               f"`headdb accuracy DB --run {run_id} --min-count 1`.", ""]
+               f"`headdb accuracy {_store_arg(db)} --run {run_id} --min-count 1`.", ""]
         parts += ["<h2>Syntactic head accuracy (Clark et al. 2019)</h2>", f"<p>{html.escape(note)}</p>",
                   _html_table(acc)]
     md += ["## Files", "", f"- `{out_dir / 'report.html'}` (self-contained)",

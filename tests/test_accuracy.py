@@ -138,7 +138,7 @@ def test_report_has_the_accuracy_section(store, tmp_path):
     best = acc[(acc["relation"] == "all") & (acc["direction"] == "dep->head")].iloc[0]
     row = f"| all | dep->head | {best['n_report']} | L{best['layer']} H{best['head']} | {best['accuracy']:.3g} |"
     assert row in r.markdown, r.markdown
-    assert "`headdb accuracy DB --run 1 --min-count 1`" in r.markdown  # the report's run, not the default
+    assert f"`headdb accuracy {db} --run 1 --min-count 1`" in r.markdown  # the report's store and run, not the default
     text = r.html.read_text()
     assert "Syntactic head accuracy" in text and text.count("<tr>") > len(acc)
     res = CliRunner().invoke(app, ["report", str(db), "--out", str(tmp_path / "rep2"), "--no-accuracy"])
