@@ -357,7 +357,7 @@ def test_text_reader_skips_are_in_the_run_summary(tmp_path):
     db = tmp_path / "t.db"
     proc = headdb("ingest", db, corpus, "-q")
     assert "stored 2 sentences" in proc.stderr
-    assert "reader: 2 blank lines ignored, 1 over-long lines skipped" in proc.stderr
+    assert "reader: 2 blank lines ignored, 1 over-long line skipped" in proc.stderr
     con = duckdb.connect(str(db), read_only=True)
     assert con.execute("SELECT text_a, line FROM sentences ORDER BY sentence_id").fetchall() \
         == [("The cat sat .", 1), ("Dogs bark .", 5)]
@@ -365,4 +365,4 @@ def test_text_reader_skips_are_in_the_run_summary(tmp_path):
     # with --limit the reader's counts still describe the whole file, and say so
     proc = headdb("ingest", tmp_path / "limited.db", corpus, "-q", "--limit", "1")
     assert "stored 1 sentence," in proc.stderr
-    assert "reader (the whole file): 2 blank lines ignored, 1 over-long lines skipped" in proc.stderr
+    assert "reader (the whole file): 2 blank lines ignored, 1 over-long line skipped" in proc.stderr
