@@ -924,8 +924,13 @@ class _CsvBatches(_TextBatches):
         self._header = True
 
     def write(self, df: pd.DataFrame) -> None:
+        import pyarrow as pa
+
         df = _csv_ready(df, self._types)
-        text = _csv_text(df, self._header)
+        try:
+            text = _csv_text(df, self._header)
+        except (pa.ArrowException, UnicodeError):  # text pyarrow does not hold (a lone surrogate): as pandas fares
+            text = None
         if text is None:
             df.to_csv(self._file, index=False, header=self._header)
         else:

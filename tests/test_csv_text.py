@@ -82,6 +82,7 @@ def test_edge_cases_of_every_kind_of_column_are_written_as_pandas_wrote_them():
                       "boolean": pd.array([True, None, False], "boolean"),
                       "str": pd.array(["a,b", None, 'say "x"'], "str"),
                       "string": pd.array(["line\nbreak", pd.NA, "cr\rhere"], "string"),
+                      "python": pd.array(["a", None, ""], "string[python]"),
                       "object": np.array(["", None, "é\U0001d11e"], dtype=object),
                       "category": pd.Categorical(["x,y", None, "x,y"]),
                       "enum_ints": pd.Categorical([1, 2, None])}),
@@ -155,6 +156,10 @@ def test_types_the_fast_path_does_not_know_are_left_to_pandas():
     for df in frames:
         assert q._csv_text(df, True) is None
         assert_same_csv([df, df], ["VARCHAR"] * df.shape[1], fast=False)
+    lone = pd.DataFrame({"t": pd.Series(["a\ud800", "b,"], dtype=object)})  # no UTF-8: pyarrow refuses it
+    with pytest.raises(UnicodeError):
+        q._csv_text(lone, True)
+    assert_same_csv([lone], fast=False)
 
 
 @pytest.fixture(scope="module")
