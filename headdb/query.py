@@ -711,13 +711,21 @@ def _csv_ready(df: pd.DataFrame, types: list[str]) -> pd.DataFrame:
 
 
 def _csv_text(df: pd.DataFrame, header: bool) -> str | None:
-    """The text that ``df.to_csv(index=False, header=header)`` writes, byte for byte, built a
-    column at a time with numpy and pyarrow.compute (pandas writes row by row through Python's
-    csv module: 93% of ``headdb sql --out x.csv``'s time); None where a column is of a type this
-    does not know (timedeltas, complex numbers, pandas' float extension arrays ...: pandas
-    writes those). As pandas does: NULLs empty, floats as numpy's text (``values.astype(str)``),
-    other values as ``str()`` of them, a field quoted where Python's csv writer quotes it, and a
-    row of one empty field as ``""``."""
+    """The text that ``df.to_csv(index=False, header=header)`` writes (:func:`_csv_parts`), or
+    None where pandas is left to write it."""
+    parts = _csv_parts(df, header)
+    return None if parts is None else "".join(str(part, "utf-8") for part in parts)
+
+
+def _csv_parts(df: pd.DataFrame, header: bool) -> list | None:
+    """The text that ``df.to_csv(index=False, header=header)`` writes, byte for byte, as UTF-8
+    (the header's bytes, then the rows' as a pyarrow Buffer), built a column at a time with
+    numpy and pyarrow.compute (pandas writes row by row through Python's csv module: 93% of
+    ``headdb sql --out x.csv``'s time); None where a column is of a type this does not know
+    (timedeltas, complex numbers, pandas' float extension arrays ...: pandas writes those). As
+    pandas does: NULLs empty, floats as numpy's text (``values.astype(str)``), other values as
+    ``str()`` of them, a field quoted where Python's csv writer quotes it, and a row of one
+    empty field as ``""``."""
     import csv
     import io
 
@@ -733,16 +741,15 @@ def _csv_text(df: pd.DataFrame, header: bool) -> str | None:
         columns.append(column)
     if df.shape[1] == 1:  # Python's csv writer quotes a row's only field when it is empty
         columns[0] = pc.if_else(pc.equal(columns[0], _large("")), _large('""'), columns[0])
-    head = ""
+    parts = []
     if header:
         line = io.StringIO()
         csv.writer(line, lineterminator="\n").writerow(list(df.columns))
-        head = line.getvalue()
-    if not len(df):
-        return head
-    columns[-1] = pc.binary_join_element_wise(columns[-1], _large("\n"), _large(""))
-    rows = pc.binary_join_element_wise(*columns, _large(","))
-    return head + _text_of(rows)
+        parts.append(line.getvalue().encode("utf-8"))
+    if len(df):
+        columns[-1] = pc.binary_join_element_wise(columns[-1], _large("\n"), _large(""))
+        parts.append(_values_buffer(pc.binary_join_element_wise(*columns, _large(","))))
+    return parts
 
 
 def _large(text: str):
@@ -752,12 +759,12 @@ def _large(text: str):
     return pa.scalar(text, pa.large_string())
 
 
-def _text_of(rows) -> str:
-    """A large_string array's values end to end, as one str."""
+def _values_buffer(rows):
+    """A large_string array's values end to end: the slice of its data buffer that holds them."""
     import numpy as np
 
     offsets = np.frombuffer(rows.buffers()[1], dtype=np.int64)[rows.offset:rows.offset + len(rows) + 1]
-    return rows.buffers()[2][int(offsets[0]):int(offsets[-1])].to_pybytes().decode("utf-8")
+    return rows.buffers()[2][int(offsets[0]):int(offsets[-1])]
 
 
 def _csv_column(column: pd.Series):
@@ -775,7 +782,7 @@ def _csv_column(column: pd.Series):
         if dtype.kind == "f":
             return _float_text(values)
         if dtype.kind in "iu":
-            return pc.cast(pa.array(values), pa.large_string())
+            return _int_text(values)
         if dtype.kind == "b":
             return pc.if_else(pa.array(values), _large("True"), _large("False"))
         if dtype.kind == "O":
@@ -791,6 +798,22 @@ def _csv_column(column: pd.Series):
     if isinstance(dtype, pd.CategoricalDtype) and getattr(dtype.categories.dtype, "kind", "") not in "Mm":
         return _quoted(_object_text(np.asarray(column.array.astype(object))))  # as pandas writes them
     return None
+
+
+def _int_text(values):
+    """numpy integers as their digits. Where they take few distinct values (layers, heads,
+    positions), each is written once and taken from there: 2.3 times as fast as writing every one."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(values) >= 64:
+        low, high = int(values.min()), int(values.max())
+        if high - low < len(values) // 4:
+            base = np.uint64 if values.dtype.kind == "u" else np.int64  # the offsets never overflow there
+            digits = pc.cast(pa.array(np.arange(high - low + 1, dtype=base) + base(low)), pa.large_string())
+            return pc.take(digits, pa.array(values.astype(base) - base(low)))
+    return pc.cast(pa.array(values), pa.large_string())
 
 
 def _arrow_array(values):
@@ -914,8 +937,8 @@ class _TextBatches:
 
 class _CsvBatches(_TextBatches):
     """CSV as :func:`export` writes it (pandas' ``to_csv``), the header with the first batch: the
-    text built column by column (:func:`_csv_text`), or by pandas where a column is of a type
-    that does not know."""
+    text built column by column (:func:`_csv_parts`), or by pandas where a column is of a type
+    that it does not know."""
 
     _newline = ""
 
@@ -928,13 +951,17 @@ class _CsvBatches(_TextBatches):
 
         df = _csv_ready(df, self._types)
         try:
-            text = _csv_text(df, self._header)
+            parts = _csv_parts(df, self._header)
         except (pa.ArrowException, UnicodeError):  # text pyarrow does not hold (a lone surrogate): as pandas fares
-            text = None
-        if text is None:
+            parts = None
+        if parts is None:
             df.to_csv(self._file, index=False, header=self._header)
+        elif self._own:  # a file of ours, UTF-8 without newline translation: the bytes as they are
+            self._file.flush()  # after what pandas wrote to it
+            for part in parts:
+                self._file.buffer.write(part)
         else:
-            self._file.write(text)
+            self._file.write("".join(str(part, "utf-8") for part in parts))
         self._header = False
 
     def finish(self) -> None:

@@ -127,6 +127,9 @@ def test_random_results_are_written_as_pandas_wrote_them(monkeypatch):
         texts = random_texts(rng, n)
         frames.append(pd.DataFrame({
             "run_id": np.int32(part), "i64": ints, "i16": rng.integers(-(2**15), 2**15, n).astype(np.int16),
+            # few distinct values (each written once), at the ends of their types
+            "i8": rng.integers(-128, 128, n).astype(np.int8), "low": rng.integers(-(2**63), -(2**63) + 50, n),
+            "high": rng.integers(2**64 - 50, 2**64, n, dtype=np.uint64), "layer": rng.integers(0, 12, n),
             "weight": f32, "f64": f64, "flag": rng.random(n) < 0.5,
             "Int64": pd.array(np.where(rng.random(n) < 0.2, None, ints).tolist(), "Int64"),
             "str": pd.array(texts, "str"), "object": np.array(texts[::-1], dtype=object)}))
@@ -148,7 +151,7 @@ def test_float32_text_from_pyarrow_is_numpys_in_its_range():
     assert q._float_text(values).to_pylist() == values.astype(str).tolist()
 
 
-def test_types_the_fast_path_does_not_know_are_left_to_pandas():
+def test_types_the_fast_path_does_not_know_are_left_to_pandas(tmp_path):
     frames = [pd.DataFrame({"td": pd.to_timedelta([1, None], unit="s"), "i": [1, 2]}),
               pd.DataFrame({"c": np.complex128([1 + 2j, np.nan])}),
               pd.DataFrame({"F": pd.array([0.1, None], "Float64")}),
@@ -156,6 +159,14 @@ def test_types_the_fast_path_does_not_know_are_left_to_pandas():
     for df in frames:
         assert q._csv_text(df, True) is None
         assert_same_csv([df, df], ["VARCHAR"] * df.shape[1], fast=False)
+    mixed = [pd.DataFrame({"x": [1.5, None], "y": ["a", "b,"]}), frames[0][["td"]].set_axis(["x"], axis=1).assign(y="c"),
+             pd.DataFrame({"x": np.arange(100), "y": "é"})]  # to a file: pandas' text between the bytes of the others
+    path = tmp_path / "mixed.csv"
+    writer = q._CsvBatches(path, ["VARCHAR", "VARCHAR"])
+    for df in mixed:
+        writer.write(df)
+    writer.close()
+    assert path.read_bytes() == pandas_csv(mixed, ["VARCHAR", "VARCHAR"]).encode("utf-8")
     lone = pd.DataFrame({"t": pd.Series(["a\ud800", "b,"], dtype=object)})  # no UTF-8: pyarrow refuses it
     with pytest.raises(UnicodeError):
         q._csv_text(lone, True)
@@ -211,8 +222,8 @@ def test_sql_exports_are_the_bytes_pandas_wrote(values_store, tmp_path, query, m
     assert headdb.write_sql(values_store, query, fast, "csv", batch_rows=2048) in (0, 5000)
     q.export_sql(values_store, query, tmp_path / "fast.csv", batch_rows=2048)
     taken = []
-    real = q._csv_text
-    monkeypatch.setattr(q, "_csv_text", lambda df, header: taken.append(real(df, header) is not None))
+    real = q._csv_parts
+    monkeypatch.setattr(q, "_csv_parts", lambda df, header: taken.append(real(df, header) is not None))
     reference = io.StringIO()
     headdb.write_sql(values_store, query, reference, "csv", batch_rows=2048)
     assert fast.getvalue() == reference.getvalue()
