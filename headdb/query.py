@@ -710,13 +710,6 @@ def _csv_ready(df: pd.DataFrame, types: list[str]) -> pd.DataFrame:
     return df
 
 
-def _csv_text(df: pd.DataFrame, header: bool) -> str | None:
-    """The text that ``df.to_csv(index=False, header=header)`` writes (:func:`_csv_parts`), or
-    None where pandas is left to write it."""
-    parts = _csv_parts(df, header)
-    return None if parts is None else "".join(str(part, "utf-8") for part in parts)
-
-
 def _csv_parts(df: pd.DataFrame, header: bool) -> list | None:
     """The text that ``df.to_csv(index=False, header=header)`` writes, byte for byte, as UTF-8
     (the header's bytes, then the rows' as a pyarrow Buffer), built a column at a time with
@@ -870,9 +863,10 @@ def _csv_specials() -> str:
     return "[" + "".join(special) + "]"
 
 
-#: float32 values whose text pyarrow's cast gives as numpy does (:func:`_float_text`): above
-#: 2**-13 (numpy writes 1e-04 and below as 1e-05), below 2**19 (numpy writes 1e+06 and above
-#: as 1.e+06), not integers (pyarrow writes 1 where numpy writes 1.0)
+#: The float32 values whose text pyarrow's cast gives as numpy does (:func:`_float_text`), where
+#: they are not integers (pyarrow writes 1 where numpy writes 1.0): from 2**-13 (below 1e-4 numpy
+#: writes 9.9e-05 where pyarrow writes 0.000099) to 2**19 (from about 1e6 numpy writes 1.0485761e+06
+#: where pyarrow writes 1048576.1)
 _ARROW_FLOAT32 = (2.0**-13, 2.0**19)
 
 

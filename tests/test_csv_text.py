@@ -1,4 +1,4 @@
-"""CSV batches built column by column (query._csv_text) against pandas' to_csv, which wrote them
+"""CSV batches built column by column (query._csv_parts) against pandas' to_csv, which wrote them
 before and writes the types the fast path leaves to it: the same bytes, batch by batch."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def assert_same_csv(frames: list[pd.DataFrame], types: list[str] | None = None, 
     types = types or ["VARCHAR"] * frames[0].shape[1]
     assert batches_csv(frames, types) == pandas_csv(frames, types)
     if fast:
-        assert all(q._csv_text(q._csv_ready(df, types), True) is not None for df in frames), \
+        assert all(q._csv_parts(q._csv_ready(df, types), True) is not None for df in frames), \
             [str(t) for t in frames[0].dtypes]
 
 
@@ -157,7 +157,7 @@ def test_types_the_fast_path_does_not_know_are_left_to_pandas(tmp_path):
               pd.DataFrame({"F": pd.array([0.1, None], "Float64")}),
               pd.DataFrame({0: [1, 2]}), pd.DataFrame(index=[0, 1])]
     for df in frames:
-        assert q._csv_text(df, True) is None
+        assert q._csv_parts(df, True) is None
         assert_same_csv([df, df], ["VARCHAR"] * df.shape[1], fast=False)
     mixed = [pd.DataFrame({"x": [1.5, None], "y": ["a", "b,"]}), frames[0][["td"]].set_axis(["x"], axis=1).assign(y="c"),
              pd.DataFrame({"x": np.arange(100), "y": "é"})]  # to a file: pandas' text between the bytes of the others
@@ -169,7 +169,7 @@ def test_types_the_fast_path_does_not_know_are_left_to_pandas(tmp_path):
     assert path.read_bytes() == pandas_csv(mixed, ["VARCHAR", "VARCHAR"]).encode("utf-8")
     lone = pd.DataFrame({"t": pd.Series(["a\ud800", "b,"], dtype=object)})  # no UTF-8: pyarrow refuses it
     with pytest.raises(UnicodeError):
-        q._csv_text(lone, True)
+        q._csv_parts(lone, True)
     assert_same_csv([lone], fast=False)
 
 
