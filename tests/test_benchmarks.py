@@ -283,3 +283,14 @@ def test_the_table_shows_each_repetitions_own_ratio():
     table = render({"ingestion": {"conllu": x}})
     assert "| ingestion conllu: each ingest / the forward-only pass before it (median; all) | 0.72 (0.70, 0.74, 0.72) |" \
         in table
+
+
+def test_csv_floats_compares_pyarrows_and_numpys_float32_text(capsys):
+    """benchmarks/csv_floats.py: the values whose CSV text comes from pyarrow, both signs; here
+    the first 200,000 of each (all of them: 536 M, 0 differ)."""
+    from benchmarks.csv_floats import compare, main
+
+    checked, differ, examples = compare(limit=200_000)
+    assert checked == 400_000 and differ == 0 and examples == []  # no integer among the smallest
+    assert main(["--limit", "1000"]) == 0
+    assert capsys.readouterr().out.startswith("2,000 float32 compared, 0 differ")
