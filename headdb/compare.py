@@ -180,10 +180,25 @@ def _heads(n: int) -> str:
 
 
 def _run_info(con, run_id: int) -> dict:
-    row = con.execute("SELECT run_id, run_name, corpus_id, n_layers, n_heads, model FROM runs WHERE run_id = ?",
-                      [run_id]).fetchone()
+    row = con.execute("SELECT run_id, run_name, corpus_id, n_layers, n_heads, model, dense, top_k, min_mass, "
+                      "weight_bits, dtype FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    dense, top_k, min_mass, weight_bits, dtype = row[6:]
+    storage = "dense" if dense else f"top-{top_k}" + (f", min-mass {min_mass:g}" if min_mass is not None else "")
+    storage += (", 16-bit weights" if weight_bits == 16 else "") + (f", {dtype}" if dtype != "float32" else "")
     return {"run_id": row[0], "run_name": row[1], "corpus_id": row[2], "n_layers": int(row[3]),
-            "n_heads": int(row[4]), "model": row[5]}
+            "n_heads": int(row[4]), "model": row[5], "storage": storage}
+
+
+def _storage_note(ia: dict, ib: dict) -> str:
+    """A line where the runs were ingested with other storage settings (top-k, min-mass, dense,
+    weight bits, dtype): a sparse score is a lower bound that grows with the keys kept, so the
+    same model at top-8 and top-16 showed 622 of 648 (head, role) scores changed and 4 heads
+    gained a role, without a word about the storage."""
+    if ia["storage"] == ib["storage"]:
+        return ""
+    return (f"\nthe runs store attention differently (run {ia['run_id']}: {ia['storage']}; run {ib['run_id']}: "
+            f"{ib['storage']}): part of every difference comes from what was stored, not from the model; "
+            "compare runs ingested with the same --top-k, --min-mass, --dense, --weight-bits and --dtype")
 
 
 def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str] | str | None = None,
@@ -226,7 +241,7 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
             attrs.update(basis=BASIS_LAYER_COUNTS, test="none", note=(
                 f"layer x head shapes differ ({ia['n_layers']}x{ia['n_heads']} vs {ib['n_layers']}x{ib['n_heads']}): "
                 "compared by per-layer counts of heads with each role only; no head-by-head test"
-                + unlike_note("its counts do not compare")), unlike_decisions=unlike)
+                + _storage_note(ia, ib) + unlike_note("its counts do not compare")), unlike_decisions=unlike)
             df.attrs = attrs
             return df
         moments = con.execute(PAIRED_MOMENTS_SQL, {"run_a": ia["run_id"], "run_b": ib["run_id"], "roles": wanted,
@@ -287,6 +302,7 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
                        + (f"\n{n_unlike} of the shared sentences were truncated in one run and not in the other, "
                           "or have another length: their differences come from the input, not only the model"
                           if n_unlike else "")
+                       + _storage_note(ia, ib)
                        + unlike_note("its role_change is unknown")
                        + (f"\nthe runs' tests are over other sentences (run {ia['run_id']}: {n_run_a}, run "
                           f"{ib['run_id']}: {n_run_b}, {n_sent} shared), so role_change is unknown for every role; "

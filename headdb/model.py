@@ -553,6 +553,10 @@ class AttentionModel:
                        self._uses_token_types or None)
         if not enc.input_ids:  # pragma: no cover - max_length fits the special tokens and a piece
             return
+        if all(w is None for w in enc.word_pos):  # a vocabulary of special tokens alone, without an unknown one
+            raise ModelError(f"{self.name}: its tokenizer gives no word piece to any word of \"The probe reads each "
+                             "word .\" (only special tokens): every input would be stored as its special tokens "
+                             "alone; pass the model's own tokenizer, or one whose vocabulary covers the text")
         try:
             with torch.inference_mode():  # the model's own forward: the taps are checked on the first batch
                 maps = self._checked(self.model(**self._inputs([enc]), output_attentions=True,

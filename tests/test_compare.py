@@ -484,3 +484,23 @@ def test_compare_says_when_shared_sentences_differ_in_truncation_or_length(tmp_p
     note = headdb.compare(db, "base", "tuned").attrs["note"]
     assert "\n1 of the shared sentences were truncated in one run and not in the other, or have another length" \
         in note, note
+
+
+def test_compare_says_when_the_runs_store_attention_differently(tmp_path):
+    """The same model at top-8 and at top-16 compared as 622 of 648 (head, role) scores changed
+    and 4 heads gained a role, without a word about the storage: a sparse score is a lower bound
+    that grows with the keys kept, and 16-bit weights are rounded down."""
+    import duckdb
+
+    db = build_results_store(tmp_path / "k.db")
+    assert "store attention differently" not in headdb.compare(db, "base", "tuned").attrs["note"]
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE runs SET dense = false, top_k = 8 WHERE run_name = 'base'")
+    con.execute("UPDATE runs SET dense = false, top_k = 16, weight_bits = 16 WHERE run_name = 'tuned'")
+    con.close()
+    note = headdb.compare(db, "base", "tuned").attrs["note"]
+    assert "\nthe runs store attention differently (run 1: top-8; run 2: top-16, 16-bit weights): part of every " \
+           "difference comes from what was stored, not from the model; compare runs ingested with the same " \
+           "--top-k, --min-mass, --dense, --weight-bits and --dtype" in note, note
+    small = headdb.compare(db, "base", "small").attrs["note"]  # layer counts only: said there too
+    assert "the runs store attention differently (run 1: top-8; run 3: dense)" in small, small

@@ -337,3 +337,26 @@ def test_a_generic_byte_level_tokenizer_gets_its_prefix_space(tmp_path):
     tok = load_tokenizer(tmp_path)
     assert _splits_as_text(tok)
     assert tok(["The", "cat"], is_split_into_words=True, add_special_tokens=False).tokens()[-1] == "\u0120cat"
+
+
+@pytest.mark.slow
+def test_a_tokenizer_that_gives_no_word_any_piece_is_refused(offline):
+    """A RoBERTa tokenizer whose vocabulary holds only its special tokens (built from files it did
+    not read: transformers 5's RobertaTokenizerFast(vocab_file=..., merges_file=...)) gives no
+    piece to any word and has no unknown token to fall back on: each input was stored as <s> </s>
+    alone, with no more than a warning that 698 words of 30 sentences got no word piece."""
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
+
+    (offline / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(
+        ["<s>", "<pad>", "</s>", "<unk>", "<mask>"])}))
+    (offline / "merges.txt").write_text("#version: 0.2\n")
+    tok = RobertaTokenizerFast(vocab_file=str(offline / "vocab.json"), merges_file=str(offline / "merges.txt"))
+    folder = offline / "roberta"
+    RobertaModel(RobertaConfig(vocab_size=16, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=32)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    assert tok(["The", "probe"], is_split_into_words=True).word_ids() == [None, None]
+    db = offline / "never.db"
+    with pytest.raises(ModelError, match=r"its tokenizer gives no word piece to any word of \"The probe reads"):
+        headdb.ingest(db, SAMPLE, model=str(folder), limit=2)
+    assert not db.exists()
