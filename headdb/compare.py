@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from headdb.analysis import DbLike, classified_roles, open_db, select_roles
-from headdb.errors import DatabaseError, InputError
+from headdb.errors import DatabaseError, InputError, option
 from headdb.stats import CORRECTIONS, adjust, check_options
 from headdb.store import resolve_run
 
@@ -198,7 +198,8 @@ def _storage_note(ia: dict, ib: dict) -> str:
         return ""
     return (f"\nthe runs store attention differently (run {ia['run_id']}: {ia['storage']}; run {ib['run_id']}: "
             f"{ib['storage']}): part of every difference comes from what was stored, not from the model; "
-            "compare runs ingested with the same --top-k, --min-mass, --dense, --weight-bits and --dtype")
+            f"compare runs ingested with the same {', '.join(map(option, ('top_k', 'min_mass', 'dense', 'weight_bits')))}"
+            f" and {option('dtype')}")
 
 
 def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str] | str | None = None,

@@ -486,7 +486,7 @@ def test_compare_says_when_shared_sentences_differ_in_truncation_or_length(tmp_p
         in note, note
 
 
-def test_compare_says_when_the_runs_store_attention_differently(tmp_path):
+def test_compare_says_when_the_runs_store_attention_differently(tmp_path, capsys, monkeypatch):
     """The same model at top-8 and at top-16 compared as 622 of 648 (head, role) scores changed
     and 4 heads gained a role, without a word about the storage: a sparse score is a lower bound
     that grows with the keys kept, and 16-bit weights are rounded down."""
@@ -501,6 +501,11 @@ def test_compare_says_when_the_runs_store_attention_differently(tmp_path):
     note = headdb.compare(db, "base", "tuned").attrs["note"]
     assert "\nthe runs store attention differently (run 1: top-8; run 2: top-16, 16-bit weights): part of every " \
            "difference comes from what was stored, not from the model; compare runs ingested with the same " \
-           "--top-k, --min-mass, --dense, --weight-bits and --dtype" in note, note
+           "top_k, min_mass, dense, weight_bits and dtype" in note, note
     small = headdb.compare(db, "base", "small").attrs["note"]  # layer counts only: said there too
     assert "the runs store attention differently (run 1: top-8; run 3: dense)" in small, small
+    from cli_helpers import run_main  # the command line names its flags
+
+    code, out, err = run_main(capsys, monkeypatch, "compare", db, "base", "tuned")
+    assert code == 0 and "compare runs ingested with the same --top-k, --min-mass, --dense, --weight-bits and " \
+        "--dtype" in out + err, out + err
