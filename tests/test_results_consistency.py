@@ -128,5 +128,8 @@ def test_a_run_named_with_digits_is_found_by_name_and_unclassified_roles_name_th
     headdb.classify(db, run=1, roles="local")
     with pytest.raises(headdb.errors.InputError, match="role.s. nsubj not classified for run 1; available: local"):
         headdb.layer_distribution(db, run=1, roles="nsubj")
-    with pytest.raises(headdb.errors.InputError, match="not classified for both runs 1 and 2"):
+    with pytest.raises(headdb.errors.InputError, match="role.s. nsubj not classified for run 1 or run 2; available"):
         headdb.compare(db, 1, 2, roles="nsubj")
+    headdb.classify(db, run=1, roles="local,nsubj")  # only run 2 lacks nsubj: the error named "both runs 1 and 2"
+    with pytest.raises(headdb.errors.InputError, match="role.s. nsubj not classified for run 2; available: local$"):
+        headdb.compare(db, 1, 2, roles="local,nsubj")
