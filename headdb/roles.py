@@ -183,12 +183,27 @@ def _sql_line(exc: Exception, default: int) -> int:
     return int(m.group(1)) if m else default
 
 
+def _not_utf8(path: Path) -> RoleError:
+    """The error for a file that is not UTF-8, at its line and byte, as the corpus readers say it
+    (the text decoder's offset counts from its buffer, not the file: decoded again whole)."""
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        start = raw.rfind(b"\n", 0, exc.start) + 1
+        return RoleError(f"cannot read the role file: invalid UTF-8 at byte {exc.start - start} of the line; "
+                         f"save it as UTF-8", path, raw.count(b"\n", 0, exc.start) + 1)
+    return RoleError("cannot read the role file: invalid UTF-8", path)  # pragma: no cover - changed meanwhile
+
+
 def parse_role(path: str | Path, *, builtin: bool = False) -> Role:
     """Read one role file and check its header and statement (not yet its columns)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not text
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+    except OSError as exc:
         raise RoleError(f"cannot read the role file: {exc}", path) from None
     lines = text.splitlines()
     values, where = _parse_header(path, lines)

@@ -153,12 +153,20 @@ def test_role_names_outside_the_safe_alphabet_are_refused(tmp_path, stem):
 
 
 def test_invalid_utf8_role_file(tmp_path):
+    """A file saved as Latin-1 is named at its line and byte, as a corpus file is (the message
+    gave the codec's position in the whole file and no line); a byte-order mark counts as bytes."""
     folder = tmp_path / "roles"
     folder.mkdir()
     path = folder / "r.sql"
     path.write_bytes(HEADER.format(name="r").encode() + b"SELECT \xff\n")
     err = refused(folder)
     assert err.path == str(path) and "cannot read the role file" in str(err)
+    assert err.line == 4 and "invalid UTF-8 at byte 7 of the line" in str(err)
+    # past the text reader's first buffer (8 KiB), where its offset counted from the buffer
+    path.write_bytes(b"\xef\xbb\xbf" + HEADER.format(name="r").encode() + b"-- " + b"x" * 9000 + b"\n"
+                     + b"-- caf\xe9\n" + GOOD_BODY.encode())
+    err = refused(folder)
+    assert str(err) == f"{path}:5: cannot read the role file: invalid UTF-8 at byte 6 of the line; save it as UTF-8"
 
 
 def test_a_good_role_next_to_the_bad_one_does_not_load_either(tmp_path):
