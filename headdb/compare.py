@@ -21,6 +21,7 @@ import pandas as pd
 
 from headdb.analysis import DbLike, classified_roles, open_db, select_roles
 from headdb.errors import DatabaseError, InputError, option
+from headdb.roles import BUILTIN_ORDER
 from headdb.stats import CORRECTIONS, adjust, check_options
 from headdb.store import resolve_run
 
@@ -107,11 +108,13 @@ def _check_role_versions(con, run_a: int, run_b: int, roles: list[str]) -> None:
             continue
         if not a[2] and not b[2] and a[1] == b[1] and len(a[1]) == 1:
             continue  # other text, the same sieve
+        # a role of the user's own is found only in its folder
+        folder = "" if role in BUILTIN_ORDER else " --roles-dir DIR"
         raise DatabaseError(
             f"role {role!r} was classified from different SQL for run {run_a} (sha256 "
             f"{', '.join(sorted(x[:12] for x in a[0]))}) and run {run_b} ({', '.join(sorted(x[:12] for x in b[0]))}): "
             f"their scores are not comparable; classify both runs again with the same role file "
-            f"(headdb classify DB --run {run_a} --roles {role}, then --run {run_b})")
+            f"(headdb classify DB --run {run_a} --roles {role}{folder}, then --run {run_b})")
 
 
 def _unlike_decisions(con, run_a: int, run_b: int, roles: list[str]) -> dict[str, str]:

@@ -177,8 +177,10 @@ def test_a_role_classified_from_different_sql_in_the_two_runs_is_refused(tmp_pat
     headdb.classify(db, run=1, roles="near,local", roles_dir=roles)
     role.write_text(text.replace("window=1", "window=2"))
     headdb.classify(db, run=2, roles="near,local", roles_dir=roles)
-    with pytest.raises(DatabaseError, match=r"role 'near' was classified from different SQL for run 1 .* and run 2"):
+    with pytest.raises(DatabaseError, match=r"role 'near' was classified from different SQL for run 1 .* and run 2") as info:
         headdb.compare(db, 1, 2)
+    # the command it suggests finds the role (without its folder: "unknown role(s) near")
+    assert "(headdb classify DB --run 1 --roles near --roles-dir DIR, then --run 2)" in str(info.value)
     assert set(headdb.compare(db, 1, 2, roles="local")["role"]) == {"local"}  # the other roles still compare
     headdb.classify(db, run=1, roles="near", roles_dir=roles)  # now both from window=2
     assert set(headdb.compare(db, 1, 2)["role"]) == {"near", "local"}
