@@ -183,6 +183,16 @@ def _sql_line(exc: Exception, default: int) -> int:
     return int(m.group(1)) if m else default
 
 
+def _late_header_line(lines: list[str], key: str) -> int | None:
+    """The line that sets ``key`` as a header line would, after the header: a missing key there
+    is one the user wrote, past a blank line."""
+    for number, line in enumerate(lines, start=1):
+        m = _HEADER_LINE.match(line.rstrip())
+        if m and m.group(1) == key:
+            return number
+    return None
+
+
 def _not_utf8(path: Path) -> RoleError:
     """The error for a file that is not UTF-8, at its line and byte, as the corpus readers say it
     (the text decoder's offset counts from its buffer, not the file: decoded again whole)."""
@@ -209,6 +219,11 @@ def parse_role(path: str | Path, *, builtin: bool = False) -> Role:
     values, where = _parse_header(path, lines)
     for key in REQUIRED_KEYS:
         if key not in values:
+            late = _late_header_line(lines, key)
+            if late is not None:
+                raise RoleError(f"header key {key!r} is set after the header ended: a blank line, a bare `--` "
+                                f"or a line of SQL ends the header; keep `-- {key}: ...` among the first "
+                                f"lines", path, late)
             raise RoleError(f"missing header key {key!r}: a role file starts with `-- {key}: ...`", path, 1)
     name = values["name"]
     if name != path.stem:

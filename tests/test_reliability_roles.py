@@ -111,6 +111,12 @@ BAD_HEADERS = {
     "missing description": ("-- name: r\n-- level: token\n" + GOOD_BODY, 1, "missing header key 'description'"),
     "missing name": ("-- description: d\n-- level: token\n" + GOOD_BODY, 1, "missing header key 'name'"),
     "no header": (GOOD_BODY, 1, "missing header key"),
+    # a blank line ended the header: the key below it is named where it is (it said "missing
+    # header key 'level': a role file starts with `-- level: ...`", at line 1)
+    "key after a blank line": ("-- name: r\n-- description: d\n\n-- level: token\n" + GOOD_BODY, 4,
+                               "header key 'level' is set after the header ended: a blank line"),
+    "key after the bare --": ("-- name: r\n-- description: d\n--\n-- level: token\n" + GOOD_BODY, 4,
+                              "header key 'level' is set after the header ended"),
     "name differs from file": ("-- name: other\n-- description: d\n-- level: token\n" + GOOD_BODY, 1,
                                "must equal the file name"),
     "bad level": ("-- name: r\n-- description: d\n-- level: sentence\n" + GOOD_BODY, 3, "level must be"),
