@@ -42,7 +42,8 @@ def classified_roles(con: duckdb.DuckDBPyConnection, run_id: int) -> list[str]:
     present = [r[0] for r in con.execute(
         "SELECT DISTINCT role FROM head_tests WHERE run_id = ? ORDER BY role", [run_id]).fetchall()]
     if not present:
-        raise DatabaseError(f"run {run_id} has no classification results; run `headdb classify DB --run {run_id}` first")
+        raise DatabaseError(f"run {run_id} has no classification results; "
+                            f"run `headdb classify DB --run {run_id}` first")
     row = con.execute(
         "SELECT roles FROM classifications WHERE run_id = ? ORDER BY classification_id DESC LIMIT 1",
         [run_id]).fetchone()

@@ -23,7 +23,8 @@ _state = {"debug": False, "interrupt_reported": False}
 
 
 @app.callback()
-def _main(ctx: typer.Context, debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+def _main(ctx: typer.Context,
+          debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
     from headdb.errors import CLI_NAMES
 
     _state["debug"] = debug
@@ -456,7 +457,8 @@ def sql(
     max_rows: int = typer.Option(1000, "--max-rows", min=0, metavar="N",
                                  help="The table shows the first N rows (0: all); csv, json and --out write all."),
 ) -> None:
-    """Run SQL on the store (read-only by default); read-only, it offers the views scores_<role> and sieve_<role> of the built-in roles."""
+    """Run SQL on the store (read-only by default); read-only, it offers the views scores_<role>
+    and sieve_<role> of the built-in roles."""
     params = _params(param)
     _check_out(out, db)
     if out is not None:

@@ -385,8 +385,9 @@ def read_corpus(path: str | Path, fmt: str, pairs: bool = False, parser: Parser 
         return read_conllu(path, pairs=pairs, stats=stats)
     if pairs:
         tsv = "--format tsv" if CLI_NAMES.get() else "format='tsv'"
-        raise InputError(f"{flag('pairs')} applies to CoNLL-U; " + ("a TSV file already holds pairs" if fmt == "tsv" else
-                         f"pairs of raw text are a TSV file (.tsv or {tsv}), two tab-separated texts a line"), path)
+        raise InputError(f"{flag('pairs')} applies to CoNLL-U; "
+                         + ("a TSV file already holds pairs" if fmt == "tsv" else
+                            f"pairs of raw text are a TSV file (.tsv or {tsv}), two tab-separated texts a line"), path)
     if fmt == "text":
         return read_raw(path, parser, 1, stats)
     if fmt == "tsv":

@@ -211,10 +211,11 @@ def ingest(
 
     ``corpus`` defaults to the bundled sample and ``model`` to the bundled all-MiniLM-L6-v2.
     ``top_k`` keys are kept per attention row (default 8), fewer where ``min_mass`` is reached
-    first; ``dense`` keeps every key and takes neither. An unfinished run with the same settings is resumed; a finished one is returned as is
-    unless ``new_run``. ``weight_bits`` 16 stores a sparse run's weights as 16-bit fixed point
-    (rounded down to a multiple of 1/65535; a 28% smaller file on EWT; SCORES.md's bounds stay bounds,
-    widened by the rounding); a dense run keeps float32, which reproduces the attention exactly.
+    first; ``dense`` keeps every key and takes neither. An unfinished run with the same settings
+    is resumed; a finished one is returned as is unless ``new_run``. ``weight_bits`` 16 stores a
+    sparse run's weights as 16-bit fixed point (rounded down to a multiple of 1/65535; a 28%
+    smaller file on EWT; SCORES.md's bounds stay bounds, widened by the rounding); a dense run
+    keeps float32, which reproduces the attention exactly.
     ``parse_processes``: processes that parse raw text with spaCy (default: one per core, at most
     4, for texts of at least ``PARALLEL_PARSE_MIN_SENTENCES`` sentences, else 1; see
     :class:`headdb.parse.SpacyParser`); the words are the same with any number.
