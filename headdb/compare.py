@@ -202,7 +202,7 @@ def _storage_note(ia: dict, ib: dict) -> str:
     return (f"\nthe runs store attention differently (run {ia['run_id']}: {ia['storage']}; run {ib['run_id']}: "
             f"{ib['storage']}): part of every difference comes from what was stored, not from the model; "
             "compare runs ingested with the same "
-            + ", ".join(map(option, ("top_k", "min_mass", "dense", "weight_bits"))) + f" and {option('dtype')}")
+            + ", ".join(map(option, ("top_k", "min_mass", "dense", "weight_bits"))) + " and " + option("dtype"))
 
 
 def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str] | str | None = None,
