@@ -17,6 +17,7 @@ import pandas as pd
 
 from headdb.db import connect, connect_capped, quote_ident
 from headdb.errors import DatabaseError, InputError
+from headdb.roles import requested_roles
 from headdb.store import resolve_run
 
 DbLike = str | Path | duckdb.DuckDBPyConnection  #: a database path or an open connection
@@ -56,8 +57,7 @@ def select_roles(available: Sequence[str], roles: Sequence[str] | str | None, wh
     ``where`` names the run(s) in the error for a role not among ``available``."""
     if roles is None:
         return list(available)
-    if isinstance(roles, str):
-        roles = [r.strip() for r in roles.split(",") if r.strip()]
+    roles = requested_roles(roles)
     if not roles:
         raise InputError("no roles selected (roles=None means all of them)")
     unknown = [r for r in roles if r not in available]

@@ -21,7 +21,7 @@ import pandas as pd
 
 from headdb.analysis import DbLike, classified_roles, open_db, select_roles
 from headdb.errors import DatabaseError, InputError, option
-from headdb.roles import BUILTIN_ORDER
+from headdb.roles import BUILTIN_ORDER, requested_roles
 from headdb.stats import CORRECTIONS, adjust, check_options
 from headdb.store import resolve_run
 
@@ -229,9 +229,9 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
         common = [r for r in roles_a if r in roles_b]
         if not common:
             raise DatabaseError(f"runs {ia['run_id']} and {ib['run_id']} have no classified role in common")
-        asked = [r.strip() for r in (roles.split(",") if isinstance(roles, str) else roles or [])]
+        asked = requested_roles(roles)
         lacking = [f"run {info['run_id']}" for info, present in ((ia, roles_a), (ib, roles_b))
-                   if any(r and r not in present for r in asked)]  # the error names the run(s) that lack a role
+                   if any(r not in present for r in asked)]  # the error names the run(s) that lack a role
         wanted = select_roles(common, roles, " or ".join(lacking))
         _check_role_versions(con, ia["run_id"], ib["run_id"], wanted)
         unlike = _unlike_decisions(con, ia["run_id"], ib["run_id"], wanted)

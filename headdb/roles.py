@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -513,6 +514,13 @@ class _Checker:
             self.con.close()
 
 
+def requested_roles(roles: Sequence[str] | str | None) -> list[str]:
+    """The roles a caller names: a comma-separated string or a list, as given (none: [])."""
+    if isinstance(roles, str):
+        return [r.strip() for r in roles.split(",") if r.strip()]
+    return list(roles or [])
+
+
 def load_roles(roles_dir: str | Path | None = None, names: list[str] | str | None = None) -> list[Role]:
     """The built-in roles and those in ``roles_dir``, checked against the contract.
 
@@ -521,7 +529,7 @@ def load_roles(roles_dir: str | Path | None = None, names: list[str] | str | Non
     files of ``roles_dir`` are read: a broken file beside them does not stop their classification.
     """
     if isinstance(names, str):
-        names = [n.strip() for n in names.split(",") if n.strip()]
+        names = requested_roles(names)
     wanted = None if names is None else set(names)
     skipped: list[str] = []  # files of roles_dir not read, for the list of known roles
     check = _Checker()
