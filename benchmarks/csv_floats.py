@@ -20,12 +20,10 @@ import time
 def compare(limit: int | None = None, step: int = 1 << 21) -> tuple[int, int, list]:
     """(values compared, values that differ, the first few of those as (value, pyarrow, numpy))."""
     import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
-    from headdb.query import _ARROW_FLOAT32
+    from headdb.query import _arrow_float32_bits, _arrow_float32_differs
 
-    low, high = (int(np.float32(x).view(np.uint32)) for x in _ARROW_FLOAT32)
+    low, high = _arrow_float32_bits()
     if limit is not None:
         high = min(high, low + limit)
     checked, differ, examples = 0, 0, []
@@ -33,14 +31,20 @@ def compare(limit: int | None = None, step: int = 1 << 21) -> tuple[int, int, li
         for start in range(low, high, step):
             values = (np.arange(start, min(start + step, high), dtype=np.uint32) | np.uint32(sign)).view(np.float32)
             values = values[values != np.trunc(values)]
-            arrow = pc.cast(pa.array(values), pa.large_string())
-            same = pc.equal(arrow, pa.array(values.astype(str), pa.large_string())).to_numpy(zero_copy_only=False)
+            differs = _arrow_float32_differs(values)
             checked += len(values)
-            for i in np.flatnonzero(~same):
-                differ += 1
-                if len(examples) < 10:
-                    examples.append((repr(values[i]), arrow[i].as_py(), str(values[i])))
+            differ += int(differs.sum())
+            for value in values[differs][: max(0, 10 - len(examples))]:
+                examples.append((repr(value), _arrow_float32_text(value), str(value)))
     return checked, differ, examples
+
+
+def _arrow_float32_text(value) -> str:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pc.cast(pa.array(np.float32([value])), pa.large_string())[0].as_py()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -901,22 +901,36 @@ def _float_text(values):
     return pa.array(text, pa.large_string())
 
 
-@functools.cache
-def _arrow_float32_agrees() -> bool:
-    """Whether pyarrow's text of float32 in :data:`_ARROW_FLOAT32` is numpy's, on a sample of
-    them (every one was compared with the versions of the time; another numpy or pyarrow may
-    write floats otherwise: then numpy writes them all)."""
+def _arrow_float32_bits() -> tuple[int, int]:
+    """The bit patterns (uint32) of the positive float32 in :data:`_ARROW_FLOAT32`, as a range."""
     import numpy as np
+
+    low, high = (int(np.float32(x).view(np.uint32)) for x in _ARROW_FLOAT32)
+    return low, high
+
+
+def _arrow_float32_differs(values):
+    """Where pyarrow's text of float32 ``values`` is not numpy's, as a boolean array (``values``
+    hold no integers: :func:`_float_text` takes those from numpy)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    arrow = pc.cast(pa.array(values), pa.large_string())
+    return ~pc.equal(arrow, pa.array(values.astype(str), pa.large_string())).to_numpy(zero_copy_only=False).astype(bool)
+
+
+@functools.cache
+def _arrow_float32_agrees() -> bool:
+    """Whether pyarrow's text of float32 in :data:`_ARROW_FLOAT32` is numpy's, on a sample of
+    them (``python -m benchmarks.csv_floats`` compared every one with the versions of the time;
+    another numpy or pyarrow may write floats otherwise: then numpy writes them all)."""
+    import numpy as np
+
     rng = np.random.default_rng(0)
-    low, high = (int(np.float32(x).view(np.uint32)) for x in _ARROW_FLOAT32)
-    values = rng.integers(low, high, 20_000, dtype=np.uint32).view(np.float32)
+    values = rng.integers(*_arrow_float32_bits(), 20_000, dtype=np.uint32).view(np.float32)
     values = np.concatenate([values, -values, np.float32([0.1, 0.5, 0.25195312, 1.5, 524287.97, 0.00012207031])])
     values = values[values != np.trunc(values)]
-    arrow = pc.cast(pa.array(values), pa.large_string())
-    return arrow.equals(pa.array(values.astype(str), pa.large_string()))
+    return not _arrow_float32_differs(values).any()
 
 
 class _TextBatches:
