@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from headdb.errors import CLI_NAMES, CorpusError, InputError, flag
+from headdb.errors import CorpusError, InputError, flag, given, option
 
 FORMATS = ("conllu", "text", "tsv")
 _EXTENSIONS = {".conllu": "conllu", ".conll": "conllu", ".txt": "text", ".text": "text", ".tsv": "tsv"}
@@ -116,7 +116,7 @@ def infer_format(path: str | Path, fmt: str | None = None) -> str:
     if suffix not in _EXTENSIONS:
         raise InputError(
             f"cannot infer the format from the extension {suffix or '(none)'!r}; "
-            "pass " + (f"--format {'|'.join(FORMATS)}" if CLI_NAMES.get() else f"format= one of {', '.join(FORMATS)}"),
+            f"pass {option('format')} (one of {', '.join(FORMATS)})",
             path,
         )
     return _EXTENSIONS[suffix]
@@ -384,10 +384,9 @@ def read_corpus(path: str | Path, fmt: str, pairs: bool = False, parser: Parser 
     if fmt == "conllu":
         return read_conllu(path, pairs=pairs, stats=stats)
     if pairs:
-        tsv = "--format tsv" if CLI_NAMES.get() else "format='tsv'"
         raise InputError(f"{flag('pairs')} applies to CoNLL-U; "
                          + ("a TSV file already holds pairs" if fmt == "tsv" else
-                            f"pairs of raw text are a TSV file (.tsv or {tsv}), two tab-separated texts a line"), path)
+                            f"pairs of raw text are a TSV file (.tsv or {given('format', 'tsv')}), two tab-separated texts a line"), path)
     if fmt == "text":
         return read_raw(path, parser, 1, stats)
     if fmt == "tsv":

@@ -22,6 +22,12 @@ def flag(name: str) -> str:
     return option(name) if CLI_NAMES.get() else f"{name}=True"
 
 
+def given(name: str, value: str) -> str:
+    """An option with a value as the user passes it: ``--format tsv`` under the CLI,
+    ``format='tsv'`` from Python."""
+    return f"{option(name)} {value}" if CLI_NAMES.get() else f"{name}={value!r}"
+
+
 class HeaddbError(Exception):
     """Base class of every error headdb raises on purpose."""
 

@@ -152,7 +152,7 @@ def test_unknown_format_and_extension(tmp_path):
         list(read_corpus(path, "xml"))
     from headdb.corpus import infer_format
 
-    with pytest.raises(InputError, match=r"corpus\.xml: cannot infer the format.*format= one of conllu, text, tsv"):
+    with pytest.raises(InputError, match=r"corpus\.xml: cannot infer the format.*pass format \(one of conllu, text, tsv\)"):
         infer_format(path)
     assert infer_format(path, "CONLLU") == "conllu"  # format names in any case
 
@@ -311,6 +311,7 @@ def test_cli_unknown_format(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "x.db").exists()  # refused before the database is even created
     code, _, err = run_cli(["ingest", tmp_path / "x.db", write(tmp_path, "c.dat", GOOD), "-q"], monkeypatch, capsys)
     assert code == 1 and "cannot infer the format" in err and err.count("\n") == 1
+    assert "pass --format (one of conllu, text, tsv)" in err  # the flag, where Python's message names format
 
 
 # --- slow: sentences longer than the model's maximum, counted in the run summary --------------
