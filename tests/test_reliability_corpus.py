@@ -312,6 +312,9 @@ def test_cli_unknown_format(tmp_path, monkeypatch, capsys):
     code, _, err = run_cli(["ingest", tmp_path / "x.db", write(tmp_path, "c.dat", GOOD), "-q"], monkeypatch, capsys)
     assert code == 1 and "cannot infer the format" in err and err.count("\n") == 1
     assert "pass --format (one of conllu, text, tsv)" in err  # the flag, where Python's message names format
+    code, _, err = run_cli(["ingest", tmp_path / "x.db", write(tmp_path, "c.txt", "A text.\n"), "--pairs", "-q"],
+                           monkeypatch, capsys)
+    assert code == 1 and "--pairs applies to CoNLL-U; pairs of raw text are a TSV file (.tsv or --format tsv)" in err
 
 
 # --- slow: sentences longer than the model's maximum, counted in the run summary --------------
