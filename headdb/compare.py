@@ -21,6 +21,7 @@ import pandas as pd
 
 from headdb.analysis import DbLike, classified_roles, open_db, select_roles
 from headdb.errors import DatabaseError, InputError, option
+from headdb.resources import model_label
 from headdb.roles import BUILTIN_ORDER, requested_roles
 from headdb.stats import CORRECTIONS, adjust, check_options
 from headdb.store import resolve_run
@@ -184,12 +185,43 @@ def _heads(n: int) -> str:
 
 def _run_info(con, run_id: int) -> dict:
     row = con.execute("SELECT run_id, run_name, corpus_id, n_layers, n_heads, model, dense, top_k, min_mass, "
-                      "weight_bits, dtype FROM runs WHERE run_id = ?", [run_id]).fetchone()
-    dense, top_k, min_mass, weight_bits, dtype = row[6:]
+                      "weight_bits, dtype, tokenizer FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    dense, top_k, min_mass, weight_bits, dtype, tokenizer = row[6:]
     storage = "dense" if dense else f"top-{top_k}" + (f", min-mass {min_mass:g}" if min_mass is not None else "")
     storage += (", 16-bit weights" if weight_bits == 16 else "") + (f", {dtype}" if dtype != "float32" else "")
     return {"run_id": row[0], "run_name": row[1], "corpus_id": row[2], "n_layers": int(row[3]),
-            "n_heads": int(row[4]), "model": row[5], "storage": storage}
+            "n_heads": int(row[4]), "model": row[5], "storage": storage, "tokenizer": _tokenizer_label(tokenizer)}
+
+
+def _tokenizer_label(tokenizer: str | None) -> str:
+    """runs.tokenizer (its class, a space, the folder it was loaded from) as a note names it."""
+    cls, _, folder = (tokenizer or "").partition(" ")
+    return f"{cls} ({model_label(folder)})" if folder else cls
+
+
+#: Per shared sentence of two runs (both not skipped): whether the runs' inputs differ, by the
+#: truncation, the length, or the pieces (other tokenizers cut the same words otherwise, often
+#: into as many pieces)
+_UNLIKE_INPUTS_SQL = """
+WITH pieces AS (
+    SELECT run_id, sentence_id, list(piece ORDER BY token_pos) AS pieces
+    FROM tokens WHERE run_id IN ($a, $b) GROUP BY run_id, sentence_id
+)
+SELECT count(*),
+       count(*) FILTER (WHERE a.status <> b.status OR a.n_tokens IS DISTINCT FROM b.n_tokens
+                        OR pa.pieces IS DISTINCT FROM pb.pieces)
+FROM run_sentences a JOIN run_sentences b USING (sentence_id)
+LEFT JOIN pieces pa ON pa.run_id = a.run_id AND pa.sentence_id = a.sentence_id
+LEFT JOIN pieces pb ON pb.run_id = b.run_id AND pb.sentence_id = b.sentence_id
+WHERE a.run_id = $a AND b.run_id = $b AND a.status <> 'skipped' AND b.status <> 'skipped'
+"""
+
+
+def _tokenizers_note(ia: dict, ib: dict) -> str:
+    """Where the runs' tokenizers differ, which they are (a note's parenthesis)."""
+    if ia["tokenizer"] == ib["tokenizer"]:
+        return ""
+    return f" (the runs' tokenizers: run {ia['run_id']} {ia['tokenizer']}, run {ib['run_id']} {ib['tokenizer']})"
 
 
 def _storage_note(ia: dict, ib: dict) -> str:
@@ -261,13 +293,9 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
             FROM head_tests WHERE run_id IN (?, ?) AND list_contains(?, role)
             GROUP BY role, layer, head
             """, [ia["run_id"], ib["run_id"], ia["run_id"], ib["run_id"], wanted]).df()
-        # shared sentences cut in one run and not the other, or of another length: their changes
+        # shared sentences cut in one run and not the other, or of other pieces: their changes
         # come from the input (a pair of a truncated and a whole run gave "56 lost" without a word)
-        n_sent, n_unlike = con.execute(
-            "SELECT count(*), count(*) FILTER (WHERE a.status <> b.status OR a.n_tokens IS DISTINCT FROM b.n_tokens) "
-            "FROM run_sentences a JOIN run_sentences b USING (sentence_id) "
-            "WHERE a.run_id = ? AND b.run_id = ? AND a.status <> 'skipped' AND b.status <> 'skipped'",
-            [ia["run_id"], ib["run_id"]]).fetchone()
+        n_sent, n_unlike = con.execute(_UNLIKE_INPUTS_SQL, {"a": ia["run_id"], "b": ib["run_id"]}).fetchone()
         # each run's tests are over its own sentences: where the runs hold other sentences (another
         # --limit, sentences one run skipped), a head with the same scores on the shared ones
         # could be "lost" (60 against 40 sentences: 3 lost, 0 changed)
@@ -307,8 +335,8 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
                        f"{_heads(int((df['role_change'] == 'gained').sum()))} gained a role, "
                        f"{int((df['role_change'] == 'lost').sum())} lost one"
                        + (f"\n{n_unlike} of the shared sentences were truncated in one run and not in the other, "
-                          "or have another length: their differences come from the input, not only the model"
-                          if n_unlike else "")
+                          "or are other pieces" + _tokenizers_note(ia, ib)
+                          + ": their differences come from the input, not only the model" if n_unlike else "")
                        + _storage_note(ia, ib)
                        + unlike_note("its role_change is unknown")
                        + (f"\nthe runs' tests are over other sentences (run {ia['run_id']}: {n_run_a}, run "

