@@ -249,6 +249,10 @@ def ingest(
             err(f"{_count(result.special_in_words, 'word piece')} of the text got a special token's id (a word such as "
                 "\"<s>\" that the tokenizer's vocabulary holds as a piece, as SentencePiece vocabularies do): the "
                 "model read it as that special token", err=True)
+        if result.no_special_tokens:
+            err("the tokenizer adds no special tokens (such as [CLS] and [SEP]): the delimiter roles have no "
+                "samples in this run" + (", and the two texts of a pair follow each other with nothing between them"
+                                         if pairs or _is_tsv(corpus, format) else ""), err=True)
         rs = result.read_stats
         if rs.blank_lines or rs.too_long_lines or rs.odd_sentence_dropped:
             # the reader's checks cover the whole file, also where --limit stores only its start
@@ -256,6 +260,13 @@ def ingest(
                 f"ignored, {_count(rs.too_long_lines, 'over-long line')} skipped"
                 + (", odd last sentence left out of the pairs" if rs.odd_sentence_dropped else ""), err=True)
     typer.echo(result.run_id)
+
+
+def _is_tsv(corpus: Path | None, fmt: str | None) -> bool:
+    """Whether an ingest's corpus was read as TSV (pairs of texts); the bundled sample is CoNLL-U."""
+    from headdb.corpus import infer_format
+
+    return corpus is not None and infer_format(corpus, fmt) == "tsv"
 
 
 def _rate(per_second: float) -> str:

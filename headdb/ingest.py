@@ -64,6 +64,9 @@ class IngestResult:
     pieceless_words: int = 0
     #: word pieces with a special token's id (``Encoded.special_in_words``)
     special_in_words: int = 0
+    #: the tokenizer adds no special tokens (no [CLS] or [SEP]): the delimiter roles then have
+    #: no query with a sieve, and the two texts of a pair follow each other with nothing between
+    no_special_tokens: bool = False
     edges: int = 0
     seconds: float = 0.0
     read_stats: ReadStats = field(default_factory=ReadStats)
@@ -368,7 +371,8 @@ def _ingest_loaded(db, corpus_path: Path, fmt: str, pairs: bool, n_total: int, s
         name = f"run-{run_id}"  # until read: what an interrupt right here reports
         try:
             name = con.execute("SELECT run_name FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
-            result = IngestResult(run_id, name, resumed, done, read_stats=stats, append_threads=threads)
+            result = IngestResult(run_id, name, resumed, done, read_stats=stats, append_threads=threads,
+                                  no_special_tokens=am.tokenizer.num_special_tokens_to_add(pair=False) == 0)
             if done:
                 return result
             corpus_id = con.execute("SELECT corpus_id FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]

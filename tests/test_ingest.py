@@ -167,6 +167,35 @@ def test_tiny_roberta_positions_and_specials(tmp_path, tiny_roberta_dir):
     assert (t.sentences, t.truncated) == (2, 1)
 
 
+def test_a_tokenizer_without_special_tokens_is_said(tmp_path, tiny_bert_dir, capsys, monkeypatch):
+    """A tokenizer that adds no [CLS] or [SEP] was taken in silence: the delimiter roles then have
+    no samples, and the two texts of a pair run into each other."""
+    import json
+    import shutil
+
+    from cli_helpers import run_cli
+
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_bert_dir, bare)
+    spec = json.loads((bare / "tokenizer.json").read_text())
+    spec["post_processor"] = None  # nothing added around the words
+    (bare / "tokenizer.json").write_text(json.dumps(spec))
+    config = json.loads((bare / "tokenizer_config.json").read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"  # BertTokenizer would add [CLS] and [SEP] itself
+    (bare / "tokenizer_config.json").write_text(json.dumps(config))
+    db = tmp_path / "b.db"
+    assert headdb.ingest(db, DATA / "sample.conllu", model=str(bare)).no_special_tokens
+    assert not headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir)).no_special_tokens
+    said = "the tokenizer adds no special tokens (such as [CLS] and [SEP]): the delimiter roles have no samples"
+    code, _, err = run_cli(["ingest", db, DATA / "sample.conllu", "--model", bare, "--new-run", "-q"], monkeypatch,
+                           capsys)
+    assert code == 0 and f"{said} in this run\n" in err, err
+    code, _, err = run_cli(["ingest", db, DATA / "sample.tsv", "--model", bare, "-q"], monkeypatch, capsys)
+    assert code == 0 and f"{said} in this run, and the two texts of a pair follow each other" in err, err
+    code, _, err = run_cli(["ingest", db, DATA / "sample.tsv", "--model", tiny_bert_dir, "-q"], monkeypatch, capsys)
+    assert code == 0 and "special tokens" not in err, err
+
+
 def test_ingest_errors_before_writing(tmp_path, tiny_bert_dir):
     db = tmp_path / "e.db"
     with pytest.raises(InputError, match="no such file"):
