@@ -334,7 +334,8 @@ def runs(db: Path = typer.Argument(..., help="Database file."), format: str = _F
 def drop(db: Path = typer.Argument(..., help="Database file."),
          run: str = typer.Argument(..., help="Run id or name."),
          yes: bool = typer.Option(False, "--yes", help="Delete (without it: only show what would go)."),
-         do_compact: bool = typer.Option(False, "--compact", help="Then rewrite the file without the freed space.")
+         do_compact: bool = typer.Option(False, "--compact", help="Then rewrite the file without the freed space."),
+         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar (--compact).")
          ) -> None:
     """Delete a run and everything stored for it (edges, tokens, scores, tests), in one transaction."""
     from headdb.store import drop_run
@@ -347,20 +348,23 @@ def drop(db: Path = typer.Argument(..., help="Database file."),
         return
     typer.echo(f"deleted run {run_id}: {rows} rows (the corpus's sentences and words stay)")
     if do_compact:
-        _compact_and_say(db)
+        _compact_and_say(db, quiet)
 
 
-def _compact_and_say(db: Path) -> None:
+def _compact_and_say(db: Path, quiet: bool) -> None:
     from headdb.db import compact as api_compact
 
-    before, after = api_compact(db)
+    with _steps_bar("compacting", quiet, in_bytes=True) as bar:
+        before, after = api_compact(db, progress=bar)
     typer.echo(f"compacted {db}: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB")
 
 
 @app.command()
-def compact(db: Path = typer.Argument(..., help="Database file.")) -> None:
-    """Rewrite the store without the space of deleted rows (DuckDB only reuses it otherwise)."""
-    _compact_and_say(db)
+def compact(db: Path = typer.Argument(..., help="Database file."),
+            quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.")) -> None:
+    """Rewrite the store without the space of deleted rows (DuckDB only reuses it otherwise); a
+    progress bar in a terminal for a large store, unless --quiet."""
+    _compact_and_say(db, quiet)
 
 
 def _short_path(value: str) -> str:
@@ -558,23 +562,25 @@ def classify(
 
 
 @contextlib.contextmanager
-def _steps_bar(label: str, quiet: bool):
-    """A progress bar on stderr (a terminal only, not with --quiet) for work counted in steps:
-    yields a ``progress(done, total)`` callable, or None. Shown only once the work has more
-    than one step, and gone once the last step is done (a report goes on to draw its figures)."""
+def _steps_bar(label: str, quiet: bool, in_bytes: bool = False):
+    """A progress bar on stderr (a terminal only, not with --quiet) for work counted in steps
+    (``in_bytes``: in bytes): yields a ``progress(done, total)`` callable, or None. Shown only
+    once the work has more than one step and is not done at the first call, and gone once the
+    last step is done (a report goes on to draw its figures)."""
     if quiet or not sys.stderr.isatty():
         yield None
         return
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn)
 
-    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=Console(file=sys.stderr), transient=True)
+    bar = Progress(TextColumn(label), BarColumn(), DownloadColumn() if in_bytes else MofNCompleteColumn(),
+                   TimeElapsedColumn(), console=Console(file=sys.stderr), transient=True)
     task = None
 
     def progress(done: int, total: int) -> None:
         nonlocal task
-        if task is None and total > 1:
+        if task is None and total > 1 and done < total:
             bar.start()
             task = bar.add_task(label, total=total)
         if task is not None:

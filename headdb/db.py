@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -379,7 +379,40 @@ def init(path: str | Path) -> list[int]:
         con.close()
 
 
-def compact(path: str | Path) -> tuple[int, int]:
+#: Seconds between two looks at the size of compact's copy (its progress).
+COMPACT_POLL_S = 0.25
+
+
+@contextmanager
+def _watch_size(file: Path, total: int, progress) -> Iterator[None]:
+    """While the body runs, ``progress(bytes of file so far, total)`` every COMPACT_POLL_S on a
+    thread of its own; ``progress(total, total)`` once it has ended without an error."""
+    import threading
+
+    if progress is None:
+        yield
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(COMPACT_POLL_S):
+            try:
+                size = file.stat().st_size
+            except OSError:  # not created yet
+                size = 0
+            progress(min(size, total), total)
+
+    thread = threading.Thread(target=watch, name="headdb-compact-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+    progress(total, total)
+
+
+def compact(path: str | Path, progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
     """Rewrite the store into a file without the space of deleted rows; returns its size in
     bytes before and after.
 
@@ -387,6 +420,11 @@ def compact(path: str | Path) -> tuple[int, int]:
     not shrink by itself. This copies every table, view and sequence into a new file next to it
     (``COPY FROM DATABASE``), checks that each table has as many rows as before, and only then
     puts the copy in the store's place. On any error the store is left as it was.
+
+    ``progress(written, total)``, in bytes, is called as the copy grows (from a thread of its
+    own, every ``COMPACT_POLL_S`` seconds, and once at the end): ``total`` is the space the
+    store's data takes (its used blocks), about what the copy will take. DuckDB reports no
+    progress of its own for this copy.
     """
     import os
 
@@ -404,9 +442,12 @@ def compact(path: str | Path) -> tuple[int, int]:
     try:
         con.execute("CHECKPOINT")
         source = con.execute("SELECT current_database()").fetchone()[0]
+        used = con.execute("SELECT used_blocks * block_size FROM pragma_database_size() WHERE database_name = ?",
+                           [source]).fetchone()[0]
         con.execute("ATTACH ? AS headdb_compact", [str(tmp)])
         try:
-            con.execute(f"COPY FROM DATABASE {quote_ident(source)} TO headdb_compact")
+            with _watch_size(tmp, int(used), progress):
+                con.execute(f"COPY FROM DATABASE {quote_ident(source)} TO headdb_compact")
             tables = [r[0] for r in con.execute(
                 "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main'",
                 [source]).fetchall()]

@@ -315,3 +315,48 @@ def test_no_finished_run_says_which_run_to_resume(store):
     with pytest.raises(DatabaseError, match="has no finished run: run 1 is interrupted; run its `headdb ingest` "
                                             "command again to resume it"):
         headdb.summary(store)
+
+
+def test_compact_reports_its_progress_in_bytes(store, monkeypatch, capsys):
+    """A compact of a large store ran for minutes with no sign of life: DuckDB reports no progress
+    for COPY FROM DATABASE. The copy's size against the store's used blocks stands in for it."""
+    import sys
+    import time
+
+    db = importlib.import_module("headdb.db")
+    cli = importlib.import_module("headdb.cli")
+    used = duckdb.connect(str(store), read_only=True).execute(
+        "SELECT used_blocks * block_size FROM pragma_database_size()").fetchone()[0]
+    calls = []
+
+    class Slow:  # the copy's statement takes a while, as a large store's does: the watcher looks meanwhile
+        def __init__(self, con):
+            self._con = con
+
+        def execute(self, sql, *args):
+            out = self._con.execute(sql, *args)
+            if sql.startswith("COPY FROM DATABASE"):
+                time.sleep(0.3)
+            return out
+
+        def __getattr__(self, name):
+            return getattr(self._con, name)
+
+    real_connect = db.connect
+    monkeypatch.setattr(db, "connect", lambda *a, **k: Slow(real_connect(*a, **k)))
+    monkeypatch.setattr(db, "COMPACT_POLL_S", 0.02)
+    headdb.compact(store, progress=lambda done, total: calls.append((done, total)))
+    assert len(calls) >= 3 and all(total == used for _, total in calls), calls
+    assert calls[-1] == (used, used)  # the end, once
+    assert 0 < calls[-2][0] <= used  # the copy's bytes as it was written
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    # the CLI shows it as a bar of bytes in a terminal, not when piped, not with --quiet
+    seen = []
+    real_bar = cli._steps_bar
+    monkeypatch.setattr(cli, "_steps_bar", lambda *a, **k: seen.append((a, k)) or real_bar(*a, **k))
+    code, out, _ = run_main(capsys, monkeypatch, "compact", store, "-q")
+    assert code == 0 and out.startswith(f"compacted {store}: ") and seen == [(("compacting", True), {"in_bytes": True})]
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    with real_bar("compacting", False, in_bytes=True) as progress:
+        progress(10, 100)
+        progress(100, 100)
