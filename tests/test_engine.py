@@ -310,6 +310,35 @@ def test_engine_reflects_the_store_and_has_the_score_views(store):
         engine.dispose()
 
 
+
+def test_engine_reflects_the_score_views_it_lists(store):
+    """duckdb-engine lists the TEMP views scores_<role> and sieve_<role> among the view names but
+    read their columns through pg_catalog, which lacks the temp schema: get_columns,
+    read_sql_table and MetaData.reflect(views=True) (what a BI tool does with each view it lists)
+    failed with NoSuchTableError."""
+    import sqlalchemy
+
+    engine = headdb.engine(store)
+    try:
+        inspector = sqlalchemy.inspect(engine)
+        assert {"scores_local", "sieve_local"} <= set(inspector.get_view_names())
+        assert [c["name"] for c in inspector.get_columns("scores_local")] == [
+            "run_id", "layer", "head", "sentence_id", "score", "score_upper", "n_queries"]
+        assert [c["name"] for c in inspector.get_columns("sieve_delimiter")] == [
+            "run_id", "sentence_id", "query_pos", "key_pos"]
+        metadata = sqlalchemy.MetaData()
+        metadata.reflect(engine, views=True)
+        assert {"edges", "head_tests", "scores_obj", "sieve_obj"} <= set(metadata.tables)
+        scores = metadata.tables["scores_local"]
+        assert isinstance(scores.c.score.type, sqlalchemy.Float)
+        with engine.connect() as c:
+            assert c.execute(sqlalchemy.select(sqlalchemy.func.count()).select_from(scores)
+                             .where(scores.c.run_id == 1)).scalar() == 0
+        assert list(pd.read_sql_table("scores_local", engine).columns)[:2] == ["run_id", "layer"]
+    finally:
+        engine.dispose()
+
+
 EXOTIC = r"""SELECT * FROM (VALUES
     (1, [1, NULL, 3], 12345678901234567890.123456789::DECIMAL(38,9), INTERVAL '1 month 2 days 3 seconds',
      {'a': 1}, MAP {'k': 1}, '0101'::BIT, 9007199254740993::BIGINT, 1::HUGEINT),
