@@ -447,7 +447,12 @@ def _parquet_table(df: pd.DataFrame):
 
     wide = {c for c in df.columns if df[c].dtype == object and _big_ints(df[c])}
     if not wide:
-        return pa.Table.from_pandas(df, preserve_index=False)
+        try:
+            return pa.Table.from_pandas(df, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            # a column of values of several types (a UNION's members): pyarrow's traceback
+            raise InputError(f"cannot write the rows as Parquet: {exc}; cast the column to one type in "
+                             "the query, or write .csv or .json") from None
     arrays, names = [], []
     for c in df.columns:
         if c in wide:
@@ -669,7 +674,9 @@ def _arrow_frames(reader, query: str, write: bool, types: list[str], names: list
     try:
         # the reader's batches are smaller than asked (122,880 rows: a row group of DuckDB's): joined
         # to ``rows`` (a Parquet row group each; in groups of 122,880 the file took 25% more space)
-        held, first = reader.schema.empty_table(), True
+        # (an empty table from its batches: Schema.empty_table() is not implemented for a UNION's
+        # sparse union, and `headdb sql` of one ended in pyarrow's traceback)
+        held, first = pa.Table.from_batches([], schema=reader.schema), True
         while True:
             batch = _fetching(query, write, _next_batch, reader)
             if batch is not None:
@@ -1011,12 +1018,15 @@ class _ParquetBatches:
     def __init__(self, path: Path, types: list[str]):
         self._path = path  # where the file ends up
         self._at = path  # where it is being written
+        self._types = types
         self._schema = None
         self._writer = None
 
     def write(self, df: pd.DataFrame) -> None:
         import pyarrow.parquet as pq
 
+        if self._writer is None:
+            _no_unions(df, self._types)
         table = _parquet_table(df)
         if self._writer is None:
             self._schema = table.schema
@@ -1061,6 +1071,16 @@ class _ParquetBatches:
 
 
 _WRITERS = {"csv": _CsvBatches, "json": _JsonBatches, "parquet": _ParquetBatches}
+
+
+def _no_unions(df: pd.DataFrame, types: list[str]) -> None:
+    """Refuse a result with a UNION column for Parquet, which has no union type: its values of
+    several types ended in pyarrow's traceback, or, where a first batch held one member's values,
+    in a file typed by that member until a later batch failed."""
+    unions = [str(name) for name, kind in zip(df.columns, types) if "UNION(" in kind]
+    if unions:
+        raise InputError(f"Parquet has no union type, and {', '.join(unions)} is a UNION; cast it in the query "
+                         f"({unions[0]}::VARCHAR), or write .csv or .json")
 
 
 def _wider_schema(schema, batch):

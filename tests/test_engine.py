@@ -339,6 +339,33 @@ def test_engine_reflects_the_score_views_it_lists(store):
         engine.dispose()
 
 
+UNION = ("SELECT range AS i, CASE WHEN range = 1 THEN union_value(s := 'x') WHEN range = 2 THEN NULL "
+         "ELSE union_value(k := range::INT) END::UNION(k INT, s VARCHAR) AS un FROM range(3)")
+
+
+def test_sql_gives_a_union_column_and_parquet_refuses_it(store, tmp_path, capsys, monkeypatch):
+    """A UNION column ended every `headdb sql` in pyarrow's traceback (an empty table of its
+    schema: sparse_union is not implemented); as Parquet, which has no union type, its members'
+    values of two types did too."""
+    from cli_helpers import run_main
+    from headdb.query import export_sql
+
+    assert headdb.sql(store, UNION)["un"].tolist() == [0, "x", None]
+    code, out, err = run_main(capsys, monkeypatch, "sql", store, UNION, "--format", "csv")
+    assert (code, out) == (0, "i,un\n0,0\n1,x\n2,\n"), err
+    code, out, err = run_main(capsys, monkeypatch, "sql", store, UNION, "--format", "json")
+    assert code == 0 and __import__("json").loads(out) == [{"i": 0, "un": 0}, {"i": 1, "un": "x"}, {"i": 2, "un": None}]
+    code, out, err = run_main(capsys, monkeypatch, "sql", store, UNION)
+    assert code == 0 and "x" in out, err
+    code, out, err = run_main(capsys, monkeypatch, "sql", store, UNION, "--out", tmp_path / "u.parquet")
+    assert code == 1 and "Parquet has no union type, and un is a UNION" in err and "Traceback" not in err
+    assert not (tmp_path / "u.parquet").exists()
+    with pytest.raises(InputError, match="un::VARCHAR"):
+        export_sql(store, UNION, tmp_path / "u.parquet")
+    with pytest.raises(InputError, match="cannot write the rows as Parquet"):
+        export(headdb.sql(store, UNION), tmp_path / "u.parquet")
+
+
 EXOTIC = r"""SELECT * FROM (VALUES
     (1, [1, NULL, 3], 12345678901234567890.123456789::DECIMAL(38,9), INTERVAL '1 month 2 days 3 seconds',
      {'a': 1}, MAP {'k': 1}, '0101'::BIT, 9007199254740993::BIGINT, 1::HUGEINT),
