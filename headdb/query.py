@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from headdb.db import connect
-from headdb.errors import DatabaseError, InputError
+from headdb.errors import CLI_NAMES, DatabaseError, InputError
 
 EXPORT_FORMATS = ("csv", "json", "parquet")
 
@@ -128,19 +128,22 @@ def _check_params(query: str, params: list | dict | None) -> None:
     given = {str(name).lower(): name for name in params or {}}
     named = sorted(name for key, name in used.items() if not key.isdigit())
 
+    cli = CLI_NAMES.get()  # from Python the message names params, not the command line's --param
+
     def listing() -> str:
         if not used:
             return "it has no parameters"
         if not named:
-            return "its parameters are numbered (? or $1): give them as --param 1=VALUE, or name them $name"
+            how = "as --param 1=VALUE" if cli else "in a list, params=[...]"
+            return f"its parameters are numbered (? or $1): give them {how}, or name them $name"
         return "its parameters: " + ", ".join(f"${n}" for n in named)
 
     for key in sorted(set(given) - set(used)):
         raise InputError(f"a value is given for ${given[key]}, which the query does not use ({listing()})")
     for key in sorted(set(used) - set(given)):  # a numbered one (? is $1) too: DuckDB named no option
         python = f"params=[...] or {{{used[key]!r}: ...}}" if key.isdigit() else f"params={{{used[key]!r}: ...}}"
-        raise InputError(f"the query uses ${used[key]}, which has no value: give it as --param "
-                         f"{used[key]}=VALUE ({python} in Python)")
+        how = f"--param {used[key]}=VALUE" if cli else python
+        raise InputError(f"the query uses ${used[key]}, which has no value: give it as {how}")
 
 
 #: DuckDB's 128-bit integers (sum() of integers gives HUGEINT), which its DataFrames turn into

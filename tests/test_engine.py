@@ -636,6 +636,13 @@ def test_sql_params_are_values_never_sql_and_name_what_is_wrong(store, tmp_path,
     assert code == 0 and out == "one\n7\n"
     with pytest.raises(InputError, match=r"\$1, which has no value.*params=\[\.\.\.\]"):
         headdb.sql(store, "SELECT ? AS one")
+    # from Python the messages name params, never the command line's --param
+    for query, params, words in ((q, None, "the query uses $layer, which has no value: give it as params={'layer': ...}"),
+                                 ("SELECT ? AS one", None, "give it as params=[...] or {'1': ...}"),
+                                 ("SELECT ? AS one", {"x": 1}, "give them in a list, params=[...], or name them $name")):
+        with pytest.raises(InputError) as raised:
+            headdb.sql(store, query, params)
+        assert words in str(raised.value) and "--param" not in str(raised.value), raised.value
     assert headdb.sql(store, "SELECT ? AS one", [7])["one"].tolist() == [7]
     code, _, err = run_main(capsys, monkeypatch, "sql", store, q, "--param", "layer=zero", "--param", "w=0")
     assert code == 1 and "Could not convert string 'zero' to INT16" in err, err  # layer is a SMALLINT
