@@ -26,6 +26,7 @@ def sql(db: str | Path, query: str, params: list | dict | None = None, *, write:
         if description is None:
             return pd.DataFrame()
         types = [str(d[1]) for d in description]
+        _readable(types, [str(d[0]) for d in description])
         if any(_exact_only(t) for t in types):
             table = _executed_arrow(query, write, con.to_arrow_table)
             return _exact_frame(table, types, [str(d[0]) for d in description])
@@ -157,6 +158,17 @@ def _exact_only(duckdb_type: str) -> bool:
     became 0 in Parquet and "--" in CSV)."""
     return duckdb_type in _WIDE_INTEGERS or duckdb_type in ("INTERVAL", "BIT") or duckdb_type.startswith("DECIMAL") \
         or _nested(duckdb_type)
+
+
+def _readable(types: list[str], names: list[str]) -> None:
+    """Refuse a result with a TIME WITH TIME ZONE column, whose values DuckDB's Python client
+    cannot hand over as they are: its DataFrames refuse the type ("Unsupported type"), and
+    through Arrow, beside a list or a 128-bit column, each value lost its offset (01:02:03+05
+    came out as 01:02:03, in the table, CSV, JSON and Parquet alike)."""
+    timetz = [name for name, kind in zip(names, types) if "TIME WITH TIME ZONE" in kind]
+    if timetz:
+        raise InputError(f"{', '.join(timetz)} is TIME WITH TIME ZONE, which DuckDB's Python client cannot give "
+                         f"with its offset; cast it in the query ({timetz[0]}::VARCHAR)")
 
 
 def _nested(duckdb_type: str) -> bool:
@@ -632,6 +644,7 @@ def _batches(con, query: str, params: list | dict | None, write: bool, rows: int
     if select:
         rel = _fetching(query, write, con.sql, query, params=_plain(params) or None)  # bound, not yet run
         types = [str(d[1]) for d in rel.description]
+        _readable(types, [str(d[0]) for d in rel.description])
         if any(_exact_only(t) for t in types):
             reader = _fetching(query, write, rel.to_arrow_reader, rows)
             return types, _arrow_frames(reader, query, write, types, [str(d[0]) for d in rel.description], rows)
@@ -639,6 +652,7 @@ def _batches(con, query: str, params: list | dict | None, write: bool, rows: int
     if description is None:
         return [], (df for df in [pd.DataFrame()])  # a statement without rows: as sql() gives it
     types = [str(d[1]) for d in description]
+    _readable(types, [str(d[0]) for d in description])
     if any(_exact_only(t) for t in types):
         reader = _executed_arrow(query, write, con.to_arrow_reader, rows)
         return types, _arrow_frames(reader, query, write, types, [str(d[0]) for d in description], rows)
