@@ -531,4 +531,42 @@ def engine(path: str | Path, read_only: bool = True):  # -> sqlalchemy.engine.En
 
         register_views(dbapi_connection)
 
+    _reflect_temp_views(eng.dialect)
     return eng
+
+
+#: DuckDB's names of the TEMP score views' column types, as SQLAlchemy's PostgreSQL names have them
+_PG_TYPE_NAMES = {"double": "double precision", "float": "real"}
+
+
+def _reflect_temp_views(dialect) -> None:
+    """The columns of the TEMP views ``scores_<role>`` and ``sieve_<role>`` for SQLAlchemy's
+    reflection on ``dialect`` (an engine's own). duckdb-engine lists them among the view names
+    but reads columns through ``pg_catalog``, whose ``pg_namespace`` lacks the temp schema:
+    ``get_columns('scores_local')``, ``pandas.read_sql_table('scores_local', engine)`` and
+    ``MetaData().reflect(engine, views=True)`` (what a BI tool does with every view it lists)
+    failed with NoSuchTableError. Their columns come from ``information_schema`` instead."""
+    from sqlalchemy import text
+    from sqlalchemy import types as sqltypes
+
+    plain = dialect.get_multi_columns
+
+    def get_multi_columns(connection, schema=None, filter_names=None, scope=None, kind=None, **kw):
+        found = list(plain(connection, schema=schema, filter_names=filter_names, scope=scope, kind=kind, **kw))
+        if schema not in (None, "main"):
+            return found
+        have = {key[-1] for key, _ in found}
+        rows = connection.execute(text(
+            "SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns "
+            "WHERE table_catalog = 'temp' AND table_schema = 'main' ORDER BY table_name, ordinal_position"))
+        temp: dict[str, list] = {}
+        for table, column, data_type, nullable in rows:
+            if table in have or (filter_names is not None and table not in filter_names):
+                continue
+            name = data_type.lower()
+            kind_of = dialect.ischema_names.get(_PG_TYPE_NAMES.get(name, name), sqltypes.NullType)
+            temp.setdefault(table, []).append({"name": column, "type": kind_of(), "nullable": nullable == "YES",
+                                               "default": None, "autoincrement": False, "comment": None})
+        return found + [((schema, table), columns) for table, columns in temp.items()]
+
+    dialect.get_multi_columns = get_multi_columns

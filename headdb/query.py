@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from headdb.db import connect
-from headdb.errors import DatabaseError, InputError
+from headdb.errors import CLI_NAMES, DatabaseError, InputError
 
 EXPORT_FORMATS = ("csv", "json", "parquet")
 
@@ -26,6 +26,7 @@ def sql(db: str | Path, query: str, params: list | dict | None = None, *, write:
         if description is None:
             return pd.DataFrame()
         types = [str(d[1]) for d in description]
+        _readable(types, [str(d[0]) for d in description])
         if any(_exact_only(t) for t in types):
             table = _executed_arrow(query, write, con.to_arrow_table)
             return _exact_frame(table, types, [str(d[0]) for d in description])
@@ -128,19 +129,22 @@ def _check_params(query: str, params: list | dict | None) -> None:
     given = {str(name).lower(): name for name in params or {}}
     named = sorted(name for key, name in used.items() if not key.isdigit())
 
+    cli = CLI_NAMES.get()  # from Python the message names params, not the command line's --param
+
     def listing() -> str:
         if not used:
             return "it has no parameters"
         if not named:
-            return "its parameters are numbered (? or $1): give them as --param 1=VALUE, or name them $name"
+            how = "as --param 1=VALUE" if cli else "in a list, params=[...]"
+            return f"its parameters are numbered (? or $1): give them {how}, or name them $name"
         return "its parameters: " + ", ".join(f"${n}" for n in named)
 
     for key in sorted(set(given) - set(used)):
         raise InputError(f"a value is given for ${given[key]}, which the query does not use ({listing()})")
     for key in sorted(set(used) - set(given)):  # a numbered one (? is $1) too: DuckDB named no option
         python = f"params=[...] or {{{used[key]!r}: ...}}" if key.isdigit() else f"params={{{used[key]!r}: ...}}"
-        raise InputError(f"the query uses ${used[key]}, which has no value: give it as --param "
-                         f"{used[key]}=VALUE ({python} in Python)")
+        how = f"--param {used[key]}=VALUE" if cli else python
+        raise InputError(f"the query uses ${used[key]}, which has no value: give it as {how}")
 
 
 #: DuckDB's 128-bit integers (sum() of integers gives HUGEINT), which its DataFrames turn into
@@ -154,6 +158,17 @@ def _exact_only(duckdb_type: str) -> bool:
     became 0 in Parquet and "--" in CSV)."""
     return duckdb_type in _WIDE_INTEGERS or duckdb_type in ("INTERVAL", "BIT") or duckdb_type.startswith("DECIMAL") \
         or _nested(duckdb_type)
+
+
+def _readable(types: list[str], names: list[str]) -> None:
+    """Refuse a result with a TIME WITH TIME ZONE column, whose values DuckDB's Python client
+    cannot hand over as they are: its DataFrames refuse the type ("Unsupported type"), and
+    through Arrow, beside a list or a 128-bit column, each value lost its offset (01:02:03+05
+    came out as 01:02:03, in the table, CSV, JSON and Parquet alike)."""
+    timetz = [name for name, kind in zip(names, types) if "TIME WITH TIME ZONE" in kind]
+    if timetz:
+        raise InputError(f"{', '.join(timetz)} is TIME WITH TIME ZONE, which DuckDB's Python client cannot give "
+                         f"with its offset; cast it in the query ({timetz[0]}::VARCHAR)")
 
 
 def _nested(duckdb_type: str) -> bool:
@@ -447,7 +462,12 @@ def _parquet_table(df: pd.DataFrame):
 
     wide = {c for c in df.columns if df[c].dtype == object and _big_ints(df[c])}
     if not wide:
-        return pa.Table.from_pandas(df, preserve_index=False)
+        try:
+            return pa.Table.from_pandas(df, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            # a column of values of several types (a UNION's members): pyarrow's traceback
+            raise InputError(f"cannot write the rows as Parquet: {exc}; cast the column to one type in "
+                             "the query, or write .csv or .json") from None
     arrays, names = [], []
     for c in df.columns:
         if c in wide:
@@ -624,6 +644,7 @@ def _batches(con, query: str, params: list | dict | None, write: bool, rows: int
     if select:
         rel = _fetching(query, write, con.sql, query, params=_plain(params) or None)  # bound, not yet run
         types = [str(d[1]) for d in rel.description]
+        _readable(types, [str(d[0]) for d in rel.description])
         if any(_exact_only(t) for t in types):
             reader = _fetching(query, write, rel.to_arrow_reader, rows)
             return types, _arrow_frames(reader, query, write, types, [str(d[0]) for d in rel.description], rows)
@@ -631,6 +652,7 @@ def _batches(con, query: str, params: list | dict | None, write: bool, rows: int
     if description is None:
         return [], (df for df in [pd.DataFrame()])  # a statement without rows: as sql() gives it
     types = [str(d[1]) for d in description]
+    _readable(types, [str(d[0]) for d in description])
     if any(_exact_only(t) for t in types):
         reader = _executed_arrow(query, write, con.to_arrow_reader, rows)
         return types, _arrow_frames(reader, query, write, types, [str(d[0]) for d in description], rows)
@@ -669,7 +691,9 @@ def _arrow_frames(reader, query: str, write: bool, types: list[str], names: list
     try:
         # the reader's batches are smaller than asked (122,880 rows: a row group of DuckDB's): joined
         # to ``rows`` (a Parquet row group each; in groups of 122,880 the file took 25% more space)
-        held, first = reader.schema.empty_table(), True
+        # (an empty table from its batches: Schema.empty_table() is not implemented for a UNION's
+        # sparse union, and `headdb sql` of one ended in pyarrow's traceback)
+        held, first = pa.Table.from_batches([], schema=reader.schema), True
         while True:
             batch = _fetching(query, write, _next_batch, reader)
             if batch is not None:
@@ -1025,12 +1049,15 @@ class _ParquetBatches:
     def __init__(self, path: Path, types: list[str]):
         self._path = path  # where the file ends up
         self._at = path  # where it is being written
+        self._types = types
         self._schema = None
         self._writer = None
 
     def write(self, df: pd.DataFrame) -> None:
         import pyarrow.parquet as pq
 
+        if self._writer is None:
+            _no_unions(df, self._types)
         table = _parquet_table(df)
         if self._writer is None:
             self._schema = table.schema
@@ -1075,6 +1102,16 @@ class _ParquetBatches:
 
 
 _WRITERS = {"csv": _CsvBatches, "json": _JsonBatches, "parquet": _ParquetBatches}
+
+
+def _no_unions(df: pd.DataFrame, types: list[str]) -> None:
+    """Refuse a result with a UNION column for Parquet, which has no union type: its values of
+    several types ended in pyarrow's traceback, or, where a first batch held one member's values,
+    in a file typed by that member until a later batch failed."""
+    unions = [str(name) for name, kind in zip(df.columns, types) if "UNION(" in kind]
+    if unions:
+        raise InputError(f"Parquet has no union type, and {', '.join(unions)} is a UNION; cast it in the query "
+                         f"({unions[0]}::VARCHAR), or write .csv or .json")
 
 
 def _wider_schema(schema, batch):

@@ -354,6 +354,11 @@ def report(db: DbLike, run: int | str | None = None, out: str | Path = "report",
     import os
     import shutil
 
+    from headdb.stats import check_options
+
+    # refused with or without `compare`, as compare refuses them: a report without it took
+    # alpha=5 or correction='xx' without a word
+    check_options(alpha, correction)
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError("the report output must be a folder", out_dir)

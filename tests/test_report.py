@@ -212,3 +212,19 @@ def test_a_report_of_roles_without_a_test_draws_no_warning(tmp_path):
         warnings.simplefilter("error")
         r = headdb.report(store, "base", tmp_path / "rep", roles="nsubj", accuracy=False)
     assert "| nsubj | 0 | 0 |" in r.markdown
+
+
+def test_a_report_refuses_a_bad_alpha_or_correction_without_compare_too(tmp_path, capsys, monkeypatch):
+    """alpha and correction are compare's, and compare refuses bad ones; a report without
+    --compare took --alpha 5 and --correction xx without a word, and wrote the report."""
+    from cli_helpers import run_main
+
+    store = build_results_store(tmp_path / "r.db")
+    for args, message in ((["--alpha", "5"], "--alpha must be between 0 and 1, not 5.0"),
+                          (["--correction", "xx"], "--correction must be one of bh, holm, bonferroni, none")):
+        code, out, err = run_main(capsys, monkeypatch, "report", store, "--run", "base", "--out", tmp_path / "rep",
+                                  "--no-accuracy", "--quiet", *args)
+        assert code == 1 and message in err, err
+        assert not (tmp_path / "rep").exists()
+    with pytest.raises(headdb.errors.InputError, match="^alpha must be between 0 and 1, not 0$"):
+        headdb.report(store, "base", tmp_path / "rep", alpha=0)
