@@ -260,19 +260,34 @@ def distinct_names(names: list[str]) -> list[str]:
 
 def text_ready(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` with its nested values (lists, dicts: what :func:`sql` gives for DuckDB's lists,
-    structs and maps) as JSON text (``[1,null,3]``), for CSV and the terminal: Python's text of
-    them (``[1, None, 3]``) is no format another tool reads."""
+    structs and maps) as JSON text (``[1,null,3]``), and its BLOBs as DuckDB's text of them
+    (``\\xAA\\x00A``), for CSV and the terminal: Python's text of them (``[1, None, 3]``,
+    ``bytearray(b'\\xaa\\x00A')``) is no format another tool reads."""
     import json
 
+    def text(v):
+        if isinstance(v, (list, dict)):
+            return json.dumps(_json_value(v), ensure_ascii=False, separators=(",", ":"))
+        return blob_text(v) if isinstance(v, (bytes, bytearray)) else v
+
     nested = [i for i in range(df.shape[1]) if df.dtypes.iloc[i] == object
-              and any(isinstance(v, (list, dict)) for v in df.iloc[:, i])]
+              and any(isinstance(v, (list, dict, bytes, bytearray)) for v in df.iloc[:, i])]
     if not nested:
         return df
     out = df.copy()
     for i in nested:
-        out.isetitem(i, [json.dumps(_json_value(v), ensure_ascii=False, separators=(",", ":"))
-                         if isinstance(v, (list, dict)) else v for v in df.iloc[:, i]])
+        out.isetitem(i, [text(v) for v in df.iloc[:, i]])
     return out
+
+
+#: each byte as DuckDB writes a BLOB as text: printable ASCII as itself, but for the backslash and
+#: the quotes; any other byte as \xHH
+_BLOB_BYTES = [chr(b) if 32 <= b < 127 and chr(b) not in "\\'\"" else f"\\x{b:02X}" for b in range(256)]
+
+
+def blob_text(value: bytes | bytearray) -> str:
+    """A BLOB as DuckDB's ``value::VARCHAR`` gives it (``\\xAA\\x00A``)."""
+    return "".join(map(_BLOB_BYTES.__getitem__, value))
 
 
 def _iso_interval(v) -> str:
@@ -431,6 +446,8 @@ def _json_value(v):
         return v if math.isfinite(v) else ("Infinity" if v > 0 else "-Infinity")
     if isinstance(v, (bool, int, str)):
         return v
+    if isinstance(v, (bytes, bytearray)):  # a BLOB: DuckDB's text of it
+        return blob_text(v)
     if isinstance(v, decimal.Decimal):  # a number where a double holds it exactly, else its digits as text
         if v == v.to_integral_value():
             return int(v)

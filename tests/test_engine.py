@@ -367,6 +367,31 @@ def test_sql_gives_a_union_column_and_parquet_refuses_it(store, tmp_path, capsys
 
 
 
+def test_sql_gives_a_blob_as_duckdbs_text_of_it(store, tmp_path, capsys, monkeypatch):
+    """A BLOB came out as Python's text of it (`bytearray(b'\\x00A\\n')`) in the table, CSV and
+    JSON: no tool reads that back. It is DuckDB's text now (`\\x00A\\x0A`), every byte as
+    `value::VARCHAR` writes it; from Python and in Parquet it stays bytes."""
+    import json
+
+    from cli_helpers import run_main
+
+    every = "SELECT from_hex(string_agg(printf('%02X', i), '' ORDER BY i)) AS b FROM range(256) t(i)"
+    duckdb_text = duckdb.connect().execute(f"SELECT b::VARCHAR FROM ({every})").fetchone()[0]
+    assert headdb.sql(store, every)["b"][0] == bytes(range(256))
+    code, out, err = run_main(capsys, monkeypatch, "sql", store, every, "--format", "json")
+    assert code == 0 and json.loads(out) == [{"b": duckdb_text}], err
+    code, out, err = run_main(capsys, monkeypatch, "sql", store, every, "--format", "csv")
+    assert code == 0 and list(__import__("csv").reader(out.splitlines())) == [["b"], [duckdb_text]], err
+    query = "SELECT from_hex('00410A') AS b, [from_hex('41FF'), NULL] AS l"
+    code, out, err = run_main(capsys, monkeypatch, "sql", store, query)
+    assert code == 0 and "\\x00A\\x0A" in out and '["A\\\\xFF",null]' in out, out
+    code, out, err = run_main(capsys, monkeypatch, "sql", store, query, "--out", tmp_path / "b.parquet")
+    assert code == 0, err
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(tmp_path / "b.parquet").to_pylist() == [{"b": b"\x00A\n", "l": [b"A\xff", None]}]
+
+
 @pytest.mark.parametrize("query", ["SELECT TIMETZ '01:02:03+05' AS t, [1] AS l", "SELECT [TIMETZ '01:02:03+05'] AS t",
                                    "SELECT TIMETZ '01:02:03+05' AS t"])
 def test_sql_refuses_a_time_with_time_zone_it_cannot_give_as_it_is(store, tmp_path, query, capsys, monkeypatch):
