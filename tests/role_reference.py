@@ -115,7 +115,7 @@ def _insert(con, table: str, df: pd.DataFrame) -> None:
 
 def build_store(path: str | Path, seqs: list[Seq], attention: list[np.ndarray], *, pairs: bool = False,
                 top_k: int | None = None, run_id: int = 1, corpus_id: int = 1, add_corpus: bool = True,
-                weight_bits: int = 32) -> int:
+                weight_bits: int = 32, dtype: str = "float32") -> int:
     """Write ``attention[s]`` ([layers, heads, L, L], rows summing to 1) of ``seqs`` as a run.
 
     Dense unless ``top_k``: then only the k largest weights of each row are stored. With
@@ -140,7 +140,7 @@ def build_store(path: str | Path, seqs: list[Seq], attention: list[np.ndarray], 
             "run_id": run_id, "run_name": f"synthetic-{run_id}", "fingerprint": f"fp{run_id}", "corpus_id": corpus_id,
             "corpus_path": "synthetic", "corpus_sha256": f"s{corpus_id}", "corpus_format": "conllu", "pairs": pairs,
             "model": "synthetic", "model_hash": "h", "model_type": "bert", "tokenizer": "tok", "n_layers": n_layers,
-            "n_heads": n_heads, "dtype": "float32", "attn_implementation": "eager", "device": "cpu",
+            "n_heads": n_heads, "dtype": dtype, "attn_implementation": "eager", "device": "cpu",
             "max_length": 512, "truncate": False, "top_k": top_k, "min_mass": None, "dense": top_k is None,
             "batch_size": 1, "headdb_version": "test", "library_versions": "{}", "status": "done",
             "weight_bits": weight_bits}]))

@@ -190,3 +190,31 @@ def test_16_bit_weights_keep_score_a_lower_and_score_upper_an_upper_bound(tmp_pa
     assert sorted(kinds["edge_store"]) == [1, 2] and sorted(kinds["edge_store16"]) == [3]
     assert len(got["weight"]) == kinds["edge_store16"][3] > 0
     np.testing.assert_array_equal(got["weight"], (got["weight16"] / 65535).astype(np.float32))
+
+
+def _round_to(dtype: str, a: np.ndarray) -> np.ndarray:
+    """float32 values rounded to the nearest bfloat16 or float16, as the model's maps are."""
+    a = np.asarray(a, dtype=np.float32)
+    if dtype == "float16":
+        return a.astype(np.float16).astype(np.float32)
+    bits = a.view(np.uint32).astype(np.uint64)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000  # round half to even on the top 16 bits
+    return bits.astype(np.uint32).view(np.float32)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_rows_keep_score_upper_an_upper_bound(tmp_path, dtype):
+    """Under --dtype bfloat16 / float16 a row of the model's map sums to 1 only to that precision
+    (bfloat16 rows of EWT up to 1.003), so 1 - stored underestimates what the unstored keys hold;
+    score_upper must still bound the dense run's score from the same maps."""
+    rng = np.random.default_rng(5)
+    db = tmp_path / "half.db"
+    att = [_round_to(dtype, rng.dirichlet(np.full(q.length, 0.05), size=(2, 3, q.length))) for q in SINGLE]
+    assert max(float(a.astype(np.float64).sum(-1).max()) for a in att) > 1 + 1e-4  # rows over 1
+    build_store(db, SINGLE, att, run_id=1, dtype=dtype)
+    build_store(db, SINGLE, att, run_id=2, top_k=2, add_corpus=False, dtype=dtype)
+    dense, sparse = (_by_key(headdb.scores(db, run=r)) for r in (1, 2))
+    assert dense.keys() == sparse.keys()
+    for key, d in dense.items():
+        s = sparse[key]
+        assert s.score <= d.score + 1e-12 and d.score <= s.score_upper + 1e-12, (key, s, d)

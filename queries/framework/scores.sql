@@ -14,6 +14,12 @@
 --     (stored in S_i) * step + min(residual_i, (|S_i| - stored in S_i) * (smallest stored weight_i + step))
 -- For 32-bit runs step = 0 and this is the formula above, to the bit.
 --
+-- Under --dtype bfloat16 or float16 the model's rows sum to 1 only to that precision: each
+-- weight is rounded to the nearest value of the type, so a row may sum to 1 + u (u = 2^-8 for
+-- bfloat16, 2^-11 for float16; EWT's bfloat16 rows reach 1.003), and 1 - stored would then
+-- undercount the unstored keys' mass. The residual of such a run is 1 + slack - stored, with
+-- slack = u + 2^-15 (2^-15 for the rounding of the softmax itself); 0 for float32 maps.
+--
 -- headdb.scores fills in four placeholders (each a word in braces): `sieve` names a relation
 -- (role, run_id, sentence_id, query_pos, key_pos) with the roles' token-level sieves, one row
 -- per (query, key) pair of a role, role = 0 .. R-1; `edges` names the stored edges to score
@@ -30,9 +36,12 @@
 WITH sieve AS (
     SELECT role, run_id, sentence_id, query_pos, key_pos FROM {sieve}
 ),
--- how far below the model's a stored weight may lie, per run (0 for float32 weights)
+-- how far below the model's a stored weight may lie, per run (0 for float32 weights), and how
+-- far over 1 a row of the model's map may sum (0 for float32 maps)
 steps AS (
-    SELECT run_id, CASE WHEN weight_bits = 16 THEN 1.0 / 65535 + 1.0 / 16777216 ELSE 0.0 END AS step
+    SELECT run_id, CASE WHEN weight_bits = 16 THEN 1.0 / 65535 + 1.0 / 16777216 ELSE 0.0 END AS step,
+           CASE dtype WHEN 'bfloat16' THEN 1.0 / 256 + 1.0 / 32768
+                      WHEN 'float16' THEN 1.0 / 2048 + 1.0 / 32768 ELSE 0.0 END AS slack
     FROM runs
 ),
 -- |S_i| per role (0: the query does not take part in that role)
@@ -55,7 +64,7 @@ pairs AS (
 -- per stored attention row: residual, smallest stored weight, stored keys per role's sieve
 attn_rows AS (
     SELECT e.run_id, e.sentence_id, e.layer, e.head, e.query_pos,
-           greatest(0.0, 1.0 - sum(e.weight::DOUBLE)) AS residual,
+           1.0 - sum(e.weight::DOUBLE) AS residual,
            min(e.weight)::DOUBLE AS min_weight,
            coalesce(sum(p.counters), 0)::HUGEINT AS counters
     FROM {edges} AS e
@@ -73,7 +82,8 @@ masses AS (
 ),
 -- per stored attention row: the stored keys in each role's sieve (its counter field), and the run's step
 row_counts AS (
-    SELECT a.run_id, a.sentence_id, a.layer, a.head, a.query_pos, a.residual, a.min_weight, st.step,
+    SELECT a.run_id, a.sentence_id, a.layer, a.head, a.query_pos,
+           greatest(0.0, a.residual + st.slack) AS residual, a.min_weight, st.step,
            ((a.counters >> ({bits} * {r})::HUGEINT) & ((1::HUGEINT << {bits}) - 1))::INTEGER AS stored_{r},
     FROM attn_rows AS a
     JOIN steps AS st USING (run_id)
