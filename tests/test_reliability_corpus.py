@@ -7,6 +7,9 @@ Reader-level cases are fast; the few that need the model to see a token count ar
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import os
 import subprocess
 import sys
@@ -57,11 +60,24 @@ REFUSED = {
     "invalid UTF-8": ("bad.txt", b"fine line\nbad \xff\xfe line\n", 2, "invalid UTF-8"),
     "invalid UTF-8 in CoNLL-U": ("bad.conllu", GOOD.encode() + b"1\tw\xe9\tw\tX\tX\t_\t0\troot\t_\t_\n", 5,
                                  "invalid UTF-8"),
+    "Latin-1": ("latin1.conllu", GOOD.replace("world", "w\u00f6rld").encode("latin-1"), 1,
+                "invalid UTF-8 at byte 16 of the line; save the file as UTF-8"),
+    "UTF-16 with a byte-order mark": ("u16.conllu", GOOD.encode("utf-16"), 1, "the file is UTF-16 text"),
+    "UTF-16 big-endian, no mark": ("u16be.txt", "Hello world.\n".encode("utf-16-be"), 1,
+                                   "is it UTF-16 text without a byte-order mark? headdb reads UTF-8: "
+                                   "convert it first (iconv -f UTF-16BE"),
+    "UTF-16 little-endian, no mark": ("u16le.tsv", "a b\tc d\n".encode("utf-16-le"), 1, "(iconv -f UTF-16LE"),
+    "UTF-32": ("u32.txt", "Hello world.\n".encode("utf-32"), 1, "the file is UTF-32 text"),
+    "gzip-compressed": ("gz.conllu", gzip.compress(GOOD.encode()), None,
+                        "is a gzip-compressed file; headdb reads plain UTF-8 text: decompress it first (gunzip -k"),
+    "bzip2-compressed": ("bz.txt", bz2.compress(b"Hello world.\n"), None, "is a bzip2-compressed file"),
+    "xz-compressed": ("xz.tsv", lzma.compress(b"a\tb\n"), None, "is a xz-compressed file"),
     "NUL byte": ("nul.txt", b"one\ntw\x00o\n", 2, "NUL byte"),
     "NUL bytes only": ("zeros.txt", b"\x00" * 4096, 1, "NUL byte"),
     "conllu 9 columns": ("c9.conllu", GOOD + conllu_row(1, "A", 0, cols=9) + "\n", 5, "10 tab-separated columns"),
     "conllu 11 columns": ("c11.conllu", conllu_row(1, "A", 0, cols=11) + "\n", 1, "found 11"),
-    "conllu spaces not tabs": ("sp.conllu", "1 A a X X _ 0 root _ _\n", 1, "10 tab-separated columns"),
+    "conllu spaces not tabs": ("sp.conllu", "1 A a X X _ 0 root _ _\n", 1,
+                               "10 tab-separated columns, found 1 (the columns are separated by spaces, not tabs)"),
     "non-integer head": ("h.conllu", conllu_row(1, "A", "x") + "\n", 1, "head 'x'"),
     "negative head": ("hn.conllu", conllu_row(1, "A", 0) + "\n" + conllu_row(2, "B", -1) + "\n", 2, "head '-1'"),
     "signed head": ("hp.conllu", conllu_row(1, "A", "+0") + "\n", 1, "head '+0'"),
@@ -284,8 +300,9 @@ def table_counts(db: Path) -> dict[str, int]:
         con.close()
 
 
-CLI_REFUSED = ["invalid UTF-8 in CoNLL-U", "NUL byte", "conllu 9 columns", "non-integer head", "cycle",
-               "head outside the sentence", "tsv one column", "empty file", "too many words for SMALLINT"]
+CLI_REFUSED = ["invalid UTF-8 in CoNLL-U", "Latin-1", "UTF-16 with a byte-order mark", "gzip-compressed", "NUL byte",
+               "conllu 9 columns", "non-integer head", "cycle", "head outside the sentence", "tsv one column",
+               "empty file", "too many words for SMALLINT"]
 
 
 @pytest.mark.parametrize("case", CLI_REFUSED)
@@ -311,6 +328,12 @@ def test_cli_unknown_format(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "x.db").exists()  # refused before the database is even created
     code, _, err = run_cli(["ingest", tmp_path / "x.db", write(tmp_path, "c.dat", GOOD), "-q"], monkeypatch, capsys)
     assert code == 1 and "cannot infer the format" in err and err.count("\n") == 1
+    # a compressed corpus is named as one by its extension (it read "cannot infer the format from '.gz'")
+    gz = write(tmp_path, "c.conllu.gz", gzip.compress(GOOD.encode()))
+    code, _, err = run_cli(["ingest", tmp_path / "x.db", gz, "-q"], monkeypatch, capsys)
+    assert code == 1 and err == (f"error: {gz}: is a gzip-compressed file; headdb reads plain UTF-8 text: decompress "
+                                 "it first (gunzip -k c.conllu.gz) and ingest the file that gives\n")
+    assert not (tmp_path / "x.db").exists()
 
 
 # --- slow: sentences longer than the model's maximum, counted in the run summary --------------
