@@ -451,5 +451,11 @@ def validate(path: str | Path, fmt: str, pairs: bool = False) -> tuple[int, Read
     if n == 0:
         if pairs and stats.odd_sentence_dropped:
             raise CorpusError(f"the corpus holds one sentence, and {flag('pairs')} needs two", path)
+        if stats.too_long_lines:
+            many = stats.too_long_lines != 1
+            raise CorpusError("the corpus holds no sentences: "
+                              + (f"all {stats.too_long_lines} text lines are" if many else "its one text line is")
+                              + f" longer than {MAX_LINE_CHARS:,} characters, "
+                              "which no model takes (such lines are skipped)", path)
         raise CorpusError("the corpus holds no sentences", path)
     return n, stats

@@ -118,6 +118,10 @@ REFUSED = {
     "tsv one column": ("one.tsv", "first\tsecond\nonly one column\n", 2, "found one"),
     "tsv three columns": ("three.tsv", "a\tb\tc\n", 1, "found 3"),
     "tsv blank column": ("blankcol.tsv", "a b\t  \n", 1, "empty text column"),
+    "only over-long lines": ("long.txt", ("w " * (MAX_WORDS // 2 + 1) + "\n\n") * 2, None,
+                             "no sentences: all 2 text lines are longer than 32,000 characters"),
+    "one over-long TSV line": ("long.tsv", "w " * (MAX_WORDS // 2) + "\tw w\n", None,
+                               "no sentences: its one text line is longer than 32,000 characters"),
     "a line with no line end past the byte cap": ("nolf.txt", b"a" * (MAX_LINE_BYTES + 10), 1,
                                                   "is it a binary file"),
 }
