@@ -248,8 +248,9 @@ def _parse_conllu_block(path: str | Path, start: int, comments: list[str], rows:
     for number, line in rows:
         cols = line.split("\t")
         if len(cols) != 10:
-            spaces = " (the columns are separated by spaces, not tabs)" if len(cols) == 1 and len(line.split()) >= 10 \
-                else ""
+            parts = line.split()  # a word line with spaces for tabs, not a sentence of ten words
+            spaced = len(cols) == 1 and len(parts) == 10 and re.fullmatch(r"[0-9]+([-.][0-9]+)?", parts[0])
+            spaces = " (the columns are separated by spaces, not tabs)" if spaced else ""
             raise CorpusError(f"expected 10 tab-separated columns, found {len(cols)}{spaces}", path, number)
         wid = cols[0]
         if "-" in wid or "." in wid:

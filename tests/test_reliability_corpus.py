@@ -78,6 +78,8 @@ REFUSED = {
     "conllu 11 columns": ("c11.conllu", conllu_row(1, "A", 0, cols=11) + "\n", 1, "found 11"),
     "conllu spaces not tabs": ("sp.conllu", "1 A a X X _ 0 root _ _\n", 1,
                                "10 tab-separated columns, found 1 (the columns are separated by spaces, not tabs)"),
+    "text read as CoNLL-U": ("text.conllu", "The quick brown fox jumps over the lazy dog once more.\n", 1,
+                             "expected 10 tab-separated columns, found 1"),
     "non-integer head": ("h.conllu", conllu_row(1, "A", "x") + "\n", 1, "head 'x'"),
     "negative head": ("hn.conllu", conllu_row(1, "A", 0) + "\n" + conllu_row(2, "B", -1) + "\n", 2, "head '-1'"),
     "signed head": ("hp.conllu", conllu_row(1, "A", "+0") + "\n", 1, "head '+0'"),
@@ -151,6 +153,8 @@ def test_hostile_corpus_is_refused_with_path_and_line(tmp_path, case):
     with pytest.raises(CorpusError) as info:
         validate(path, fmt_of(path))
     err = info.value
+    if case == "text read as CoNLL-U":  # ten words of text are not ten columns with spaces for tabs
+        assert "spaces" not in str(err)
     assert err.path == str(path)
     assert err.line == line
     assert words in str(err)
