@@ -394,9 +394,9 @@ def report(db: DbLike, run: int | str | None = None, out: str | Path = "report",
 def _store_arg(db: DbLike) -> str:
     """The store as a command line names it: its path (quoted for a shell where needed), or DB
     for an open connection."""
-    import shlex
+    from headdb.errors import shell_word
 
-    return shlex.quote(str(db)) if isinstance(db, (str, Path)) else "DB"
+    return shell_word(db) if isinstance(db, (str, Path)) else "DB"
 
 
 def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, staging: Path, *,
