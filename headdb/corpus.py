@@ -365,7 +365,11 @@ def _raw_records(path: str | Path, columns: int, stats: ReadStats) -> Iterator[t
             if len(fields) < 2:
                 raise CorpusError("expected two tab-separated text columns, found one", path, number)
             if len(fields) > 2:
-                raise CorpusError(f"expected two tab-separated text columns, found {len(fields)}", path, number)
+                empty = sum(map(is_blank, fields))
+                why = "" if not empty else (
+                    f" ({empty} of them empty: a tab at the end of the line, or two tabs in a row?)" if empty > 1
+                    else " (one of them empty: a tab at the end of the line, or two tabs in a row?)")
+                raise CorpusError(f"expected two tab-separated text columns, found {len(fields)}{why}", path, number)
             if is_blank(fields[0]) or is_blank(fields[1]):
                 raise CorpusError("a TSV pair has an empty text column", path, number)
         if sum(len(f) for f in fields) > MAX_LINE_CHARS:
