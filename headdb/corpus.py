@@ -116,6 +116,17 @@ _OTHER_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
                (b"\xfe\xff", "UTF-16"))
 
 
+def _is_text(raw: bytes) -> bool:
+    """True for bytes that could be a line of a UTF-8 text file: no NUL, valid UTF-8."""
+    if b"\x00" in raw:
+        return False
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _compressed_message(kind: str, unpack: str, path: str | Path) -> str:
     return (f"is a {kind}-compressed file; headdb reads plain UTF-8 text: decompress it first "
             f"({unpack} {Path(path).name}) and ingest the file that gives")
@@ -180,7 +191,7 @@ def _lines(path: str | Path) -> Iterator[tuple[int, str]]:
             number += 1
             if number == 1:  # a compressed file, or text in UTF-16: say so, not "binary" or "invalid UTF-8"
                 for magic, _, kind, unpack in _COMPRESSED:
-                    if raw.startswith(magic):
+                    if raw.startswith(magic) and not _is_text(raw):  # a text may start "BZh" or "PK"
                         raise CorpusError(_compressed_message(kind, unpack, p), p)
                 if (other := _not_utf8_message(raw)) is not None:
                     raise CorpusError(other, p, number)

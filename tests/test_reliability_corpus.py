@@ -208,6 +208,14 @@ def forms(path: Path, fmt: str, pairs: bool = False) -> list[list[str]]:
     return [[w.form for seg in s.segments for w in seg.words] for s in read_corpus(path, fmt, pairs, None)]
 
 
+@pytest.mark.parametrize("first", ["BZh is how the line starts\n", "PK\x03\x04 and the rest\n"])
+def test_a_text_that_starts_like_a_compressed_files_magic_is_text(tmp_path, first):
+    """Only bytes that are no UTF-8 text are taken for a compressed file: a line that starts with
+    "BZh" (bzip2's mark) or "PK" (zip's) is read."""
+    path = write(tmp_path, "t.txt", first + "Second line.\n")
+    assert validate(path, "text")[0] == 2
+
+
 def test_bom_is_dropped(tmp_path):
     for name, data in (("bom.txt", "\ufeffHello there\n"), ("bom.conllu", "\ufeff" + GOOD),
                        ("bom.tsv", "\ufeffa b\tc d\n")):
