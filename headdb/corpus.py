@@ -318,7 +318,9 @@ def _parse_conllu_block(path: str | Path, start: int, comments: list[str], rows:
 
 
 def _opt(value: str) -> str | None:
-    return None if value == "_" else value
+    """A column's value, None where it has none: CoNLL-U's `_`, or an empty column as some tools
+    write it (stored as '', an empty DEPREL was a relation of its own beside `_`)."""
+    return None if value in ("_", "") else value
 
 
 def _check_tree(path: str | Path, heads: list[int | None], lines: list[int]) -> None:

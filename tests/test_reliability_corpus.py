@@ -282,6 +282,17 @@ def test_missing_text_falls_back_to_the_forms(tmp_path):
     assert s.segments[0].text == "Hello world"
 
 
+def test_empty_columns_read_as_underscores(tmp_path):
+    """An empty LEMMA, UPOS, XPOS or DEPREL column (a tool that leaves them empty, not `_`) has no
+    value, as `_` has: it was stored as '', and accuracy counted an empty DEPREL as a relation of
+    its own beside `_`."""
+    path = write(tmp_path, "empty.conllu", "1\tDogs\t\t\t\t_\t2\t\t_\t_\n2\tbark\tbark\tVERB\tVBP\t_\t0\troot\t\t\n\n")
+    (s,) = read_corpus(path, "conllu")
+    dogs, bark = s.segments[0].words
+    assert (dogs.lemma, dogs.upos, dogs.xpos, dogs.head, dogs.deprel) == (None, None, None, 1, None)
+    assert (bark.lemma, bark.upos, bark.xpos, bark.head, bark.deprel) == ("bark", "VERB", "VBP", None, "root")
+
+
 def test_multiword_ranges_and_empty_nodes_are_not_words(tmp_path):
     data = "\n".join([
         "# text = don't go",
