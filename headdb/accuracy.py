@@ -31,7 +31,7 @@ import pandas as pd
 
 from headdb.analysis import DbLike, open_db
 from headdb.db import memory_limit_mb
-from headdb.errors import InputError, option
+from headdb.errors import InputError, flag, option
 from headdb.resources import query
 from headdb.store import resolve_run, sentence_ranges
 
@@ -73,6 +73,31 @@ def _summed(parts: list[pd.DataFrame], keys: list[str]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True).groupby(keys, as_index=False, sort=False)[["n", "n_correct"]].sum()
 
 
+def why_no_dependency_edges(con, run_id: int) -> str | None:
+    """Why a run whose corpus has syntax has no dependency edge to score: it stored no sentence
+    (every one was longer than the model's maximum), or none of the sentences it stored has a head
+    word. None where the corpus itself has no syntax."""
+    stored, skipped, max_length, syntax = con.execute(
+        "SELECT count(*) FILTER (WHERE s.status <> 'skipped'), count(*) FILTER (WHERE s.status = 'skipped'), "
+        "(SELECT max_length FROM runs WHERE run_id = ?), "
+        "(SELECT count(*) > 0 FROM words w JOIN runs r ON r.corpus_id = w.corpus_id "
+        " WHERE r.run_id = ? AND w.head_word_pos IS NOT NULL) FROM run_sentences s WHERE s.run_id = ?",
+        [run_id, run_id, run_id]).fetchone()
+    if not syntax:
+        return None
+    if not stored:
+        return (f"run {run_id} stored no sentence, so it has no dependency edges to score: all {skipped} were "
+                f"longer than its maximum of {max_length} tokens and skipped (ingest with {flag('truncate')} to "
+                "keep them, cut to the maximum)")
+    return (f"run {run_id} has no dependency edges to score: no word of its {stored} stored "
+            f"sentence{'s' if stored != 1 else ''} has a head word among the stored tokens (its corpus has others)")
+
+
+def _no_dependency_edges(con, run_id: int) -> InputError:
+    return InputError(why_no_dependency_edges(con, run_id)
+                      or f"run {run_id} has no dependency edges to score (a corpus without syntax?)")
+
+
 def head_accuracy(db: DbLike, run: int | str | None = None,
                   progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
     """Accuracy of every head for every relation and direction, on each split.
@@ -94,9 +119,9 @@ def head_accuracy(db: DbLike, run: int | str | None = None,
                 parts = [_summed(parts, _COUNT_KEYS)]
             if progress is not None:
                 progress(done, len(pieces))
-    raw = _summed(parts, _COUNT_KEYS)
-    if raw.empty:
-        raise InputError(f"run {run_id} has no dependency edges to score (a corpus without syntax?)")
+        raw = _summed(parts, _COUNT_KEYS)
+        if raw.empty:
+            raise _no_dependency_edges(con, run_id)
     return _wide(raw, ["layer", "head", "relation", "direction"])
 
 
@@ -105,8 +130,8 @@ def offset_baselines(db: DbLike, run: int | str | None = None) -> pd.DataFrame:
     with open_db(db) as con:
         run_id = resolve_run(con, run, finished=True)
         raw = con.execute(_with_dependencies("analysis/offset_accuracy"), {"run": run_id, "offsets": list(OFFSETS)}).df()
-    if raw.empty:
-        raise InputError(f"run {run_id} has no dependency edges to score (a corpus without syntax?)")
+        if raw.empty:
+            raise _no_dependency_edges(con, run_id)
     return _wide(raw, ["offset", "relation", "direction"])
 
 

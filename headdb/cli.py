@@ -282,7 +282,7 @@ def _count(n: int, noun: str) -> str:
 def _ingest_interrupted(exc: KeyboardInterrupt, db: Path, new_run: bool = False) -> str:
     """What Ctrl-C left of an ingest: nothing, or a run to resume with what it has committed
     (a command with --new-run resumes it without that flag: with it, it starts another run)."""
-    from headdb.errors import IngestInterrupted
+    from headdb.errors import IngestInterrupted, shell_word
     from headdb.ingest import again
 
     if not isinstance(exc, IngestInterrupted):  # before the run was recorded
@@ -295,7 +295,7 @@ def _ingest_interrupted(exc: KeyboardInterrupt, db: Path, new_run: bool = False)
     else:
         kept = f"keeps its {_count(exc.kept, 'committed sentence')}"
     return (f"interrupted: {run} {kept}; {again(new_run)} to resume it "
-            f"(or delete it: `headdb drop {db} {exc.run_id} --yes`)")
+            f"(or delete it: `headdb drop {shell_word(db)} {exc.run_id} --yes`)")
 
 
 #: columns of `headdb runs`' table left out when every run has this value
@@ -323,7 +323,9 @@ def runs(db: Path = typer.Argument(..., help="Database file."), format: str = _F
         hidden = [c for c, v in _RUNS_DEFAULTS.items() if len(df) and (df[c].isna() if v is None else df[c] == v).all()]
         df = df.drop(columns=hidden)
     if not len(df) and format == "table":
-        typer.echo(f"{db} has no runs yet: `headdb ingest {db} CORPUS` stores one", err=True)
+        from headdb.errors import shell_word
+
+        typer.echo(f"{db} has no runs yet: `headdb ingest {shell_word(db)} CORPUS` stores one", err=True)
         return
     _print_df(df, format)
     if hidden:

@@ -106,6 +106,47 @@ def check_file(path: str | Path) -> None:
                          "save it to a file first (e.g. `cat ... > corpus.conllu`)", p)
 
 
+#: The first bytes of the compressed files a corpus may come in, and how to unpack each.
+_COMPRESSED = ((b"\x1f\x8b", ".gz", "gzip", "gunzip -k"), (b"BZh", ".bz2", "bzip2", "bunzip2 -k"),
+               (b"\xfd7zXZ\x00", ".xz", "xz", "unxz -k"), (b"\x28\xb5\x2f\xfd", ".zst", "zstd", "unzstd"),
+               (b"PK\x03\x04", ".zip", "zip", "unzip"))
+#: Byte-order marks of the UTF encodings that are not UTF-8 (UTF-32's first: FF FE 00 00 starts
+#: with UTF-16 LE's mark).
+_OTHER_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
+               (b"\xfe\xff", "UTF-16"))
+
+
+def _is_text(raw: bytes) -> bool:
+    """True for bytes that could be a line of a UTF-8 text file: no NUL, valid UTF-8."""
+    if b"\x00" in raw:
+        return False
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _compressed_message(kind: str, unpack: str, path: str | Path) -> str:
+    return (f"is a {kind}-compressed file; headdb reads plain UTF-8 text: decompress it first "
+            f"({unpack} {Path(path).name}) and ingest the file that gives")
+
+
+def _not_utf8_message(first: bytes) -> str | None:
+    """What the first line of a corpus says it is, where it is text in another UTF encoding."""
+    for bom, name in _OTHER_BOMS:
+        if first.startswith(bom):
+            return (f"the file is {name} text (it starts with a {name} byte-order mark); headdb reads UTF-8: "
+                    f"convert it first (iconv -f {name} -t UTF-8)")
+    body = first.rstrip(b"\r\n\x00")
+    if len(body) >= 4 and body.count(0) * 3 >= len(body):  # ASCII in UTF-16: every other byte is NUL
+        even, odd = body[0::2].count(0), body[1::2].count(0)
+        if not (even and odd):
+            return ("NUL bytes between the characters: is it UTF-16 text without a byte-order mark? headdb reads "
+                    f"UTF-8: convert it first (iconv -f UTF-16{'BE' if even else 'LE'} -t UTF-8)")
+    return None
+
+
 def infer_format(path: str | Path, fmt: str | None = None) -> str:
     if fmt is not None:
         fmt = fmt.lower()
@@ -113,6 +154,9 @@ def infer_format(path: str | Path, fmt: str | None = None) -> str:
             raise InputError(f"unknown format {fmt!r}; expected one of: {', '.join(FORMATS)}")
         return fmt
     suffix = Path(path).suffix.lower()
+    for _, ext, kind, unpack in _COMPRESSED:
+        if suffix == ext:
+            raise InputError(_compressed_message(kind, unpack, path), path)
     if suffix not in _EXTENSIONS:
         raise InputError(
             f"cannot infer the format from the extension {suffix or '(none)'!r}; "
@@ -145,6 +189,12 @@ def _lines(path: str | Path) -> Iterator[tuple[int, str]]:
             if not raw:
                 break
             number += 1
+            if number == 1:  # a compressed file, or text in UTF-16: say so, not "binary" or "invalid UTF-8"
+                for magic, _, kind, unpack in _COMPRESSED:
+                    if raw.startswith(magic) and not _is_text(raw):  # a text may start "BZh" or "PK"
+                        raise CorpusError(_compressed_message(kind, unpack, p), p)
+                if (other := _not_utf8_message(raw)) is not None:
+                    raise CorpusError(other, p, number)
             if len(raw) > MAX_LINE_BYTES:
                 raise CorpusError(f"line longer than {MAX_LINE_BYTES >> 20} MiB; is it a binary file?", p, number)
             if raw.startswith(b"\xef\xbb\xbf"):  # the file's start, or that of files joined with cat
@@ -154,7 +204,8 @@ def _lines(path: str | Path) -> Iterator[tuple[int, str]]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise CorpusError(f"invalid UTF-8 at byte {exc.start} of the line", p, number) from None
+                raise CorpusError(f"invalid UTF-8 at byte {exc.start} of the line; save the file as UTF-8 (from "
+                                  "Latin-1 or Windows-1252: iconv -f cp1252 -t UTF-8)", p, number) from None
             text = text.rstrip("\r\n")
             if "\r" in text:  # Python would split there, and an editor shows a line end
                 raise CorpusError("a carriage return (CR) inside the line: are its line ends the old Mac "
@@ -208,7 +259,10 @@ def _parse_conllu_block(path: str | Path, start: int, comments: list[str], rows:
     for number, line in rows:
         cols = line.split("\t")
         if len(cols) != 10:
-            raise CorpusError(f"expected 10 tab-separated columns, found {len(cols)}", path, number)
+            parts = line.split()  # a word line with spaces for tabs, not a sentence of ten words
+            spaced = len(cols) == 1 and len(parts) == 10 and re.fullmatch(r"[0-9]+([-.][0-9]+)?", parts[0])
+            spaces = " (the columns are separated by spaces, not tabs)" if spaced else ""
+            raise CorpusError(f"expected 10 tab-separated columns, found {len(cols)}{spaces}", path, number)
         wid = cols[0]
         if "-" in wid or "." in wid:
             m = _RANGE.fullmatch(wid)
@@ -247,7 +301,8 @@ def _parse_conllu_block(path: str | Path, start: int, comments: list[str], rows:
     if n > MAX_WORDS:
         raise CorpusError(f"sentence has {n} words; headdb stores at most {MAX_WORDS} per input", path, start)
     if range_end > n:
-        raise CorpusError(f"multiword range ends at word {range_end}, beyond the sentence's {n} words", path,
+        raise CorpusError(f"multiword range ends at word {range_end}, beyond the sentence's {n} "
+                          f"word{'s' if n != 1 else ''}", path,
                           range_line)
     resolved: list[int | None] = []
     for number, head in heads:
@@ -263,7 +318,9 @@ def _parse_conllu_block(path: str | Path, start: int, comments: list[str], rows:
 
 
 def _opt(value: str) -> str | None:
-    return None if value == "_" else value
+    """A column's value, None where it has none: CoNLL-U's `_`, or an empty column as some tools
+    write it (stored as '', an empty DEPREL was a relation of its own beside `_`)."""
+    return None if value in ("_", "") else value
 
 
 def _check_tree(path: str | Path, heads: list[int | None], lines: list[int]) -> None:
@@ -321,7 +378,11 @@ def _raw_records(path: str | Path, columns: int, stats: ReadStats) -> Iterator[t
             if len(fields) < 2:
                 raise CorpusError("expected two tab-separated text columns, found one", path, number)
             if len(fields) > 2:
-                raise CorpusError(f"expected two tab-separated text columns, found {len(fields)}", path, number)
+                empty = sum(map(is_blank, fields))
+                why = "" if not empty else (
+                    f" ({empty} of them empty: a tab at the end of the line, or two tabs in a row?)" if empty > 1
+                    else " (one of them empty: a tab at the end of the line, or two tabs in a row?)")
+                raise CorpusError(f"expected two tab-separated text columns, found {len(fields)}{why}", path, number)
             if is_blank(fields[0]) or is_blank(fields[1]):
                 raise CorpusError("a TSV pair has an empty text column", path, number)
         if sum(len(f) for f in fields) > MAX_LINE_CHARS:
@@ -407,5 +468,11 @@ def validate(path: str | Path, fmt: str, pairs: bool = False) -> tuple[int, Read
     if n == 0:
         if pairs and stats.odd_sentence_dropped:
             raise CorpusError(f"the corpus holds one sentence, and {flag('pairs')} needs two", path)
+        if stats.too_long_lines:
+            many = stats.too_long_lines != 1
+            raise CorpusError("the corpus holds no sentences: "
+                              + (f"all {stats.too_long_lines} text lines are" if many else "its one text line is")
+                              + f" longer than {MAX_LINE_CHARS:,} characters, "
+                              "which no model takes (such lines are skipped)", path)
         raise CorpusError("the corpus holds no sentences", path)
     return n, stats

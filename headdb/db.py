@@ -13,7 +13,7 @@ from typing import Any
 
 import duckdb
 
-from headdb.errors import DatabaseError, DatabaseLockedError
+from headdb.errors import DatabaseError, DatabaseLockedError, shell_word
 from headdb.resources import migrations_dir
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -113,7 +113,7 @@ def _open(path: str | Path, read_only: bool, config: dict[str, Any] | None = Non
     path = str(path)
     _check_file_path(path)
     if read_only and path != ":memory:" and not Path(path).exists():
-        raise DatabaseError(f"{path}: no such database (create it with `headdb init {path}`)")
+        raise DatabaseError(f"{path}: no such database (create it with `headdb init {shell_word(path)}`)")
     _check_duckdb_file(path)
     try:
         con = duckdb.connect(path, read_only=read_only, config=config or {})
@@ -249,7 +249,7 @@ def connect(path: str | Path, read_only: bool = False, *, migrate_schema: bool =
     """
     if existing and str(path) != ":memory:" and not Path(path).exists():
         _check_file_path(str(path))  # a missing folder is named as such: `headdb init` could not create it
-        raise DatabaseError(f"{path}: no such database (create it with `headdb init {path}`)")
+        raise DatabaseError(f"{path}: no such database (create it with `headdb init {shell_word(path)}`)")
     con = _open(path, read_only, config)
     if read_only or existing:
         try:
@@ -274,10 +274,10 @@ def _require_current(con: duckdb.DuckDBPyConnection, path: str | Path) -> None:
     version = _applied_version(con, path) or 0
     latest = len(list_migrations())
     if version == 0:
-        raise DatabaseError(f"{path}: not a headdb database (run `headdb init {path}`)")
+        raise DatabaseError(f"{path}: not a headdb database (run `headdb init {shell_word(path)}`)")
     if version < latest:
         raise DatabaseError(f"{path}: schema version {version} is older than {latest}; "
-                            f"upgrade it with `headdb init {path}`")
+                            f"upgrade it with `headdb init {shell_word(path)}`")
     if version > latest:
         raise DatabaseError(f"{path}: {_newer_schema(version, latest)}")
 

@@ -10,6 +10,14 @@ from pathlib import Path
 CLI_NAMES: contextvars.ContextVar[bool] = contextvars.ContextVar("headdb_cli_names", default=False)
 
 
+def shell_word(path: str | Path) -> str:
+    """A path as a command that headdb suggests names it: quoted for a shell where it needs it
+    (a store called ``my store.db``), so that the command can be pasted as it is printed."""
+    import shlex
+
+    return shlex.quote(str(path))
+
+
 def option(name: str) -> str:
     """How an error message names the option whose Python parameter is ``name``: ``--top-k``
     under the CLI, ``top_k`` from Python."""

@@ -298,18 +298,24 @@ ACCURACY_MD_RELATIONS = 6
 def _accuracy_table(con, run_id: int, wanted: bool | None,
                     progress: Callable[[int, int], None] | None = None) -> pd.DataFrame | None:
     """The syntactic head accuracy of the run (headdb.accuracy), or None: ``wanted`` None means
-    when the run's corpus has dependency relations, True always (an error without them).
+    when the sentences the run stored have dependency relations, True always (an error without them).
     ``progress`` is accuracy's (:func:`headdb.accuracy.head_accuracy`)."""
     from headdb.accuracy import accuracy as syntactic_accuracy
 
     if wanted is False:
         return None
+    # the words of the sentences the run stored: a run that skipped every sentence as over-long, or
+    # whose --limit kept only sentences of one word, has none to judge in a corpus with syntax
     has_syntax = con.execute(
         "SELECT count(*) > 0 FROM words w JOIN runs r ON r.corpus_id = w.corpus_id "
-        "WHERE r.run_id = ? AND w.head_word_pos IS NOT NULL", [run_id]).fetchone()[0]
+        "JOIN run_sentences s ON s.run_id = r.run_id AND s.sentence_id = w.sentence_id "
+        "WHERE r.run_id = ? AND s.status <> 'skipped' AND w.head_word_pos IS NOT NULL", [run_id]).fetchone()[0]
     if not has_syntax:
         if wanted:
-            raise InputError(f"run {run_id} has no dependency relations, so no syntactic head accuracy "
+            from headdb.accuracy import why_no_dependency_edges
+
+            raise InputError(why_no_dependency_edges(con, run_id)
+                             or f"run {run_id} has no dependency relations, so no syntactic head accuracy "
                              "(no word of its corpus has a head word: a CoNLL-U file whose HEAD column is `_`, "
                              "or sentences of one word; text and TSV pairs are parsed by spaCy)")
         return None
@@ -343,8 +349,8 @@ def report(db: DbLike, run: int | str | None = None, out: str | Path = "report",
 
     With ``compare=RUN_B`` the report adds the comparison of RUN_B against ``run`` (difference
     heatmaps, roles gained and lost, per-layer profile). ``accuracy`` adds the syntactic head
-    accuracy (Clark et al. 2019, :func:`headdb.accuracy.accuracy`): by default when the run's
-    corpus has dependency relations; ``progress(done, total)`` counts its ranges of sentences
+    accuracy (Clark et al. 2019, :func:`headdb.accuracy.accuracy`): by default when the
+    sentences the run stored have dependency relations; ``progress(done, total)`` counts its ranges of sentences
     (:func:`headdb.accuracy.head_accuracy`). Returns the paths and the markdown summary.
 
     The figures are drawn into a folder of their own and take the place of ``figures/``'s PNG
@@ -393,9 +399,9 @@ def report(db: DbLike, run: int | str | None = None, out: str | Path = "report",
 def _store_arg(db: DbLike) -> str:
     """The store as a command line names it: its path (quoted for a shell where needed), or DB
     for an open connection."""
-    import shlex
+    from headdb.errors import shell_word
 
-    return shlex.quote(str(db)) if isinstance(db, (str, Path)) else "DB"
+    return shell_word(db) if isinstance(db, (str, Path)) else "DB"
 
 
 def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, staging: Path, *,

@@ -155,6 +155,42 @@ def test_report_has_the_accuracy_section(store, tmp_path):
     assert "TSV carry none" not in str(refused.value)
 
 
+def test_a_run_that_stored_no_sentence_with_syntax_says_so_and_its_report_leaves_accuracy_out(store, tmp_path,
+                                                                                             monkeypatch, capsys):
+    """A corpus with syntax whose run stored none of it (every sentence skipped as longer than
+    the maximum, as long documents are without --truncate) is no "corpus without syntax": accuracy
+    says what the run skipped, and a report leaves the accuracy out, as for a corpus without
+    syntax (it failed with `no dependency edges to score (a corpus without syntax?)`)."""
+    import shutil
+
+    from handmade_store import add_classification
+    from headdb.db import connect
+    from headdb.errors import InputError
+
+    db = tmp_path / "a.db"
+    shutil.copy(store, db)
+    con = connect(db)
+    add_classification(con, 1, ["local"], {}, 1, 2)
+    con.close()
+    for sql in ("DELETE FROM edge_store WHERE run_id = 1", "DELETE FROM tokens WHERE run_id = 1",
+                "UPDATE run_sentences SET status = 'skipped' WHERE run_id = 1", "UPDATE runs SET max_length = 8"):
+        headdb.sql(db, sql, write=True)
+    n = int(headdb.sql(db, "SELECT count(*) FROM run_sentences WHERE run_id = 1").iloc[0, 0])
+    with pytest.raises(InputError, match=rf"^run 1 stored no sentence, so it has no dependency edges to score: "
+                                         rf"all {n} were longer than its maximum of 8 tokens and skipped "
+                                         r"\(ingest with truncate=True"):
+        headdb.accuracy(db)
+    assert "Syntactic" not in headdb.report(db, out=tmp_path / "rep").markdown
+    code, _, err = run_main(capsys, monkeypatch, "report", db, "--out", tmp_path / "rep2", "--accuracy")
+    assert code == 1 and err == (f"error: run 1 stored no sentence, so it has no dependency edges to score: all {n} "
+                                 "were longer than its maximum of 8 tokens and skipped (ingest with --truncate to "
+                                 "keep them, cut to the maximum)\n")
+    # stored sentences whose words have no head word, in a corpus that has others
+    headdb.sql(db, "UPDATE run_sentences SET status = 'ok' WHERE run_id = 1", write=True)
+    with pytest.raises(InputError, match=rf"no word of its {n} stored sentences has a head word"):
+        headdb.accuracy(db)
+
+
 # ---- a large run is judged in ranges of sentences, whose counts add up -------------------------
 
 RANDOM_RELATIONS = ["nsubj", "obj", "dobj", "det", "obl:tmod", "amod"]

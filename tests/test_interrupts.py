@@ -142,6 +142,24 @@ def test_an_interrupted_ingest_says_what_it_kept_and_how_to_resume(tmp_path, mon
     assert (code, err) == (130, said.replace("DB", str(db)) + "\n")
 
 
+def test_commands_suggested_for_a_store_path_with_spaces_can_be_pasted(tmp_path, monkeypatch, capsys):
+    """A store called `my store.db`: the commands headdb suggests quote it for the shell, as the
+    report's accuracy command did (`headdb drop my store.db 3 --yes` was a usage error)."""
+    def interrupt(*args, **kwargs):
+        raise IngestInterrupted(3, "ewt", 0)
+
+    db = tmp_path / "my store.db"
+    quoted = f"'{db}'"
+    code, _, err = run_cli(["runs", db], monkeypatch, capsys)
+    assert code == 1 and err == f"error: {db}: no such database (create it with `headdb init {quoted}`)\n"
+    assert run_cli(["init", db], monkeypatch, capsys)[0] == 0
+    code, _, err = run_cli(["runs", db], monkeypatch, capsys)
+    assert code == 0 and err == f"{db} has no runs yet: `headdb ingest {quoted} CORPUS` stores one\n"
+    monkeypatch.setattr(ingest_module, "ingest", interrupt)
+    code, _, err = run_cli(["ingest", db], monkeypatch, capsys)
+    assert code == 130 and err.endswith(f"(or delete it: `headdb drop {quoted} 3 --yes`)\n"), err
+
+
 def test_an_interrupted_new_run_is_resumed_without_new_run(tmp_path, monkeypatch, capsys):
     """After an interrupted `ingest --new-run`, "run the same command again" started yet another
     run and left the interrupted one behind; without --new-run the same command resumes it."""

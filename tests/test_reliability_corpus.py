@@ -7,6 +7,9 @@ Reader-level cases are fast; the few that need the model to see a token count ar
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import os
 import subprocess
 import sys
@@ -57,11 +60,26 @@ REFUSED = {
     "invalid UTF-8": ("bad.txt", b"fine line\nbad \xff\xfe line\n", 2, "invalid UTF-8"),
     "invalid UTF-8 in CoNLL-U": ("bad.conllu", GOOD.encode() + b"1\tw\xe9\tw\tX\tX\t_\t0\troot\t_\t_\n", 5,
                                  "invalid UTF-8"),
+    "Latin-1": ("latin1.conllu", GOOD.replace("world", "w\u00f6rld").encode("latin-1"), 1,
+                "invalid UTF-8 at byte 16 of the line; save the file as UTF-8"),
+    "UTF-16 with a byte-order mark": ("u16.conllu", GOOD.encode("utf-16"), 1, "the file is UTF-16 text"),
+    "UTF-16 big-endian, no mark": ("u16be.txt", "Hello world.\n".encode("utf-16-be"), 1,
+                                   "is it UTF-16 text without a byte-order mark? headdb reads UTF-8: "
+                                   "convert it first (iconv -f UTF-16BE"),
+    "UTF-16 little-endian, no mark": ("u16le.tsv", "a b\tc d\n".encode("utf-16-le"), 1, "(iconv -f UTF-16LE"),
+    "UTF-32": ("u32.txt", "Hello world.\n".encode("utf-32"), 1, "the file is UTF-32 text"),
+    "gzip-compressed": ("gz.conllu", gzip.compress(GOOD.encode()), None,
+                        "is a gzip-compressed file; headdb reads plain UTF-8 text: decompress it first (gunzip -k"),
+    "bzip2-compressed": ("bz.txt", bz2.compress(b"Hello world.\n"), None, "is a bzip2-compressed file"),
+    "xz-compressed": ("xz.tsv", lzma.compress(b"a\tb\n"), None, "is a xz-compressed file"),
     "NUL byte": ("nul.txt", b"one\ntw\x00o\n", 2, "NUL byte"),
     "NUL bytes only": ("zeros.txt", b"\x00" * 4096, 1, "NUL byte"),
     "conllu 9 columns": ("c9.conllu", GOOD + conllu_row(1, "A", 0, cols=9) + "\n", 5, "10 tab-separated columns"),
     "conllu 11 columns": ("c11.conllu", conllu_row(1, "A", 0, cols=11) + "\n", 1, "found 11"),
-    "conllu spaces not tabs": ("sp.conllu", "1 A a X X _ 0 root _ _\n", 1, "10 tab-separated columns"),
+    "conllu spaces not tabs": ("sp.conllu", "1 A a X X _ 0 root _ _\n", 1,
+                               "10 tab-separated columns, found 1 (the columns are separated by spaces, not tabs)"),
+    "text read as CoNLL-U": ("text.conllu", "The quick brown fox jumps over the lazy dog once more.\n", 1,
+                             "expected 10 tab-separated columns, found 1"),
     "non-integer head": ("h.conllu", conllu_row(1, "A", "x") + "\n", 1, "head 'x'"),
     "negative head": ("hn.conllu", conllu_row(1, "A", 0) + "\n" + conllu_row(2, "B", -1) + "\n", 2, "head '-1'"),
     "signed head": ("hp.conllu", conllu_row(1, "A", "+0") + "\n", 1, "head '+0'"),
@@ -101,7 +119,14 @@ REFUSED = {
                                     f"at most {MAX_WORDS}"),
     "tsv one column": ("one.tsv", "first\tsecond\nonly one column\n", 2, "found one"),
     "tsv three columns": ("three.tsv", "a\tb\tc\n", 1, "found 3"),
+    "tsv trailing tab": ("trail.tsv", "a b\tc d\n" * 2 + "a b\tc d\t\r\n", 3,
+                         "found 3 (one of them empty: a tab at the end of the line, or two tabs in a row?)"),
+    "tsv two tabs in a row": ("twotabs.tsv", "a b\t\tc d\t \n", 1, "found 4 (2 of them empty"),
     "tsv blank column": ("blankcol.tsv", "a b\t  \n", 1, "empty text column"),
+    "only over-long lines": ("long.txt", ("w " * (MAX_WORDS // 2 + 1) + "\n\n") * 2, None,
+                             "no sentences: all 2 text lines are longer than 32,000 characters"),
+    "one over-long TSV line": ("long.tsv", "w " * (MAX_WORDS // 2) + "\tw w\n", None,
+                               "no sentences: its one text line is longer than 32,000 characters"),
     "a line with no line end past the byte cap": ("nolf.txt", b"a" * (MAX_LINE_BYTES + 10), 1,
                                                   "is it a binary file"),
 }
@@ -131,6 +156,8 @@ def test_hostile_corpus_is_refused_with_path_and_line(tmp_path, case):
     with pytest.raises(CorpusError) as info:
         validate(path, fmt_of(path))
     err = info.value
+    if case == "text read as CoNLL-U":  # ten words of text are not ten columns with spaces for tabs
+        assert "spaces" not in str(err)
     assert err.path == str(path)
     assert err.line == line
     assert words in str(err)
@@ -179,6 +206,14 @@ def test_unreadable_file(tmp_path):
 
 def forms(path: Path, fmt: str, pairs: bool = False) -> list[list[str]]:
     return [[w.form for seg in s.segments for w in seg.words] for s in read_corpus(path, fmt, pairs, None)]
+
+
+@pytest.mark.parametrize("first", ["BZh is how the line starts\n", "PK\x03\x04 and the rest\n"])
+def test_a_text_that_starts_like_a_compressed_files_magic_is_text(tmp_path, first):
+    """Only bytes that are no UTF-8 text are taken for a compressed file: a line that starts with
+    "BZh" (bzip2's mark) or "PK" (zip's) is read."""
+    path = write(tmp_path, "t.txt", first + "Second line.\n")
+    assert validate(path, "text")[0] == 2
 
 
 def test_bom_is_dropped(tmp_path):
@@ -247,6 +282,17 @@ def test_missing_text_falls_back_to_the_forms(tmp_path):
     assert s.segments[0].text == "Hello world"
 
 
+def test_empty_columns_read_as_underscores(tmp_path):
+    """An empty LEMMA, UPOS, XPOS or DEPREL column (a tool that leaves them empty, not `_`) has no
+    value, as `_` has: it was stored as '', and accuracy counted an empty DEPREL as a relation of
+    its own beside `_`."""
+    path = write(tmp_path, "empty.conllu", "1\tDogs\t\t\t\t_\t2\t\t_\t_\n2\tbark\tbark\tVERB\tVBP\t_\t0\troot\t\t\n\n")
+    (s,) = read_corpus(path, "conllu")
+    dogs, bark = s.segments[0].words
+    assert (dogs.lemma, dogs.upos, dogs.xpos, dogs.head, dogs.deprel) == (None, None, None, 1, None)
+    assert (bark.lemma, bark.upos, bark.xpos, bark.head, bark.deprel) == ("bark", "VERB", "VBP", None, "root")
+
+
 def test_multiword_ranges_and_empty_nodes_are_not_words(tmp_path):
     data = "\n".join([
         "# text = don't go",
@@ -284,8 +330,9 @@ def table_counts(db: Path) -> dict[str, int]:
         con.close()
 
 
-CLI_REFUSED = ["invalid UTF-8 in CoNLL-U", "NUL byte", "conllu 9 columns", "non-integer head", "cycle",
-               "head outside the sentence", "tsv one column", "empty file", "too many words for SMALLINT"]
+CLI_REFUSED = ["invalid UTF-8 in CoNLL-U", "Latin-1", "UTF-16 with a byte-order mark", "gzip-compressed", "NUL byte",
+               "conllu 9 columns", "non-integer head", "cycle", "head outside the sentence", "tsv one column",
+               "empty file", "too many words for SMALLINT"]
 
 
 @pytest.mark.parametrize("case", CLI_REFUSED)
@@ -315,6 +362,12 @@ def test_cli_unknown_format(tmp_path, monkeypatch, capsys):
     code, _, err = run_cli(["ingest", tmp_path / "x.db", write(tmp_path, "c.txt", "A text.\n"), "--pairs", "-q"],
                            monkeypatch, capsys)
     assert code == 1 and "--pairs applies to CoNLL-U; pairs of raw text are a TSV file (.tsv or --format tsv)" in err
+    # a compressed corpus is named as one by its extension (it read "cannot infer the format from '.gz'")
+    gz = write(tmp_path, "c.conllu.gz", gzip.compress(GOOD.encode()))
+    code, _, err = run_cli(["ingest", tmp_path / "x.db", gz, "-q"], monkeypatch, capsys)
+    assert code == 1 and err == (f"error: {gz}: is a gzip-compressed file; headdb reads plain UTF-8 text: decompress "
+                                 "it first (gunzip -k c.conllu.gz) and ingest the file that gives\n")
+    assert not (tmp_path / "x.db").exists()
 
 
 # --- slow: sentences longer than the model's maximum, counted in the run summary --------------
