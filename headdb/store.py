@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from headdb.corpus import Sentence
 from headdb.db import connect, registered, transaction
-from headdb.errors import DatabaseError, InputError
+from headdb.errors import DatabaseError, InputError, shell_word
 from headdb.sparsify import BatchEdges, SentenceEdges
 
 #: the edge columns handed to DuckDB; run_id, the same for every row, is a constant of the INSERT
@@ -313,7 +313,7 @@ def _resolve_run(con: duckdb.DuckDBPyConnection, run: int | str | None) -> int:
         row = _by_name(con, run)
     if row is None:
         where = store_name(con)
-        raise DatabaseError(f"no run {run!r} in {where} (see `headdb runs {where}`)")
+        raise DatabaseError(f"no run {run!r} in {where} (see `headdb runs {shell_word(where)}`)")
     return int(row[0])
 
 

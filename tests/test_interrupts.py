@@ -155,6 +155,8 @@ def test_commands_suggested_for_a_store_path_with_spaces_can_be_pasted(tmp_path,
     assert run_cli(["init", db], monkeypatch, capsys)[0] == 0
     code, _, err = run_cli(["runs", db], monkeypatch, capsys)
     assert code == 0 and err == f"{db} has no runs yet: `headdb ingest {quoted} CORPUS` stores one\n"
+    code, _, err = run_cli(["summary", db, "--run", "7"], monkeypatch, capsys)
+    assert code == 1 and err.endswith(f"(see `headdb runs {quoted}`)\n"), err
     monkeypatch.setattr(ingest_module, "ingest", interrupt)
     code, _, err = run_cli(["ingest", db], monkeypatch, capsys)
     assert code == 130 and err.endswith(f"(or delete it: `headdb drop {quoted} 3 --yes`)\n"), err
