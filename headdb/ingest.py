@@ -260,6 +260,9 @@ def ingest(
     corpus_path = Path(corpus) if corpus is not None else sample_corpus()
     check_file(corpus_path)
     fmt = infer_format(corpus_path, format)
+    if fmt == "conllu" and parser is not None:  # it was ignored: the gold syntax was stored all the same
+        raise InputError(f"{option('parser')} parses raw text (text and TSV corpora); a CoNLL-U corpus brings its "
+                         "own syntax, which is stored as it is", corpus_path)
     check_writable(db)  # a locked database fails before the corpus is read and the model loaded
     # 1. read the whole corpus once before anything is written: bad input fails here
     n_total, stats = validate(corpus_path, fmt, pairs)

@@ -20,6 +20,7 @@ import pytest
 
 from headdb.corpus import MAX_LINE_BYTES, MAX_WORDS, read_corpus, validate
 from headdb.errors import CorpusError, InputError
+from headdb.ingest import ingest
 from cli_helpers import run_cli
 
 HEADDB = str(Path(sys.executable).with_name("headdb"))
@@ -362,6 +363,14 @@ def test_cli_unknown_format(tmp_path, monkeypatch, capsys):
     code, _, err = run_cli(["ingest", tmp_path / "x.db", write(tmp_path, "c.txt", "A text.\n"), "--pairs", "-q"],
                            monkeypatch, capsys)
     assert code == 1 and "--pairs applies to CoNLL-U; pairs of raw text are a TSV file (.tsv or --format tsv)" in err
+    # a spaCy pipeline for a CoNLL-U corpus was ignored: its gold syntax was stored all the same
+    code, _, err = run_cli(["ingest", tmp_path / "x.db", path, "--parser", "en_core_web_trf", "-q"], monkeypatch,
+                           capsys)
+    assert code == 1 and err == (f"error: {path}: --parser parses raw text (text and TSV corpora); a CoNLL-U corpus "
+                                 "brings its own syntax, which is stored as it is\n")
+    assert not (tmp_path / "x.db").exists()
+    with pytest.raises(InputError, match="parser parses raw text"):
+        ingest(tmp_path / "x.db", path, parser="en_core_web_sm")
     # a compressed corpus is named as one by its extension (it read "cannot infer the format from '.gz'")
     gz = write(tmp_path, "c.conllu.gz", gzip.compress(GOOD.encode()))
     code, _, err = run_cli(["ingest", tmp_path / "x.db", gz, "-q"], monkeypatch, capsys)
