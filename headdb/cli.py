@@ -239,7 +239,7 @@ def ingest(
         err(f"run {result.run_id} ({result.run_name}): {verb} {_count(result.sentences, 'sentence')}, "
             f"{result.edges:,} edges "
             f"in {result.seconds:.1f} s ({_rate(result.sentences_per_second)} sentences/s); "
-            f"skipped {result.skipped} over-long, truncated {result.truncated}", err=True)
+            f"skipped {result.skipped:,} over-long, truncated {result.truncated:,}", err=True)
         if result.pieceless_words:
             one = result.pieceless_words == 1
             err(f"{_count(result.pieceless_words, 'word')} got no word piece from the tokenizer (such as U+FE0F, or a "
