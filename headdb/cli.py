@@ -238,7 +238,7 @@ def ingest(
         verb = "resumed" if result.resumed else "stored"
         err(f"run {result.run_id} ({result.run_name}): {verb} {_count(result.sentences, 'sentence')}, "
             f"{result.edges:,} edges "
-            f"in {result.seconds:.1f} s ({_rate(result.sentences_per_second)} sentences/s); "
+            f"in {_seconds(result.seconds)} s ({_rate(result.sentences_per_second)} sentences/s); "
             f"skipped {result.skipped:,} over-long, truncated {result.truncated:,}", err=True)
         if result.pieceless_words:
             one = result.pieceless_words == 1
@@ -273,6 +273,12 @@ def _rate(per_second: float) -> str:
     """Sentences a second: whole numbers, but the digits that matter below 10 (a slow run of long
     documents read "0 sentences/s")."""
     return f"{per_second:,.0f}" if per_second >= 10 else f"{per_second:.2g}"
+
+
+def _seconds(seconds: float) -> str:
+    """A duration: a tenth of a second from 1 s on, the digits that matter below (a short ingest
+    read "in 0.0 s (81 sentences/s)")."""
+    return f"{seconds:,.1f}" if seconds >= 1 else f"{seconds:.2g}"
 
 
 def _count(n: int, noun: str) -> str:

@@ -343,3 +343,7 @@ def test_a_slow_ingest_does_not_read_0_sentences_a_second():
     from headdb.cli import _rate
 
     assert [_rate(x) for x in (0.0031, 3.14159, 282.2, 1234.5)] == ["0.0031", "3.1", "282", "1,234"]
+    from headdb.cli import _seconds
+
+    # a short ingest read "in 0.0 s (81 sentences/s)"
+    assert [_seconds(x) for x in (0.037, 0.5, 8.05, 1234.56)] == ["0.037", "0.5", "8.1", "1,234.6"]
