@@ -778,13 +778,17 @@ def _whole(name: str, value, optional: bool = True) -> int | None:
 
 
 def check_run_name(name) -> None:
-    """A run name is one line of text, not empty and not only digits (``--run 7`` means run id 7)."""
+    """A run name is one line of text, not empty, not only digits (``--run 7`` means run id 7),
+    without a space at either end."""
     if not isinstance(name, str) or not name.strip():
         raise InputError(f"{option('run_name')} must be a non-empty text, not {name!r}")
     if name.strip().isdigit():
         raise InputError(f"{option('run_name')} {name!r} is only digits, which `--run` reads as a run id; add a letter")
     if any(ch in name for ch in "\r\n\t") or not name.isprintable():
         raise InputError(f"{option('run_name')} {name!r} must be one line of printable text")
+    if name != name.strip():  # ` base` was stored so, and `--run base` then found no run
+        raise InputError(f"{option('run_name')} {name!r} begins or ends with a space; `--run` finds a run by "
+                         "its exact name")
 
 
 #: The latest run with a fingerprint, on a device, of a name where one is given (a run to resume or
