@@ -184,6 +184,7 @@ def _lines(path: str | Path) -> Iterator[tuple[int, str]]:
         raise InputError(f"cannot read the file: {exc.strerror}", p) from None
     with f:
         number = 0
+        utf8_before = 0  # the first earlier line with a character beyond ASCII (valid UTF-8), if any
         while True:
             raw = f.readline(MAX_LINE_BYTES + 1)
             if not raw:
@@ -204,8 +205,14 @@ def _lines(path: str | Path) -> Iterator[tuple[int, str]]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise CorpusError(f"invalid UTF-8 at byte {exc.start} of the line; save the file as UTF-8 (from "
-                                  "Latin-1 or Windows-1252: iconv -f cp1252 -t UTF-8)", p, number) from None
+                raise CorpusError(f"invalid UTF-8 at byte {exc.start} of the line; " + (
+                    f"the file is UTF-8 before it (line {utf8_before} holds UTF-8 beyond ASCII), which converting the "
+                    "whole file from Latin-1 would garble: fix this line (a stray byte, or text pasted in another "
+                    "encoding)" if utf8_before else
+                    "save the file as UTF-8 (from Latin-1 or Windows-1252: iconv -f cp1252 -t UTF-8)"),
+                    p, number) from None
+            if not utf8_before and not raw.isascii():
+                utf8_before = number
             text = text.rstrip("\r\n")
             if "\r" in text:  # Python would split there, and an editor shows a line end
                 raise CorpusError("a carriage return (CR) inside the line: are its line ends the old Mac "

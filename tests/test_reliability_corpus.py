@@ -63,6 +63,11 @@ REFUSED = {
                                  "invalid UTF-8"),
     "Latin-1": ("latin1.conllu", GOOD.replace("world", "w\u00f6rld").encode("latin-1"), 1,
                 "invalid UTF-8 at byte 16 of the line; save the file as UTF-8"),
+    # a stray Latin-1 byte in a UTF-8 file: converting the whole file from cp1252 would garble line 1's é
+    "a stray byte in UTF-8 text": ("stray.txt", "Caf\u00e9 au lait.\n".encode() + b"Na\xefve text.\n", 2,
+                                   "invalid UTF-8 at byte 2 of the line; the file is UTF-8 before it (line 1 holds "
+                                   "UTF-8 beyond ASCII), which converting the whole file from Latin-1 would garble: "
+                                   "fix this line"),
     "UTF-16 with a byte-order mark": ("u16.conllu", GOOD.encode("utf-16"), 1, "the file is UTF-16 text"),
     "UTF-16 big-endian, no mark": ("u16be.txt", "Hello world.\n".encode("utf-16-be"), 1,
                                    "is it UTF-16 text without a byte-order mark? headdb reads UTF-8: "
