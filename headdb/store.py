@@ -313,7 +313,9 @@ def _resolve_run(con: duckdb.DuckDBPyConnection, run: int | str | None) -> int:
         row = _by_name(con, run)
     if row is None:
         where = store_name(con)
-        raise DatabaseError(f"no run {run!r} in {where} (see `headdb runs {shell_word(where)}`)")
+        # an in-memory store has no path for `headdb runs` ("headdb runs 'the database'" was no command)
+        see = f" (see `headdb runs {shell_word(where)}`)" if where != _NO_FILE else ""
+        raise DatabaseError(f"no run {run!r} in {where}{see}")
     return int(row[0])
 
 
@@ -354,7 +356,11 @@ def shown_status(status: str) -> str:
 def store_name(con: duckdb.DuckDBPyConnection) -> str:
     """The file of the store that ``con`` opened, for messages ("the database" in memory)."""
     row = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
-    return row[0] if row and row[0] else "the database"
+    return row[0] if row and row[0] else _NO_FILE
+
+
+#: store_name of a store without a file (in memory)
+_NO_FILE = "the database"
 
 
 def _by_name(con: duckdb.DuckDBPyConnection, name: str) -> tuple | None:

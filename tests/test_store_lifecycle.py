@@ -360,3 +360,14 @@ def test_compact_reports_its_progress_in_bytes(store, monkeypatch, capsys):
     with real_bar("compacting", False, in_bytes=True) as progress:
         progress(10, 100)
         progress(100, 100)
+
+
+def test_no_run_in_an_in_memory_store_suggests_no_command():
+    """An in-memory store has no path: its 'no run' error suggested `headdb runs 'the database'`."""
+    from headdb.db import connect
+    from headdb.store import resolve_run
+
+    con = connect(":memory:")
+    with pytest.raises(DatabaseError, match=r"^no run 'nope' in the database$"):
+        resolve_run(con, "nope")
+    con.close()
