@@ -548,13 +548,14 @@ def _reflect_temp_views(dialect) -> None:
     failed with NoSuchTableError. Their columns come from ``information_schema`` instead."""
     from sqlalchemy import text
     from sqlalchemy import types as sqltypes
+    from sqlalchemy.engine.reflection import ObjectKind
 
     plain = dialect.get_multi_columns
 
     def get_multi_columns(connection, schema=None, filter_names=None, scope=None, kind=None, **kw):
         found = list(plain(connection, schema=schema, filter_names=filter_names, scope=scope, kind=kind, **kw))
-        if schema not in (None, "main"):
-            return found
+        if schema not in (None, "main") or (kind is not None and not kind & ObjectKind.VIEW):
+            return found  # tables only (an inspector's get_multi_columns() by default): no view
         have = {key[-1] for key, _ in found}
         rows = connection.execute(text(
             "SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns "

@@ -339,6 +339,25 @@ def test_engine_reflects_the_score_views_it_lists(store):
         engine.dispose()
 
 
+
+def test_engine_gives_the_score_views_as_views_not_as_tables(store):
+    """The TEMP score views' columns were added to every get_multi_columns, also that of tables
+    alone (an inspector's default): scores_local read as a table beside edges and runs."""
+    import sqlalchemy
+    from sqlalchemy.engine.reflection import ObjectKind
+
+    engine = headdb.engine(store)
+    try:
+        inspector = sqlalchemy.inspect(engine)
+        tables = {key[1] for key in inspector.get_multi_columns()}
+        assert "runs" in tables and not {t for t in tables if t.startswith(("scores_", "sieve_"))}, tables
+        views = {key[1] for key in inspector.get_multi_columns(kind=ObjectKind.VIEW)}
+        assert {"edges", "scores_local", "sieve_local"} <= views and "runs" not in views
+        assert [c["name"] for c in inspector.get_columns("scores_local")][:2] == ["run_id", "layer"]
+    finally:
+        engine.dispose()
+
+
 UNION = ("SELECT range AS i, CASE WHEN range = 1 THEN union_value(s := 'x') WHEN range = 2 THEN NULL "
          "ELSE union_value(k := range::INT) END::UNION(k INT, s VARCHAR) AS un FROM range(3)")
 
