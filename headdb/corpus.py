@@ -128,7 +128,8 @@ def _is_text(raw: bytes) -> bool:
 
 
 def _compressed_message(kind: str, unpack: str, path: str | Path) -> str:
-    return (f"is a {kind}-compressed file; headdb reads plain UTF-8 text: decompress it first "
+    article = "an" if kind[0] in "aeiox" else "a"  # an xz-compressed file
+    return (f"is {article} {kind}-compressed file; headdb reads plain UTF-8 text: decompress it first "
             f"({unpack} {Path(path).name}) and ingest the file that gives")
 
 

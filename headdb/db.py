@@ -400,7 +400,8 @@ def _watch_size(file: Path, total: int, progress) -> Iterator[None]:
                 size = file.stat().st_size
             except OSError:  # not created yet
                 size = 0
-            progress(min(size, total), total)
+            # short of the end until it comes: the copy may outgrow the estimate (its file header)
+            progress(max(0, min(size, total - 1)), total)
 
     thread = threading.Thread(target=watch, name="headdb-compact-progress", daemon=True)
     thread.start()

@@ -15,7 +15,10 @@ def shell_word(path: str | Path) -> str:
     (a store called ``my store.db``), so that the command can be pasted as it is printed."""
     import shlex
 
-    return shlex.quote(str(path))
+    text = str(path)
+    if text.startswith("-"):  # read as an option otherwise
+        text = "./" + text
+    return shlex.quote(text)
 
 
 def option(name: str) -> str:

@@ -157,6 +157,9 @@ def test_commands_suggested_for_a_store_path_with_spaces_can_be_pasted(tmp_path,
     assert code == 0 and err == f"{db} has no runs yet: `headdb ingest {quoted} CORPUS` stores one\n"
     code, _, err = run_cli(["summary", db, "--run", "7"], monkeypatch, capsys)
     assert code == 1 and err.endswith(f"(see `headdb runs {quoted}`)\n"), err
+    from headdb.errors import shell_word
+
+    assert shell_word("-store.db") == "./-store.db"  # not read as an option
     monkeypatch.setattr(ingest_module, "ingest", interrupt)
     code, _, err = run_cli(["ingest", db], monkeypatch, capsys)
     assert code == 130 and err.endswith(f"(or delete it: `headdb drop {quoted} 3 --yes`)\n"), err

@@ -77,7 +77,7 @@ REFUSED = {
     "gzip-compressed": ("gz.conllu", gzip.compress(GOOD.encode()), None,
                         "is a gzip-compressed file; headdb reads plain UTF-8 text: decompress it first (gunzip -k"),
     "bzip2-compressed": ("bz.txt", bz2.compress(b"Hello world.\n"), None, "is a bzip2-compressed file"),
-    "xz-compressed": ("xz.tsv", lzma.compress(b"a\tb\n"), None, "is a xz-compressed file"),
+    "xz-compressed": ("xz.tsv", lzma.compress(b"a\tb\n"), None, "is an xz-compressed file"),
     "NUL byte": ("nul.txt", b"one\ntw\x00o\n", 2, "NUL byte"),
     "NUL bytes only": ("zeros.txt", b"\x00" * 4096, 1, "NUL byte"),
     "conllu 9 columns": ("c9.conllu", GOOD + conllu_row(1, "A", 0, cols=9) + "\n", 5, "10 tab-separated columns"),
