@@ -537,7 +537,7 @@ def classify(
     run: Optional[str] = typer.Option(None, "--run", help="Run id or name (default: the latest finished)."),
     roles: Optional[str] = typer.Option(None, "--roles", help="Comma-separated roles (default: all, built-in and --roles-dir)."),
     roles_dir: Optional[Path] = _ROLES_DIR,
-    tau: Optional[float] = typer.Option(None, "--tau", help="Threshold of H1: E[score] > tau (default: each role's, usually 3)."),
+    tau: Optional[float] = typer.Option(None, "--tau", help="Threshold of H1: mean score > tau (default: each role's, usually 3)."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level of the corrected p-values."),
     correction: str = typer.Option("bh", "--correction", help="Multiple-testing correction over all tests: bh, holm, bonferroni or none."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the tests to .csv, .json or .parquet."),

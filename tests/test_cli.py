@@ -55,6 +55,29 @@ def test_help_lists_every_command():
         assert command in r.stdout
 
 
+def test_every_option_help_reads_in_help_as_written():
+    """`headdb classify --help` showed `--tau` as "Threshold of H1: E > tau": rich took `[score]`
+    in "E[score]" for markup and dropped it. Every option's help text shows in full."""
+    import typer.main
+    from typer.testing import CliRunner
+
+    from headdb.cli import app
+
+    group = typer.main.get_command(app)
+    commands = []
+    for name, cmd in group.commands.items():
+        subs = getattr(cmd, "commands", None)
+        commands += [([name, sub], c) for sub, c in subs.items()] if subs else [([name], cmd)]
+    runner = CliRunner()
+    for args, cmd in commands:
+        r = runner.invoke(app, [*args, "--help"], env={"COLUMNS": "1000"}, terminal_width=1000)
+        assert r.exit_code == 0, (args, r.output)
+        shown = " ".join(r.output.split())
+        for param in cmd.params:
+            text = " ".join((getattr(param, "help", None) or "").split())
+            assert text in shown, f"`headdb {' '.join(args)} --help` lost part of {param.name}'s help: {text!r}"
+
+
 def test_init_sql_and_errors_without_a_model(tmp_path, capsys, monkeypatch):
     def headdb(*args):
         code, out, err = run_main(capsys, monkeypatch, *args)
