@@ -362,8 +362,9 @@ def _compact_and_say(db: Path, quiet: bool) -> None:
 @app.command()
 def compact(db: Path = typer.Argument(..., help="Database file."),
             quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.")) -> None:
-    """Rewrite the store without the space of deleted rows (DuckDB only reuses it otherwise); a
-    progress bar in a terminal for a large store, unless --quiet."""
+    """Rewrite the store without the space of deleted rows (DuckDB only reuses it otherwise).
+
+    A progress bar in a terminal for a large store, unless --quiet."""
     _compact_and_say(db, quiet)
 
 
@@ -472,8 +473,9 @@ def sql(
     max_rows: int = typer.Option(1000, "--max-rows", min=0, metavar="N",
                                  help="The table shows the first N rows (0: all); csv, json and --out write all."),
 ) -> None:
-    """Run SQL on the store (read-only by default); read-only, it offers the views scores_<role>
-    and sieve_<role> of the built-in roles."""
+    """Run SQL on the store (read-only by default).
+
+    Read-only, it offers the views scores_<role> and sieve_<role> of the built-in roles."""
     params = _params(param)
     _check_out(out, db)
     if out is not None:
