@@ -67,7 +67,7 @@ def test_counts_are_of_tests_and_the_report_names_every_classification_it_shows(
     line = next(x for x in r.markdown.splitlines() if x.startswith("- classification:"))
     others = ", ".join(sorted(x.name for x in headdb.load_roles() if x.name != "nsubj"))
     assert line == (f"- classification: correction bh, alpha 0.05, {n_tests} tests in the family (roles {others}); "
-                    "correction none, alpha 0.01, 4 tests in the family (roles nsubj)"), line
+                    "correction none, alpha 0.01, tau 1 for every role, 4 tests in the family (roles nsubj)"), line
 
 
 def test_a_new_report_into_the_same_folder_leaves_no_figure_of_the_last_one(db, tmp_path):
