@@ -152,8 +152,9 @@ def accuracy(db: DbLike, run: int | str | None = None, min_count: int = 1,
     One row per (relation, direction) with at least ``min_count`` edges in each split. Columns:
     relation, direction, n_select, n_report, layer, head, select_accuracy, accuracy (the head on
     the report split), baseline_offset, baseline_select_accuracy, baseline_accuracy, selected_on,
-    reported_on. Sorted by relation frequency ("all" first). ``attrs`` holds run_id and run_name.
-    ``progress(done, total)`` counts the ranges of sentences the heads are judged in
+    reported_on. Sorted by relation frequency ("all" first). ``attrs`` holds run_id, run_name,
+    min_count, most_in_both_splits (the most edges any relation has in both splits), selected_on
+    and reported_on. ``progress(done, total)`` counts the ranges of sentences the heads are judged in
     (:func:`head_accuracy`).
     """
     if isinstance(min_count, bool) or not isinstance(min_count, numbers.Integral) or min_count < 1:

@@ -59,8 +59,8 @@ def classify(
     ci_high, flip_possible (layers and heads 0-based; run is the run id). With ``store`` the
     per-sentence scores and the tests are saved (tables sentence_scores, head_tests,
     classifications, roles); with ``out`` they are also written to .csv, .json or .parquet.
-    ``DataFrame.attrs`` holds run_id, n_layers, n_heads, alpha, correction and
-    classification_id. ``progress(done, total)`` is called as the scoring queries finish (a
+    ``DataFrame.attrs`` holds run_id, n_layers, n_heads, alpha, correction, classification_id
+    (None without ``store``) and roles (the names, in test order). ``progress(done, total)`` is called as the scoring queries finish (a
     large run is scored in pieces of about 3 M attention rows, and many roles in several passes).
     """
     from headdb.scores import compute_scores, sieve_passes

@@ -370,8 +370,9 @@ def _compact_and_say(db: Path, quiet: bool) -> None:
 @app.command()
 def compact(db: Path = typer.Argument(..., help="Database file."),
             quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.")) -> None:
-    """Rewrite the store without the space of deleted rows (DuckDB only reuses it otherwise); a
-    progress bar in a terminal for a large store, unless --quiet."""
+    """Rewrite the store without the space of deleted rows (DuckDB only reuses it otherwise).
+
+    A progress bar in a terminal for a large store, unless --quiet."""
     _compact_and_say(db, quiet)
 
 
@@ -480,8 +481,9 @@ def sql(
     max_rows: int = typer.Option(1000, "--max-rows", min=0, metavar="N",
                                  help="The table shows the first N rows (0: all); csv, json and --out write all."),
 ) -> None:
-    """Run SQL on the store (read-only by default); read-only, it offers the views scores_<role>
-    and sieve_<role> of the built-in roles."""
+    """Run SQL on the store (read-only by default).
+
+    Read-only, it offers the views scores_<role> and sieve_<role> of the built-in roles."""
     params = _params(param)
     _check_out(out, db)
     if out is not None:
@@ -545,7 +547,7 @@ def classify(
     run: Optional[str] = typer.Option(None, "--run", help="Run id or name (default: the latest finished)."),
     roles: Optional[str] = typer.Option(None, "--roles", help="Comma-separated roles (default: all, built-in and --roles-dir)."),
     roles_dir: Optional[Path] = _ROLES_DIR,
-    tau: Optional[float] = typer.Option(None, "--tau", help="Threshold of H1: E[score] > tau (default: each role's, usually 3)."),
+    tau: Optional[float] = typer.Option(None, "--tau", help="Threshold of H1: mean score > tau (default: each role's, usually 3)."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level of the corrected p-values."),
     correction: str = typer.Option("bh", "--correction", help="Multiple-testing correction over all tests: bh, holm, bonferroni or none."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the tests to .csv, .json or .parquet."),

@@ -55,6 +55,53 @@ def test_help_lists_every_command():
         assert command in r.stdout
 
 
+def _all_commands() -> list:
+    """(arguments, click command) of every `headdb` command and sub-command."""
+    import typer.main
+
+    from headdb.cli import app
+
+    group = typer.main.get_command(app)
+    commands = []
+    for name, cmd in group.commands.items():
+        subs = getattr(cmd, "commands", None)
+        commands += [([name, sub], c) for sub, c in subs.items()] if subs else [([name], cmd)]
+    return commands
+
+
+def test_every_option_help_reads_in_help_as_written():
+    """`headdb classify --help` showed `--tau` as "Threshold of H1: E > tau": rich took `[score]`
+    in "E[score]" for markup and dropped it. Every option's help text shows in full."""
+    from typer.testing import CliRunner
+
+    from headdb.cli import app
+
+    runner = CliRunner()
+    for args, cmd in _all_commands():
+        r = runner.invoke(app, [*args, "--help"], env={"COLUMNS": "1000"}, terminal_width=1000)
+        assert r.exit_code == 0, (args, r.output)
+        shown = " ".join(r.output.split())
+        for param in cmd.params:
+            text = " ".join((getattr(param, "help", None) or "").split())
+            assert text in shown, f"`headdb {' '.join(args)} --help` lost part of {param.name}'s help: {text!r}"
+
+
+def test_each_commands_summary_is_one_line_in_the_command_list():
+    """`headdb --help` listed compact as "... (DuckDB only reuses it otherwise); a" with the rest
+    on a line of its own: rich keeps a docstring's line breaks, so a command's first paragraph
+    (its row in the list) is one line."""
+    from typer.testing import CliRunner
+
+    from headdb.cli import app
+
+    for args, cmd in _all_commands():
+        first = (cmd.help or "").strip().split("\n\n")[0]
+        assert "\n" not in first, f"`headdb {' '.join(args)}`: {first!r}"
+    r = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "80"}, terminal_width=80)
+    assert r.exit_code == 0
+    assert "otherwise); a" not in r.output
+
+
 def test_init_sql_and_errors_without_a_model(tmp_path, capsys, monkeypatch):
     def headdb(*args):
         code, out, err = run_main(capsys, monkeypatch, *args)

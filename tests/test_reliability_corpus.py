@@ -282,6 +282,18 @@ def test_one_megabyte_line_is_skipped_and_counted(tmp_path):
     assert validate(path, "conllu")[0] == 1
 
 
+def test_a_one_megabyte_conllu_word_becomes_one_unknown_piece(tmp_path, tokenizer):
+    """The README's 1 MB row: in CoNLL-U the word is read whole and the tokenizer gives it one
+    [UNK] piece (no model weights loaded)."""
+    from headdb.model import align
+
+    path = write(tmp_path, "big.conllu", conllu_sentence(["x" * 1_000_000, "y"]))
+    (sentence,) = read_corpus(path, "conllu")
+    (e,) = align(tokenizer, [sentence], False, 512)
+    assert e.status == "ok"
+    assert list(zip(e.pieces, e.word_pos)) == [("[CLS]", None), ("[UNK]", 0), ("y", 1), ("[SEP]", None)]
+
+
 def test_missing_text_falls_back_to_the_forms(tmp_path):
     path = write(tmp_path, "notext.conllu", conllu_sentence(["Hello", "world"], text=False))
     (s,) = read_corpus(path, "conllu")

@@ -223,6 +223,35 @@ def test_write_error_leaves_a_usable_store_and_a_failed_run_that_resumes(tmp_pat
     assert store_digest(db) == store_digest(reference)
 
 
+def test_a_write_error_whose_failure_mark_is_refused_says_so_and_the_run_shows_as_interrupted(tmp_path, monkeypatch,
+                                                                                               corpus):
+    """The README's write-error row: where the disk refuses even the mark of the failure, the
+    error says so, `headdb runs` lists the run as interrupted, and the same command resumes it."""
+    import importlib
+
+    import headdb
+    from headdb.errors import HeaddbError
+
+    ingest_mod = importlib.import_module("headdb.ingest")
+    monkeypatch.setattr(ingest_mod, "COMMIT_EDGES", 0)  # one commit per batch
+    monkeypatch.setattr(ingest_mod, "_fail", lambda con, run_id, exc: False)  # the mark is refused too
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    db = tmp_path / "full.db"
+    _flaky_insert(monkeypatch, fail_at=3)
+    with pytest.raises(HeaddbError) as info:
+        ingest_mod.ingest(db, corpus, limit=3 * BATCH, batch_size=BATCH)
+    message = str(info.value)
+    assert "No space left on device" in message and "\n" not in message
+    assert (f"; its {2 * BATCH} committed sentences are kept and the run could not be marked failed "
+            "(it shows as interrupted): run the same command again to resume it") in message, message
+    assert headdb.runs(db)["status"].tolist() == ["interrupted"]
+    monkeypatch.undo()  # the disk has room again
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = ingest_mod.ingest(db, corpus, limit=3 * BATCH, batch_size=BATCH)
+    assert result.resumed and result.sentences == BATCH
+    assert headdb.runs(db)["status"].tolist() == ["done"]
+
+
 def test_cli_write_error_is_one_line(tmp_path, corpus):
     """Through the CLI, in a child process with the failure injected: one `error:` line."""
     db = tmp_path / "full.db"

@@ -308,6 +308,42 @@ def test_sigterm_ends_a_command_like_ctrl_c(store, capsys, monkeypatch):
     assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler again
 
 
+@pytest.mark.slow
+def test_sigterm_during_an_ingest_says_what_it_kept_and_the_run_resumes(tmp_path, capsys, monkeypatch, tiny_bert_dir):
+    """The README's SIGTERM row: an ingest ended by SIGTERM says what it kept, exit code 130, and
+    the same command resumes it to the rows of an uninterrupted run."""
+    from headdb import store as store_module
+    from headdb.resources import sample_corpus
+
+    db = tmp_path / "s.db"
+    monkeypatch.setattr(importlib.import_module("headdb.ingest"), "COMMIT_EDGES", 0)  # a commit per batch
+    real = store_module.insert_edges
+    calls = {"n": 0}
+
+    def insert_edges(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # after two committed batches
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store_module, "insert_edges", insert_edges)
+    args = ("ingest", db, sample_corpus(), "--model", tiny_bert_dir, "--limit", "40", "--batch-size", "8", "-q")
+    code, out, err = run_main(capsys, monkeypatch, *args)
+    assert code == 130, err
+    assert err.startswith("interrupted: run 1 (run-1) keeps its 16 committed sentences; run the same command "
+                          "again to resume it"), err
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT status, error FROM runs").fetchall() == [("failed", "interrupted")]
+    con.close()
+    monkeypatch.setattr(store_module, "insert_edges", real)
+    code, out, err = run_main(capsys, monkeypatch, *args)
+    assert (code, out.strip()) == (0, "1"), err
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT status FROM runs").fetchall() == [("done",)]
+    assert con.execute("SELECT count(*) FROM run_sentences").fetchone()[0] == 40
+    con.close()
+
+
 def test_no_finished_run_says_which_run_to_resume(store):
     con = duckdb.connect(str(store))
     con.execute("UPDATE runs SET status = 'running'")
