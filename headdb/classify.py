@@ -60,8 +60,9 @@ def classify(
     per-sentence scores and the tests are saved (tables sentence_scores, head_tests,
     classifications, roles); with ``out`` they are also written to .csv, .json or .parquet.
     ``DataFrame.attrs`` holds run_id, n_layers, n_heads, alpha, correction, classification_id
-    (None without ``store``) and roles (the names, in test order). ``progress(done, total)`` is called as the scoring queries finish (a
-    large run is scored in pieces of about 3 M attention rows, and many roles in several passes).
+    (None without ``store``) and roles (the names, in test order). ``progress(done, total)`` is
+    called as the scoring queries finish (a large run is scored in pieces of about 3 M attention
+    rows, and many roles in several passes).
     """
     from headdb.scores import compute_scores, sieve_passes
     from headdb.store import resolve_run

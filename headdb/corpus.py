@@ -387,9 +387,8 @@ def _raw_records(path: str | Path, columns: int, stats: ReadStats) -> Iterator[t
                 raise CorpusError("expected two tab-separated text columns, found one", path, number)
             if len(fields) > 2:
                 empty = sum(map(is_blank, fields))
-                why = "" if not empty else (
-                    f" ({empty} of them empty: a tab at the end of the line, or two tabs in a row?)" if empty > 1
-                    else " (one of them empty: a tab at the end of the line, or two tabs in a row?)")
+                why = "" if not empty else (f" ({'one' if empty == 1 else empty} of them empty: a tab at the end of "
+                                            "the line, or two tabs in a row?)")
                 raise CorpusError(f"expected two tab-separated text columns, found {len(fields)}{why}", path, number)
             if is_blank(fields[0]) or is_blank(fields[1]):
                 raise CorpusError("a TSV pair has an empty text column", path, number)
@@ -455,7 +454,8 @@ def read_corpus(path: str | Path, fmt: str, pairs: bool = False, parser: Parser 
     if pairs:
         raise InputError(f"{flag('pairs')} applies to CoNLL-U; "
                          + ("a TSV file already holds pairs" if fmt == "tsv" else
-                            f"pairs of raw text are a TSV file (.tsv or {given('format', 'tsv')}), two tab-separated texts a line"), path)
+                            f"pairs of raw text are a TSV file (.tsv or {given('format', 'tsv')}), "
+                            "two tab-separated texts a line"), path)
     if fmt == "text":
         return read_raw(path, parser, 1, stats)
     if fmt == "tsv":

@@ -350,8 +350,9 @@ def report(db: DbLike, run: int | str | None = None, out: str | Path = "report",
     With ``compare=RUN_B`` the report adds the comparison of RUN_B against ``run`` (difference
     heatmaps, roles gained and lost, per-layer profile). ``accuracy`` adds the syntactic head
     accuracy (Clark et al. 2019, :func:`headdb.accuracy.accuracy`): by default when the
-    sentences the run stored have dependency relations; ``progress(done, total)`` counts its ranges of sentences
-    (:func:`headdb.accuracy.head_accuracy`). Returns the paths and the markdown summary.
+    sentences the run stored have dependency relations; ``progress(done, total)`` counts its
+    ranges of sentences (:func:`headdb.accuracy.head_accuracy`). Returns the paths and the
+    markdown summary.
 
     The figures are drawn into a folder of their own and take the place of ``figures/``'s PNG
     and SVG files only once everything is drawn: a failed report changes nothing in ``out``,
