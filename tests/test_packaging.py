@@ -1,25 +1,111 @@
-"""The wheel carries one copy of migrations/ and queries/ (mapped into headdb.*) and the sample."""
+"""The wheel carries one copy of migrations/ and queries/ (mapped into headdb.*) and the sample;
+the sdist is the whole source tree; an installed wheel runs outside the repository.
+
+The builds use the setuptools of this environment (no build isolation, no index), so that they
+run offline, as everything else here does; without setuptools>=69 they are skipped.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+_NOT_SOURCE = shutil.ignore_patterns(".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__",
+                                     ".pytest_cache", ".hypothesis", "*.db", "*.db.wal", "*.duckdb")
+
+
+def _setuptools_or_skip() -> None:
+    try:
+        import setuptools
+    except ImportError:  # pragma: no cover - a dev install has it
+        pytest.skip("setuptools is not installed here; the build would download it")
+    if int(setuptools.__version__.split(".")[0]) < 69:  # pragma: no cover
+        pytest.skip(f"setuptools {setuptools.__version__} < 69 (pyproject's build requirement)")
+
+
+def _clean_copy(tmp_path: Path) -> Path:
+    """The source tree as a user's clone has it: no build leftovers, and no links from a checkout's
+    headdb/ to migrations/ or queries/ (a contributor's shortcut that a clone lacks)."""
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=_NOT_SOURCE, symlinks=True)
+    for name in ("migrations", "queries"):
+        if (src / "headdb" / name).is_symlink():
+            (src / "headdb" / name).unlink()
+    return src
+
+
+def _tracked_files() -> list[str]:
+    if not (ROOT / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("not a git checkout: nothing tells which files are the source")
+    out = subprocess.run(["git", "-C", str(ROOT), "ls-files"], capture_output=True, text=True, check=True)
+    return [line for line in out.stdout.splitlines() if (ROOT / line).is_file()]
+
+
+def _build_wheel(tmp_path: Path) -> Path:
+    _setuptools_or_skip()
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "--no-index", "-w", str(dist), str(_clean_copy(tmp_path))],
+                   check=True, capture_output=True)
+    return next(dist.glob("headdb-*.whl"))
 
 
 @pytest.mark.slow
 def test_wheel_contains_every_sql_file_and_the_sample(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],
-                   check=True, capture_output=True)
-    wheel = next(tmp_path.glob("headdb-*.whl"))
+    wheel = _build_wheel(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {f"headdb/migrations/{p.name}" for p in (ROOT / "migrations").glob("*.sql")}
     expected |= {f"headdb/queries/{p.relative_to(ROOT / 'queries').as_posix()}"
                  for p in (ROOT / "queries").rglob("*.sql")}
-    expected |= {"headdb/data/ewt-dev-sample.conllu", "headdb/data/LICENSE-UD_English-EWT.txt", "headdb/py.typed"}
+    expected |= {"headdb/data/ewt-dev-sample.conllu", "headdb/data/LICENSE-UD_English-EWT.txt",
+                 "headdb/data/README.md", "headdb/py.typed"}
     assert expected - names == set()
+
+
+def test_sdist_holds_every_tracked_file(tmp_path):
+    """setuptools' default sdist held tests/test_*.py but not conftest.py, tests/data, the golden
+    files or the helper modules (its tests could not run), nor docs/ or the Makefile."""
+    _setuptools_or_skip()
+    tracked = _tracked_files()
+    src = _clean_copy(tmp_path)
+    out = subprocess.run([sys.executable, "-c", "import sys; from setuptools import build_meta as b; "
+                          "print(b.build_sdist(sys.argv[1]))", str(tmp_path / "dist")],
+                         cwd=src, capture_output=True, text=True, check=True)
+    sdist = tmp_path / "dist" / out.stdout.strip().splitlines()[-1]
+    with tarfile.open(sdist) as tar:
+        top = sdist.name.removesuffix(".tar.gz")
+        names = {n.removeprefix(top + "/") for n in tar.getnames()}
+    assert set(tracked) - names == set()
+    assert not [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".db"))]
+
+
+@pytest.mark.slow
+def test_the_installed_wheel_runs_outside_the_repository(tmp_path):
+    """The wheel's files alone (unpacked first on the path, the dependencies from this
+    environment) serve `headdb init` and `roles list` in a folder that is not the
+    repository: migrations, role and framework SQL are read from the package."""
+    wheel = _build_wheel(tmp_path)
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    run = [sys.executable, "-c", "import sys, headdb; from headdb.cli import main; "
+           "assert headdb.__file__.startswith(sys.argv[1]), headdb.__file__; sys.argv[1:2] = []; main()",
+           str(site)]
+
+    def headdb(*args: str) -> str:
+        out = subprocess.run([*run, *args], cwd=work, env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    assert "applied migrations 0001" in headdb("init", "x.db")
+    assert "syntactic" in headdb("roles", "list", "--format", "csv")
