@@ -22,9 +22,19 @@ app = typer.Typer(
 _state = {"debug": False, "interrupt_reported": False}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from headdb import __version__
+
+        typer.echo(f"headdb {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(ctx: typer.Context,
-          debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+          debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+          version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print headdb's version and exit.")) -> None:
     from headdb.errors import CLI_NAMES
 
     _state["debug"] = debug

@@ -30,6 +30,19 @@ def test_entry_point_installed():
     assert HEADDB.exists(), f"{HEADDB}: run `make setup` first"
 
 
+def test_version_is_the_packages_one_version(capsys, monkeypatch):
+    """`headdb --version` printed nothing (no such option); the version is written once, in
+    headdb/__init__.py, and pyproject.toml reads it from there."""
+    import headdb
+
+    code, out, err = run_main(capsys, monkeypatch, "--version")
+    assert (code, out, err) == (0, f"headdb {headdb.__version__}\n", "")
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert re.search(r'^dynamic = \["version"\]', pyproject, flags=re.M)
+    assert 'version = {attr = "headdb.__version__"}' in pyproject
+    assert not re.search(r"^version = ", pyproject.split("[tool.")[0], flags=re.M)
+
+
 def test_help_does_not_import_torch():
     code = (
         "import sys\n"

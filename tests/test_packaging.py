@@ -90,7 +90,7 @@ def test_sdist_holds_every_tracked_file(tmp_path):
 @pytest.mark.slow
 def test_the_installed_wheel_runs_outside_the_repository(tmp_path):
     """The wheel's files alone (unpacked first on the path, the dependencies from this
-    environment) serve `headdb init` and `roles list` in a folder that is not the
+    environment) serve `headdb --version`, `init` and `roles list` in a folder that is not the
     repository: migrations, role and framework SQL are read from the package."""
     wheel = _build_wheel(tmp_path)
     site = tmp_path / "site"
@@ -107,5 +107,10 @@ def test_the_installed_wheel_runs_outside_the_repository(tmp_path):
         assert out.returncode == 0, out.stderr
         return out.stdout
 
+    import headdb as here
+
+    assert headdb("--version") == f"headdb {here.__version__}\n"
+    assert f"Version: {here.__version__}\n" in zipfile.ZipFile(wheel).read(
+        f"headdb-{here.__version__}.dist-info/METADATA").decode()
     assert "applied migrations 0001" in headdb("init", "x.db")
     assert "syntactic" in headdb("roles", "list", "--format", "csv")
