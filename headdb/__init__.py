@@ -7,9 +7,37 @@ from __future__ import annotations
 
 import sys
 import types
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # what type checkers read; at run time __getattr__ imports each name when first used
+    from headdb.accuracy import accuracy as accuracy
+    from headdb.accuracy import head_accuracy as head_accuracy
+    from headdb.accuracy import offset_baselines as offset_baselines
+    from headdb.analysis import colocation as colocation
+    from headdb.analysis import colocation_matrix as colocation_matrix
+    from headdb.analysis import layer_distribution as layer_distribution
+    from headdb.analysis import multi_role_heads as multi_role_heads
+    from headdb.analysis import role_summary as role_summary
+    from headdb.classify import classify as classify
+    from headdb.compare import compare as compare
+    from headdb.compare import compare_layers as compare_layers
+    from headdb.db import compact as compact
+    from headdb.db import connect as connect
+    from headdb.db import engine as engine
+    from headdb.db import init as init
+    from headdb.ingest import ingest as ingest
+    from headdb.query import export as export
+    from headdb.query import export_sql as export_sql
+    from headdb.query import sql as sql
+    from headdb.query import write_sql as write_sql
+    from headdb.report import report as report
+    from headdb.roles import load_roles as load_roles
+    from headdb.scores import scores as scores
+    from headdb.store import drop_run as drop_run
+    from headdb.store import runs as runs
+    from headdb.store import summary as summary
 
 _API = {
     "connect": "headdb.db",

@@ -9,12 +9,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
 from headdb.errors import DatabaseError, DatabaseLockedError, shell_word
 from headdb.resources import migrations_dir
+
+if TYPE_CHECKING:  # sqlalchemy loads only when engine() is called
+    import sqlalchemy
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _LOCK_PID = re.compile(r"\(PID (\d+)\)")
@@ -502,7 +505,7 @@ def _same_owner_and_mode(store: Path, copy: Path) -> None:
         pass
 
 
-def engine(path: str | Path, read_only: bool = True):  # -> sqlalchemy.engine.Engine
+def engine(path: str | Path, read_only: bool = True) -> sqlalchemy.engine.Engine:
     """A SQLAlchemy engine (duckdb-engine) on the store, for pandas, notebooks and BI tools.
 
     Each of its connections has the built-in roles' score views (``scores_<role>``,

@@ -6,6 +6,7 @@ import contextlib
 import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TextIO
 
 import pandas as pd
 
@@ -597,7 +598,7 @@ def sql_head(db: str | Path, query: str, rows: int, params: list | dict | None =
     return first.iloc[:rows], len(first) > rows
 
 
-def write_sql(db: str | Path, query: str, file, format: str = "csv", params: list | dict | None = None, *,
+def write_sql(db: str | Path, query: str, file: TextIO, format: str = "csv", params: list | dict | None = None, *,
               write: bool = False, batch_rows: int | None = None,
               progress: Callable[[int], None] | None = None) -> int:
     """Run one SQL statement, as :func:`sql` does, and write its rows to ``file``, an open text

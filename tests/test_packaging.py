@@ -114,3 +114,33 @@ def test_the_installed_wheel_runs_outside_the_repository(tmp_path):
         f"headdb-{here.__version__}.dist-info/METADATA").decode()
     assert "applied migrations 0001" in headdb("init", "x.db")
     assert "syntactic" in headdb("roles", "list", "--format", "csv")
+
+
+def test_type_checkers_see_the_public_api():
+    """headdb ships py.typed, but its API loads lazily through a module ``__getattr__``, which a
+    type checker reads as ``-> Any``: ``headdb.ingest(...)`` and every other public call were
+    untyped. The same names are imported under ``if TYPE_CHECKING:`` from the modules that
+    ``__getattr__`` loads them from, and each has annotations for every parameter and its result."""
+    import ast
+    import importlib
+    import inspect
+
+    import headdb
+
+    tree = ast.parse((ROOT / "headdb" / "__init__.py").read_text(encoding="utf-8"))
+    blocks = [n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING"]
+    assert len(blocks) == 1, "headdb/__init__.py has no `if TYPE_CHECKING:` block of the API's imports"
+    seen = {}
+    for node in blocks[0].body:
+        assert isinstance(node, ast.ImportFrom), ast.unparse(node)
+        for alias in node.names:
+            assert alias.asname == alias.name, f"{alias.name}: import it `as {alias.name}` (an explicit re-export)"
+            seen[alias.name] = node.module
+    assert seen == headdb._API
+    untyped = []
+    for name, module in headdb._API.items():
+        sig = inspect.signature(getattr(importlib.import_module(module), name))
+        untyped += [f"{name}({p.name})" for p in sig.parameters.values() if p.annotation is inspect.Parameter.empty]
+        if sig.return_annotation is inspect.Signature.empty:
+            untyped.append(f"{name} -> ?")
+    assert untyped == []
