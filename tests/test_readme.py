@@ -169,3 +169,24 @@ def test_every_test_the_reliability_table_names_exists():
         if test != "*":
             assert re.search(rf"^def {re.escape(test)}\(", path.read_text(encoding="utf-8"), flags=re.M), \
                 f"{module}::{test} is not in {path.name}"
+
+
+def test_the_readme_says_how_to_run_one_test_the_slow_tier_and_update_golden_files():
+    """`--update-golden` (tests/conftest.py) was documented nowhere but in a test's docstring, nor
+    how to run one test or the slow tier; the examples the README gives must exist."""
+    readme = README.read_text(encoding="utf-8")
+    section = readme[readme.index("## Run the tests"):readme.index("## The command line")]
+    conftest = (ROOT / "tests" / "conftest.py").read_text(encoding="utf-8")
+    options = re.findall(r'addoption\(\s*"(--[a-z-]+)"', conftest)
+    assert options, "conftest.py adds no option any more: update this test"
+    for opt in options:
+        assert opt in section, f"{opt} (tests/conftest.py) is not in the README's Run the tests section"
+    assert "-m slow" in section and "-k " in section
+    for path, test in re.findall(r"`(tests/test_[a-z_]+\.py)(?:::([a-z_0-9]+))?`", section):
+        assert (ROOT / path).is_file(), path
+        if test:
+            assert re.search(rf"^def {test}\(", (ROOT / path).read_text(encoding="utf-8"), flags=re.M), \
+                f"{path}::{test}"
+    for path in re.findall(r"`((?:migrations|queries/roles|headdb)/[A-Za-z_/.]*?)`", section):
+        if "NNNN" not in path:
+            assert (ROOT / path).exists(), path
