@@ -43,6 +43,16 @@ def test_version_is_the_packages_one_version(capsys, monkeypatch):
     assert not re.search(r"^version = ", pyproject.split("[tool.")[0], flags=re.M)
 
 
+def test_python_dash_m_headdb_is_the_command():
+    """`python -m headdb` failed (no __main__); it runs the command, as the entry point does."""
+    out = subprocess.run([sys.executable, "-m", "headdb", "--version"], capture_output=True, text=True, timeout=120)
+    assert (out.returncode, out.stderr) == (0, "")
+    assert out.stdout.startswith("headdb ")
+    bad = subprocess.run([sys.executable, "-m", "headdb", "runs", "/nonexistent/x.db"], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: "), bad.stderr
+
+
 def test_help_does_not_import_torch():
     code = (
         "import sys\n"
