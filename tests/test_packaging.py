@@ -68,6 +68,9 @@ def test_wheel_contains_every_sql_file_and_the_sample(tmp_path):
     expected |= {"headdb/data/ewt-dev-sample.conllu", "headdb/data/LICENSE-UD_English-EWT.txt",
                  "headdb/data/README.md", "headdb/py.typed"}
     assert expected - names == set()
+    # the sample's licence is also in the metadata's licence files, beside headdb's own
+    assert {"headdb-{v}.dist-info/licenses/LICENSE", "headdb-{v}.dist-info/licenses/headdb/data/LICENSE-UD_English-EWT.txt"
+            } <= {n.replace(n.split("/")[0], "headdb-{v}.dist-info") for n in names if ".dist-info/" in n}
 
 
 def test_sdist_holds_every_tracked_file(tmp_path):
