@@ -35,10 +35,22 @@ def sql(db: str | Path, query: str, params: list | dict | None = None, *, write:
 
 
 @contextlib.contextmanager
-def _store(db: str | Path, write: bool):
+def _store(db: str | Path, write: bool, capped: bool = False):
     """A connection to the store, read-only with the score views unless ``write``; closed on
-    leaving, whatever happens."""
-    con = connect(db, read_only=not write, existing=True)
+    leaving, whatever happens. ``capped`` (a read-only one): DuckDB's memory, its cache of the
+    blocks it reads included, capped as for classify's long reads (:func:`headdb.db.memory_limit_mb`):
+    without a cap DuckDB keeps every block a streaming export reads, up to 80% of RAM, so
+    ``sql --out`` of the edges grew with the store (peak RSS 341 MB for 19 M edges, 527 MB for
+    57 M; a query that needs more spills to disk)."""
+    if capped and not write:
+        from headdb.db import connect_capped, memory_limit_mb
+
+        if str(db) != ":memory:" and not Path(db).exists():
+            con = connect(db, read_only=True, existing=True)  # its own error for a missing store
+        else:
+            con = connect_capped(db, memory_limit_mb())
+    else:
+        con = connect(db, read_only=not write, existing=True)
     try:
         if not write:
             try:
@@ -626,7 +638,7 @@ def _write_rows(db: str | Path, query: str, params: list | dict | None, write: b
     """The rows of ``query`` on the store, ``rows`` at a time, through the batch writer that
     ``make_writer(types)`` gives; returns how many."""
     written = 0
-    with _store(db, write) as con:
+    with _store(db, write, capped=True) as con:
         types, frames = _batches(con, query, params, write, rows)
         try:
             writer = make_writer(types)
