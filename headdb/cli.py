@@ -245,7 +245,9 @@ def ingest(
         err(f"run {result.run_id} ({result.run_name}) with these settings is already complete; "
             "pass --new-run for another", err=True)
     else:
-        verb = "resumed" if result.resumed else "stored"
+        # a resume says what it found, not only what it added ("resumed 2,995 sentences" of 6,003)
+        verb = f"resumed with {_count(result.kept_before, 'input')} kept from before; stored" if result.resumed \
+            else "stored"
         err(f"run {result.run_id} ({result.run_name}): {verb} {_count(result.sentences, 'sentence')}, "
             f"{result.edges:,} edges "
             f"in {_seconds(result.seconds)} s ({_rate(result.sentences_per_second)} sentences/s); "

@@ -56,6 +56,8 @@ class IngestResult:
     resumed: bool
     already_done: bool
     sentences: int = 0  # stored in this call
+    #: inputs the run had committed before this call (a resumed run's; stored or skipped)
+    kept_before: int = 0
     skipped: int = 0
     truncated: int = 0
     #: words of stored (not truncated) inputs that the tokenizer gave no piece (invisible
@@ -381,6 +383,7 @@ def _ingest_loaded(db, corpus_path: Path, fmt: str, pairs: bool, n_total: int, s
             corpus_id = con.execute("SELECT corpus_id FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
             finished = {r[0] for r in con.execute("SELECT sentence_id FROM run_sentences WHERE run_id = ?", [run_id]).fetchall()}
             started = time.perf_counter()
+            result.kept_before = len(finished)
             bar = _progress(progress, n_total, len(finished))
             read_ahead = _read_ahead(am)
             # Where nothing of the corpus's sentences or of the run is stored yet, the writer's

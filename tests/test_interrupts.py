@@ -202,7 +202,19 @@ def test_ctrl_c_inside_the_edge_insert_marks_the_run_interrupted_and_it_resumes(
     con.close()
     monkeypatch.setattr(store, "insert_edges", real)
     result = ingest_module.ingest(db, sample_corpus(), model=tiny_bert_dir, limit=40, batch_size=8)
-    assert result.resumed and result.sentences == 24
+    assert result.resumed and result.sentences == 24 and result.kept_before == 16
+
+
+def test_a_resume_says_how_many_inputs_it_found_kept(tmp_path, monkeypatch, capsys):
+    """"resumed 2,995 sentences" of a 6,003-sentence run: the line gave what this call added, not
+    what the run already held."""
+    def resumed(*args, **kwargs):
+        return ingest_module.IngestResult(3, "big", True, False, sentences=2995, kept_before=3008, edges=10)
+
+    monkeypatch.setattr(ingest_module, "ingest", resumed)
+    code, out, err = run_cli(["ingest", tmp_path / "s.db"], monkeypatch, capsys)
+    assert (code, out) == (0, "3\n")
+    assert err.startswith("run 3 (big): resumed with 3,008 inputs kept from before; stored 2,995 sentences, 10 edges"), err
 
 
 @pytest.mark.slow
