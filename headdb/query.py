@@ -45,10 +45,7 @@ def _store(db: str | Path, write: bool, capped: bool = False):
     if capped and not write:
         from headdb.db import connect_capped, memory_limit_mb
 
-        if str(db) != ":memory:" and not Path(db).exists():
-            con = connect(db, read_only=True, existing=True)  # its own error for a missing store
-        else:
-            con = connect_capped(db, memory_limit_mb())
+        con = connect_capped(db, memory_limit_mb())
     else:
         con = connect(db, read_only=not write, existing=True)
     try:
