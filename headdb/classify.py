@@ -125,13 +125,13 @@ def _score_and_store(db: str | Path, run_id: int, roles: list[Role], bits: int, 
         with transaction(con):
             # again, under the write lock: a `headdb drop` may have taken the run since it was read
             resolve_run(con, run_id, finished=True)
-            for r in roles:
-                con.execute("INSERT OR REPLACE INTO roles (role, level, description, tau, source_path, sql, sha256) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            [r.name, r.level, r.description, r.tau, str(r.path), r.text, r.sha256])
-                con.execute("INSERT OR IGNORE INTO role_versions (sha256, role, level, description, tau, source_path, "
-                            "sql) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            [r.sha256, r.name, r.level, r.description, r.tau, str(r.path), r.text])
+            # all roles in one statement per table (0.03 s as twenty statements)
+            rows_sql = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(roles))  # placeholders only
+            values = [v for r in roles for v in (r.name, r.level, r.description, r.tau, str(r.path), r.text, r.sha256)]
+            con.execute("INSERT OR REPLACE INTO roles (role, level, description, tau, source_path, sql, sha256) "
+                        f"VALUES {rows_sql}", values)
+            con.execute("INSERT OR IGNORE INTO role_versions (role, level, description, tau, source_path, sql, "
+                        f"sha256) VALUES {rows_sql}", values)
             con.execute("DELETE FROM sentence_scores WHERE run_id = ? AND list_contains(?, role)", [run_id, names])
             con.execute("DELETE FROM head_tests WHERE run_id = ? AND list_contains(?, role)", [run_id, names])
             store_scores(con, run_id, roles, bits, passes, progress)

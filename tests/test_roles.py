@@ -371,3 +371,35 @@ def test_contract_errors_say_how_to_fix_them(tmp_path):
            "(SELECT *, head_word_pos AS head FROM words WHERE head_word_pos IS NOT NULL)\n")
     with pytest.raises(RoleError, match="uses 'head' \\(a column or alias of your own with that name: rename it\\)"):
         load_roles(folder, "headish")
+
+
+def test_builtin_roles_checked_as_shipped(monkeypatch):
+    """Every built-in file passes the contract's checks (run here, whatever the table says), and
+    BUILTIN_CHECKED lists exactly the texts that passed, so processes may skip them; an edited
+    built-in is checked again when it loads."""
+    import headdb.roles as roles_module
+    from headdb.resources import builtin_roles_dir
+
+    con = roles_module.validation_connection()
+    try:
+        attention = roles_module.attention_tables(con)
+        shipped = {}
+        for path in sorted(builtin_roles_dir().glob("*.sql")):
+            role = parse_role(path, builtin=True)
+            roles_module.check_columns(con, role, attention)  # raises RoleError naming the file
+            shipped[role.name] = role.sha256
+    finally:
+        con.close()
+    table = "".join(f'    "{name}": "{sha}",\n' for name, sha in shipped.items())
+    assert roles_module.BUILTIN_CHECKED == shipped, (
+        "a built-in role changed (or was added): it passes the checks; set BUILTIN_CHECKED in "
+        "headdb/roles.py to\n{\n" + table + "}")
+    # listed built-ins open no in-memory store; an edited one (another text) is checked again
+    monkeypatch.setattr(roles_module, "_CHECKED", set())
+    opened = []
+    real = roles_module.validation_connection
+    monkeypatch.setattr(roles_module, "validation_connection", lambda: opened.append(1) or real())
+    assert [r.name for r in load_roles()] == list(BUILTIN_ORDER) and opened == []
+    monkeypatch.setitem(roles_module.BUILTIN_CHECKED, "local", "0" * 64)
+    load_roles(None, "local")
+    assert opened == [1]
