@@ -633,13 +633,14 @@ def _print_classification(df) -> None:
         if n == 0:
             continue
         typer.echo("L\\H".rjust(4) + "".join(str(h).rjust(width) for h in range(a["n_heads"])))
+        # one pass over the role's rows (a pandas filter per layer took 0.1 s of the EWT output)
+        cells = {(int(layer), int(head)): ("" if mean != mean else f"{mean:.2f}")
+                 + ("*" if significant else "") + ("~" if flip else "")
+                 for layer, head, mean, significant, flip in zip(sub["layer"], sub["head"], sub["mean"],
+                                                                 sub["significant"], sub["flip_possible"])}
         for layer in range(a["n_layers"]):
-            cells = []
-            for row in sub[sub["layer"] == layer].sort_values("head").itertuples(index=False):
-                mark = ("*" if row.significant else "") + ("~" if row.flip_possible else "")
-                value = "" if row.mean != row.mean else f"{row.mean:.2f}"
-                cells.append((value + mark).rjust(width))
-            typer.echo(str(layer).rjust(4) + "".join(cells))
+            typer.echo(str(layer).rjust(4) + "".join(cells.get((layer, head), "").rjust(width)
+                                                     for head in range(a["n_heads"])))
 
 
 @app.command()
