@@ -134,7 +134,7 @@ def _compressed_message(kind: str, unpack: str, path: str | Path) -> str:
 
 
 def _not_utf8_message(first: bytes) -> str | None:
-    """What the first line of a corpus says it is, where it is text in another UTF encoding."""
+    """What the start of a corpus says it is, where it is text in another UTF encoding."""
     for bom, name in _OTHER_BOMS:
         if first.startswith(bom):
             return (f"the file is {name} text (it starts with a {name} byte-order mark); headdb reads UTF-8: "
@@ -195,7 +195,12 @@ def _lines(path: str | Path) -> Iterator[tuple[int, str]]:
                 for magic, _, kind, unpack in _COMPRESSED:
                     if raw.startswith(magic) and not _is_text(raw):  # a text may start "BZh" or "PK"
                         raise CorpusError(_compressed_message(kind, unpack, p), p)
-                if (other := _not_utf8_message(raw)) is not None:
+                # judged on the first 4 KiB, not the line alone: a first line of one character holds
+                # one NUL in UTF-16, too few to tell from a binary file
+                here = f.tell()
+                sample = raw + f.read(4096)
+                f.seek(here)
+                if (other := _not_utf8_message(sample)) is not None:
                     raise CorpusError(other, p, number)
             if len(raw) > MAX_LINE_BYTES:
                 raise CorpusError(f"line longer than {MAX_LINE_BYTES >> 20} MiB; is it a binary file?", p, number)

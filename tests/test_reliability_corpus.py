@@ -73,6 +73,8 @@ REFUSED = {
                                    "is it UTF-16 text without a byte-order mark? headdb reads UTF-8: "
                                    "convert it first (iconv -f UTF-16BE"),
     "UTF-16 little-endian, no mark": ("u16le.tsv", "a b\tc d\n".encode("utf-16-le"), 1, "(iconv -f UTF-16LE"),
+    "UTF-16, no mark, a first line of one character": ("u16short.txt", "a\nThe cat sat.\n".encode("utf-16-le"), 1,
+                                                       "(iconv -f UTF-16LE"),
     "UTF-32": ("u32.txt", "Hello world.\n".encode("utf-32"), 1, "the file is UTF-32 text"),
     "gzip-compressed": ("gz.conllu", gzip.compress(GOOD.encode()), None,
                         "is a gzip-compressed file; headdb reads plain UTF-8 text: decompress it first (gunzip -k"),
