@@ -496,6 +496,14 @@ def sql(
     """Run SQL on the store (read-only by default).
 
     Read-only, it offers the views scores_<role> and sieve_<role> of the built-in roles."""
+    import os.path
+
+    if not os.path.exists(db) and os.path.isfile(query):  # `headdb sql "SELECT ..." store.db`
+        from headdb.errors import InputError
+
+        # it read "no such database (create it with `headdb init 'SELECT ...'`)"
+        raise InputError(f"no such database, and the query names a file, {query}: the database comes first, then "
+                         "the query (`headdb sql DB QUERY`)", db)
     params = _params(param)
     _check_out(out, db)
     if out is not None:
