@@ -581,11 +581,19 @@ def classify(
     from headdb.classify import classify as api_classify
 
     _check_out(out, db)
-    with _steps_bar("scoring", quiet) as bar:
-        # the API writes --out (a failure says the results are stored), before the tables: a
-        # reader that stops early (`| head`) leaves the file whole
-        df = api_classify(db, run, roles, roles_dir, tau=tau, alpha=alpha, correction=correction, out=out,
-                          progress=bar)
+    from headdb.errors import ClassifyInterrupted
+
+    try:
+        with _steps_bar("scoring", quiet) as bar:
+            # the API writes --out (a failure says the results are stored), before the tables: a
+            # reader that stops early (`| head`) leaves the file whole
+            df = api_classify(db, run, roles, roles_dir, tau=tau, alpha=alpha, correction=correction, out=out,
+                              progress=bar)
+    except ClassifyInterrupted as exc:  # not "interrupted" alone: the results are in the store
+        typer.echo(f"interrupted: the classification is stored (classification {exc.classification_id} of run "
+                   f"{exc.run_id}), but {exc.out} was not written: run the same command again to write it", err=True)
+        _state["interrupt_reported"] = True
+        raise typer.Exit(130) from None
     if out is not None:
         typer.echo(f"wrote {_count(len(df), 'row')} to {out}", err=True)
     _print_classification(df)
