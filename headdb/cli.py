@@ -591,7 +591,9 @@ def classify(
                               progress=bar)
     except ClassifyInterrupted as exc:  # not "interrupted" alone: the results are in the store
         typer.echo(f"interrupted: the classification is stored (classification {exc.classification_id} of run "
-                   f"{exc.run_id}), but {exc.out} was not written: run the same command again to write it", err=True)
+                   f"{exc.run_id})" + ("" if exc.out is None else
+                                       f", but {exc.out} was not written: run the same command again to write it"),
+                   err=True)
         _state["interrupt_reported"] = True
         raise typer.Exit(130) from None
     if out is not None:
