@@ -88,30 +88,40 @@ def classify(
     heads = [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
     taus = {r.name: (r.tau if tau is None else float(tau)) for r in chosen}
     classification_id = None
-    if store:
-        results, classification_id = _score_and_store(db, run_id, chosen, bits, passes, heads, taus, alpha,
-                                                      correction, tau, progress)
-    else:
-        results = head_tests(scores, heads, [r.name for r in chosen], taus, alpha, correction, run=run_id)
-    results.attrs.update(run_id=run_id, n_layers=n_layers, n_heads=n_heads, alpha=alpha, correction=correction,
-                         classification_id=classification_id, roles=[r.name for r in chosen])
-    if out is not None:
-        from headdb.query import export
+    committed: list[int] = []  # the classification's id, once its transaction has committed
+    try:
+        if store:
+            results, classification_id = _score_and_store(db, run_id, chosen, bits, passes, heads, taus, alpha,
+                                                          correction, tau, progress, committed)
+        else:
+            results = head_tests(scores, heads, [r.name for r in chosen], taus, alpha, correction, run=run_id)
+        results.attrs.update(run_id=run_id, n_layers=n_layers, n_heads=n_heads, alpha=alpha, correction=correction,
+                             classification_id=classification_id, roles=[r.name for r in chosen])
+        if out is not None:
+            from headdb.query import export
 
-        try:
-            export(results, out)
-        except InputError as exc:
-            if classification_id is None:
-                raise
-            raise InputError(f"{exc}; the classification itself is stored (classification {classification_id}: "
-                             "its tests are the rows of head_tests with that classification_id)") from None
+            try:
+                export(results, out)
+            except InputError as exc:
+                if classification_id is None:
+                    raise
+                raise InputError(f"{exc}; the classification itself is stored (classification {classification_id}: "
+                                 "its tests are the rows of head_tests with that classification_id)") from None
+    except KeyboardInterrupt:
+        # Ctrl-C once the results were committed (while --out was written) read "interrupted",
+        # as if nothing had been stored
+        if committed:
+            from headdb.errors import ClassifyInterrupted
+
+            raise ClassifyInterrupted(run_id, committed[0], out) from None
+        raise
     return results
 
 
 def _score_and_store(db: str | Path, run_id: int, roles: list[Role], bits: int, passes: list,
                      heads: list[tuple[int, int]], taus: dict[str, float], alpha: float, correction: str,
-                     tau: float | None, progress: Callable[[int, int], None] | None = None
-                     ) -> tuple[pd.DataFrame, int]:
+                     tau: float | None, progress: Callable[[int, int], None] | None = None,
+                     committed: list[int] | None = None) -> tuple[pd.DataFrame, int]:
     """In one transaction: the roles, the per-sentence scores (computed by DuckDB straight into
     sentence_scores, with classification's memory limit), the tests (from each head's moments,
     computed there) and the classification. Nothing is stored unless all of it is."""
@@ -152,6 +162,8 @@ def _score_and_store(db: str | Path, run_id: int, roles: list[Role], bits: int, 
             # an earlier classification whose tests have all been replaced by these goes with them
             con.execute("DELETE FROM classifications c WHERE c.run_id = ? AND NOT EXISTS "
                         "(SELECT 1 FROM head_tests t WHERE t.classification_id = c.classification_id)", [run_id])
+        if committed is not None:
+            committed.append(int(classification_id))
     finally:
         con.close()
     return results, int(classification_id)

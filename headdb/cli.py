@@ -496,6 +496,14 @@ def sql(
     """Run SQL on the store (read-only by default).
 
     Read-only, it offers the views scores_<role> and sieve_<role> of the built-in roles."""
+    import os.path
+
+    if not os.path.exists(db) and os.path.isfile(query):  # `headdb sql "SELECT ..." store.db`
+        from headdb.errors import InputError
+
+        # it read "no such database (create it with `headdb init 'SELECT ...'`)"
+        raise InputError(f"no such database, and the query names a file, {query}: the database comes first, then "
+                         "the query (`headdb sql DB QUERY`)", db)
     params = _params(param)
     _check_out(out, db)
     if out is not None:
@@ -573,11 +581,21 @@ def classify(
     from headdb.classify import classify as api_classify
 
     _check_out(out, db)
-    with _steps_bar("scoring", quiet) as bar:
-        # the API writes --out (a failure says the results are stored), before the tables: a
-        # reader that stops early (`| head`) leaves the file whole
-        df = api_classify(db, run, roles, roles_dir, tau=tau, alpha=alpha, correction=correction, out=out,
-                          progress=bar)
+    from headdb.errors import ClassifyInterrupted
+
+    try:
+        with _steps_bar("scoring", quiet) as bar:
+            # the API writes --out (a failure says the results are stored), before the tables: a
+            # reader that stops early (`| head`) leaves the file whole
+            df = api_classify(db, run, roles, roles_dir, tau=tau, alpha=alpha, correction=correction, out=out,
+                              progress=bar)
+    except ClassifyInterrupted as exc:  # not "interrupted" alone: the results are in the store
+        typer.echo(f"interrupted: the classification is stored (classification {exc.classification_id} of run "
+                   f"{exc.run_id})" + ("" if exc.out is None else
+                                       f", but {exc.out} was not written: run the same command again to write it"),
+                   err=True)
+        _state["interrupt_reported"] = True
+        raise typer.Exit(130) from None
     if out is not None:
         typer.echo(f"wrote {_count(len(df), 'row')} to {out}", err=True)
     _print_classification(df)

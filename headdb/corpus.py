@@ -148,6 +148,12 @@ def _not_utf8_message(first: bytes) -> str | None:
     return None
 
 
+def has_corpus_extension(path: str | Path) -> bool:
+    """Whether ``path`` is named as a corpus file is (.conllu, .txt, .tsv, ..., or compressed, .gz)."""
+    suffix = Path(path).suffix.lower()
+    return suffix in _EXTENSIONS or any(suffix == ext for _, ext, _, _ in _COMPRESSED)
+
+
 def infer_format(path: str | Path, fmt: str | None = None) -> str:
     if fmt is not None:
         fmt = fmt.lower()

@@ -102,7 +102,11 @@ _NOT_A_FILE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 
 
 def _check_file_path(path: str) -> None:
-    """A store path DuckDB can create or open as a file: not a service's name, not in a missing folder."""
+    """A store path DuckDB can create or open as a file: not a folder, not a service's name, not in a
+    missing folder."""
+    if path != ":memory:" and Path(path).is_dir():  # DuckDB: 'IO Error: Could not read from file ...'
+        raise DatabaseError(f"{path}: is a folder; a headdb store is a DuckDB file (name one in the folder, such as "
+                            f"{shell_word(Path(path) / 'store.db')})")
     if path == ":memory:" or Path(path).exists():
         return
     if _NOT_A_FILE.match(path):

@@ -84,3 +84,12 @@ class IngestInterrupted(KeyboardInterrupt):
     def __init__(self, run_id: int, run_name: str, kept: int | None):
         self.run_id, self.run_name, self.kept = run_id, run_name, kept
         super().__init__(f"run {run_id} interrupted")
+
+
+class ClassifyInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a classify after its results were committed (while it wrote ``out``): the
+    classification is stored, the file is not written."""
+
+    def __init__(self, run_id: int, classification_id: int, out: str | Path | None):
+        self.run_id, self.classification_id, self.out = run_id, classification_id, out
+        super().__init__(f"classification {classification_id} of run {run_id} stored; {out} not written")

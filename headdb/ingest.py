@@ -24,9 +24,11 @@ from typing import Any
 import numpy as np
 
 from headdb import __version__
-from headdb.corpus import ReadStats, Sentence, check_file, file_sha256, infer_format, read_corpus, validate
+from headdb.corpus import (ReadStats, Sentence, check_file, file_sha256, has_corpus_extension, infer_format,
+                           read_corpus, validate)
 from headdb.db import check_writable, connect, interrupted, transaction
-from headdb.errors import DatabaseError, HeaddbError, IngestInterrupted, InputError, ModelError, flag, option
+from headdb.errors import (CLI_NAMES, DatabaseError, HeaddbError, IngestInterrupted, InputError, ModelError, flag,
+                           option)
 from headdb.sparsify import DEFAULT_TOP_K, BatchEdges, Sparsity
 
 #: Sentences tokenized and sorted by length together; batches are cut from each window.
@@ -260,7 +262,9 @@ def ingest(
                          f"{option('weight_bits')} 16 is for sparse runs")
     sparsity = Sparsity(None, None) if dense else Sparsity(DEFAULT_TOP_K if top_k is None else top_k, min_mass)
     corpus_path = Path(corpus) if corpus is not None else sample_corpus()
+    _check_store_path(db)
     check_file(corpus_path)
+    _check_not_a_store(corpus_path)
     fmt = infer_format(corpus_path, format)
     if fmt == "conllu" and parser is not None:  # it was ignored: the gold syntax was stored all the same
         raise InputError(f"{option('parser')} parses raw text (text and TSV corpora); a CoNLL-U corpus brings its "
@@ -845,6 +849,36 @@ def _start_run(con, fingerprint, new_run, run_name, corpus_path, sha, fmt, pairs
         if run_name is None:
             con.execute("UPDATE runs SET run_name = 'run-' || run_id WHERE run_id = ?", [run_id])
     return run_id, False, False
+
+
+def _argument_order() -> str:
+    return "`headdb ingest DB CORPUS`" if CLI_NAMES.get() else "ingest(db, corpus)"
+
+
+def _check_store_path(db: str | Path) -> None:
+    """The store comes first: ``headdb ingest corpus.conllu`` (the store left out) or the two
+    swapped, where that file did not exist, created a store named corpus.conllu holding the
+    bundled sample, and said only what it stored."""
+    if str(db) != ":memory:" and not Path(db).exists() and has_corpus_extension(db):
+        raise InputError(f"no such store, and its name is a corpus file's ({Path(db).suffix}): the store comes "
+                         f"first, then the corpus ({_argument_order()}); name a new store .db", db)
+
+
+def _check_not_a_store(corpus: Path) -> None:
+    """A DuckDB file given as the corpus (the arguments swapped) is named as one: it read "cannot
+    infer the format from the extension '.db'", or, with --format, "NUL byte in the file"."""
+    from headdb.db import _open_in_this_process
+
+    if _open_in_this_process(corpus):  # closing a descriptor of it would drop the process's DuckDB lock on it
+        return
+    try:
+        with open(corpus, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return  # reading the corpus says what is wrong
+    if head[8:12] == b"DUCK":
+        raise InputError(f"is a DuckDB database, not a corpus: the store comes first, then the corpus "
+                         f"({_argument_order()})", corpus)
 
 
 def _fail(con, run_id: int, exc: BaseException) -> bool:

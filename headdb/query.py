@@ -326,11 +326,21 @@ def _hint(message: str, query: str, write: bool) -> str:
                     "or write=False)")
         return (" (the views scores_<role> and sieve_<role> are those of the built-in roles; "
                 "headdb.scores(db, run, roles, roles_dir) scores your own)")
+    if "Parser Error" in message and _names_a_file(query):  # `headdb sql DB query.sql`
+        how = f'`headdb sql DB "$(cat {query.strip()})"`' if CLI_NAMES.get() else f"Path({query.strip()!r}).read_text()"
+        # on a line of its own, below DuckDB's pointer into the query
+        return f"\n(the query is SQL text, and {query.strip()} is a file: to run the SQL in it, pass its text: {how})"
     writes_edges = re.search(r"\b(update|into|from)\s+(main\.)?\"?edges\b", query, re.I)
     if ("base table" in message or "is not an table" in message) and writes_edges:
         return (" (edges is a view that reads the tables edge_store (float32 weights) and edge_store16 "
                 "(16-bit weights); delete, update or insert rows of edge_store or edge_store16)")
     return ""
+
+
+def _names_a_file(query: str) -> bool:
+    import os.path
+
+    return "\n" not in query.strip() and os.path.isfile(query.strip())
 
 
 def check_export(out: str | Path, db: str | Path | None = None) -> str:

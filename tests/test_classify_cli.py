@@ -124,6 +124,34 @@ def test_the_cli_says_the_classification_is_stored_when_its_export_fails(store, 
                                  "rows of head_tests with that classification_id)\n")
 
 
+def test_ctrl_c_while_out_is_written_says_the_classification_is_stored(store, tmp_path, capsys, monkeypatch):
+    """Ctrl-C once the results were committed, while --out was written, read "interrupted", as
+    if the store had been left as it was; a Ctrl-C before the commit still stores nothing."""
+    def ctrl_c(df, out):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib.import_module("headdb.query"), "export", ctrl_c)
+    out = tmp_path / "r.csv"
+    code, stdout, err = run_main(capsys, monkeypatch, "classify", store, "--roles", "local", "--out", out)
+    newest = int(headdb.sql(store, "SELECT max(classification_id) AS c FROM classifications")["c"][0])
+    run = int(headdb.sql(store, "SELECT run_id FROM classifications WHERE classification_id = ?", [newest])["run_id"][0])
+    assert (code, stdout) == (130, "")
+    assert err == (f"interrupted: the classification is stored (classification {newest} of run {run}), but {out} was "
+                   "not written: run the same command again to write it\n")
+    assert not out.exists()
+    with pytest.raises(headdb.errors.ClassifyInterrupted) as caught:  # a KeyboardInterrupt, from Python too
+        headdb.classify(store, roles="local", out=out)
+    assert isinstance(caught.value, KeyboardInterrupt) and caught.value.classification_id == newest + 1
+
+    def ctrl_c_while_scoring(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib.import_module("headdb.scores"), "store_scores", ctrl_c_while_scoring)
+    code, _, err = run_main(capsys, monkeypatch, "classify", store, "--roles", "local", "--out", out)
+    assert (code, err) == (130, "interrupted\n")
+    assert int(headdb.sql(store, "SELECT max(classification_id) AS c FROM classifications")["c"][0]) == newest + 1
+
+
 def test_out_is_written_whole_when_the_reader_of_the_table_goes_away(store, tmp_path):
     """`headdb classify --out t.csv | head` printed the tables first and wrote --out last: the
     reader that went away ended the command before the file was written, without a word."""

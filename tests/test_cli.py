@@ -179,6 +179,31 @@ def test_init_sql_and_errors_without_a_model(tmp_path, capsys, monkeypatch):
     assert r.returncode == 2 and "No such command" in r.stderr
 
 
+def test_sql_with_the_store_and_the_query_swapped_or_the_query_in_a_file(tmp_path, capsys, monkeypatch):
+    """`headdb sql "SELECT ..." store.db` read "no such database (create it with `headdb init
+    'SELECT ...'`)"; `headdb sql store.db query.sql` a bare parser error at "query"."""
+    db = tmp_path / "a.db"
+    assert run_main(capsys, monkeypatch, "init", db)[0] == 0
+    code, out, err = run_main(capsys, monkeypatch, "sql", "SELECT count(*) FROM runs", db)
+    assert (code, out) == (1, "")
+    assert err == (f"error: SELECT count(*) FROM runs: no such database, and the query names a file, {db}: the "
+                   "database comes first, then the query (`headdb sql DB QUERY`)\n")
+    assert not (tmp_path / "SELECT count(*) FROM runs").exists()
+    query = tmp_path / "q.sql"
+    query.write_text("SELECT 1\n")
+    for extra in ([], ["-f", "csv"], ["--out", tmp_path / "x.csv"]):
+        code, out, err = run_main(capsys, monkeypatch, "sql", db, query, *extra)
+        assert (code, out) == (1, "") and err.startswith("error: SQL error: Parser Error: ")
+        assert err.splitlines()[-1] == (f"(the query is SQL text, and {query} is a file: to run the SQL in it, pass "
+                                        f'its text: `headdb sql DB "$(cat {query})"`)'), err
+    code, _, err = run_main(capsys, monkeypatch, "sql", db, "SELEC 1")  # no file: DuckDB's words alone
+    assert code == 1 and "is a file" not in err
+    import headdb
+
+    with pytest.raises(headdb.errors.DatabaseError, match=r"pass its text: Path\("):
+        headdb.sql(db, str(query))
+
+
 def test_usage_errors_exit_2_without_traceback(tmp_path):
     # through the real entry point: usage errors come from typer's (vendored) click
     r = headdb("sql", tmp_path / "x.db", "SELECT 1", "--format", "xml")

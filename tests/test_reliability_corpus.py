@@ -398,6 +398,32 @@ def test_cli_unknown_format(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "x.db").exists()
 
 
+def test_cli_ingest_with_the_store_left_out_or_swapped_with_the_corpus(tmp_path, monkeypatch, capsys):
+    """The store comes first: `headdb ingest corpus.conllu`, where that file was missing, created a
+    store named corpus.conllu holding the bundled sample; a store given as the corpus read as
+    "cannot infer the format from the extension '.db'" (with --format: "NUL byte in the file")."""
+    missing = tmp_path / "corpus.conllu"
+    for args in (["ingest", missing], ["ingest", missing, write(tmp_path, "c.conllu", GOOD)]):
+        code, out, err = run_cli([*args, "-q"], monkeypatch, capsys)
+        assert code == 1 and out == ""
+        assert err == (f"error: {missing}: no such store, and its name is a corpus file's (.conllu): the store "
+                       "comes first, then the corpus (`headdb ingest DB CORPUS`); name a new store .db\n")
+        assert not missing.exists()
+    with pytest.raises(InputError, match=r"the store comes first, then the corpus \(ingest\(db, corpus\)\)"):
+        ingest(tmp_path / "pairs.tsv")
+    assert not (tmp_path / "pairs.tsv").exists()
+    db = tmp_path / "store.db"
+    assert run_cli(["init", db], monkeypatch, capsys)[0] == 0
+    corpus = write(tmp_path, "c.conllu", GOOD)
+    for extra in ([], ["--format", "conllu"]):
+        code, out, err = run_cli(["ingest", corpus, db, *extra, "-q"], monkeypatch, capsys)
+        assert code == 1 and out == ""
+        assert err == (f"error: {db}: is a DuckDB database, not a corpus: the store comes first, then the corpus "
+                       "(`headdb ingest DB CORPUS`)\n")
+        assert corpus.read_text() == GOOD
+    assert table_counts(db) == dict.fromkeys(table_counts(db), 0)
+
+
 # --- slow: sentences longer than the model's maximum, counted in the run summary --------------
 
 

@@ -115,6 +115,21 @@ def test_files_that_are_not_duckdb_are_named(tmp_path, capsys, monkeypatch):
         assert path.read_bytes() == data
 
 
+def test_a_folder_as_the_store_is_named_as_one(tmp_path, capsys, monkeypatch):
+    """A folder (or an empty path, read as ".") as the store read as DuckDB's "IO Error: Could not
+    read from file ...: Is a directory"."""
+    folder = tmp_path / "results"
+    folder.mkdir()
+    for args in (("ingest", folder), ("init", folder), ("runs", folder), ("sql", folder, "SELECT 1"),
+                 ("sql", folder, "SELECT 1", "--write"), ("classify", folder), ("drop", folder, "1"),
+                 ("compact", folder), ("accuracy", folder), ("report", folder, "--out", tmp_path / "r")):
+        code, out, err = run_main(capsys, monkeypatch, *args)
+        assert (code, out) == (1, ""), (args, err)
+        assert err == (f"error: {folder}: is a folder; a headdb store is a DuckDB file (name one in the folder, such "
+                       f"as {folder / 'store.db'})\n"), (args, err)
+    assert list(folder.iterdir()) == [] and not (tmp_path / "r").exists()
+
+
 def test_headdb_works_beside_a_users_own_connection_to_the_store(store, tmp_path):
     """A connection the user holds in the same process (a notebook's duckdb.connect) must not
     stop headdb's reads: DuckDB refuses a second connection to a file with other settings, so
