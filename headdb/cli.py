@@ -506,6 +506,12 @@ def sql(
                          "the query (`headdb sql DB QUERY`)", db)
     params = _params(param)
     _check_out(out, db)
+    if out is not None and format != "table" and format != out.suffix.lower().lstrip("."):
+        from headdb.errors import InputError
+
+        # it was ignored: the file's extension decides its format, and nothing else is printed
+        raise InputError(f"--format {format} and --out {out} disagree: the extension of --out decides the file's "
+                         f"format; name the file {out.with_suffix('.' + format).name}, or leave out --format")
     if out is not None:
         from headdb.query import export_sql
 

@@ -204,6 +204,20 @@ def test_sql_with_the_store_and_the_query_swapped_or_the_query_in_a_file(tmp_pat
         headdb.sql(db, str(query))
 
 
+def test_sql_format_that_disagrees_with_out_is_refused(tmp_path, capsys, monkeypatch):
+    """`headdb sql DB Q --out x.csv -f json` wrote CSV and ignored -f without a word; -f that
+    agrees with the extension is fine."""
+    db = tmp_path / "a.db"
+    assert run_main(capsys, monkeypatch, "init", db)[0] == 0
+    code, out, err = run_main(capsys, monkeypatch, "sql", db, "SELECT 1 AS x", "--out", tmp_path / "x.csv", "-f", "json")
+    assert (code, out) == (1, "")
+    assert err == (f"error: --format json and --out {tmp_path / 'x.csv'} disagree: the extension of --out decides "
+                   "the file's format; name the file x.json, or leave out --format\n")
+    assert not (tmp_path / "x.csv").exists()
+    code, _, err = run_main(capsys, monkeypatch, "sql", db, "SELECT 1 AS x", "--out", tmp_path / "y.csv", "-f", "csv")
+    assert code == 0 and (tmp_path / "y.csv").read_text().splitlines() == ["x", "1"], err
+
+
 def test_usage_errors_exit_2_without_traceback(tmp_path):
     # through the real entry point: usage errors come from typer's (vendored) click
     r = headdb("sql", tmp_path / "x.db", "SELECT 1", "--format", "xml")

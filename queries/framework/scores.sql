@@ -88,19 +88,26 @@ row_counts AS (
     FROM attn_rows AS a
     JOIN steps AS st USING (run_id)
 ),
--- per (run, sentence, layer, head): sum over the queries of (what unstored keys could add) / |S_i|,
--- and the number of participating queries
+-- per (run, sentence, layer, head): sum over the queries of (what unstored keys could add) / |S_i|
 bounds AS (
     SELECT a.run_id, a.sentence_id, a.layer, a.head,
            sum((a.stored_{r} * a.step + least(a.residual, (q.size_{r} - a.stored_{r}) * (a.min_weight + a.step))) / nullif(q.size_{r}, 0)) AS extra_{r},
-           count(nullif(q.size_{r}, 0))::INTEGER AS n_queries_{r},
     FROM row_counts AS a
     JOIN queries AS q USING (run_id, sentence_id, query_pos)
     GROUP BY a.run_id, a.sentence_id, a.layer, a.head
 ),
+-- per (run, sentence): its length L and the number of participating queries per role, the same
+-- for every (layer, head), since each has every query (counted here once, not per head)
+sentence_sizes AS (
+    SELECT q.run_id, q.sentence_id, any_value(rs.n_tokens) AS n_tokens,
+           count(nullif(q.size_{r}, 0))::INTEGER AS n_queries_{r},
+    FROM queries AS q
+    JOIN run_sentences AS rs USING (run_id, sentence_id)
+    GROUP BY q.run_id, q.sentence_id
+),
 -- one row per role
 long AS (
-    SELECT b.run_id, b.sentence_id, b.layer, b.head,
+    SELECT b.run_id, b.sentence_id, b.layer, b.head, ss.n_tokens,
            unnest([
                {r},
            ]) AS role,
@@ -111,15 +118,15 @@ long AS (
                b.extra_{r},
            ]) AS extra,
            unnest([
-               b.n_queries_{r},
+               ss.n_queries_{r},
            ]) AS n_queries
     FROM bounds AS b
+    JOIN sentence_sizes AS ss USING (run_id, sentence_id)
     LEFT JOIN masses AS m USING (run_id, sentence_id, layer, head)
 )
 SELECT l.run_id, l.role::SMALLINT AS role, l.layer, l.head, l.sentence_id,
-       rs.n_tokens * l.mass / l.n_queries AS score,
-       rs.n_tokens * (l.mass + l.extra) / l.n_queries AS score_upper,
+       l.n_tokens * l.mass / l.n_queries AS score,
+       l.n_tokens * (l.mass + l.extra) / l.n_queries AS score_upper,
        l.n_queries
 FROM long AS l
-JOIN run_sentences AS rs USING (run_id, sentence_id)
 WHERE l.n_queries > 0
