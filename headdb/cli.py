@@ -248,9 +248,10 @@ def ingest(
         # a resume says what it found, not only what it added ("resumed 2,995 sentences" of 6,003)
         verb = f"resumed with {_count(result.kept_before, 'input')} kept from before; stored" if result.resumed \
             else "stored"
-        err(f"run {result.run_id} ({result.run_name}): {verb} {_count(result.sentences, 'sentence')}, "
+        unit = "pair" if result.pairs else "sentence"  # a pair is one input: "stored 3 sentences" read as 3 of 6
+        err(f"run {result.run_id} ({result.run_name}): {verb} {_count(result.sentences, unit)}, "
             f"{result.edges:,} edges "
-            f"in {_seconds(result.seconds)} s ({_rate(result.sentences_per_second)} sentences/s); "
+            f"in {_seconds(result.seconds)} s ({_rate(result.sentences_per_second)} {unit}s/s); "
             f"skipped {result.skipped:,} over-long, truncated {result.truncated:,}", err=True)
         if result.pieceless_words:
             one = result.pieceless_words == 1

@@ -57,7 +57,9 @@ class IngestResult:
     run_name: str
     resumed: bool
     already_done: bool
-    sentences: int = 0  # stored in this call
+    sentences: int = 0  # stored in this call (inputs: a pair counts once)
+    #: the inputs are sentence pairs (--pairs, or a TSV corpus)
+    pairs: bool = False
     #: inputs the run had committed before this call (a resumed run's; stored or skipped)
     kept_before: int = 0
     skipped: int = 0
@@ -381,6 +383,7 @@ def _ingest_loaded(db, corpus_path: Path, fmt: str, pairs: bool, n_total: int, s
         try:
             name = con.execute("SELECT run_name FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
             result = IngestResult(run_id, name, resumed, done, read_stats=stats, append_threads=threads,
+                                  pairs=pairs or fmt == "tsv",
                                   no_special_tokens=am.tokenizer.num_special_tokens_to_add(pair=False) == 0)
             if done:
                 return result

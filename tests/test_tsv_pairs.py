@@ -29,3 +29,21 @@ def test_tsv_pairs_are_pair_runs_with_block_samples(tmp_path, tiny_bert_dir):
     scores = headdb.scores(db, run=run.run_id, roles=["block"])
     assert len(scores) == 2 * 4 * 2  # layers x heads x sentences of the tiny model
     assert (scores["n_queries"] > 0).all()
+
+
+@pytest.mark.slow
+def test_a_pairs_ingest_counts_pairs(tmp_path, tiny_bert_dir):
+    """`headdb ingest --pairs --limit 3` read "stored 3 sentences" for 3 pairs (6 sentences)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    corpus = tmp_path / "pairs.tsv"
+    corpus.write_text("A man eats.\tSomeone eats.\nThe cat sleeps.\tA dog barks.\nIt rains.\tWe stay in.\n",
+                      encoding="utf-8")
+    proc = subprocess.run([str(Path(sys.executable).parent / "headdb"), "ingest", str(tmp_path / "p.db"), str(corpus),
+                           "--model", str(tiny_bert_dir), "--limit", "2", "-q"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "stored 2 pairs, " in proc.stderr and " pairs/s); " in proc.stderr, proc.stderr
+    assert headdb.ingest(tmp_path / "q.db", corpus, model=str(tiny_bert_dir)).pairs is True
