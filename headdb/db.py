@@ -93,7 +93,12 @@ def _check_duckdb_file(path: str) -> None:
     if head.startswith(b"SQLite format 3"):
         raise DatabaseError(f"{path}: a SQLite database, not a DuckDB one; headdb stores are DuckDB files")
     if len(head) >= 12 and head[8:12] != b"DUCK":
-        raise DatabaseError(f"{path}: not a DuckDB database file")
+        from headdb.corpus import has_corpus_extension
+
+        # `headdb classify corpus.conllu`: the corpus where the store goes
+        hint = ("; it is named like a corpus: the store is the DuckDB file that `headdb ingest DB CORPUS` made"
+                if has_corpus_extension(p) else "")
+        raise DatabaseError(f"{path}: not a DuckDB database file{hint}")
 
 
 #: a DuckDB "path" that names a service or another engine (md:, motherduck:, sqlite:, s3://...):

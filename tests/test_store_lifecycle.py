@@ -113,6 +113,13 @@ def test_files_that_are_not_duckdb_are_named(tmp_path, capsys, monkeypatch):
             assert code == 1 and err == f"error: {path}: {words}" + ("; headdb stores are DuckDB files\n"
                                                                     if "SQLite" in words else "\n"), (args, err)
         assert path.read_bytes() == data
+    # a corpus where the store goes (`headdb classify corpus.conllu`) says what the store is
+    corpus = tmp_path / "corpus.conllu"
+    corpus.write_text("# text = Hi .\n1\tHi\thi\tINTJ\tUH\t_\t0\troot\t_\t_\n\n")
+    for args in (("classify", corpus), ("runs", corpus), ("report", corpus, "--out", tmp_path / "r")):
+        code, _, err = run_main(capsys, monkeypatch, *args)
+        assert code == 1 and err == (f"error: {corpus}: not a DuckDB database file; it is named like a corpus: the "
+                                     "store is the DuckDB file that `headdb ingest DB CORPUS` made\n"), (args, err)
 
 
 def test_a_folder_as_the_store_is_named_as_one(tmp_path, capsys, monkeypatch):
