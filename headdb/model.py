@@ -416,6 +416,12 @@ def device_edges(values, indices, lengths, min_mass: float | None, ids=None,
     return BatchEdges(*small, weights, sentence=raw[: 4 * m].view(np.int32), release=release)
 
 
+#: model types whose position ids start after the padding index (transformers'
+#: ``create_position_ids_from_input_ids``): N position embeddings hold N - pad_token_id - 1 tokens
+_POSITIONS_AFTER_PADDING = ("roberta", "xlm-roberta", "camembert", "mpnet", "data2vec-text", "roberta-prelayernorm",
+                            "xlm-roberta-xl", "ibert", "luke", "xmod")
+
+
 def _natural_max_length(tokenizer_max, max_positions, pad_token_id, model_type: str) -> int:
     """The model's own token limit: its tokenizer's ``model_max_length`` and its position
     embeddings, whichever is smaller (512 where neither says)."""
@@ -424,8 +430,7 @@ def _natural_max_length(tokenizer_max, max_positions, pad_token_id, model_type: 
         limits.append(tokenizer_max)
     if isinstance(max_positions, int) and max_positions > 0:
         # RoBERTa-style positions start after the padding index
-        offset = pad_token_id + 1 if model_type in ("roberta", "xlm-roberta", "camembert", "mpnet") and \
-            isinstance(pad_token_id, int) else 0
+        offset = pad_token_id + 1 if model_type in _POSITIONS_AFTER_PADDING and isinstance(pad_token_id, int) else 0
         limits.append(max_positions - offset)
     return min(limits) if limits else 512
 

@@ -360,3 +360,37 @@ def test_a_tokenizer_that_gives_no_word_any_piece_is_refused(offline):
     with pytest.raises(ModelError, match=r"its tokenizer gives no word piece to any word of \"The probe reads"):
         headdb.ingest(db, SAMPLE, model=str(folder), limit=2)
     assert not db.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_type", ["data2vec-text", "roberta-prelayernorm", "xlm-roberta-xl", "ibert", "luke",
+                                        "xmod"])
+def test_models_whose_positions_start_after_the_padding_index_run_an_input_of_their_maximum(
+        offline, roberta_style_dir, model_type):
+    """Like RoBERTa's, these models' position ids start after the padding index, so N position
+    embeddings hold N - pad_token_id - 1 tokens. Only RoBERTa, XLM-R, CamemBERT and MPNet were
+    known: with a tokenizer that sets no model_max_length the maximum was taken as N, and an
+    input of N - 1 or N tokens failed mid-ingest (`index 24 is out of bounds`, a failed run)."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    from headdb.corpus import Segment, Sentence, Word
+    from headdb.model import AttentionModel, peek
+
+    folder = offline / model_type
+    extra = {"luke": {"entity_vocab_size": 4, "entity_emb_size": 8},
+             "xmod": {"languages": ["en_XX"], "default_language": "en_XX"}}.get(model_type, {})
+    config = AutoConfig.for_model(model_type, vocab_size=300, hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=4, intermediate_size=64, max_position_embeddings=12,
+                                  pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1, **extra)
+    torch.manual_seed(0)
+    AutoModel.from_config(config).eval().save_pretrained(folder)
+    for f in roberta_style_dir.iterdir():
+        shutil.copy(f, folder / f.name)
+    am = AttentionModel(str(folder))
+    assert am.max_length == 10 and peek(str(folder), None) == (am.model_hash, 10)
+    words = tuple(Word(w) for w in "the cat sat on the mat the cat sat on".split())
+    (enc,) = am.encode([Sentence(0, (Segment(words, "", 1),))], truncate=True)
+    assert (enc.status, enc.length) == ("truncated", 10)
+    weights, _ = am.forward([enc], k=3)  # the longest input the run takes goes through the model
+    assert weights.shape == (1, 2, 4, 10, 3)
