@@ -128,7 +128,8 @@ def load_tokenizer(folder: str | Path, name: str | None = None):
         tok = auto.from_pretrained(folder, use_fast=True, trust_remote_code=False, local_files_only=True,
                                    split_special_tokens=True)
     except Exception as exc:  # noqa: BLE001
-        raise ModelError(f"{name}: cannot load its tokenizer: {str(exc).splitlines()[0]}") from None
+        raise ModelError(f"{name}: cannot load its tokenizer: "
+                         f"{_needs_sentencepiece(Path(folder)) or str(exc).splitlines()[0]}") from None
     if not getattr(tok, "is_fast", False):
         raise ModelError(
             f"{name}: needs a fast (Rust) tokenizer for word alignment; "
@@ -151,6 +152,23 @@ def load_tokenizer(folder: str | Path, name: str | None = None):
                                  "before (a byte-level vocabulary without a prefix space), and headdb could not "
                                  "turn the prefix space on; the pieces would not be the model's")
     return tok
+
+
+def _needs_sentencepiece(folder: Path) -> str | None:
+    """Why a folder's tokenizer cannot load where it is a SentencePiece model alone (spm.model,
+    spiece.model, sentencepiece.bpe.model: DeBERTa-v3, ALBERT, XLM-R saved without tokenizer.json)
+    and the packages that convert it (sentencepiece, protobuf) are missing; transformers then
+    tried to read the file as tiktoken's and said to install tiktoken, which cannot read it either."""
+    from transformers.utils import is_protobuf_available, is_sentencepiece_available
+
+    missing = [name for name, there in (("sentencepiece", is_sentencepiece_available()),
+                                        ("protobuf", is_protobuf_available())) if not there]
+    models = sorted(p.name for p in folder.glob("*.model"))
+    if not missing or not models or (folder / "tokenizer.json").exists():
+        return None
+    return (f"it is a SentencePiece model ({', '.join(models)}) without a tokenizer.json, and transformers converts "
+            f"it to a fast tokenizer with the packages sentencepiece and protobuf: pip install {' '.join(missing)} "
+            "(or save the tokenizer where they are installed, which writes its tokenizer.json)")
 
 
 def _splits_as_text(tok) -> bool:

@@ -184,6 +184,27 @@ def test_model_without_a_fast_tokenizer_is_refused(offline, monkeypatch):
     assert "needs a fast (Rust) tokenizer" in str(refused_before_the_weights(folder, monkeypatch))
 
 
+def test_a_sentencepiece_model_without_tokenizer_json_says_which_packages_convert_it(offline):
+    """DeBERTa-v3 ships spm.model and no tokenizer.json. Without sentencepiece and protobuf,
+    transformers 5 fell back to reading it as a tiktoken file and the error said to install
+    tiktoken, which cannot read it either."""
+    from transformers.utils import is_protobuf_available, is_sentencepiece_available
+
+    from headdb.model import load_tokenizer
+
+    if is_sentencepiece_available() and is_protobuf_available():
+        pytest.skip("sentencepiece and protobuf are installed: transformers converts the model file")
+    folder = offline / "deberta-v3"
+    folder.mkdir()
+    (folder / "spm.model").write_bytes(b"\x0a\x0b\x0a\x05[PAD]\x15\x00\x00\x00\x00")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "DebertaV2Tokenizer"}))
+    with pytest.raises(ModelError) as info:
+        load_tokenizer(folder)
+    message = str(info.value)
+    assert "SentencePiece model (spm.model) without a tokenizer.json" in message
+    assert "pip install" in message and "sentencepiece" in message and "tiktoken" not in message
+
+
 EVIL = "import pathlib\npathlib.Path({marker!r}).write_text('ran')\n"
 
 
