@@ -580,6 +580,17 @@ class AttentionModel:
             raise ModelError(f"{self.name}: its tokenizer gives no word piece to any word of \"The probe reads each "
                              "word .\" (only special tokens): every input would be stored as its special tokens "
                              "alone; pass the model's own tokenizer, or one whose vocabulary covers the text")
+        unk = self.tokenizer.unk_token_id
+        vocab = self.tokenizer.get_vocab()
+        if unk is not None and all(t == unk for t, w in zip(enc.input_ids, enc.word_pos) if w is not None) \
+                and set(vocab) <= set(self.tokenizer.all_special_tokens):
+            # transformers 5 builds a tokenizer of its special tokens alone where the folder lacks its
+            # vocabulary (vocab.txt, tokenizer.json, the SentencePiece model): every word was stored as [UNK]
+            raise ModelError(f"{self.name}: its tokenizer gives every word of \"The probe reads each word .\" the "
+                             f"unknown token {self.tokenizer.unk_token} (its vocabulary holds only its {len(vocab)} "
+                             "special tokens): are its vocabulary files (vocab.txt, tokenizer.json, vocab.json and "
+                             "merges.txt, or the SentencePiece model) missing from the folder? Pass the model's own "
+                             "tokenizer")
         try:
             with torch.inference_mode():  # the model's own forward: the taps are checked on the first batch
                 maps = self._checked(self.model(**self._inputs([enc]), output_attentions=True,

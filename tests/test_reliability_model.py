@@ -384,6 +384,20 @@ def test_a_tokenizer_that_gives_no_word_any_piece_is_refused(offline):
 
 
 @pytest.mark.slow
+def test_a_folder_without_its_vocabulary_files_is_refused(offline, default_model_dir):
+    """A BERT folder copied without vocab.txt and tokenizer.json (its tokenizer_config.json kept):
+    transformers 5 builds a tokenizer of the special tokens alone, and every word of every input
+    was stored as [UNK], without a word."""
+    folder = _tiny_bert(offline / "no-vocab")
+    shutil.copy(default_model_dir / "tokenizer_config.json", folder / "tokenizer_config.json")
+    db = offline / "never.db"
+    with pytest.raises(ModelError, match=r"gives every word of \"The probe reads each word .\" the unknown token "
+                                         r"\[UNK\] \(its vocabulary holds only its 5 special tokens\): are its vocabulary files"):
+        headdb.ingest(db, SAMPLE, model=str(folder), limit=2)
+    assert not db.exists()
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("model_type", ["data2vec-text", "roberta-prelayernorm", "xlm-roberta-xl", "ibert", "luke",
                                         "xmod"])
 def test_models_whose_positions_start_after_the_padding_index_run_an_input_of_their_maximum(
