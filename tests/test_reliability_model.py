@@ -290,10 +290,11 @@ def test_models_whose_maps_are_not_an_encoders_are_refused_before_anything_is_st
     """A short probe input runs through every model at load: Longformer's sliding-window maps
     were stored as if their columns were keys, SqueezeBERT's pre-softmax scores as weights, and a
     decoder saved as its base model (GPT-Neo, Gemma, Qwen...) slipped past the config checks and
-    stored causal maps; each failed or went wrong only after the run was written."""
+    stored causal maps; each failed or went wrong only after the run was written. CANINE, which
+    has no embedding table, failed with a traceback from the vocabulary check before the probe."""
     import torch
-    from transformers import (GPTNeoConfig, GPTNeoModel, LongformerConfig, LongformerModel, SqueezeBertConfig,
-                              SqueezeBertModel)
+    from transformers import (CanineConfig, CanineModel, GPTNeoConfig, GPTNeoModel, LongformerConfig, LongformerModel,
+                              SqueezeBertConfig, SqueezeBertModel)
 
     torch.manual_seed(0)
     small = {"vocab_size": 30522, "hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64}
@@ -307,6 +308,10 @@ def test_models_whose_maps_are_not_an_encoders_are_refused_before_anything_is_st
         "gpt-neo": (GPTNeoModel(GPTNeoConfig(vocab_size=30522, hidden_size=32, num_layers=2, num_heads=4,
                                              attention_types=[[["global"], 2]], max_position_embeddings=64)),
                     "attention is causal"),
+        # no embedding table (it hashes characters): get_input_embeddings raised, a traceback
+        "canine": (CanineModel(CanineConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                            intermediate_size=64, num_hash_buckets=64, downsampling_rate=4)),
+                   "attention maps have the shapes"),
     }
     db = offline / "never.db"
     for name, (model, words) in cases.items():
