@@ -738,7 +738,8 @@ class AttentionModel:
 
     @property
     def tokenizer_name(self) -> str:
-        return f"{type(self.tokenizer).__name__} {getattr(self.tokenizer, 'name_or_path', '')}".strip()
+        # the folder as runs.model records it: absolute, where name_or_path kept a relative one as typed
+        return f"{type(self.tokenizer).__name__} {self.folder.resolve()}"
 
     def encode(self, sentences: list[Sentence], truncate: bool) -> list[Encoded]:
         """Tokenize pre-split words and align every piece to its word and segment."""

@@ -54,10 +54,12 @@ def edges_array(db: Path, run_id: int | None = None) -> np.ndarray:
 
 def test_a_relative_model_folder_is_recorded_as_an_absolute_path(tmp_path, tiny_bert_dir, monkeypatch):
     """runs.model kept `./tiny-bert` as typed, which names nothing from another folder
-    (runs.corpus_path was already absolute)."""
+    (runs.corpus_path was already absolute); so did runs.tokenizer, which compare's note names."""
     monkeypatch.chdir(tiny_bert_dir.parent)
     headdb.ingest(tmp_path / "rel.db", DATA / "sample.conllu", model=f"./{tiny_bert_dir.name}", limit=1)
-    assert headdb.runs(tmp_path / "rel.db").iloc[0]["model"] == str(tiny_bert_dir.resolve())
+    run = headdb.runs(tmp_path / "rel.db").iloc[0]
+    assert run["model"] == str(tiny_bert_dir.resolve())
+    assert run["tokenizer"] == f"BertTokenizer {tiny_bert_dir.resolve()}"
 
 
 def test_tiny_bert_end_to_end(tmp_path, tiny_bert_dir):
