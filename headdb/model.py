@@ -559,6 +559,9 @@ class AttentionModel:
         # output_attentions returns; False (the model's own full forward) where they do not.
         self._tapped = threading.local()  # .maps: the maps of the forward running on this thread
         self._taps: bool | str = self._install_taps() if STOP_AT_LAST_MAP else False
+        #: (pieces, kinds): the special tokens of an input stored as 'other', and the delimiter kinds
+        #: (cls, sep) that none of its special tokens is taken for; None where every kind is found
+        self.unnamed_specials: tuple[tuple[str, ...], tuple[str, ...]] | None = None
         self._probe()
 
     def _probe(self) -> None:
@@ -576,6 +579,11 @@ class AttentionModel:
                        self._uses_token_types or None)
         if not enc.input_ids:  # pragma: no cover - max_length fits the special tokens and a piece
             return
+        # special tokens it adds that it names neither [CLS] (cls_token, bos_token) nor [SEP] (sep_token,
+        # eos_token): stored as 'other', they leave delimiter_cls or delimiter_sep without samples
+        missing = tuple(kind for kind in ("cls", "sep") if kind not in enc.special)
+        if missing and "other" in enc.special:
+            self.unnamed_specials = (tuple(p for p, k in zip(enc.pieces, enc.special) if k == "other"), missing)
         if all(w is None for w in enc.word_pos):  # a vocabulary of special tokens alone, without an unknown one
             raise ModelError(f"{self.name}: its tokenizer gives no word piece to any word of \"The probe reads each "
                              "word .\" (only special tokens): every input would be stored as its special tokens "
