@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from headdb.corpus import Sentence
-from headdb.errors import ModelError, flag, option
+from headdb.errors import ModelError, flag, given, option
 from headdb.sparsify import BatchEdges, batch_edges
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
@@ -606,8 +606,12 @@ class AttentionModel:
         except ModelError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise ModelError(f"{self.name}: the model fails on a short input ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''}); headdb needs an encoder "
+            why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            if self.dtype != "float32" and self._runs_in_float32(enc):
+                # DeBERTa (v1) mixes float32 buffers into half-precision matmuls: not an encoder's fault
+                raise ModelError(f"{self.name}: the model fails on a short input in {given('dtype', self.dtype)} "
+                                 f"({why}) and runs in float32: pass {given('dtype', 'float32')} (the default)") from None
+            raise ModelError(f"{self.name}: the model fails on a short input ({why}); headdb needs an encoder "
                              "that returns every layer's attention map") from None
         width = enc.length
         shapes = sorted({tuple(m.shape) for m in maps})
@@ -625,6 +629,16 @@ class AttentionModel:
         if width >= 3 and bool((torch.triu(stacked, diagonal=1) == 0).all()):
             raise ModelError(f"{self.name}: {self.model_type}'s attention is causal (no token attends to a later "
                              "one), a decoder's; headdb analyses bidirectional encoders such as BERT or RoBERTa")
+
+    def _runs_in_float32(self, enc: Encoded) -> bool:
+        """Whether the model, cast to float32, runs ``enc`` (after the probe failed in half precision;
+        the load is refused either way)."""
+        try:
+            with self.torch.inference_mode():
+                self.model.float()(**self._inputs([enc]), output_attentions=True, return_dict=True)
+        except Exception:  # noqa: BLE001
+            return False
+        return True
 
     def _check_vocabulary(self, name: str) -> None:
         """Every token id the tokenizer can give must have a row in the model's embeddings. A

@@ -322,6 +322,35 @@ def test_models_whose_maps_are_not_an_encoders_are_refused_before_anything_is_st
 
 
 @pytest.mark.slow
+def test_a_model_that_fails_only_in_half_precision_is_told_to_run_in_float32(offline, default_model_dir):
+    """DeBERTa (v1) mixes float32 buffers into its bfloat16 / float16 matmuls and fails on any
+    input; the refusal said "headdb needs an encoder that returns every layer's attention map", as
+    if the model could not be analysed at all, while it runs in float32."""
+    import torch
+    from transformers import AutoModel, DebertaConfig, DebertaModel
+
+    torch.manual_seed(0)
+    model = DebertaModel(DebertaConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                       intermediate_size=64, max_position_embeddings=64, relative_attention=True,
+                                       max_relative_positions=16, pos_att_type=["c2p", "p2c"], type_vocab_size=0))
+    folder = _with_bert_tokenizer(model, offline / "deberta", default_model_dir)
+    half = AutoModel.from_pretrained(folder, dtype=torch.bfloat16, attn_implementation="eager",
+                                     trust_remote_code=False)
+    with torch.inference_mode():
+        try:
+            half(input_ids=torch.tensor([[101, 2000, 102]]))
+            pytest.skip("this transformers runs DeBERTa in bfloat16")
+        except RuntimeError:
+            pass
+    db = offline / "never.db"
+    with pytest.raises(ModelError, match=r"fails on a short input in dtype='bfloat16' \(RuntimeError: .*\) and runs "
+                                         r"in float32: pass dtype='float32' \(the default\)$"):
+        headdb.ingest(db, SAMPLE, model=str(folder), dtype="bfloat16", limit=2)
+    assert not db.exists()
+    assert headdb.ingest(db, SAMPLE, model=str(folder), limit=2).sentences == 2
+
+
+@pytest.mark.slow
 def test_pairs_get_segment_ids_where_the_model_has_segment_embeddings(offline, default_model_dir):
     """transformers 5 dropped token_type_ids from the inputs of ALBERT's, RoFormer's and XLNet's
     tokenizers, so pairs ran as one segment although the model has segment embeddings."""
