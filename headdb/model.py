@@ -98,6 +98,11 @@ def _resolve(name_or_path: str, download: bool) -> Path:
         if not p.is_dir():
             raise ModelError(f"{p}: expected a model folder (config.json, weights, tokenizer)")
         if not (p / "config.json").exists():
+            # a sentence-transformers folder of the older layout keeps the model in a module's folder
+            inner = sorted(str(c.parent) for c in p.glob("*/config.json"))
+            if inner:
+                raise ModelError(f"{p}: no config.json; the Hugging Face model is in {' or '.join(inner)} "
+                                 "(a sentence-transformers module folder): pass that folder")
             raise ModelError(f"{p}: no config.json; is this a Hugging Face model folder?")
         return p
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path:

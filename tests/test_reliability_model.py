@@ -94,6 +94,13 @@ def test_not_a_model_folder(offline):
     f = offline / "file.bin"
     f.write_bytes(b"x")
     assert "expected a model folder" in str(load(f)[0])
+    # sentence-transformers' older layout: the model in a module's folder, not at the top
+    st = offline / "st"
+    (st / "0_Transformer").mkdir(parents=True)
+    (st / "0_Transformer" / "config.json").write_text("{}")
+    (st / "modules.json").write_text('[{"idx": 0, "name": "0", "path": "0_Transformer"}]')
+    assert str(load(st)[0]) == (f"{st}: no config.json; the Hugging Face model is in {st / '0_Transformer'} "
+                                "(a sentence-transformers module folder): pass that folder")
 
 
 def test_folder_without_weights(offline, default_model_dir, monkeypatch):
