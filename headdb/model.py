@@ -534,8 +534,12 @@ class AttentionModel:
         # BigBird's default block-sparse attention returns no maps for short inputs, and for long
         # ones a sentence's attention depends on the padding beside it: its full attention instead
         overrides = {"attention_type": "original_full"} if getattr(config, "model_type", "") == "big_bird" else {}
+        # an encoder saved alone from an encoder-decoder (T5EncoderModel, MT5EncoderModel) is loaded by its
+        # own class: AutoModel loaded the whole encoder-decoder, which failed without decoder inputs
+        encoders = [a for a in archs if a.endswith("EncoderModel") and hasattr(transformers, a)]
+        loader = getattr(transformers, encoders[0]) if len(encoders) == 1 else AutoModel
         try:
-            model = AutoModel.from_pretrained(
+            model = loader.from_pretrained(
                 self.folder, attn_implementation="eager", trust_remote_code=False,
                 local_files_only=True, dtype=torch_dtype, **overrides,
             )
@@ -575,7 +579,7 @@ class AttentionModel:
         sliding-window maps were stored as if their columns were keys, SqueezeBERT's pre-softmax
         scores as weights, the causal maps of decoders saved as base models (Gemma, Qwen, Phi) as
         an encoder's, ConvBERT's maps with fewer heads than its config names broke classify, and
-        models that cannot run an input (Funnel, T5's encoder) failed mid-ingest with a failed run."""
+        models that cannot run an input (Funnel) failed mid-ingest with a failed run."""
         from headdb.corpus import Segment, Sentence, Word
 
         torch = self.torch

@@ -358,6 +358,37 @@ def test_a_model_that_fails_only_in_half_precision_is_told_to_run_in_float32(off
 
 
 @pytest.mark.slow
+def test_an_encoder_saved_alone_from_an_encoder_decoder_runs_as_itself(offline, default_model_dir):
+    """A T5EncoderModel checkpoint (T5's encoder alone, is_encoder_decoder false) was loaded by
+    AutoModel as the whole T5 encoder-decoder, which failed on the probe without decoder inputs
+    ("You must specify exactly one of input_ids or inputs_embeds ... headdb needs an encoder")."""
+    import numpy as np
+    import torch
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    model = T5EncoderModel(T5Config(vocab_size=30522, d_model=32, d_kv=8, num_layers=2, num_heads=4, d_ff=64))
+    folder = _with_bert_tokenizer(model, offline / "t5-encoder", default_model_dir)
+    db = offline / "t5.db"
+    assert headdb.ingest(db, SAMPLE, model=str(folder), dense=True, limit=1).sentences == 1
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT model_type, n_layers, n_heads FROM runs").fetchone() == ("t5", 2, 4)
+    ids = [i for (i,) in con.execute("SELECT piece FROM tokens ORDER BY token_pos").fetchall()]
+    edges = con.execute("SELECT layer, head, query_pos, key_pos, weight FROM edges").fetchall()
+    con.close()
+    from transformers import AutoTokenizer
+
+    input_ids = torch.tensor([AutoTokenizer.from_pretrained(folder).convert_tokens_to_ids(ids)])
+    eager = T5EncoderModel.from_pretrained(folder, attn_implementation="eager", trust_remote_code=False).eval()
+    with torch.inference_mode():
+        maps = torch.stack(eager(input_ids=input_ids, output_attentions=True).attentions)[:, 0].numpy()
+    stored = np.zeros_like(maps)
+    for layer, head, q, k, w in edges:
+        stored[layer, head, q, k] = w
+    assert np.allclose(stored, maps, atol=1e-6)
+
+
+@pytest.mark.slow
 def test_pairs_get_segment_ids_where_the_model_has_segment_embeddings(offline, default_model_dir):
     """transformers 5 dropped token_type_ids from the inputs of ALBERT's, RoFormer's and XLNet's
     tokenizers, so pairs ran as one segment although the model has segment embeddings."""
