@@ -562,6 +562,8 @@ class AttentionModel:
         types = getattr(model.config, "type_vocab_size", 0)
         self._uses_token_types = "token_type_ids" in tok.model_input_names or (
             isinstance(types, int) and types > 1 and "token_type_ids" in inspect.signature(model.forward).parameters)
+        if types == 1:  # one segment embedding (RoBERTa with a BERT tokenizer, as klue/roberta-base): segment B's
+            self._uses_token_types = False  # ids of 1 failed mid-ingest with "index out of range in self"
         self._host_buffers: HostBuffers | None = None  # page-locked copies of a GPU's edges
         # Taps on the attention modules: the forward stops once the last layer's map exists.
         # "unchecked" until the first batch has shown that the taps see exactly the maps that

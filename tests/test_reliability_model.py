@@ -409,6 +409,23 @@ def test_pairs_get_segment_ids_where_the_model_has_segment_embeddings(offline, d
     assert am._inputs([enc])["token_type_ids"].tolist() == [[0, 0, 0, 0, 1, 1]]
 
 
+@pytest.mark.slow
+def test_pairs_run_on_a_model_with_one_segment_embedding_and_a_bert_tokenizer(offline, default_model_dir):
+    """klue/roberta-base pairs a RoBERTa (type_vocab_size 1) with a BERT tokenizer, which gives
+    segment B token type 1: every pair failed mid-ingest with "index out of range in self" and a
+    failed run. Such a model gets no token types, as its users pass return_token_type_ids=False."""
+    import torch
+    from transformers import RobertaConfig, RobertaModel
+
+    torch.manual_seed(0)
+    model = RobertaModel(RobertaConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                       intermediate_size=64, max_position_embeddings=66, pad_token_id=0,
+                                       type_vocab_size=1))
+    folder = _with_bert_tokenizer(model, offline / "klue-like", default_model_dir)
+    r = headdb.ingest(offline / "k.db", ROOT / "tests" / "data" / "sample.tsv", model=str(folder))
+    assert r.sentences > 0 and r.skipped == 0
+
+
 def test_a_generic_byte_level_tokenizer_gets_its_prefix_space(tmp_path):
     """ModernBERT ships a generic PreTrainedTokenizerFast over a byte-level BPE without a prefix
     space, which takes no add_prefix_space: every pre-split word was encoded as if glued to the
