@@ -266,6 +266,13 @@ def ingest(
             err("the tokenizer adds no special tokens (such as [CLS] and [SEP]): the delimiter roles have no "
                 "samples in this run" + (", and the two texts of a pair follow each other with nothing between them"
                                          if pairs or _is_tsv(corpus, format) else ""), err=True)
+        if result.unnamed_specials:
+            pieces, kinds = result.unnamed_specials
+            names = {"cls": "[CLS] (cls_token or bos_token)", "sep": "[SEP] (sep_token or eos_token)"}
+            err(f"the tokenizer adds the special tokens {' '.join(pieces)} but names none of them "
+                f"{' or '.join(names[k] for k in kinds)}: they are stored as special 'other', and "
+                f"{' and '.join('delimiter_' + k for k in kinds)} have no samples in this run (set the tokens in the "
+                "model's tokenizer_config.json)", err=True)
         rs = result.read_stats
         if rs.blank_lines or rs.too_long_lines or rs.odd_sentence_dropped:
             # the reader's checks cover the whole file, also where --limit stores only its start

@@ -73,6 +73,10 @@ class IngestResult:
     #: the tokenizer adds no special tokens (no [CLS] or [SEP]): the delimiter roles then have
     #: no query with a sieve, and the two texts of a pair follow each other with nothing between
     no_special_tokens: bool = False
+    #: (pieces, kinds): special tokens the tokenizer adds without naming them [CLS] or [SEP] (no
+    #: cls_token / bos_token, sep_token / eos_token), stored as 'other', and the kinds (cls, sep) no
+    #: special token was taken for: delimiter_cls or delimiter_sep then have no samples
+    unnamed_specials: tuple[tuple[str, ...], tuple[str, ...]] | None = None
     edges: int = 0
     seconds: float = 0.0
     read_stats: ReadStats = field(default_factory=ReadStats)
@@ -384,7 +388,8 @@ def _ingest_loaded(db, corpus_path: Path, fmt: str, pairs: bool, n_total: int, s
             name = con.execute("SELECT run_name FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
             result = IngestResult(run_id, name, resumed, done, read_stats=stats, append_threads=threads,
                                   pairs=pairs or fmt == "tsv",
-                                  no_special_tokens=am.tokenizer.num_special_tokens_to_add(pair=False) == 0)
+                                  no_special_tokens=am.tokenizer.num_special_tokens_to_add(pair=False) == 0,
+                                  unnamed_specials=getattr(am, "unnamed_specials", None))
             if done:
                 return result
             corpus_id = con.execute("SELECT corpus_id FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from headdb.corpus import Sentence
-from headdb.errors import ModelError, flag, option
+from headdb.errors import ModelError, flag, given, option
 from headdb.sparsify import BatchEdges, batch_edges
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
@@ -98,6 +98,11 @@ def _resolve(name_or_path: str, download: bool) -> Path:
         if not p.is_dir():
             raise ModelError(f"{p}: expected a model folder (config.json, weights, tokenizer)")
         if not (p / "config.json").exists():
+            # a sentence-transformers folder of the older layout keeps the model in a module's folder
+            inner = sorted(str(c.parent) for c in p.glob("*/config.json"))
+            if inner:
+                raise ModelError(f"{p}: no config.json; the Hugging Face model is in {' or '.join(inner)} "
+                                 "(a sentence-transformers module folder): pass that folder")
             raise ModelError(f"{p}: no config.json; is this a Hugging Face model folder?")
         return p
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path:
@@ -128,7 +133,8 @@ def load_tokenizer(folder: str | Path, name: str | None = None):
         tok = auto.from_pretrained(folder, use_fast=True, trust_remote_code=False, local_files_only=True,
                                    split_special_tokens=True)
     except Exception as exc:  # noqa: BLE001
-        raise ModelError(f"{name}: cannot load its tokenizer: {str(exc).splitlines()[0]}") from None
+        raise ModelError(f"{name}: cannot load its tokenizer: "
+                         f"{_needs_sentencepiece(Path(folder)) or str(exc).splitlines()[0]}") from None
     if not getattr(tok, "is_fast", False):
         raise ModelError(
             f"{name}: needs a fast (Rust) tokenizer for word alignment; "
@@ -151,6 +157,23 @@ def load_tokenizer(folder: str | Path, name: str | None = None):
                                  "before (a byte-level vocabulary without a prefix space), and headdb could not "
                                  "turn the prefix space on; the pieces would not be the model's")
     return tok
+
+
+def _needs_sentencepiece(folder: Path) -> str | None:
+    """Why a folder's tokenizer cannot load where it is a SentencePiece model alone (spm.model,
+    spiece.model, sentencepiece.bpe.model: DeBERTa-v3, ALBERT, XLM-R saved without tokenizer.json)
+    and the packages that convert it (sentencepiece, protobuf) are missing; transformers then
+    tried to read the file as tiktoken's and said to install tiktoken, which cannot read it either."""
+    from transformers.utils import is_protobuf_available, is_sentencepiece_available
+
+    missing = [name for name, there in (("sentencepiece", is_sentencepiece_available()),
+                                        ("protobuf", is_protobuf_available())) if not there]
+    models = sorted(p.name for p in folder.glob("*.model"))
+    if not missing or not models or (folder / "tokenizer.json").exists():
+        return None
+    return (f"it is a SentencePiece model ({', '.join(models)}) without a tokenizer.json, and transformers converts "
+            f"it to a fast tokenizer with the packages sentencepiece and protobuf: pip install {' '.join(missing)} "
+            "(or save the tokenizer where they are installed, which writes its tokenizer.json)")
 
 
 def _splits_as_text(tok) -> bool:
@@ -416,6 +439,12 @@ def device_edges(values, indices, lengths, min_mass: float | None, ids=None,
     return BatchEdges(*small, weights, sentence=raw[: 4 * m].view(np.int32), release=release)
 
 
+#: model types whose position ids start after the padding index (transformers'
+#: ``create_position_ids_from_input_ids``): N position embeddings hold N - pad_token_id - 1 tokens
+_POSITIONS_AFTER_PADDING = ("roberta", "xlm-roberta", "camembert", "mpnet", "data2vec-text", "roberta-prelayernorm",
+                            "xlm-roberta-xl", "ibert", "luke", "xmod")
+
+
 def _natural_max_length(tokenizer_max, max_positions, pad_token_id, model_type: str) -> int:
     """The model's own token limit: its tokenizer's ``model_max_length`` and its position
     embeddings, whichever is smaller (512 where neither says)."""
@@ -424,8 +453,7 @@ def _natural_max_length(tokenizer_max, max_positions, pad_token_id, model_type: 
         limits.append(tokenizer_max)
     if isinstance(max_positions, int) and max_positions > 0:
         # RoBERTa-style positions start after the padding index
-        offset = pad_token_id + 1 if model_type in ("roberta", "xlm-roberta", "camembert", "mpnet") and \
-            isinstance(pad_token_id, int) else 0
+        offset = pad_token_id + 1 if model_type in _POSITIONS_AFTER_PADDING and isinstance(pad_token_id, int) else 0
         limits.append(max_positions - offset)
     return min(limits) if limits else 512
 
@@ -506,8 +534,12 @@ class AttentionModel:
         # BigBird's default block-sparse attention returns no maps for short inputs, and for long
         # ones a sentence's attention depends on the padding beside it: its full attention instead
         overrides = {"attention_type": "original_full"} if getattr(config, "model_type", "") == "big_bird" else {}
+        # an encoder saved alone from an encoder-decoder (T5EncoderModel, MT5EncoderModel) is loaded by its
+        # own class: AutoModel loaded the whole encoder-decoder, which failed without decoder inputs
+        encoders = [a for a in archs if a.endswith("EncoderModel") and hasattr(transformers, a)]
+        loader = getattr(transformers, encoders[0]) if len(encoders) == 1 else AutoModel
         try:
-            model = AutoModel.from_pretrained(
+            model = loader.from_pretrained(
                 self.folder, attn_implementation="eager", trust_remote_code=False,
                 local_files_only=True, dtype=torch_dtype, **overrides,
             )
@@ -530,12 +562,17 @@ class AttentionModel:
         types = getattr(model.config, "type_vocab_size", 0)
         self._uses_token_types = "token_type_ids" in tok.model_input_names or (
             isinstance(types, int) and types > 1 and "token_type_ids" in inspect.signature(model.forward).parameters)
+        if types == 1:  # one segment embedding (RoBERTa with a BERT tokenizer, as klue/roberta-base): segment B's
+            self._uses_token_types = False  # ids of 1 failed mid-ingest with "index out of range in self"
         self._host_buffers: HostBuffers | None = None  # page-locked copies of a GPU's edges
         # Taps on the attention modules: the forward stops once the last layer's map exists.
         # "unchecked" until the first batch has shown that the taps see exactly the maps that
         # output_attentions returns; False (the model's own full forward) where they do not.
         self._tapped = threading.local()  # .maps: the maps of the forward running on this thread
         self._taps: bool | str = self._install_taps() if STOP_AT_LAST_MAP else False
+        #: (pieces, kinds): the special tokens of an input stored as 'other', and the delimiter kinds
+        #: (cls, sep) that none of its special tokens is taken for; None where every kind is found
+        self.unnamed_specials: tuple[tuple[str, ...], tuple[str, ...]] | None = None
         self._probe()
 
     def _probe(self) -> None:
@@ -544,7 +581,7 @@ class AttentionModel:
         sliding-window maps were stored as if their columns were keys, SqueezeBERT's pre-softmax
         scores as weights, the causal maps of decoders saved as base models (Gemma, Qwen, Phi) as
         an encoder's, ConvBERT's maps with fewer heads than its config names broke classify, and
-        models that cannot run an input (Funnel, T5's encoder) failed mid-ingest with a failed run."""
+        models that cannot run an input (Funnel) failed mid-ingest with a failed run."""
         from headdb.corpus import Segment, Sentence, Word
 
         torch = self.torch
@@ -553,10 +590,26 @@ class AttentionModel:
                        self._uses_token_types or None)
         if not enc.input_ids:  # pragma: no cover - max_length fits the special tokens and a piece
             return
+        # special tokens it adds that it names neither [CLS] (cls_token, bos_token) nor [SEP] (sep_token,
+        # eos_token): stored as 'other', they leave delimiter_cls or delimiter_sep without samples
+        missing = tuple(kind for kind in ("cls", "sep") if kind not in enc.special)
+        if missing and "other" in enc.special:
+            self.unnamed_specials = (tuple(p for p, k in zip(enc.pieces, enc.special) if k == "other"), missing)
         if all(w is None for w in enc.word_pos):  # a vocabulary of special tokens alone, without an unknown one
             raise ModelError(f"{self.name}: its tokenizer gives no word piece to any word of \"The probe reads each "
                              "word .\" (only special tokens): every input would be stored as its special tokens "
                              "alone; pass the model's own tokenizer, or one whose vocabulary covers the text")
+        unk = self.tokenizer.unk_token_id
+        vocab = self.tokenizer.get_vocab()
+        if unk is not None and all(t == unk for t, w in zip(enc.input_ids, enc.word_pos) if w is not None) \
+                and set(vocab) <= set(self.tokenizer.all_special_tokens):
+            # transformers 5 builds a tokenizer of its special tokens alone where the folder lacks its
+            # vocabulary (vocab.txt, tokenizer.json, the SentencePiece model): every word was stored as [UNK]
+            raise ModelError(f"{self.name}: its tokenizer gives every word of \"The probe reads each word .\" the "
+                             f"unknown token {self.tokenizer.unk_token} (its vocabulary holds only its {len(vocab)} "
+                             "special tokens): are its vocabulary files (vocab.txt, tokenizer.json, vocab.json and "
+                             "merges.txt, or the SentencePiece model) missing from the folder? Pass the model's own "
+                             "tokenizer")
         try:
             with torch.inference_mode():  # the model's own forward: the taps are checked on the first batch
                 maps = self._checked(self.model(**self._inputs([enc]), output_attentions=True,
@@ -564,8 +617,12 @@ class AttentionModel:
         except ModelError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise ModelError(f"{self.name}: the model fails on a short input ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''}); headdb needs an encoder "
+            why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            if self.dtype != "float32" and self._runs_in_float32(enc):
+                # DeBERTa (v1) mixes float32 buffers into half-precision matmuls: not an encoder's fault
+                raise ModelError(f"{self.name}: the model fails on a short input in {given('dtype', self.dtype)} "
+                                 f"({why}) and runs in float32: pass {given('dtype', 'float32')} (the default)") from None
+            raise ModelError(f"{self.name}: the model fails on a short input ({why}); headdb needs an encoder "
                              "that returns every layer's attention map") from None
         width = enc.length
         shapes = sorted({tuple(m.shape) for m in maps})
@@ -584,11 +641,24 @@ class AttentionModel:
             raise ModelError(f"{self.name}: {self.model_type}'s attention is causal (no token attends to a later "
                              "one), a decoder's; headdb analyses bidirectional encoders such as BERT or RoBERTa")
 
+    def _runs_in_float32(self, enc: Encoded) -> bool:
+        """Whether the model, cast to float32, runs ``enc`` (after the probe failed in half precision;
+        the load is refused either way)."""
+        try:
+            with self.torch.inference_mode():
+                self.model.float()(**self._inputs([enc]), output_attentions=True, return_dict=True)
+        except Exception:  # noqa: BLE001
+            return False
+        return True
+
     def _check_vocabulary(self, name: str) -> None:
         """Every token id the tokenizer can give must have a row in the model's embeddings. A
         tokenizer with added tokens and a model whose embeddings were not resized failed
         mid-ingest with "index out of range in self", after the store was written to."""
-        embeddings = self.model.get_input_embeddings()
+        try:
+            embeddings = self.model.get_input_embeddings()
+        except NotImplementedError:  # CANINE hashes characters: no embedding table to check
+            return
         rows = getattr(embeddings, "num_embeddings", None)
         if rows is None:
             return
@@ -701,7 +771,8 @@ class AttentionModel:
 
     @property
     def tokenizer_name(self) -> str:
-        return f"{type(self.tokenizer).__name__} {getattr(self.tokenizer, 'name_or_path', '')}".strip()
+        # the folder as runs.model records it: absolute, where name_or_path kept a relative one as typed
+        return f"{type(self.tokenizer).__name__} {self.folder.resolve()}"
 
     def encode(self, sentences: list[Sentence], truncate: bool) -> list[Encoded]:
         """Tokenize pre-split words and align every piece to its word and segment."""

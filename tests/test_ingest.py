@@ -54,10 +54,12 @@ def edges_array(db: Path, run_id: int | None = None) -> np.ndarray:
 
 def test_a_relative_model_folder_is_recorded_as_an_absolute_path(tmp_path, tiny_bert_dir, monkeypatch):
     """runs.model kept `./tiny-bert` as typed, which names nothing from another folder
-    (runs.corpus_path was already absolute)."""
+    (runs.corpus_path was already absolute); so did runs.tokenizer, which compare's note names."""
     monkeypatch.chdir(tiny_bert_dir.parent)
     headdb.ingest(tmp_path / "rel.db", DATA / "sample.conllu", model=f"./{tiny_bert_dir.name}", limit=1)
-    assert headdb.runs(tmp_path / "rel.db").iloc[0]["model"] == str(tiny_bert_dir.resolve())
+    run = headdb.runs(tmp_path / "rel.db").iloc[0]
+    assert run["model"] == str(tiny_bert_dir.resolve())
+    assert run["tokenizer"] == f"BertTokenizer {tiny_bert_dir.resolve()}"
 
 
 def test_tiny_bert_end_to_end(tmp_path, tiny_bert_dir):
@@ -194,6 +196,33 @@ def test_a_tokenizer_without_special_tokens_is_said(tmp_path, tiny_bert_dir, cap
     assert code == 0 and f"{said} in this run, and the two texts of a pair follow each other" in err, err
     code, _, err = run_cli(["ingest", db, DATA / "sample.tsv", "--model", tiny_bert_dir, "-q"], monkeypatch, capsys)
     assert code == 0 and "special tokens" not in err, err
+
+
+def test_special_tokens_the_tokenizer_does_not_name_are_said(tmp_path, tiny_roberta_dir, capsys, monkeypatch):
+    """A generic tokenizer whose config names no cls_token, bos_token, sep_token or eos_token
+    adds <s> and </s> all the same: they were stored as 'other' in silence, and delimiter_cls and
+    delimiter_sep had no samples."""
+    import json
+    import shutil
+
+    from cli_helpers import run_cli
+
+    generic = tmp_path / "generic"
+    shutil.copytree(tiny_roberta_dir, generic)
+    (generic / "special_tokens_map.json").unlink(missing_ok=True)
+    (generic / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast",
+                                                                "pad_token": "<pad>", "unk_token": "<unk>"}))
+    db = tmp_path / "g.db"
+    r = headdb.ingest(db, DATA / "sample.tsv", model=str(generic))
+    assert r.unnamed_specials == (("<s>", "</s>"), ("cls", "sep")) and not r.no_special_tokens
+    assert headdb.ingest(db, DATA / "sample.tsv", model=str(tiny_roberta_dir)).unnamed_specials is None
+    code, _, err = run_cli(["ingest", db, DATA / "sample.conllu", "--model", generic, "-q"], monkeypatch, capsys)
+    assert code == 0 and ("the tokenizer adds the special tokens <s> </s> but names none of them [CLS] (cls_token or "
+                          "bos_token) or [SEP] (sep_token or eos_token): they are stored as special 'other', and "
+                          "delimiter_cls and delimiter_sep have no samples in this run") in err, err
+    code, _, err = run_cli(["ingest", db, DATA / "sample.conllu", "--model", tiny_roberta_dir, "-q"], monkeypatch,
+                           capsys)
+    assert code == 0 and "special" not in err, err
 
 
 def test_ingest_errors_before_writing(tmp_path, tiny_bert_dir):

@@ -94,6 +94,13 @@ def test_not_a_model_folder(offline):
     f = offline / "file.bin"
     f.write_bytes(b"x")
     assert "expected a model folder" in str(load(f)[0])
+    # sentence-transformers' older layout: the model in a module's folder, not at the top
+    st = offline / "st"
+    (st / "0_Transformer").mkdir(parents=True)
+    (st / "0_Transformer" / "config.json").write_text("{}")
+    (st / "modules.json").write_text('[{"idx": 0, "name": "0", "path": "0_Transformer"}]')
+    assert str(load(st)[0]) == (f"{st}: no config.json; the Hugging Face model is in {st / '0_Transformer'} "
+                                "(a sentence-transformers module folder): pass that folder")
 
 
 def test_folder_without_weights(offline, default_model_dir, monkeypatch):
@@ -184,6 +191,27 @@ def test_model_without_a_fast_tokenizer_is_refused(offline, monkeypatch):
     assert "needs a fast (Rust) tokenizer" in str(refused_before_the_weights(folder, monkeypatch))
 
 
+def test_a_sentencepiece_model_without_tokenizer_json_says_which_packages_convert_it(offline):
+    """DeBERTa-v3 ships spm.model and no tokenizer.json. Without sentencepiece and protobuf,
+    transformers 5 fell back to reading it as a tiktoken file and the error said to install
+    tiktoken, which cannot read it either."""
+    from transformers.utils import is_protobuf_available, is_sentencepiece_available
+
+    from headdb.model import load_tokenizer
+
+    if is_sentencepiece_available() and is_protobuf_available():
+        pytest.skip("sentencepiece and protobuf are installed: transformers converts the model file")
+    folder = offline / "deberta-v3"
+    folder.mkdir()
+    (folder / "spm.model").write_bytes(b"\x0a\x0b\x0a\x05[PAD]\x15\x00\x00\x00\x00")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "DebertaV2Tokenizer"}))
+    with pytest.raises(ModelError) as info:
+        load_tokenizer(folder)
+    message = str(info.value)
+    assert "SentencePiece model (spm.model) without a tokenizer.json" in message
+    assert "pip install" in message and "sentencepiece" in message and "tiktoken" not in message
+
+
 EVIL = "import pathlib\npathlib.Path({marker!r}).write_text('ran')\n"
 
 
@@ -269,10 +297,11 @@ def test_models_whose_maps_are_not_an_encoders_are_refused_before_anything_is_st
     """A short probe input runs through every model at load: Longformer's sliding-window maps
     were stored as if their columns were keys, SqueezeBERT's pre-softmax scores as weights, and a
     decoder saved as its base model (GPT-Neo, Gemma, Qwen...) slipped past the config checks and
-    stored causal maps; each failed or went wrong only after the run was written."""
+    stored causal maps; each failed or went wrong only after the run was written. CANINE, which
+    has no embedding table, failed with a traceback from the vocabulary check before the probe."""
     import torch
-    from transformers import (GPTNeoConfig, GPTNeoModel, LongformerConfig, LongformerModel, SqueezeBertConfig,
-                              SqueezeBertModel)
+    from transformers import (CanineConfig, CanineModel, GPTNeoConfig, GPTNeoModel, LongformerConfig, LongformerModel,
+                              SqueezeBertConfig, SqueezeBertModel)
 
     torch.manual_seed(0)
     small = {"vocab_size": 30522, "hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64}
@@ -286,6 +315,10 @@ def test_models_whose_maps_are_not_an_encoders_are_refused_before_anything_is_st
         "gpt-neo": (GPTNeoModel(GPTNeoConfig(vocab_size=30522, hidden_size=32, num_layers=2, num_heads=4,
                                              attention_types=[[["global"], 2]], max_position_embeddings=64)),
                     "attention is causal"),
+        # no embedding table (it hashes characters): get_input_embeddings raised, a traceback
+        "canine": (CanineModel(CanineConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                            intermediate_size=64, num_hash_buckets=64, downsampling_rate=4)),
+                   "attention maps have the shapes"),
     }
     db = offline / "never.db"
     for name, (model, words) in cases.items():
@@ -293,6 +326,66 @@ def test_models_whose_maps_are_not_an_encoders_are_refused_before_anything_is_st
         with pytest.raises(ModelError, match=words):
             headdb.ingest(db, SAMPLE, model=str(folder), limit=2)
         assert not db.exists(), name
+
+
+@pytest.mark.slow
+def test_a_model_that_fails_only_in_half_precision_is_told_to_run_in_float32(offline, default_model_dir):
+    """DeBERTa (v1) mixes float32 buffers into its bfloat16 / float16 matmuls and fails on any
+    input; the refusal said "headdb needs an encoder that returns every layer's attention map", as
+    if the model could not be analysed at all, while it runs in float32."""
+    import torch
+    from transformers import AutoModel, DebertaConfig, DebertaModel
+
+    torch.manual_seed(0)
+    model = DebertaModel(DebertaConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                       intermediate_size=64, max_position_embeddings=64, relative_attention=True,
+                                       max_relative_positions=16, pos_att_type=["c2p", "p2c"], type_vocab_size=0))
+    folder = _with_bert_tokenizer(model, offline / "deberta", default_model_dir)
+    half = AutoModel.from_pretrained(folder, dtype=torch.bfloat16, attn_implementation="eager",
+                                     trust_remote_code=False)
+    with torch.inference_mode():
+        try:
+            half(input_ids=torch.tensor([[101, 2000, 102]]))
+            pytest.skip("this transformers runs DeBERTa in bfloat16")
+        except RuntimeError:
+            pass
+    db = offline / "never.db"
+    with pytest.raises(ModelError, match=r"fails on a short input in dtype='bfloat16' \(RuntimeError: .*\) and runs "
+                                         r"in float32: pass dtype='float32' \(the default\)$"):
+        headdb.ingest(db, SAMPLE, model=str(folder), dtype="bfloat16", limit=2)
+    assert not db.exists()
+    assert headdb.ingest(db, SAMPLE, model=str(folder), limit=2).sentences == 2
+
+
+@pytest.mark.slow
+def test_an_encoder_saved_alone_from_an_encoder_decoder_runs_as_itself(offline, default_model_dir):
+    """A T5EncoderModel checkpoint (T5's encoder alone, is_encoder_decoder false) was loaded by
+    AutoModel as the whole T5 encoder-decoder, which failed on the probe without decoder inputs
+    ("You must specify exactly one of input_ids or inputs_embeds ... headdb needs an encoder")."""
+    import numpy as np
+    import torch
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    model = T5EncoderModel(T5Config(vocab_size=30522, d_model=32, d_kv=8, num_layers=2, num_heads=4, d_ff=64))
+    folder = _with_bert_tokenizer(model, offline / "t5-encoder", default_model_dir)
+    db = offline / "t5.db"
+    assert headdb.ingest(db, SAMPLE, model=str(folder), dense=True, limit=1).sentences == 1
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT model_type, n_layers, n_heads FROM runs").fetchone() == ("t5", 2, 4)
+    ids = [i for (i,) in con.execute("SELECT piece FROM tokens ORDER BY token_pos").fetchall()]
+    edges = con.execute("SELECT layer, head, query_pos, key_pos, weight FROM edges").fetchall()
+    con.close()
+    from transformers import AutoTokenizer
+
+    input_ids = torch.tensor([AutoTokenizer.from_pretrained(folder).convert_tokens_to_ids(ids)])
+    eager = T5EncoderModel.from_pretrained(folder, attn_implementation="eager", trust_remote_code=False).eval()
+    with torch.inference_mode():
+        maps = torch.stack(eager(input_ids=input_ids, output_attentions=True).attentions)[:, 0].numpy()
+    stored = np.zeros_like(maps)
+    for layer, head, q, k, w in edges:
+        stored[layer, head, q, k] = w
+    assert np.allclose(stored, maps, atol=1e-6)
 
 
 @pytest.mark.slow
@@ -314,6 +407,23 @@ def test_pairs_get_segment_ids_where_the_model_has_segment_embeddings(offline, d
     (enc,) = am.encode([pair], truncate=False)
     assert enc.token_type_ids == [0, 0, 0, 0, 1, 1]  # [CLS] a cat [SEP] | sat [SEP]
     assert am._inputs([enc])["token_type_ids"].tolist() == [[0, 0, 0, 0, 1, 1]]
+
+
+@pytest.mark.slow
+def test_pairs_run_on_a_model_with_one_segment_embedding_and_a_bert_tokenizer(offline, default_model_dir):
+    """klue/roberta-base pairs a RoBERTa (type_vocab_size 1) with a BERT tokenizer, which gives
+    segment B token type 1: every pair failed mid-ingest with "index out of range in self" and a
+    failed run. Such a model gets no token types, as its users pass return_token_type_ids=False."""
+    import torch
+    from transformers import RobertaConfig, RobertaModel
+
+    torch.manual_seed(0)
+    model = RobertaModel(RobertaConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                       intermediate_size=64, max_position_embeddings=66, pad_token_id=0,
+                                       type_vocab_size=1))
+    folder = _with_bert_tokenizer(model, offline / "klue-like", default_model_dir)
+    r = headdb.ingest(offline / "k.db", ROOT / "tests" / "data" / "sample.tsv", model=str(folder))
+    assert r.sentences > 0 and r.skipped == 0
 
 
 def test_a_generic_byte_level_tokenizer_gets_its_prefix_space(tmp_path):
@@ -360,3 +470,51 @@ def test_a_tokenizer_that_gives_no_word_any_piece_is_refused(offline):
     with pytest.raises(ModelError, match=r"its tokenizer gives no word piece to any word of \"The probe reads"):
         headdb.ingest(db, SAMPLE, model=str(folder), limit=2)
     assert not db.exists()
+
+
+@pytest.mark.slow
+def test_a_folder_without_its_vocabulary_files_is_refused(offline, default_model_dir):
+    """A BERT folder copied without vocab.txt and tokenizer.json (its tokenizer_config.json kept):
+    transformers 5 builds a tokenizer of the special tokens alone, and every word of every input
+    was stored as [UNK], without a word."""
+    folder = _tiny_bert(offline / "no-vocab")
+    shutil.copy(default_model_dir / "tokenizer_config.json", folder / "tokenizer_config.json")
+    db = offline / "never.db"
+    with pytest.raises(ModelError, match=r"gives every word of \"The probe reads each word .\" the unknown token "
+                                         r"\[UNK\] \(its vocabulary holds only its 5 special tokens\): are its vocabulary files"):
+        headdb.ingest(db, SAMPLE, model=str(folder), limit=2)
+    assert not db.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_type", ["data2vec-text", "roberta-prelayernorm", "xlm-roberta-xl", "ibert", "luke",
+                                        "xmod"])
+def test_models_whose_positions_start_after_the_padding_index_run_an_input_of_their_maximum(
+        offline, roberta_style_dir, model_type):
+    """Like RoBERTa's, these models' position ids start after the padding index, so N position
+    embeddings hold N - pad_token_id - 1 tokens. Only RoBERTa, XLM-R, CamemBERT and MPNet were
+    known: with a tokenizer that sets no model_max_length the maximum was taken as N, and an
+    input of N - 1 or N tokens failed mid-ingest (`index 24 is out of bounds`, a failed run)."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    from headdb.corpus import Segment, Sentence, Word
+    from headdb.model import AttentionModel, peek
+
+    folder = offline / model_type
+    extra = {"luke": {"entity_vocab_size": 4, "entity_emb_size": 8},
+             "xmod": {"languages": ["en_XX"], "default_language": "en_XX"}}.get(model_type, {})
+    config = AutoConfig.for_model(model_type, vocab_size=300, hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=4, intermediate_size=64, max_position_embeddings=12,
+                                  pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1, **extra)
+    torch.manual_seed(0)
+    AutoModel.from_config(config).eval().save_pretrained(folder)
+    for f in roberta_style_dir.iterdir():
+        shutil.copy(f, folder / f.name)
+    am = AttentionModel(str(folder))
+    assert am.max_length == 10 and peek(str(folder), None) == (am.model_hash, 10)
+    words = tuple(Word(w) for w in "the cat sat on the mat the cat sat on".split())
+    (enc,) = am.encode([Sentence(0, (Segment(words, "", 1),))], truncate=True)
+    assert (enc.status, enc.length) == ("truncated", 10)
+    weights, _ = am.forward([enc], k=3)  # the longest input the run takes goes through the model
+    assert weights.shape == (1, 2, 4, 10, 3)
