@@ -600,9 +600,9 @@ class AttentionModel:
                              "word .\" (only special tokens): every input would be stored as its special tokens "
                              "alone; pass the model's own tokenizer, or one whose vocabulary covers the text")
         unk = self.tokenizer.unk_token_id
-        vocab = self.tokenizer.get_vocab()
+        # the vocabulary is read only where every word came out unknown (a 250k vocabulary takes 0.1 s)
         if unk is not None and all(t == unk for t, w in zip(enc.input_ids, enc.word_pos) if w is not None) \
-                and set(vocab) <= set(self.tokenizer.all_special_tokens):
+                and set(vocab := self.tokenizer.get_vocab()) <= set(self.tokenizer.all_special_tokens):
             # transformers 5 builds a tokenizer of its special tokens alone where the folder lacks its
             # vocabulary (vocab.txt, tokenizer.json, the SentencePiece model): every word was stored as [UNK]
             raise ModelError(f"{self.name}: its tokenizer gives every word of \"The probe reads each word .\" the "

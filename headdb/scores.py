@@ -34,6 +34,8 @@ _SIEVE_TABLE = "headdb_sieve"
 _ARROW_SIEVE = "_headdb_sieve_arrow"
 # one piece of a run: the sentences $lo .. $hi (parameters, so DuckDB skips the other row groups)
 _PIECE_EDGES = "(SELECT * FROM edges WHERE run_id = $run_id AND sentence_id BETWEEN $lo AND $hi)"
+# a whole run (a constant run id: DuckDB skips other runs' row groups, with no join to the sieve's runs)
+_RUN_EDGES = "(SELECT * FROM edges WHERE run_id = $run_id)"
 
 
 def counter_bits(max_tokens: int) -> int:
@@ -181,7 +183,7 @@ def _pass_queries(n_roles: int, sieve_relation: str, bits: int, pieces: list[tup
     """The scoring query of one pass of ``n_roles`` roles whose sieve is the relation named
     ``sieve_relation`` (headdb's own table names): one (sql, parameters) per piece of the run."""
     if len(pieces) == 1:
-        return [(framework_sql(n_roles, sieve_relation, bits), {})]
+        return [(framework_sql(n_roles, sieve_relation, bits, _RUN_EDGES), {"run_id": run_id})]
     piece = f"(SELECT * FROM {sieve_relation} WHERE sentence_id BETWEEN $lo AND $hi)"
     sql = framework_sql(n_roles, piece, bits, _PIECE_EDGES)
     return [(sql, {"run_id": run_id, "lo": lo, "hi": hi}) for lo, hi in pieces]

@@ -23,7 +23,8 @@
 -- headdb.scores fills in four placeholders (each a word in braces): `sieve` names a relation
 -- (role, run_id, sentence_id, query_pos, key_pos) with the roles' token-level sieves, one row
 -- per (query, key) pair of a role, role = 0 .. R-1; `edges` names the stored edges to score
--- (the table, or a range of its sentences: headdb scores a large run in pieces); `bits` is the
+-- (the view, the run's part of it, or a range of the run's sentences: headdb scores a large run
+-- in pieces; edges of runs without a sieve drop out at the join with `queries`); `bits` is the
 -- width of the per-role counter fields packed into one HUGEINT (enough for the longest
 -- sequence, R * bits <= 126); and every line that holds `r` is written once per role with the
 -- role's number (so a per-role item never spans two lines).
@@ -69,7 +70,6 @@ attn_rows AS (
            coalesce(sum(p.counters), 0)::HUGEINT AS counters
     FROM {edges} AS e
     LEFT JOIN pairs AS p USING (run_id, sentence_id, query_pos, key_pos)
-    WHERE e.run_id IN (SELECT DISTINCT run_id FROM sieve)
     GROUP BY e.run_id, e.sentence_id, e.layer, e.head, e.query_pos
 ),
 -- per (run, sentence, layer, head): sum over the queries of (stored mass on S_i) / |S_i|
