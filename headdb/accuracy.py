@@ -144,7 +144,7 @@ def _best(df: pd.DataFrame, tie: list[str]) -> pd.DataFrame:
 
 
 def accuracy(db: DbLike, run: int | str | None = None, min_count: int = 1,
-             progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+             progress: Callable[[int, int], None] | bool | None = None) -> pd.DataFrame:
     """The best head per relation and direction, chosen on the selection split (even
     sentence_ids) and reported on the report split (odd sentence_ids), beside the best fixed
     offset chosen and reported the same way.
@@ -155,8 +155,13 @@ def accuracy(db: DbLike, run: int | str | None = None, min_count: int = 1,
     reported_on. Sorted by relation frequency ("all" first). ``attrs`` holds run_id, run_name,
     min_count, most_in_both_splits (the most edges any relation has in both splits), selected_on
     and reported_on. ``progress(done, total)`` counts the ranges of sentences the heads are judged in
-    (:func:`head_accuracy`).
+    (:func:`head_accuracy`); True draws a bar on stderr.
     """
+    from headdb.progress import api_progress, wants_bar
+
+    if wants_bar(progress):  # True: a bar on stderr; False: none
+        with api_progress(progress, "accuracy") as bar:
+            return accuracy(db, run, min_count, progress=bar)
     if isinstance(min_count, bool) or not isinstance(min_count, numbers.Integral) or min_count < 1:
         raise InputError(f"{option('min_count')} must be a whole number of at least 1, not {min_count!r}")
     with open_db(db, memory_limit_mb()) as con:  # one connection: the run resolved once, named in attrs

@@ -49,7 +49,7 @@ def classify(
     correction: str = "bh",
     out: str | Path | None = None,
     store: bool = True,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | bool | None = None,
 ) -> pd.DataFrame:
     """Test every head of a run (default: the latest finished) for every role (default: the
     built-ins and those in ``roles_dir``); one family per call, corrected with ``correction``.
@@ -62,11 +62,16 @@ def classify(
     ``DataFrame.attrs`` holds run_id, n_layers, n_heads, alpha, correction, classification_id
     (None without ``store``) and roles (the names, in test order). ``progress(done, total)`` is
     called as the scoring queries finish (a large run is scored in pieces of about 3 M attention
-    rows, and many roles in several passes).
+    rows, and many roles in several passes); True draws a bar on stderr.
     """
+    from headdb.progress import api_progress, wants_bar
     from headdb.scores import compute_scores, sieve_passes
     from headdb.store import resolve_run
 
+    if wants_bar(progress):  # True: a bar on stderr; False: none ('bool' object is not callable)
+        with api_progress(progress, "scoring") as bar:
+            return classify(db, run, roles, roles_dir, tau=tau, alpha=alpha, correction=correction, out=out,
+                            store=store, progress=bar)
     check_options(alpha, correction, tau)
     if out is not None:
         from headdb.query import check_export

@@ -618,34 +618,15 @@ def classify(
 @contextlib.contextmanager
 def _steps_bar(label: str, quiet: bool, in_bytes: bool = False):
     """A progress bar on stderr (a terminal only, not with --quiet) for work counted in steps
-    (``in_bytes``: in bytes): yields a ``progress(done, total)`` callable, or None. Shown only
-    once the work has more than one step and is not done at the first call, and gone once the
-    last step is done (a report goes on to draw its figures)."""
+    (``in_bytes``: in bytes): yields a ``progress(done, total)`` callable, or None
+    (:func:`headdb.progress.steps_bar`)."""
     if quiet or not sys.stderr.isatty():
         yield None
         return
-    from rich.console import Console
-    from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn)
+    from headdb.progress import steps_bar
 
-    bar = Progress(TextColumn(label), BarColumn(), DownloadColumn() if in_bytes else MofNCompleteColumn(),
-                   TimeElapsedColumn(), console=Console(file=sys.stderr), transient=True)
-    task = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal task
-        if task is None and total > 1 and done < total:
-            bar.start()
-            task = bar.add_task(label, total=total)
-        if task is not None:
-            bar.update(task, completed=done)
-            if done >= total:
-                bar.stop()
-
-    try:
-        yield progress
-    finally:
-        bar.stop()
+    with steps_bar(label, in_bytes) as bar:
+        yield bar
 
 
 def _print_classification(df) -> None:

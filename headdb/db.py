@@ -425,7 +425,7 @@ def _watch_size(file: Path, total: int, progress) -> Iterator[None]:
     progress(total, total)
 
 
-def compact(path: str | Path, progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
+def compact(path: str | Path, progress: Callable[[int, int], None] | bool | None = None) -> tuple[int, int]:
     """Rewrite the store into a file without the space of deleted rows; returns its size in
     bytes before and after.
 
@@ -437,10 +437,15 @@ def compact(path: str | Path, progress: Callable[[int, int], None] | None = None
     ``progress(written, total)``, in bytes, is called as the copy grows (from a thread of its
     own, every ``COMPACT_POLL_S`` seconds, and once at the end): ``total`` is the space the
     store's data takes (its used blocks), about what the copy will take. DuckDB reports no
-    progress of its own for this copy.
+    progress of its own for this copy. True draws a bar on stderr.
     """
     import os
 
+    from headdb.progress import api_progress, wants_bar
+
+    if wants_bar(progress):  # True: a bar on stderr; False: none
+        with api_progress(progress, "compacting", in_bytes=True) as bar:
+            return compact(path, progress=bar)
     path = Path(path)
     if not path.exists():
         raise DatabaseError(f"{path}: no such database")

@@ -344,15 +344,15 @@ def _remove_stale_staging(out_dir: Path) -> None:
 def report(db: DbLike, run: int | str | None = None, out: str | Path = "report", *,
            compare: int | str | None = None, roles: Sequence[str] | str | None = None,
            correction: str = "bh", alpha: float = 0.05, accuracy: bool | None = None,
-           progress: Callable[[int, int], None] | None = None) -> Report:
+           progress: Callable[[int, int], None] | bool | None = None) -> Report:
     """Write the report of ``run`` (default: the latest finished) into the folder ``out``.
 
     With ``compare=RUN_B`` the report adds the comparison of RUN_B against ``run`` (difference
     heatmaps, roles gained and lost, per-layer profile). ``accuracy`` adds the syntactic head
     accuracy (Clark et al. 2019, :func:`headdb.accuracy.accuracy`): by default when the
     sentences the run stored have dependency relations; ``progress(done, total)`` counts its
-    ranges of sentences (:func:`headdb.accuracy.head_accuracy`). Returns the paths and the
-    markdown summary.
+    ranges of sentences (:func:`headdb.accuracy.head_accuracy`; True draws a bar on stderr).
+    Returns the paths and the markdown summary.
 
     The figures are drawn into a folder of their own and take the place of ``figures/``'s PNG
     and SVG files only once everything is drawn: a failed report changes nothing in ``out``,
@@ -361,8 +361,13 @@ def report(db: DbLike, run: int | str | None = None, out: str | Path = "report",
     import os
     import shutil
 
+    from headdb.progress import api_progress, wants_bar
     from headdb.stats import check_options
 
+    if wants_bar(progress):  # True: a bar on stderr; False: none
+        with api_progress(progress, "accuracy") as bar:
+            return report(db, run, out, compare=compare, roles=roles, correction=correction, alpha=alpha,
+                          accuracy=accuracy, progress=bar)
     # refused with or without `compare`, as compare refuses them: a report without it took
     # alpha=5 or correction='xx' without a word
     check_options(alpha, correction)

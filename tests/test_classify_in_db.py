@@ -153,3 +153,25 @@ def test_progress_counts_every_scoring_query(db, monkeypatch, store):
     total = seen[0][1]
     assert n_pieces > 1 and total % n_pieces == 0 and total // n_pieces > 1  # several pieces and passes
     assert seen == [(i, total) for i in range(total + 1)]
+
+
+def test_progress_takes_true_false_or_a_callable(db, capsys):
+    """`progress=False` failed with "'bool' object is not callable" outside ingest (which takes
+    True for a bar): classify, accuracy, report and compact take True (a bar on stderr), False or
+    None (none) and a callable, and refuse anything else by name."""
+    from headdb.errors import InputError
+
+    quiet = headdb.classify(db, run=1, progress=False)
+    with_bar = headdb.classify(db, run=1, progress=True)
+    pd.testing.assert_frame_equal(quiet[TEST_COLUMNS], with_bar[TEST_COLUMNS])
+    calls = []
+    headdb.classify(db, run=1, progress=lambda done, total: calls.append((done, total)))
+    assert calls and calls[-1][0] == calls[-1][1]
+    for flag in (False, True):
+        assert len(headdb.accuracy(db, run=1, progress=flag)) > 0
+        before, after = headdb.compact(db, progress=flag)
+        assert before > 0 and after > 0
+    with pytest.raises(InputError, match="progress must be a callable progress.done, total., True .a bar on "
+                                         "stderr. or False, not 'yes'"):
+        headdb.classify(db, run=1, progress="yes")
+    capsys.readouterr()
