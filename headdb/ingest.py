@@ -881,10 +881,12 @@ def _check_not_a_store(corpus: Path) -> None:
         return
     try:
         with open(corpus, "rb") as f:
-            head = f.read(12)
+            head = f.read(20)
     except OSError:
         return  # reading the corpus says what is wrong
-    if head[8:12] == b"DUCK":
+    # DuckDB's "DUCK" at byte 8 is followed by its storage version, a little-endian 64-bit integer
+    # (NUL bytes); a text may hold "DUCK" there too ("The big DUCK swam .")
+    if head[8:12] == b"DUCK" and b"\x00" in head[12:20]:
         raise InputError(f"is a DuckDB database, not a corpus: the store comes first, then the corpus "
                          f"({_argument_order()})", corpus)
 

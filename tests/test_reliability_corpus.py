@@ -424,6 +424,16 @@ def test_cli_ingest_with_the_store_left_out_or_swapped_with_the_corpus(tmp_path,
     assert table_counts(db) == dict.fromkeys(table_counts(db), 0)
 
 
+def test_a_corpus_with_duck_at_the_offset_of_duckdbs_magic_is_a_corpus(tmp_path):
+    """A text whose bytes 8-11 read "DUCK" ("The big DUCK swam .") was refused as a DuckDB
+    database given as the corpus; a DuckDB file has its storage version (NUL bytes) after them."""
+    from headdb.errors import ModelError
+
+    corpus = write(tmp_path, "duck.txt", "The big DUCK swam .\n")
+    with pytest.raises(ModelError):  # past the corpus checks, to the (missing) model
+        ingest(tmp_path / "d.db", corpus, model=str(tmp_path / "no-model"))
+
+
 # --- slow: sentences longer than the model's maximum, counted in the run summary --------------
 
 
