@@ -506,7 +506,10 @@ def sql(
     Read-only, it offers the views scores_<role> and sieve_<role> of the built-in roles."""
     import os.path
 
-    if not os.path.exists(db) and os.path.isfile(query):  # `headdb sql "SELECT ..." store.db`
+    from headdb.db import is_duckdb_file
+
+    # `headdb sql "SELECT ..." store.db` (not `headdb sql missing.db query.sql`: the order is right there)
+    if not os.path.exists(db) and is_duckdb_file(query):
         from headdb.errors import InputError
 
         # it read "no such database (create it with `headdb init 'SELECT ...'`)"

@@ -76,6 +76,22 @@ def _open_in_this_process(path: Path) -> bool:
     return False
 
 
+def is_duckdb_file(path: str | Path) -> bool:
+    """Whether ``path`` is a file that starts as a DuckDB database does: "DUCK" at byte 8, then the
+    storage version, a little-endian 64-bit integer (NUL bytes; a text may hold "DUCK" there too,
+    as "The big DUCK swam ." does). False where it cannot be read, or where this process has it
+    open (:func:`_open_in_this_process`: reading it would drop the process's DuckDB lock on it)."""
+    p = Path(path)
+    if not p.is_file() or _open_in_this_process(p):
+        return False
+    try:
+        with open(p, "rb") as f:
+            head = f.read(20)
+    except OSError:
+        return False
+    return head[8:12] == b"DUCK" and b"\x00" in head[12:20]
+
+
 def _check_duckdb_file(path: str) -> None:
     """A file that is not DuckDB's is named as such, before DuckDB opens it: for a SQLite file
     DuckDB tried to download its sqlite extension (nothing may be downloaded at run time), and

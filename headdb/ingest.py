@@ -875,18 +875,9 @@ def _check_store_path(db: str | Path) -> None:
 def _check_not_a_store(corpus: Path) -> None:
     """A DuckDB file given as the corpus (the arguments swapped) is named as one: it read "cannot
     infer the format from the extension '.db'", or, with --format, "NUL byte in the file"."""
-    from headdb.db import _open_in_this_process
+    from headdb.db import is_duckdb_file
 
-    if _open_in_this_process(corpus):  # closing a descriptor of it would drop the process's DuckDB lock on it
-        return
-    try:
-        with open(corpus, "rb") as f:
-            head = f.read(20)
-    except OSError:
-        return  # reading the corpus says what is wrong
-    # DuckDB's "DUCK" at byte 8 is followed by its storage version, a little-endian 64-bit integer
-    # (NUL bytes); a text may hold "DUCK" there too ("The big DUCK swam .")
-    if head[8:12] == b"DUCK" and b"\x00" in head[12:20]:
+    if is_duckdb_file(corpus):
         raise InputError(f"is a DuckDB database, not a corpus: the store comes first, then the corpus "
                          f"({_argument_order()})", corpus)
 

@@ -196,6 +196,9 @@ def test_sql_with_the_store_and_the_query_swapped_or_the_query_in_a_file(tmp_pat
         assert (code, out) == (1, "") and err.startswith("error: SQL error: Parser Error: ")
         assert err.splitlines()[-1] == (f"(the query is SQL text, and {query} is a file: to run the SQL in it, pass "
                                         f'its text: `headdb sql DB "$(cat {query})"`)'), err
+    # the order is right where the store is missing and the query is a file of SQL, not a store
+    code, out, err = run_main(capsys, monkeypatch, "sql", tmp_path / "missing.db", query)
+    assert (code, out) == (1, "") and "comes first" not in err and "no such database" in err, err
     code, _, err = run_main(capsys, monkeypatch, "sql", db, "SELEC 1")  # no file: DuckDB's words alone
     assert code == 1 and "is a file" not in err
     import headdb
