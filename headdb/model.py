@@ -526,7 +526,11 @@ class AttentionModel:
                 f"{name_or_path}: {config.model_type} is a decoder-only (causal) model; "
                 "headdb analyses bidirectional encoders such as BERT or RoBERTa"
             )
-        if getattr(config, "is_encoder_decoder", False):
+        # an encoder saved alone from an encoder-decoder (T5EncoderModel, MT5EncoderModel) is loaded by its
+        # own class: AutoModel loaded the whole encoder-decoder, which failed without decoder inputs. Its
+        # config may still say is_encoder_decoder (transformers 4 saved T5's unchanged)
+        encoders = [a for a in archs if a.endswith("EncoderModel") and hasattr(transformers, a)]
+        if getattr(config, "is_encoder_decoder", False) and len(encoders) != 1:
             raise ModelError(f"{name_or_path}: encoder-decoder models are not supported; pass an encoder")
         self.model_hash = _weights_hash(self.folder)
         self.tokenizer = self._load_tokenizer(AutoTokenizer)
@@ -534,9 +538,6 @@ class AttentionModel:
         # BigBird's default block-sparse attention returns no maps for short inputs, and for long
         # ones a sentence's attention depends on the padding beside it: its full attention instead
         overrides = {"attention_type": "original_full"} if getattr(config, "model_type", "") == "big_bird" else {}
-        # an encoder saved alone from an encoder-decoder (T5EncoderModel, MT5EncoderModel) is loaded by its
-        # own class: AutoModel loaded the whole encoder-decoder, which failed without decoder inputs
-        encoders = [a for a in archs if a.endswith("EncoderModel") and hasattr(transformers, a)]
         loader = getattr(transformers, encoders[0]) if len(encoders) == 1 else AutoModel
         try:
             model = loader.from_pretrained(

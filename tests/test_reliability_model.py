@@ -386,6 +386,18 @@ def test_an_encoder_saved_alone_from_an_encoder_decoder_runs_as_itself(offline, 
     for layer, head, q, k, w in edges:
         stored[layer, head, q, k] = w
     assert np.allclose(stored, maps, atol=1e-6)
+    # transformers 4 saved such an encoder's config with T5's is_encoder_decoder true (hub checkpoints
+    # as FLUX's and DeepFloyd's text encoders): it was refused as an encoder-decoder
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "is_encoder_decoder": True}))
+    assert headdb.ingest(offline / "t5-v4.db", SAMPLE, model=str(folder), dense=True, limit=1).sentences == 1
+    with duckdb.connect(str(offline / "t5-v4.db"), read_only=True) as con:
+        assert con.execute("SELECT layer, head, query_pos, key_pos, weight FROM edges").fetchall() == edges
+    # the whole encoder-decoder is still refused
+    (folder / "config.json").write_text(json.dumps({**config, "is_encoder_decoder": True,
+                                                     "architectures": ["T5ForConditionalGeneration"]}))
+    with pytest.raises(ModelError, match="encoder-decoder models are not supported"):
+        headdb.ingest(offline / "never.db", SAMPLE, model=str(folder), limit=1)
 
 
 @pytest.mark.slow
