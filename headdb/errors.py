@@ -92,4 +92,5 @@ class ClassifyInterrupted(KeyboardInterrupt):
 
     def __init__(self, run_id: int, classification_id: int, out: str | Path | None):
         self.run_id, self.classification_id, self.out = run_id, classification_id, out
-        super().__init__(f"classification {classification_id} of run {run_id} stored; {out} not written")
+        super().__init__(f"classification {classification_id} of run {run_id} stored"
+                         + ("" if out is None else f"; {out} not written"))

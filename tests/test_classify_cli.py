@@ -142,6 +142,9 @@ def test_ctrl_c_while_out_is_written_says_the_classification_is_stored(store, tm
     with pytest.raises(headdb.errors.ClassifyInterrupted) as caught:  # a KeyboardInterrupt, from Python too
         headdb.classify(store, roles="local", out=out)
     assert isinstance(caught.value, KeyboardInterrupt) and caught.value.classification_id == newest + 1
+    assert str(caught.value) == f"classification {newest + 1} of run {run} stored; {out} not written"
+    # without out (a Ctrl-C just after the commit): no file named 'None'
+    assert str(headdb.errors.ClassifyInterrupted(run, 7, None)) == f"classification 7 of run {run} stored"
 
     def ctrl_c_while_scoring(*args, **kwargs):
         raise KeyboardInterrupt
