@@ -102,7 +102,8 @@ def _resolve(name_or_path: str, download: bool) -> Path:
             inner = sorted(str(c.parent) for c in p.glob("*/config.json"))
             if inner:
                 raise ModelError(f"{p}: no config.json; the Hugging Face model is in {' or '.join(inner)} "
-                                 "(a sentence-transformers module folder): pass that folder")
+                                 "(a subfolder, as sentence-transformers and diffusers folders keep it): "
+                                 "pass that folder")
             raise ModelError(f"{p}: no config.json; is this a Hugging Face model folder?")
         return p
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path:

@@ -100,7 +100,7 @@ def test_not_a_model_folder(offline):
     (st / "0_Transformer" / "config.json").write_text("{}")
     (st / "modules.json").write_text('[{"idx": 0, "name": "0", "path": "0_Transformer"}]')
     assert str(load(st)[0]) == (f"{st}: no config.json; the Hugging Face model is in {st / '0_Transformer'} "
-                                "(a sentence-transformers module folder): pass that folder")
+                                "(a subfolder, as sentence-transformers and diffusers folders keep it): pass that folder")
 
 
 def test_folder_without_weights(offline, default_model_dir, monkeypatch):
