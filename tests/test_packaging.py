@@ -147,3 +147,13 @@ def test_type_checkers_see_the_public_api():
         if sig.return_annotation is inspect.Signature.empty:
             untyped.append(f"{name} -> ?")
     assert untyped == []
+
+
+def test_errors_are_reachable_right_after_import_headdb():
+    """README: every error headdb raises is a ``headdb.errors.HeaddbError``. After a bare
+    ``import headdb`` (no API call yet, a fresh process) ``headdb.errors`` was an AttributeError,
+    so ``except headdb.errors.InputError`` in a notebook's first cell failed on its own."""
+    code = "import headdb; print(headdb.errors.HeaddbError.__name__, 'errors' in headdb.__all__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT).stdout
+    assert out == "HeaddbError True\n"
