@@ -83,6 +83,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'headdb' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    """The API's names too, before they are loaded: ``dir(headdb)`` and a notebook's completion."""
+    return sorted(set(globals()) | set(_API))
+
+
 class _Package(types.ModuleType):
     """Keeps API functions that share their module's name (``headdb.ingest``, ``headdb.classify``,
     ``headdb.scores``) callable: importing the submodule would otherwise replace the function

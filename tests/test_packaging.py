@@ -157,3 +157,12 @@ def test_errors_are_reachable_right_after_import_headdb():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT).stdout
     assert out == "HeaddbError True\n"
+
+
+def test_dir_lists_the_api_before_it_is_loaded():
+    """The API loads lazily (module ``__getattr__``), so ``dir(headdb)`` in a fresh process listed
+    none of it (['Any', 'TYPE_CHECKING', ...]): a notebook's tab completion offered no function."""
+    code = "import headdb; print(sorted(set(headdb.__all__) - set(dir(headdb))))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT).stdout
+    assert out == "[]\n"
