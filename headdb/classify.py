@@ -73,6 +73,8 @@ def classify(
             return classify(db, run, roles, roles_dir, tau=tau, alpha=alpha, correction=correction, out=out,
                             store=store, progress=bar)
     check_options(alpha, correction, tau)
+    # as Python's floats: DuckDB stores no numpy scalar (np.float32 tau failed its INSERT)
+    alpha, tau = float(alpha), (None if tau is None else float(tau))
     if out is not None:
         from headdb.query import check_export
 
