@@ -136,3 +136,14 @@ def test_roles_are_a_comma_string_or_any_list_of_names(store, tmp_path):
                      lambda: headdb.classify(tmp_path / "none.db", roles=roles)):
             with pytest.raises(InputError, match=r"^roles must be role names: a list of strings or one "):
                 call()
+
+
+def test_min_roles_is_a_whole_number_of_at_least_one(store):
+    """multi_role_heads(min_roles='2') failed with "'<' not supported between instances of 'str'
+    and 'int'", and min_roles=2.5 ran as if it were 3 (count(*) >= 2.5)."""
+    import numpy as np
+
+    assert len(headdb.multi_role_heads(store, "base", np.int64(3))) == 1
+    for bad in ("2", 2.5, 0, True):
+        with pytest.raises(InputError, match=f"^min_roles must be a whole number of at least 1, not {bad!r}$"):
+            headdb.multi_role_heads(store, "base", bad)
