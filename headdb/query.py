@@ -129,6 +129,9 @@ def _check_params(query: str, params: list | dict | None) -> None:
     not: a typo (``--param rnu=3``) would otherwise say only that a value is missing."""
     import duckdb
 
+    if params is not None and not isinstance(params, (list, tuple, dict)):  # DuckDB said "Prepared parameters
+        # can only be passed as a list or a dictionary" for a string, and an int was a TypeError here
+        raise InputError(f"params must be a list (for ? or $1) or a dict (for $name), not {params!r}")
     if isinstance(params, (list, tuple)) and params:
         return  # positional values: DuckDB counts them
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 
+import re
 from pathlib import Path
 
 import duckdb
@@ -851,3 +852,17 @@ def test_sql_exports_cap_duckdbs_memory_so_it_does_not_grow_with_the_store(store
     buf = io.StringIO()
     headdb.write_sql(store, query, buf, "csv", write=True)
     assert "321" not in buf.getvalue()
+
+
+def test_params_of_another_type_are_named(store, tmp_path):
+    """``params=3`` failed with "'int' object is not iterable" and ``params='3'`` with DuckDB's
+    "Prepared parameters can only be passed as a list or a dictionary" dressed as an SQL error."""
+    assert headdb.sql(store, "SELECT ? AS v", (3,))["v"].tolist() == [3]  # a tuple is a list
+    for params in (3, "3", {3}):
+        for call in (lambda: headdb.sql(store, "SELECT ? AS v", params),
+                     lambda: headdb.export_sql(store, "SELECT ? AS v", tmp_path / "v.csv", params),
+                     lambda: headdb.write_sql(store, "SELECT ? AS v", __import__("io").StringIO(), "csv", params)):
+            with pytest.raises(InputError, match=r"^params must be a list \(for \? or \$1\) or a dict \(for \$name\), "
+                                                 f"not {re.escape(repr(params))}$"):
+                call()
+    assert not (tmp_path / "v.csv").exists()
