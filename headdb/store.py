@@ -390,6 +390,8 @@ def drop_run(db: str | Path, run: int | str, *, dry_run: bool = False) -> pd.Dat
     """
     from headdb.db import quote_ident
 
+    if run is None:  # resolve_run's None is the latest finished run: a deletion names its run
+        raise InputError("drop_run deletes the run it is given: pass its id or name, not None")
     con = connect(db, read_only=dry_run, existing=True)
     try:
         run_id = resolve_run(con, run)

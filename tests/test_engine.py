@@ -866,3 +866,19 @@ def test_params_of_another_type_are_named(store, tmp_path):
                                                  f"not {re.escape(repr(params))}$"):
                 call()
     assert not (tmp_path / "v.csv").exists()
+
+
+def test_drop_run_of_none_deletes_nothing(store):
+    """``drop_run(db, None)`` (a notebook's ``run = None``) deleted the latest finished run, as
+    ``run=None`` means for every reading function: a deletion names its run."""
+    from handmade_store import add_corpus, add_run
+
+    con = connect(store)
+    add_corpus(con, 1)
+    add_run(con, 1, 2, 4, 1)
+    con.close()
+    for dry_run in (True, False):
+        with pytest.raises(InputError, match="^drop_run deletes the run it is given: pass its id or name, not None$"):
+            headdb.drop_run(store, None, dry_run=dry_run)
+    assert headdb.sql(store, "SELECT count(*) AS n FROM runs")["n"].tolist() == [1]
+    assert headdb.sql(store, "SELECT count(*) AS n FROM edges")["n"].tolist() == [3]
