@@ -452,6 +452,10 @@ def compact(path: str | Path, progress: Callable[[int, int], None] | bool | None
     target = path.resolve()  # a link to the store: the store is compacted, the link stays a link
     tmp = target.with_name(target.name + ".compact-tmp")
     wal = target.with_name(target.name + ".wal")
+    if _open_in_this_process(target):  # a connection of DuckDB's defaults would share it and go on with the old file
+        raise DatabaseError(f"{path}: this process has the store open (a duckdb connection or a headdb.engine()); "
+                            "compact puts a new file in its place, and what that connection wrote afterwards "
+                            "would be lost: close it first (con.close(), engine.dispose())")
     before = target.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
     con = connect(path, existing=True)  # writable: no other process has the file open while it is copied
     # a killed compact's copy goes only now, with the lock held: another compact may be writing it
