@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from headdb.errors import DatabaseError, DatabaseLockedError, shell_word
+from headdb.errors import DatabaseError, DatabaseLockedError, shell_word, yes_no
 from headdb.resources import migrations_dir
 
 if TYPE_CHECKING:  # sqlalchemy loads only when engine() is called
@@ -537,6 +537,7 @@ def engine(path: str | Path, read_only: bool = True) -> sqlalchemy.engine.Engine
     from sqlalchemy import create_engine, event
     from sqlalchemy.engine import URL
 
+    read_only = yes_no("read_only", read_only)
     try:  # the same clear errors as the rest of headdb; a writable engine needs a store, too
         connect(path, read_only=read_only, existing=True).close()
     except DatabaseError as exc:

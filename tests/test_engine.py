@@ -882,3 +882,39 @@ def test_drop_run_of_none_deletes_nothing(store):
             headdb.drop_run(store, None, dry_run=dry_run)
     assert headdb.sql(store, "SELECT count(*) AS n FROM runs")["n"].tolist() == [1]
     assert headdb.sql(store, "SELECT count(*) AS n FROM edges")["n"].tolist() == [3]
+
+
+def test_boolean_options_are_true_or_false(store, tmp_path):
+    """Boolean options were taken by truth: ``ingest(dense='no')`` made a dense run,
+    ``pairs='no'`` a pair run, ``sql(..., write='no')`` wrote and ``drop_run(dry_run=0)``
+    deleted; ``ingest(device=0)`` failed in DuckDB ("Could not convert string 'cpu' to INT32")
+    and ``progress='yes'`` drew a bar. Each is now an InputError naming the parameter, before
+    the store is opened; numpy's booleans count as booleans."""
+    import io
+
+    import numpy as np
+
+    corpus = Path(__file__).parent / "data" / "sample.conllu"
+    db = tmp_path / "new.db"
+    for name in ("pairs", "dense", "truncate", "download", "new_run"):
+        with pytest.raises(InputError, match=f"^{name} must be True or False, not 'no'$"):
+            headdb.ingest(db, corpus, **{name: "no"})
+    with pytest.raises(InputError, match=r"^device must be text: cpu or cuda\[:N\], not 0$"):
+        headdb.ingest(db, corpus, device=0)
+    with pytest.raises(InputError, match="^progress must be a callable progress.sentences., True"):
+        headdb.ingest(db, corpus, progress="yes")
+    assert not db.exists()
+    calls = {"classify": lambda v: headdb.classify(store, store=v),
+             "sql": lambda v: headdb.sql(store, "DELETE FROM edge_store", write=v),
+             "export_sql": lambda v: headdb.export_sql(store, "SELECT 1 AS x", tmp_path / "x.csv", write=v),
+             "write_sql": lambda v: headdb.write_sql(store, "SELECT 1 AS x", io.StringIO(), write=v),
+             "drop_run": lambda v: headdb.drop_run(store, 1, dry_run=v),
+             "engine": lambda v: headdb.engine(store, read_only=v),
+             "report": lambda v: headdb.report(store, out=tmp_path / "r", accuracy=v)}
+    words = {"classify": "store", "drop_run": "dry_run", "engine": "read_only", "report": "accuracy"}
+    for name, call in calls.items():
+        for value in ("no", 0, 1.0):
+            with pytest.raises(InputError, match=f"^{words.get(name, 'write')} must be True or False, not {value!r}$"):
+                call(value)
+    assert headdb.sql(store, "SELECT count(*) AS n FROM edge_store", write=np.False_)["n"].tolist() == [3]
+    assert not (tmp_path / "x.csv").exists() and not (tmp_path / "r").exists()
