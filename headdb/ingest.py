@@ -874,6 +874,9 @@ def _check_store_path(db: str | Path) -> None:
     """The store comes first: ``headdb ingest corpus.conllu`` (the store left out) or the two
     swapped, where that file did not exist, created a store named corpus.conllu holding the
     bundled sample, and said only what it stored."""
+    from headdb.db import check_store_arg
+
+    check_store_arg(db)
     if str(db) != ":memory:" and not Path(db).exists() and has_corpus_extension(db):
         raise InputError(f"no such store, and its name is a corpus file's ({Path(db).suffix}): the store comes "
                          f"first, then the corpus ({_argument_order()}); name a new store .db", db)

@@ -918,3 +918,27 @@ def test_boolean_options_are_true_or_false(store, tmp_path):
                 call(value)
     assert headdb.sql(store, "SELECT count(*) AS n FROM edge_store", write=np.False_)["n"].tolist() == [3]
     assert not (tmp_path / "x.csv").exists() and not (tmp_path / "r").exists()
+
+
+def test_the_store_is_named_by_its_path(store, tmp_path, monkeypatch):
+    """``headdb.init(con)`` with an open connection created a file named
+    ``<_duckdb.DuckDBPyConnection object at 0x...>``; runs(con) or runs(None) said "no such
+    database (create it with `headdb init None`)", and sql, summary, compact, drop_run and engine
+    failed with "expected str, bytes or os.PathLike object". The store is its path, else an
+    InputError that says so (and where an open connection does go)."""
+    monkeypatch.chdir(tmp_path)
+    con = duckdb.connect(str(store), read_only=True)
+    try:
+        calls = [headdb.init, headdb.runs, headdb.summary, lambda d: headdb.sql(d, "SELECT 1"), headdb.compact,
+                 lambda d: headdb.drop_run(d, 1), headdb.engine, headdb.classify, headdb.scores,
+                 lambda d: headdb.ingest(d, Path(__file__).parent / "data" / "sample.conllu"), headdb.connect]
+        for db in (con, None, 5):
+            for call in calls:
+                with pytest.raises(InputError, match=r"^the store is its file's path \(a str or pathlib.Path\), "
+                                                     f"not {re.escape(repr(db))}"):
+                    call(db)
+        with pytest.raises(InputError, match="an open connection goes only to the analysis functions"):
+            headdb.runs(con)
+    finally:
+        con.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store.db"]
