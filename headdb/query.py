@@ -194,6 +194,8 @@ def _one_statement(query: str) -> None:
     """Refuse an empty query, or several statements (only the last one's rows would show)."""
     import duckdb
 
+    if not isinstance(query, str):  # DuckDB's "extract_statements(): incompatible function arguments"
+        raise InputError(f"query must be one SQL statement as text, not {query!r}")
     try:
         n = len(duckdb.extract_statements(query))
     except duckdb.Error:  # a syntax error: DuckDB reports it when the query runs

@@ -942,3 +942,14 @@ def test_the_store_is_named_by_its_path(store, tmp_path, monkeypatch):
     finally:
         con.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store.db"]
+
+
+def test_a_query_that_is_not_text_is_named(store, tmp_path):
+    """sql(db, None) failed with DuckDB's "extract_statements(): incompatible function arguments"."""
+    import io
+
+    for query in (None, 5):
+        for call in (lambda: headdb.sql(store, query), lambda: headdb.export_sql(store, query, tmp_path / "q.csv"),
+                     lambda: headdb.write_sql(store, query, io.StringIO())):
+            with pytest.raises(InputError, match=f"^query must be one SQL statement as text, not {query!r}$"):
+                call()
