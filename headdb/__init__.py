@@ -9,6 +9,8 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
+from headdb import errors as errors  # light: `except headdb.errors.HeaddbError` right after `import headdb`
+
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # what type checkers read; at run time __getattr__ imports each name when first used
@@ -68,7 +70,7 @@ _API = {
     "report": "headdb.report",
 }
 
-__all__ = sorted(_API) + ["__version__"]
+__all__ = sorted(_API) + ["__version__", "errors"]
 
 
 def __getattr__(name: str) -> Any:
@@ -79,6 +81,11 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     raise AttributeError(f"module 'headdb' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The API's names too, before they are loaded: ``dir(headdb)`` and a notebook's completion."""
+    return sorted(set(globals()) | set(_API))
 
 
 class _Package(types.ModuleType):

@@ -16,7 +16,7 @@ import duckdb
 import pandas as pd
 
 from headdb.db import connect, connect_capped, quote_ident
-from headdb.errors import DatabaseError, InputError
+from headdb.errors import DatabaseError, InputError, option
 from headdb.roles import requested_roles
 from headdb.store import resolve_run
 
@@ -119,8 +119,11 @@ def multi_role_heads(db: DbLike, run: int | str | None = None, min_roles: int = 
                      roles: Sequence[str] | str | None = None) -> pd.DataFrame:
     """Heads with at least ``min_roles`` roles (of ``roles``, default: every classified role).
     Columns: run_id, layer, head, n_roles, roles (in the order the roles were classified)."""
-    if min_roles < 1:
-        raise InputError("min_roles must be at least 1")
+    import numbers
+
+    if isinstance(min_roles, bool) or not isinstance(min_roles, numbers.Integral) or min_roles < 1:
+        raise InputError(f"{option('min_roles')} must be a whole number of at least 1, not {min_roles!r}")
+    min_roles = int(min_roles)
     with open_db(db) as con:
         run_id = resolve_run(con, run)
         order = classified_roles(con, run_id)

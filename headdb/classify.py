@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from headdb.db import connect, connect_restricted, memory_limit_mb, registered, transaction
-from headdb.errors import InputError
+from headdb.errors import InputError, yes_no
 from headdb.roles import Role, load_roles
 from headdb.stats import CORRECTIONS, RESULT_COLUMNS, check_options, head_tests, moment_tests
 
@@ -73,6 +73,9 @@ def classify(
             return classify(db, run, roles, roles_dir, tau=tau, alpha=alpha, correction=correction, out=out,
                             store=store, progress=bar)
     check_options(alpha, correction, tau)
+    store = yes_no("store", store)
+    # as Python's floats: DuckDB stores no numpy scalar (np.float32 tau failed its INSERT)
+    alpha, tau = float(alpha), (None if tau is None else float(tau))
     if out is not None:
         from headdb.query import check_export
 

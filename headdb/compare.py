@@ -249,6 +249,7 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
     ``df.attrs`` holds basis, note, run ids and names, correction, alpha and test.
     """
     check_options(alpha, correction)
+    alpha = float(alpha)  # numpy's as Python's, in attrs and the note
     with open_db(db) as con:
         ia = _run_info(con, resolve_run(con, run_a, finished=True))
         ib = _run_info(con, resolve_run(con, run_b, finished=True))

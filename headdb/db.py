@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from headdb.errors import DatabaseError, DatabaseLockedError, shell_word
+from headdb.errors import DatabaseError, DatabaseLockedError, InputError, shell_word, yes_no
 from headdb.resources import migrations_dir
 
 if TYPE_CHECKING:  # sqlalchemy loads only when engine() is called
@@ -122,6 +122,17 @@ def _check_duckdb_file(path: str) -> None:
 _NOT_A_FILE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 
 
+def check_store_arg(path: Any) -> None:
+    """The store is named by its file's path: anything else (``init(con)`` created a file named
+    ``<_duckdb.DuckDBPyConnection object at 0x...>``, ``runs(None)`` said to run ``headdb init
+    None``) is an InputError."""
+    if isinstance(path, (str, os.PathLike)):
+        return
+    hint = ("; an open connection goes only to the analysis functions, compare, accuracy and report"
+            if isinstance(path, duckdb.DuckDBPyConnection) else "")
+    raise InputError(f"the store is its file's path (a str or pathlib.Path), not {path!r}{hint}")
+
+
 def _check_file_path(path: str) -> None:
     """A store path DuckDB can create or open as a file: not a folder, not a service's name, not in a
     missing folder."""
@@ -138,6 +149,7 @@ def _check_file_path(path: str) -> None:
 
 
 def _open(path: str | Path, read_only: bool, config: dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
+    check_store_arg(path)
     path = str(path)
     _check_file_path(path)
     if read_only and path != ":memory:" and not Path(path).exists():
@@ -275,6 +287,7 @@ def connect(path: str | Path, read_only: bool = False, *, migrate_schema: bool =
     or install headdb's tables into another DuckDB file, or upgrade it unasked: drop, compact,
     ``sql --write``).
     """
+    check_store_arg(path)
     if existing and str(path) != ":memory:" and not Path(path).exists():
         _check_file_path(str(path))  # a missing folder is named as such: `headdb init` could not create it
         raise DatabaseError(f"{path}: no such database (create it with `headdb init {shell_word(path)}`)")
@@ -351,6 +364,7 @@ def connect_capped(path: str | Path, memory_limit_mb: int) -> duckdb.DuckDBPyCon
     has the file open already (a connection of the user's), DuckDB shares that connection's
     instance, and its settings, with this one: the cap is then left out rather than changed
     under the other connection (unlike :func:`connect_restricted`, nothing is refused)."""
+    check_store_arg(path)
     shared = _open_in_this_process(Path(path))
     con = connect(path, read_only=True)
     if not shared:
@@ -462,12 +476,17 @@ def compact(path: str | Path, progress: Callable[[int, int], None] | bool | None
     if wants_bar(progress):  # True: a bar on stderr; False: none
         with api_progress(progress, "compacting", in_bytes=True) as bar:
             return compact(path, progress=bar)
+    check_store_arg(path)
     path = Path(path)
     if not path.exists():
         raise DatabaseError(f"{path}: no such database")
     target = path.resolve()  # a link to the store: the store is compacted, the link stays a link
     tmp = target.with_name(target.name + ".compact-tmp")
     wal = target.with_name(target.name + ".wal")
+    if _open_in_this_process(target):  # a connection of DuckDB's defaults would share it and go on with the old file
+        raise DatabaseError(f"{path}: this process has the store open (a duckdb connection or a headdb.engine()); "
+                            "compact puts a new file in its place, and what that connection wrote afterwards "
+                            "would be lost: close it first (con.close(), engine.dispose())")
     before = target.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
     con = connect(path, existing=True)  # writable: no other process has the file open while it is copied
     # a killed compact's copy goes only now, with the lock held: another compact may be writing it
@@ -549,6 +568,7 @@ def engine(path: str | Path, read_only: bool = True) -> sqlalchemy.engine.Engine
     from sqlalchemy import create_engine, event
     from sqlalchemy.engine import URL
 
+    read_only = yes_no("read_only", read_only)
     try:  # the same clear errors as the rest of headdb; a writable engine needs a store, too
         connect(path, read_only=read_only, existing=True).close()
     except DatabaseError as exc:

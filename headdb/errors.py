@@ -39,6 +39,18 @@ def given(name: str, value: str) -> str:
     return f"{option(name)} {value}" if CLI_NAMES.get() else f"{name}={value!r}"
 
 
+def yes_no(name: str, value, optional: bool = False) -> bool | None:
+    """A boolean option as a bool (numpy's too; None where ``optional``): anything else is an
+    InputError. Taken by truth, ``dense='no'`` made a dense run and ``write='no'`` wrote."""
+    if value is None and optional:
+        return None
+    if type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"):  # without importing numpy
+        value = bool(value)
+    if not isinstance(value, bool):
+        raise InputError(f"{option(name)} must be True or False, not {value!r}")
+    return value
+
+
 class HeaddbError(Exception):
     """Base class of every error headdb raises on purpose."""
 

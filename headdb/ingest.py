@@ -28,7 +28,7 @@ from headdb.corpus import (ReadStats, Sentence, check_file, file_sha256, has_cor
                            read_corpus, validate)
 from headdb.db import check_writable, connect, interrupted, transaction
 from headdb.errors import (CLI_NAMES, DatabaseError, HeaddbError, IngestInterrupted, InputError, ModelError, flag,
-                           option)
+                           option, yes_no)
 from headdb.sparsify import DEFAULT_TOP_K, BatchEdges, Sparsity
 
 #: Sentences tokenized and sorted by length together; batches are cut from each window.
@@ -235,6 +235,13 @@ def ingest(
     """
     from headdb.resources import sample_corpus
 
+    pairs, dense, truncate, download, new_run = (yes_no(name, value) for name, value in (
+        ("pairs", pairs), ("dense", dense), ("truncate", truncate), ("download", download), ("new_run", new_run)))
+    if not (isinstance(progress, bool) or callable(progress)):  # any other text drew a bar
+        raise InputError(f"progress must be a callable progress(sentences), True (a bar on stderr) or False, "
+                         f"not {progress!r}")
+    if not isinstance(device, str):  # device=0 failed in DuckDB's lookup of the runs ('cpu' to INT32)
+        raise InputError(f"{option('device')} must be text: cpu or cuda[:N], not {device!r}")
     batch_size = _whole("batch_size", batch_size, optional=False)
     limit, top_k, max_length = (_whole(name, value) for name, value in
                                 (("limit", limit), ("top_k", top_k), ("max_length", max_length)))
@@ -867,6 +874,9 @@ def _check_store_path(db: str | Path) -> None:
     """The store comes first: ``headdb ingest corpus.conllu`` (the store left out) or the two
     swapped, where that file did not exist, created a store named corpus.conllu holding the
     bundled sample, and said only what it stored."""
+    from headdb.db import check_store_arg
+
+    check_store_arg(db)
     if str(db) != ":memory:" and not Path(db).exists() and has_corpus_extension(db):
         raise InputError(f"no such store, and its name is a corpus file's ({Path(db).suffix}): the store comes "
                          f"first, then the corpus ({_argument_order()}); name a new store .db", db)

@@ -11,7 +11,7 @@ from typing import TextIO
 import pandas as pd
 
 from headdb.db import connect
-from headdb.errors import CLI_NAMES, DatabaseError, InputError
+from headdb.errors import CLI_NAMES, DatabaseError, InputError, yes_no
 
 EXPORT_FORMATS = ("csv", "json", "parquet")
 
@@ -23,6 +23,7 @@ def sql(db: str | Path, query: str, params: list | dict | None = None, *, write:
     roles (``scores_<role>``, ``sieve_<role>``) are available too. ``params``: values for the
     query's ``?`` / ``$1`` (a list) or ``$name`` (a dict) parameters, never spliced into its text.
     """
+    write = yes_no("write", write)  # write="no" was taken as True
     with _executed(db, query, params, write) as (con, description):
         if description is None:
             return pd.DataFrame()
@@ -129,6 +130,9 @@ def _check_params(query: str, params: list | dict | None) -> None:
     not: a typo (``--param rnu=3``) would otherwise say only that a value is missing."""
     import duckdb
 
+    if params is not None and not isinstance(params, (list, tuple, dict)):  # DuckDB said "Prepared parameters
+        # can only be passed as a list or a dictionary" for a string, and an int was a TypeError here
+        raise InputError(f"params must be a list (for ? or $1) or a dict (for $name), not {params!r}")
     if isinstance(params, (list, tuple)) and params:
         return  # positional values: DuckDB counts them
     try:
@@ -190,6 +194,8 @@ def _one_statement(query: str) -> None:
     """Refuse an empty query, or several statements (only the last one's rows would show)."""
     import duckdb
 
+    if not isinstance(query, str):  # DuckDB's "extract_statements(): incompatible function arguments"
+        raise InputError(f"query must be one SQL statement as text, not {query!r}")
     try:
         n = len(duckdb.extract_statements(query))
     except duckdb.Error:  # a syntax error: DuckDB reports it when the query runs
@@ -594,6 +600,7 @@ def export_sql(db: str | Path, query: str, out: str | Path, params: list | dict 
     fmt = check_export(out, db)
     rows = batch_rows or _BATCH_ROWS[fmt]
     _one_statement(query)
+    write = yes_no("write", write)
     _check_params(query, params)
     with _whole_file(out) as tmp:
         return _write_rows(db, query, params, write, rows, lambda types: _WRITERS[fmt](tmp, types), progress)
@@ -630,6 +637,7 @@ def write_sql(db: str | Path, query: str, file: TextIO, format: str = "csv", par
         raise InputError(f"format must be csv or json, not {format!r}")
     _check_batch_rows(batch_rows)
     _one_statement(query)
+    write = yes_no("write", write)
     _check_params(query, params)
     make = (lambda types: _CsvBatches(file, types)) if format == "csv" else (lambda types: _JsonBatches(file, types, None))
     return _write_rows(db, query, params, write, batch_rows or _BATCH_ROWS[format], make, progress)

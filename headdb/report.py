@@ -22,7 +22,7 @@ import pandas as pd
 from headdb import analysis
 from headdb.analysis import DbLike, open_db
 from headdb.db import memory_limit_mb
-from headdb.errors import InputError
+from headdb.errors import InputError, yes_no
 from headdb.resources import model_label
 from headdb.store import resolve_run
 
@@ -371,6 +371,7 @@ def report(db: DbLike, run: int | str | None = None, out: str | Path = "report",
     # refused with or without `compare`, as compare refuses them: a report without it took
     # alpha=5 or correction='xx' without a word
     check_options(alpha, correction)
+    accuracy = yes_no("accuracy", accuracy, optional=True)
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError("the report output must be a folder", out_dir)

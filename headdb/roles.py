@@ -18,7 +18,7 @@ from pathlib import Path
 
 import duckdb
 
-from headdb.errors import RoleError
+from headdb.errors import InputError, RoleError, option
 from headdb.resources import builtin_roles_dir, query
 
 #: The header keys a role file may set.
@@ -536,10 +536,20 @@ class _Checker:
 
 
 def requested_roles(roles: Sequence[str] | str | None) -> list[str]:
-    """The roles a caller names: a comma-separated string or a list, as given (none: [])."""
+    """The roles a caller names: a comma-separated string or a list, as given (none: []).
+    Any iterable of names will do (a tuple, a DataFrame's column); anything else is an InputError."""
     if isinstance(roles, str):
         return [r.strip() for r in roles.split(",") if r.strip()]
-    return list(roles or [])
+    if roles is None:
+        return []
+    try:
+        names = list(roles)
+    except TypeError:
+        names = None
+    if isinstance(roles, (bytes, dict)) or names is None or not all(isinstance(r, str) for r in names):
+        raise InputError(f"{option('roles')} must be role names: a list of strings or one comma-separated "
+                         f"string, not {roles!r}")
+    return names
 
 
 def load_roles(roles_dir: str | Path | None = None, names: list[str] | str | None = None) -> list[Role]:
@@ -549,7 +559,7 @@ def load_roles(roles_dir: str | Path | None = None, names: list[str] | str | Non
     built-ins first. A user role may not reuse a built-in's name. With ``names``, only the chosen
     files of ``roles_dir`` are read: a broken file beside them does not stop their classification.
     """
-    if isinstance(names, str):
+    if names is not None:
         names = requested_roles(names)
     wanted = None if names is None else set(names)
     skipped: list[str] = []  # files of roles_dir not read, for the list of known roles

@@ -28,14 +28,18 @@ RESULT_COLUMNS = ["run", "layer", "head", "role", "n", "mean", "std", "tau", "t"
 def check_options(alpha: float, correction: str, tau: float | None = None) -> None:
     """The options of a family of tests (classify's, compare's), each refused with its value."""
     import math
+    import numbers
 
     from headdb.errors import InputError, option
 
+    def number(value) -> bool:  # numpy's too (np.float32 is no float); not True or '3'
+        return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
     if correction not in CORRECTIONS:
         raise InputError(f"{option('correction')} must be one of {', '.join(CORRECTIONS)}, not {correction!r}")
-    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+    if not (number(alpha) and 0 < alpha < 1):
         raise InputError(f"{option('alpha')} must be between 0 and 1, not {alpha!r}")
-    if tau is not None and not math.isfinite(tau):
+    if tau is not None and not (number(tau) and math.isfinite(tau)):
         raise InputError(f"{option('tau')} must be a finite number, not {tau!r}")
 
 

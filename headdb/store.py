@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from headdb.corpus import Sentence
 from headdb.db import connect, registered, transaction
-from headdb.errors import DatabaseError, InputError, shell_word
+from headdb.errors import DatabaseError, InputError, shell_word, yes_no
 from headdb.sparsify import BatchEdges, SentenceEdges
 
 #: the edge columns handed to DuckDB; run_id, the same for every row, is a constant of the INSERT
@@ -390,6 +390,9 @@ def drop_run(db: str | Path, run: int | str, *, dry_run: bool = False) -> pd.Dat
     """
     from headdb.db import quote_ident
 
+    dry_run = yes_no("dry_run", dry_run)
+    if run is None:  # resolve_run's None is the latest finished run: a deletion names its run
+        raise InputError("drop_run deletes the run it is given: pass its id or name, not None")
     con = connect(db, read_only=dry_run, existing=True)
     try:
         run_id = resolve_run(con, run)

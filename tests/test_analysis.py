@@ -114,3 +114,36 @@ def test_summary_caps_duckdbs_memory_so_it_does_not_grow_with_the_store(tmp_path
     monkeypatch.setattr(headdb.store, "run_summary", spy)
     headdb.summary(path, 1)
     assert seen and "321" in seen[0], seen
+
+
+def test_roles_are_a_comma_string_or_any_list_of_names(store, tmp_path):
+    """``roles`` from a DataFrame's column or a numpy array failed with numpy's 'truth value of a
+    Series is ambiguous' (``roles or []``), an int with "'int' object is not iterable" and a list
+    holding a number with a TypeError from str.join; the same roles as a list or a string
+    work, and anything else is an InputError naming the parameter."""
+    import numpy as np
+
+    picked = headdb.role_summary(store, "base")["role"].head(2)  # local, delimiter
+    expected = headdb.layer_distribution(store, "base", ["local", "delimiter"])
+    for roles in (picked, np.array(["local", "delimiter"]), ("local", "delimiter"), "local, delimiter"):
+        pd.testing.assert_frame_equal(headdb.layer_distribution(store, "base", roles), expected)
+        assert list(headdb.compare(store, "base", "tuned", roles)["role"].unique()) == ["local", "delimiter"]
+    assert [r.name for r in headdb.load_roles(None, picked)] == ["local", "delimiter"]
+    for roles in (3, ["local", 3], b"local"):
+        for call in (lambda: headdb.layer_distribution(store, "base", roles),
+                     lambda: headdb.compare(store, "base", "tuned", roles),
+                     lambda: headdb.load_roles(None, roles),
+                     lambda: headdb.classify(tmp_path / "none.db", roles=roles)):
+            with pytest.raises(InputError, match=r"^roles must be role names: a list of strings or one "):
+                call()
+
+
+def test_min_roles_is_a_whole_number_of_at_least_one(store):
+    """multi_role_heads(min_roles='2') failed with "'<' not supported between instances of 'str'
+    and 'int'", and min_roles=2.5 ran as if it were 3 (count(*) >= 2.5)."""
+    import numpy as np
+
+    assert len(headdb.multi_role_heads(store, "base", np.int64(3))) == 1
+    for bad in ("2", 2.5, 0, True):
+        with pytest.raises(InputError, match=f"^min_roles must be a whole number of at least 1, not {bad!r}$"):
+            headdb.multi_role_heads(store, "base", bad)

@@ -175,3 +175,22 @@ def test_progress_takes_true_false_or_a_callable(db, capsys):
                                          "stderr. or False, not 'yes'"):
         headdb.classify(db, run=1, progress="yes")
     capsys.readouterr()
+
+
+def test_alpha_and_tau_take_numpy_numbers_and_refuse_others_by_name(db):
+    """tau as a numpy number (a value read from a DataFrame) failed in DuckDB's INSERT ("Unable to
+    transform python value of type numpy.float32"), alpha=np.float32(0.05) was refused as if out
+    of range, tau='3' was a bare TypeError and tau=True was taken as 1.0."""
+    from headdb.errors import InputError
+
+    want = headdb.classify(db, run=1, roles="local", tau=2.0, alpha=0.05)
+    for tau, alpha in ((np.float32(2.0), np.float32(0.05)), (np.int64(2), np.float64(0.05))):
+        got = headdb.classify(db, run=1, roles="local", tau=tau, alpha=alpha)
+        pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-6)
+        assert type(got.attrs["alpha"]) is float
+    assert headdb.sql(db, "SELECT DISTINCT tau_override FROM classifications")["tau_override"].tolist() == [2.0]
+    for tau in ("3", True, float("nan")):
+        with pytest.raises(InputError, match=f"^tau must be a finite number, not {tau!r}$"):
+            headdb.classify(db, run=1, tau=tau)
+    with pytest.raises(InputError, match="^alpha must be between 0 and 1, not '0.05'$"):
+        headdb.classify(db, run=1, alpha="0.05")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 
+import re
 from pathlib import Path
 
 import duckdb
@@ -851,3 +852,104 @@ def test_sql_exports_cap_duckdbs_memory_so_it_does_not_grow_with_the_store(store
     buf = io.StringIO()
     headdb.write_sql(store, query, buf, "csv", write=True)
     assert "321" not in buf.getvalue()
+
+
+def test_params_of_another_type_are_named(store, tmp_path):
+    """``params=3`` failed with "'int' object is not iterable" and ``params='3'`` with DuckDB's
+    "Prepared parameters can only be passed as a list or a dictionary" dressed as an SQL error."""
+    assert headdb.sql(store, "SELECT ? AS v", (3,))["v"].tolist() == [3]  # a tuple is a list
+    for params in (3, "3", {3}):
+        for call in (lambda: headdb.sql(store, "SELECT ? AS v", params),
+                     lambda: headdb.export_sql(store, "SELECT ? AS v", tmp_path / "v.csv", params),
+                     lambda: headdb.write_sql(store, "SELECT ? AS v", __import__("io").StringIO(), "csv", params)):
+            with pytest.raises(InputError, match=r"^params must be a list \(for \? or \$1\) or a dict \(for \$name\), "
+                                                 f"not {re.escape(repr(params))}$"):
+                call()
+    assert not (tmp_path / "v.csv").exists()
+
+
+def test_drop_run_of_none_deletes_nothing(store):
+    """``drop_run(db, None)`` (a notebook's ``run = None``) deleted the latest finished run, as
+    ``run=None`` means for every reading function: a deletion names its run."""
+    from handmade_store import add_corpus, add_run
+
+    con = connect(store)
+    add_corpus(con, 1)
+    add_run(con, 1, 2, 4, 1)
+    con.close()
+    for dry_run in (True, False):
+        with pytest.raises(InputError, match="^drop_run deletes the run it is given: pass its id or name, not None$"):
+            headdb.drop_run(store, None, dry_run=dry_run)
+    assert headdb.sql(store, "SELECT count(*) AS n FROM runs")["n"].tolist() == [1]
+    assert headdb.sql(store, "SELECT count(*) AS n FROM edges")["n"].tolist() == [3]
+
+
+def test_boolean_options_are_true_or_false(store, tmp_path):
+    """Boolean options were taken by truth: ``ingest(dense='no')`` made a dense run,
+    ``pairs='no'`` a pair run, ``sql(..., write='no')`` wrote and ``drop_run(dry_run=0)``
+    deleted; ``ingest(device=0)`` failed in DuckDB ("Could not convert string 'cpu' to INT32")
+    and ``progress='yes'`` drew a bar. Each is now an InputError naming the parameter, before
+    the store is opened; numpy's booleans count as booleans."""
+    import io
+
+    import numpy as np
+
+    corpus = Path(__file__).parent / "data" / "sample.conllu"
+    db = tmp_path / "new.db"
+    for name in ("pairs", "dense", "truncate", "download", "new_run"):
+        with pytest.raises(InputError, match=f"^{name} must be True or False, not 'no'$"):
+            headdb.ingest(db, corpus, **{name: "no"})
+    with pytest.raises(InputError, match=r"^device must be text: cpu or cuda\[:N\], not 0$"):
+        headdb.ingest(db, corpus, device=0)
+    with pytest.raises(InputError, match="^progress must be a callable progress.sentences., True"):
+        headdb.ingest(db, corpus, progress="yes")
+    assert not db.exists()
+    calls = {"classify": lambda v: headdb.classify(store, store=v),
+             "sql": lambda v: headdb.sql(store, "DELETE FROM edge_store", write=v),
+             "export_sql": lambda v: headdb.export_sql(store, "SELECT 1 AS x", tmp_path / "x.csv", write=v),
+             "write_sql": lambda v: headdb.write_sql(store, "SELECT 1 AS x", io.StringIO(), write=v),
+             "drop_run": lambda v: headdb.drop_run(store, 1, dry_run=v),
+             "engine": lambda v: headdb.engine(store, read_only=v),
+             "report": lambda v: headdb.report(store, out=tmp_path / "r", accuracy=v)}
+    words = {"classify": "store", "drop_run": "dry_run", "engine": "read_only", "report": "accuracy"}
+    for name, call in calls.items():
+        for value in ("no", 0, 1.0):
+            with pytest.raises(InputError, match=f"^{words.get(name, 'write')} must be True or False, not {value!r}$"):
+                call(value)
+    assert headdb.sql(store, "SELECT count(*) AS n FROM edge_store", write=np.False_)["n"].tolist() == [3]
+    assert not (tmp_path / "x.csv").exists() and not (tmp_path / "r").exists()
+
+
+def test_the_store_is_named_by_its_path(store, tmp_path, monkeypatch):
+    """``headdb.init(con)`` with an open connection created a file named
+    ``<_duckdb.DuckDBPyConnection object at 0x...>``; runs(con) or runs(None) said "no such
+    database (create it with `headdb init None`)", and sql, summary, compact, drop_run and engine
+    failed with "expected str, bytes or os.PathLike object". The store is its path, else an
+    InputError that says so (and where an open connection does go)."""
+    monkeypatch.chdir(tmp_path)
+    con = duckdb.connect(str(store), read_only=True)
+    try:
+        calls = [headdb.init, headdb.runs, headdb.summary, lambda d: headdb.sql(d, "SELECT 1"), headdb.compact,
+                 lambda d: headdb.drop_run(d, 1), headdb.engine, headdb.classify, headdb.scores,
+                 lambda d: headdb.ingest(d, Path(__file__).parent / "data" / "sample.conllu"), headdb.connect]
+        for db in (con, None, 5):
+            for call in calls:
+                with pytest.raises(InputError, match=r"^the store is its file's path \(a str or pathlib.Path\), "
+                                                     f"not {re.escape(repr(db))}"):
+                    call(db)
+        with pytest.raises(InputError, match="an open connection goes only to the analysis functions"):
+            headdb.runs(con)
+    finally:
+        con.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store.db"]
+
+
+def test_a_query_that_is_not_text_is_named(store, tmp_path):
+    """sql(db, None) failed with DuckDB's "extract_statements(): incompatible function arguments"."""
+    import io
+
+    for query in (None, 5):
+        for call in (lambda: headdb.sql(store, query), lambda: headdb.export_sql(store, query, tmp_path / "q.csv"),
+                     lambda: headdb.write_sql(store, query, io.StringIO())):
+            with pytest.raises(InputError, match=f"^query must be one SQL statement as text, not {query!r}$"):
+                call()

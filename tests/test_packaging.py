@@ -147,3 +147,22 @@ def test_type_checkers_see_the_public_api():
         if sig.return_annotation is inspect.Signature.empty:
             untyped.append(f"{name} -> ?")
     assert untyped == []
+
+
+def test_errors_are_reachable_right_after_import_headdb():
+    """README: every error headdb raises is a ``headdb.errors.HeaddbError``. After a bare
+    ``import headdb`` (no API call yet, a fresh process) ``headdb.errors`` was an AttributeError,
+    so ``except headdb.errors.InputError`` in a notebook's first cell failed on its own."""
+    code = "import headdb; print(headdb.errors.HeaddbError.__name__, 'errors' in headdb.__all__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT).stdout
+    assert out == "HeaddbError True\n"
+
+
+def test_dir_lists_the_api_before_it_is_loaded():
+    """The API loads lazily (module ``__getattr__``), so ``dir(headdb)`` in a fresh process listed
+    none of it (['Any', 'TYPE_CHECKING', ...]): a notebook's tab completion offered no function."""
+    code = "import headdb; print(sorted(set(headdb.__all__) - set(dir(headdb))))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT).stdout
+    assert out == "[]\n"

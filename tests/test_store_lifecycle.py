@@ -429,3 +429,25 @@ def test_no_run_in_an_in_memory_store_suggests_no_command():
     with pytest.raises(DatabaseError, match=r"^no run 'nope' in the database$"):
         resolve_run(con, "nope")
     con.close()
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_compact_refuses_a_store_this_process_has_open(store, read_only):
+    """A notebook's own writable duckdb.connect() shares DuckDB's instance with compact's (same
+    settings), so compact went ahead and put its copy in the store's place: the user's
+    connection went on with the old, unlinked file, and the rows it wrote afterwards were lost
+    without an error. Now compact refuses, and the store stays as it was."""
+    mine = duckdb.connect(str(store), read_only=read_only)
+    try:
+        inode = store.stat().st_ino
+        with pytest.raises(DatabaseError, match="this process has the store open .*close it first"):
+            headdb.compact(store)
+        assert store.stat().st_ino == inode
+        if not read_only:
+            mine.execute("CREATE TABLE mine AS SELECT 1 AS x")
+    finally:
+        mine.close()
+    headdb.compact(store)  # once it is closed
+    assert len(headdb.runs(store)) == 1
+    if not read_only:  # what the user wrote is in the store
+        assert headdb.sql(store, "SELECT count(*) AS n FROM mine")["n"].tolist() == [1]
