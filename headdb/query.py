@@ -339,7 +339,9 @@ def _hint(message: str, query: str, write: bool) -> str:
     writes_edges = re.search(r"\b(update|into|from)\s+(main\.)?\"?edges\b", query, re.I)
     if ("base table" in message or "is not an table" in message) and writes_edges:
         return (" (edges is a view that reads the tables edge_store (float32 weights) and edge_store16 "
-                "(16-bit weights); delete, update or insert rows of edge_store or edge_store16)")
+                "(16-bit weights); delete, update or insert rows of edge_store or edge_store16"
+                # DuckDB binds before it checks the mode: the read-only store would be the next error
+                + ("" if write else ", with --write, or write=True: the store opens read-only") + ")")
     return ""
 
 

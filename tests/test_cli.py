@@ -221,6 +221,19 @@ def test_sql_format_that_disagrees_with_out_is_refused(tmp_path, capsys, monkeyp
     assert code == 0 and (tmp_path / "y.csv").read_text().splitlines() == ["x", "1"], err
 
 
+def test_writing_the_edges_view_says_which_tables_and_that_the_store_opens_read_only(tmp_path, capsys, monkeypatch):
+    """`headdb sql DB "DELETE FROM edges"` explained the view but not that the store opens
+    read-only, the next error the user would meet."""
+    db = tmp_path / "a.db"
+    assert run_main(capsys, monkeypatch, "init", db)[0] == 0
+    view = ("(edges is a view that reads the tables edge_store (float32 weights) and edge_store16 (16-bit weights); "
+            "delete, update or insert rows of edge_store or edge_store16")
+    code, _, err = run_main(capsys, monkeypatch, "sql", db, "DELETE FROM edges")
+    assert code == 1 and err.rstrip().endswith(view + ", with --write, or write=True: the store opens read-only)"), err
+    code, _, err = run_main(capsys, monkeypatch, "sql", db, "DELETE FROM edges", "--write")
+    assert code == 1 and err.rstrip().endswith(view + ")"), err
+
+
 def test_usage_errors_exit_2_without_traceback(tmp_path):
     # through the real entry point: usage errors come from typer's (vendored) click
     r = headdb("sql", tmp_path / "x.db", "SELECT 1", "--format", "xml")
