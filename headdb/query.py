@@ -540,6 +540,9 @@ def export(df: pd.DataFrame, out: str | Path) -> Path:
     "Infinity" and "-Infinity", values JSON has no type for, such as UUIDs, as text) or Parquet
     (integers beyond 64 bits as exact decimals, or as text from 39 digits), chosen by the file
     extension. The file appears whole or not at all; a failure leaves nothing behind."""
+    if not isinstance(df, pd.DataFrame):  # "'str' object has no attribute 'columns'", after the file was begun
+        raise InputError(f"export writes a pandas DataFrame (what sql(), classify() and the analysis functions "
+                         f"return), not {type(df).__name__}; for a query's rows use export_sql(db, query, out)")
     out = Path(out)
     fmt = check_export(out)
     with _whole_file(out) as tmp:

@@ -268,3 +268,14 @@ def test_classify_shows_a_progress_bar_in_a_terminal_only(store, tmp_path, monke
         assert progress is None
     code, _, _ = run_main(capsys, monkeypatch, "classify", store, "--roles", "local", "-q")
     assert code == 0 and seen[-1] == ("scoring", True)
+
+
+def test_export_of_something_not_a_dataframe_is_refused_by_name(tmp_path):
+    """`headdb.export("notadf", path)` failed with "'str' object has no attribute 'columns'"."""
+    import headdb
+    from headdb.errors import InputError
+
+    with pytest.raises(InputError, match="export writes a pandas DataFrame .* not str; for a query's rows use "
+                                         r"export_sql\(db, query, out\)"):
+        headdb.export("notadf", tmp_path / "x.csv")
+    assert list(tmp_path.iterdir()) == []
