@@ -22,7 +22,7 @@ import pandas as pd
 from headdb import analysis
 from headdb.analysis import DbLike, open_db
 from headdb.db import memory_limit_mb
-from headdb.errors import InputError, yes_no
+from headdb.errors import DatabaseError, InputError, yes_no
 from headdb.resources import model_label
 from headdb.store import resolve_run
 
@@ -380,9 +380,15 @@ def report(db: DbLike, run: int | str | None = None, out: str | Path = "report",
     _remove_stale_staging(out_dir)
     fig_dir = out_dir / "figures"
     try:
-        run_id, doc, markdown, drawn = _draw(db, run, out_dir, fig_dir, staging, compare=compare, roles=roles,
-                                             correction=correction, alpha=alpha, accuracy=accuracy,
-                                             progress=progress)
+        try:
+            run_id, doc, markdown, drawn = _draw(db, run, out_dir, fig_dir, staging, compare=compare, roles=roles,
+                                                 correction=correction, alpha=alpha, accuracy=accuracy,
+                                                 progress=progress)
+        except DatabaseError as exc:  # report(db, "/tmp/out"): the folder given where the run goes
+            if isinstance(run, str) and str(exc).startswith(f"no run {run!r}") and ("/" in run or os.sep in run):
+                raise DatabaseError(f"{exc}; the second argument is the run: the report's folder is out={run!r}") \
+                    from None
+            raise
         fig_dir.mkdir(exist_ok=True)
         for old in [*fig_dir.glob("*.png"), *fig_dir.glob("*.svg")]:
             old.unlink()

@@ -228,3 +228,18 @@ def test_a_report_refuses_a_bad_alpha_or_correction_without_compare_too(tmp_path
         assert not (tmp_path / "rep").exists()
     with pytest.raises(headdb.errors.InputError, match="^alpha must be between 0 and 1, not 0$"):
         headdb.report(store, "base", tmp_path / "rep", alpha=0)
+
+
+def test_a_folder_given_as_the_run_says_where_the_folder_goes(tmp_path, monkeypatch):
+    """`headdb.report(db, "/tmp/out")` read "no run '/tmp/out'" alone: the second argument is the run."""
+    store = build_results_store(tmp_path / "r.db")
+    monkeypatch.chdir(tmp_path)
+    folder = str(tmp_path / "out")
+    import re
+
+    with pytest.raises(headdb.errors.DatabaseError, match=f"^no run '{re.escape(folder)}' in .*; the second argument "
+                                                          f"is the run: the report's folder is out='{re.escape(folder)}'$"):
+        headdb.report(store, folder, accuracy=False)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "report").exists()
+    with pytest.raises(headdb.errors.DatabaseError, match="^no run 'nope' in [^;]*$"):  # a plain name: no hint
+        headdb.report(store, "nope", accuracy=False)
