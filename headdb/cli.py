@@ -615,7 +615,16 @@ def classify(
         raise typer.Exit(130) from None
     if out is not None:
         typer.echo(f"wrote {_count(len(df), 'row')} to {out}", err=True)
-    _print_classification(df)
+    try:
+        _print_classification(df)
+    except KeyboardInterrupt:  # the tables only: "interrupted" alone read as if nothing were stored
+        cid = df.attrs.get("classification_id")
+        typer.echo("interrupted while printing the tables" + (
+            "" if cid is None else f": the classification is stored (classification {cid} of run "
+                                   f"{df.attrs['run_id']})" + ("" if out is None else f", and {out} is written")),
+                   err=True)
+        _state["interrupt_reported"] = True
+        raise typer.Exit(130) from None
 
 
 @contextlib.contextmanager

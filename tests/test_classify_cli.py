@@ -149,10 +149,19 @@ def test_ctrl_c_while_out_is_written_says_the_classification_is_stored(store, tm
     def ctrl_c_while_scoring(*args, **kwargs):
         raise KeyboardInterrupt
 
+    # Ctrl-C while the tables print, once the results are stored and --out written
+    monkeypatch.undo()  # export writes again
+    monkeypatch.setattr(importlib.import_module("headdb.cli"), "_print_classification", ctrl_c_while_scoring)
+    code, stdout, err = run_main(capsys, monkeypatch, "classify", store, "--roles", "local", "--out", out)
+    assert (code, stdout) == (130, "") and out.exists()
+    assert err.splitlines()[-1] == (f"interrupted while printing the tables: the classification is stored "
+                                    f"(classification {newest + 2} of run {run}), and {out} is written")
+    out.unlink()
+    monkeypatch.undo()
     monkeypatch.setattr(importlib.import_module("headdb.scores"), "store_scores", ctrl_c_while_scoring)
     code, _, err = run_main(capsys, monkeypatch, "classify", store, "--roles", "local", "--out", out)
     assert (code, err) == (130, "interrupted\n")
-    assert int(headdb.sql(store, "SELECT max(classification_id) AS c FROM classifications")["c"][0]) == newest + 1
+    assert int(headdb.sql(store, "SELECT max(classification_id) AS c FROM classifications")["c"][0]) == newest + 2
 
 
 def test_out_is_written_whole_when_the_reader_of_the_table_goes_away(store, tmp_path):
