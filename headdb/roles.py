@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -561,6 +562,8 @@ def load_roles(roles_dir: str | Path | None = None, names: list[str] | str | Non
     """
     if names is not None:
         names = requested_roles(names)
+    if roles_dir is not None and not isinstance(roles_dir, (str, os.PathLike)):  # Path(5): a bare TypeError
+        raise InputError(f"{option('roles_dir')} must be a folder's path (a str or pathlib.Path), not {roles_dir!r}")
     wanted = None if names is None else set(names)
     skipped: list[str] = []  # files of roles_dir not read, for the list of known roles
     check = _Checker()

@@ -403,3 +403,12 @@ def test_builtin_roles_checked_as_shipped(monkeypatch):
     monkeypatch.setitem(roles_module.BUILTIN_CHECKED, "local", "0" * 64)
     load_roles(None, "local")
     assert opened == [1]
+
+
+def test_roles_dir_that_is_not_a_path_is_refused_by_name():
+    """load_roles(roles_dir=5) failed with Path's bare TypeError; load_roles(5) names the roles_dir."""
+    from headdb.errors import InputError
+
+    for call in (lambda: load_roles(5), lambda: headdb.classify("x.db", roles_dir=5)):
+        with pytest.raises(InputError, match=r"^roles_dir must be a folder's path \(a str or pathlib.Path\), not 5$"):
+            call()
