@@ -86,7 +86,8 @@ def _fmt(v: float) -> str:
 def _matrix_figure(plt, values: np.ndarray, *, title: str, xlabel: str, ylabel: str, cbar: str, cmap: str,
                    norm=None, xticks: Sequence[str] | None = None, yticks: Sequence[str] | None = None,
                    marks: np.ndarray | None = None, suffix: np.ndarray | None = None, integer: bool = False,
-                   note: str = NUMBERING):
+                   note: str = NUMBERING, labels: np.ndarray | None = None):
+    """``labels``: the numbers written in the cells where ``values`` (the colours) are clipped."""
     n_rows, n_cols = values.shape
     w, h = _grid_size(n_rows, n_cols)
     if xticks is not None:
@@ -108,7 +109,8 @@ def _matrix_figure(plt, values: np.ndarray, *, title: str, xlabel: str, ylabel: 
             v = values[i, j]
             if not np.isfinite(v):
                 continue
-            text = str(int(v)) if integer else _fmt(float(v))
+            number = v if labels is None else labels[i, j]
+            text = str(int(number)) if integer else _fmt(float(number))
             if suffix is not None and suffix[i, j]:
                 text += suffix[i, j]
             colour = _text_colour(im.cmap(im.norm(v)))
@@ -166,6 +168,7 @@ def _score_figures(plt, con, run_id: int, roles: list[str], fig_dir: Path, writt
             title=f"{role}: mean sieve bias score per head ({int(sig.sum())} of {sig.size} heads significant)",
             xlabel="head (0-based)", ylabel="layer (0-based)",
             cbar="mean score (log scale; 1 = uniform attention)", cmap="viridis", norm=LogNorm(lo, hi), marks=sig,
+            labels=mean,  # the colour of a score below the scale's floor, the number its own
             note=f"{NUMBERING} Boxed, bold: heads with the role (one-sided t-test of mean score > tau = {tau:g}, "
                  "corrected p below alpha). Grey: not tested.")
         png = _save(plt, fig, f"heatmap_{_safe(role)}", fig_dir, written)

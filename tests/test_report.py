@@ -243,3 +243,24 @@ def test_a_folder_given_as_the_run_says_where_the_folder_goes(tmp_path, monkeypa
     assert not (tmp_path / "out").exists() and not (tmp_path / "report").exists()
     with pytest.raises(headdb.errors.DatabaseError, match="^no run 'nope' in [^;]*$"):  # a plain name: no hint
         headdb.report(store, "nope", accuracy=False)
+
+
+def test_a_heatmap_writes_each_heads_own_score_below_the_colour_scales_floor(tmp_path, monkeypatch):
+    """The log colour scale starts at 0.05; a head's mean below it (0.0001 on the sample's
+    delimiter_sep) was clipped for its colour and its cell read 0.05 too."""
+    import importlib
+
+    report = importlib.import_module("headdb.report")
+    store = build_results_store(tmp_path / "r.db")
+    headdb.sql(store, "UPDATE head_tests SET mean = 0.0001 WHERE run_id = 1 AND role = 'local' AND layer = 0 "
+               "AND head = 2", write=True)
+    seen = {}
+    real = report._save
+
+    def keep(plt, fig, name, fig_dir, written):
+        seen[name] = [t.get_text() for t in fig.axes[0].texts]
+        return real(plt, fig, name, fig_dir, written)
+
+    monkeypatch.setattr(report, "_save", keep)
+    headdb.report(store, "base", tmp_path / "rep", accuracy=False)
+    assert seen["heatmap_local"][2] == "0.0001" and "0.05" not in seen["heatmap_local"]
