@@ -225,12 +225,18 @@ def _compare_figures(plt, cmp: pd.DataFrame, fig_dir: Path, written: list[Path],
     a, b = cmp.attrs["run_name_a"], cmp.attrs["run_name_b"]
     if cmp.attrs["basis"] != "paired":
         roles = list(dict.fromkeys(cmp["role"]))
-        m = cmp.pivot(index="role", columns="layer", values="change").reindex(index=roles).to_numpy(float)
-        lim = max(1.0, float(np.nanmax(np.abs(m))) if m.size else 1.0)
+        m = cmp.pivot(index="role", columns="layer", values="change").reindex(index=roles).to_numpy(float, copy=True)
+        # a layer only the deeper run has is no change: its count against nothing read as heads lost or gained
+        (la, _), (lb, _) = cmp.attrs["shape_a"], cmp.attrs["shape_b"]
+        m[:, min(la, lb):] = np.nan
+        lo, hi = min(la, lb), max(la, lb) - 1
+        deeper = "" if la == lb else (f" Grey: {f'layers {lo}-{hi}' if hi > lo else f'layer {lo}'} only "
+                                      f"{a if la > lb else b} has ({la} against {lb} layers).")
+        lim = max(1.0, float(np.nanmax(np.abs(m))) if np.isfinite(m).any() else 1.0)
         fig = _matrix_figure(plt, m, title=f"Change in heads with each role per layer ({b} minus {a})",
                              xlabel="layer (0-based)", ylabel="role", cbar="heads with the role: B - A", cmap="RdBu_r",
                              norm=TwoSlopeNorm(0, -lim, lim), yticks=roles, integer=True,
-                             note="Shapes differ: per-layer role counts only. " + NUMBERING)
+                             note="Shapes differ: per-layer role counts only." + deeper + " " + NUMBERING)
         out.append(_Figure("difference_layer_counts", "Change in per-layer role counts", cmp.attrs["note"],
                            _save(plt, fig, "difference_layer_counts", fig_dir, written)))
         return out

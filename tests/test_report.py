@@ -264,3 +264,26 @@ def test_a_heatmap_writes_each_heads_own_score_below_the_colour_scales_floor(tmp
     monkeypatch.setattr(report, "_save", keep)
     headdb.report(store, "base", tmp_path / "rep", accuracy=False)
     assert seen["heatmap_local"][2] == "0.0001" and "0.05" not in seen["heatmap_local"]
+
+
+def test_a_layer_only_the_deeper_run_has_is_no_change_in_the_layer_counts_figure(tmp_path, monkeypatch):
+    """Runs of 2 and 1 layers: layer 1's count in the deeper run was drawn as heads gained or lost
+    against a layer the other run does not have."""
+    import importlib
+
+    report = importlib.import_module("headdb.report")
+    store = build_results_store(tmp_path / "r.db")  # base: 2 x 3, small: 1 x 2
+    seen = {}
+    real = report._save
+
+    def keep(plt, fig, name, fig_dir, written):
+        if name == "difference_layer_counts":
+            seen["values"] = fig.axes[0].images[0].get_array()
+            seen["note"] = fig.texts[-1].get_text()
+        return real(plt, fig, name, fig_dir, written)
+
+    monkeypatch.setattr(report, "_save", keep)
+    headdb.report(store, "base", tmp_path / "rep", compare="small", accuracy=False)
+    values = seen["values"]
+    assert values.shape == (3, 2) and values[:, 1].mask.all() and not values[:, 0].mask.any()
+    assert "Grey: layer 1 only base has (2 against 1 layers)." in seen["note"]
