@@ -287,3 +287,22 @@ def test_a_layer_only_the_deeper_run_has_is_no_change_in_the_layer_counts_figure
     values = seen["values"]
     assert values.shape == (3, 2) and values[:, 1].mask.all() and not values[:, 0].mask.any()
     assert "Grey: layer 1 only base has (2 against 1 layers)." in seen["note"]
+
+
+@pytest.mark.parametrize("top", [1, 20])
+def test_a_count_figures_colour_bar_is_ticked_in_whole_heads(top):
+    """The co-location and layer distribution bars of a 1 x 1 run (counts 0 and 1) were ticked
+    0.2, 0.4, ... heads, and a bar up to 20 at 2.5, 7.5, ..."""
+    import importlib
+
+    report = importlib.import_module("headdb.report")
+    plt = report._plt()
+    import numpy as np
+
+    values = np.array([[top, 0], [0, 1]], float)
+    fig = report._matrix_figure(plt, values, title="Co-location", xlabel="role", ylabel="role",
+                                cbar="heads with both roles", cmap="Greens", integer=True)
+    fig.canvas.draw()
+    ticks = [t for t in fig.axes[1].get_yticks() if 0 <= t <= top]
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks
+    plt.close(fig)
