@@ -96,6 +96,10 @@ def _matrix_figure(plt, values: np.ndarray, *, title: str, xlabel: str, ylabel: 
     cm = plt.get_cmap(cmap).copy()
     cm = cm.with_extremes(bad="#dddddd")
     shown = np.ma.masked_invalid(values.astype(float))
+    if integer and norm is None:  # counts of heads from 0: a lone count of 0 (or 2) was drawn mid-scale
+        from matplotlib.colors import Normalize
+
+        norm = Normalize(0, max(1.0, float(shown.max()) if shown.count() else 1.0))
     im = ax.imshow(shown, cmap=cm, norm=norm, aspect="auto", interpolation="nearest")
     ax.set_xticks(range(n_cols), labels=xticks if xticks is not None else [str(i) for i in range(n_cols)],
                   rotation=45 if xticks is not None else 0, ha="right" if xticks is not None else "center")

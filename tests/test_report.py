@@ -306,3 +306,24 @@ def test_a_count_figures_colour_bar_is_ticked_in_whole_heads(top):
     ticks = [t for t in fig.axes[1].get_yticks() if 0 <= t <= top]
     assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks
     plt.close(fig)
+
+
+@pytest.mark.parametrize("count", [0, 2])
+def test_a_count_figure_of_one_value_starts_its_colours_at_zero_heads(count):
+    """`--roles block` (no head has the role): the layer distribution's 0s were mid-blue on a bar
+    ticked -0.1 to 0.1; `--roles local` with 2 heads: the co-location's 2 mid-green on 1.8 to 2.2."""
+    import importlib
+
+    import numpy as np
+
+    report = importlib.import_module("headdb.report")
+    plt = report._plt()
+    fig = report._matrix_figure(plt, np.full((1, 6), count, float), title="Layer distribution",
+                                xlabel="layer (0-based)", ylabel="role", cbar="heads with the role", cmap="Blues",
+                                integer=True)
+    fig.canvas.draw()
+    im = fig.axes[0].images[0]
+    assert im.norm.vmin == 0 and im.norm.vmax == max(count, 1)
+    ticks = [t for t in fig.axes[1].get_yticks() if 0 <= t <= max(count, 1)]
+    assert ticks[0] == 0 and all(float(t).is_integer() for t in ticks), ticks
+    plt.close(fig)
