@@ -125,11 +125,20 @@ def _matrix_figure(plt, values: np.ndarray, *, title: str, xlabel: str, ylabel: 
 
                 ax.add_patch(Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False, edgecolor="white", lw=3.0))
                 ax.add_patch(Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False, edgecolor="black", lw=1.4))
+    from matplotlib.colors import LogNorm
+
     cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
     if integer:  # counts of heads: a bar of 0 to 1 was ticked 0.2, 0.4, ... heads
         from matplotlib.ticker import MaxNLocator
 
         cb.locator = MaxNLocator(integer=True)
+        cb.update_ticks()
+    elif not isinstance(im.norm, LogNorm):
+        # each tick its own number: the bar of a difference of 1e-4 (or none) put a "1e-6" multiplier
+        # above it, over the end of the title
+        from matplotlib.ticker import FuncFormatter
+
+        cb.formatter = FuncFormatter(lambda v, _: f"{v:g}")
         cb.update_ticks()
     cb.set_label(_fit_label(cbar, h))
     if note:

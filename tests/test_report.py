@@ -327,3 +327,26 @@ def test_a_count_figure_of_one_value_starts_its_colours_at_zero_heads(count):
     ticks = [t for t in fig.axes[1].get_yticks() if 0 <= t <= max(count, 1)]
     assert ticks[0] == 0 and all(float(t).is_integer() for t in ticks), ticks
     plt.close(fig)
+
+
+def test_a_difference_colour_bar_has_no_multiplier_over_the_title(tmp_path, monkeypatch):
+    """A run compared with itself (every difference 0): the bar was ticked -1.0 to 1.0 with a
+    "1e-6" multiplier above it, drawn over the end of the 1 x 1 figure's title."""
+    import importlib
+
+    report = importlib.import_module("headdb.report")
+    store = build_random_results(tmp_path / "r.db", [(1, "a", 1, 1)], ["local"])
+    seen = {}
+    real = report._save
+
+    def keep(plt, fig, name, fig_dir, written):
+        if name.startswith("difference_"):
+            fig.canvas.draw()
+            bar = fig.axes[1].yaxis
+            seen["offset"] = bar.get_offset_text().get_text()
+            seen["ticks"] = [t.get_text() for t in bar.get_ticklabels()]
+        return real(plt, fig, name, fig_dir, written)
+
+    monkeypatch.setattr(report, "_save", keep)
+    headdb.report(store, "a", tmp_path / "rep", compare="a", accuracy=False)
+    assert seen["offset"] == "" and "1e-06" in seen["ticks"], seen
