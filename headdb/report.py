@@ -86,7 +86,8 @@ def _fmt(v: float) -> str:
 def _matrix_figure(plt, values: np.ndarray, *, title: str, xlabel: str, ylabel: str, cbar: str, cmap: str,
                    norm=None, xticks: Sequence[str] | None = None, yticks: Sequence[str] | None = None,
                    marks: np.ndarray | None = None, suffix: np.ndarray | None = None, integer: bool = False,
-                   note: str = NUMBERING):
+                   note: str = NUMBERING, labels: np.ndarray | None = None):
+    """``labels``: the numbers written in the cells where ``values`` (the colours) are clipped."""
     n_rows, n_cols = values.shape
     w, h = _grid_size(n_rows, n_cols)
     if xticks is not None:
@@ -95,6 +96,10 @@ def _matrix_figure(plt, values: np.ndarray, *, title: str, xlabel: str, ylabel: 
     cm = plt.get_cmap(cmap).copy()
     cm = cm.with_extremes(bad="#dddddd")
     shown = np.ma.masked_invalid(values.astype(float))
+    if integer and norm is None:  # counts of heads from 0: a lone count of 0 (or 2) was drawn mid-scale
+        from matplotlib.colors import Normalize
+
+        norm = Normalize(0, max(1.0, float(shown.max()) if shown.count() else 1.0))
     im = ax.imshow(shown, cmap=cm, norm=norm, aspect="auto", interpolation="nearest")
     ax.set_xticks(range(n_cols), labels=xticks if xticks is not None else [str(i) for i in range(n_cols)],
                   rotation=45 if xticks is not None else 0, ha="right" if xticks is not None else "center")
@@ -108,7 +113,8 @@ def _matrix_figure(plt, values: np.ndarray, *, title: str, xlabel: str, ylabel: 
             v = values[i, j]
             if not np.isfinite(v):
                 continue
-            text = str(int(v)) if integer else _fmt(float(v))
+            number = v if labels is None else labels[i, j]
+            text = str(int(number)) if integer else _fmt(float(number))
             if suffix is not None and suffix[i, j]:
                 text += suffix[i, j]
             colour = _text_colour(im.cmap(im.norm(v)))
@@ -119,7 +125,21 @@ def _matrix_figure(plt, values: np.ndarray, *, title: str, xlabel: str, ylabel: 
 
                 ax.add_patch(Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False, edgecolor="white", lw=3.0))
                 ax.add_patch(Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False, edgecolor="black", lw=1.4))
+    from matplotlib.colors import LogNorm
+
     cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+    if integer:  # counts of heads: a bar of 0 to 1 was ticked 0.2, 0.4, ... heads
+        from matplotlib.ticker import MaxNLocator
+
+        cb.locator = MaxNLocator(integer=True)
+        cb.update_ticks()
+    elif not isinstance(im.norm, LogNorm):
+        # each tick its own number: the bar of a difference of 1e-4 (or none) put a "1e-6" multiplier
+        # above it, over the end of the title
+        from matplotlib.ticker import FuncFormatter
+
+        cb.formatter = FuncFormatter(lambda v, _: f"{v:g}")
+        cb.update_ticks()
     cb.set_label(_fit_label(cbar, h))
     if note:
         fig.text(0.01, 0.005, note, fontsize=7, color="#444444", ha="left", va="bottom")
@@ -166,6 +186,7 @@ def _score_figures(plt, con, run_id: int, roles: list[str], fig_dir: Path, writt
             title=f"{role}: mean sieve bias score per head ({int(sig.sum())} of {sig.size} heads significant)",
             xlabel="head (0-based)", ylabel="layer (0-based)",
             cbar="mean score (log scale; 1 = uniform attention)", cmap="viridis", norm=LogNorm(lo, hi), marks=sig,
+            labels=mean,  # the colour of a score below the scale's floor, the number its own
             note=f"{NUMBERING} Boxed, bold: heads with the role (one-sided t-test of mean score > tau = {tau:g}, "
                  "corrected p below alpha). Grey: not tested.")
         png = _save(plt, fig, f"heatmap_{_safe(role)}", fig_dir, written)
@@ -222,12 +243,18 @@ def _compare_figures(plt, cmp: pd.DataFrame, fig_dir: Path, written: list[Path],
     a, b = cmp.attrs["run_name_a"], cmp.attrs["run_name_b"]
     if cmp.attrs["basis"] != "paired":
         roles = list(dict.fromkeys(cmp["role"]))
-        m = cmp.pivot(index="role", columns="layer", values="change").reindex(index=roles).to_numpy(float)
-        lim = max(1.0, float(np.nanmax(np.abs(m))) if m.size else 1.0)
+        m = cmp.pivot(index="role", columns="layer", values="change").reindex(index=roles).to_numpy(float, copy=True)
+        # a layer only the deeper run has is no change: its count against nothing read as heads lost or gained
+        (la, _), (lb, _) = cmp.attrs["shape_a"], cmp.attrs["shape_b"]
+        m[:, min(la, lb):] = np.nan
+        lo, hi = min(la, lb), max(la, lb) - 1
+        deeper = "" if la == lb else (f" Grey: {f'layers {lo}-{hi}' if hi > lo else f'layer {lo}'} only "
+                                      f"{a if la > lb else b} has ({la} against {lb} layers).")
+        lim = max(1.0, float(np.nanmax(np.abs(m))) if np.isfinite(m).any() else 1.0)
         fig = _matrix_figure(plt, m, title=f"Change in heads with each role per layer ({b} minus {a})",
                              xlabel="layer (0-based)", ylabel="role", cbar="heads with the role: B - A", cmap="RdBu_r",
                              norm=TwoSlopeNorm(0, -lim, lim), yticks=roles, integer=True,
-                             note="Shapes differ: per-layer role counts only. " + NUMBERING)
+                             note="Shapes differ: per-layer role counts only." + deeper + " " + NUMBERING)
         out.append(_Figure("difference_layer_counts", "Change in per-layer role counts", cmp.attrs["note"],
                            _save(plt, fig, "difference_layer_counts", fig_dir, written)))
         return out

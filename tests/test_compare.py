@@ -539,3 +539,15 @@ def test_compare_says_when_the_runs_store_attention_differently(tmp_path, capsys
     code, out, err = run_main(capsys, monkeypatch, "compare", db, "base", "tuned")
     assert code == 0 and "compare runs ingested with the same --top-k, --min-mass, --dense, --weight-bits and " \
         "--dtype" in out + err, out + err
+
+
+def test_the_note_counts_heads_that_gained_a_role_not_head_role_pairs(tmp_path):
+    """A head that gained two roles counted as two heads: 6 x 12 random runs read "72 heads
+    gained a role" of 72 heads, 51 of which did (the report's summary shows this note)."""
+    store = build_results_store(tmp_path / "r.db")
+    # run 2's head (1, 0) gains nsubj beside local: one head, two roles
+    headdb.sql(store, "UPDATE head_tests SET significant = true WHERE run_id = 2 AND role = 'nsubj' "
+               "AND layer = 1 AND head = 0", write=True)
+    cmp = headdb.compare(store, "base", "tuned")
+    assert (cmp["role_change"] == "gained").sum() == 2
+    assert "; 1 head gained a role (2 roles in all), 1 lost one" in cmp.attrs["note"]

@@ -243,3 +243,110 @@ def test_a_folder_given_as_the_run_says_where_the_folder_goes(tmp_path, monkeypa
     assert not (tmp_path / "out").exists() and not (tmp_path / "report").exists()
     with pytest.raises(headdb.errors.DatabaseError, match="^no run 'nope' in [^;]*$"):  # a plain name: no hint
         headdb.report(store, "nope", accuracy=False)
+
+
+def test_a_heatmap_writes_each_heads_own_score_below_the_colour_scales_floor(tmp_path, monkeypatch):
+    """The log colour scale starts at 0.05; a head's mean below it (0.0001 on the sample's
+    delimiter_sep) was clipped for its colour and its cell read 0.05 too."""
+    import importlib
+
+    report = importlib.import_module("headdb.report")
+    store = build_results_store(tmp_path / "r.db")
+    headdb.sql(store, "UPDATE head_tests SET mean = 0.0001 WHERE run_id = 1 AND role = 'local' AND layer = 0 "
+               "AND head = 2", write=True)
+    seen = {}
+    real = report._save
+
+    def keep(plt, fig, name, fig_dir, written):
+        seen[name] = [t.get_text() for t in fig.axes[0].texts]
+        return real(plt, fig, name, fig_dir, written)
+
+    monkeypatch.setattr(report, "_save", keep)
+    headdb.report(store, "base", tmp_path / "rep", accuracy=False)
+    assert seen["heatmap_local"][2] == "0.0001" and "0.05" not in seen["heatmap_local"]
+
+
+def test_a_layer_only_the_deeper_run_has_is_no_change_in_the_layer_counts_figure(tmp_path, monkeypatch):
+    """Runs of 2 and 1 layers: layer 1's count in the deeper run was drawn as heads gained or lost
+    against a layer the other run does not have."""
+    import importlib
+
+    report = importlib.import_module("headdb.report")
+    store = build_results_store(tmp_path / "r.db")  # base: 2 x 3, small: 1 x 2
+    seen = {}
+    real = report._save
+
+    def keep(plt, fig, name, fig_dir, written):
+        if name == "difference_layer_counts":
+            seen["values"] = fig.axes[0].images[0].get_array()
+            seen["note"] = fig.texts[-1].get_text()
+        return real(plt, fig, name, fig_dir, written)
+
+    monkeypatch.setattr(report, "_save", keep)
+    headdb.report(store, "base", tmp_path / "rep", compare="small", accuracy=False)
+    values = seen["values"]
+    assert values.shape == (3, 2) and values[:, 1].mask.all() and not values[:, 0].mask.any()
+    assert "Grey: layer 1 only base has (2 against 1 layers)." in seen["note"]
+
+
+@pytest.mark.parametrize("top", [1, 20])
+def test_a_count_figures_colour_bar_is_ticked_in_whole_heads(top):
+    """The co-location and layer distribution bars of a 1 x 1 run (counts 0 and 1) were ticked
+    0.2, 0.4, ... heads, and a bar up to 20 at 2.5, 7.5, ..."""
+    import importlib
+
+    report = importlib.import_module("headdb.report")
+    plt = report._plt()
+    import numpy as np
+
+    values = np.array([[top, 0], [0, 1]], float)
+    fig = report._matrix_figure(plt, values, title="Co-location", xlabel="role", ylabel="role",
+                                cbar="heads with both roles", cmap="Greens", integer=True)
+    fig.canvas.draw()
+    ticks = [t for t in fig.axes[1].get_yticks() if 0 <= t <= top]
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("count", [0, 2])
+def test_a_count_figure_of_one_value_starts_its_colours_at_zero_heads(count):
+    """`--roles block` (no head has the role): the layer distribution's 0s were mid-blue on a bar
+    ticked -0.1 to 0.1; `--roles local` with 2 heads: the co-location's 2 mid-green on 1.8 to 2.2."""
+    import importlib
+
+    import numpy as np
+
+    report = importlib.import_module("headdb.report")
+    plt = report._plt()
+    fig = report._matrix_figure(plt, np.full((1, 6), count, float), title="Layer distribution",
+                                xlabel="layer (0-based)", ylabel="role", cbar="heads with the role", cmap="Blues",
+                                integer=True)
+    fig.canvas.draw()
+    im = fig.axes[0].images[0]
+    assert im.norm.vmin == 0 and im.norm.vmax == max(count, 1)
+    ticks = [t for t in fig.axes[1].get_yticks() if 0 <= t <= max(count, 1)]
+    assert ticks[0] == 0 and all(float(t).is_integer() for t in ticks), ticks
+    plt.close(fig)
+
+
+def test_a_difference_colour_bar_has_no_multiplier_over_the_title(tmp_path, monkeypatch):
+    """A run compared with itself (every difference 0): the bar was ticked -1.0 to 1.0 with a
+    "1e-6" multiplier above it, drawn over the end of the 1 x 1 figure's title."""
+    import importlib
+
+    report = importlib.import_module("headdb.report")
+    store = build_random_results(tmp_path / "r.db", [(1, "a", 1, 1)], ["local"])
+    seen = {}
+    real = report._save
+
+    def keep(plt, fig, name, fig_dir, written):
+        if name.startswith("difference_"):
+            fig.canvas.draw()
+            bar = fig.axes[1].yaxis
+            seen["offset"] = bar.get_offset_text().get_text()
+            seen["ticks"] = [t.get_text() for t in bar.get_ticklabels()]
+        return real(plt, fig, name, fig_dir, written)
+
+    monkeypatch.setattr(report, "_save", keep)
+    headdb.report(store, "a", tmp_path / "rep", compare="a", accuracy=False)
+    assert seen["offset"] == "" and "1e-06" in seen["ticks"], seen
