@@ -315,17 +315,27 @@ def _references(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[int, str
     if tree.get("error"):
         return None
     found: list[tuple[int, str, str]] = []
+    rows = _model_table_aliases(tree)
 
-    def walk(node, ctes: frozenset[str]) -> None:
+    def walk(node, ctes: frozenset[str], whole: bool = False) -> None:
         """``ctes``: the names of the common table expressions in scope, which a table reference
         without a schema means instead of the store's table (a CTE called `edges` built from
         words reads no attention). A CTE is in scope after its WITH, and in the CTEs that
-        follow it, never in its own definition: there the name is the store's table."""
+        follow it, never in its own definition: there the name is the store's table.
+        ``whole``: inside a SELECT that reads `runs` itself, where `*`, COLUMNS() and `#n`
+        would read its model columns without naming them ('model columns')."""
         if isinstance(node, dict):
             where = node.get("query_location")
             where = where if isinstance(where, int) and 0 <= where < len(sql) else 0
+            if node.get("type") == "SELECT_NODE":
+                whole = any(name == "runs" and name not in ctes for name, _ in _from_tables(node.get("from_table")))
+            if whole and node.get("class") in ("STAR", "POSITIONAL_REFERENCE") \
+                    and str(node.get("relation_name") or "runs").lower() in rows:
+                found.append((where, "model columns", "*" if node.get("class") == "STAR" else f"#{node.get('index')}"))
             if node.get("class") == "COLUMN_REF" and node.get("column_names"):
                 found.append((where, "column", str(node["column_names"][-1])))
+                if len(node["column_names"]) == 1 and str(node["column_names"][0]).lower() in rows:
+                    found.append((where, "model columns", str(node["column_names"][0])))
             elif node.get("type") == "BASE_TABLE" and node.get("table_name"):
                 name = str(node["table_name"])
                 if name.lower() not in ctes or node.get("schema_name") or node.get("catalog_name"):
@@ -342,13 +352,43 @@ def _references(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[int, str
                 ctes = ctes | frozenset(names)
             for key, value in node.items():
                 if key != "cte_map":
-                    walk(value, ctes)
+                    walk(value, ctes, whole)
         elif isinstance(node, list):
             for value in node:
-                walk(value, ctes)
+                walk(value, ctes, whole)
 
     walk(tree, frozenset())
     return sorted(found)
+
+
+def _from_tables(ref) -> list[tuple[str, str]]:
+    """(table name, alias) of the stored tables a FROM clause reads directly (through joins and
+    PIVOT, not subqueries), lower case."""
+    if not isinstance(ref, dict):
+        return []
+    if ref.get("type") == "BASE_TABLE" and ref.get("table_name"):
+        name = str(ref["table_name"]).lower()
+        return [(name, str(ref.get("alias") or name).lower())]
+    return _from_tables(ref.get("left")) + _from_tables(ref.get("right")) + _from_tables(ref.get("source"))
+
+
+def _model_table_aliases(tree) -> frozenset[str]:
+    """The names by which a statement reads `runs` (its alias, or `runs`): a column reference of
+    that name alone is the whole row, model columns included (`struct_extract(r, 'model')`)."""
+    names: set[str] = set()
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "BASE_TABLE" and str(node.get("table_name", "")).lower() == "runs":
+                names.update(alias for _, alias in _from_tables(node))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(tree)
+    return frozenset(names)
 
 
 def _constant_text(arguments) -> str:
@@ -415,6 +455,12 @@ def check_mentions(con: duckdb.DuckDBPyConnection, role: Role, attention: frozen
             raise role.error(f"the role reads {what} with getvariable(), which its `-- params:` line does not "
                              f"declare (declared: {params}); a role reads only its own parameters",
                              _line_of(role.text, pos))
+        if kind == "model columns":
+            what = f"the whole row {name!r} of runs" if name[0] not in "*#" else \
+                f"runs with {'`*` or COLUMNS()' if name == '*' else name}"
+            raise role.error(f"roles never mention the model; this one reads {what}, and runs holds the "
+                             f"model's columns (model, n_layers, ...): name the columns of runs it needs "
+                             f"(run_id, corpus_id, ...)", _line_of(role.text, pos))
         if kind == "function" and word not in _ROLE_TABLE_FUNCTIONS:
             raise role.error(f"roles read the store's tables by name, not through {word}() (table functions a role "
                              f"may use: {', '.join(sorted(_ROLE_TABLE_FUNCTIONS))})", _line_of(role.text, pos))
