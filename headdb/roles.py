@@ -340,6 +340,7 @@ def _references(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[int, str
                 name = str(node["table_name"])
                 if name.lower() not in ctes or node.get("schema_name") or node.get("catalog_name"):
                     found.append((where, "table", name))
+                    found.append((where, "relation", name))
             elif node.get("type") == "TABLE_FUNCTION" and isinstance(node.get("function"), dict):
                 found.append((where, "function", str(node["function"].get("function_name", ""))))
             elif node.get("class") == "FUNCTION" and str(node.get("function_name", "")).lower() == "getvariable":
@@ -433,6 +434,17 @@ def attention_tables(con: duckdb.DuckDBPyConnection) -> frozenset[str]:
     ).fetchall())
 
 
+def store_tables(con: duckdb.DuckDBPyConnection) -> tuple[frozenset[str], frozenset[str]]:
+    """The tables and views of the store's own schema (lower case): all a role may read, but
+    those of :func:`attention_tables` and the results; and those of every schema, DuckDB's
+    catalog views (duckdb_tables, information_schema, pg_catalog) among them."""
+    rows = con.execute(
+        "SELECT lower(table_name), database_name = current_database() AND schema_name = 'main' FROM duckdb_tables() "
+        "UNION ALL SELECT lower(view_name), database_name = current_database() AND schema_name = 'main' "
+        "FROM duckdb_views()").fetchall()
+    return frozenset(name for name, own in rows if own), frozenset(name for name, _ in rows)
+
+
 def check_mentions(con: duckdb.DuckDBPyConnection, role: Role, attention: frozenset[str] | None = None) -> None:
     """Refuse a role that reads attention (edges and the views over them) or the model: a table
     with a weight or layer column (``attention``: :func:`attention_tables` of ``con``, looked up
@@ -447,8 +459,17 @@ def check_mentions(con: duckdb.DuckDBPyConnection, role: Role, attention: frozen
     if refs is None:
         return
     declared = {key.lower() for key in role.params}
+    readable: frozenset[str] | None = None
+    catalog: frozenset[str] = frozenset()
     for pos, kind, name in refs:
         word = name.lower()
+        if kind == "relation":
+            if readable is None:
+                readable, catalog = store_tables(con)
+            if word not in readable and word in catalog:  # an unknown name: DESCRIBE names it
+                raise role.error(f"roles read the store's tables (tokens, words, sentences, runs, ...), not {name!r} "
+                                 "(DuckDB's catalog, information_schema and pg_catalog describe the store, "
+                                 "the edges' sizes among it)", _line_of(role.text, pos))
         if kind == "variable" and word not in declared:
             what = f"the variable {name!r}" if name else "a variable whose name is not a string constant"
             params = ", ".join(role.params) or "none"

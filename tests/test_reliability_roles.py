@@ -79,6 +79,13 @@ BAD_BODIES = {
     "column number of runs": ("SELECT t.run_id, t.sentence_id, t.token_pos AS query_pos, t.token_pos AS key_pos\n"
                               "FROM tokens t JOIN (SELECT run_id, #13 AS x FROM runs) r USING (run_id)\nWHERE r.x > 0\n",
                               5, "runs with #13"),
+    # DuckDB's catalog views: the edges' row counts (duckdb_tables.estimated_size, pg_class.reltuples)
+    "catalog view": ("SELECT run_id, sentence_id, token_pos AS query_pos, token_pos AS key_pos FROM tokens\n"
+                     "WHERE token_pos < (SELECT max(estimated_size) FROM duckdb_tables)\n", 5, "not 'duckdb_tables'"),
+    "pg_catalog": ("SELECT run_id, sentence_id, token_pos AS query_pos, token_pos AS key_pos FROM tokens\n"
+                   "WHERE token_pos < (SELECT max(reltuples) FROM pg_catalog.pg_class)\n", 5, "not 'pg_class'"),
+    "information_schema": ("SELECT run_id, sentence_id, token_pos AS query_pos, token_pos AS key_pos FROM tokens\n"
+                           "WHERE token_pos < (SELECT count(*) FROM information_schema.columns)\n", 5, "not 'columns'"),
     "undeclared variable": ("SELECT run_id, sentence_id, token_pos AS query_pos, token_pos AS key_pos FROM tokens\n"
                             "WHERE token_pos < getvariable('window')\n", 5, "does not declare"),
     "empty body": ("", 3, "no SQL statement"),
