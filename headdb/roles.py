@@ -317,16 +317,18 @@ def _references(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[int, str
     found: list[tuple[int, str, str]] = []
     rows = _model_table_aliases(tree)
 
-    def walk(node, ctes: frozenset[str], whole: bool = False) -> None:
+    def walk(node, ctes: frozenset[str], whole: bool = False, near: int = _first_code_token(sql) or 0) -> None:
         """``ctes``: the names of the common table expressions in scope, which a table reference
         without a schema means instead of the store's table (a CTE called `edges` built from
         words reads no attention). A CTE is in scope after its WITH, and in the CTEs that
         follow it, never in its own definition: there the name is the store's table.
         ``whole``: inside a SELECT that reads `runs` itself, where `*`, COLUMNS() and `#n`
-        would read its model columns without naming them ('model columns')."""
+        would read its model columns without naming them ('model columns'). ``near``: the
+        offset of the closest enclosing node that has one (DESCRIBE and SUMMARIZE give their
+        inner query none)."""
         if isinstance(node, dict):
             where = node.get("query_location")
-            where = where if isinstance(where, int) and 0 <= where < len(sql) else 0
+            where = near = where if isinstance(where, int) and 0 <= where < len(sql) else near
             if node.get("type") == "SELECT_NODE":
                 whole = any(name == "runs" and name not in ctes for name, _ in _from_tables(node.get("from_table")))
             if whole and node.get("class") in ("STAR", "POSITIONAL_REFERENCE") \
@@ -348,15 +350,16 @@ def _references(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[int, str
             entries = (node.get("cte_map") or {}).get("map") if isinstance(node.get("cte_map"), dict) else None
             if entries:
                 names = [str(e.get("key", "")).lower() for e in entries]
+                found.extend((where, "cte", name) for name in names)
                 for i, entry in enumerate(entries):
-                    walk(entry.get("value"), ctes | frozenset(names[:i]))
+                    walk(entry.get("value"), ctes | frozenset(names[:i]), near=near)
                 ctes = ctes | frozenset(names)
             for key, value in node.items():
                 if key != "cte_map":
-                    walk(value, ctes, whole)
+                    walk(value, ctes, whole, near)
         elif isinstance(node, list):
             for value in node:
-                walk(value, ctes, whole)
+                walk(value, ctes, whole, near)
 
     walk(tree, frozenset())
     return sorted(found)
@@ -459,6 +462,7 @@ def check_mentions(con: duckdb.DuckDBPyConnection, role: Role, attention: frozen
     if refs is None:
         return
     declared = {key.lower() for key in role.params}
+    own_ctes = {name.lower() for _, kind, name in refs if kind == "cte"}
     readable: frozenset[str] | None = None
     catalog: frozenset[str] = frozenset()
     for pos, kind, name in refs:
@@ -488,7 +492,8 @@ def check_mentions(con: duckdb.DuckDBPyConnection, role: Role, attention: frozen
         if (kind == "table" and (word in attention or word in _RESULT_TABLES)) \
                 or (kind == "column" and word in _MODEL_COLUMNS):
             hint = (" (a column or alias of your own with that name: rename it)" if kind == "column"
-                    else " (a CTE of your own by that name: rename it)")
+                    else " (a CTE of your own by that name: rename it)" if word in own_ctes
+                    else ": read the tokens, words and their syntax instead")
             raise role.error(f"roles never mention attention, layers, heads, weights or the model; "
                              f"this one uses {name.lower()!r}{hint}", _line_of(role.text, pos))
 

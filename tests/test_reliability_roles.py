@@ -60,6 +60,14 @@ BAD_BODIES = {
                                           "not through read_text()"),
     "reads the attention": ("SELECT run_id, sentence_id, query_pos, key_pos\nFROM edges\n", 5,
                             "never mention attention"),
+    # it said "(a CTE of your own by that name: rename it)" of the store's own edges
+    "reads the attention, qualified": ("SELECT run_id, sentence_id, query_pos, key_pos\nFROM main.\"EDGES\"\n", 5,
+                                       "uses 'edges': read the tokens, words and their syntax instead"),
+    # DESCRIBE and SUMMARIZE give their query no position: the mention was put on line 1, the header
+    "SUMMARIZE the attention": ("SELECT run_id, sentence_id, token_pos AS query_pos, token_pos AS key_pos FROM tokens\n"
+                                "WHERE (SELECT count(*) FROM (SUMMARIZE edges)) > 0\n", 5, "uses 'edges'"),
+    "DESCRIBE the attention": ("SELECT run_id, sentence_id, token_pos AS query_pos, token_pos AS key_pos FROM tokens\n"
+                               "WHERE (SELECT count(*) FROM (DESCRIBE edges)) > 0\n", 5, "uses 'edges'"),
     "filters by weight": ("SELECT t.run_id, t.sentence_id, t.token_pos AS query_pos, t.token_pos AS key_pos\n"
                           "FROM tokens t\nWHERE EXISTS (SELECT 1 FROM attention_rows a WHERE a.\"layer\" = 0)\n", 6,
                           "never mention attention"),
