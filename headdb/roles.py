@@ -316,21 +316,34 @@ def _references(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[int, str
     if tree.get("error"):
         return None
     found: list[tuple[int, str, str]] = []
+    rows = _model_table_aliases(tree)
 
-    def walk(node, ctes: frozenset[str]) -> None:
+    def walk(node, ctes: frozenset[str], whole: bool = False, near: int = _first_code_token(sql) or 0) -> None:
         """``ctes``: the names of the common table expressions in scope, which a table reference
         without a schema means instead of the store's table (a CTE called `edges` built from
         words reads no attention). A CTE is in scope after its WITH, and in the CTEs that
-        follow it, never in its own definition: there the name is the store's table."""
+        follow it, never in its own definition: there the name is the store's table.
+        ``whole``: inside a SELECT that reads `runs` itself, where `*`, COLUMNS() and `#n`
+        would read its model columns without naming them ('model columns'). ``near``: the
+        offset of the closest enclosing node that has one (DESCRIBE and SUMMARIZE give their
+        inner query none)."""
         if isinstance(node, dict):
             where = node.get("query_location")
-            where = where if isinstance(where, int) and 0 <= where < len(sql) else 0
+            where = near = where if isinstance(where, int) and 0 <= where < len(sql) else near
+            if node.get("type") == "SELECT_NODE":
+                whole = any(name == "runs" and name not in ctes for name, _ in _from_tables(node.get("from_table")))
+            if whole and node.get("class") in ("STAR", "POSITIONAL_REFERENCE") \
+                    and str(node.get("relation_name") or "runs").lower() in rows:
+                found.append((where, "model columns", "*" if node.get("class") == "STAR" else f"#{node.get('index')}"))
             if node.get("class") == "COLUMN_REF" and node.get("column_names"):
                 found.append((where, "column", str(node["column_names"][-1])))
+                if len(node["column_names"]) == 1 and str(node["column_names"][0]).lower() in rows:
+                    found.append((where, "model columns", str(node["column_names"][0])))
             elif node.get("type") == "BASE_TABLE" and node.get("table_name"):
                 name = str(node["table_name"])
                 if name.lower() not in ctes or node.get("schema_name") or node.get("catalog_name"):
                     found.append((where, "table", name))
+                    found.append((where, "relation", name))
             elif node.get("type") == "TABLE_FUNCTION" and isinstance(node.get("function"), dict):
                 found.append((where, "function", str(node["function"].get("function_name", ""))))
             elif node.get("class") == "FUNCTION" and str(node.get("function_name", "")).lower() == "getvariable":
@@ -338,18 +351,49 @@ def _references(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[int, str
             entries = (node.get("cte_map") or {}).get("map") if isinstance(node.get("cte_map"), dict) else None
             if entries:
                 names = [str(e.get("key", "")).lower() for e in entries]
+                found.extend((where, "cte", name) for name in names)
                 for i, entry in enumerate(entries):
-                    walk(entry.get("value"), ctes | frozenset(names[:i]))
+                    walk(entry.get("value"), ctes | frozenset(names[:i]), near=near)
                 ctes = ctes | frozenset(names)
             for key, value in node.items():
                 if key != "cte_map":
-                    walk(value, ctes)
+                    walk(value, ctes, whole, near)
         elif isinstance(node, list):
             for value in node:
-                walk(value, ctes)
+                walk(value, ctes, whole, near)
 
     walk(tree, frozenset())
     return sorted(found)
+
+
+def _from_tables(ref) -> list[tuple[str, str]]:
+    """(table name, alias) of the stored tables a FROM clause reads directly (through joins and
+    PIVOT, not subqueries), lower case."""
+    if not isinstance(ref, dict):
+        return []
+    if ref.get("type") == "BASE_TABLE" and ref.get("table_name"):
+        name = str(ref["table_name"]).lower()
+        return [(name, str(ref.get("alias") or name).lower())]
+    return _from_tables(ref.get("left")) + _from_tables(ref.get("right")) + _from_tables(ref.get("source"))
+
+
+def _model_table_aliases(tree) -> frozenset[str]:
+    """The names by which a statement reads `runs` (its alias, or `runs`): a column reference of
+    that name alone is the whole row, model columns included (`struct_extract(r, 'model')`)."""
+    names: set[str] = set()
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "BASE_TABLE" and str(node.get("table_name", "")).lower() == "runs":
+                names.update(alias for _, alias in _from_tables(node))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(tree)
+    return frozenset(names)
 
 
 def _constant_text(arguments) -> str:
@@ -394,6 +438,17 @@ def attention_tables(con: duckdb.DuckDBPyConnection) -> frozenset[str]:
     ).fetchall())
 
 
+def store_tables(con: duckdb.DuckDBPyConnection) -> tuple[frozenset[str], frozenset[str]]:
+    """The tables and views of the store's own schema (lower case): all a role may read, but
+    those of :func:`attention_tables` and the results; and those of every schema, DuckDB's
+    catalog views (duckdb_tables, information_schema, pg_catalog) among them."""
+    rows = con.execute(
+        "SELECT lower(table_name), database_name = current_database() AND schema_name = 'main' FROM duckdb_tables() "
+        "UNION ALL SELECT lower(view_name), database_name = current_database() AND schema_name = 'main' "
+        "FROM duckdb_views()").fetchall()
+    return frozenset(name for name, own in rows if own), frozenset(name for name, _ in rows)
+
+
 def check_mentions(con: duckdb.DuckDBPyConnection, role: Role, attention: frozenset[str] | None = None) -> None:
     """Refuse a role that reads attention (edges and the views over them) or the model: a table
     with a weight or layer column (``attention``: :func:`attention_tables` of ``con``, looked up
@@ -408,21 +463,38 @@ def check_mentions(con: duckdb.DuckDBPyConnection, role: Role, attention: frozen
     if refs is None:
         return
     declared = {key.lower() for key in role.params}
+    own_ctes = {name.lower() for _, kind, name in refs if kind == "cte"}
+    readable: frozenset[str] | None = None
+    catalog: frozenset[str] = frozenset()
     for pos, kind, name in refs:
         word = name.lower()
+        if kind == "relation":
+            if readable is None:
+                readable, catalog = store_tables(con)
+            if word not in readable and word in catalog:  # an unknown name: DESCRIBE names it
+                raise role.error(f"roles read the store's tables (tokens, words, sentences, runs, ...), not {name!r} "
+                                 "(DuckDB's catalog, information_schema and pg_catalog describe the store, "
+                                 "the edges' sizes among it)", _line_of(role.text, pos))
         if kind == "variable" and word not in declared:
             what = f"the variable {name!r}" if name else "a variable whose name is not a string constant"
             params = ", ".join(role.params) or "none"
             raise role.error(f"the role reads {what} with getvariable(), which its `-- params:` line does not "
                              f"declare (declared: {params}); a role reads only its own parameters",
                              _line_of(role.text, pos))
+        if kind == "model columns":
+            what = f"the whole row {name!r} of runs" if name[0] not in "*#" else \
+                f"runs with {'`*` or COLUMNS()' if name == '*' else name}"
+            raise role.error(f"roles never mention the model; this one reads {what}, and runs holds the "
+                             f"model's columns (model, n_layers, ...): name the columns of runs it needs "
+                             f"(run_id, corpus_id, ...)", _line_of(role.text, pos))
         if kind == "function" and word not in _ROLE_TABLE_FUNCTIONS:
             raise role.error(f"roles read the store's tables by name, not through {word}() (table functions a role "
                              f"may use: {', '.join(sorted(_ROLE_TABLE_FUNCTIONS))})", _line_of(role.text, pos))
         if (kind == "table" and (word in attention or word in _RESULT_TABLES)) \
                 or (kind == "column" and word in _MODEL_COLUMNS):
             hint = (" (a column or alias of your own with that name: rename it)" if kind == "column"
-                    else " (a CTE of your own by that name: rename it)")
+                    else " (a CTE of your own by that name: rename it)" if word in own_ctes
+                    else ": read the tokens, words and their syntax instead")
             raise role.error(f"roles never mention attention, layers, heads, weights or the model; "
                              f"this one uses {name.lower()!r}{hint}", _line_of(role.text, pos))
 

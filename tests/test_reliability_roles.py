@@ -60,12 +60,40 @@ BAD_BODIES = {
                                           "not through read_text()"),
     "reads the attention": ("SELECT run_id, sentence_id, query_pos, key_pos\nFROM edges\n", 5,
                             "never mention attention"),
+    # it said "(a CTE of your own by that name: rename it)" of the store's own edges
+    "reads the attention, qualified": ("SELECT run_id, sentence_id, query_pos, key_pos\nFROM main.\"EDGES\"\n", 5,
+                                       "uses 'edges': read the tokens, words and their syntax instead"),
+    # DESCRIBE and SUMMARIZE give their query no position: the mention was put on line 1, the header
+    "SUMMARIZE the attention": ("SELECT run_id, sentence_id, token_pos AS query_pos, token_pos AS key_pos FROM tokens\n"
+                                "WHERE (SELECT count(*) FROM (SUMMARIZE edges)) > 0\n", 5, "uses 'edges'"),
+    "DESCRIBE the attention": ("SELECT run_id, sentence_id, token_pos AS query_pos, token_pos AS key_pos FROM tokens\n"
+                               "WHERE (SELECT count(*) FROM (DESCRIBE edges)) > 0\n", 5, "uses 'edges'"),
     "filters by weight": ("SELECT t.run_id, t.sentence_id, t.token_pos AS query_pos, t.token_pos AS key_pos\n"
                           "FROM tokens t\nWHERE EXISTS (SELECT 1 FROM attention_rows a WHERE a.\"layer\" = 0)\n", 6,
                           "never mention attention"),
     "filters by model": ("SELECT q.run_id, q.sentence_id, q.token_pos AS query_pos, q.token_pos AS key_pos\n"
                          "FROM tokens q JOIN runs r USING (run_id)\nWHERE r.model_type = 'bert'\n", 6,
                          "uses 'model_type'"),
+    # the model's columns of runs without naming them: the whole row, `*`, COLUMNS(), `#n`
+    # (all accepted, and struct_extract(r, 'model_type') read the model on the store)
+    "whole row of runs": ("SELECT t.run_id, t.sentence_id, t.token_pos AS query_pos, t.token_pos AS key_pos\n"
+                          "FROM tokens t JOIN runs r USING (run_id)\nWHERE struct_extract(r, 'model_type') = 'bert'\n",
+                          6, "reads the whole row 'r' of runs"),
+    "star of runs": ("SELECT t.run_id, t.sentence_id, t.token_pos AS query_pos, t.token_pos AS key_pos\nFROM tokens t\n"
+                     "JOIN (SELECT * EXCLUDE (run_name) FROM runs) r USING (run_id)\n", 6, "`*` or COLUMNS()"),
+    "COLUMNS of runs": ("SELECT t.run_id, t.sentence_id, t.token_pos AS query_pos, t.token_pos AS key_pos\nFROM tokens t\n"
+                        "JOIN (SELECT run_id, COLUMNS('n_la.*') AS x FROM runs) r USING (run_id) WHERE r.x > 0\n", 6,
+                        "`*` or COLUMNS()"),
+    "column number of runs": ("SELECT t.run_id, t.sentence_id, t.token_pos AS query_pos, t.token_pos AS key_pos\n"
+                              "FROM tokens t JOIN (SELECT run_id, #13 AS x FROM runs) r USING (run_id)\nWHERE r.x > 0\n",
+                              5, "runs with #13"),
+    # DuckDB's catalog views: the edges' row counts (duckdb_tables.estimated_size, pg_class.reltuples)
+    "catalog view": ("SELECT run_id, sentence_id, token_pos AS query_pos, token_pos AS key_pos FROM tokens\n"
+                     "WHERE token_pos < (SELECT max(estimated_size) FROM duckdb_tables)\n", 5, "not 'duckdb_tables'"),
+    "pg_catalog": ("SELECT run_id, sentence_id, token_pos AS query_pos, token_pos AS key_pos FROM tokens\n"
+                   "WHERE token_pos < (SELECT max(reltuples) FROM pg_catalog.pg_class)\n", 5, "not 'pg_class'"),
+    "information_schema": ("SELECT run_id, sentence_id, token_pos AS query_pos, token_pos AS key_pos FROM tokens\n"
+                           "WHERE token_pos < (SELECT count(*) FROM information_schema.columns)\n", 5, "not 'columns'"),
     "undeclared variable": ("SELECT run_id, sentence_id, token_pos AS query_pos, token_pos AS key_pos FROM tokens\n"
                             "WHERE token_pos < getvariable('window')\n", 5, "does not declare"),
     "empty body": ("", 3, "no SQL statement"),
@@ -310,6 +338,24 @@ def test_a_table_alias_named_head_is_not_a_model_head(tmp_path):
         with pytest.raises(RoleError) as info:
             load_roles(folder, name)
         assert message in str(info.value) and f":{line}:" in str(info.value), str(info.value)
+
+
+def test_runs_read_by_its_columns_names_is_fine(tmp_path):
+    """Only the model's columns of runs are off limits: `*` of other tables beside it, and the
+    columns of runs by name, pass."""
+    from headdb.roles import load_roles
+
+    bodies = {
+        "star_beside": "WITH x AS (SELECT * FROM tokens)\nSELECT x.run_id, x.sentence_id, x.token_pos AS query_pos, "
+                       "x.token_pos AS key_pos\nFROM x JOIN runs r USING (run_id) WHERE r.corpus_id > 0\n",
+        "star_other": "SELECT run_id, sentence_id, token_pos AS query_pos, token_pos AS key_pos FROM (\n"
+                      "SELECT t.* FROM tokens t JOIN runs r ON r.run_id = t.run_id AND r.corpus_id = 1)\n",
+        "named": "WITH rr AS (SELECT run_id, corpus_id FROM runs)\nSELECT * FROM (SELECT t.run_id, t.sentence_id, "
+                 "t.token_pos AS query_pos, t.token_pos AS key_pos FROM tokens t JOIN rr USING (run_id))\n",
+    }
+    for name, body in bodies.items():
+        write_role(tmp_path / "roles", name, HEADER.format(name=name) + body)
+    assert [r.name for r in load_roles(tmp_path / "roles", list(bodies))] == list(bodies)
 
 
 def test_without_a_parse_tree_the_mention_check_reads_every_identifier(tmp_path, monkeypatch):
