@@ -302,7 +302,9 @@ def _seconds(seconds: float) -> str:
 
 
 def _count(n: int, noun: str) -> str:
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+    from headdb.errors import count
+
+    return count(n, noun)
 
 
 def _ingest_interrupted(exc: KeyboardInterrupt, db: Path, new_run: bool = False) -> str:

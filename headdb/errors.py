@@ -33,6 +33,11 @@ def flag(name: str) -> str:
     return option(name) if CLI_NAMES.get() else f"{name}=True"
 
 
+def count(n: int, noun: str) -> str:
+    """``n`` of ``noun`` for a message: "1 head", "2 heads", "1,000 sentences"."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def given(name: str, value: str) -> str:
     """An option with a value as the user passes it: ``--format tsv`` under the CLI,
     ``format='tsv'`` from Python."""

@@ -22,7 +22,7 @@ import pandas as pd
 from headdb import analysis
 from headdb.analysis import DbLike, open_db
 from headdb.db import memory_limit_mb
-from headdb.errors import DatabaseError, InputError, yes_no
+from headdb.errors import DatabaseError, InputError, count, yes_no
 from headdb.resources import model_label
 from headdb.store import resolve_run
 
@@ -183,7 +183,7 @@ def _score_figures(plt, con, run_id: int, roles: list[str], fig_dir: Path, writt
         hi = max(float(finite.max()) if finite.size else 1.0, tau * 1.05, lo * 1.5)
         fig = _matrix_figure(
             plt, np.where(np.isfinite(mean), np.clip(mean, lo, None), np.nan),
-            title=f"{role}: mean sieve bias score per head ({int(sig.sum())} of {sig.size} heads significant)",
+            title=f"{role}: mean sieve bias score per head ({int(sig.sum())} of {count(sig.size, 'head')} significant)",
             xlabel="head (0-based)", ylabel="layer (0-based)",
             cbar="mean score (log scale; 1 = uniform attention)", cmap="viridis", norm=LogNorm(lo, hi), marks=sig,
             labels=mean,  # the colour of a score below the scale's floor, the number its own
@@ -205,7 +205,8 @@ def _analysis_figures(plt, con, run_id: int, roles: list[str], n_heads: int, fig
                          xlabel="layer (0-based)", ylabel="role", cbar="heads with the role", cmap="Blues",
                          yticks=roles, integer=True, note=NUMBERING)
     out.append(_Figure("layer_distribution", "Layer distribution",
-                       f"Number of significant heads per role and layer, out of {n_heads} heads per layer. {NUMBERING}",
+                       f"Number of significant heads per role and layer, out of {count(n_heads, 'head')} per layer. "
+                       f"{NUMBERING}",
                        _save(plt, fig, "layer_distribution", fig_dir, written)))
     co = analysis.colocation_matrix(con, run_id, roles)
     fig = _matrix_figure(plt, co.to_numpy(float), title="Co-location: heads having both roles",
@@ -273,7 +274,7 @@ def _compare_figures(plt, cmp: pd.DataFrame, fig_dir: Path, written: list[Path],
         fin = np.abs(diff[np.isfinite(diff)])
         lim = max(float(fin.max()) if fin.size else 0.0, 1e-6)
         fig = _matrix_figure(
-            plt, diff, title=f"{role}: mean score change ({b} minus {a}); {int(changed.sum())} heads changed",
+            plt, diff, title=f"{role}: mean score change ({b} minus {a}); {count(int(changed.sum()), 'head')} changed",
             xlabel="head (0-based)", ylabel="layer (0-based)", cbar="mean score difference (B - A)", cmap="RdBu_r",
             norm=TwoSlopeNorm(0, -lim, lim), marks=changed, suffix=suffix,
             note=f"{NUMBERING} Boxed: paired t-test significant ({cmp.attrs['correction']}, "
@@ -499,7 +500,8 @@ def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, stagi
     summ = summary[["role", "n_tested", "n_significant", "share_significant", "n_flip_possible", "tau",
                     "mean_score", "max_score"]]
     md = [f"# headdb report: run {run_id} ({name})", "",
-          f"- model: `{model}` ({n_layers} layers x {n_heads} heads = {n_layers * n_heads} heads)",
+          f"- model: `{model}` ({count(n_layers, 'layer')} x {count(n_heads, 'head')} = "
+          f"{count(n_layers * n_heads, 'head')})",
           f"- corpus: `{corpus}`, {n_sent} sentences, {storage} attention",
           f"- classification: {cls_text}" if cls_text else "- classification: (none recorded)",
           f"- {NUMBERING}", "", "## Heads per role", "", _md_table(summ), "",
@@ -507,7 +509,8 @@ def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, stagi
           + (" (" + "; ".join(f"L{r.layer} H{r.head}: {r.roles}" for r in multi.head(12).itertuples())
              + ("; ..." if len(multi) > 12 else "") + ")" if len(multi) else ""), ""]
     parts = [f"<h1>headdb report: run {run_id} ({html.escape(str(name))})</h1>",
-             "<ul>", f"<li>model: <code>{html.escape(str(model))}</code> ({n_layers} layers &times; {n_heads} heads)</li>",
+             "<ul>", f"<li>model: <code>{html.escape(str(model))}</code> ({count(n_layers, 'layer')} &times; "
+                     f"{count(n_heads, 'head')})</li>",
              f"<li>corpus: <code>{html.escape(str(corpus))}</code>, {n_sent} sentences, {storage} attention</li>",
              f"<li>classification: {html.escape(cls_text)}</li>" if cls_text else "",
              f"<li><strong>{NUMBERING}</strong></li>", "</ul>",

@@ -350,3 +350,25 @@ def test_a_difference_colour_bar_has_no_multiplier_over_the_title(tmp_path, monk
     monkeypatch.setattr(report, "_save", keep)
     headdb.report(store, "a", tmp_path / "rep", compare="a", accuracy=False)
     assert seen["offset"] == "" and "1e-06" in seen["ticks"], seen
+
+
+def test_counts_of_one_are_singular_in_the_summary_and_titles(tmp_path, monkeypatch):
+    """A 1 x 1 run's summary read "(1 layers x 1 heads = 1 heads)" and a difference title "1 heads
+    changed"."""
+    import importlib
+
+    report = importlib.import_module("headdb.report")
+    store = build_random_results(tmp_path / "r.db", [(1, "a", 1, 1)], ["local"])
+    titles = []
+    real = report._save
+
+    def keep(plt, fig, name, fig_dir, written):
+        titles.extend(ax.get_title() for ax in fig.axes)
+        return real(plt, fig, name, fig_dir, written)
+
+    monkeypatch.setattr(report, "_save", keep)
+    r = headdb.report(store, "a", tmp_path / "rep", compare="a", accuracy=False)
+    assert "(1 layer x 1 head = 1 head)" in r.markdown, r.markdown
+    changed = [t for t in titles if "changed" in t]
+    assert changed and all(t.endswith("; 0 heads changed") for t in changed), changed
+    assert not any("1 heads" in t or "1 layers" in t for t in titles)
