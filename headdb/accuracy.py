@@ -32,6 +32,7 @@ import pandas as pd
 from headdb.analysis import DbLike, open_db
 from headdb.db import memory_limit_mb
 from headdb.errors import InputError, flag, option
+from headdb.progress import takes_progress
 from headdb.resources import query
 from headdb.store import resolve_run, sentence_ranges
 
@@ -143,6 +144,7 @@ def _best(df: pd.DataFrame, tie: list[str]) -> pd.DataFrame:
     return d.groupby(["relation", "direction"], sort=False).head(1).drop(columns="_key")
 
 
+@takes_progress("accuracy")
 def accuracy(db: DbLike, run: int | str | None = None, min_count: int = 1,
              progress: Callable[[int, int], None] | bool | None = None) -> pd.DataFrame:
     """The best head per relation and direction, chosen on the selection split (even
@@ -157,11 +159,6 @@ def accuracy(db: DbLike, run: int | str | None = None, min_count: int = 1,
     and reported_on. ``progress(done, total)`` counts the ranges of sentences the heads are judged in
     (:func:`head_accuracy`); True draws a bar on stderr.
     """
-    from headdb.progress import api_progress, wants_bar
-
-    if wants_bar(progress):  # True: a bar on stderr; False: none
-        with api_progress(progress, "accuracy") as bar:
-            return accuracy(db, run, min_count, progress=bar)
     if isinstance(min_count, bool) or not isinstance(min_count, numbers.Integral) or min_count < 1:
         raise InputError(f"{option('min_count')} must be a whole number of at least 1, not {min_count!r}")
     with open_db(db, memory_limit_mb()) as con:  # one connection: the run resolved once, named in attrs

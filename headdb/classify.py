@@ -18,6 +18,7 @@ import pandas as pd
 
 from headdb.db import connect, connect_restricted, memory_limit_mb, registered, transaction
 from headdb.errors import InputError, yes_no
+from headdb.progress import takes_progress
 from headdb.roles import Role, load_roles
 from headdb.stats import CORRECTIONS, RESULT_COLUMNS, check_options, head_tests, moment_tests
 
@@ -38,6 +39,7 @@ def _import_ahead() -> None:
     threading.Thread(target=load, name="headdb-import-scipy", daemon=True).start()
 
 
+@takes_progress("scoring")
 def classify(
     db: str | Path,
     run: int | str | None = None,
@@ -64,14 +66,9 @@ def classify(
     called as the scoring queries finish (a large run is scored in pieces of about 3 M attention
     rows, and many roles in several passes); True draws a bar on stderr.
     """
-    from headdb.progress import api_progress, wants_bar
     from headdb.scores import compute_scores, sieve_passes
     from headdb.store import resolve_run
 
-    if wants_bar(progress):  # True: a bar on stderr; False: none ('bool' object is not callable)
-        with api_progress(progress, "scoring") as bar:
-            return classify(db, run, roles, roles_dir, tau=tau, alpha=alpha, correction=correction, out=out,
-                            store=store, progress=bar)
     check_options(alpha, correction, tau)
     store = yes_no("store", store)
     # as Python's floats: DuckDB stores no numpy scalar (np.float32 tau failed its INSERT)

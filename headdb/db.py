@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from headdb.errors import DatabaseError, DatabaseLockedError, InputError, shell_word, yes_no
+from headdb.progress import takes_progress
 from headdb.resources import migrations_dir
 
 if TYPE_CHECKING:  # sqlalchemy loads only when engine() is called
@@ -455,6 +456,7 @@ def _watch_size(file: Path, total: int, progress) -> Iterator[None]:
     progress(total, total)
 
 
+@takes_progress("compacting", in_bytes=True)
 def compact(path: str | Path, progress: Callable[[int, int], None] | bool | None = None) -> tuple[int, int]:
     """Rewrite the store into a file without the space of deleted rows; returns its size in
     bytes before and after.
@@ -471,11 +473,6 @@ def compact(path: str | Path, progress: Callable[[int, int], None] | bool | None
     """
     import os
 
-    from headdb.progress import api_progress, wants_bar
-
-    if wants_bar(progress):  # True: a bar on stderr; False: none
-        with api_progress(progress, "compacting", in_bytes=True) as bar:
-            return compact(path, progress=bar)
     check_store_arg(path)
     path = Path(path)
     if not path.exists():

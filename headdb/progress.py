@@ -38,26 +38,32 @@ def steps_bar(label: str, in_bytes: bool = False):
         bar.stop()
 
 
-def wants_bar(progress) -> bool:
-    """Whether an API call's ``progress`` is not already a callable or None (True, False, or a
-    mistake): the call then runs again inside :func:`api_progress`."""
-    return progress is not None and not callable(progress)
+def takes_progress(label: str, in_bytes: bool = False):
+    """Decorator of an API function with a ``progress(done, total)`` argument: it takes True too
+    (:func:`steps_bar` on stderr, as ``headdb.ingest(progress=True)`` draws its bar) and False
+    (none: it failed with "'bool' object is not callable"); anything else but a callable or None
+    is refused by name."""
+    import functools
+    import inspect
 
+    def wrap(fn):
+        signature = inspect.signature(fn)
 
-@contextlib.contextmanager
-def api_progress(progress, label: str, in_bytes: bool = False):
-    """The ``progress(done, total)`` callable (or None) for an API call's ``progress`` argument:
-    True draws :func:`steps_bar` (``headdb.ingest(progress=True)`` draws its bar too), False or
-    None none; anything else is refused."""
-    from headdb.errors import InputError
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            progress = bound.arguments.get("progress")
+            if progress is None or callable(progress):
+                return fn(*args, **kwargs)
+            if progress is not True and progress is not False:
+                from headdb.errors import InputError
 
-    if progress is True:
-        with steps_bar(label, in_bytes) as bar:
-            yield bar
-    elif progress is False or progress is None:
-        yield None
-    elif callable(progress):
-        yield progress
-    else:
-        raise InputError(f"progress must be a callable progress(done, total), True (a bar on stderr) or False, "
-                         f"not {progress!r}")
+                raise InputError(f"progress must be a callable progress(done, total), True (a bar on stderr) or "
+                                 f"False, not {progress!r}")
+            with contextlib.ExitStack() as stack:
+                bound.arguments["progress"] = stack.enter_context(steps_bar(label, in_bytes)) if progress else None
+                return fn(*bound.args, **bound.kwargs)
+
+        return call
+
+    return wrap

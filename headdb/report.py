@@ -23,6 +23,7 @@ from headdb import analysis
 from headdb.analysis import DbLike, open_db
 from headdb.db import memory_limit_mb
 from headdb.errors import DatabaseError, InputError, count, yes_no
+from headdb.progress import takes_progress
 from headdb.resources import model_label
 from headdb.store import resolve_run
 
@@ -369,6 +370,7 @@ def _remove_stale_staging(out_dir: Path) -> None:
             continue
 
 
+@takes_progress("accuracy")
 def report(db: DbLike, run: int | str | None = None, out: str | Path = "report", *,
            compare: int | str | None = None, roles: Sequence[str] | str | None = None,
            correction: str = "bh", alpha: float = 0.05, accuracy: bool | None = None,
@@ -389,13 +391,8 @@ def report(db: DbLike, run: int | str | None = None, out: str | Path = "report",
     import os
     import shutil
 
-    from headdb.progress import api_progress, wants_bar
     from headdb.stats import check_options
 
-    if wants_bar(progress):  # True: a bar on stderr; False: none
-        with api_progress(progress, "accuracy") as bar:
-            return report(db, run, out, compare=compare, roles=roles, correction=correction, alpha=alpha,
-                          accuracy=accuracy, progress=bar)
     # refused with or without `compare`, as compare refuses them: a report without it took
     # alpha=5 or correction='xx' without a word
     check_options(alpha, correction)
