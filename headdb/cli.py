@@ -13,6 +13,8 @@ from typing import Optional
 
 import typer
 
+from headdb.errors import count as _count  # light: `import headdb` loads it already
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -173,13 +175,12 @@ def _check_format(value: str) -> str:
     return value
 
 
-def _check_out(out: Optional[Path], db: Path) -> None:
+def _check_out(out: Optional[Path], db: Path) -> Optional[str]:
     """--out's extension, and that it is not the store ``db``, checked before a command does (and
-    stores) anything."""
+    stores) anything; the file's format (None without --out)."""
     from headdb.query import check_export
 
-    if out is not None:
-        check_export(out, db)
+    return None if out is None else check_export(out, db)
 
 
 _FORMAT = typer.Option("table", "--format", "-f", help="Output format: table, csv or json.", callback=_check_format)
@@ -299,12 +300,6 @@ def _seconds(seconds: float) -> str:
     """A duration: a tenth of a second from 1 s on, the digits that matter below (a short ingest
     read "in 0.0 s (81 sentences/s)")."""
     return f"{seconds:,.1f}" if seconds >= 1 else f"{seconds:.2g}"
-
-
-def _count(n: int, noun: str) -> str:
-    from headdb.errors import count
-
-    return count(n, noun)
 
 
 def _ingest_interrupted(exc: KeyboardInterrupt, db: Path, new_run: bool = False) -> str:
@@ -518,8 +513,8 @@ def sql(
         raise InputError(f"no such database, and the query names a file, {query}: the database comes first, then "
                          "the query (`headdb sql DB QUERY`)", db)
     params = _params(param)
-    _check_out(out, db)
-    if out is not None and format != "table" and format != out.suffix.lower().lstrip("."):
+    out_format = _check_out(out, db)
+    if out is not None and format not in ("table", out_format):
         from headdb.errors import InputError
 
         # it was ignored: the file's extension decides its format, and nothing else is printed
