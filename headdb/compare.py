@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from headdb.analysis import DbLike, classified_roles, open_db, select_roles
-from headdb.errors import DatabaseError, InputError, option
+from headdb.errors import DatabaseError, InputError, count, option
 from headdb.resources import model_label
 from headdb.roles import BUILTIN_ORDER, requested_roles
 from headdb.stats import CORRECTIONS, adjust, check_options
@@ -179,16 +179,12 @@ def _sieve_text(text: str) -> str:
                      if line.strip() and (not line.strip().startswith("--") or keep.match(line.strip())))
 
 
-def _heads(n: int) -> str:
-    return f"{n} head" if n == 1 else f"{n} heads"
-
-
 def _role_changes(df: pd.DataFrame, change: str, what: str, count: Callable[[int], str]) -> str:
     """How many heads gained (lost) a role, and how many roles where a head gained (lost) several:
     the (head, role) pairs alone read "72 heads gained a role" of 72 heads, 51 of which did."""
     rows = df[df["role_change"] == change]
     heads = len(rows[["layer", "head"]].drop_duplicates())
-    return f"{count(heads)} {what}" + (f" ({len(rows)} roles in all)" if len(rows) != heads else "")
+    return f"{count(heads)} {what}" + (f" ({len(rows):,} roles in all)" if len(rows) != heads else "")
 
 
 def _run_info(con, run_id: int) -> dict:
@@ -339,16 +335,16 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
     n_changed = int(df["changed"].sum())
     attrs.update(basis=BASIS_PAIRED, n_sentences=int(n_sent),
                  test="two-sided paired t-test, scipy.stats.ttest_rel(score_b, score_a), per (head, role)",
-                 note=(f"{len(wanted)} role(s) x {ia['n_layers']}x{ia['n_heads']} heads over {n_sent} shared "
-                       f"sentences; {n_changed} (head, role) scores changed at {correction} alpha={alpha}; "
-                       f"{_role_changes(df, 'gained', 'gained a role', _heads)}, {_role_changes(df, 'lost', 'lost one', str)}"
-                       + (f"\n{n_unlike} of the shared sentences were truncated in one run and not in the other, "
+                 note=(f"{len(wanted)} role(s) x {ia['n_layers']}x{ia['n_heads']} heads over {n_sent:,} shared "
+                       f"sentences; {n_changed:,} (head, role) scores changed at {correction} alpha={alpha}; "
+                       f"{_role_changes(df, 'gained', 'gained a role', lambda n: count(n, 'head'))}, {_role_changes(df, 'lost', 'lost one', '{:,}'.format)}"
+                       + (f"\n{n_unlike:,} of the shared sentences were truncated in one run and not in the other, "
                           "or are other pieces" + _tokenizers_note(ia, ib)
                           + ": their differences come from the input, not only the model" if n_unlike else "")
                        + _storage_note(ia, ib)
                        + unlike_note("its role_change is unknown")
-                       + (f"\nthe runs' tests are over other sentences (run {ia['run_id']}: {n_run_a}, run "
-                          f"{ib['run_id']}: {n_run_b}, {n_sent} shared), so role_change is unknown for every role; "
+                       + (f"\nthe runs' tests are over other sentences (run {ia['run_id']}: {n_run_a:,}, run "
+                          f"{ib['run_id']}: {n_run_b:,}, {n_sent:,} shared), so role_change is unknown for every role; "
                           "the paired tests use the shared sentences" if other_sentences else "")),
                  unlike_decisions=unlike)
     df.attrs = attrs

@@ -551,3 +551,15 @@ def test_the_note_counts_heads_that_gained_a_role_not_head_role_pairs(tmp_path):
     cmp = headdb.compare(store, "base", "tuned")
     assert (cmp["role_change"] == "gained").sum() == 2
     assert "; 1 head gained a role (2 roles in all), 1 lost one" in cmp.attrs["note"]
+
+
+def test_the_note_writes_large_counts_with_thousands_separators():
+    """The note's counts read like the CLI's and the report's (headdb.errors.count): "1,200 heads
+    gained a role", not "1200 heads" beside "1,200 sentences" elsewhere."""
+    import pandas as pd
+
+    from headdb.compare import _role_changes
+    grid = pd.DataFrame({"layer": [i // 40 for i in range(1200)] * 2, "head": [i % 40 for i in range(1200)] * 2,
+                         "role_change": ["gained"] * 2400})
+    assert _role_changes(grid, "gained", "gained a role", lambda n: headdb.errors.count(n, "head")) \
+        == "1,200 heads gained a role (2,400 roles in all)"
