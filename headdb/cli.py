@@ -794,9 +794,17 @@ def main() -> None:
 
     SIGTERM (`timeout`, `docker stop`, a job scheduler) ends a command as Ctrl-C does: an ingest
     marks its run interrupted and says what it kept (the signal waits for a running DuckDB
-    statement to return)."""
+    statement to return).
+
+    A closed standard output (``>&-``) is refused before any work: Python then drops every
+    write to it, so a command's results would vanish while it exits 0."""
     import signal
 
+    if sys.stdout is None:
+        if sys.stderr is not None:
+            sys.stderr.write("error: standard output is closed (>&-): headdb writes its results there; "
+                             "redirect it to a file or to /dev/null instead\n")
+        sys.exit(1)
     try:
         previous = signal.signal(signal.SIGTERM, _terminated)
     except ValueError:  # not the main thread (an embedding application): its own handling stays

@@ -53,6 +53,24 @@ def test_python_dash_m_headdb_is_the_command():
     assert bad.returncode == 1 and bad.stderr.startswith("error: "), bad.stderr
 
 
+def test_a_closed_standard_output_is_refused_before_any_work(tmp_path):
+    """With stdout closed (`>&-`) Python drops every write to it: `headdb roles` and `runs`
+    exited 0 with their results gone, and `sql -f csv` died with an AttributeError traceback."""
+    import shlex
+
+    store = tmp_path / "s.db"
+    from headdb.db import init
+
+    init(store)
+    for args in (["roles"], ["sql", str(store), "SELECT 1", "-f", "csv"], ["init", str(tmp_path / "new.db")]):
+        line = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "headdb", *args])
+        done = subprocess.run(["bash", "-c", line + " >&-"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1, (args, done.stderr)
+        assert done.stderr.startswith("error: standard output is closed (>&-)"), done.stderr
+        assert "Traceback" not in done.stderr
+    assert not (tmp_path / "new.db").exists()  # refused before it did anything
+
+
 def test_help_does_not_import_torch():
     code = (
         "import sys\n"
