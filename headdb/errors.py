@@ -95,7 +95,7 @@ class DatabaseLockedError(DatabaseError):
 
 
 class IngestInterrupted(KeyboardInterrupt):
-    """Ctrl-C during an ingest after its run was recorded: the run (marked failed, resumable)
+    """Ctrl-C during an ingest after its run was recorded: the run (marked interrupted, resumable)
     and how many of its sentences are committed."""
 
     def __init__(self, run_id: int, run_name: str, kept: int | None):

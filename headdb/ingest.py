@@ -893,11 +893,13 @@ def _check_not_a_store(corpus: Path) -> None:
 
 
 def _fail(con, run_id: int, exc: BaseException) -> bool:
-    """Mark the run failed (it stays resumable); never hide the original error. Whether the
-    mark was written (on a full disk it may not be)."""
-    message = "interrupted" if interrupted(exc) else (str(exc).splitlines() or [type(exc).__name__])[0]
+    """Mark the run failed, or interrupted after Ctrl-C or SIGTERM (it stays resumable either
+    way); never hide the original error. Whether the mark was written (on a full disk it may not be)."""
+    stopped = interrupted(exc)
+    message = "interrupted" if stopped else (str(exc).splitlines() or [type(exc).__name__])[0]
     try:
-        con.execute("UPDATE runs SET status = 'failed', error = ? WHERE run_id = ?", [message[:500], run_id])
+        con.execute("UPDATE runs SET status = ?, error = ? WHERE run_id = ?",
+                    ["interrupted" if stopped else "failed", message[:500], run_id])
         return True
     except Exception:  # noqa: BLE001 - the database may be what failed
         return False

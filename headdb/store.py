@@ -250,9 +250,9 @@ def write_batches(con: duckdb.DuckDBPyConnection, run_id: int, corpus_id: int,
 def runs(db: str | Path) -> pd.DataFrame:
     """Every run with its provenance, status and counts.
 
-    ``status`` is done, failed, or interrupted: a run that a killed process left marked
-    running (none can be running while this reads the file, since an ingest holds the write
-    lock); re-running the same ingest command resumes it.
+    ``status`` is done, failed, or interrupted: stopped by Ctrl-C or SIGTERM, or left marked
+    running by a killed process (none can be running while this reads the file, since an ingest
+    holds the write lock); re-running the same ingest command resumes a failed or interrupted run.
     """
     con = connect(db, read_only=True)
     try:

@@ -197,9 +197,11 @@ def test_ctrl_c_inside_the_edge_insert_marks_the_run_interrupted_and_it_resumes(
         ingest_module.ingest(db, sample_corpus(), model=tiny_bert_dir, limit=40, batch_size=8)
     assert (caught.value.run_id, caught.value.kept) == (1, 16)
     con = duckdb.connect(str(db), read_only=True)
-    assert con.execute("SELECT status, error FROM runs").fetchall() == [("failed", "interrupted")]
+    assert con.execute("SELECT status, error FROM runs").fetchall() == [("interrupted", "interrupted")]
     assert con.execute("SELECT count(*) FROM run_sentences").fetchone()[0] == 16  # two batches committed
     con.close()
+    # `headdb runs` called it failed, the word it uses for errors
+    assert store.runs(db)["status"].tolist() == ["interrupted"]
     monkeypatch.setattr(store, "insert_edges", real)
     result = ingest_module.ingest(db, sample_corpus(), model=tiny_bert_dir, limit=40, batch_size=8)
     assert result.resumed and result.sentences == 24 and result.kept_before == 16

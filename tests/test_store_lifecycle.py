@@ -355,7 +355,7 @@ def test_sigterm_during_an_ingest_says_what_it_kept_and_the_run_resumes(tmp_path
     assert err.startswith("interrupted: run 1 (run-1) keeps its 16 committed sentences; run the same command "
                           "again to resume it"), err
     con = duckdb.connect(str(db), read_only=True)
-    assert con.execute("SELECT status, error FROM runs").fetchall() == [("failed", "interrupted")]
+    assert con.execute("SELECT status, error FROM runs").fetchall() == [("interrupted", "interrupted")]
     con.close()
     monkeypatch.setattr(store_module, "insert_edges", real)
     code, out, err = run_main(capsys, monkeypatch, *args)
