@@ -88,7 +88,8 @@ def _matrix_figure(plt, values: np.ndarray, *, title: str, xlabel: str, ylabel: 
                    norm=None, xticks: Sequence[str] | None = None, yticks: Sequence[str] | None = None,
                    marks: np.ndarray | None = None, suffix: np.ndarray | None = None, integer: bool = False,
                    note: str = NUMBERING, labels: np.ndarray | None = None):
-    """``labels``: the numbers written in the cells where ``values`` (the colours) are clipped."""
+    """``labels``: the numbers written in the cells where ``values`` (the colours) are clipped, or
+    missing: a cell without a colour (grey) still shows its label where it has one."""
     n_rows, n_cols = values.shape
     w, h = _grid_size(n_rows, n_cols)
     if xticks is not None:
@@ -112,13 +113,13 @@ def _matrix_figure(plt, values: np.ndarray, *, title: str, xlabel: str, ylabel: 
     for i in range(n_rows):
         for j in range(n_cols):
             v = values[i, j]
-            if not np.isfinite(v):
-                continue
             number = v if labels is None else labels[i, j]
+            if not np.isfinite(number):
+                continue
             text = str(int(number)) if integer else _fmt(float(number))
             if suffix is not None and suffix[i, j]:
                 text += suffix[i, j]
-            colour = _text_colour(im.cmap(im.norm(v)))
+            colour = _text_colour(im.cmap(im.norm(v)) if np.isfinite(v) else cm.get_bad())
             ax.text(j, i, text, ha="center", va="center", fontsize=size, color=colour,
                     fontweight="bold" if marks is not None and marks[i, j] else "normal")
             if marks is not None and marks[i, j]:
@@ -177,19 +178,22 @@ def _score_figures(plt, con, run_id: int, roles: list[str], fig_dir: Path, writt
     out = []
     for role in roles:
         mean = analysis.head_grid(con, run_id, role, "mean").to_numpy(float)
+        # a head with a mean but no test (fewer than two scores, or no spread at tau) is grey, as
+        # the note says of untested heads; it was coloured like a tested one
+        tested = np.isfinite(analysis.head_grid(con, run_id, role, "p").to_numpy(float))
         sig = analysis.head_grid(con, run_id, role, "significant").fillna(False).to_numpy(bool)
         tau = con.execute("SELECT min(tau) FROM head_tests WHERE run_id = ? AND role = ?", [run_id, role]).fetchone()[0]
         finite = mean[np.isfinite(mean) & (mean > 0)]
         lo = max(0.05, float(finite.min())) if finite.size else 0.1
         hi = max(float(finite.max()) if finite.size else 1.0, tau * 1.05, lo * 1.5)
         fig = _matrix_figure(
-            plt, np.where(np.isfinite(mean), np.clip(mean, lo, None), np.nan),
+            plt, np.where(tested & np.isfinite(mean), np.clip(mean, lo, None), np.nan),
             title=f"{role}: mean sieve bias score per head ({int(sig.sum())} of {count(sig.size, 'head')} significant)",
             xlabel="head (0-based)", ylabel="layer (0-based)",
             cbar="mean score (log scale; 1 = uniform attention)", cmap="viridis", norm=LogNorm(lo, hi), marks=sig,
             labels=mean,  # the colour of a score below the scale's floor, the number its own
             note=f"{NUMBERING} Boxed, bold: heads with the role (one-sided t-test of mean score > tau = {tau:g}, "
-                 "corrected p below alpha). Grey: not tested.")
+                 "corrected p below alpha). Grey: not tested (its number, if any, is its mean).")
         png = _save(plt, fig, f"heatmap_{_safe(role)}", fig_dir, written)
         out.append(_Figure(f"heatmap_{_safe(role)}", f"{role}: mean score per head",
                            f"Mean score per layer and head; significant heads boxed (tau = {tau:g}). {NUMBERING}",

@@ -372,3 +372,33 @@ def test_counts_of_one_are_singular_in_the_summary_and_titles(tmp_path, monkeypa
     changed = [t for t in titles if "changed" in t]
     assert changed and all(t.endswith("; 0 heads changed") for t in changed), changed
     assert not any("1 heads" in t or "1 layers" in t for t in titles)
+
+
+def test_a_heatmap_greys_a_head_with_a_mean_but_no_test_and_still_shows_its_mean(tmp_path, monkeypatch):
+    """A head with one score has a mean and no test (p NULL): it was coloured like a tested head,
+    where the footnote says grey is for the untested."""
+    import importlib
+
+    import numpy as np
+
+    report = importlib.import_module("headdb.report")
+    store = build_results_store(tmp_path / "r.db")
+    headdb.sql(store, "UPDATE head_tests SET n = 1, mean = 1.7, std = NULL, t = NULL, p = NULL, p_adj = NULL, "
+               "ci_low = NULL, ci_high = NULL, significant = false "
+               "WHERE run_id = 1 AND role = 'local' AND layer = 0 AND head = 1", write=True)
+    seen = {}
+    real = report._save
+
+    def keep(plt, fig, name, fig_dir, written):
+        ax = fig.axes[0]
+        if name == "heatmap_local":
+                seen[name] = (np.ma.getmaskarray(ax.images[0].get_array()), [t.get_text() for t in ax.texts],
+                          fig.texts[-1].get_text())
+        return real(plt, fig, name, fig_dir, written)
+
+    monkeypatch.setattr(report, "_save", keep)
+    headdb.report(store, "base", tmp_path / "rep", accuracy=False)
+    masked, texts, note = seen["heatmap_local"]
+    assert masked[0, 1] and masked.sum() == 1  # grey: the bad colour, the one untested head
+    assert texts[1] == "1.7"
+    assert "Grey: not tested (its number, if any, is its mean)" in note
