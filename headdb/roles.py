@@ -307,7 +307,19 @@ def _references(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[int, str
     table or alias that qualifies it), table function ('function'), ``getvariable`` call
     ('variable': the name it reads, '' where that is not a string constant) and prepared-statement
     parameter ('parameter': ``$name``, ``$1`` or ``?`` as written). None if it does not parse
-    (binding the role then reports the syntax error)."""
+    (binding the role then reports the syntax error).
+
+    A statement nested too deeply for Python to read its tree (an expression of some 400 terms,
+    which DuckDB accepts up to its max_expression_depth of 1000) is read the stricter way too:
+    json.loads and the walk below recurse once per level, and the RecursionError was a traceback
+    from `headdb classify` and `headdb roles list`."""
+    try:
+        return _tree_references(con, sql)
+    except RecursionError:
+        return _identifier_tokens(sql)
+
+
+def _tree_references(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[int, str, str]] | None:
     import json
 
     try:

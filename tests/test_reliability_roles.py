@@ -444,3 +444,30 @@ def test_a_role_with_a_prepared_statement_parameter_is_told_how_roles_get_the_ru
         load_roles(tmp_path / "roles", ["byrun"])
     assert str(info.value) == said.replace(f"the parameter {parameter}", "prepared-statement parameters").replace(
         f"{path}:6:", f"{path}:4:")
+
+
+def test_a_role_nested_too_deeply_for_pythons_recursion_is_checked_the_strict_way(tmp_path):
+    """An expression of 600 terms (DuckDB takes up to 1000 levels) made json.loads of its parse
+    tree raise RecursionError: a traceback from `headdb classify` and `headdb roles list`. Such a
+    role is now checked by its identifiers, as where there is no parse tree: classified when it
+    keeps the contract, refused with path:line when it names attention."""
+    import numpy as np
+
+    import headdb
+    from headdb.roles import load_roles
+    from role_reference import build_store, dirichlet_attention, simple_seq
+
+    deep = "token_pos" + " + 0" * 600
+    write_role(tmp_path / "roles", "deep", HEADER.format(name="deep") + "SELECT run_id, sentence_id, token_pos AS "
+               f"query_pos,\n  {deep} AS key_pos\nFROM tokens\n")
+    seqs = [simple_seq([1, 2, 1], [1, None, 1], ["nsubj", "root", "obj"]) for _ in range(3)]
+    db = tmp_path / "s.db"
+    build_store(db, seqs, [dirichlet_attention(np.random.default_rng(1), 1, 2, q.length) for q in seqs])
+    tests = headdb.classify(db, roles="deep", roles_dir=tmp_path / "roles")
+    assert list(tests["n"]) == [3, 3] and np.isfinite(tests["mean"]).all()
+    path = write_role(tmp_path / "evil", "deep", HEADER.format(name="deep") + "SELECT run_id, sentence_id, "
+                      f"token_pos AS query_pos,\n  {deep} AS key_pos\nFROM tokens\nWHERE sentence_id IN "
+                      "(SELECT sentence_id FROM edges WHERE weight > 0.5)\n")
+    with pytest.raises(RoleError) as info:
+        load_roles(tmp_path / "evil", "deep")
+    assert str(info.value).startswith(f"{path}:7: roles never mention attention"), str(info.value)
