@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from headdb.db import connect, connect_restricted, memory_limit_mb, registered, transaction
+from headdb.db import close_connection, connect, connect_restricted, memory_limit_mb, registered, transaction
 from headdb.errors import InputError, yes_no
 from headdb.progress import takes_progress
 from headdb.roles import Role, load_roles
@@ -89,7 +89,7 @@ def classify(
         else:
             scores = compute_scores(con, run_id, chosen, progress)
     finally:
-        con.close()
+        close_connection(con)  # not one a role's statement still holds after a second Ctrl-C
     heads = [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
     taus = {r.name: (r.tau if tau is None else float(tau)) for r in chosen}
     classification_id = None

@@ -195,6 +195,61 @@ def interrupted(exc: BaseException) -> bool:
             or (type(exc) is RuntimeError and str(exc).strip() == "Query interrupted"))
 
 
+def interruptible(con: duckdb.DuckDBPyConnection, work: Callable[[], Any]) -> Any:
+    """``work()`` (statements on ``con``) on a worker thread while this thread waits, so that
+    Ctrl-C stops it: DuckDB's client looks for the signal only between the tasks of a statement,
+    and some operators run one task for as long as they like (an endless recursive CTE, a cross
+    join in a scalar subquery: a role's SQL never stopped, and the process had to be killed).
+    On KeyboardInterrupt (SIGINT; SIGTERM in the CLI) ``con.interrupt()`` is called until the
+    worker has returned, which DuckDB's operators do check, and the KeyboardInterrupt goes on.
+    A second Ctrl-C meanwhile stops waiting; the worker then ends with its statement, and
+    :func:`close_connection` leaves ``con`` to it. Off the main thread, where no signal arrives,
+    ``work`` runs where it is called. The hand-off costs a thread's start (0.1 ms)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return work()
+    outcome: dict[str, Any] = {}
+    # its own signal of the end: Thread.join() interrupted by Ctrl-C marks a thread that is still
+    # running as stopped (Python 3.11's threading releases the thread's own lock for it), so that
+    # is_alive() says False, and the process went on to exit under a statement still running
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread as it is
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="headdb-role-sql", daemon=True).start()
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        while not done.wait(0.05):  # interrupted between two statements, the next one is too
+            con.interrupt()
+        outcome.clear()
+        raise
+    if "error" in outcome:
+        error = outcome.pop("error")
+        try:
+            raise error
+        finally:
+            del error
+    return outcome["value"]
+
+
+def close_connection(con: duckdb.DuckDBPyConnection) -> None:
+    """``con.close()``, but a connection still busy with a statement on another thread (one that
+    a second Ctrl-C stopped waiting for, :func:`interruptible`) is left to that thread: DuckDB
+    refuses to close it, and its error would hide the interrupt."""
+    try:
+        con.close()
+    except duckdb.ResourceInUseException:
+        pass
+
+
 def check_writable(path: str | Path) -> None:
     """Fail now, with the locked message, if another process holds an existing database.
 

@@ -304,9 +304,22 @@ _RESULT_TABLES = frozenset({"role_summary", "role_colocation", "role_layer_distr
 def _references(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[int, str, str]] | None:
     """What a statement reads, from DuckDB's own parse tree (``json_serialize_sql``): one
     (offset, kind, name) per table ('table'), column ('column': the column's own name, not the
-    table or alias that qualifies it), table function ('function') and ``getvariable`` call
-    ('variable': the name it reads, '' where that is not a string constant). None if it does not parse
-    (binding the role then reports the syntax error)."""
+    table or alias that qualifies it), table function ('function'), ``getvariable`` call
+    ('variable': the name it reads, '' where that is not a string constant) and prepared-statement
+    parameter ('parameter': ``$name``, ``$1`` or ``?`` as written). None if it does not parse
+    (binding the role then reports the syntax error).
+
+    A statement nested too deeply for Python to read its tree (an expression of some 400 terms,
+    which DuckDB accepts up to its max_expression_depth of 1000) is read the stricter way too:
+    json.loads and the walk below recurse once per level, and the RecursionError was a traceback
+    from `headdb classify` and `headdb roles list`."""
+    try:
+        return _tree_references(con, sql)
+    except RecursionError:
+        return _identifier_tokens(sql)
+
+
+def _tree_references(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[int, str, str]] | None:
     import json
 
     try:
@@ -346,6 +359,10 @@ def _references(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[int, str
                     found.append((where, "relation", name))
             elif node.get("type") == "TABLE_FUNCTION" and isinstance(node.get("function"), dict):
                 found.append((where, "function", str(node["function"].get("function_name", ""))))
+            elif node.get("class") == "PARAMETER":  # $name, $1 or ?: as written
+                size = node.get("query_location_length")
+                text = sql[where:where + size].strip() if isinstance(size, int) and size > 0 else ""
+                found.append((where, "parameter", text or f"${node.get('identifier', '')}"))
             elif node.get("class") == "FUNCTION" and str(node.get("function_name", "")).lower() == "getvariable":
                 found.append((where, "variable", _constant_text(node.get("arguments") or node.get("children"))))
             entries = (node.get("cte_map") or {}).get("map") if isinstance(node.get("cte_map"), dict) else None
@@ -475,6 +492,8 @@ def check_mentions(con: duckdb.DuckDBPyConnection, role: Role, attention: frozen
                 raise role.error(f"roles read the store's tables (tokens, words, sentences, runs, ...), not {name!r} "
                                  "(DuckDB's catalog, information_schema and pg_catalog describe the store, "
                                  "the edges' sizes among it)", _line_of(role.text, pos))
+        if kind == "parameter":
+            raise role.error(_parameter_message(name), _line_of(role.text, pos))
         if kind == "variable" and word not in declared:
             what = f"the variable {name!r}" if name else "a variable whose name is not a string constant"
             params = ", ".join(role.params) or "none"
@@ -499,6 +518,15 @@ def check_mentions(con: duckdb.DuckDBPyConnection, role: Role, attention: frozen
                              f"this one uses {name.lower()!r}{hint}", _line_of(role.text, pos))
 
 
+def _parameter_message(parameter: str) -> str:
+    """Why a role cannot use a prepared-statement parameter, and what it does instead."""
+    what = f"the parameter {parameter}" if parameter else "prepared-statement parameters"
+    return (f"the role uses {what}, which nothing binds: a role's SQL takes no parameters; it returns its "
+            f"pairs for every run (token level: run_id from tokens; word level: corpus_id from words) and "
+            f"headdb keeps those of the run it classifies. A value of the role's own goes in its `-- params:` "
+            f"line (`-- params: name=value`), read as getvariable('name')")
+
+
 def check_columns(con: duckdb.DuckDBPyConnection, role: Role, attention: frozenset[str] | None = None) -> None:
     """DESCRIBE the role's SELECT and compare with the column contract of its level
     (``attention``: as for :func:`check_mentions`)."""
@@ -509,6 +537,8 @@ def check_columns(con: duckdb.DuckDBPyConnection, role: Role, attention: frozens
     try:
         described = con.execute(sql).fetchall()
     except duckdb.Error as exc:
+        if "Values were not provided" in str(exc):  # a parameter the parse tree could not show
+            raise role.error(_parameter_message(""), _sql_line(exc, role.body_line)) from None
         raise role.error(f"the role's SELECT does not bind against the store schema: {_first_line(exc)}",
                          _sql_line(exc, role.body_line)) from None
     got = [(r[0], str(r[1]).upper()) for r in described]

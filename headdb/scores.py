@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from headdb.db import connect_restricted, quote_ident, registered
+from headdb.db import close_connection, connect_restricted, interrupted, interruptible, quote_ident, registered
 from headdb.errors import RoleError
 from headdb.resources import query
 from headdb.roles import Role, fill, load_roles, set_params, sieve_sql
@@ -101,7 +101,9 @@ def _insert_sieves(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role
         set_params(con, role)
     try:
         con.execute(f"INSERT INTO {_SIEVE_TABLE}\n{union_sql}", [v for number in range(len(roles)) for v in (number, run_id)])
-    except duckdb.Error:
+    except duckdb.Error as exc:
+        if interrupted(exc):  # Ctrl-C: not a role to find by going role by role
+            raise
         con.execute(f"DELETE FROM {_SIEVE_TABLE}")
         return False
     finally:
@@ -122,6 +124,8 @@ def _fill_sieve(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role]) 
                 select_sql = _sieve_select(role)
                 con.execute(f"INSERT INTO {_SIEVE_TABLE}\n{select_sql}", [number, run_id])
             except duckdb.Error as exc:
+                if interrupted(exc):
+                    raise
                 raise role.error(f"the role's SELECT failed on the store: {str(exc).strip().splitlines()[0]}") from None
             finally:
                 _unset_params(con, role)
@@ -154,6 +158,8 @@ def _check_words(con: duckdb.DuckDBPyConnection, run_id: int, role: Role) -> Non
         bad = con.execute(fill(query("framework/word_checks"), "word_pairs", "(\n" + role.body + "\n)"),
                           {"run_id": run_id}).fetchall()
     except duckdb.Error as exc:
+        if interrupted(exc):
+            raise
         raise role.error(f"the role's SELECT failed on the store: {str(exc).strip().splitlines()[0]}") from None
     finally:
         _unset_params(con, role)
@@ -193,7 +199,15 @@ def sieve_passes(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role])
     """The roles' sieves for one run, filled and checked on a restricted connection, as Arrow
     tables to score elsewhere (:func:`store_scores`). Returns the counter width and one
     (index of the pass's first role, its number of roles, its sieve) per pass whose sieve is
-    not empty; roles are numbered from 0 within a pass, as :func:`framework_sql` expects."""
+    not empty; roles are numbered from 0 within a pass, as :func:`framework_sql` expects.
+
+    Role SQL runs only here, on a worker thread (:func:`headdb.db.interruptible`), so that
+    Ctrl-C stops a role whose query DuckDB would not stop for the signal (an endless recursive
+    CTE, a cross join in a scalar subquery)."""
+    return interruptible(con, lambda: _sieve_passes(con, run_id, roles))
+
+
+def _sieve_passes(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role]) -> tuple[int, list[tuple[int, int, object]]]:
     longest = con.execute("SELECT coalesce(max(n_tokens), 1) FROM run_sentences WHERE run_id = ?", [run_id]).fetchone()[0]
     bits = counter_bits(longest)
     step = roles_per_pass(bits)
@@ -315,7 +329,7 @@ def scores(db: str | Path, run: int | str | None = None, roles: list[str] | str 
         run_id = resolve_run(con, run, finished=True)
         return compute_scores(con, run_id, chosen)
     finally:
-        con.close()
+        close_connection(con)
 
 
 def register_views(con: duckdb.DuckDBPyConnection) -> None:

@@ -251,3 +251,113 @@ def test_ctrl_c_after_the_run_is_recorded_always_names_the_run(tmp_path, monkeyp
     assert (caught.value.run_id, caught.value.run_name, caught.value.kept) == (1, "run-1", None)
     monkeypatch.undo()
     assert ingest_module.ingest(db, sample_corpus(), model=tiny_bert_dir, limit=24, batch_size=8).resumed
+
+
+def test_ctrl_c_stops_a_duckdb_statement_that_does_not_look_for_the_signal():
+    """DuckDB 2.0.1's client looks for Ctrl-C between the tasks of a statement, and a cross join
+    in a scalar subquery runs one task for minutes: the signal never stopped it. Run on a worker
+    thread (headdb.db.interruptible), the statement is interrupted at once."""
+    import time
+
+    from headdb.db import interruptible
+
+    con = duckdb.connect()
+    endless = "SELECT (SELECT count(*) FROM range(100000) a, range(100000) b, range(100000) c)"
+    ctrl_c = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+    rescue = threading.Timer(30, con.interrupt)  # never a hung suite, should it not stop
+    ctrl_c.start()
+    rescue.start()
+    began = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            interruptible(con, lambda: con.execute(endless).fetchall())
+    finally:
+        ctrl_c.cancel()
+        rescue.cancel()
+    assert time.monotonic() - began < 10
+    while any(t.name == "headdb-role-sql" for t in threading.enumerate()):  # the worker ends too
+        assert time.monotonic() - began < 10
+        time.sleep(0.01)
+    # the connection goes on; the worker's result and errors come back as they are
+    assert interruptible(con, lambda: con.execute("SELECT 42").fetchall()) == [(42,)]
+    with pytest.raises(duckdb.CatalogException, match="nowhere"):
+        interruptible(con, lambda: con.execute("SELECT * FROM nowhere"))
+    con.close()
+
+
+ENDLESS_ROLES = {
+    # the recursive CTE never ends: DuckDB never stopped it for Ctrl-C
+    "endless": "WITH RECURSIVE r(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM r)\n"
+               "SELECT t.run_id, t.sentence_id, t.token_pos AS query_pos, t.token_pos AS key_pos\n"
+               "FROM tokens t JOIN r ON r.i = t.token_pos\n",
+    # 10^15 rows, counted in one task
+    "crossed": "SELECT t.run_id, t.sentence_id, t.token_pos AS query_pos, t.token_pos AS key_pos FROM tokens t\n"
+               "WHERE t.token_pos < (SELECT count(*) FROM range(100000) a, range(100000) b, range(100000) c)\n",
+}
+
+
+def _stored(db) -> tuple:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return tuple(con.execute(sql).fetchall() for sql in (
+            "SELECT * FROM classifications ORDER BY ALL",
+            "SELECT role, count(*), sum(mean), sum(p) FROM head_tests GROUP BY ALL ORDER BY ALL",
+            "SELECT role, count(*), sum(score) FROM sentence_scores GROUP BY ALL ORDER BY ALL",
+            "SELECT role, sha256 FROM roles ORDER BY ALL"))
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("how", ["cli", "api"])
+def test_ctrl_c_stops_classify_in_a_role_that_never_ends_and_the_store_is_unchanged(tmp_path, how):
+    """Ctrl-C (SIGINT) in `headdb classify`, or in headdb.classify(), while a role's SQL runs that
+    DuckDB does not stop for the signal: it ends at once with `interrupted` (a KeyboardInterrupt
+    from Python), and the store keeps its previous classification as it was."""
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+    from role_reference import build_store, simple_seq
+
+    import headdb
+
+    seqs = [simple_seq([1, 2, 1], [1, None, 1], ["nsubj", "root", "obj"])] * 3
+    rng = np.random.default_rng(0)
+    build_store(tmp_path / "s.db", seqs, [rng.dirichlet(np.ones(q.length), size=(1, 2, q.length)) for q in seqs])
+    db = tmp_path / "s.db"
+    headdb.classify(db, roles="local,delimiter", progress=False)
+    name = "endless" if how == "cli" else "crossed"
+    roles = tmp_path / "roles"
+    roles.mkdir()
+    (roles / f"{name}.sql").write_text(f"-- name: {name}\n-- description: never ends\n-- level: token\n"
+                                       + ENDLESS_ROLES[name])
+    command = ([sys.executable, "-m", "headdb", "classify", str(db), "--roles-dir", str(roles), "--roles",
+                f"local,{name}", "-q"] if how == "cli" else
+               [sys.executable, "-c", "import sys, headdb\ntry:\n    headdb.classify(sys.argv[1], roles=['local', "
+                f"'{name}'], roles_dir=sys.argv[2])\nexcept KeyboardInterrupt:\n    sys.exit('KeyboardInterrupt')",
+                str(db), str(roles)])
+    # as long as a whole classification of the store takes, twice over: the role's SQL runs by then
+    began = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "headdb", "classify", str(db), "--roles", "local", "--quiet",
+                           "--out", str(tmp_path / "t.csv")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    before = _stored(db)
+    wait = max(2.0, 2 * (time.monotonic() - began))
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(wait)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert time.monotonic() - sent < 10
+    if how == "cli":
+        assert (proc.returncode, err, out) == (130, "interrupted\n", "")
+    else:
+        assert (proc.returncode, err.splitlines()[-1:], out) == (1, ["KeyboardInterrupt"], "")
+    assert _stored(db) == before

@@ -402,3 +402,72 @@ def test_sieves_with_nulls_or_missing_words_are_refused_on_data_and_nothing_is_s
     assert str(info.value).startswith(f"{path}:4: ") and words in str(info.value)
     assert headdb.sql(db, "SELECT (SELECT count(*) FROM head_tests) + (SELECT count(*) FROM sentence_scores) AS n"
                       )["n"][0] == 0
+
+
+@pytest.mark.parametrize("level,where,parameter", [
+    ("token", "WHERE run_id = $run_id", "$run_id"),
+    ("token", "WHERE token_pos < ?", "?"),
+    ("word", "WHERE corpus_id = (SELECT corpus_id FROM runs WHERE run_id = $1)", "$1"),
+])
+def test_a_role_with_a_prepared_statement_parameter_is_told_how_roles_get_the_run(tmp_path, monkeypatch, level,
+                                                                                  where, parameter):
+    """`$run_id` or `?` in a role got DuckDB's 'Values were not provided for the following
+    parameters: run_id' and no hint: roles take no parameters; they return every run's pairs, and
+    their own values come from `-- params:` through getvariable()."""
+    import importlib
+
+    import numpy as np
+
+    import headdb
+    from headdb.roles import load_roles
+    from role_reference import build_store, dirichlet_attention, simple_seq
+
+    seqs = [simple_seq([1, 2, 1], [1, None, 1], ["nsubj", "root", "obj"]) for _ in range(3)]
+    db = tmp_path / "s.db"
+    build_store(db, seqs, [dirichlet_attention(np.random.default_rng(1), 1, 2, q.length) for q in seqs])
+    columns = ("run_id, sentence_id, token_pos AS query_pos, token_pos AS key_pos\nFROM tokens" if level == "token"
+               else "corpus_id, sentence_id, word_pos AS query_word_pos, word_pos AS key_word_pos\nFROM words")
+    path = write_role(tmp_path / "roles", "byrun", HEADER.replace("token", level).format(name="byrun")
+                      + f"SELECT {columns}\n{where}\n")
+    said = (f"{path}:6: the role uses the parameter {parameter}, which nothing binds: a role's SQL takes no "
+            "parameters; it returns its pairs for every run (token level: run_id from tokens; word level: corpus_id "
+            "from words) and headdb keeps those of the run it classifies. A value of the role's own goes in its "
+            "`-- params:` line (`-- params: name=value`), read as getvariable('name')")
+    with pytest.raises(RoleError) as info:
+        headdb.classify(db, roles="local,byrun", roles_dir=tmp_path / "roles")
+    assert str(info.value) == said
+    assert headdb.sql(db, "SELECT (SELECT count(*) FROM head_tests) + (SELECT count(*) FROM sentence_scores) AS n"
+                      )["n"][0] == 0
+    # where the parse tree cannot be read, DuckDB's own refusal says the same (at the SELECT, unnamed)
+    monkeypatch.setattr(importlib.import_module("headdb.roles"), "_references", lambda con, sql: None)
+    with pytest.raises(RoleError) as info:
+        load_roles(tmp_path / "roles", ["byrun"])
+    assert str(info.value) == said.replace(f"the parameter {parameter}", "prepared-statement parameters").replace(
+        f"{path}:6:", f"{path}:4:")
+
+
+def test_a_role_nested_too_deeply_for_pythons_recursion_is_checked_the_strict_way(tmp_path):
+    """An expression of 600 terms (DuckDB takes up to 1000 levels) made json.loads of its parse
+    tree raise RecursionError: a traceback from `headdb classify` and `headdb roles list`. Such a
+    role is now checked by its identifiers, as where there is no parse tree: classified when it
+    keeps the contract, refused with path:line when it names attention."""
+    import numpy as np
+
+    import headdb
+    from headdb.roles import load_roles
+    from role_reference import build_store, dirichlet_attention, simple_seq
+
+    deep = "token_pos" + " + 0" * 600
+    write_role(tmp_path / "roles", "deep", HEADER.format(name="deep") + "SELECT run_id, sentence_id, token_pos AS "
+               f"query_pos,\n  {deep} AS key_pos\nFROM tokens\n")
+    seqs = [simple_seq([1, 2, 1], [1, None, 1], ["nsubj", "root", "obj"]) for _ in range(3)]
+    db = tmp_path / "s.db"
+    build_store(db, seqs, [dirichlet_attention(np.random.default_rng(1), 1, 2, q.length) for q in seqs])
+    tests = headdb.classify(db, roles="deep", roles_dir=tmp_path / "roles")
+    assert list(tests["n"]) == [3, 3] and np.isfinite(tests["mean"]).all()
+    path = write_role(tmp_path / "evil", "deep", HEADER.format(name="deep") + "SELECT run_id, sentence_id, "
+                      f"token_pos AS query_pos,\n  {deep} AS key_pos\nFROM tokens\nWHERE sentence_id IN "
+                      "(SELECT sentence_id FROM edges WHERE weight > 0.5)\n")
+    with pytest.raises(RoleError) as info:
+        load_roles(tmp_path / "evil", "deep")
+    assert str(info.value).startswith(f"{path}:7: roles never mention attention"), str(info.value)
