@@ -108,3 +108,36 @@ def test_writes_to_a_read_only_store_file_are_refused_naming_it(store, tmp_path,
     assert store.read_bytes() == before
     assert run_headdb("summary", store).returncode == 0
 
+
+def _full_disk_at(limit: int):
+    """For a subprocess: every write past ``limit`` bytes of a file fails as on a full disk, with
+    an OSError that names no file (EFBIG, 'File too large', where the disk's is ENOSPC)."""
+    import resource
+    import signal
+
+    def limit_writes() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails instead of the process dying
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return limit_writes
+
+
+def test_a_report_that_cannot_be_written_names_its_folder(store, tmp_path, read_only):
+    """A full disk said `error: No space left on device` and nothing more (a failed write names no
+    file); a read-only folder named the report's hidden staging folder, not the report."""
+    import headdb
+
+    headdb.classify(store)
+    out = tmp_path / "rep"
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-m", "headdb", "report", str(store), "--out", str(out), "--quiet"],
+                          capture_output=True, text=True, env=env, timeout=300, preexec_fn=_full_disk_at(4096))
+    assert (proc.returncode, proc.stderr) == (1, f"error: {out}: cannot write the report: File too large\n")
+    assert not out.exists()  # the folder it made goes with the failed report
+
+    (tmp_path / "reports").mkdir()
+    folder = read_only(tmp_path / "reports")
+    proc = run_headdb("report", store, "--out", folder, "--quiet")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"error: {folder}: cannot write the report: Permission denied ("), proc.stderr
+    assert list(folder.iterdir()) == []
