@@ -7,6 +7,7 @@ the library are printed as one line (``--debug`` shows the traceback) with exit 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -22,6 +23,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 _state = {"debug": False, "interrupt_reported": False}
+
+
+def _home(value):
+    """A path option or argument that starts with ``~`` as a shell expands it (``Path`` or text,
+    as typer gives it). Bash leaves the ``~`` of ``--out=~/x.csv`` as it is, and so does a quoted
+    ``'~/s.db'``: `sql --out=~/x.csv` wrote a folder named ``~`` in the working directory and
+    said `wrote 1 row to ~/x.csv`, while a store ``~/s.db`` was "no such folder ./~" (DuckDB itself
+    opens ``~`` as the home folder)."""
+    if value is None or not str(value).startswith("~"):
+        return value
+    try:
+        return type(value)(os.path.expanduser(str(value)))
+    except RuntimeError:  # pragma: no cover - no home folder to be found: the path as it is
+        return value
 
 
 def _print_version(value: bool) -> None:
@@ -187,7 +202,7 @@ _FORMAT = typer.Option("table", "--format", "-f", help="Output format: table, cs
 
 
 @app.command()
-def init(db: Path = typer.Argument(..., help="Database file (created if missing).")) -> None:
+def init(db: Path = typer.Argument(..., callback=_home, help="Database file (created if missing).")) -> None:
     """Create the database or upgrade its schema (forward-only migrations)."""
     from headdb.db import init as api_init
 
@@ -200,11 +215,11 @@ def init(db: Path = typer.Argument(..., help="Database file (created if missing)
 
 @app.command()
 def ingest(
-    db: Path = typer.Argument(..., help="Database file (created if missing)."),
-    corpus: Optional[Path] = typer.Argument(None, help="Corpus file; default: the bundled EWT sample."),
+    db: Path = typer.Argument(..., callback=_home, help="Database file (created if missing)."),
+    corpus: Optional[Path] = typer.Argument(None, callback=_home, help="Corpus file; default: the bundled EWT sample."),
     format: Optional[str] = typer.Option(None, "--format", help="conllu, text or tsv (default: from the extension)."),
     pairs: bool = typer.Option(False, "--pairs", help="CoNLL-U: pair the 1st sentence with the 2nd, 3rd with 4th..."),
-    model: Optional[str] = typer.Option(None, "--model", help="Hugging Face name or local folder (default: bundled all-MiniLM-L6-v2)."),
+    model: Optional[str] = typer.Option(None, "--model", callback=_home, help="Hugging Face name or local folder (default: bundled all-MiniLM-L6-v2)."),
     top_k: Optional[int] = typer.Option(None, "--top-k", help="Keys kept per attention row (default: 8)."),
     min_mass: Optional[float] = typer.Option(None, "--min-mass", help="Stop a row earlier once the kept mass reaches this."),
     dense: bool = typer.Option(False, "--dense", help="Keep every key (no sparsification)."),
@@ -326,7 +341,7 @@ _RUNS_DEFAULTS = {"pairs": False, "min_mass": None, "dense": False, "weight_bits
 
 
 @app.command()
-def runs(db: Path = typer.Argument(..., help="Database file."), format: str = _FORMAT,
+def runs(db: Path = typer.Argument(..., callback=_home, help="Database file."), format: str = _FORMAT,
          all_columns: bool = typer.Option(False, "--all", help="Every provenance column.")) -> None:
     """List runs with their provenance and status."""
     from headdb.store import runs as api_runs
@@ -356,7 +371,7 @@ def runs(db: Path = typer.Argument(..., help="Database file."), format: str = _F
 
 
 @app.command()
-def drop(db: Path = typer.Argument(..., help="Database file."),
+def drop(db: Path = typer.Argument(..., callback=_home, help="Database file."),
          run: str = typer.Argument(..., help="Run id or name."),
          yes: bool = typer.Option(False, "--yes", help="Delete (without it: only show what would go)."),
          do_compact: bool = typer.Option(False, "--compact", help="Then rewrite the file without the freed space."),
@@ -385,7 +400,7 @@ def _compact_and_say(db: Path, quiet: bool) -> None:
 
 
 @app.command()
-def compact(db: Path = typer.Argument(..., help="Database file."),
+def compact(db: Path = typer.Argument(..., callback=_home, help="Database file."),
             quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.")) -> None:
     """Rewrite the store without the space of deleted rows (DuckDB only reuses it otherwise).
 
@@ -403,7 +418,7 @@ def _short_path(value: str) -> str:
 
 
 @app.command()
-def summary(db: Path = typer.Argument(..., help="Database file."),
+def summary(db: Path = typer.Argument(..., callback=_home, help="Database file."),
             run: Optional[str] = typer.Option(None, "--run", help="Run id or name (default: the latest finished)."),
             format: str = typer.Option("table", "--format", "-f", callback=_check_format,
                                        help="table; csv (a row per layer); json (the counts, and the layers "
@@ -485,10 +500,10 @@ def _rows_count(label: str, quiet: bool):
 
 @app.command()
 def sql(
-    db: Path = typer.Argument(..., help="Database file."),
+    db: Path = typer.Argument(..., callback=_home, help="Database file."),
     query: str = typer.Argument(..., help="One SQL statement."),
     format: str = _FORMAT,
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the result to .csv, .json or .parquet "
+    out: Optional[Path] = typer.Option(None, "--out", "-o", callback=_home, help="Write the result to .csv, .json or .parquet "
                                                                    "(written as it comes: any size)."),
     param: Optional[list[str]] = typer.Option(None, "--param", metavar="NAME=VALUE", callback=_check_params,
                                               help="A value for $NAME in the query (repeatable); text, which "
@@ -549,7 +564,7 @@ def sql(
 
 roles_app = typer.Typer(no_args_is_help=True, help="List and show roles (built-in and from --roles-dir).")
 app.add_typer(roles_app, name="roles")
-_ROLES_DIR = typer.Option(None, "--roles-dir", help="Folder of user role files (<name>.sql).")
+_ROLES_DIR = typer.Option(None, "--roles-dir", callback=_home, help="Folder of user role files (<name>.sql).")
 
 
 @roles_app.command("list")
@@ -577,14 +592,14 @@ def roles_show(name: str = typer.Argument(..., help="Role name."), roles_dir: Op
 
 @app.command()
 def classify(
-    db: Path = typer.Argument(..., help="Database file."),
+    db: Path = typer.Argument(..., callback=_home, help="Database file."),
     run: Optional[str] = typer.Option(None, "--run", help="Run id or name (default: the latest finished)."),
     roles: Optional[str] = typer.Option(None, "--roles", help="Comma-separated roles (default: all, built-in and --roles-dir)."),
     roles_dir: Optional[Path] = _ROLES_DIR,
     tau: Optional[float] = typer.Option(None, "--tau", help="Threshold of H1: mean score > tau (default: each role's, usually 3)."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level of the corrected p-values."),
     correction: str = typer.Option("bh", "--correction", help="Multiple-testing correction over all tests: bh, holm, bonferroni or none."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the tests to .csv, .json or .parquet."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", callback=_home, help="Also write the tests to .csv, .json or .parquet."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Test every head of a run for each role (one-sided t-test of the sieve bias score) and store the results.
@@ -667,13 +682,13 @@ def _print_classification(df) -> None:
 
 @app.command()
 def compare(
-    db: Path = typer.Argument(..., help="Database file."),
+    db: Path = typer.Argument(..., callback=_home, help="Database file."),
     run_a: str = typer.Argument(..., help="Run A (id or name), e.g. the pre-trained model."),
     run_b: str = typer.Argument(..., help="Run B (id or name) over the same sentences, e.g. the fine-tuned model."),
     roles: Optional[str] = typer.Option(None, "--roles", help="Comma-separated roles (default: every role both runs have)."),
     correction: str = typer.Option("bh", "--correction", help="Multiple-testing correction: bh, holm, bonferroni or none."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level of the corrected p-values."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the per-head result to .csv, .json or .parquet."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", callback=_home, help="Write the per-head result to .csv, .json or .parquet."),
     format: str = _FORMAT,
 ) -> None:
     """Compare run B against run A head by head: paired t-tests, roles gained and lost, per-layer change.
@@ -715,10 +730,10 @@ def compare(
 
 @app.command()
 def accuracy(
-    db: Path = typer.Argument(..., help="Database file."),
+    db: Path = typer.Argument(..., callback=_home, help="Database file."),
     run: Optional[str] = typer.Option(None, "--run", help="Run id or name (default: the latest finished)."),
     min_count: int = typer.Option(10, "--min-count", help="Only relations with at least this many edges in each split."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the result to .csv, .json or .parquet."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", callback=_home, help="Write the result to .csv, .json or .parquet."),
     format: str = _FORMAT,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -746,8 +761,8 @@ def accuracy(
 
 @app.command()
 def report(
-    db: Path = typer.Argument(..., help="Database file."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for report.html, summary.md and figures/."),
+    db: Path = typer.Argument(..., callback=_home, help="Database file."),
+    out: Path = typer.Option(..., "--out", "-o", callback=_home, help="Folder for report.html, summary.md and figures/."),
     run: Optional[str] = typer.Option(None, "--run", help="Run id or name (default: the latest finished)."),
     compare: Optional[str] = typer.Option(None, "--compare", help="Also compare this run (B) against --run (A)."),
     roles: Optional[str] = typer.Option(None, "--roles", help="Comma-separated roles (default: all classified)."),

@@ -149,6 +149,46 @@ def _check_file_path(path: str) -> None:
         raise DatabaseError(f"{path}: no such folder {Path(path).absolute().parent}")
 
 
+def _not_writable(place: Path) -> str | None:
+    """Why this process cannot write ``place`` (a file, or a folder it would create files in), or
+    None where it can."""
+    mode = os.W_OK | (os.X_OK if place.is_dir() else 0)
+    if os.access(place, mode, effective_ids=os.access in os.supports_effective_ids):
+        return None
+    try:
+        if os.statvfs(place).f_flag & os.ST_RDONLY:
+            return "a read-only file system"
+    except OSError:  # pragma: no cover - it exists: the look at it that failed said enough
+        pass
+    return "permission denied"
+
+
+def _check_writable_place(path: str) -> None:
+    """A store that a writable connection opens must be writable, and so must its folder: DuckDB
+    creates a new store there, and beside an existing one its write-ahead log (``DB.wal``, next
+    to the path as given, a link's too) at the first commit. Without this an ingest failed only
+    after its corpus was read and its model loaded, and classify after scoring the whole run,
+    with DuckDB's ``Failed to commit: Cannot open file ".../DB.wal": Permission denied``."""
+    if path == ":memory:":
+        return
+    store = Path(path)
+    folder = store.absolute().parent
+    read_cmds = "the commands that only read it (runs, summary, sql, accuracy, report, compare) work"
+    if store.exists():
+        why = _not_writable(store)
+        if why:
+            raise DatabaseError(f"{path}: the store file cannot be written ({why}); {read_cmds}")
+        why = _not_writable(folder)
+        if why:
+            raise DatabaseError(f"{path}: its folder {folder} cannot be written ({why}), and DuckDB writes its log "
+                                f"{store.name}.wal there as it changes the store; {read_cmds}, or copy the store "
+                                "to a folder you can write")
+    else:
+        why = _not_writable(folder)
+        if why:
+            raise DatabaseError(f"{path}: cannot create the store: its folder {folder} cannot be written ({why})")
+
+
 def _open(path: str | Path, read_only: bool, config: dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
     check_store_arg(path)
     path = str(path)
@@ -156,6 +196,8 @@ def _open(path: str | Path, read_only: bool, config: dict[str, Any] | None = Non
     if read_only and path != ":memory:" and not Path(path).exists():
         raise DatabaseError(f"{path}: no such database (create it with `headdb init {shell_word(path)}`)")
     _check_duckdb_file(path)
+    if not read_only:
+        _check_writable_place(path)
     try:
         con = duckdb.connect(path, read_only=read_only, config=config or {})
         # no DuckDB progress bar on stdout (it would mix into CSV/JSON output); headdb draws its own on stderr
@@ -255,10 +297,12 @@ def check_writable(path: str | Path) -> None:
 
     Long jobs call this before their slow start (reading a corpus, loading a model); a missing
     file is fine (it will be created) and is not created here. A store of a newer schema, a
-    non-DuckDB file and a missing folder fail here too.
+    non-DuckDB file, a missing folder and a store or folder this process cannot write (a new
+    store's folder included) fail here too.
     """
     _check_file_path(str(path))
     if str(path) == ":memory:" or not Path(path).exists():
+        _check_writable_place(str(path))
         return
     con = _open(path, read_only=False)  # a missing folder, another file type, the lock
     try:

@@ -430,12 +430,24 @@ def report(db: DbLike, run: int | str | None = None, out: str | Path = "report",
             tmp = path.with_name(path.name + ".tmp")
             tmp.write_text(text, encoding="utf-8")
             tmp.replace(path)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
         if created:
             shutil.rmtree(out_dir, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise _write_error(exc, out_dir) from exc
         raise
     return Report(out_dir, html_path, md_path, markdown, written)
+
+
+def _write_error(exc: OSError, out_dir: Path) -> InputError:
+    """A file system error while the report was written, naming the report's folder (and the file,
+    where it is another): a full disk said ``error: No space left on device`` alone (a failed
+    write names no file), a read-only folder named the report's hidden staging folder."""
+    why = exc.strerror or str(exc)
+    if exc.filename is not None and Path(exc.filename) != out_dir:
+        why += f" ({exc.filename})"
+    return InputError(f"cannot write the report: {why}", out_dir)
 
 
 def _store_arg(db: DbLike) -> str:

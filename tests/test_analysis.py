@@ -92,7 +92,8 @@ def test_a_run_without_results_names_the_classify_that_gives_them(tmp_path):
     for call in (lambda: headdb.layer_distribution(db, 1), lambda: headdb.compare(db, 1, 2)):
         with pytest.raises(DatabaseError) as caught:
             call()
-        assert str(caught.value) == "run 1 has no classification results; run `headdb classify DB --run 1` first"
+        # the store named, so that the command can be pasted (it said `headdb classify DB --run 1`)
+        assert str(caught.value) == f"run 1 has no classification results; run `headdb classify {db} --run 1` first"
 
 
 def test_summary_caps_duckdbs_memory_so_it_does_not_grow_with_the_store(tmp_path, monkeypatch):

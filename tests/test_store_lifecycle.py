@@ -451,3 +451,22 @@ def test_compact_refuses_a_store_this_process_has_open(store, read_only):
     assert len(headdb.runs(store)) == 1
     if not read_only:  # what the user wrote is in the store
         assert headdb.sql(store, "SELECT count(*) AS n FROM mine")["n"].tolist() == [1]
+
+
+def test_a_path_that_starts_with_a_tilde_is_in_the_home_folder(store, tmp_path, capsys, monkeypatch):
+    """Bash leaves the ~ of `--out=~/x.csv` (and a quoted '~/s.db') as it is: `sql --out=~/o.csv`
+    made a folder named ~ in the working directory and said `wrote 1 row to ~/o.csv`, and a store
+    '~/s.db' was `no such folder ./~`."""
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    store.rename(home / "s.db")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    code, out, err = run_main(capsys, monkeypatch, "sql", "~/s.db", "SELECT count(*) AS n FROM runs", "--out=~/o.csv")
+    assert (code, err) == (0, f"wrote 1 row to {home / 'o.csv'}\n")
+    assert (home / "o.csv").read_text() == "n\n1\n"
+    code, out, err = run_main(capsys, monkeypatch, "classify", "~/s.db", "--roles", "local", "--quiet",
+                              "--out=~/t.json")
+    assert code == 0 and (home / "t.json").exists(), err
+    assert list(cwd.iterdir()) == []

@@ -1,0 +1,143 @@
+"""Stores and outputs in places this process cannot write: a read-only folder or file, a full disk.
+
+These run the real command in a subprocess without the privilege to write whatever it likes: as
+root (CI containers), with CAP_DAC_OVERRIDE dropped through ``setpriv``, so that a folder of mode
+0555 is as read-only to it as to any user; as anyone else, as they are."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from role_reference import build_store, dirichlet_attention, simple_seq
+
+ROOT = Path(__file__).resolve().parents[1]
+_NO_OVERRIDE = "-dac_override,-dac_read_search,-fowner"
+
+
+def _unprivileged() -> list[str]:
+    """The prefix that runs a command without root's right to write any file; skips where none can."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    prefix = [setpriv, f"--bounding-set={_NO_OVERRIDE}", f"--inh-caps={_NO_OVERRIDE}"] if setpriv else []
+    if not setpriv or subprocess.run([*prefix, "true"], capture_output=True).returncode != 0:
+        pytest.skip("running as root, and setpriv cannot drop CAP_DAC_OVERRIDE here")
+    return prefix
+
+
+def run_headdb(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), COLUMNS="200")
+    return subprocess.run([*_unprivileged(), sys.executable, "-m", "headdb", *map(str, args)], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=300)
+
+
+@pytest.fixture
+def store(tmp_path):
+    rng = np.random.default_rng(2)
+    seqs = [simple_seq([1, 2, 1], [1, None, 1], ["nsubj", "root", "obj"]) for _ in range(4)]
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    db = folder / "s.db"
+    build_store(db, seqs, [dirichlet_attention(rng, 1, 2, q.length) for q in seqs], top_k=3)
+    return db
+
+
+@pytest.fixture
+def read_only(request):
+    """Makes a folder or file read-only for the test; its mode comes back afterwards (tmp_path's
+    clean-up removes it)."""
+    made = []
+
+    def lock(path: Path) -> Path:
+        made.append((path, stat.S_IMODE(path.stat().st_mode)))
+        path.chmod(0o555 if path.is_dir() else 0o444)
+        return path
+
+    yield lock
+    for path, mode in made:
+        path.chmod(mode)
+
+
+def _bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_writes_to_a_store_in_a_read_only_folder_are_refused_at_once_naming_the_folder(store, tmp_path, read_only):
+    """DuckDB writes the store's log (s.db.wal) beside it: an ingest into a store in a read-only
+    folder failed only after reading the corpus and loading the model (16 s for the sample
+    corpus), classify after scoring the whole run, both with DuckDB's ``Failed to commit: Cannot
+    open file ".../s.db.wal": Permission denied``; an ingest into a new store there the same way."""
+    corpus = tmp_path / "bad.conllu"  # read only after the store is checked: its error means the check let it by
+    corpus.write_text("1\tThe\n", encoding="utf-8")
+    folder = read_only(store.parent)
+    before = _bytes(folder)
+    said = (f"error: {store}: its folder {folder} cannot be written (permission denied), and DuckDB writes its log "
+            "s.db.wal there as it changes the store; the commands that only read it (runs, summary, sql, accuracy, "
+            "report, compare) work, or copy the store to a folder you can write\n")
+    for args in (("ingest", store, corpus), ("classify", store), ("drop", store, "1", "--yes"),
+                 ("sql", store, "CREATE TABLE t (i INT)", "--write"), ("compact", store), ("init", store)):
+        proc = run_headdb(*args)
+        assert (proc.returncode, proc.stderr) == (1, said), args
+    new = folder / "new.db"
+    proc = run_headdb("ingest", new, corpus)
+    assert (proc.returncode, proc.stderr) == (
+        1, f"error: {new}: cannot create the store: its folder {folder} cannot be written (permission denied)\n")
+    assert _bytes(folder) == before
+    proc = run_headdb("runs", store, "--format", "csv")  # reading needs nothing written
+    assert proc.returncode == 0 and proc.stdout.splitlines()[1].startswith("1,"), proc.stderr
+
+
+def test_writes_to_a_read_only_store_file_are_refused_naming_it(store, tmp_path, read_only):
+    corpus = tmp_path / "bad.conllu"
+    corpus.write_text("1\tThe\n", encoding="utf-8")
+    read_only(store)
+    before = store.read_bytes()
+    for args in (("ingest", store, corpus), ("classify", store), ("drop", store, "1", "--yes")):
+        proc = run_headdb(*args)
+        assert (proc.returncode, proc.stderr) == (
+            1, f"error: {store}: the store file cannot be written (permission denied); the commands that only read "
+               "it (runs, summary, sql, accuracy, report, compare) work\n"), args
+    assert store.read_bytes() == before
+    assert run_headdb("summary", store).returncode == 0
+
+
+def _full_disk_at(limit: int):
+    """For a subprocess: every write past ``limit`` bytes of a file fails as on a full disk, with
+    an OSError that names no file (EFBIG, 'File too large', where the disk's is ENOSPC)."""
+    import resource
+    import signal
+
+    def limit_writes() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails instead of the process dying
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return limit_writes
+
+
+def test_a_report_that_cannot_be_written_names_its_folder(store, tmp_path, read_only):
+    """A full disk said `error: No space left on device` and nothing more (a failed write names no
+    file); a read-only folder named the report's hidden staging folder, not the report."""
+    import headdb
+
+    headdb.classify(store)
+    out = tmp_path / "rep"
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-m", "headdb", "report", str(store), "--out", str(out), "--quiet"],
+                          capture_output=True, text=True, env=env, timeout=300, preexec_fn=_full_disk_at(4096))
+    assert (proc.returncode, proc.stderr) == (1, f"error: {out}: cannot write the report: File too large\n")
+    assert not out.exists()  # the folder it made goes with the failed report
+
+    (tmp_path / "reports").mkdir()
+    folder = read_only(tmp_path / "reports")
+    proc = run_headdb("report", store, "--out", folder, "--quiet")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"error: {folder}: cannot write the report: Permission denied ("), proc.stderr
+    assert list(folder.iterdir()) == []
