@@ -284,12 +284,30 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
                  "run_name_b": ib["run_name"], "model_a": ia["model"], "model_b": ib["model"],
                  "shape_a": (ia["n_layers"], ia["n_heads"]), "shape_b": (ib["n_layers"], ib["n_heads"]),
                  "roles": wanted, "correction": correction, "alpha": alpha}
+        # each run's tests are over its own sentences: where the runs hold other sentences (another
+        # --limit, sentences one run skipped), a head with the same scores on the shared ones
+        # could be "lost" (60 against 40 sentences: 3 lost, 0 changed)
+        n_run_a, n_run_b = (con.execute("SELECT count(*) FROM run_sentences WHERE run_id = ? AND status <> 'skipped'",
+                                        [r]).fetchone()[0] for r in (ia["run_id"], ib["run_id"]))
+        n_shared = con.execute(
+            "SELECT count(*) FROM run_sentences a JOIN run_sentences b USING (sentence_id) WHERE a.run_id = ? "
+            "AND b.run_id = ? AND a.status <> 'skipped' AND b.status <> 'skipped'",
+            [ia["run_id"], ib["run_id"]]).fetchone()[0]
+        other_sentences = n_run_a != n_shared or n_run_b != n_shared
+
+        def sentences_note(what: str) -> str:
+            return (f"\nthe runs' tests are over other sentences (run {ia['run_id']}: {n_run_a}, run "
+                    f"{ib['run_id']}: {n_run_b}, {n_shared} shared), so {what}" if other_sentences else "")
         if (ia["n_layers"], ia["n_heads"]) != (ib["n_layers"], ib["n_heads"]):
+            # counts of heads with a role come from each run's tests over its own sentences: 300
+            # against 50 sentences gave fewer heads for the run of fewer, without a word
             df = _layer_counts(con, ia["run_id"], ib["run_id"], wanted)
             attrs.update(basis=BASIS_LAYER_COUNTS, test="none", note=(
                 f"layer x head shapes differ ({ia['n_layers']}x{ia['n_heads']} vs {ib['n_layers']}x{ib['n_heads']}): "
                 "compared by per-layer counts of heads with each role only; no head-by-head test"
-                + _storage_note(ia, ib) + unlike_note("its counts do not compare")), unlike_decisions=unlike)
+                + _storage_note(ia, ib) + unlike_note("its counts do not compare")
+                + sentences_note("part of every change in the counts comes from the sentences (a test over fewer "
+                                 "finds fewer heads), not from the model")), unlike_decisions=unlike)
             df.attrs = attrs
             return df
         moments = con.execute(PAIRED_MOMENTS_SQL, {"run_a": ia["run_id"], "run_b": ib["run_id"], "roles": wanted,
@@ -305,11 +323,6 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
         # shared sentences cut in one run and not the other, or of other pieces: their changes
         # come from the input (a pair of a truncated and a whole run gave "56 lost" without a word)
         n_sent, n_unlike = con.execute(_UNLIKE_INPUTS_SQL, {"a": ia["run_id"], "b": ib["run_id"]}).fetchone()
-        # each run's tests are over its own sentences: where the runs hold other sentences (another
-        # --limit, sentences one run skipped), a head with the same scores on the shared ones
-        # could be "lost" (60 against 40 sentences: 3 lost, 0 changed)
-        n_run_a, n_run_b = (con.execute("SELECT count(*) FROM run_sentences WHERE run_id = ? AND status <> 'skipped'",
-                                        [r]).fetchone()[0] for r in (ia["run_id"], ib["run_id"]))
     t, p = _paired_tests(moments)
     df = moments[["role", "layer", "head", "n", "mean_a", "mean_b", "mean_diff"]].assign(
         std_diff=np.sqrt(moments["var_diff"].to_numpy(float)), t=t, p=p)
@@ -326,7 +339,6 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
     df = df.merge(sig, how="left", on=["role", "layer", "head"])
     sa = df["significant_a"].astype("boolean")
     sb = df["significant_b"].astype("boolean")
-    other_sentences = n_run_a != n_sent or n_run_b != n_sent
     unlike_roles = df["role"].isin(list(unlike)).to_numpy() | other_sentences
     df["role_change"] = np.select(
         [sa.isna() | sb.isna() | unlike_roles, ~sa & sb, sa & ~sb, sa & sb], ["unknown", "gained", "lost", "kept"],
@@ -347,9 +359,8 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
                           + ": their differences come from the input, not only the model" if n_unlike else "")
                        + _storage_note(ia, ib)
                        + unlike_note("its role_change is unknown")
-                       + (f"\nthe runs' tests are over other sentences (run {ia['run_id']}: {n_run_a}, run "
-                          f"{ib['run_id']}: {n_run_b}, {n_sent} shared), so role_change is unknown for every role; "
-                          "the paired tests use the shared sentences" if other_sentences else "")),
+                       + sentences_note("role_change is unknown for every role; the paired tests use the shared "
+                                        "sentences")),
                  unlike_decisions=unlike)
     df.attrs = attrs
     return df
