@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from headdb.analysis import DbLike, classified_roles, open_db, select_roles
-from headdb.errors import DatabaseError, InputError, option
+from headdb.errors import DatabaseError, InputError, count, option
 from headdb.resources import model_label
 from headdb.roles import BUILTIN_ORDER, requested_roles
 from headdb.stats import CORRECTIONS, adjust, check_options
@@ -349,10 +349,15 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
     df.insert(0, "basis", BASIS_PAIRED)
     df = df.reset_index(drop=True)
     n_changed = int(df["changed"].sum())
-    attrs.update(basis=BASIS_PAIRED, n_sentences=int(n_sent),
+    # of how many tests: runs over one shared sentence read "0 (head, role) scores changed", as if
+    # every head had been tested and none had moved, where none could be tested
+    n_tested = int(df["p"].notna().sum())
+    attrs.update(basis=BASIS_PAIRED, n_sentences=int(n_sent), n_tested=n_tested,
                  test="two-sided paired t-test, scipy.stats.ttest_rel(score_b, score_a), per (head, role)",
-                 note=(f"{len(wanted)} role(s) x {ia['n_layers']}x{ia['n_heads']} heads over {n_sent} shared "
-                       f"sentences; {n_changed} (head, role) scores changed at {correction} alpha={alpha}; "
+                 note=(f"{len(wanted)} role(s) x {ia['n_layers']}x{ia['n_heads']} heads over "
+                       f"{count(int(n_sent), 'shared sentence')}; {n_changed} of {n_tested} tested (head, role) scores "
+                       f"changed at {correction} alpha={alpha}"
+                       + ("" if n_tested else " (a paired test needs scores on two shared sentences)") + "; "
                        f"{_role_changes(df, 'gained', 'gained a role', _heads)}, {_role_changes(df, 'lost', 'lost one', str)}"
                        + (f"\n{n_unlike} of the shared sentences were truncated in one run and not in the other, "
                           "or are other pieces" + _tokenizers_note(ia, ib)

@@ -491,6 +491,25 @@ def test_layer_counts_of_runs_over_other_sentences_say_so(tmp_path):
             "every change in the counts comes from the sentences") in note, note
 
 
+def test_the_note_counts_the_tests_of_which_scores_changed(tmp_path):
+    """Runs over one shared sentence (a run of one sentence, fine-tuned and not) read "over 1 shared
+    sentences; 0 (head, role) scores changed", as if every head had been tested and none had
+    moved: no head can be, with one pair. The note says of how many tests, and why there are none."""
+    import duckdb
+
+    db = build_results_store(tmp_path / "s.db")
+    note = headdb.compare(db, "base", "tuned").attrs["note"]
+    assert "heads over 4 shared sentences; 1 of 18 tested (head, role) scores changed at bh alpha=0.05; " in note, note
+    con = duckdb.connect(str(db))
+    con.execute("DELETE FROM sentence_scores WHERE sentence_id > 0")
+    con.execute("UPDATE run_sentences SET status = 'skipped' WHERE sentence_id > 0")
+    con.close()
+    df = headdb.compare(db, "base", "tuned")
+    assert df["p"].isna().all() and df.attrs["n_tested"] == 0
+    assert ("heads over 1 shared sentence; 0 of 0 tested (head, role) scores changed at bh alpha=0.05 (a paired "
+            "test needs scores on two shared sentences); ") in df.attrs["note"], df.attrs["note"]
+
+
 def test_compare_says_when_shared_sentences_differ_in_truncation_or_length(tmp_path):
     """A truncated run compared with a whole one reported the cut's changes ("56 lost") as the
     model's, without a word about the truncation that run_sentences records."""
