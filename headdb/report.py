@@ -202,19 +202,31 @@ def _analysis_figures(plt, con, run_id: int, roles: list[str], n_heads: int, fig
     out = []
     dist = analysis.layer_distribution(con, run_id, roles)
     m = dist.pivot(index="role", columns="layer", values="n_significant").reindex(index=roles)
+    # a layer where no head of a role was tested (block on single sentences) has no count: its 0
+    # read as 12 heads tested and none found, as the heatmaps' grey does not
+    tested = dist.pivot(index="role", columns="layer", values="n_tested").reindex(index=roles)
+    m = m.where(tested.fillna(0) > 0)
+    untested = " Grey: no head of the role tested in the layer." if m.isna().to_numpy().any() else ""
     fig = _matrix_figure(plt, m.to_numpy(float), title=f"Layer distribution: heads with each role per layer (of {n_heads})",
                          xlabel="layer (0-based)", ylabel="role", cbar="heads with the role", cmap="Blues",
-                         yticks=roles, integer=True, note=NUMBERING)
+                         yticks=roles, integer=True, note=NUMBERING + untested)
     out.append(_Figure("layer_distribution", "Layer distribution",
-                       f"Number of significant heads per role and layer, out of {count(n_heads, 'head')} per layer. "
-                       f"{NUMBERING}",
+                       f"Number of significant heads per role and layer, out of {count(n_heads, 'head')} per layer."
+                       f"{untested} {NUMBERING}",
                        _save(plt, fig, "layer_distribution", fig_dir, written)))
     co = analysis.colocation_matrix(con, run_id, roles)
+    # a role without any test has no co-location with any role (not 0 heads of both)
+    none_tested = [r for r in co.index if r not in tested.index or not (tested.loc[r].fillna(0) > 0).any()]
+    co = co.astype(float)
+    co.loc[none_tested, :] = np.nan
+    co.loc[:, none_tested] = np.nan
+    untested = " Grey: a role without a test." if none_tested else ""
     fig = _matrix_figure(plt, co.to_numpy(float), title="Co-location: heads having both roles",
                          xlabel="role", ylabel="role", cbar="heads with both roles", cmap="Greens",
-                         xticks=roles, yticks=roles, integer=True, note="The diagonal is the number of heads with the role.")
+                         xticks=roles, yticks=roles, integer=True,
+                         note="The diagonal is the number of heads with the role." + untested)
     out.append(_Figure("colocation", "Co-location of roles",
-                       "Number of heads that have both roles; the diagonal counts the heads with each role.",
+                       "Number of heads that have both roles; the diagonal counts the heads with each role." + untested,
                        _save(plt, fig, "colocation", fig_dir, written)))
     summ = analysis.role_summary(con, run_id, roles)
     fig, ax = plt.subplots(figsize=(7.6, max(2.2, 0.9 + 0.32 * len(roles))))

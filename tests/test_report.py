@@ -372,3 +372,35 @@ def test_counts_of_one_are_singular_in_the_summary_and_titles(tmp_path, monkeypa
     changed = [t for t in titles if "changed" in t]
     assert changed and all(t.endswith("; 0 heads changed") for t in changed), changed
     assert not any("1 heads" in t or "1 layers" in t for t in titles)
+
+
+def test_roles_without_a_test_are_grey_in_the_layer_distribution_and_co_location(tmp_path, monkeypatch):
+    """`block` on single sentences (no head tested): the layer distribution drew a 0 in every
+    layer, as if each layer's heads had been tested and none had the role, and the co-location 0
+    heads with every other role; the heatmaps already show such heads grey, "not tested"."""
+    import importlib
+
+    report = importlib.import_module("headdb.report")
+    store = build_results_store(tmp_path / "r.db")  # base: 2 x 3, roles local, delimiter, nsubj
+    seen = {}
+    real = report._save
+
+    def keep(plt, fig, name, fig_dir, written):
+        if name in ("layer_distribution", "colocation"):
+            seen[name] = (fig.axes[0].images[0].get_array(), fig.texts[-1].get_text())
+        return real(plt, fig, name, fig_dir, written)
+
+    monkeypatch.setattr(report, "_save", keep)
+    headdb.report(store, "base", tmp_path / "rep", accuracy=False)
+    assert not seen["layer_distribution"][0].mask.any() and not seen["colocation"][0].mask.any()
+    assert "Grey" not in seen["layer_distribution"][1] + seen["colocation"][1]
+    headdb.sql(store, "UPDATE head_tests SET p = NULL, p_adj = NULL, t = NULL, significant = false "
+               "WHERE role = 'nsubj' AND run_id = 1", write=True)
+    r = headdb.report(store, "base", tmp_path / "rep2", accuracy=False)
+    dist, note = seen["layer_distribution"]
+    assert dist.shape == (3, 2) and dist.mask[2].all() and not dist.mask[:2].any(), dist  # rows: local, delimiter, nsubj
+    assert "Grey: no head of the role tested in the layer." in note
+    co, note = seen["colocation"]
+    assert co.mask[2].all() and co.mask[:, 2].all() and not co.mask[:2, :2].any(), co
+    assert "Grey: a role without a test." in note
+    assert "Grey: no head of the role tested in the layer." in r.html.read_text()
