@@ -280,12 +280,30 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
                  "run_name_b": ib["run_name"], "model_a": ia["model"], "model_b": ib["model"],
                  "shape_a": (ia["n_layers"], ia["n_heads"]), "shape_b": (ib["n_layers"], ib["n_heads"]),
                  "roles": wanted, "correction": correction, "alpha": alpha}
+        # each run's tests are over its own sentences: where the runs hold other sentences (another
+        # --limit, sentences one run skipped), a head with the same scores on the shared ones
+        # could be "lost" (60 against 40 sentences: 3 lost, 0 changed)
+        n_run_a, n_run_b = (con.execute("SELECT count(*) FROM run_sentences WHERE run_id = ? AND status <> 'skipped'",
+                                        [r]).fetchone()[0] for r in (ia["run_id"], ib["run_id"]))
+        n_shared = con.execute(
+            "SELECT count(*) FROM run_sentences a JOIN run_sentences b USING (sentence_id) WHERE a.run_id = ? "
+            "AND b.run_id = ? AND a.status <> 'skipped' AND b.status <> 'skipped'",
+            [ia["run_id"], ib["run_id"]]).fetchone()[0]
+        other_sentences = n_run_a != n_shared or n_run_b != n_shared
+
+        def sentences_note(what: str) -> str:
+            return (f"\nthe runs' tests are over other sentences (run {ia['run_id']}: {n_run_a:,}, run "
+                    f"{ib['run_id']}: {n_run_b:,}, {n_shared:,} shared), so {what}" if other_sentences else "")
         if (ia["n_layers"], ia["n_heads"]) != (ib["n_layers"], ib["n_heads"]):
+            # counts of heads with a role come from each run's tests over its own sentences: 300
+            # against 50 sentences gave fewer heads for the run of fewer, without a word
             df = _layer_counts(con, ia["run_id"], ib["run_id"], wanted)
             attrs.update(basis=BASIS_LAYER_COUNTS, test="none", note=(
                 f"layer x head shapes differ ({ia['n_layers']}x{ia['n_heads']} vs {ib['n_layers']}x{ib['n_heads']}): "
                 "compared by per-layer counts of heads with each role only; no head-by-head test"
-                + _storage_note(ia, ib) + unlike_note("its counts do not compare")), unlike_decisions=unlike)
+                + _storage_note(ia, ib) + unlike_note("its counts do not compare")
+                + sentences_note("part of every change in the counts comes from the sentences (a test over fewer "
+                                 "finds fewer heads), not from the model")), unlike_decisions=unlike)
             df.attrs = attrs
             return df
         moments = con.execute(PAIRED_MOMENTS_SQL, {"run_a": ia["run_id"], "run_b": ib["run_id"], "roles": wanted,
@@ -301,11 +319,6 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
         # shared sentences cut in one run and not the other, or of other pieces: their changes
         # come from the input (a pair of a truncated and a whole run gave "56 lost" without a word)
         n_sent, n_unlike = con.execute(_UNLIKE_INPUTS_SQL, {"a": ia["run_id"], "b": ib["run_id"]}).fetchone()
-        # each run's tests are over its own sentences: where the runs hold other sentences (another
-        # --limit, sentences one run skipped), a head with the same scores on the shared ones
-        # could be "lost" (60 against 40 sentences: 3 lost, 0 changed)
-        n_run_a, n_run_b = (con.execute("SELECT count(*) FROM run_sentences WHERE run_id = ? AND status <> 'skipped'",
-                                        [r]).fetchone()[0] for r in (ia["run_id"], ib["run_id"]))
     t, p = _paired_tests(moments)
     df = moments[["role", "layer", "head", "n", "mean_a", "mean_b", "mean_diff"]].assign(
         std_diff=np.sqrt(moments["var_diff"].to_numpy(float)), t=t, p=p)
@@ -322,7 +335,6 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
     df = df.merge(sig, how="left", on=["role", "layer", "head"])
     sa = df["significant_a"].astype("boolean")
     sb = df["significant_b"].astype("boolean")
-    other_sentences = n_run_a != n_sent or n_run_b != n_sent
     unlike_roles = df["role"].isin(list(unlike)).to_numpy() | other_sentences
     df["role_change"] = np.select(
         [sa.isna() | sb.isna() | unlike_roles, ~sa & sb, sa & ~sb, sa & sb], ["unknown", "gained", "lost", "kept"],
@@ -333,19 +345,23 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
     df.insert(0, "basis", BASIS_PAIRED)
     df = df.reset_index(drop=True)
     n_changed = int(df["changed"].sum())
-    attrs.update(basis=BASIS_PAIRED, n_sentences=int(n_sent),
+    # of how many tests: runs over one shared sentence read "0 (head, role) scores changed", as if
+    # every head had been tested and none had moved, where none could be tested
+    n_tested = int(df["p"].notna().sum())
+    attrs.update(basis=BASIS_PAIRED, n_sentences=int(n_sent), n_tested=n_tested,
                  test="two-sided paired t-test, scipy.stats.ttest_rel(score_b, score_a), per (head, role)",
-                 note=(f"{len(wanted)} role(s) x {ia['n_layers']}x{ia['n_heads']} heads over {n_sent:,} shared "
-                       f"sentences; {n_changed:,} (head, role) scores changed at {correction} alpha={alpha}; "
+                 note=(f"{len(wanted)} role(s) x {ia['n_layers']}x{ia['n_heads']} heads over "
+                       f"{count(int(n_sent), 'shared sentence')}; {n_changed:,} of {n_tested:,} tested (head, role) scores "
+                       f"changed at {correction} alpha={alpha}"
+                       + ("" if n_tested else " (a paired test needs scores on two shared sentences)") + "; "
                        f"{_role_changes(df, 'gained', 'gained a role', lambda n: count(n, 'head'))}, {_role_changes(df, 'lost', 'lost one', '{:,}'.format)}"
                        + (f"\n{n_unlike:,} of the shared sentences were truncated in one run and not in the other, "
                           "or are other pieces" + _tokenizers_note(ia, ib)
                           + ": their differences come from the input, not only the model" if n_unlike else "")
                        + _storage_note(ia, ib)
                        + unlike_note("its role_change is unknown")
-                       + (f"\nthe runs' tests are over other sentences (run {ia['run_id']}: {n_run_a:,}, run "
-                          f"{ib['run_id']}: {n_run_b:,}, {n_sent:,} shared), so role_change is unknown for every role; "
-                          "the paired tests use the shared sentences" if other_sentences else "")),
+                       + sentences_note("role_change is unknown for every role; the paired tests use the shared "
+                                        "sentences")),
                  unlike_decisions=unlike)
     df.attrs = attrs
     return df

@@ -679,6 +679,8 @@ def engine(path: str | Path, read_only: bool = True) -> sqlalchemy.engine.Engine
     def _score_views(dbapi_connection, connection_record) -> None:  # TEMP views live per connection
         from headdb.scores import register_views
 
+        # as on headdb's own connections: DuckDB draws its bar on stdout, into what a script writes there
+        dbapi_connection.execute("SET enable_progress_bar = false")
         register_views(dbapi_connection)
 
     _reflect_temp_views(eng.dialect)

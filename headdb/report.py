@@ -206,19 +206,31 @@ def _analysis_figures(plt, con, run_id: int, roles: list[str], n_heads: int, fig
     out = []
     dist = analysis.layer_distribution(con, run_id, roles)
     m = dist.pivot(index="role", columns="layer", values="n_significant").reindex(index=roles)
+    # a layer where no head of a role was tested (block on single sentences) has no count: its 0
+    # read as 12 heads tested and none found, as the heatmaps' grey does not
+    tested = dist.pivot(index="role", columns="layer", values="n_tested").reindex(index=roles)
+    m = m.where(tested.fillna(0) > 0)
+    untested = " Grey: no head of the role tested in the layer." if m.isna().to_numpy().any() else ""
     fig = _matrix_figure(plt, m.to_numpy(float), title=f"Layer distribution: heads with each role per layer (of {n_heads})",
                          xlabel="layer (0-based)", ylabel="role", cbar="heads with the role", cmap="Blues",
-                         yticks=roles, integer=True, note=NUMBERING)
+                         yticks=roles, integer=True, note=NUMBERING + untested)
     out.append(_Figure("layer_distribution", "Layer distribution",
-                       f"Number of significant heads per role and layer, out of {count(n_heads, 'head')} per layer. "
-                       f"{NUMBERING}",
+                       f"Number of significant heads per role and layer, out of {count(n_heads, 'head')} per layer."
+                       f"{untested} {NUMBERING}",
                        _save(plt, fig, "layer_distribution", fig_dir, written)))
     co = analysis.colocation_matrix(con, run_id, roles)
+    # a role without any test has no co-location with any role (not 0 heads of both)
+    none_tested = [r for r in co.index if r not in tested.index or not (tested.loc[r].fillna(0) > 0).any()]
+    co = co.astype(float)
+    co.loc[none_tested, :] = np.nan
+    co.loc[:, none_tested] = np.nan
+    untested = " Grey: a role without a test." if none_tested else ""
     fig = _matrix_figure(plt, co.to_numpy(float), title="Co-location: heads having both roles",
                          xlabel="role", ylabel="role", cbar="heads with both roles", cmap="Greens",
-                         xticks=roles, yticks=roles, integer=True, note="The diagonal is the number of heads with the role.")
+                         xticks=roles, yticks=roles, integer=True,
+                         note="The diagonal is the number of heads with the role." + untested)
     out.append(_Figure("colocation", "Co-location of roles",
-                       "Number of heads that have both roles; the diagonal counts the heads with each role.",
+                       "Number of heads that have both roles; the diagonal counts the heads with each role." + untested,
                        _save(plt, fig, "colocation", fig_dir, written)))
     summ = analysis.role_summary(con, run_id, roles)
     fig, ax = plt.subplots(figsize=(7.6, max(2.2, 0.9 + 0.32 * len(roles))))
@@ -508,14 +520,14 @@ def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, stagi
         storage += " (16-bit weights, rounded down)"
     # a --tau given to classify replaced every role's own (the table's tau column shows it too)
     cls_text = "; ".join(f"correction {c}, alpha {a:g}, " + ("" if t is None else f"tau {t:g} for every role, ")
-                         + f"{n} tests in the family" + (f" (roles {', '.join(r)})" if len(cls) > 1 else "")
+                         + f"{count(n, 'test')} in the family" + (f" (roles {', '.join(r)})" if len(cls) > 1 else "")
                          for c, a, t, n, r in cls)
     summ = summary[["role", "n_tested", "n_significant", "share_significant", "n_flip_possible", "tau",
                     "mean_score", "max_score"]]
     md = [f"# headdb report: run {run_id} ({name})", "",
           f"- model: `{model}` ({count(n_layers, 'layer')} x {count(n_heads, 'head')} = "
           f"{count(n_layers * n_heads, 'head')})",
-          f"- corpus: `{corpus}`, {n_sent} sentences, {storage} attention",
+          f"- corpus: `{corpus}`, {count(n_sent, 'sentence')}, {storage} attention",
           f"- classification: {cls_text}" if cls_text else "- classification: (none recorded)",
           f"- {NUMBERING}", "", "## Heads per role", "", _md_table(summ), "",
           f"Heads with several roles: {len(multi)}"
@@ -524,7 +536,7 @@ def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, stagi
     parts = [f"<h1>headdb report: run {run_id} ({html.escape(str(name))})</h1>",
              "<ul>", f"<li>model: <code>{html.escape(str(model))}</code> ({count(n_layers, 'layer')} &times; "
                      f"{count(n_heads, 'head')})</li>",
-             f"<li>corpus: <code>{html.escape(str(corpus))}</code>, {n_sent} sentences, {storage} attention</li>",
+             f"<li>corpus: <code>{html.escape(str(corpus))}</code>, {count(n_sent, 'sentence')}, {storage} attention</li>",
              f"<li>classification: {html.escape(cls_text)}</li>" if cls_text else "",
              f"<li><strong>{NUMBERING}</strong></li>", "</ul>",
              "<h2>Heads per role</h2>", _html_table(summ)]
@@ -579,12 +591,20 @@ def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, stagi
                 "is its head; head->dep: the head's most-attended word is this dependent.")
         frequent = [r for r in dict.fromkeys(acc["relation"]) if r != "all"][:ACCURACY_MD_RELATIONS]
         top = acc[acc["relation"].isin(["all", *frequent])]
-        md += ["## Syntactic head accuracy (Clark et al. 2019)", "", note, "",
-               _md_table(top.drop(columns=["n_select", "select_accuracy"])), "",
-               f"All {acc['relation'].nunique() - 1} relations: report.html, or "
-               f"`headdb accuracy {_store_arg(db)} --run {run_id} --min-count 1`.", ""]
-        parts += ["<h2>Syntactic head accuracy (Clark et al. 2019)</h2>", f"<p>{html.escape(note)}</p>",
-                  _html_table(acc)]
+        md += ["## Syntactic head accuracy (Clark et al. 2019)", "", note, ""]
+        parts += ["<h2>Syntactic head accuracy (Clark et al. 2019)</h2>", f"<p>{html.escape(note)}</p>"]
+        if acc.empty:  # a table of headers alone and "All -1 relations" said nothing of why
+            none = (f"No relation has dependency edges in both splits: the run's are all on the "
+                    f"{SELECTION_SPLIT}s or all on the {REPORT_SPLIT}s (a run of one sentence has them in one), "
+                    "so no head is selected on one and reported on the other.")
+            md += [none, ""]
+            parts.append(f"<p>{html.escape(none)}</p>")
+        else:
+            n_relations = acc.loc[acc["relation"] != "all", "relation"].nunique()
+            md += [_md_table(top.drop(columns=["n_select", "select_accuracy"])), "",
+                   f"All {count(n_relations, 'relation')}: report.html, or "
+                   f"`headdb accuracy {_store_arg(db)} --run {run_id} --min-count 1`.", ""]
+            parts.append(_html_table(acc))
     md += ["## Files", "", f"- `{out_dir / 'report.html'}` (self-contained)",
            f"- `{fig_dir}/*.png`, `*.svg`: {len(written) // 2} figures"]
     markdown = "\n".join(md) + "\n"

@@ -396,3 +396,37 @@ def test_a_min_count_that_is_not_a_whole_number_of_at_least_one_is_refused(store
 
     with pytest.raises(InputError, match="min_count .*must be a whole number of at least 1"):
         headdb.accuracy(store, min_count=bad)
+
+
+def test_a_report_of_a_run_with_dependency_edges_in_one_split_says_so(store, tmp_path):
+    """A run whose dependency edges are all in one split (a run of one sentence: sentence_id 0)
+    has no relation to select on one split and report on the other: its report showed a table of
+    headers alone under "All -1 relations: report.html, ...", and a header of "1 sentences"."""
+    import html
+    import shutil
+
+    from handmade_store import add_classification
+    from headdb.db import connect
+
+    db = tmp_path / "a.db"
+    shutil.copy(store, db)
+    con = connect(db)
+    add_classification(con, 1, ["local"], {}, 1, 2)
+    con.close()
+    headdb.sql(db, "UPDATE words SET head_word_pos = NULL WHERE sentence_id % 2 = 1", write=True)
+    assert headdb.accuracy(db).empty
+    r = headdb.report(db, out=tmp_path / "rep")
+    assert "## Syntactic head accuracy (Clark et al. 2019)" in r.markdown
+    assert "relations: report.html" not in r.markdown and "| relation |" not in r.markdown, r.markdown
+    said = (f"No relation has dependency edges in both splits: the run's are all on the {SELECTION_SPLIT}s or "
+            f"all on the {REPORT_SPLIT}s")
+    assert said in r.markdown and html.escape(said) in r.html.read_text()
+    # the count of relations in a run that has some leaves out 'all', and one is singular
+    headdb.sql(db, "UPDATE words SET head_word_pos = 2 WHERE sentence_id % 2 = 1 AND word_pos = 0", write=True)
+    assert set(headdb.accuracy(db)["relation"]) == {"all", "det", "nsubj"}
+    assert "All 2 relations: report.html" in headdb.report(db, out=tmp_path / "rep2").markdown
+    # the header counts one sentence (and one test) as one
+    headdb.sql(db, "UPDATE run_sentences SET status = 'skipped' WHERE run_id = 1 AND sentence_id > 0", write=True)
+    headdb.sql(db, "UPDATE classifications SET n_tests = 1", write=True)
+    md = headdb.report(db, out=tmp_path / "rep3", accuracy=False).markdown
+    assert ", 1 sentence, " in md and ", 1 test in the family" in md, md

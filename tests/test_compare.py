@@ -472,6 +472,44 @@ def test_roles_gained_and_lost_only_between_tests_over_the_same_sentences(tmp_pa
            "role_change is unknown for every role" in df.attrs["note"], df.attrs["note"]
 
 
+def test_layer_counts_of_runs_over_other_sentences_say_so(tmp_path):
+    """Runs of other shapes over other sentences (300 against 50 of a corpus with --limit) were
+    compared by their per-layer counts without a word about the sentences, where the paired
+    comparison says it: a test over fewer sentences finds fewer heads, whatever the model does."""
+    import duckdb
+
+    db = build_results_store(tmp_path / "s.db")
+    df = headdb.compare(db, "base", "small")
+    assert df.attrs["basis"] == "layer_counts" and "other sentences" not in df.attrs["note"]
+    n = headdb.sql(db, "SELECT count(*) FROM run_sentences WHERE run_id = 3").iloc[0, 0]
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE run_sentences SET status = 'skipped' WHERE run_id = 3 "
+                "AND sentence_id IN (SELECT min(sentence_id) FROM run_sentences)")
+    con.close()
+    note = headdb.compare(db, "base", "small").attrs["note"]
+    assert (f"\nthe runs' tests are over other sentences (run 1: {n}, run 3: {n - 1}, {n - 1} shared), so part of "
+            "every change in the counts comes from the sentences") in note, note
+
+
+def test_the_note_counts_the_tests_of_which_scores_changed(tmp_path):
+    """Runs over one shared sentence (a run of one sentence, fine-tuned and not) read "over 1 shared
+    sentences; 0 (head, role) scores changed", as if every head had been tested and none had
+    moved: no head can be, with one pair. The note says of how many tests, and why there are none."""
+    import duckdb
+
+    db = build_results_store(tmp_path / "s.db")
+    note = headdb.compare(db, "base", "tuned").attrs["note"]
+    assert "heads over 4 shared sentences; 1 of 18 tested (head, role) scores changed at bh alpha=0.05; " in note, note
+    con = duckdb.connect(str(db))
+    con.execute("DELETE FROM sentence_scores WHERE sentence_id > 0")
+    con.execute("UPDATE run_sentences SET status = 'skipped' WHERE sentence_id > 0")
+    con.close()
+    df = headdb.compare(db, "base", "tuned")
+    assert df["p"].isna().all() and df.attrs["n_tested"] == 0
+    assert ("heads over 1 shared sentence; 0 of 0 tested (head, role) scores changed at bh alpha=0.05 (a paired "
+            "test needs scores on two shared sentences); ") in df.attrs["note"], df.attrs["note"]
+
+
 def test_compare_says_when_shared_sentences_differ_in_truncation_or_length(tmp_path):
     """A truncated run compared with a whole one reported the cut's changes ("56 lost") as the
     model's, without a word about the truncation that run_sentences records."""

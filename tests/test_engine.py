@@ -39,6 +39,30 @@ def test_engine_reads_the_store_with_pandas(store):
     engine.dispose()
 
 
+@pytest.mark.parametrize("read_only", [True, False])
+def test_engine_connections_draw_no_duckdb_progress_bar(store, read_only):
+    """headdb's own connections turn DuckDB's progress bar off (it draws on stdout, into CSV a
+    script writes there); an engine's kept DuckDB's default, which is on where Python runs without
+    a script file (`python -c`, a notebook, the REPL), and reading a score view through it (several
+    seconds on the bundled sample) drew the bar into stdout."""
+    import subprocess
+    import sys
+
+    code = ("import sys, headdb\n"
+            "from sqlalchemy import text\n"
+            "engine = headdb.engine(sys.argv[1], read_only=sys.argv[2] == 'ro')\n"
+            "with engine.connect() as c:\n"
+            "    print(c.execute(text(\"SELECT current_setting('enable_progress_bar')\")).scalar())\n"
+            "engine.dispose()\n"
+            "import duckdb\n"
+            "print(duckdb.connect().execute(\"SELECT current_setting('enable_progress_bar')\").fetchall()[0][0])\n")
+    out = subprocess.run([sys.executable, "-c", code, str(store), "ro" if read_only else "rw"],
+                         capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr
+    # the engine's connection has it off; DuckDB's default there is on (what the test stands on)
+    assert out.stdout.split() == ["False", "True"], out.stdout
+
+
 def test_engine_is_read_only_by_default(store):
     engine = headdb.engine(store)
     with engine.connect() as c, pytest.raises(Exception, match="read-only"):

@@ -392,7 +392,7 @@ def test_a_heatmap_greys_a_head_with_a_mean_but_no_test_and_still_shows_its_mean
     def keep(plt, fig, name, fig_dir, written):
         ax = fig.axes[0]
         if name == "heatmap_local":
-                seen[name] = (np.ma.getmaskarray(ax.images[0].get_array()), [t.get_text() for t in ax.texts],
+            seen[name] = (np.ma.getmaskarray(ax.images[0].get_array()), [t.get_text() for t in ax.texts],
                           fig.texts[-1].get_text())
         return real(plt, fig, name, fig_dir, written)
 
@@ -402,3 +402,35 @@ def test_a_heatmap_greys_a_head_with_a_mean_but_no_test_and_still_shows_its_mean
     assert masked[0, 1] and masked.sum() == 1  # grey: the bad colour, the one untested head
     assert texts[1] == "1.7"
     assert "Grey: not tested (its number, if any, is its mean)" in note
+
+
+def test_roles_without_a_test_are_grey_in_the_layer_distribution_and_co_location(tmp_path, monkeypatch):
+    """`block` on single sentences (no head tested): the layer distribution drew a 0 in every
+    layer, as if each layer's heads had been tested and none had the role, and the co-location 0
+    heads with every other role; the heatmaps already show such heads grey, "not tested"."""
+    import importlib
+
+    report = importlib.import_module("headdb.report")
+    store = build_results_store(tmp_path / "r.db")  # base: 2 x 3, roles local, delimiter, nsubj
+    seen = {}
+    real = report._save
+
+    def keep(plt, fig, name, fig_dir, written):
+        if name in ("layer_distribution", "colocation"):
+            seen[name] = (fig.axes[0].images[0].get_array(), fig.texts[-1].get_text())
+        return real(plt, fig, name, fig_dir, written)
+
+    monkeypatch.setattr(report, "_save", keep)
+    headdb.report(store, "base", tmp_path / "rep", accuracy=False)
+    assert not seen["layer_distribution"][0].mask.any() and not seen["colocation"][0].mask.any()
+    assert "Grey" not in seen["layer_distribution"][1] + seen["colocation"][1]
+    headdb.sql(store, "UPDATE head_tests SET p = NULL, p_adj = NULL, t = NULL, significant = false "
+               "WHERE role = 'nsubj' AND run_id = 1", write=True)
+    r = headdb.report(store, "base", tmp_path / "rep2", accuracy=False)
+    dist, note = seen["layer_distribution"]
+    assert dist.shape == (3, 2) and dist.mask[2].all() and not dist.mask[:2].any(), dist  # rows: local, delimiter, nsubj
+    assert "Grey: no head of the role tested in the layer." in note
+    co, note = seen["colocation"]
+    assert co.mask[2].all() and co.mask[:, 2].all() and not co.mask[:2, :2].any(), co
+    assert "Grey: a role without a test." in note
+    assert "Grey: no head of the role tested in the layer." in r.html.read_text()
