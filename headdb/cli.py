@@ -688,7 +688,7 @@ def compare(
     roles: Optional[str] = typer.Option(None, "--roles", help="Comma-separated roles (default: every role both runs have)."),
     correction: str = typer.Option("bh", "--correction", help="Multiple-testing correction: bh, holm, bonferroni or none."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level of the corrected p-values."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", callback=_home, help="Write the per-head result to .csv, .json or .parquet."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", callback=_home, help="Write the result to .csv, .json or .parquet: a row per head and role, or per layer and role where the runs' shapes differ."),
     format: str = _FORMAT,
 ) -> None:
     """Compare run B against run A head by head: paired t-tests, roles gained and lost, per-layer change.

@@ -380,7 +380,10 @@ def _layer_counts(con, run_a: int, run_b: int, roles: list[str]) -> pd.DataFrame
         """, [run_a, run_b, roles]).df()
     df = df.astype({"layer": "int64", "n_significant_a": "int64", "n_significant_b": "int64",
                     "n_tested_a": "int64", "n_tested_b": "int64"})
-    df["change"] = df["n_significant_b"] - df["n_significant_a"]
+    # no change where a run tested none of the role's heads in the layer (a layer only the deeper
+    # run has, say): its count against nothing read as "-12" heads in the command's table
+    both = (df["n_tested_a"] > 0) & (df["n_tested_b"] > 0)
+    df["change"] = (df["n_significant_b"] - df["n_significant_a"]).astype("Int64").where(both, pd.NA)
     order = {r: i for i, r in enumerate(roles)}
     df = df.sort_values(["role", "layer"], key=lambda s: s.map(order) if s.name == "role" else s)
     df.insert(0, "basis", BASIS_LAYER_COUNTS)

@@ -601,3 +601,16 @@ def test_the_note_writes_large_counts_with_thousands_separators():
                          "role_change": ["gained"] * 2400})
     assert _role_changes(grid, "gained", "gained a role", lambda n: headdb.errors.count(n, "head")) \
         == "1,200 heads gained a role (2,400 roles in all)"
+
+
+def test_a_layer_only_one_run_has_has_no_change_in_the_layer_counts(tmp_path):
+    """Runs of 2 and 1 layers: layer 1, which only the deeper run has, read "change -1" (its
+    heads against nothing) in compare's table and --out file; the report already drew it grey."""
+    store = build_results_store(tmp_path / "r.db")  # base: 2 x 3, small: 1 x 2
+    cmp = headdb.compare(store, "base", "small")
+    assert cmp.attrs["basis"] == "layer_counts"
+    deeper = cmp[cmp["layer"] == 1]
+    assert len(deeper) and deeper["change"].isna().all() and (deeper["n_tested_b"] == 0).all()
+    shared = cmp[cmp["layer"] == 0]
+    assert shared["change"].notna().all()
+    assert (shared["change"] == shared["n_significant_b"] - shared["n_significant_a"]).all()
