@@ -196,6 +196,33 @@ def _fingerprint(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
+class _RunKey:
+    """What finds the run that an ingest resumes or says is complete: its fingerprint, and the
+    one headdb's earlier versions gave the same settings where they hashed the model's weights
+    another way (``model.legacy_weights_hash``: a Trainer's folder, whose checkpoint-*/ they
+    hashed too). That one is computed only where the store holds a run that could have it."""
+
+    def __init__(self, settings: dict[str, Any], parser_desc: str, model_hash: str, max_length: int,
+                 model: str | Path):
+        self.settings, self.parser_desc, self.max_length, self.model = settings, parser_desc, max_length, model
+        self.model_hash = model_hash
+        self.fingerprint = _fingerprint(_full_settings(settings, parser_desc, model_hash, max_length))
+
+    def find(self, con, device: str, run_name: str | None) -> tuple[int, str, str] | None:
+        """The latest run of this key on ``device`` (of the name, where one is given): run_id,
+        status, run_name; None where there is none."""
+        fingerprints = [self.fingerprint]
+        if con.execute(_OLDER_HASH_SQL, [device, run_name, run_name, self.settings["corpus_sha256"],
+                                         self.model_hash]).fetchone()[0]:
+            from headdb.model import legacy_weights_hash
+
+            legacy = legacy_weights_hash(self.model)
+            if legacy is not None:
+                fingerprints.append(_fingerprint(_full_settings(self.settings, self.parser_desc, legacy,
+                                                                self.max_length)))
+        return con.execute(_SAME_RUN_SQL, [fingerprints, device, run_name, run_name]).fetchone()
+
+
 def ingest(
     db: str | Path,
     corpus: str | Path | None = None,
@@ -348,13 +375,13 @@ def _finished_run(db, settings: dict[str, Any], fmt: str, parser: str | None, mo
     peeked = peek(model_name, max_length)
     if parser_desc is None or peeked is None:
         return None
-    fingerprint = _fingerprint(_full_settings(settings, parser_desc, *peeked))
+    key = _RunKey(settings, parser_desc, *peeked, model_name)
     try:
         con = connect(db, read_only=True)
     except HeaddbError:  # an older schema: the ingest upgrades it
         return None
     try:
-        row = con.execute(_SAME_RUN_SQL, [fingerprint, device, run_name, run_name]).fetchone()
+        row = key.find(con, device, run_name)
     finally:
         con.close()
     if row is None or row[1] != "done":
@@ -378,7 +405,7 @@ def _ingest_loaded(db, corpus_path: Path, fmt: str, pairs: bool, n_total: int, s
         am.check_pairs_fit()
     if spacy_parser is not None:
         spacy_parser.wait_ready()  # the parser's workers have loaded while the model did; the clock starts later
-    fingerprint = _fingerprint(_full_settings(settings, parser_desc, am.model_hash, am.max_length))
+    key = _RunKey(settings, parser_desc, am.model_hash, am.max_length, am.folder)
     con = connect(db)
     overlapped = _overlap_writes(am)
     threads = _append_threads(am, overlapped)
@@ -386,7 +413,7 @@ def _ingest_loaded(db, corpus_path: Path, fmt: str, pairs: bool, n_total: int, s
     con.execute("SET memory_limit = ?", [f"{_memory_limit_mb(threads, str(am.device).startswith('cuda'))}MiB"])
     try:
         # a TSV file holds pairs by itself; runs.pairs says whether the inputs are pairs
-        run_id, resumed, done = _start_run(con, fingerprint, new_run, run_name, corpus_path, sha, fmt,
+        run_id, resumed, done = _start_run(con, key, new_run, run_name, corpus_path, sha, fmt,
                                            pairs or fmt == "tsv",
                                            parser_desc, am, sparsity, truncate, limit, batch_size, device, dtype,
                                            weight_bits)
@@ -813,13 +840,17 @@ def check_run_name(name) -> None:
                          "its exact name")
 
 
-#: The latest run with a fingerprint, on a device, of a name where one is given (a run to resume or
-#: one that is complete): run_id, status, run_name
-_SAME_RUN_SQL = ("SELECT run_id, status, run_name FROM runs WHERE fingerprint = ? AND device = ? "
-                 "AND (run_name = ? OR ? IS NULL) ORDER BY run_id DESC LIMIT 1")
+#: The latest run with one of the fingerprints, on a device, of a name where one is given (a run
+#: to resume or one that is complete): run_id, status, run_name
+_SAME_RUN_SQL = ("SELECT run_id, status, run_name FROM runs WHERE list_contains(?::VARCHAR[], fingerprint) "
+                 "AND device = ? AND (run_name = ? OR ? IS NULL) ORDER BY run_id DESC LIMIT 1")
+#: Whether a run on the device (of the name) of the corpus holds another weight hash: one that an
+#: earlier version of headdb may have hashed from these weights
+_OLDER_HASH_SQL = ("SELECT EXISTS (SELECT 1 FROM runs WHERE device = ? AND (run_name = ? OR ? IS NULL) "
+                   "AND corpus_sha256 = ? AND model_hash <> ?)")
 
 
-def _start_run(con, fingerprint, new_run, run_name, corpus_path, sha, fmt, pairs, parser_desc, am, sparsity,
+def _start_run(con, key: _RunKey, new_run, run_name, corpus_path, sha, fmt, pairs, parser_desc, am, sparsity,
                truncate, limit, batch_size, device, dtype, weight_bits=32) -> tuple[int, bool, bool]:
     with transaction(con):
         row = con.execute(
@@ -831,7 +862,7 @@ def _start_run(con, fingerprint, new_run, run_name, corpus_path, sha, fmt, pairs
                 [str(corpus_path.resolve()), sha, fmt, pairs, parser_desc]).fetchone()
         corpus_id = row[0]
         if not new_run:
-            prev = con.execute(_SAME_RUN_SQL, [fingerprint, device, run_name, run_name]).fetchone()
+            prev = key.find(con, device, run_name)
             if prev is not None:
                 if prev[1] == "done":
                     return prev[0], False, True
@@ -856,7 +887,7 @@ def _start_run(con, fingerprint, new_run, run_name, corpus_path, sha, fmt, pairs
             VALUES (coalesce(?, 'run'), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             RETURNING run_id
             """,
-            [run_name, fingerprint, corpus_id, str(corpus_path.resolve()), sha, fmt, pairs, am.source, am.model_hash,
+            [run_name, key.fingerprint, corpus_id, str(corpus_path.resolve()), sha, fmt, pairs, am.source, am.model_hash,
              am.model_type, am.tokenizer_name, am.n_layers, am.n_heads, dtype, am.attn_implementation, device,
              am.max_length, truncate, sparsity.top_k, sparsity.min_mass, sparsity.dense, limit, batch_size,
              __version__, json.dumps(versions, sort_keys=True), weight_bits]).fetchone()

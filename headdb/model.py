@@ -78,17 +78,80 @@ class Encoded:
         return len(self.input_ids)
 
 
-def _weights_hash(folder: Path) -> str:
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
-    if not files:
-        raise ModelError(f"{folder}: no weight files (*.safetensors, *.bin) in the model folder")
+#: The weight files transformers loads from a model folder, in its order of preference (a
+#: single file, else a sharded one's index; safetensors first): modeling_utils'
+#: _get_resolved_checkpoint_files for a local folder without a variant
+_LOADED_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                   "pytorch_model.bin.index.json")
+
+
+def _loaded_weight_files(folder: Path) -> list[Path]:
+    """The weight files loading the model reads: one file, or a sharded checkpoint's shards (its
+    index names them; the shards alone hold every tensor by name, as the folder-wide hash
+    hashed them). A Trainer's checkpoint-*/ subfolders, its optimizer.pt and training_args.bin,
+    and a hub folder's other frameworks' weights (tf_model.h5) are not read."""
+    chosen = None
+    try:  # config.json may name the file (transformers_weights), which transformers then loads
+        explicit = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("transformers_weights")
+    except (OSError, ValueError, AttributeError):
+        explicit = None
+    if isinstance(explicit, str) and (folder / explicit).is_file():
+        chosen = folder / explicit
+    else:
+        chosen = next((folder / name for name in _LOADED_WEIGHTS if (folder / name).is_file()), None)
+    if chosen is None:
+        raise ModelError(f"{folder}: no weight files (model.safetensors, pytorch_model.bin or a sharded "
+                         "checkpoint's index) in the model folder")
+    if not chosen.name.endswith(".index.json"):
+        return [chosen]
+    try:
+        weight_map = json.loads(chosen.read_text(encoding="utf-8"))["weight_map"]
+        shards = sorted({folder / name for name in weight_map.values()})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise ModelError(f"{chosen}: not a sharded checkpoint's index (a JSON object whose weight_map names "
+                         "each tensor's file)") from None
+    missing = [p.name for p in shards if not p.is_file()]
+    if missing or not shards:
+        raise ModelError(f"{chosen}: its shard{'s' if len(missing) != 1 else ''} "
+                         f"{', '.join(missing) or '(none named)'} not in the model folder")
+    return shards
+
+
+def _hash_files(folder: Path, files: list[Path]) -> str:
+    """sha256 over each file's path within ``folder`` and its bytes, in path order."""
     h = hashlib.sha256()
-    for p in files:
+    for p in sorted(files):
         h.update(p.relative_to(folder).as_posix().encode())
         with open(p, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 22), b""):
                 h.update(chunk)
     return "sha256:" + h.hexdigest()
+
+
+def _weights_hash(folder: Path) -> str:
+    """runs.model_hash: the hash of the weight files the model loads (:func:`_loaded_weight_files`)."""
+    return _hash_files(folder, _loaded_weight_files(folder))
+
+
+def legacy_weights_hash(name_or_path: str | Path) -> str | None:
+    """The weight hash of headdb's earlier versions: every file with a weight suffix under the
+    model folder, subfolders included (a Trainer's checkpoint-*/ and optimizer.pt, a hub
+    folder's tf_model.h5). The fingerprints of the runs they stored hold it, so that a store of
+    theirs still resumes them. None where it is :func:`_weights_hash` (a folder of the loaded
+    files alone, as most are: nothing is read), where there is no such file, or where the model
+    is not at hand (nothing is downloaded)."""
+    try:
+        folder = _resolve(str(name_or_path), download=False)
+    except ModelError:
+        return None
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+    try:
+        loaded = sorted(_loaded_weight_files(folder))
+    except ModelError:
+        loaded = []
+    if not files or loaded == files:
+        return None
+    return _hash_files(folder, files)
 
 
 def _resolve(name_or_path: str, download: bool) -> Path:
