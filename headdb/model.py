@@ -154,6 +154,28 @@ def legacy_weights_hash(name_or_path: str | Path) -> str | None:
     return _hash_files(folder, files)
 
 
+#: The files a tokenizer is read from (transformers' tokenizer classes' vocab_files_names and
+#: the files every one reads), at the top of the model folder; tokenizer*.json as well (a
+#: tokenizer_config's fast_tokenizer_files name versioned tokenizer.json files)
+_TOKENIZER_FILES = frozenset({
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt",
+    "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "sentencepiece.model", "spm.model",
+    "spm_char.model", "tokenizer.model", "source.spm", "target.spm", "bpe.codes", "entity_vocab.json", "dict.txt",
+})
+
+
+def _tokenizer_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and (
+        p.name in _TOKENIZER_FILES or (p.name.startswith("tokenizer") and p.name.endswith(".json"))))
+
+
+def _tokenizer_hash(folder: Path) -> str:
+    """A run's tokenizer: the hash of the tokenizer files of the model folder (its vocabulary,
+    merges, SentencePiece model, tokenizer.json and configuration), which the tokenizer is
+    loaded from. Other files (README.md, a Trainer's checkpoint-*/) are not read."""
+    return _hash_files(folder, _tokenizer_files(folder))
+
+
 def _resolve(name_or_path: str, download: bool) -> Path:
     """A local folder for the model: the path itself, or its snapshot in the Hugging Face cache."""
     p = Path(name_or_path).expanduser()
@@ -522,17 +544,18 @@ def _natural_max_length(tokenizer_max, max_positions, pad_token_id, model_type: 
     return min(limits) if limits else 512
 
 
-def peek(name_or_path: str, max_length: int | None) -> tuple[str, int] | None:
-    """(model_hash, max_length) as :class:`AttentionModel` gives them, read from the model
-    folder's files without importing torch or transformers and without downloading; None where
-    the files do not tell (a model not at hand, a config or tokenizer config without the
-    fields). A re-run of a finished ingest finds its run with these, in a second instead of the
+def peek(name_or_path: str, max_length: int | None) -> tuple[str, int, str] | None:
+    """(model_hash, max_length, tokenizer_hash) as :class:`AttentionModel` gives them, read from
+    the model folder's files without importing torch or transformers and without downloading;
+    None where the files do not tell (a model not at hand, a config or tokenizer config without
+    the fields). A re-run of a finished ingest finds its run with these, in a second instead of the
     model's load."""
     try:
         folder = _resolve(name_or_path, download=False)
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
         model_hash = _weights_hash(folder)
+        tokenizer_hash = _tokenizer_hash(folder)
     except (ModelError, OSError, ValueError):
         return None
     if not (isinstance(config, dict) and isinstance(tokenizer_config, dict)) or "max_position_embeddings" not in config:
@@ -541,7 +564,7 @@ def peek(name_or_path: str, max_length: int | None) -> tuple[str, int] | None:
                                   config.get("pad_token_id"), str(config.get("model_type", "unknown")))
     if max_length is not None and max_length > natural:
         return None  # the model's load says why it is refused
-    return model_hash, natural if max_length is None else max_length
+    return model_hash, natural if max_length is None else max_length, tokenizer_hash
 
 
 def _has_auto_map(folder: Path) -> bool:
@@ -597,6 +620,7 @@ class AttentionModel:
         if getattr(config, "is_encoder_decoder", False) and len(encoders) != 1:
             raise ModelError(f"{name_or_path}: encoder-decoder models are not supported; pass an encoder")
         self.model_hash = _weights_hash(self.folder)
+        self.tokenizer_hash = _tokenizer_hash(self.folder)
         self.tokenizer = self._load_tokenizer(AutoTokenizer)
         torch_dtype = getattr(torch, dtype)
         # BigBird's default block-sparse attention returns no maps for short inputs, and for long

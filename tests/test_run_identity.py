@@ -1,6 +1,7 @@
 """What identifies an ingest run: the weights the model loads (not a Trainer folder's
-checkpoint-*/), and stores of earlier versions, whose runs' fingerprints hashed the weights
-another way, still resume and still say "already complete".
+checkpoint-*/) and its tokenizer's files; and stores of earlier versions, whose runs'
+fingerprints hashed the weights another way and not the tokenizer, still resume and still say
+"already complete".
 
 The hashing tests write files of bytes and load nothing; those that ingest are `slow`.
 """
@@ -221,8 +222,8 @@ def test_a_run_of_an_earlier_version_still_resumes_and_is_found_complete(tmp_pat
 @pytest.mark.slow
 def test_the_old_hash_is_computed_only_for_a_store_that_may_hold_an_old_run(tmp_path, tiny_bert_dir, monkeypatch):
     """The hash of every weight file under the folder (a Trainer folder's checkpoints, which the
-    change was to stop reading) is computed only where the store holds a run of the corpus whose
-    weight hash is another: not for a store of this version's runs."""
+    change was to stop reading) is computed only where the store holds an earlier version's run
+    of the corpus whose weight hash is another: not for a store of this version's runs."""
     folder = _tiny_bert_with_checkpoint(tiny_bert_dir, tmp_path)
     corpus = DATA / "sample.conllu"
     db = tmp_path / "new.db"
@@ -239,6 +240,135 @@ def test_the_old_hash_is_computed_only_for_a_store_that_may_hold_an_old_run(tmp_
     restore()
     assert headdb.ingest(db, corpus, model=str(folder), batch_size=1).resumed
     assert calls == []
-    _set_run(db, first.run_id, model_hash="sha256:another")  # as an old version's run would read
+    _set_run(db, first.run_id, model_hash="sha256:another")  # another model's hash: of this version, not looked at
     assert headdb.ingest(db, corpus, model=str(folder), limit=2).already_done
-    assert calls == [str(folder)]
+    assert calls == []
+    # as a run of an earlier version reads (no tokenizer in its fingerprint), of another weight hash
+    _set_run(db, first.run_id, fingerprint="0" * 64)
+    assert headdb.ingest(db, corpus, model=str(folder), limit=2).run_id == 3
+    assert [str(c) for c in calls] == [str(folder)] * 2  # looked for before the model loads, and again after
+
+
+def test_the_tokenizer_hash_reads_the_tokenizer_files_alone(tmp_path, monkeypatch):
+    """The tokenizer part of a run's fingerprint: the files a tokenizer is read from change it,
+    others (a README, a Trainer's checkpoints, the weights) do not, and none of those is read."""
+    from headdb.model import _tokenizer_hash
+
+    folder = tmp_path / "model"
+    _write(folder / "model.safetensors", b"weights")
+    for name, text in (("config.json", "{}"), ("vocab.txt", "[PAD]\n[UNK]\nthe\n"), ("tokenizer.json", "{}"),
+                       ("tokenizer_config.json", '{"do_lower_case": true}'), ("special_tokens_map.json", "{}")):
+        (folder / name).write_text(text)
+    first = _tokenizer_hash(folder)
+    opened = _reads(monkeypatch)
+    (folder / "README.md").write_text("notes")
+    _add_trainer_checkpoint(folder, 500)
+    _write(folder / "model.safetensors", b"other weights")
+    assert _tokenizer_hash(folder) == first
+    assert sorted(p.name for p in opened) == ["special_tokens_map.json", "tokenizer.json", "tokenizer_config.json",
+                                              "vocab.txt"]
+    hashes = [first]
+    for name, text in (("tokenizer_config.json", '{"do_lower_case": false}'), ("vocab.txt", "[PAD]\n[UNK]\nThe\n"),
+                       ("merges.txt", "t h\n"), ("sentencepiece.bpe.model", "spm"), ("added_tokens.json", "{}"),
+                       ("tokenizer.v2.json", "{}")):
+        (folder / name).write_text(text)
+        hashes.append(_tokenizer_hash(folder))
+    assert len(set(hashes)) == len(hashes)  # each change gave another hash
+
+
+def _uncased_to_cased(folder: Path) -> None:
+    """The same vocabulary, no longer lower-cased: "The" is cut otherwise than "the"."""
+    tok = json.loads((folder / "tokenizer.json").read_text())
+    tok["normalizer"]["lowercase"] = False
+    (folder / "tokenizer.json").write_text(json.dumps(tok))
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["do_lower_case"] = False
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+
+
+def _pieces(db: Path, run_id: int) -> list[str]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return [r[0] for r in con.execute("SELECT piece FROM tokens WHERE run_id = ? ORDER BY sentence_id, token_pos",
+                                          [run_id]).fetchall()]
+    finally:
+        con.close()
+
+
+@pytest.mark.slow
+def test_a_changed_tokenizer_is_another_run(tmp_path, tiny_bert_dir, monkeypatch, capsys):
+    """The same weights with other tokenizer files said "already complete", and an interrupted
+    run resumed with the new tokenizer, two tokenizations in one run. The tokenizer's files are
+    part of the fingerprint now: a changed tokenizer starts a new run and says so (a run name
+    that the other run holds is refused, saying why), an unchanged one still finds its run."""
+    from cli_helpers import run_main
+
+    folder = tmp_path / "bert"
+    shutil.copytree(tiny_bert_dir, folder)
+    original = {name: (folder / name).read_bytes() for name in ("tokenizer.json", "tokenizer_config.json")}
+    corpus = DATA / "sample.conllu"
+    db = tmp_path / "tok.db"
+    first = headdb.ingest(db, corpus, model=str(folder), limit=2)
+    _uncased_to_cased(folder)
+    second = headdb.ingest(db, corpus, model=str(folder), limit=2)
+    assert (second.run_id, second.already_done, second.resumed, second.sentences) == (2, False, False, 2)
+    assert second.other_tokenizer == (first.run_id, "done", first.run_name)
+    assert _pieces(db, 1) != _pieces(db, 2)  # what the change was about: "The" is another piece
+    model_module = importlib.import_module("headdb.model")
+    with monkeypatch.context() as m:  # unchanged: complete, found before the model loads
+        m.setattr(model_module, "AttentionModel", _no_load)
+        assert headdb.ingest(db, corpus, model=str(folder), limit=2).run_id == 2
+        for name, data in original.items():
+            (folder / name).write_bytes(data)
+        assert headdb.ingest(db, corpus, model=str(folder), limit=2).run_id == 1
+
+    # an interrupted run is not resumed with another tokenizer
+    restore = _fail_second_batch(monkeypatch)
+    with pytest.raises(ModelError, match="stopped on purpose"):
+        headdb.ingest(db, corpus, model=str(folder), batch_size=1, run_name="named")
+    restore()
+    _uncased_to_cased(folder)
+    with pytest.raises(headdb.errors.InputError) as info:
+        headdb.ingest(db, corpus, model=str(folder), batch_size=1, run_name="named")
+    assert str(info.value) == (
+        f"run name 'named' is taken by run 3, which has these settings but another tokenizer: the tokenizer files "
+        f"of {folder} (tokenizer.json, vocab.txt, tokenizer_config.json, ...) changed since it was ingested, so it "
+        "is not resumed (its inputs were cut by the other one); choose another name for a run with this tokenizer, "
+        "or put the files back to resume it")
+    code, _, err = run_main(capsys, monkeypatch, "ingest", db, corpus, "--model", folder, "--batch-size", "1", "-q")
+    assert code == 0 and err.splitlines()[1] == (
+        "run 3 (named) has these settings but another tokenizer (the model folder's tokenizer files changed since it "
+        f"was ingested): this is a new run; run 3 is left interrupted (delete it: `headdb drop {db} 3 --yes`)"), err
+    for name, data in original.items():
+        (folder / name).write_bytes(data)
+    resumed = headdb.ingest(db, corpus, model=str(folder), batch_size=1, run_name="named")
+    assert (resumed.run_id, resumed.resumed, resumed.kept_before) == (3, True, 1)
+    runs = headdb.runs(db)
+    assert runs[["run_id", "status", "n_sentences"]].values.tolist() == [[1, "done", 2], [2, "done", 2],
+                                                                         [3, "done", 3], [4, "done", 3]]
+
+
+@pytest.mark.slow
+def test_the_bundled_model_resumes_a_run_of_an_earlier_version(tmp_path, default_model_dir, monkeypatch):
+    """The default model's runs stored before the tokenizer was part of the fingerprint: the
+    same command resumes an interrupted one and finds a complete one, without loading."""
+    corpus = DATA / "sample.conllu"
+    db = tmp_path / "default.db"
+    restore = _fail_second_batch(monkeypatch)
+    with pytest.raises(ModelError, match="stopped on purpose"):
+        headdb.ingest(db, corpus, batch_size=1)
+    restore()
+    old = old_fingerprint(default_model_dir, corpus, limit=None, batch_size=1, max_length=512)
+    con = duckdb.connect(str(db))
+    (now,) = con.execute("SELECT fingerprint FROM runs").fetchone()
+    # the settings' part is what the earlier version wrote, its tokenizer's part the new one
+    assert now.split(".")[0] == old and len(now.split(".")[1]) == 64
+    con.execute("UPDATE runs SET fingerprint = ?", [old])
+    con.close()
+    resumed = headdb.ingest(db, corpus, batch_size=1)
+    assert (resumed.run_id, resumed.resumed, resumed.kept_before, resumed.sentences) == (1, True, 1, 2)
+    with monkeypatch.context() as m:
+        m.setattr(importlib.import_module("headdb.model"), "AttentionModel", _no_load)
+        again = headdb.ingest(db, corpus, batch_size=1)
+    assert (again.run_id, again.already_done) == (1, True)
+    assert headdb.runs(db)[["run_id", "status", "n_sentences"]].values.tolist() == [[1, "done", 3]]
