@@ -289,6 +289,15 @@ def ingest(
                 f"{' or '.join(names[k] for k in kinds)}: they are stored as special 'other', and "
                 f"{' and '.join('delimiter_' + k for k in kinds)} have no samples in this run (set the tokens in the "
                 "model's tokenizer_config.json)", err=True)
+        if result.other_tokenizer:
+            from headdb.errors import shell_word
+
+            other_id, status, other_name = result.other_tokenizer
+            err(f"run {other_id} ({other_name}) has these settings but another tokenizer (the model folder's "
+                "tokenizer files changed since it was ingested): this is a new run"
+                + ("" if status == "done" else
+                   f"; run {other_id} is left interrupted (delete it: `headdb drop {shell_word(db)} {other_id} "
+                   "--yes`)"), err=True)
         rs = result.read_stats
         if rs.blank_lines or rs.too_long_lines or rs.odd_sentence_dropped:
             # the reader's checks cover the whole file, also where --limit stores only its start

@@ -77,6 +77,9 @@ class IngestResult:
     #: cls_token / bos_token, sep_token / eos_token), stored as 'other', and the kinds (cls, sep) no
     #: special token was taken for: delimiter_cls or delimiter_sep then have no samples
     unnamed_specials: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+    #: (run_id, status, run_name) of a run with these settings and another tokenizer (the model
+    #: folder's tokenizer files changed since it was ingested), beside which this new run began
+    other_tokenizer: tuple[int, str, str] | None = None
     edges: int = 0
     seconds: float = 0.0
     read_stats: ReadStats = field(default_factory=ReadStats)
@@ -194,6 +197,46 @@ PARALLEL_PARSE_MIN_SENTENCES = 500
 
 def _fingerprint(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class _RunKey:
+    """What finds the run that an ingest resumes or says is complete.
+
+    A run's fingerprint is ``SETTINGS.TOKENIZER``: the sha256 of the settings (the corpus, the
+    options that change what is stored, the parser, the weights' hash, the max length), a dot,
+    and the sha256 of the tokenizer files (``model._tokenizer_hash``), so that a changed
+    tokenizer is another run. headdb's earlier versions wrote the settings' sha256 alone (they
+    did not hash the tokenizer), and hashed the weights as every weight file under the folder
+    (``model.legacy_weights_hash``: a Trainer's folder, whose checkpoint-*/ they hashed too);
+    their runs are found by those fingerprints, without a tokenizer to tell. The old weight hash
+    is computed only where the store holds such a run of the corpus with another weight hash."""
+
+    def __init__(self, settings: dict[str, Any], parser_desc: str, model_hash: str, max_length: int,
+                 tokenizer_hash: str, model: str | Path):
+        self.settings, self.parser_desc, self.max_length, self.model = settings, parser_desc, max_length, model
+        self.model_hash = model_hash
+        self.settings_digest = _fingerprint(_full_settings(settings, parser_desc, model_hash, max_length))
+        self.fingerprint = f"{self.settings_digest}.{tokenizer_hash.removeprefix('sha256:')}"
+
+    def find(self, con, device: str, run_name: str | None) -> tuple[int, str, str] | None:
+        """The latest run of this key on ``device`` (of the name, where one is given): run_id,
+        status, run_name; None where there is none."""
+        fingerprints = [self.fingerprint, self.settings_digest]  # the second: an earlier version's run
+        if con.execute(_OLDER_HASH_SQL, [device, run_name, run_name, self.settings["corpus_sha256"],
+                                         self.model_hash]).fetchone()[0]:
+            from headdb.model import legacy_weights_hash
+
+            legacy = legacy_weights_hash(self.model)
+            if legacy is not None:
+                fingerprints.append(_fingerprint(_full_settings(self.settings, self.parser_desc, legacy,
+                                                                self.max_length)))
+        return con.execute(_SAME_RUN_SQL, [fingerprints, device, run_name, run_name]).fetchone()
+
+    def other_tokenizer(self, con, device: str, run_name: str | None) -> tuple[int, str, str] | None:
+        """The latest run of these settings with another tokenizer (the model folder's tokenizer
+        files changed since it was ingested): run_id, status, run_name; None where there is none."""
+        return con.execute(_OTHER_TOKENIZER_SQL, [self.settings_digest + ".", self.fingerprint, device, run_name,
+                                                  run_name]).fetchone()
 
 
 def ingest(
@@ -348,13 +391,14 @@ def _finished_run(db, settings: dict[str, Any], fmt: str, parser: str | None, mo
     peeked = peek(model_name, max_length)
     if parser_desc is None or peeked is None:
         return None
-    fingerprint = _fingerprint(_full_settings(settings, parser_desc, *peeked))
+    model_hash, model_max_length, tokenizer_hash = peeked
+    key = _RunKey(settings, parser_desc, model_hash, model_max_length, tokenizer_hash, model_name)
     try:
         con = connect(db, read_only=True)
     except HeaddbError:  # an older schema: the ingest upgrades it
         return None
     try:
-        row = con.execute(_SAME_RUN_SQL, [fingerprint, device, run_name, run_name]).fetchone()
+        row = key.find(con, device, run_name)
     finally:
         con.close()
     if row is None or row[1] != "done":
@@ -378,7 +422,7 @@ def _ingest_loaded(db, corpus_path: Path, fmt: str, pairs: bool, n_total: int, s
         am.check_pairs_fit()
     if spacy_parser is not None:
         spacy_parser.wait_ready()  # the parser's workers have loaded while the model did; the clock starts later
-    fingerprint = _fingerprint(_full_settings(settings, parser_desc, am.model_hash, am.max_length))
+    key = _RunKey(settings, parser_desc, am.model_hash, am.max_length, am.tokenizer_hash, am.folder)
     con = connect(db)
     overlapped = _overlap_writes(am)
     threads = _append_threads(am, overlapped)
@@ -386,17 +430,17 @@ def _ingest_loaded(db, corpus_path: Path, fmt: str, pairs: bool, n_total: int, s
     con.execute("SET memory_limit = ?", [f"{_memory_limit_mb(threads, str(am.device).startswith('cuda'))}MiB"])
     try:
         # a TSV file holds pairs by itself; runs.pairs says whether the inputs are pairs
-        run_id, resumed, done = _start_run(con, fingerprint, new_run, run_name, corpus_path, sha, fmt,
-                                           pairs or fmt == "tsv",
-                                           parser_desc, am, sparsity, truncate, limit, batch_size, device, dtype,
-                                           weight_bits)
+        run_id, resumed, done, other_tokenizer = _start_run(
+            con, key, new_run, run_name, corpus_path, sha, fmt, pairs or fmt == "tsv", parser_desc, am, sparsity,
+            truncate, limit, batch_size, device, dtype, weight_bits)
         name = f"run-{run_id}"  # until read: what an interrupt right here reports
         try:
             name = con.execute("SELECT run_name FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
             result = IngestResult(run_id, name, resumed, done, read_stats=stats, append_threads=threads,
                                   pairs=pairs or fmt == "tsv",
                                   no_special_tokens=am.tokenizer.num_special_tokens_to_add(pair=False) == 0,
-                                  unnamed_specials=getattr(am, "unnamed_specials", None))
+                                  unnamed_specials=getattr(am, "unnamed_specials", None),
+                                  other_tokenizer=other_tokenizer)
             if done:
                 return result
             corpus_id = con.execute("SELECT corpus_id FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
@@ -813,14 +857,26 @@ def check_run_name(name) -> None:
                          "its exact name")
 
 
-#: The latest run with a fingerprint, on a device, of a name where one is given (a run to resume or
-#: one that is complete): run_id, status, run_name
-_SAME_RUN_SQL = ("SELECT run_id, status, run_name FROM runs WHERE fingerprint = ? AND device = ? "
-                 "AND (run_name = ? OR ? IS NULL) ORDER BY run_id DESC LIMIT 1")
+#: The latest run with one of the fingerprints, on a device, of a name where one is given (a run
+#: to resume or one that is complete): run_id, status, run_name
+_SAME_RUN_SQL = ("SELECT run_id, status, run_name FROM runs WHERE list_contains(?::VARCHAR[], fingerprint) "
+                 "AND device = ? AND (run_name = ? OR ? IS NULL) ORDER BY run_id DESC LIMIT 1")
+#: Whether a run of an earlier version (a fingerprint without the tokenizer's part) on the device
+#: (of the name) of the corpus holds another weight hash: one it may have hashed from these weights
+_OLDER_HASH_SQL = ("SELECT EXISTS (SELECT 1 FROM runs WHERE device = ? AND (run_name = ? OR ? IS NULL) "
+                   "AND corpus_sha256 = ? AND model_hash <> ? AND NOT contains(fingerprint, '.'))")
+#: The latest run whose fingerprint has these settings and another tokenizer: run_id, status, run_name
+_OTHER_TOKENIZER_SQL = ("SELECT run_id, status, run_name FROM runs WHERE starts_with(fingerprint, ?) "
+                        "AND fingerprint <> ? AND device = ? AND (run_name = ? OR ? IS NULL) "
+                        "ORDER BY run_id DESC LIMIT 1")
 
 
-def _start_run(con, fingerprint, new_run, run_name, corpus_path, sha, fmt, pairs, parser_desc, am, sparsity,
-               truncate, limit, batch_size, device, dtype, weight_bits=32) -> tuple[int, bool, bool]:
+def _start_run(con, key: _RunKey, new_run, run_name, corpus_path, sha, fmt, pairs, parser_desc, am, sparsity,
+               truncate, limit, batch_size, device, dtype, weight_bits=32
+               ) -> tuple[int, bool, bool, tuple[int, str, str] | None]:
+    """(run_id, resumed, already done, the run of these settings with another tokenizer that a
+    new run was started beside: run_id, status, run_name, or None)."""
+    other = None
     with transaction(con):
         row = con.execute(
             "SELECT corpus_id FROM corpora WHERE sha256 = ? AND format = ? AND pairs = ? AND parser = ?",
@@ -831,12 +887,21 @@ def _start_run(con, fingerprint, new_run, run_name, corpus_path, sha, fmt, pairs
                 [str(corpus_path.resolve()), sha, fmt, pairs, parser_desc]).fetchone()
         corpus_id = row[0]
         if not new_run:
-            prev = con.execute(_SAME_RUN_SQL, [fingerprint, device, run_name, run_name]).fetchone()
+            prev = key.find(con, device, run_name)
             if prev is not None:
                 if prev[1] == "done":
-                    return prev[0], False, True
+                    return prev[0], False, True, None
                 con.execute("UPDATE runs SET status = 'running', error = NULL WHERE run_id = ?", [prev[0]])
-                return prev[0], True, False
+                return prev[0], True, False, None
+            other = key.other_tokenizer(con, device, run_name)
+            if other is not None and run_name is not None:
+                raise InputError(
+                    f"run name {run_name!r} is taken by run {other[0]}, which has these settings but another "
+                    f"tokenizer: the tokenizer files of {am.folder} (tokenizer.json, vocab.txt, tokenizer_config.json, "
+                    "...) changed since it was ingested, so it is not "
+                    + ("the same run" if other[1] == "done" else "resumed (its inputs were cut by the other one)")
+                    + "; choose another name for a run with this tokenizer"
+                    + ("" if other[1] == "done" else ", or put the files back to resume it"))
         if run_name is not None:
             taken = con.execute("SELECT min(run_id) FROM runs WHERE run_name = ?", [run_name]).fetchone()[0]
             if taken is not None:
@@ -856,14 +921,14 @@ def _start_run(con, fingerprint, new_run, run_name, corpus_path, sha, fmt, pairs
             VALUES (coalesce(?, 'run'), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             RETURNING run_id
             """,
-            [run_name, fingerprint, corpus_id, str(corpus_path.resolve()), sha, fmt, pairs, am.source, am.model_hash,
+            [run_name, key.fingerprint, corpus_id, str(corpus_path.resolve()), sha, fmt, pairs, am.source, am.model_hash,
              am.model_type, am.tokenizer_name, am.n_layers, am.n_heads, dtype, am.attn_implementation, device,
              am.max_length, truncate, sparsity.top_k, sparsity.min_mass, sparsity.dense, limit, batch_size,
              __version__, json.dumps(versions, sort_keys=True), weight_bits]).fetchone()
         run_id = row[0]
         if run_name is None:
             con.execute("UPDATE runs SET run_name = 'run-' || run_id WHERE run_id = ?", [run_id])
-    return run_id, False, False
+    return run_id, False, False, other
 
 
 def _argument_order() -> str:

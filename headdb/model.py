@@ -78,17 +78,102 @@ class Encoded:
         return len(self.input_ids)
 
 
-def _weights_hash(folder: Path) -> str:
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
-    if not files:
-        raise ModelError(f"{folder}: no weight files (*.safetensors, *.bin) in the model folder")
+#: The weight files transformers loads from a model folder, in its order of preference (a
+#: single file, else a sharded one's index; safetensors first): modeling_utils'
+#: _get_resolved_checkpoint_files for a local folder without a variant
+_LOADED_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                   "pytorch_model.bin.index.json")
+
+
+def _loaded_weight_files(folder: Path) -> list[Path]:
+    """The weight files loading the model reads: one file, or a sharded checkpoint's shards (its
+    index names them; the shards alone hold every tensor by name, as the folder-wide hash
+    hashed them). A Trainer's checkpoint-*/ subfolders, its optimizer.pt and training_args.bin,
+    and a hub folder's other frameworks' weights (tf_model.h5) are not read."""
+    chosen = None
+    try:  # config.json may name the file (transformers_weights), which transformers then loads
+        explicit = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("transformers_weights")
+    except (OSError, ValueError, AttributeError):
+        explicit = None
+    if isinstance(explicit, str) and (folder / explicit).is_file():
+        chosen = folder / explicit
+    else:
+        chosen = next((folder / name for name in _LOADED_WEIGHTS if (folder / name).is_file()), None)
+    if chosen is None:
+        raise ModelError(f"{folder}: no weight files (model.safetensors, pytorch_model.bin or a sharded "
+                         "checkpoint's index) in the model folder")
+    if not chosen.name.endswith(".index.json"):
+        return [chosen]
+    try:
+        weight_map = json.loads(chosen.read_text(encoding="utf-8"))["weight_map"]
+        shards = sorted({folder / name for name in weight_map.values()})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise ModelError(f"{chosen}: not a sharded checkpoint's index (a JSON object whose weight_map names "
+                         "each tensor's file)") from None
+    missing = [p.name for p in shards if not p.is_file()]
+    if missing or not shards:
+        raise ModelError(f"{chosen}: its shard{'s' if len(missing) != 1 else ''} "
+                         f"{', '.join(missing) or '(none named)'} not in the model folder")
+    return shards
+
+
+def _hash_files(folder: Path, files: list[Path]) -> str:
+    """sha256 over each file's path within ``folder`` and its bytes, in path order."""
     h = hashlib.sha256()
-    for p in files:
+    for p in sorted(files):
         h.update(p.relative_to(folder).as_posix().encode())
         with open(p, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 22), b""):
                 h.update(chunk)
     return "sha256:" + h.hexdigest()
+
+
+def _weights_hash(folder: Path) -> str:
+    """runs.model_hash: the hash of the weight files the model loads (:func:`_loaded_weight_files`)."""
+    return _hash_files(folder, _loaded_weight_files(folder))
+
+
+def legacy_weights_hash(name_or_path: str | Path) -> str | None:
+    """The weight hash of headdb's earlier versions: every file with a weight suffix under the
+    model folder, subfolders included (a Trainer's checkpoint-*/ and optimizer.pt, a hub
+    folder's tf_model.h5). The fingerprints of the runs they stored hold it, so that a store of
+    theirs still resumes them. None where it is :func:`_weights_hash` (a folder of the loaded
+    files alone, as most are: nothing is read), where there is no such file, or where the model
+    is not at hand (nothing is downloaded)."""
+    try:
+        folder = _resolve(str(name_or_path), download=False)
+    except ModelError:
+        return None
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+    try:
+        loaded = sorted(_loaded_weight_files(folder))
+    except ModelError:
+        loaded = []
+    if not files or loaded == files:
+        return None
+    return _hash_files(folder, files)
+
+
+#: The files a tokenizer is read from (transformers' tokenizer classes' vocab_files_names and
+#: the files every one reads), at the top of the model folder; tokenizer*.json as well (a
+#: tokenizer_config's fast_tokenizer_files name versioned tokenizer.json files)
+_TOKENIZER_FILES = frozenset({
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt",
+    "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "sentencepiece.model", "spm.model",
+    "spm_char.model", "tokenizer.model", "source.spm", "target.spm", "bpe.codes", "entity_vocab.json", "dict.txt",
+})
+
+
+def _tokenizer_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and (
+        p.name in _TOKENIZER_FILES or (p.name.startswith("tokenizer") and p.name.endswith(".json"))))
+
+
+def _tokenizer_hash(folder: Path) -> str:
+    """A run's tokenizer: the hash of the tokenizer files of the model folder (its vocabulary,
+    merges, SentencePiece model, tokenizer.json and configuration), which the tokenizer is
+    loaded from. Other files (README.md, a Trainer's checkpoint-*/) are not read."""
+    return _hash_files(folder, _tokenizer_files(folder))
 
 
 def _resolve(name_or_path: str, download: bool) -> Path:
@@ -459,17 +544,18 @@ def _natural_max_length(tokenizer_max, max_positions, pad_token_id, model_type: 
     return min(limits) if limits else 512
 
 
-def peek(name_or_path: str, max_length: int | None) -> tuple[str, int] | None:
-    """(model_hash, max_length) as :class:`AttentionModel` gives them, read from the model
-    folder's files without importing torch or transformers and without downloading; None where
-    the files do not tell (a model not at hand, a config or tokenizer config without the
-    fields). A re-run of a finished ingest finds its run with these, in a second instead of the
+def peek(name_or_path: str, max_length: int | None) -> tuple[str, int, str] | None:
+    """(model_hash, max_length, tokenizer_hash) as :class:`AttentionModel` gives them, read from
+    the model folder's files without importing torch or transformers and without downloading;
+    None where the files do not tell (a model not at hand, a config or tokenizer config without
+    the fields). A re-run of a finished ingest finds its run with these, in a second instead of the
     model's load."""
     try:
         folder = _resolve(name_or_path, download=False)
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
         model_hash = _weights_hash(folder)
+        tokenizer_hash = _tokenizer_hash(folder)
     except (ModelError, OSError, ValueError):
         return None
     if not (isinstance(config, dict) and isinstance(tokenizer_config, dict)) or "max_position_embeddings" not in config:
@@ -478,7 +564,7 @@ def peek(name_or_path: str, max_length: int | None) -> tuple[str, int] | None:
                                   config.get("pad_token_id"), str(config.get("model_type", "unknown")))
     if max_length is not None and max_length > natural:
         return None  # the model's load says why it is refused
-    return model_hash, natural if max_length is None else max_length
+    return model_hash, natural if max_length is None else max_length, tokenizer_hash
 
 
 def _has_auto_map(folder: Path) -> bool:
@@ -534,6 +620,7 @@ class AttentionModel:
         if getattr(config, "is_encoder_decoder", False) and len(encoders) != 1:
             raise ModelError(f"{name_or_path}: encoder-decoder models are not supported; pass an encoder")
         self.model_hash = _weights_hash(self.folder)
+        self.tokenizer_hash = _tokenizer_hash(self.folder)
         self.tokenizer = self._load_tokenizer(AutoTokenizer)
         torch_dtype = getattr(torch, dtype)
         # BigBird's default block-sparse attention returns no maps for short inputs, and for long
