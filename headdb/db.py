@@ -189,6 +189,25 @@ def _check_writable_place(path: str) -> None:
             raise DatabaseError(f"{path}: cannot create the store: its folder {folder} cannot be written ({why})")
 
 
+def _spill_elsewhere_if_unwritable(con: duckdb.DuckDBPyConnection, path: str) -> None:
+    """DuckDB spills a query larger than its memory to ``DB.tmp`` beside the store: in a folder
+    this process cannot write, a read-only command's large query failed with ``Failed to create
+    directory ".../DB.tmp": Permission denied``. There it spills to a folder of its own in the
+    system's temp folder (``tempfile.gettempdir()``) instead, named for this process and
+    connection, so that DuckDB creates it and removes it when the store is closed, and no two
+    DuckDB instances share one (their spill files have the same names)."""
+    import tempfile
+    import uuid
+
+    if path == ":memory:" or not _not_writable(Path(path).absolute().parent):
+        return
+    spill = Path(tempfile.gettempdir()) / f"headdb-spill-{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        con.execute("SET temp_directory = ?", [str(spill)])
+    except duckdb.Error:  # pragma: no cover - an instance this process shares, which has spilled already
+        pass
+
+
 def _open(path: str | Path, read_only: bool, config: dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
     check_store_arg(path)
     path = str(path)
@@ -202,6 +221,8 @@ def _open(path: str | Path, read_only: bool, config: dict[str, Any] | None = Non
         con = duckdb.connect(path, read_only=read_only, config=config or {})
         # no DuckDB progress bar on stdout (it would mix into CSV/JSON output); headdb draws its own on stderr
         con.execute("SET enable_progress_bar = false")
+        if read_only:
+            _spill_elsewhere_if_unwritable(con, path)
         return con
     except duckdb.IOException as exc:
         text = str(exc)

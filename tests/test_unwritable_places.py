@@ -141,3 +141,29 @@ def test_a_report_that_cannot_be_written_names_its_folder(store, tmp_path, read_
     assert proc.returncode == 1
     assert proc.stderr.startswith(f"error: {folder}: cannot write the report: Permission denied ("), proc.stderr
     assert list(folder.iterdir()) == []
+
+
+def test_a_large_query_on_a_store_in_a_read_only_folder_spills_to_the_temp_folder(store, tmp_path, read_only):
+    """DuckDB spills a query larger than its memory to ``DB.tmp`` beside the store: in a read-only
+    folder a reading command's large query failed with ``Failed to create directory
+    ".../s.db.tmp": Permission denied``. It spills to the system's temp folder instead, and
+    leaves nothing there."""
+    folder = read_only(store.parent)
+    before = _bytes(folder)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    script = (
+        "import sys, headdb\n"
+        "con = headdb.connect(sys.argv[1], read_only=True)\n"
+        "con.execute(\"SET memory_limit = '16MiB'\"); con.execute('SET threads = 1')\n"
+        "n = con.execute('SELECT count(*) FROM (SELECT i, hash(i) AS h, repeat(i::VARCHAR, 4) AS s '\n"
+        "                'FROM range(2000000) t(i) ORDER BY h)').fetchone()[0]\n"
+        "print(n, con.execute(\"SELECT current_setting('temp_directory')\").fetchone()[0])\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), TMPDIR=str(temp))
+    proc = subprocess.run([*_unprivileged(), sys.executable, "-c", script, str(store)], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    count, spilled_to = proc.stdout.split()
+    assert count == "2000000" and Path(spilled_to).parent == temp
+    assert _bytes(folder) == before and list(temp.iterdir()) == []  # DuckDB removed the folder it made
