@@ -630,9 +630,14 @@ def compact(path: str | Path, progress: Callable[[int, int], None] | bool | None
             con.execute("CHECKPOINT headdb_compact")
         finally:
             con.execute("DETACH headdb_compact")
-    except BaseException:
+    except BaseException as exc:
         con.close()
-        tmp.unlink(missing_ok=True)
+        for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):  # the copy's log too: a failed write leaves it
+            leftover.unlink(missing_ok=True)
+        if isinstance(exc, (duckdb.Error, OSError)) and not interrupted(exc):
+            # a full disk said only DuckDB's `IO Error: Could not write file ".../DB.compact-tmp": No space
+            # left on device`, which left the user to wonder what became of the store
+            raise DatabaseError(_compact_failed(path, tmp, exc)) from None
         raise
     # The swap under locks: the store's own (con) until the old file is gone, and the copy's
     # before it takes the store's name. Closing the store first let another process take the
@@ -647,14 +652,26 @@ def compact(path: str | Path, progress: Callable[[int, int], None] | bool | None
     try:
         _same_owner_and_mode(target, tmp)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         copy.close()
-        tmp.unlink(missing_ok=True)
+        for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):  # the copy's log too: a failed write leaves it
+            leftover.unlink(missing_ok=True)
+        if isinstance(exc, (duckdb.Error, OSError)) and not interrupted(exc):
+            raise DatabaseError(_compact_failed(path, tmp, exc)) from None
         raise
     finally:
         con.close()
     copy.close()
     return before, target.stat().st_size
+
+
+def _compact_failed(path: Path, tmp: Path, exc: BaseException) -> str:
+    """A failed compact's error, saying what became of the store and of its copy."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.strerror} ({exc.filename})" if exc.filename else exc.strerror
+    copy = f"its temporary copy {tmp} was removed" if not tmp.exists() else f"its temporary copy {tmp} is left"
+    return f"{path}: cannot compact the store: {text}; the store is unchanged, and {copy}"
 
 
 def _same_owner_and_mode(store: Path, copy: Path) -> None:

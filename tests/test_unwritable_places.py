@@ -167,3 +167,19 @@ def test_a_large_query_on_a_store_in_a_read_only_folder_spills_to_the_temp_folde
     count, spilled_to = proc.stdout.split()
     assert count == "2000000" and Path(spilled_to).parent == temp
     assert _bytes(folder) == before and list(temp.iterdir()) == []  # DuckDB removed the folder it made
+
+
+def test_a_compact_on_a_full_disk_says_the_store_is_unchanged(store, tmp_path):
+    """A full disk said only DuckDB's `IO Error: Could not write file ".../s.db.compact-tmp": No
+    space left on device`, not what became of the store."""
+    before = _bytes(store.parent)
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), COLUMNS="200")
+    limit = 64 * 1024  # the copy's first blocks go past it; the store, already checkpointed, is not written
+    proc = subprocess.run([sys.executable, "-m", "headdb", "compact", str(store), "--quiet"], capture_output=True,
+                          text=True, env=env, timeout=300, preexec_fn=_full_disk_at(limit))
+    tmp = store.with_name("s.db.compact-tmp")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"error: {store}: cannot compact the store: "), proc.stderr
+    assert proc.stderr.endswith(f"; the store is unchanged, and its temporary copy {tmp} was removed\n"), proc.stderr
+    assert "\n" not in proc.stderr[:-1]
+    assert _bytes(store.parent) == before  # the store byte for byte, and no copy beside it
