@@ -430,18 +430,9 @@ def report(db: DbLike, run: int | str | None = None, out: str | Path = "report",
                 raise DatabaseError(f"{exc}; the second argument is the run: the report's folder is out={run!r}") \
                     from None
             raise
-        fig_dir.mkdir(exist_ok=True)
-        for old in [*fig_dir.glob("*.png"), *fig_dir.glob("*.svg")]:
-            old.unlink()
-        written = []
-        for path in drawn:
-            written.append(path.replace(fig_dir / path.name))
-        staging.rmdir()
         html_path, md_path = out_dir / "report.html", out_dir / "summary.md"
-        for path, text in ((html_path, doc), (md_path, markdown)):
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(path)
+        written = _put_in_place(staging, drawn, fig_dir, {html_path: doc, md_path: markdown})
+        shutil.rmtree(staging, ignore_errors=True)  # the old report's files, moved aside
     except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
         if created:
@@ -450,6 +441,44 @@ def report(db: DbLike, run: int | str | None = None, out: str | Path = "report",
             raise _write_error(exc, out_dir) from exc
         raise
     return Report(out_dir, html_path, md_path, markdown, written)
+
+
+def _put_in_place(staging: Path, drawn: list[Path], fig_dir: Path, texts: dict[Path, str]) -> list[Path]:
+    """The report's last step: its new figures (drawn in ``staging``) and files (``texts``) take
+    the place of the old report's, which are moved aside into ``staging`` first; where any step
+    fails, what was moved in goes and what was moved aside comes back, so the old report stays.
+    report.html and summary.md are written into ``staging`` before anything is moved: a full disk
+    fails there (the HTML was written last, after the new figures had replaced the old ones, so
+    a failed write left the new figures beside the old HTML). Returns the figures' new paths."""
+    import shutil
+
+    aside = staging / "old"
+    texts_in = []
+    for path, text in texts.items():  # the writes that can fail for want of space, before any move
+        new = staging / path.name
+        new.write_text(text, encoding="utf-8")
+        texts_in.append((new, path))
+    made_fig_dir = not fig_dir.exists()
+    fig_dir.mkdir(exist_ok=True)
+    moves: list[tuple[Path, Path]] = []  # (from, to), undone in reverse
+    try:
+        aside.mkdir()
+        for old in [*fig_dir.glob("*.png"), *fig_dir.glob("*.svg"), *(p for p in texts if p.exists())]:
+            moves.append((old, old.replace(aside / (old.parent.name + "-" + old.name))))
+        written = []
+        for new, path in [*((p, fig_dir / p.name) for p in drawn), *texts_in]:
+            moves.append((new, new.replace(path)))
+            written.append(path)
+    except BaseException:
+        for source, moved in reversed(moves):
+            try:
+                moved.replace(source)
+            except OSError:  # pragma: no cover - a folder that could be written a moment ago
+                pass
+        if made_fig_dir:
+            shutil.rmtree(fig_dir, ignore_errors=True)
+        raise
+    return written[:len(drawn)]
 
 
 def _write_error(exc: OSError, out_dir: Path) -> InputError:

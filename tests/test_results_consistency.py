@@ -133,3 +133,47 @@ def test_a_run_named_with_digits_is_found_by_name_and_unclassified_roles_name_th
     headdb.classify(db, run=1, roles="local,nsubj")  # only run 2 lacks nsubj: the error named "both runs 1 and 2"
     with pytest.raises(headdb.errors.InputError, match="role.s. nsubj not classified for run 2; available: local$"):
         headdb.compare(db, 1, 2, roles="local,nsubj")
+
+
+def test_a_report_whose_html_cannot_be_written_leaves_the_old_report(db, tmp_path, monkeypatch):
+    """report.html was written last, after the new figures had replaced the old ones: a full disk
+    there left the new figures beside the old HTML (and summary). Now the texts are written
+    before anything is moved, and a move that fails puts back what was moved."""
+    import errno
+    from pathlib import Path
+
+    from headdb.errors import InputError
+
+    headdb.classify(db, run=1)
+    out = tmp_path / "rep"
+    headdb.report(db, run=1, out=out, accuracy=False)
+
+    def files() -> dict[str, bytes]:
+        return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+    before = files()
+    assert "figures/heatmap_nsubj.png" in before and "report.html" in before
+    write_text, replace = Path.write_text, Path.replace
+
+    def full_disk(self, *args, **kwargs):
+        if self.name.startswith("report.html"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_text(self, *args, **kwargs)
+
+    def failed_move(self, target):
+        # the new report.html moving in; the old one's way back (from the folder it was moved aside to) works
+        if Path(target) == out / "report.html" and self.parent.name != "old":
+            raise OSError(errno.EIO, "Input/output error", str(target))
+        return replace(self, target)
+
+    for patch, said in ((("write_text", full_disk), "No space left on device"),
+                        (("replace", failed_move), "Input/output error")):
+        with monkeypatch.context() as m:
+            m.setattr(Path, *patch)
+            with pytest.raises(InputError, match=said):
+                headdb.report(db, run=1, out=out, roles="local", accuracy=False)
+        assert files() == before, patch[0]
+        assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no staging folder left
+    second = headdb.report(db, run=1, out=out, roles="local", accuracy=False)  # and without a failure, the new one
+    assert files()["report.html"] == second.html.read_bytes() != before["report.html"]
+    assert "figures/heatmap_nsubj.png" not in files()
