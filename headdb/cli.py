@@ -289,12 +289,13 @@ def ingest(
                 f"{' or '.join(names[k] for k in kinds)}: they are stored as special 'other', and "
                 f"{' and '.join('delimiter_' + k for k in kinds)} have no samples in this run (set the tokens in the "
                 "model's tokenizer_config.json)", err=True)
-        if result.other_tokenizer:
+        if result.other_model_files:
             from headdb.errors import shell_word
+            from headdb.ingest import model_files_changed
 
-            other_id, status, other_name = result.other_tokenizer
-            err(f"run {other_id} ({other_name}) has these settings but another tokenizer (the model folder's "
-                "tokenizer files changed since it was ingested): this is a new run"
+            other_id, status, other_name, changed = result.other_model_files
+            err(f"run {other_id} ({other_name}) has these settings but another {changed} "
+                f"({model_files_changed(changed)} changed since it was ingested): this is a new run"
                 + ("" if status == "done" else
                    f"; run {other_id} is left interrupted (delete it: `headdb drop {shell_word(db)} {other_id} "
                    "--yes`)"), err=True)

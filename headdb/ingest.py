@@ -77,9 +77,11 @@ class IngestResult:
     #: cls_token / bos_token, sep_token / eos_token), stored as 'other', and the kinds (cls, sep) no
     #: special token was taken for: delimiter_cls or delimiter_sep then have no samples
     unnamed_specials: tuple[tuple[str, ...], tuple[str, ...]] | None = None
-    #: (run_id, status, run_name) of a run with these settings and another tokenizer (the model
-    #: folder's tokenizer files changed since it was ingested), beside which this new run began
-    other_tokenizer: tuple[int, str, str] | None = None
+    #: (run_id, status, run_name, changed) of a run with these settings and another tokenizer or
+    #: config (the model folder's tokenizer files or config.json changed since it was ingested),
+    #: beside which this new run began; changed: "tokenizer", "config", "tokenizer and config", or
+    #: "tokenizer or config" beside a run whose fingerprint does not tell them apart
+    other_model_files: tuple[int, str, str, str] | None = None
     edges: int = 0
     seconds: float = 0.0
     read_stats: ReadStats = field(default_factory=ReadStats)
@@ -202,21 +204,25 @@ def _fingerprint(settings: dict[str, Any]) -> str:
 class _RunKey:
     """What finds the run that an ingest resumes or says is complete.
 
-    A run's fingerprint is ``SETTINGS.TOKENIZER``: the sha256 of the settings (the corpus, the
-    options that change what is stored, the parser, the weights' hash, the max length), a dot,
-    and the sha256 of the tokenizer files (``model._tokenizer_hash``), so that a changed
-    tokenizer is another run. headdb's earlier versions wrote the settings' sha256 alone (they
-    did not hash the tokenizer), and hashed the weights as every weight file under the folder
-    (``model.legacy_weights_hash``: a Trainer's folder, whose checkpoint-*/ they hashed too);
-    their runs are found by those fingerprints, without a tokenizer to tell. The old weight hash
-    is computed only where the store holds such a run of the corpus with another weight hash."""
+    A run's fingerprint is ``SETTINGS.TOKENIZER-CONFIG``: the sha256 of the settings (the
+    corpus, the options that change what is stored, the parser, the weights' hash, the max
+    length), a dot, the sha256 of the tokenizer files (``model._tokenizer_hash``), a dash and the
+    sha256 of config.json (``model._config_hash``), so that a changed tokenizer or config (the
+    same weights with another position embedding, layer norm epsilon, activation) is another
+    run, which can say which of the two changed. headdb's earlier versions wrote the settings'
+    sha256 alone (they hashed neither), and hashed the weights as every weight file under the
+    folder (``model.legacy_weights_hash``: a Trainer's folder, whose checkpoint-*/ they hashed
+    too); their runs are found by those fingerprints, without a tokenizer or config to tell. The
+    old weight hash is computed only where the store holds such a run of the corpus with another
+    weight hash."""
 
     def __init__(self, settings: dict[str, Any], parser_desc: str, model_hash: str, max_length: int,
-                 tokenizer_hash: str, model: str | Path):
+                 tokenizer_hash: str, config_hash: str, model: str | Path):
         self.settings, self.parser_desc, self.max_length, self.model = settings, parser_desc, max_length, model
         self.model_hash = model_hash
         self.settings_digest = _fingerprint(_full_settings(settings, parser_desc, model_hash, max_length))
-        self.fingerprint = f"{self.settings_digest}.{tokenizer_hash.removeprefix('sha256:')}"
+        self.model_files = (tokenizer_hash.removeprefix("sha256:"), config_hash.removeprefix("sha256:"))
+        self.fingerprint = f"{self.settings_digest}.{'-'.join(self.model_files)}"
 
     def find(self, con, device: str, run_name: str | None) -> tuple[int, str, str] | None:
         """The latest run of this key on ``device`` (of the name, where one is given): run_id,
@@ -232,11 +238,22 @@ class _RunKey:
                                                                 self.max_length)))
         return con.execute(_SAME_RUN_SQL, [fingerprints, device, run_name, run_name]).fetchone()
 
-    def other_tokenizer(self, con, device: str, run_name: str | None) -> tuple[int, str, str] | None:
-        """The latest run of these settings with another tokenizer (the model folder's tokenizer
-        files changed since it was ingested): run_id, status, run_name; None where there is none."""
-        return con.execute(_OTHER_TOKENIZER_SQL, [self.settings_digest + ".", self.fingerprint, device, run_name,
-                                                  run_name]).fetchone()
+    def other_model_files(self, con, device: str, run_name: str | None) -> tuple[int, str, str, str] | None:
+        """The latest run of these settings with another tokenizer or config (the model folder's
+        tokenizer files or config.json changed since it was ingested): run_id, status, run_name and
+        what changed ("tokenizer", "config", "tokenizer and config", or "tokenizer or config" for a
+        fingerprint that holds the two in one hash); None where there is none."""
+        row = con.execute(_OTHER_MODEL_FILES_SQL, [self.settings_digest + ".", self.fingerprint, device, run_name,
+                                                   run_name]).fetchone()
+        if row is None:
+            return None
+        theirs = row[3].split(".", 1)[1].split("-")
+        if len(theirs) != 2:
+            changed = "tokenizer or config"
+        else:
+            changed = " and ".join(what for what, mine, other in zip(("tokenizer", "config"), self.model_files, theirs)
+                                   if mine != other)
+        return row[0], row[1], row[2], changed
 
 
 def ingest(
@@ -391,8 +408,8 @@ def _finished_run(db, settings: dict[str, Any], fmt: str, parser: str | None, mo
     peeked = peek(model_name, max_length)
     if parser_desc is None or peeked is None:
         return None
-    model_hash, model_max_length, tokenizer_hash = peeked
-    key = _RunKey(settings, parser_desc, model_hash, model_max_length, tokenizer_hash, model_name)
+    model_hash, model_max_length, tokenizer_hash, config_hash = peeked
+    key = _RunKey(settings, parser_desc, model_hash, model_max_length, tokenizer_hash, config_hash, model_name)
     try:
         con = connect(db, read_only=True)
     except HeaddbError:  # an older schema: the ingest upgrades it
@@ -422,7 +439,8 @@ def _ingest_loaded(db, corpus_path: Path, fmt: str, pairs: bool, n_total: int, s
         am.check_pairs_fit()
     if spacy_parser is not None:
         spacy_parser.wait_ready()  # the parser's workers have loaded while the model did; the clock starts later
-    key = _RunKey(settings, parser_desc, am.model_hash, am.max_length, am.tokenizer_hash, am.folder)
+    key = _RunKey(settings, parser_desc, am.model_hash, am.max_length, am.tokenizer_hash, am.config_hash,
+                  am.folder)
     con = connect(db)
     overlapped = _overlap_writes(am)
     threads = _append_threads(am, overlapped)
@@ -430,7 +448,7 @@ def _ingest_loaded(db, corpus_path: Path, fmt: str, pairs: bool, n_total: int, s
     con.execute("SET memory_limit = ?", [f"{_memory_limit_mb(threads, str(am.device).startswith('cuda'))}MiB"])
     try:
         # a TSV file holds pairs by itself; runs.pairs says whether the inputs are pairs
-        run_id, resumed, done, other_tokenizer = _start_run(
+        run_id, resumed, done, other_model_files = _start_run(
             con, key, new_run, run_name, corpus_path, sha, fmt, pairs or fmt == "tsv", parser_desc, am, sparsity,
             truncate, limit, batch_size, device, dtype, weight_bits)
         name = f"run-{run_id}"  # until read: what an interrupt right here reports
@@ -440,7 +458,7 @@ def _ingest_loaded(db, corpus_path: Path, fmt: str, pairs: bool, n_total: int, s
                                   pairs=pairs or fmt == "tsv",
                                   no_special_tokens=am.tokenizer.num_special_tokens_to_add(pair=False) == 0,
                                   unnamed_specials=getattr(am, "unnamed_specials", None),
-                                  other_tokenizer=other_tokenizer)
+                                  other_model_files=other_model_files)
             if done:
                 return result
             corpus_id = con.execute("SELECT corpus_id FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
@@ -857,25 +875,38 @@ def check_run_name(name) -> None:
                          "its exact name")
 
 
+def model_files_changed(changed: str, folder: str | Path | None = None) -> str:
+    """The files that ``changed`` ("tokenizer", "config", "tokenizer and config", "tokenizer or
+    config", as :meth:`_RunKey.other_model_files` says) names: of ``folder``, with the tokenizer's
+    file names, or of "the model folder" in short."""
+    tokenizer = "tokenizer files"
+    if folder is not None:
+        tokenizer += " (tokenizer.json, vocab.txt, tokenizer_config.json, ...)"
+    files = {"tokenizer": tokenizer, "config": "config.json", "tokenizer and config": f"{tokenizer} and config.json",
+             "tokenizer or config": f"{tokenizer} or config.json"}[changed]
+    return f"the model folder's {files}" if folder is None else f"the {files} of {folder}"
+
+
 #: The latest run with one of the fingerprints, on a device, of a name where one is given (a run
 #: to resume or one that is complete): run_id, status, run_name
 _SAME_RUN_SQL = ("SELECT run_id, status, run_name FROM runs WHERE list_contains(?::VARCHAR[], fingerprint) "
                  "AND device = ? AND (run_name = ? OR ? IS NULL) ORDER BY run_id DESC LIMIT 1")
-#: Whether a run of an earlier version (a fingerprint without the tokenizer's part) on the device
+#: Whether a run of an earlier version (a fingerprint without the tokenizer's and config's part) on the device
 #: (of the name) of the corpus holds another weight hash: one it may have hashed from these weights
 _OLDER_HASH_SQL = ("SELECT EXISTS (SELECT 1 FROM runs WHERE device = ? AND (run_name = ? OR ? IS NULL) "
                    "AND corpus_sha256 = ? AND model_hash <> ? AND NOT contains(fingerprint, '.'))")
-#: The latest run whose fingerprint has these settings and another tokenizer: run_id, status, run_name
-_OTHER_TOKENIZER_SQL = ("SELECT run_id, status, run_name FROM runs WHERE starts_with(fingerprint, ?) "
-                        "AND fingerprint <> ? AND device = ? AND (run_name = ? OR ? IS NULL) "
-                        "ORDER BY run_id DESC LIMIT 1")
+#: The latest run whose fingerprint has these settings and another tokenizer or config: run_id,
+#: status, run_name, fingerprint
+_OTHER_MODEL_FILES_SQL = ("SELECT run_id, status, run_name, fingerprint FROM runs WHERE starts_with(fingerprint, ?) "
+                          "AND fingerprint <> ? AND device = ? AND (run_name = ? OR ? IS NULL) "
+                          "ORDER BY run_id DESC LIMIT 1")
 
 
 def _start_run(con, key: _RunKey, new_run, run_name, corpus_path, sha, fmt, pairs, parser_desc, am, sparsity,
                truncate, limit, batch_size, device, dtype, weight_bits=32
-               ) -> tuple[int, bool, bool, tuple[int, str, str] | None]:
-    """(run_id, resumed, already done, the run of these settings with another tokenizer that a
-    new run was started beside: run_id, status, run_name, or None)."""
+               ) -> tuple[int, bool, bool, tuple[int, str, str, str] | None]:
+    """(run_id, resumed, already done, the run of these settings with another tokenizer or config
+    that a new run was started beside: run_id, status, run_name, what changed, or None)."""
     other = None
     with transaction(con):
         row = con.execute(
@@ -893,14 +924,14 @@ def _start_run(con, key: _RunKey, new_run, run_name, corpus_path, sha, fmt, pair
                     return prev[0], False, True, None
                 con.execute("UPDATE runs SET status = 'running', error = NULL WHERE run_id = ?", [prev[0]])
                 return prev[0], True, False, None
-            other = key.other_tokenizer(con, device, run_name)
+            other = key.other_model_files(con, device, run_name)
             if other is not None and run_name is not None:
                 raise InputError(
                     f"run name {run_name!r} is taken by run {other[0]}, which has these settings but another "
-                    f"tokenizer: the tokenizer files of {am.folder} (tokenizer.json, vocab.txt, tokenizer_config.json, "
-                    "...) changed since it was ingested, so it is not "
-                    + ("the same run" if other[1] == "done" else "resumed (its inputs were cut by the other one)")
-                    + "; choose another name for a run with this tokenizer"
+                    f"{other[3]}: {model_files_changed(other[3], am.folder)} changed since it was ingested, so it is "
+                    "not " + ("the same run" if other[1] == "done" else
+                              "resumed (its inputs were computed with the other files)")
+                    + f"; choose another name for a run with this {other[3]}"
                     + ("" if other[1] == "done" else ", or put the files back to resume it"))
         if run_name is not None:
             taken = con.execute("SELECT min(run_id) FROM runs WHERE run_name = ?", [run_name]).fetchone()[0]

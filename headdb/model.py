@@ -176,6 +176,22 @@ def _tokenizer_hash(folder: Path) -> str:
     return _hash_files(folder, _tokenizer_files(folder))
 
 
+#: config.json keys that change nothing the model computes: the transformers version that saved it
+#: and the name it was loaded from
+_CONFIG_KEYS_IGNORED = frozenset({"transformers_version", "_name_or_path"})
+
+
+def _config_hash(folder: Path) -> str:
+    """A run's model configuration: the hash of config.json as parsed JSON with sorted keys (its
+    position embeddings, layer norm epsilon, activation, number of heads change the attention of
+    the same weights), so that a whitespace-only edit or another transformers version that saved
+    it is the same. Raises OSError or ValueError where config.json cannot be read as JSON."""
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    if isinstance(config, dict):
+        config = {k: v for k, v in config.items() if k not in _CONFIG_KEYS_IGNORED}
+    return "sha256:" + hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
 def _resolve(name_or_path: str, download: bool) -> Path:
     """A local folder for the model: the path itself, or its snapshot in the Hugging Face cache."""
     p = Path(name_or_path).expanduser()
@@ -544,8 +560,8 @@ def _natural_max_length(tokenizer_max, max_positions, pad_token_id, model_type: 
     return min(limits) if limits else 512
 
 
-def peek(name_or_path: str, max_length: int | None) -> tuple[str, int, str] | None:
-    """(model_hash, max_length, tokenizer_hash) as :class:`AttentionModel` gives them, read from
+def peek(name_or_path: str, max_length: int | None) -> tuple[str, int, str, str] | None:
+    """(model_hash, max_length, tokenizer_hash, config_hash) as :class:`AttentionModel` gives them, read from
     the model folder's files without importing torch or transformers and without downloading;
     None where the files do not tell (a model not at hand, a config or tokenizer config without
     the fields). A re-run of a finished ingest finds its run with these, in a second instead of the
@@ -556,6 +572,7 @@ def peek(name_or_path: str, max_length: int | None) -> tuple[str, int, str] | No
         tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
         model_hash = _weights_hash(folder)
         tokenizer_hash = _tokenizer_hash(folder)
+        config_hash = _config_hash(folder)
     except (ModelError, OSError, ValueError):
         return None
     if not (isinstance(config, dict) and isinstance(tokenizer_config, dict)) or "max_position_embeddings" not in config:
@@ -564,7 +581,7 @@ def peek(name_or_path: str, max_length: int | None) -> tuple[str, int, str] | No
                                   config.get("pad_token_id"), str(config.get("model_type", "unknown")))
     if max_length is not None and max_length > natural:
         return None  # the model's load says why it is refused
-    return model_hash, natural if max_length is None else max_length, tokenizer_hash
+    return model_hash, natural if max_length is None else max_length, tokenizer_hash, config_hash
 
 
 def _has_auto_map(folder: Path) -> bool:
@@ -621,6 +638,7 @@ class AttentionModel:
             raise ModelError(f"{name_or_path}: encoder-decoder models are not supported; pass an encoder")
         self.model_hash = _weights_hash(self.folder)
         self.tokenizer_hash = _tokenizer_hash(self.folder)
+        self.config_hash = _config_hash(self.folder)  # read by AutoConfig above: it parses
         self.tokenizer = self._load_tokenizer(AutoTokenizer)
         torch_dtype = getattr(torch, dtype)
         # BigBird's default block-sparse attention returns no maps for short inputs, and for long

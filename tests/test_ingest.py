@@ -941,7 +941,8 @@ def test_the_model_and_the_parser_read_from_their_files_match_the_loaded_ones(ti
     for folder in (tiny_bert_dir, tiny_roberta_dir, default_model_dir):
         for requested in (None, 20):
             am = AttentionModel(str(folder), max_length=requested)
-            assert peek(str(folder), requested) == (am.model_hash, am.max_length, am.tokenizer_hash)
+            assert peek(str(folder), requested) == (am.model_hash, am.max_length, am.tokenizer_hash,
+                                                        am.config_hash)
     assert peek(str(tiny_bert_dir), 65) is None  # beyond the model's 64: the load refuses it
     assert peek("no-such-org/no-such-model", None) is None  # not at hand: never downloaded
     bare = tmp_path / "bare"

@@ -524,7 +524,7 @@ def test_models_whose_positions_start_after_the_padding_index_run_an_input_of_th
     for f in roberta_style_dir.iterdir():
         shutil.copy(f, folder / f.name)
     am = AttentionModel(str(folder))
-    assert am.max_length == 10 and peek(str(folder), None) == (am.model_hash, 10, am.tokenizer_hash)
+    assert am.max_length == 10 and peek(str(folder), None) == (am.model_hash, 10, am.tokenizer_hash, am.config_hash)
     words = tuple(Word(w) for w in "the cat sat on the mat the cat sat on".split())
     (enc,) = am.encode([Sentence(0, (Segment(words, "", 1),))], truncate=True)
     assert (enc.status, enc.length) == ("truncated", 10)

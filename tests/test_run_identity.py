@@ -1,7 +1,7 @@
 """What identifies an ingest run: the weights the model loads (not a Trainer folder's
-checkpoint-*/) and its tokenizer's files; and stores of earlier versions, whose runs'
-fingerprints hashed the weights another way and not the tokenizer, still resume and still say
-"already complete".
+checkpoint-*/), its tokenizer's files and its config.json; and stores of earlier versions, whose
+runs' fingerprints hashed the weights another way and neither the tokenizer nor the config,
+still resume and still say "already complete".
 
 The hashing tests write files of bytes and load nothing; those that ingest are `slow`.
 """
@@ -312,7 +312,7 @@ def test_a_changed_tokenizer_is_another_run(tmp_path, tiny_bert_dir, monkeypatch
     _uncased_to_cased(folder)
     second = headdb.ingest(db, corpus, model=str(folder), limit=2)
     assert (second.run_id, second.already_done, second.resumed, second.sentences) == (2, False, False, 2)
-    assert second.other_tokenizer == (first.run_id, "done", first.run_name)
+    assert second.other_model_files == (first.run_id, "done", first.run_name, "tokenizer")
     assert _pieces(db, 1) != _pieces(db, 2)  # what the change was about: "The" is another piece
     model_module = importlib.import_module("headdb.model")
     with monkeypatch.context() as m:  # unchanged: complete, found before the model loads
@@ -332,9 +332,9 @@ def test_a_changed_tokenizer_is_another_run(tmp_path, tiny_bert_dir, monkeypatch
         headdb.ingest(db, corpus, model=str(folder), batch_size=1, run_name="named")
     assert str(info.value) == (
         f"run name 'named' is taken by run 3, which has these settings but another tokenizer: the tokenizer files "
-        f"of {folder} (tokenizer.json, vocab.txt, tokenizer_config.json, ...) changed since it was ingested, so it "
-        "is not resumed (its inputs were cut by the other one); choose another name for a run with this tokenizer, "
-        "or put the files back to resume it")
+        f"(tokenizer.json, vocab.txt, tokenizer_config.json, ...) of {folder} changed since it was ingested, so it "
+        "is not resumed (its inputs were computed with the other files); choose another name for a run with this "
+        "tokenizer, or put the files back to resume it")
     code, _, err = run_main(capsys, monkeypatch, "ingest", db, corpus, "--model", folder, "--batch-size", "1", "-q")
     assert code == 0 and err.splitlines()[1] == (
         "run 3 (named) has these settings but another tokenizer (the model folder's tokenizer files changed since it "
@@ -346,6 +346,105 @@ def test_a_changed_tokenizer_is_another_run(tmp_path, tiny_bert_dir, monkeypatch
     runs = headdb.runs(db)
     assert runs[["run_id", "status", "n_sentences"]].values.tolist() == [[1, "done", 2], [2, "done", 2],
                                                                          [3, "done", 3], [4, "done", 3]]
+
+
+def test_the_config_hash_reads_config_json_as_parsed_json(tmp_path, monkeypatch):
+    """The config part of a run's fingerprint: what config.json says (its layer norm epsilon,
+    position embeddings, activation, heads), not how it is written nor the transformers version
+    that saved it; config.json alone is read."""
+    from headdb.model import _config_hash
+
+    folder = tmp_path / "model"
+    config = {"model_type": "bert", "layer_norm_eps": 1e-12, "hidden_act": "gelu", "num_attention_heads": 4,
+              "position_embedding_type": "absolute", "transformers_version": "4.40.0"}
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config))
+    _write(folder / "model.safetensors", b"weights")
+    (folder / "tokenizer.json").write_text("{}")
+    first = _config_hash(folder)
+    opened = _reads(monkeypatch)
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: opened.append(self) or open(self, **k).read())
+    (folder / "config.json").write_text(json.dumps(dict(reversed(list(config.items()))), indent=2) + "\n")
+    assert _config_hash(folder) == first  # another order and whitespace
+    (folder / "config.json").write_text(json.dumps(config | {"transformers_version": "4.57.1"}))
+    assert _config_hash(folder) == first
+    (folder / "tokenizer.json").write_text('{"other": 1}')
+    _write(folder / "model.safetensors", b"other weights")
+    assert _config_hash(folder) == first
+    assert {p.name for p in opened} == {"config.json"}
+    hashes = [first]
+    for change in ({"layer_norm_eps": 1e-5}, {"hidden_act": "relu"}, {"num_attention_heads": 2},
+                   {"position_embedding_type": "relative_key"}):
+        (folder / "config.json").write_text(json.dumps(config | change))
+        hashes.append(_config_hash(folder))
+    assert len(set(hashes)) == len(hashes)
+
+
+def _edges(db: Path, run_id: int) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute("SELECT sentence_id, layer, head, query_pos, key_pos, weight FROM edges WHERE run_id = ? "
+                           "ORDER BY ALL", [run_id]).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.mark.slow
+def test_a_changed_config_is_another_run(tmp_path, tiny_bert_dir, monkeypatch, capsys):
+    """The same weights with an edited config.json (another layer_norm_eps) compute other
+    attention, but said "already complete", and an interrupted run resumed with the other
+    config. config.json is part of the fingerprint now: the edit starts a new run, which names
+    the config as what changed; an unchanged config still finds its run before the model loads."""
+    from cli_helpers import run_main
+
+    folder = tmp_path / "bert"
+    shutil.copytree(tiny_bert_dir, folder)
+    original = (folder / "config.json").read_text()
+    edited = json.dumps(json.loads(original) | {"layer_norm_eps": 0.5})
+    corpus = DATA / "sample.conllu"
+    db = tmp_path / "config.db"
+    first = headdb.ingest(db, corpus, model=str(folder), limit=2)
+    (folder / "config.json").write_text(edited)
+    second = headdb.ingest(db, corpus, model=str(folder), limit=2)
+    assert (second.run_id, second.already_done, second.resumed, second.sentences) == (2, False, False, 2)
+    assert second.other_model_files == (first.run_id, "done", first.run_name, "config")
+    assert _edges(db, 1) != _edges(db, 2)  # what the change was about: other attention
+    model_module = importlib.import_module("headdb.model")
+    with monkeypatch.context() as m:  # unchanged: complete, found before the model loads
+        m.setattr(model_module, "AttentionModel", _no_load)
+        assert headdb.ingest(db, corpus, model=str(folder), limit=2).already_done
+        (folder / "config.json").write_text(json.dumps(json.loads(original), indent=4))  # whitespace alone
+        again = headdb.ingest(db, corpus, model=str(folder), limit=2)
+        assert (again.run_id, again.already_done) == (1, True)
+
+    # an interrupted run is not resumed with another config
+    restore = _fail_second_batch(monkeypatch)
+    with pytest.raises(ModelError, match="stopped on purpose"):
+        headdb.ingest(db, corpus, model=str(folder), batch_size=1, run_name="named")
+    restore()
+    (folder / "config.json").write_text(edited)
+    with pytest.raises(headdb.errors.InputError) as info:
+        headdb.ingest(db, corpus, model=str(folder), batch_size=1, run_name="named")
+    assert str(info.value) == (
+        f"run name 'named' is taken by run 3, which has these settings but another config: the config.json of "
+        f"{folder} changed since it was ingested, so it is not resumed (its inputs were computed with the other "
+        "files); choose another name for a run with this config, or put the files back to resume it")
+    code, _, err = run_main(capsys, monkeypatch, "ingest", db, corpus, "--model", folder, "--batch-size", "1", "-q")
+    assert code == 0 and err.splitlines()[1] == (
+        "run 3 (named) has these settings but another config (the model folder's config.json changed since it was "
+        f"ingested): this is a new run; run 3 is left interrupted (delete it: `headdb drop {db} 3 --yes`)"), err
+    # a tokenizer and a config both changed since, named so; a run of the unreleased SETTINGS.TOKENIZER form
+    # (one hash, of the tokenizer files alone) cannot tell which
+    _uncased_to_cased(folder)
+    (folder / "config.json").write_text(original)
+    both = headdb.ingest(db, corpus, model=str(folder), limit=2)
+    assert both.run_id == 5 and both.other_model_files == (2, "done", "run-2", "tokenizer and config")
+    con = duckdb.connect(str(db), read_only=True)
+    settings_part = con.execute("SELECT fingerprint FROM runs WHERE run_id = 5").fetchone()[0].split(".")[0]
+    con.close()
+    _set_run(db, 5, fingerprint=f"{settings_part}.{'0' * 64}")
+    single = headdb.ingest(db, corpus, model=str(folder), limit=2)
+    assert single.run_id == 6 and single.other_model_files == (5, "done", "run-5", "tokenizer or config")
 
 
 @pytest.mark.slow
@@ -361,8 +460,8 @@ def test_the_bundled_model_resumes_a_run_of_an_earlier_version(tmp_path, default
     old = old_fingerprint(default_model_dir, corpus, limit=None, batch_size=1, max_length=512)
     con = duckdb.connect(str(db))
     (now,) = con.execute("SELECT fingerprint FROM runs").fetchone()
-    # the settings' part is what the earlier version wrote, its tokenizer's part the new one
-    assert now.split(".")[0] == old and len(now.split(".")[1]) == 64
+    # the settings' part is what the earlier version wrote, its tokenizer's and config's part the new one
+    assert now.split(".")[0] == old and [len(h) for h in now.split(".")[1].split("-")] == [64, 64]
     con.execute("UPDATE runs SET fingerprint = ?", [old])
     con.close()
     resumed = headdb.ingest(db, corpus, batch_size=1)
