@@ -483,9 +483,9 @@ def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, stagi
     written: list[Path] = []
     with open_db(db, memory_limit_mb()) as con:  # DuckDB's cache of the run's blocks capped, as accuracy's
         run_id = resolve_run(con, run, finished=True)
-        info = con.execute("SELECT run_name, model, corpus_path, n_layers, n_heads, top_k, dense, weight_bits "
+        info = con.execute("SELECT run_name, model, corpus_path, n_layers, n_heads, top_k, dense, weight_bits, pairs "
                            "FROM runs WHERE run_id = ?", [run_id]).fetchone()
-        name, model, corpus, n_layers, n_heads, top_k, dense, weight_bits = info
+        name, model, corpus, n_layers, n_heads, top_k, dense, weight_bits, pairs = info
         model = model_label(model)
         wanted = analysis.select_roles(analysis.classified_roles(con, run_id), roles, f"run {run_id}")
         # the classifications the shown roles' tests come from (several, after a classify --roles)
@@ -516,6 +516,7 @@ def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, stagi
             cmp_figures = []
 
     storage = "dense" if dense else f"top-{top_k} sparse"
+    unit = "pair" if pairs else "sentence"  # a pair is one input, as ingest counts it
     if weight_bits == 16:
         storage += " (16-bit weights, rounded down)"
     # a --tau given to classify replaced every role's own (the table's tau column shows it too)
@@ -527,7 +528,7 @@ def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, stagi
     md = [f"# headdb report: run {run_id} ({name})", "",
           f"- model: `{model}` ({count(n_layers, 'layer')} x {count(n_heads, 'head')} = "
           f"{count(n_layers * n_heads, 'head')})",
-          f"- corpus: `{corpus}`, {count(n_sent, 'sentence')}, {storage} attention",
+          f"- corpus: `{corpus}`, {count(n_sent, unit)}, {storage} attention",
           f"- classification: {cls_text}" if cls_text else "- classification: (none recorded)",
           f"- {NUMBERING}", "", "## Heads per role", "", _md_table(summ), "",
           f"Heads with several roles: {len(multi)}"
@@ -536,7 +537,7 @@ def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, stagi
     parts = [f"<h1>headdb report: run {run_id} ({html.escape(str(name))})</h1>",
              "<ul>", f"<li>model: <code>{html.escape(str(model))}</code> ({count(n_layers, 'layer')} &times; "
                      f"{count(n_heads, 'head')})</li>",
-             f"<li>corpus: <code>{html.escape(str(corpus))}</code>, {count(n_sent, 'sentence')}, {storage} attention</li>",
+             f"<li>corpus: <code>{html.escape(str(corpus))}</code>, {count(n_sent, unit)}, {storage} attention</li>",
              f"<li>classification: {html.escape(cls_text)}</li>" if cls_text else "",
              f"<li><strong>{NUMBERING}</strong></li>", "</ul>",
              "<h2>Heads per role</h2>", _html_table(summ)]

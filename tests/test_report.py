@@ -434,3 +434,23 @@ def test_roles_without_a_test_are_grey_in_the_layer_distribution_and_co_location
     assert co.mask[2].all() and co.mask[:, 2].all() and not co.mask[:2, :2].any(), co
     assert "Grey: a role without a test." in note
     assert "Grey: no head of the role tested in the layer." in r.html.read_text()
+
+
+def test_a_pairs_run_counts_pairs_in_the_report_and_summary(tmp_path, monkeypatch, capsys):
+    """A run of sentence pairs (runs.pairs) ingested as "3 pairs": the report and `headdb summary`
+    said "4 sentences" of its 4 pairs (8 sentences)."""
+    from cli_helpers import run_main
+
+    store = build_results_store(tmp_path / "r.db")
+    headdb.sql(store, "UPDATE runs SET pairs = true WHERE run_name = 'base'", write=True)
+    r = headdb.report(store, "base", tmp_path / "rep", accuracy=False)
+    assert "- corpus: `corpus1.conllu`, 4 pairs, dense attention" in r.markdown, r.markdown
+    assert ", 4 pairs, dense attention</li>" in r.html.read_text()
+    code, out, err = run_main(capsys, monkeypatch, "summary", store, "--run", "base")
+    assert code == 0, err
+    assert out.startswith("run 1 (base, done): 4 pairs, ") and "sentences" not in out.splitlines()[0], out
+    assert headdb.summary(store, "base")["pairs"] is True
+    # a run of single sentences still counts sentences
+    assert "`corpus1.conllu`, 4 sentences, " in headdb.report(store, "tuned", tmp_path / "rep2", accuracy=False).markdown
+    code, out, err = run_main(capsys, monkeypatch, "summary", store, "--run", "tuned")
+    assert out.startswith("run 2 (tuned, done): 4 sentences, "), out
