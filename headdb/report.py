@@ -182,6 +182,8 @@ def _score_figures(plt, con, run_id: int, roles: list[str], fig_dir: Path, writt
         # the note says of untested heads; it was coloured like a tested one
         tested = np.isfinite(analysis.head_grid(con, run_id, role, "p").to_numpy(float))
         sig = analysis.head_grid(con, run_id, role, "significant").fillna(False).to_numpy(bool)
+        # as classify's table marks them: heads whose decision the sparse storage's bound could flip
+        flip = analysis.head_grid(con, run_id, role, "flip_possible").fillna(False).to_numpy(bool)
         tau = con.execute("SELECT min(tau) FROM head_tests WHERE run_id = ? AND role = ?", [run_id, role]).fetchone()[0]
         finite = mean[np.isfinite(mean) & (mean > 0)]
         lo = max(0.05, float(finite.min())) if finite.size else 0.1
@@ -192,11 +194,15 @@ def _score_figures(plt, con, run_id: int, roles: list[str], fig_dir: Path, writt
             xlabel="head (0-based)", ylabel="layer (0-based)",
             cbar="mean score (log scale; 1 = uniform attention)", cmap="viridis", norm=LogNorm(lo, hi), marks=sig,
             labels=mean,  # the colour of a score below the scale's floor, the number its own
+            suffix=np.where(flip, "~", ""),
             note=f"{NUMBERING} Boxed, bold: heads with the role (one-sided t-test of mean score > tau = {tau:g}, "
-                 "corrected p below alpha). Grey: not tested (its number, if any, is its mean).")
+                 "corrected p below alpha). Grey: not tested (its number, if any, is its mean)."
+                 + (" ~: the sparse storage's bound could flip the decision." if flip.any() else ""))
         png = _save(plt, fig, f"heatmap_{_safe(role)}", fig_dir, written)
         out.append(_Figure(f"heatmap_{_safe(role)}", f"{role}: mean score per head",
-                           f"Mean score per layer and head; significant heads boxed (tau = {tau:g}). {NUMBERING}",
+                           f"Mean score per layer and head; significant heads boxed (tau = {tau:g})"
+                           + ("; ~ marks heads whose decision the sparse storage's bound could flip"
+                              if flip.any() else "") + f". {NUMBERING}",
                            png))
     return out
 

@@ -454,3 +454,33 @@ def test_a_pairs_run_counts_pairs_in_the_report_and_summary(tmp_path, monkeypatc
     assert "`corpus1.conllu`, 4 sentences, " in headdb.report(store, "tuned", tmp_path / "rep2", accuracy=False).markdown
     code, out, err = run_main(capsys, monkeypatch, "summary", store, "--run", "tuned")
     assert out.startswith("run 2 (tuned, done): 4 sentences, "), out
+
+
+def test_a_heatmap_marks_the_heads_the_sparse_bound_could_flip_as_classify_does(tmp_path, monkeypatch):
+    """classify's table writes "~" after a head whose decision the sparse storage's bound could flip
+    (head_tests.flip_possible); the report's heatmaps showed no such mark, and their footnote no word of it."""
+    import html
+    import importlib
+
+    report = importlib.import_module("headdb.report")
+    store = build_results_store(tmp_path / "r.db")
+    headdb.sql(store, "UPDATE head_tests SET flip_possible = (layer = 1 AND head = 0) WHERE run_id = 1", write=True)
+    seen = {}
+    real = report._save
+
+    def keep(plt, fig, name, fig_dir, written):
+        if name.startswith("heatmap_"):
+            seen[name] = ([t.get_text() for t in fig.axes[0].texts], fig.texts[-1].get_text())
+        return real(plt, fig, name, fig_dir, written)
+
+    monkeypatch.setattr(report, "_save", keep)
+    r = headdb.report(store, "base", tmp_path / "rep", accuracy=False)
+    texts, note = seen["heatmap_local"]
+    assert [i for i, t in enumerate(texts) if t.endswith("~")] == [3], texts  # layer 1, head 0 of 2 x 3
+    assert "~: the sparse storage's bound could flip the decision." in note, note
+    assert "~ marks heads whose decision the sparse storage's bound could flip" in html.unescape(r.html.read_text())
+    # a run without such heads: no mark, and no word of it
+    seen.clear()
+    headdb.report(store, "tuned", tmp_path / "rep2", accuracy=False)
+    texts, note = seen["heatmap_local"]
+    assert not any("~" in t for t in texts) and "~" not in note
