@@ -527,7 +527,8 @@ def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, stagi
         storage += " (16-bit weights, rounded down)"
     # a --tau given to classify replaced every role's own (the table's tau column shows it too)
     cls_text = "; ".join(f"correction {c}, alpha {a:g}, " + ("" if t is None else f"tau {t:g} for every role, ")
-                         + f"{count(n, 'test')} in the family" + (f" (roles {', '.join(r)})" if len(cls) > 1 else "")
+                         + f"{count(n, 'test')} in the family"
+                         + (f" (roles {', '.join(sorted(r, key=wanted.index))})" if len(cls) > 1 else "")
                          for c, a, t, n, r in cls)
     summ = summary[["role", "n_tested", "n_significant", "share_significant", "n_flip_possible", "tau",
                     "mean_score", "max_score"]]

@@ -484,3 +484,29 @@ def test_a_heatmap_marks_the_heads_the_sparse_bound_could_flip_as_classify_does(
     headdb.report(store, "tuned", tmp_path / "rep2", accuracy=False)
     texts, note = seen["heatmap_local"]
     assert not any("~" in t for t in texts) and "~" not in note
+
+
+def test_the_report_lists_builtins_in_their_order_then_other_roles_by_name(tmp_path):
+    """After `classify --roles zeta,mine` (custom roles) the report followed that latest
+    classification: zeta and mine came first, and the built-ins fell into alphabetical order
+    (delimiter, local, nsubj) instead of BUILTIN_ORDER (local, delimiter, nsubj)."""
+    import re
+
+    from handmade_store import add_classification
+    from headdb.db import connect
+
+    store = build_results_store(tmp_path / "r.db")
+    con = connect(store)
+    try:
+        add_classification(con, 1, ["zeta", "mine"], {"zeta": {(0, 0)}, "mine": {(0, 0)}}, 2, 3, classification_id=10)
+    finally:
+        con.close()
+    want = ["local", "delimiter", "nsubj", "mine", "zeta"]
+    r = headdb.report(store, "base", tmp_path / "rep", accuracy=False)
+    rows = [line.split("|")[1].strip() for line in r.markdown.splitlines() if line.startswith("| ")][2:]
+    assert rows[:5] == want, r.markdown
+    figures = re.findall(r'<figure id="heatmap_(\w+)"', r.html.read_text())
+    assert figures == want, figures
+    assert list(dict.fromkeys(headdb.layer_distribution(store, "base")["role"])) == want
+    assert "L0 H0: local,mine,zeta" in r.markdown, r.markdown
+    assert "(roles local, delimiter, nsubj); " in r.markdown, r.markdown
