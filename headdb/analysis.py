@@ -17,7 +17,7 @@ import pandas as pd
 
 from headdb.db import connect, connect_capped, quote_ident
 from headdb.errors import DatabaseError, InputError, option
-from headdb.roles import requested_roles
+from headdb.roles import BUILTIN_ORDER, requested_roles
 from headdb.store import resolve_run
 
 DbLike = str | Path | duckdb.DuckDBPyConnection  #: a database path or an open connection
@@ -39,7 +39,10 @@ def open_db(db: DbLike, memory_limit_mb: int | None = None) -> Iterator[duckdb.D
 
 
 def classified_roles(con: duckdb.DuckDBPyConnection, run_id: int) -> list[str]:
-    """The roles tested for a run, in the order of its classification (else alphabetical)."""
+    """The roles tested for a run: the built-ins in ``BUILTIN_ORDER`` (SCORES.md's order, as
+    ``roles list`` and a default classify list them), then the others by name. It followed the
+    latest classification: after a ``classify --roles mine``, ``mine`` came first and the
+    built-ins fell into alphabetical order."""
     present = [r[0] for r in con.execute(
         "SELECT DISTINCT role FROM head_tests WHERE run_id = ? ORDER BY role", [run_id]).fetchall()]
     if not present:
@@ -50,11 +53,8 @@ def classified_roles(con: duckdb.DuckDBPyConnection, run_id: int) -> list[str]:
         db = "DB" if where == _NO_FILE else shell_word(where)
         raise DatabaseError(f"run {run_id} has no classification results; "
                             f"run `headdb classify {db} --run {run_id}` first")
-    row = con.execute(
-        "SELECT roles FROM classifications WHERE run_id = ? ORDER BY classification_id DESC LIMIT 1",
-        [run_id]).fetchone()
-    order = [r for r in (row[0].split(",") if row and row[0] else []) if r in present]
-    return order + [r for r in present if r not in order]
+    rank = {name: i for i, name in enumerate(BUILTIN_ORDER)}
+    return sorted(present, key=lambda r: (rank.get(r, len(rank)), r))
 
 
 def select_roles(available: Sequence[str], roles: Sequence[str] | str | None, where: str = "this run") -> list[str]:
@@ -123,7 +123,7 @@ def colocation_matrix(db: DbLike, run: int | str | None = None, roles: Sequence[
 def multi_role_heads(db: DbLike, run: int | str | None = None, min_roles: int = 2,
                      roles: Sequence[str] | str | None = None) -> pd.DataFrame:
     """Heads with at least ``min_roles`` roles (of ``roles``, default: every classified role).
-    Columns: run_id, layer, head, n_roles, roles (in the order the roles were classified)."""
+    Columns: run_id, layer, head, n_roles, roles (in :func:`classified_roles`' order)."""
     import numbers
 
     if isinstance(min_roles, bool) or not isinstance(min_roles, numbers.Integral) or min_roles < 1:

@@ -62,7 +62,8 @@ def classify(
     per-sentence scores and the tests are saved (tables sentence_scores, head_tests,
     classifications, roles); with ``out`` they are also written to .csv, .json or .parquet.
     ``DataFrame.attrs`` holds run_id, n_layers, n_heads, alpha, correction, classification_id
-    (None without ``store``) and roles (the names, in test order). ``progress(done, total)`` is
+    (None without ``store``), roles (the names, in test order) and pairs (whether the run's inputs
+    are sentence pairs, so that n counts pairs). ``progress(done, total)`` is
     called as the scoring queries finish (a large run is scored in pieces of about 3 M attention
     rows, and many roles in several passes); True draws a bar on stderr.
     """
@@ -81,7 +82,8 @@ def classify(
     con = connect_restricted(db, memory_limit_mb())
     try:
         run_id = resolve_run(con, run, finished=True)
-        n_layers, n_heads = con.execute("SELECT n_layers, n_heads FROM runs WHERE run_id = ?", [run_id]).fetchone()
+        n_layers, n_heads, pairs = con.execute("SELECT n_layers, n_heads, pairs FROM runs WHERE run_id = ?",
+                                               [run_id]).fetchone()
         if "scipy.special" not in sys.modules:
             _import_ahead()
         if store:  # the sieves only: the scores are computed where they are stored
@@ -101,7 +103,8 @@ def classify(
         else:
             results = head_tests(scores, heads, [r.name for r in chosen], taus, alpha, correction, run=run_id)
         results.attrs.update(run_id=run_id, n_layers=n_layers, n_heads=n_heads, alpha=alpha, correction=correction,
-                             classification_id=classification_id, roles=[r.name for r in chosen])
+                             classification_id=classification_id, roles=[r.name for r in chosen],
+                             pairs=bool(pairs))
         if out is not None:
             from headdb.query import export
 

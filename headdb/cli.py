@@ -449,7 +449,8 @@ def summary(db: Path = typer.Argument(..., callback=_home, help="Database file."
         whole = {**s, "layers": json_records(s["layers"])}
         typer.echo(json.dumps(whole))
         return
-    typer.echo(f"run {s['run_id']} ({s['run_name']}, {s['status']}): {_count(s['sentences'], 'sentence')}, "
+    unit = "pair" if s["pairs"] else "sentence"  # as ingest says it: "3 sentences" of 3 pairs read as 3 of 6
+    typer.echo(f"run {s['run_id']} ({s['run_name']}, {s['status']}): {_count(s['sentences'], unit)}, "
                f"{_count(s['tokens'], 'token')}, {_count(s['edges'], 'edge')}; skipped {s['skipped']:,}, "
                f"truncated {s['truncated']:,}")
     _print_df(s["layers"], "table", title="edges and mean kept attention mass per row, by layer (0-based)")
@@ -671,11 +672,12 @@ def _print_classification(df) -> None:
                "Rows are layers, columns heads (both 0-based); cells are mean scores; "
                "* = has the role, ~ = the sparse bound could flip the decision.")
     width = 7
+    unit = "pair" if a.get("pairs") else "sentence"  # a pair is one input, as ingest counts it
     for role in a["roles"]:
         sub = df[df["role"] == role]
         n = int(sub["n"].max()) if len(sub) else 0
         tau = sub["tau"].iloc[0] if len(sub) else float("nan")
-        typer.echo(f"\n{role}: {int(sub['significant'].sum())}/{len(sub)} heads, tau {tau:g}, n {_count(n, 'sentence')}"
+        typer.echo(f"\n{role}: {int(sub['significant'].sum())}/{len(sub)} heads, tau {tau:g}, n {_count(n, unit)}"
                    + (" (no samples)" if n == 0 else ""))
         if n == 0:
             continue

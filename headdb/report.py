@@ -182,6 +182,8 @@ def _score_figures(plt, con, run_id: int, roles: list[str], fig_dir: Path, writt
         # the note says of untested heads; it was coloured like a tested one
         tested = np.isfinite(analysis.head_grid(con, run_id, role, "p").to_numpy(float))
         sig = analysis.head_grid(con, run_id, role, "significant").fillna(False).to_numpy(bool)
+        # as classify's table marks them: heads whose decision the sparse storage's bound could flip
+        flip = analysis.head_grid(con, run_id, role, "flip_possible").fillna(False).to_numpy(bool)
         tau = con.execute("SELECT min(tau) FROM head_tests WHERE run_id = ? AND role = ?", [run_id, role]).fetchone()[0]
         finite = mean[np.isfinite(mean) & (mean > 0)]
         lo = max(0.05, float(finite.min())) if finite.size else 0.1
@@ -192,11 +194,15 @@ def _score_figures(plt, con, run_id: int, roles: list[str], fig_dir: Path, writt
             xlabel="head (0-based)", ylabel="layer (0-based)",
             cbar="mean score (log scale; 1 = uniform attention)", cmap="viridis", norm=LogNorm(lo, hi), marks=sig,
             labels=mean,  # the colour of a score below the scale's floor, the number its own
+            suffix=np.where(flip, "~", ""),
             note=f"{NUMBERING} Boxed, bold: heads with the role (one-sided t-test of mean score > tau = {tau:g}, "
-                 "corrected p below alpha). Grey: not tested (its number, if any, is its mean).")
+                 "corrected p below alpha). Grey: not tested (its number, if any, is its mean)."
+                 + (" ~: the sparse storage's bound could flip the decision." if flip.any() else ""))
         png = _save(plt, fig, f"heatmap_{_safe(role)}", fig_dir, written)
         out.append(_Figure(f"heatmap_{_safe(role)}", f"{role}: mean score per head",
-                           f"Mean score per layer and head; significant heads boxed (tau = {tau:g}). {NUMBERING}",
+                           f"Mean score per layer and head; significant heads boxed (tau = {tau:g})"
+                           + ("; ~ marks heads whose decision the sparse storage's bound could flip"
+                              if flip.any() else "") + f". {NUMBERING}",
                            png))
     return out
 
@@ -512,9 +518,9 @@ def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, stagi
     written: list[Path] = []
     with open_db(db, memory_limit_mb()) as con:  # DuckDB's cache of the run's blocks capped, as accuracy's
         run_id = resolve_run(con, run, finished=True)
-        info = con.execute("SELECT run_name, model, corpus_path, n_layers, n_heads, top_k, dense, weight_bits "
+        info = con.execute("SELECT run_name, model, corpus_path, n_layers, n_heads, top_k, dense, weight_bits, pairs "
                            "FROM runs WHERE run_id = ?", [run_id]).fetchone()
-        name, model, corpus, n_layers, n_heads, top_k, dense, weight_bits = info
+        name, model, corpus, n_layers, n_heads, top_k, dense, weight_bits, pairs = info
         model = model_label(model)
         wanted = analysis.select_roles(analysis.classified_roles(con, run_id), roles, f"run {run_id}")
         # the classifications the shown roles' tests come from (several, after a classify --roles)
@@ -545,18 +551,20 @@ def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, stagi
             cmp_figures = []
 
     storage = "dense" if dense else f"top-{top_k} sparse"
+    unit = "pair" if pairs else "sentence"  # a pair is one input, as ingest counts it
     if weight_bits == 16:
         storage += " (16-bit weights, rounded down)"
     # a --tau given to classify replaced every role's own (the table's tau column shows it too)
     cls_text = "; ".join(f"correction {c}, alpha {a:g}, " + ("" if t is None else f"tau {t:g} for every role, ")
-                         + f"{count(n, 'test')} in the family" + (f" (roles {', '.join(r)})" if len(cls) > 1 else "")
+                         + f"{count(n, 'test')} in the family"
+                         + (f" (roles {', '.join(sorted(r, key=wanted.index))})" if len(cls) > 1 else "")
                          for c, a, t, n, r in cls)
     summ = summary[["role", "n_tested", "n_significant", "share_significant", "n_flip_possible", "tau",
                     "mean_score", "max_score"]]
     md = [f"# headdb report: run {run_id} ({name})", "",
           f"- model: `{model}` ({count(n_layers, 'layer')} x {count(n_heads, 'head')} = "
           f"{count(n_layers * n_heads, 'head')})",
-          f"- corpus: `{corpus}`, {count(n_sent, 'sentence')}, {storage} attention",
+          f"- corpus: `{corpus}`, {count(n_sent, unit)}, {storage} attention",
           f"- classification: {cls_text}" if cls_text else "- classification: (none recorded)",
           f"- {NUMBERING}", "", "## Heads per role", "", _md_table(summ), "",
           f"Heads with several roles: {len(multi)}"
@@ -565,7 +573,7 @@ def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, stagi
     parts = [f"<h1>headdb report: run {run_id} ({html.escape(str(name))})</h1>",
              "<ul>", f"<li>model: <code>{html.escape(str(model))}</code> ({count(n_layers, 'layer')} &times; "
                      f"{count(n_heads, 'head')})</li>",
-             f"<li>corpus: <code>{html.escape(str(corpus))}</code>, {count(n_sent, 'sentence')}, {storage} attention</li>",
+             f"<li>corpus: <code>{html.escape(str(corpus))}</code>, {count(n_sent, unit)}, {storage} attention</li>",
              f"<li>classification: {html.escape(cls_text)}</li>" if cls_text else "",
              f"<li><strong>{NUMBERING}</strong></li>", "</ul>",
              "<h2>Heads per role</h2>", _html_table(summ)]

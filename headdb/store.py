@@ -411,7 +411,8 @@ def drop_run(db: str | Path, run: int | str, *, dry_run: bool = False) -> pd.Dat
 
 
 def summary(db: str | Path, run: int | str | None = None) -> dict[str, Any]:
-    """What a run stored: sentences, tokens, edges and kept attention mass per layer.
+    """What a run stored: sentences, tokens, edges and kept attention mass per layer. In a run
+    of sentence pairs (``pairs`` True), ``sentences`` and ``skipped`` count pairs.
 
     Its scan of the run's edges reads with DuckDB's memory capped, as classify's does: uncapped,
     DuckDB kept every block it read cached, so the summary's memory grew with the store (peak RSS
@@ -443,11 +444,14 @@ def run_summary(con: duckdb.DuckDBPyConnection, run_id: int) -> dict[str, Any]:
                                       WHERE s.run_id = ? AND r.run_id = ?) AS kept_mass
         FROM edges WHERE run_id = ? GROUP BY layer ORDER BY layer
         """, [run_id, run_id, run_id]).df()
-    info = con.execute("SELECT run_name, status, model, corpus_path FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    info = con.execute("SELECT run_name, status, model, corpus_path, pairs FROM runs WHERE run_id = ?",
+                       [run_id]).fetchone()
     return {
         # as `headdb runs` shows it: a run left 'running' in a store this process could open was interrupted
         "run_id": run_id, "run_name": info[0], "status": shown_status(info[1]),
         "model": info[2], "corpus": info[3],
+        # whether the inputs are sentence pairs (--pairs, a TSV corpus): "sentences" then counts pairs
+        "pairs": bool(info[4]),
         "sentences": int(counts[0]), "skipped": int(counts[1]), "truncated": int(counts[2]),
         "tokens": int(counts[3]), "edges": int(layers["edges"].sum()) if len(layers) else 0,
         "layers": layers,

@@ -434,3 +434,79 @@ def test_roles_without_a_test_are_grey_in_the_layer_distribution_and_co_location
     assert co.mask[2].all() and co.mask[:, 2].all() and not co.mask[:2, :2].any(), co
     assert "Grey: a role without a test." in note
     assert "Grey: no head of the role tested in the layer." in r.html.read_text()
+
+
+def test_a_pairs_run_counts_pairs_in_the_report_and_summary(tmp_path, monkeypatch, capsys):
+    """A run of sentence pairs (runs.pairs) ingested as "3 pairs": the report and `headdb summary`
+    said "4 sentences" of its 4 pairs (8 sentences)."""
+    from cli_helpers import run_main
+
+    store = build_results_store(tmp_path / "r.db")
+    headdb.sql(store, "UPDATE runs SET pairs = true WHERE run_name = 'base'", write=True)
+    r = headdb.report(store, "base", tmp_path / "rep", accuracy=False)
+    assert "- corpus: `corpus1.conllu`, 4 pairs, dense attention" in r.markdown, r.markdown
+    assert ", 4 pairs, dense attention</li>" in r.html.read_text()
+    code, out, err = run_main(capsys, monkeypatch, "summary", store, "--run", "base")
+    assert code == 0, err
+    assert out.startswith("run 1 (base, done): 4 pairs, ") and "sentences" not in out.splitlines()[0], out
+    assert headdb.summary(store, "base")["pairs"] is True
+    # a run of single sentences still counts sentences
+    assert "`corpus1.conllu`, 4 sentences, " in headdb.report(store, "tuned", tmp_path / "rep2", accuracy=False).markdown
+    code, out, err = run_main(capsys, monkeypatch, "summary", store, "--run", "tuned")
+    assert out.startswith("run 2 (tuned, done): 4 sentences, "), out
+
+
+def test_a_heatmap_marks_the_heads_the_sparse_bound_could_flip_as_classify_does(tmp_path, monkeypatch):
+    """classify's table writes "~" after a head whose decision the sparse storage's bound could flip
+    (head_tests.flip_possible); the report's heatmaps showed no such mark, and their footnote no word of it."""
+    import html
+    import importlib
+
+    report = importlib.import_module("headdb.report")
+    store = build_results_store(tmp_path / "r.db")
+    headdb.sql(store, "UPDATE head_tests SET flip_possible = (layer = 1 AND head = 0) WHERE run_id = 1", write=True)
+    seen = {}
+    real = report._save
+
+    def keep(plt, fig, name, fig_dir, written):
+        if name.startswith("heatmap_"):
+            seen[name] = ([t.get_text() for t in fig.axes[0].texts], fig.texts[-1].get_text())
+        return real(plt, fig, name, fig_dir, written)
+
+    monkeypatch.setattr(report, "_save", keep)
+    r = headdb.report(store, "base", tmp_path / "rep", accuracy=False)
+    texts, note = seen["heatmap_local"]
+    assert [i for i, t in enumerate(texts) if t.endswith("~")] == [3], texts  # layer 1, head 0 of 2 x 3
+    assert "~: the sparse storage's bound could flip the decision." in note, note
+    assert "~ marks heads whose decision the sparse storage's bound could flip" in html.unescape(r.html.read_text())
+    # a run without such heads: no mark, and no word of it
+    seen.clear()
+    headdb.report(store, "tuned", tmp_path / "rep2", accuracy=False)
+    texts, note = seen["heatmap_local"]
+    assert not any("~" in t for t in texts) and "~" not in note
+
+
+def test_the_report_lists_builtins_in_their_order_then_other_roles_by_name(tmp_path):
+    """After `classify --roles zeta,mine` (custom roles) the report followed that latest
+    classification: zeta and mine came first, and the built-ins fell into alphabetical order
+    (delimiter, local, nsubj) instead of BUILTIN_ORDER (local, delimiter, nsubj)."""
+    import re
+
+    from handmade_store import add_classification
+    from headdb.db import connect
+
+    store = build_results_store(tmp_path / "r.db")
+    con = connect(store)
+    try:
+        add_classification(con, 1, ["zeta", "mine"], {"zeta": {(0, 0)}, "mine": {(0, 0)}}, 2, 3, classification_id=10)
+    finally:
+        con.close()
+    want = ["local", "delimiter", "nsubj", "mine", "zeta"]
+    r = headdb.report(store, "base", tmp_path / "rep", accuracy=False)
+    rows = [line.split("|")[1].strip() for line in r.markdown.splitlines() if line.startswith("| ")][2:]
+    assert rows[:5] == want, r.markdown
+    figures = re.findall(r'<figure id="heatmap_(\w+)"', r.html.read_text())
+    assert figures == want, figures
+    assert list(dict.fromkeys(headdb.layer_distribution(store, "base")["role"])) == want
+    assert "L0 H0: local,mine,zeta" in r.markdown, r.markdown
+    assert "(roles local, delimiter, nsubj); " in r.markdown, r.markdown

@@ -47,3 +47,22 @@ def test_a_pairs_ingest_counts_pairs(tmp_path, tiny_bert_dir):
     assert proc.returncode == 0, proc.stderr
     assert "stored 2 pairs, " in proc.stderr and " pairs/s); " in proc.stderr, proc.stderr
     assert headdb.ingest(tmp_path / "q.db", corpus, model=str(tiny_bert_dir)).pairs is True
+
+
+@pytest.mark.slow
+def test_classify_and_summary_count_the_pairs_of_a_pairs_run(tmp_path, tiny_bert_dir, monkeypatch, capsys):
+    """`headdb ingest` said "stored 2 pairs" and then `headdb classify`'s tables "n 2 sentences" and
+    `headdb summary` "2 sentences" of the same 2 pairs."""
+    from cli_helpers import run_main
+
+    corpus = tmp_path / "pairs.tsv"
+    corpus.write_text("A man eats.\tSomeone eats.\nThe cat sleeps.\tA dog barks.\n", encoding="utf-8")
+    db = tmp_path / "p.db"
+    headdb.ingest(db, corpus, model=str(tiny_bert_dir), dense=True)
+    code, out, err = run_main(capsys, monkeypatch, "classify", db, "--roles", "local,block")
+    assert code == 0, err
+    assert "tau 3, n 2 pairs" in out and " sentences" not in out, out
+    code, out, err = run_main(capsys, monkeypatch, "summary", db)
+    assert code == 0, err
+    assert ": 2 pairs, " in out, out
+    assert headdb.classify(db, roles="local", store=False).attrs["pairs"] is True
