@@ -79,8 +79,7 @@ class IngestResult:
     unnamed_specials: tuple[tuple[str, ...], tuple[str, ...]] | None = None
     #: (run_id, status, run_name, changed) of a run with these settings and another tokenizer or
     #: config (the model folder's tokenizer files or config.json changed since it was ingested),
-    #: beside which this new run began; changed: "tokenizer", "config", "tokenizer and config", or
-    #: "tokenizer or config" beside a run whose fingerprint does not tell them apart
+    #: beside which this new run began; changed: "tokenizer", "config" or "tokenizer and config"
     other_model_files: tuple[int, str, str, str] | None = None
     edges: int = 0
     seconds: float = 0.0
@@ -241,18 +240,14 @@ class _RunKey:
     def other_model_files(self, con, device: str, run_name: str | None) -> tuple[int, str, str, str] | None:
         """The latest run of these settings with another tokenizer or config (the model folder's
         tokenizer files or config.json changed since it was ingested): run_id, status, run_name and
-        what changed ("tokenizer", "config", "tokenizer and config", or "tokenizer or config" for a
-        fingerprint that holds the two in one hash); None where there is none."""
+        what changed ("tokenizer", "config", or "tokenizer and config"); None where there is none."""
         row = con.execute(_OTHER_MODEL_FILES_SQL, [self.settings_digest + ".", self.fingerprint, device, run_name,
                                                    run_name]).fetchone()
         if row is None:
             return None
         theirs = row[3].split(".", 1)[1].split("-")
-        if len(theirs) != 2:
-            changed = "tokenizer or config"
-        else:
-            changed = " and ".join(what for what, mine, other in zip(("tokenizer", "config"), self.model_files, theirs)
-                                   if mine != other)
+        changed = " and ".join(what for what, mine, other in zip(("tokenizer", "config"), self.model_files, theirs)
+                               if mine != other)
         return row[0], row[1], row[2], changed
 
 
@@ -876,14 +871,14 @@ def check_run_name(name) -> None:
 
 
 def model_files_changed(changed: str, folder: str | Path | None = None) -> str:
-    """The files that ``changed`` ("tokenizer", "config", "tokenizer and config", "tokenizer or
-    config", as :meth:`_RunKey.other_model_files` says) names: of ``folder``, with the tokenizer's
-    file names, or of "the model folder" in short."""
+    """The files that ``changed`` ("tokenizer", "config", "tokenizer and config", as
+    :meth:`_RunKey.other_model_files` says) names: of ``folder``, with the tokenizer's file names,
+    or of "the model folder" in short."""
     tokenizer = "tokenizer files"
     if folder is not None:
         tokenizer += " (tokenizer.json, vocab.txt, tokenizer_config.json, ...)"
-    files = {"tokenizer": tokenizer, "config": "config.json", "tokenizer and config": f"{tokenizer} and config.json",
-             "tokenizer or config": f"{tokenizer} or config.json"}[changed]
+    files = {"tokenizer": tokenizer, "config": "config.json",
+             "tokenizer and config": f"{tokenizer} and config.json"}[changed]
     return f"the model folder's {files}" if folder is None else f"the {files} of {folder}"
 
 
