@@ -275,6 +275,7 @@ def _parse_conllu_block(path: str | Path, start: int, comments: list[str], rows:
     fields: list[tuple[str, str | None, str | None, str | None, str | None]] = []  # a Word's, less its head
     heads: list[tuple[int, int | None]] = []  # (line number, 1-based head or None)
     range_end, range_line = 0, 0  # the last word of the last multiword range, and its line
+    surface: list[str] = []  # the text rebuilt from the tokens, for a sentence without `# text`
     for number, line in rows:
         cols = line.split("\t")
         if len(cols) != 10:
@@ -295,6 +296,7 @@ def _parse_conllu_block(path: str | Path, start: int, comments: list[str], rows:
                                       + (f", and the range before ends at {range_end})" if range_end else ")"),
                                       path, number)
                 range_end, range_line = last, number
+                surface.append(cols[1] + ("" if _no_space_after(cols[9]) else " "))
             continue  # multiword-token range or empty node: not a syntactic word
         if not _INT.fullmatch(wid):
             raise CorpusError(f"word id {wid!r} is not an integer", path, number)
@@ -312,6 +314,8 @@ def _parse_conllu_block(path: str | Path, start: int, comments: list[str], rows:
         form = cols[1]
         if not (form.isprintable() and form.strip()) and is_blank(form):  # the test only for odd forms
             raise CorpusError("empty word form (only whitespace or invisible characters)", path, number)
+        if index > range_end:  # a word inside a multiword token is written by the token's surface form
+            surface.append(form + ("" if _no_space_after(cols[9]) else " "))
         heads.append((number, head))
         fields.append((form, _opt(cols[2]), _opt(cols[3]), _opt(cols[4]), _opt(cols[7])))
     if not fields:
@@ -332,8 +336,12 @@ def _parse_conllu_block(path: str | Path, start: int, comments: list[str], rows:
     words = [Word(form, lemma, upos, xpos, h, deprel) for (form, lemma, upos, xpos, deprel), h in zip(fields, resolved)]
     text = meta.get("text")
     if text is None:
-        text = " ".join(w.form for w in words)  # missing `# text`: documented fallback
+        text = "".join(surface).strip()  # missing `# text`: the tokens, spaced as MISC's SpaceAfter=No says
     return Segment(tuple(words), text, start, meta.get("sent_id"), doc_id), doc_id
+
+
+def _no_space_after(misc: str) -> bool:
+    return "SpaceAfter=No" in misc.split("|")
 
 
 def _opt(value: str) -> str | None:

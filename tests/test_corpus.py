@@ -61,8 +61,8 @@ def test_conllu_words_heads_and_fallbacks():
     assert [w.form for w in b.words] == ["Sue", "likes", "coffee", "and", "Bill", "tea"]
     assert [w.head for w in b.words] == [1, None, 1, 4, 1, 4]
     assert b.words[5].deprel == "obl:tmod"
-    # no `# text`: the forms joined by spaces; the document id carries over
-    assert b.text == "Sue likes coffee and Bill tea"
+    # no `# text`: the tokens, with no space after "Bill" (SpaceAfter=No); the document id carries over
+    assert b.text == "Sue likes coffee and Billtea"
     assert (b.sent_key, b.doc_id, b.line) == ("a-2", "doc-a", 11)
     c = s[2].segments[0]
     assert (c.doc_id, c.sent_key, c.line) == ("doc-b", "b-1", 20)

@@ -111,7 +111,7 @@ def test_tiny_bert_pairs_text_tsv_and_options(tmp_path, tiny_bert_dir):
                        [p.run_id]).fetchall()
     assert segs == [(0,), (1,)]
     assert con.execute("SELECT text_b, n_words_a, n_words_b FROM sentences s JOIN runs r USING (corpus_id) "
-                       "WHERE r.run_id = ?", [p.run_id]).fetchone() == ("Sue likes coffee and Bill tea", 5, 6)
+                       "WHERE r.run_id = ?", [p.run_id]).fetchone() == ("Sue likes coffee and Billtea", 5, 6)
     # segment B's heads point into segment B (word_pos is global over the pair)
     heads = con.execute("SELECT word_pos, segment, head_word_pos FROM words w JOIN runs r USING (corpus_id) "
                         "WHERE r.run_id = ? ORDER BY word_pos", [p.run_id]).fetchall()

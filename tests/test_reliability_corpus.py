@@ -487,3 +487,27 @@ def test_text_reader_skips_are_in_the_run_summary(tmp_path):
     proc = headdb("ingest", tmp_path / "limited.db", corpus, "-q", "--limit", "1")
     assert "stored 1 sentence," in proc.stderr
     assert "reader (the whole file): 2 blank lines ignored, 1 over-long line skipped" in proc.stderr
+
+
+def test_missing_text_is_rebuilt_from_tokens_and_space_after(tmp_path):
+    """Without `# text`, the text is rebuilt as UD writes it: a multiword token by its surface form
+    (`del`, not `de el`), and no space after a token whose MISC holds SpaceAfter=No (Chinese has
+    none at all). It was the syntactic words joined by spaces: "Vino de el mercado ." and "我 喜欢 猫 。"."""
+    data = "\n".join([
+        conllu_row(1, "Vino", 0),
+        "2-3\tdel\t_\t_\t_\t_\t_\t_\t_\t_",
+        conllu_row(2, "de", 4),
+        conllu_row(3, "el", 4),
+        conllu_row(4, "mercado", 1)[:-1] + "Gloss=market|SpaceAfter=No",
+        conllu_row(5, ".", 1),
+        "",
+        conllu_row(1, "我", 2)[:-1] + "SpaceAfter=No",
+        conllu_row(2, "喜欢", 0)[:-1] + "SpaceAfter=No",
+        conllu_row(3, "猫", 2)[:-1] + "SpaceAfter=No",
+        conllu_row(4, "。", 2),
+    ]) + "\n"
+    path = write(tmp_path, "notext.conllu", data)
+    es, zh = read_corpus(path, "conllu")
+    assert es.segments[0].text == "Vino del mercado."
+    assert [w.form for w in es.segments[0].words] == ["Vino", "de", "el", "mercado", "."]
+    assert zh.segments[0].text == "我喜欢猫。"
