@@ -569,6 +569,33 @@ def check_columns(con: duckdb.DuckDBPyConnection, role: Role, attention: frozens
     bad = [f"{n} {t}" for n, t in got if t not in _INTEGER_TYPES]
     if bad:
         raise role.error(f"the role's columns must be integers; got {', '.join(bad)}")
+    if role.level == "token":
+        _check_token_positions(con, role)
+
+
+#: columns that hold word positions: returned as a token-level role's query_pos or key_pos, they
+#: would be read as token positions (shifted by [CLS] and by every word of several pieces)
+_WORD_POSITION_COLUMNS = frozenset({"word_pos", "head_word_pos", "query_word_pos", "key_word_pos"})
+
+
+def _check_token_positions(con: duckdb.DuckDBPyConnection, role: Role) -> None:
+    """A token-level role whose query_pos or key_pos is a word position column as it stands
+    (`t.word_pos AS query_pos`) is an error: the positions are pieces', not words'."""
+    import json
+
+    try:
+        tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [role.body]).fetchone()[0])
+        node = tree["statements"][0]["node"]
+    except (duckdb.Error, KeyError, IndexError, TypeError, ValueError, RecursionError):
+        return
+    items = node.get("select_list") or [] if node.get("type") == "SELECT_NODE" else []
+    for column, item in zip(COLUMNS["token"][2:], items[2:4]):
+        names = item.get("column_names") if item.get("class") == "COLUMN_REF" else None
+        if names and names[-1].lower() in _WORD_POSITION_COLUMNS:
+            raise role.error(f"{column} is {'.'.join(names)}, a word position; a token-level role returns "
+                             f"token positions (tokens.token_pos, [CLS] at 0, one per piece). For a sieve "
+                             f"of words, set `-- level: word` and return corpus_id, sentence_id, "
+                             f"query_word_pos, key_word_pos over words: headdb expands it to pieces")
 
 
 def _from_body_start(role: Role) -> str:
