@@ -61,6 +61,7 @@ class Role:
     body: str  # the SELECT, without its terminating semicolon (comments kept)
     body_line: int  # 1-based line of the file where the SELECT starts
     builtin: bool
+    params_line: int | None = field(default=None, hash=False, compare=False)  # the `-- params:` line
 
     @property
     def sha256(self) -> str:
@@ -79,6 +80,21 @@ class Role:
 
     def error(self, message: str, line: int | None = None) -> RoleError:
         return RoleError(message, self.path, self.body_line if line is None else line)
+
+    def failed(self, exc: Exception) -> RoleError:
+        """The error for this role's SELECT failing on a store. A conversion error in a role with
+        params is most often a value of the wrong type (`rel=5` is an integer, `window=two` text):
+        it then names the params, their types and their line."""
+        first = str(exc).strip().splitlines()[0]
+        message = f"the role's SELECT failed on the store: {first}"
+        if self.params and self.params_line and ("Conversion Error" in first or "Could not convert" in first):
+            kinds = {int: "INTEGER", float: "DOUBLE", str: "text"}
+            typed = ", ".join(f"{k}={v!r} ({kinds[type(v)]})" for k, v in self.params.items())
+            return self.error(f"{message}; the role's params, read by getvariable() with these types: {typed}. "
+                              f"A bare integer is an INTEGER, a number a DOUBLE, anything else text; quote a "
+                              f"value to make it text (rel='5'), or fix it to the type the SELECT compares it "
+                              f"with", self.params_line)
+        return self.error(message)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,7 +277,8 @@ def parse_role(path: str | Path, *, builtin: bool = False) -> Role:
             pos = m.end()
     body, body_line = _statement(path, text)
     return Role(name=name, description=values["description"], level=level, tau=tau, params=params, path=path,
-                text=text, body=body, body_line=body_line, builtin=builtin)
+                text=text, body=body, body_line=body_line, builtin=builtin,
+                params_line=where.get("params") if params else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -552,6 +569,33 @@ def check_columns(con: duckdb.DuckDBPyConnection, role: Role, attention: frozens
     bad = [f"{n} {t}" for n, t in got if t not in _INTEGER_TYPES]
     if bad:
         raise role.error(f"the role's columns must be integers; got {', '.join(bad)}")
+    if role.level == "token":
+        _check_token_positions(con, role)
+
+
+#: columns that hold word positions: returned as a token-level role's query_pos or key_pos, they
+#: would be read as token positions (shifted by [CLS] and by every word of several pieces)
+_WORD_POSITION_COLUMNS = frozenset({"word_pos", "head_word_pos", "query_word_pos", "key_word_pos"})
+
+
+def _check_token_positions(con: duckdb.DuckDBPyConnection, role: Role) -> None:
+    """A token-level role whose query_pos or key_pos is a word position column as it stands
+    (`t.word_pos AS query_pos`) is an error: the positions are pieces', not words'."""
+    import json
+
+    try:
+        tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [role.body]).fetchone()[0])
+        node = tree["statements"][0]["node"]
+    except (duckdb.Error, KeyError, IndexError, TypeError, ValueError, RecursionError):
+        return
+    items = node.get("select_list") or [] if node.get("type") == "SELECT_NODE" else []
+    for column, item in zip(COLUMNS["token"][2:], items[2:4]):
+        names = item.get("column_names") if item.get("class") == "COLUMN_REF" else None
+        if names and names[-1].lower() in _WORD_POSITION_COLUMNS:
+            raise role.error(f"{column} is {'.'.join(names)}, a word position; a token-level role returns "
+                             f"token positions (tokens.token_pos, [CLS] at 0, one per piece). For a sieve "
+                             f"of words, set `-- level: word` and return corpus_id, sentence_id, "
+                             f"query_word_pos, key_word_pos over words: headdb expands it to pieces")
 
 
 def _from_body_start(role: Role) -> str:

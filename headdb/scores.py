@@ -126,7 +126,7 @@ def _fill_sieve(con: duckdb.DuckDBPyConnection, run_id: int, roles: list[Role]) 
             except duckdb.Error as exc:
                 if interrupted(exc):
                     raise
-                raise role.error(f"the role's SELECT failed on the store: {str(exc).strip().splitlines()[0]}") from None
+                raise role.failed(exc) from None
             finally:
                 _unset_params(con, role)
     for role in roles:
@@ -160,7 +160,7 @@ def _check_words(con: duckdb.DuckDBPyConnection, run_id: int, role: Role) -> Non
     except duckdb.Error as exc:
         if interrupted(exc):
             raise
-        raise role.error(f"the role's SELECT failed on the store: {str(exc).strip().splitlines()[0]}") from None
+        raise role.failed(exc) from None
     finally:
         _unset_params(con, role)
     if bad:

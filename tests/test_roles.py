@@ -262,6 +262,47 @@ def test_a_role_that_fails_on_the_data_is_named_among_others(tmp_path):
     assert str(err.value).startswith(f"{path}:4: ") and "failed on the store" in str(err.value)
 
 
+def test_a_param_of_the_wrong_type_is_named_at_its_params_line(tmp_path):
+    """`window=two` is text: the SELECT binds on the empty store and fails only on data with
+    DuckDB's "Could not convert string 'two'". The error points at the `-- params:` line and
+    names each param with the type getvariable() reads, not only at the SELECT."""
+    path = _write(tmp_path / "roles", "wide", (
+        "-- name: wide\n-- description: d\n-- level: token\n-- params: window=two, other='x'\n"
+        "SELECT q.run_id, q.sentence_id, q.token_pos AS query_pos, k.token_pos AS key_pos\n"
+        "FROM tokens AS q JOIN tokens AS k ON k.run_id = q.run_id AND k.sentence_id = q.sentence_id\n"
+        "AND k.token_pos BETWEEN q.token_pos - getvariable('window') AND q.token_pos + getvariable('window')\n"))
+    db = _previous_token_store(tmp_path / "p.db")
+    with pytest.raises(RoleError) as err:
+        headdb.scores(db, roles=["wide"], roles_dir=tmp_path / "roles")
+    message = str(err.value)
+    assert message.startswith(f"{path}:4: the role's SELECT failed on the store: Conversion Error"), message
+    assert "window='two' (text), other='x' (text)" in message and "quote a value" in message
+
+
+def test_word_positions_returned_at_token_level_are_refused_when_the_role_loads(tmp_path):
+    """`t.word_pos AS query_pos` at token level binds (both are integers) and used to be read as
+    token positions, or failed later as a duplicate pair whose advice (SELECT DISTINCT) would
+    keep the wrong positions. It is refused at load, naming the column and `level: word`."""
+    path = _write(tmp_path / "roles", "headpieces", (
+        "-- name: headpieces\n-- description: d\n-- level: token\n"
+        "SELECT t.run_id, t.sentence_id, t.token_pos AS query_pos, w.head_word_pos AS key_pos\n"
+        "FROM tokens AS t JOIN runs AS r ON r.run_id = t.run_id\n"
+        "JOIN words AS w ON w.corpus_id = r.corpus_id AND w.sentence_id = t.sentence_id AND w.word_pos = t.word_pos\n"
+        "WHERE w.head_word_pos IS NOT NULL\n"))
+    with pytest.raises(RoleError) as err:
+        load_roles(tmp_path / "roles", ["headpieces"])
+    message = str(err.value)
+    assert message.startswith(f"{path}:4: key_pos is w.head_word_pos, a word position"), message
+    assert "`-- level: word`" in message
+    # an expression over a word position is not judged; token_pos columns pass as before
+    _write(tmp_path / "ok", "samepiece", (
+        "-- name: samepiece\n-- description: d\n-- level: token\n"
+        "SELECT q.run_id, q.sentence_id, q.token_pos AS query_pos, k.token_pos AS key_pos\n"
+        "FROM tokens AS q JOIN tokens AS k ON k.run_id = q.run_id AND k.sentence_id = q.sentence_id\n"
+        " AND k.word_pos = q.word_pos AND k.token_pos <> q.token_pos\n"))
+    assert [r.name for r in load_roles(tmp_path / "ok", ["samepiece"])] == ["samepiece"]
+
+
 def test_quoted_params_hidden_files_and_a_file_for_a_folder(tmp_path):
     folder = tmp_path / "roles"
     quoted = VERB_OBJECT.replace("-- params: rel=obj", "-- params: rel='obj'")
