@@ -292,13 +292,15 @@ def ingest(
         if result.other_model_files:
             from headdb.errors import shell_word
             from headdb.ingest import model_files_changed
+            from headdb.store import shown_status
 
             other_id, status, other_name, changed = result.other_model_files
+            # in the words of `headdb runs`: a run whose ingest failed is "failed", not "interrupted"
             err(f"run {other_id} ({other_name}) has these settings but another {changed} "
                 f"({model_files_changed(changed)} changed since it was ingested): this is a new run"
                 + ("" if status == "done" else
-                   f"; run {other_id} is left interrupted (delete it: `headdb drop {shell_word(db)} {other_id} "
-                   "--yes`)"), err=True)
+                   f"; run {other_id} is left {shown_status(status)} (delete it: `headdb drop {shell_word(db)} "
+                   f"{other_id} --yes`)"), err=True)
         rs = result.read_stats
         if rs.blank_lines or rs.too_long_lines or rs.odd_sentence_dropped:
             # the reader's checks cover the whole file, also where --limit stores only its start

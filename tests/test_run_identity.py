@@ -338,7 +338,7 @@ def test_a_changed_tokenizer_is_another_run(tmp_path, tiny_bert_dir, monkeypatch
     code, _, err = run_main(capsys, monkeypatch, "ingest", db, corpus, "--model", folder, "--batch-size", "1", "-q")
     assert code == 0 and err.splitlines()[1] == (
         "run 3 (named) has these settings but another tokenizer (the model folder's tokenizer files changed since it "
-        f"was ingested): this is a new run; run 3 is left interrupted (delete it: `headdb drop {db} 3 --yes`)"), err
+        f"was ingested): this is a new run; run 3 is left failed (delete it: `headdb drop {db} 3 --yes`)"), err
     for name, data in original.items():
         (folder / name).write_bytes(data)
     resumed = headdb.ingest(db, corpus, model=str(folder), batch_size=1, run_name="named")
@@ -432,7 +432,7 @@ def test_a_changed_config_is_another_run(tmp_path, tiny_bert_dir, monkeypatch, c
     code, _, err = run_main(capsys, monkeypatch, "ingest", db, corpus, "--model", folder, "--batch-size", "1", "-q")
     assert code == 0 and err.splitlines()[1] == (
         "run 3 (named) has these settings but another config (the model folder's config.json changed since it was "
-        f"ingested): this is a new run; run 3 is left interrupted (delete it: `headdb drop {db} 3 --yes`)"), err
+        f"ingested): this is a new run; run 3 is left failed (delete it: `headdb drop {db} 3 --yes`)"), err
     # a tokenizer and a config both changed since, named so
     _uncased_to_cased(folder)
     (folder / "config.json").write_text(original)
@@ -464,3 +464,24 @@ def test_the_bundled_model_resumes_a_run_of_an_earlier_version(tmp_path, default
         again = headdb.ingest(db, corpus, batch_size=1)
     assert (again.run_id, again.already_done) == (1, True)
     assert headdb.runs(db)[["run_id", "status", "n_sentences"]].values.tolist() == [[1, "done", 3]]
+
+
+@pytest.mark.parametrize(("status", "shown"), [("failed", "failed"), ("interrupted", "interrupted"),
+                                               ("running", "interrupted")])
+def test_the_other_runs_status_is_said_as_runs_shows_it(tmp_path, monkeypatch, capsys, status, shown):
+    """The note of a run beside one with another tokenizer names that run's status as `headdb runs` does: a
+    run whose ingest failed was said to be "left interrupted"."""
+    from cli_helpers import run_main
+
+    from headdb.ingest import IngestResult
+
+    def fake_ingest(*args, **kwargs):
+        return IngestResult(4, "run-4", False, False, other_model_files=(3, status, "named", "tokenizer"))
+
+    monkeypatch.setattr(importlib.import_module("headdb.ingest"), "ingest", fake_ingest)
+    db = tmp_path / "s.db"
+    code, out, err = run_main(capsys, monkeypatch, "ingest", db, "--model", tmp_path, "-q")
+    assert code == 0 and out.strip() == "4", err
+    assert err.splitlines()[1] == (
+        "run 3 (named) has these settings but another tokenizer (the model folder's tokenizer files changed since it "
+        f"was ingested): this is a new run; run 3 is left {shown} (delete it: `headdb drop {db} 3 --yes`)"), err
