@@ -952,8 +952,11 @@ def _start_run(con, key: _RunKey, new_run, run_name, corpus_path, sha, fmt, pair
              am.max_length, truncate, sparsity.top_k, sparsity.min_mass, sparsity.dense, limit, batch_size,
              __version__, json.dumps(versions, sort_keys=True), weight_bits]).fetchone()
         run_id = row[0]
-        if run_name is None:
-            con.execute("UPDATE runs SET run_name = 'run-' || run_id WHERE run_id = ?", [run_id])
+        if run_name is None:  # run-ID, unless a run was named so by hand: then run-ID-2, ...
+            name, k = f"run-{run_id}", 2
+            while con.execute("SELECT 1 FROM runs WHERE run_name = ?", [name]).fetchone() is not None:
+                name, k = f"run-{run_id}-{k}", k + 1
+            con.execute("UPDATE runs SET run_name = ? WHERE run_id = ?", [name, run_id])
     return run_id, False, False, other
 
 

@@ -360,12 +360,12 @@ def check_export(out: str | Path, db: str | Path | None = None) -> str:
     import os
 
     out = Path(out)
+    if out.is_dir():  # before the extension: a folder `results` was "cannot export to 'no extension'"
+        raise InputError("is a folder; name the file to write", out)
     fmt = out.suffix.lower().lstrip(".")
     if fmt not in EXPORT_FORMATS:
         raise InputError(f"cannot export to {out.suffix or 'no extension'!r}; use .csv, .json or .parquet", out)
     _check_not_the_store(out, db)
-    if out.is_dir():
-        raise InputError("is a folder; name the file to write", out)
     folder = out.absolute().parent
     existing = next(p for p in (folder, *folder.parents) if p.exists())  # the root exists
     if not existing.is_dir():

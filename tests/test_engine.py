@@ -268,6 +268,23 @@ def test_a_bad_out_path_is_refused_before_any_work_and_leaves_nothing(store, tmp
     assert not (tmp_path / "bad.parquet").exists() and not (tmp_path / "bad.parquet.tmp").exists()
 
 
+def test_an_out_that_is_a_folder_is_named_so_whatever_its_name(store, tmp_path, capsys, monkeypatch):
+    """A folder without an extension (or with another) was refused as "cannot export to 'no extension'"."""
+    from cli_helpers import run_main
+    from headdb.query import check_export
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "old.d").mkdir()
+    for out, words in ((tmp_path / "results", "is a folder; name the file to write"),
+                       (tmp_path / "old.d", "is a folder; name the file to write")):
+        with pytest.raises(InputError, match=re.escape(words)):
+            check_export(out)
+        code, out_text, err = run_main(capsys, monkeypatch, "sql", store, "SELECT 1 AS a", "--out", out)
+        assert code == 1 and words in err and out_text == "", err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.d", "results", "store.db"]
+    assert not list((tmp_path / "results").iterdir())
+
+
 def test_exports_keep_infinities_and_integers_beyond_64_bits(store, tmp_path, capsys, monkeypatch):
     """JSON has no infinity: pandas wrote null, the same as NaN, so compare's t = -inf (every
     sentence moved alike) read as "no test". Parquet failed on a 128-bit sum beyond int64."""

@@ -843,6 +843,21 @@ def test_a_run_name_names_one_run(tmp_path, tiny_bert_dir):
     assert headdb.sql(db, "SELECT count(*) AS n FROM corpora")["n"][0] == 1
 
 
+def test_a_default_run_name_never_takes_a_name_given_by_hand(tmp_path, tiny_bert_dir):
+    """A run named "run-2" by hand and then a run without a name (id 2) were both "run-2", and
+    `--run run-2` found neither (ambiguous)."""
+    db = tmp_path / "n.db"
+    named = headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), limit=2, run_name="run-2")
+    unnamed = headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), limit=2, top_k=4)
+    assert (named.run_id, unnamed.run_id) == (1, 2) and unnamed.run_name == "run-2-2"
+    assert headdb.sql(db, "SELECT run_name FROM runs ORDER BY run_id")["run_name"].tolist() == ["run-2", "run-2-2"]
+    con = duckdb.connect(str(db), read_only=True)
+    from headdb.store import resolve_run
+
+    assert [resolve_run(con, n) for n in ("run-2", "run-2-2")] == [1, 2]
+    con.close()
+
+
 def _conllu(*sentences: list[str]) -> str:
     out = []
     for forms in sentences:
