@@ -878,7 +878,7 @@ def model_files_changed(changed: str, folder: str | Path | None = None) -> str:
     if folder is not None:
         tokenizer += " (tokenizer.json, vocab.txt, tokenizer_config.json, ...)"
     files = {"tokenizer": tokenizer, "config": "config.json",
-             "tokenizer and config": f"{tokenizer} and config.json"}[changed]
+             "tokenizer and config": tokenizer + " and config.json"}[changed]  # text, not SQL
     return f"the model folder's {files}" if folder is None else f"the {files} of {folder}"
 
 
