@@ -858,7 +858,8 @@ def _whole(name: str, value, optional: bool = True) -> int | None:
 
 def check_run_name(name) -> None:
     """A run name is one line of text, not empty, not only digits (``--run 7`` means run id 7),
-    without a space at either end."""
+    without a space at either end, not starting with ``-`` (``headdb drop DB -1`` reads it as an
+    option)."""
     if not isinstance(name, str) or not name.strip():
         raise InputError(f"{option('run_name')} must be a non-empty text, not {name!r}")
     if name.strip().isdigit():
@@ -868,6 +869,9 @@ def check_run_name(name) -> None:
     if name != name.strip():  # ` base` was stored so, and `--run base` then found no run
         raise InputError(f"{option('run_name')} {name!r} begins or ends with a space; `--run` finds a run by "
                          "its exact name")
+    if name.startswith("-"):  # `headdb drop DB -1` said "No such option: -1"
+        raise InputError(f"{option('run_name')} {name!r} begins with '-', which the command line reads as an "
+                         "option where a run is named (`headdb drop DB RUN`); begin it with a letter or digit")
 
 
 def model_files_changed(changed: str, folder: str | Path | None = None) -> str:

@@ -252,7 +252,7 @@ def test_ingest_errors_before_writing(tmp_path, tiny_bert_dir):
         with pytest.raises(InputError, match=words):
             headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), **bad_option)
     for name, words in [("", "non-empty"), ("  ", "non-empty"), ("12", "only digits"), ("a\nb", "one line"),
-                        (" base", "begins or ends with a space")]:
+                        (" base", "begins or ends with a space"), ("-1", "begins with '-'")]:
         with pytest.raises(InputError, match=words):
             headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), run_name=name)
     # read more than once, a pipe (/dev/stdin) gave an empty run and a named pipe hung; a device
