@@ -361,7 +361,10 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
                        + _storage_note(ia, ib)
                        + unlike_note("its role_change is unknown")
                        + sentences_note("role_change is unknown for every role; the paired tests use the shared "
-                                        "sentences")),
+                                        "sentences")
+                       # a table of zeros without a word: `compare DB 1 base` where base is run 1
+                       + (f"\nrun A and run B are the same run ({ia['run_id']}): every difference is 0"
+                          if ia["run_id"] == ib["run_id"] else "")),
                  unlike_decisions=unlike)
     df.attrs = attrs
     return df

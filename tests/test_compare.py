@@ -615,3 +615,12 @@ def test_a_layer_only_one_run_has_has_no_change_in_the_layer_counts(tmp_path):
     shared = cmp[cmp["layer"] == 0]
     assert shared["change"].notna().all()
     assert (shared["change"] == shared["n_significant_b"] - shared["n_significant_a"]).all()
+
+
+def test_a_run_compared_with_itself_says_so(tmp_path):
+    """`compare DB 1 base`, where base is run 1, gave a table of zeros without a word."""
+    store = build_results_store(tmp_path / "r.db")
+    cmp = headdb.compare(store, 1, "base")
+    assert cmp.attrs["note"].endswith("\nrun A and run B are the same run (1): every difference is 0")
+    assert (cmp["mean_diff"].fillna(0) == 0).all()
+    assert "same run" not in headdb.compare(store, "base", "tuned").attrs["note"]
