@@ -606,9 +606,7 @@ def compact(path: str | Path, progress: Callable[[int, int], None] | bool | None
                             "would be lost: close it first (con.close(), engine.dispose())")
     before = target.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
     con = connect(path, existing=True)  # writable: no other process has the file open while it is copied
-    # a killed compact's copy goes only now, with the lock held: another compact may be writing it
-    for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
-        leftover.unlink(missing_ok=True)
+    _remove_copy(tmp)  # a killed compact's, only now, with the lock held: another compact may be writing it
     try:
         con.execute("CHECKPOINT")
         source = con.execute("SELECT current_database()").fetchone()[0]
@@ -632,12 +630,7 @@ def compact(path: str | Path, progress: Callable[[int, int], None] | bool | None
             con.execute("DETACH headdb_compact")
     except BaseException as exc:
         con.close()
-        for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):  # the copy's log too: a failed write leaves it
-            leftover.unlink(missing_ok=True)
-        if isinstance(exc, (duckdb.Error, OSError)) and not interrupted(exc):
-            # a full disk said only DuckDB's `IO Error: Could not write file ".../DB.compact-tmp": No space
-            # left on device`, which left the user to wonder what became of the store
-            raise DatabaseError(_compact_failed(path, tmp, exc)) from None
+        _give_up_copy(path, tmp, exc)
         raise
     # The swap under locks: the store's own (con) until the old file is gone, and the copy's
     # before it takes the store's name. Closing the store first let another process take the
@@ -654,15 +647,28 @@ def compact(path: str | Path, progress: Callable[[int, int], None] | bool | None
         os.replace(tmp, target)
     except BaseException as exc:
         copy.close()
-        for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):  # the copy's log too: a failed write leaves it
-            leftover.unlink(missing_ok=True)
-        if isinstance(exc, (duckdb.Error, OSError)) and not interrupted(exc):
-            raise DatabaseError(_compact_failed(path, tmp, exc)) from None
+        _give_up_copy(path, tmp, exc)
         raise
     finally:
         con.close()
     copy.close()
     return before, target.stat().st_size
+
+
+def _remove_copy(tmp: Path) -> None:
+    """A compact's copy and its log (a failed write leaves DB.compact-tmp.wal beside it)."""
+    for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+
+
+def _give_up_copy(path: Path, tmp: Path, exc: BaseException) -> None:
+    """After ``exc``, the copy goes; a DuckDB or file system error (not an interrupt) is raised
+    again as one that says what became of the store and of its copy: a full disk said only
+    DuckDB's `IO Error: Could not write file ".../DB.compact-tmp": No space left on device`. Any
+    other exception is left to the caller to raise."""
+    _remove_copy(tmp)
+    if isinstance(exc, (duckdb.Error, OSError)) and not interrupted(exc):
+        raise DatabaseError(_compact_failed(path, tmp, exc)) from None
 
 
 def _compact_failed(path: Path, tmp: Path, exc: BaseException) -> str:
