@@ -46,11 +46,9 @@ def classified_roles(con: duckdb.DuckDBPyConnection, run_id: int) -> list[str]:
     present = [r[0] for r in con.execute(
         "SELECT DISTINCT role FROM head_tests WHERE run_id = ? ORDER BY role", [run_id]).fetchall()]
     if not present:
-        from headdb.errors import shell_word
-        from headdb.store import _NO_FILE, store_name
+        from headdb.store import command_store
 
-        where = store_name(con)  # the store's file, so that the command can be pasted (DB in memory)
-        db = "DB" if where == _NO_FILE else shell_word(where)
+        db = command_store(con) or "DB"  # the store's file, so that the command can be pasted
         raise DatabaseError(f"run {run_id} has no classification results; "
                             f"run `headdb classify {db} --run {run_id}` first")
     rank = {name: i for i, name in enumerate(BUILTIN_ORDER)}

@@ -312,10 +312,10 @@ def _resolve_run(con: duckdb.DuckDBPyConnection, run: int | str | None) -> int:
     else:
         row = _by_name(con, run)
     if row is None:
-        where = store_name(con)
+        arg = command_store(con)
         # an in-memory store has no path for `headdb runs` ("headdb runs 'the database'" was no command)
-        see = f" (see `headdb runs {shell_word(where)}`)" if where != _NO_FILE else ""
-        raise DatabaseError(f"no run {run!r} in {where}{see}")
+        see = f" (see `headdb runs {arg}`)" if arg else ""
+        raise DatabaseError(f"no run {run!r} in {store_name(con)}{see}")
     return int(row[0])
 
 
@@ -361,6 +361,13 @@ def store_name(con: duckdb.DuckDBPyConnection) -> str:
 
 #: store_name of a store without a file (in memory)
 _NO_FILE = "the database"
+
+
+def command_store(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The store as a command to paste names it: its file's path, quoted for a shell where needed;
+    None for a store in memory, which has no path to name."""
+    where = store_name(con)
+    return None if where == _NO_FILE else shell_word(where)
 
 
 def _by_name(con: duckdb.DuckDBPyConnection, name: str) -> tuple | None:
