@@ -117,15 +117,36 @@ def _loaded_weight_files(folder: Path) -> list[Path]:
     return shards
 
 
+#: :func:`_hash_files`' recent results, by the files' paths and what ``stat`` says of them
+_HASHED: dict[tuple, str] = {}
+
+
 def _hash_files(folder: Path, files: list[Path]) -> str:
-    """sha256 over each file's path within ``folder`` and its bytes, in path order."""
+    """sha256 over each file's path within ``folder`` and its bytes, in path order.
+
+    A result is kept for the process while every file keeps its size, modification time (in
+    nanoseconds), inode and device: an ingest's "already complete" check (:func:`peek`) and the
+    model's load hash the same weight files, and for a large model reading them took seconds
+    each time (bert-large's 1.3 GB)."""
+    files = sorted(files)
+    try:
+        key = (str(folder), *((str(p), (s := p.stat()).st_size, s.st_mtime_ns, s.st_ino, s.st_dev) for p in files))
+    except OSError:
+        key = None
+    if key is not None and key in _HASHED:
+        return _HASHED[key]
     h = hashlib.sha256()
-    for p in sorted(files):
+    for p in files:
         h.update(p.relative_to(folder).as_posix().encode())
         with open(p, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 22), b""):
                 h.update(chunk)
-    return "sha256:" + h.hexdigest()
+    digest = "sha256:" + h.hexdigest()
+    if key is not None:
+        if len(_HASHED) >= 16:
+            _HASHED.pop(next(iter(_HASHED)))
+        _HASHED[key] = digest
+    return digest
 
 
 def _weights_hash(folder: Path) -> str:

@@ -62,6 +62,7 @@ def _reads(monkeypatch) -> list[Path]:
         return open(file, *args, **kwargs)
 
     monkeypatch.setattr(model, "open", recording_open, raising=False)
+    monkeypatch.setattr(model, "_HASHED", {})  # hashes of earlier calls are not reused
     return opened
 
 
@@ -97,8 +98,35 @@ def test_a_trainer_folders_checkpoints_are_not_hashed_and_change_nothing(tmp_pat
     assert _weights_hash(folder) == plain
     _add_trainer_checkpoint(folder, 1000)
     assert _weights_hash(folder) == plain
-    assert opened == [folder / "model.safetensors"] * 2  # nothing of the checkpoints, nothing else
+    assert opened == [folder / "model.safetensors"]  # nothing of the checkpoints, nothing else (once: kept)
     assert old_weights_hash(folder) != plain  # what the walk over every subfolder gave
+
+
+def test_unchanged_weight_files_are_hashed_once_a_process(tmp_path, monkeypatch):
+    """An ingest's "already complete" check (peek) and the model's load each read every weight
+    file: seconds for a large model. A hash is kept while the files' size, modification time,
+    inode and device stay; a file written since is read again."""
+    import os
+
+    from headdb.model import _weights_hash, peek
+
+    folder = tmp_path / "model"
+    weights = _write(folder / "model.safetensors", b"the weights" * 1000)
+    (folder / "config.json").write_text('{"model_type": "bert", "max_position_embeddings": 512}')
+    (folder / "tokenizer_config.json").write_text('{"model_max_length": 512}')
+    opened = _reads(monkeypatch)
+    first = peek(str(folder), None)
+    assert first is not None and first[0] == old_weights_hash(folder)
+    assert opened.count(weights) == 1
+    assert _weights_hash(folder) == first[0] and opened.count(weights) == 1  # kept: not read again
+    stat = weights.stat()
+    weights.write_bytes(b"THE WEIGHTS" * 1000)  # the same size; a later modification time
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    changed = _weights_hash(folder)
+    assert opened.count(weights) == 2 and changed == old_weights_hash(folder) != first[0]
+    weights.unlink()
+    with pytest.raises(ModelError, match="no weight files"):
+        _weights_hash(folder)
 
 
 def test_the_weight_files_hashed_are_those_transformers_loads(tmp_path):
