@@ -195,17 +195,47 @@ def _spill_elsewhere_if_unwritable(con: duckdb.DuckDBPyConnection, path: str) ->
     directory ".../DB.tmp": Permission denied``. There it spills to a folder of its own in the
     system's temp folder (``tempfile.gettempdir()``) instead, named for this process and
     connection, so that DuckDB creates it and removes it when the store is closed, and no two
-    DuckDB instances share one (their spill files have the same names)."""
+    DuckDB instances share one (their spill files have the same names). The folders of processes
+    that ended without closing theirs (killed) are removed then (:func:`_remove_stale_spills`)."""
     import tempfile
     import uuid
 
     if path == ":memory:" or not _not_writable(Path(path).absolute().parent):
         return
+    _remove_stale_spills(Path(tempfile.gettempdir()))
     spill = Path(tempfile.gettempdir()) / f"headdb-spill-{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp"
     try:
         con.execute("SET temp_directory = ?", [str(spill)])
     except duckdb.Error:  # pragma: no cover - an instance this process shares, which has spilled already
         pass
+
+
+_SPILL_FOLDER = re.compile(r"headdb-spill-(\d+)-[0-9a-f]{12}\.tmp")
+
+
+def _remove_stale_spills(temp: Path) -> None:
+    """Remove the spill folders (:func:`_spill_elsewhere_if_unwritable`) in ``temp`` of this
+    user's processes that no longer run: a process killed with a store open leaves its folder,
+    and the spill files in it, behind. A folder of a running process, of another user, or one
+    that cannot be removed is left as it is."""
+    import shutil
+
+    try:
+        entries = list(temp.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        match = _SPILL_FOLDER.fullmatch(entry.name)
+        if match is None or int(match.group(1)) == os.getpid():
+            continue
+        try:
+            if entry.is_symlink() or not entry.is_dir() or entry.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:  # no such process: its folder is left over
+            shutil.rmtree(entry, ignore_errors=True)
+        except (OSError, OverflowError, ValueError):  # running under another user, or cannot be checked
+            continue
 
 
 def _open(path: str | Path, read_only: bool, config: dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:

@@ -183,3 +183,27 @@ def test_a_compact_on_a_full_disk_says_the_store_is_unchanged(store, tmp_path):
     assert proc.stderr.endswith(f"; the store is unchanged, and its temporary copy {tmp} was removed\n"), proc.stderr
     assert "\n" not in proc.stderr[:-1]
     assert _bytes(store.parent) == before  # the store byte for byte, and no copy beside it
+
+
+def test_spill_folders_of_ended_processes_are_removed(store, tmp_path, read_only):
+    """A process killed with a store in a read-only folder open left its spill folder (and any
+    spill files) in the temp folder for good. The next such open removes the folders of this
+    user's processes that no longer run; a running process's folder and other files stay."""
+    read_only(store.parent)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(ended.stdout)
+    left = temp / f"headdb-spill-{dead_pid}-0123456789ab.tmp"
+    left.mkdir()
+    (left / "duckdb_temp_storage_DEFAULT-0.tmp").write_bytes(b"\0" * 4096)
+    running = temp / f"headdb-spill-{os.getpid()}-ba9876543210.tmp"  # this test's process runs
+    running.mkdir()
+    other = temp / f"headdb-spill-{dead_pid}-notours.tmp"
+    other.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), TMPDIR=str(temp))
+    script = "import sys, headdb\nheaddb.connect(sys.argv[1], read_only=True).close()\n"
+    proc = subprocess.run([*_unprivileged(), sys.executable, "-c", script, str(store)], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in temp.iterdir()) == sorted([running.name, other.name])
