@@ -250,6 +250,10 @@ def write_batches(con: duckdb.DuckDBPyConnection, run_id: int, corpus_id: int,
 def runs(db: str | Path) -> pd.DataFrame:
     """Every run with its provenance, status and counts.
 
+    ``tokenizer_hash`` and ``config_hash`` are the hashes of the model folder's tokenizer files
+    and of its config.json that the run's fingerprint holds (NULL for runs of headdb's earlier
+    versions, which hashed neither).
+
     ``status`` is done, failed, or interrupted: stopped by Ctrl-C or SIGTERM, or left marked
     running by a killed process (none can be running while this reads the file, since an ingest
     holds the write lock); re-running the same ingest command resumes a failed or interrupted run.
@@ -261,7 +265,13 @@ def runs(db: str | Path) -> pd.DataFrame:
             -- an ingest holds the write lock for as long as it runs, so a run still marked
             -- 'running' while this read-only connection is open was interrupted (killed)
             SELECT r.run_id, r.run_name,
-                   CASE WHEN r.status = 'running' THEN 'interrupted' ELSE r.status END AS status, r.model, r.model_hash, r.model_type, r.tokenizer,
+                   CASE WHEN r.status = 'running' THEN 'interrupted' ELSE r.status END AS status, r.model, r.model_hash,
+                   -- the fingerprint is SETTINGS.TOKENIZER-CONFIG (ingest._RunKey); earlier versions' is SETTINGS
+                   CASE WHEN contains(r.fingerprint, '.')
+                        THEN 'sha256:' || split_part(split_part(r.fingerprint, '.', 2), '-', 1) END AS tokenizer_hash,
+                   CASE WHEN contains(r.fingerprint, '.')
+                        THEN 'sha256:' || split_part(split_part(r.fingerprint, '.', 2), '-', 2) END AS config_hash,
+                   r.model_type, r.tokenizer,
                    r.n_layers, r.n_heads, r.dtype, r.attn_implementation, r.device, r.max_length,
                    r.truncate, r.top_k, r.min_mass, r.dense, r.weight_bits, r.corpus_path, r.corpus_sha256,
                    r.corpus_format, r.pairs, r.sentence_limit, r.batch_size, r.headdb_version,

@@ -232,6 +232,7 @@ def test_a_run_of_an_earlier_version_still_resumes_and_is_found_complete(tmp_pat
     resumed = headdb.ingest(db, corpus, model=str(folder), batch_size=1)
     assert (resumed.run_id, resumed.resumed, resumed.kept_before, resumed.sentences) == (1, True, 1, 2)
     assert headdb.runs(db)[["run_id", "status", "n_sentences"]].values.tolist() == [[1, "done", 3]]
+    assert headdb.runs(db)[["tokenizer_hash", "config_hash"]].values.tolist() == [[None, None]]  # not hashed then
     _set_run(db, 1, fingerprint=old, model_hash=old_weights_hash(folder))
     model_module = importlib.import_module("headdb.model")
     with monkeypatch.context() as m:
@@ -374,6 +375,14 @@ def test_a_changed_tokenizer_is_another_run(tmp_path, tiny_bert_dir, monkeypatch
     runs = headdb.runs(db)
     assert runs[["run_id", "status", "n_sentences"]].values.tolist() == [[1, "done", 2], [2, "done", 2],
                                                                          [3, "done", 3], [4, "done", 3]]
+    # the hashes that tell the runs apart are columns of `runs` (they were only inside the fingerprint)
+    from headdb.model import _config_hash, _tokenizer_hash
+
+    original_tokenizer = _tokenizer_hash(folder)
+    _uncased_to_cased(folder)
+    assert runs["tokenizer_hash"].tolist() == [original_tokenizer, _tokenizer_hash(folder), original_tokenizer,
+                                               _tokenizer_hash(folder)]
+    assert runs["config_hash"].tolist() == [_config_hash(folder)] * 4
 
 
 def test_the_config_hash_reads_config_json_as_parsed_json(tmp_path, monkeypatch):
