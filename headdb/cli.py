@@ -39,6 +39,20 @@ def _home(value):
         return value
 
 
+def _export_file(value) -> Path:
+    """An ``--out`` file of rows (``Path``, ``~`` expanded as :func:`_home` does). A path that ends
+    with ``/`` names a folder, and is refused as check_export refuses an existing folder: ``Path``
+    drops the slash, and `--out x.csv/` wrote the file x.csv."""
+    if isinstance(value, Path):
+        return value
+    text = str(value)
+    if text.endswith("/") or (os.altsep is not None and text.endswith(os.altsep)):
+        from headdb.errors import InputError
+
+        raise InputError("ends with '/', so it names a folder; name the file to write", text)
+    return _home(Path(text))
+
+
 def _print_version(value: bool) -> None:
     if value:
         from headdb import __version__
@@ -516,7 +530,7 @@ def sql(
     db: Path = typer.Argument(..., callback=_home, help="Database file."),
     query: str = typer.Argument(..., help="One SQL statement."),
     format: str = _FORMAT,
-    out: Optional[Path] = typer.Option(None, "--out", "-o", callback=_home, help="Write the result to .csv, .json or .parquet "
+    out: Optional[Path] = typer.Option(None, "--out", "-o", parser=_export_file, metavar="FILE", help="Write the result to .csv, .json or .parquet "
                                                                    "(written as it comes: any size)."),
     param: Optional[list[str]] = typer.Option(None, "--param", metavar="NAME=VALUE", callback=_check_params,
                                               help="A value for $NAME in the query (repeatable); text, which "
@@ -612,7 +626,7 @@ def classify(
     tau: Optional[float] = typer.Option(None, "--tau", help="Threshold of H1: mean score > tau (default: each role's, usually 3)."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level of the corrected p-values."),
     correction: str = typer.Option("bh", "--correction", help="Multiple-testing correction over all tests: bh, holm, bonferroni or none."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", callback=_home, help="Also write the tests to .csv, .json or .parquet."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", parser=_export_file, metavar="FILE", help="Also write the tests to .csv, .json or .parquet."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Test every head of a run for each role (one-sided t-test of the sieve bias score) and store the results.
@@ -702,7 +716,7 @@ def compare(
     roles: Optional[str] = typer.Option(None, "--roles", help="Comma-separated roles (default: every role both runs have)."),
     correction: str = typer.Option("bh", "--correction", help="Multiple-testing correction: bh, holm, bonferroni or none."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level of the corrected p-values."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", callback=_home, help="Write the result to .csv, .json or .parquet: a row per head and role, or per layer and role where the runs' shapes differ."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", parser=_export_file, metavar="FILE", help="Write the result to .csv, .json or .parquet: a row per head and role, or per layer and role where the runs' shapes differ."),
     format: str = _FORMAT,
 ) -> None:
     """Compare run B against run A head by head: paired t-tests, roles gained and lost, per-layer change.
@@ -747,7 +761,7 @@ def accuracy(
     db: Path = typer.Argument(..., callback=_home, help="Database file."),
     run: Optional[str] = typer.Option(None, "--run", help="Run id or name (default: the latest finished)."),
     min_count: int = typer.Option(10, "--min-count", help="Only relations with at least this many edges in each split."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", callback=_home, help="Write the result to .csv, .json or .parquet."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", parser=_export_file, metavar="FILE", help="Write the result to .csv, .json or .parquet."),
     format: str = _FORMAT,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:

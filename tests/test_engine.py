@@ -285,6 +285,30 @@ def test_an_out_that_is_a_folder_is_named_so_whatever_its_name(store, tmp_path, 
     assert not list((tmp_path / "results").iterdir())
 
 
+def test_an_out_ending_with_a_slash_names_a_folder_and_is_refused(store, tmp_path, capsys, monkeypatch):
+    """`--out x.csv/` wrote the file x.csv (typer's Path drops the slash): a path that ends with
+    `/` names a folder, and every command's --out of rows refuses it before any work."""
+    from cli_helpers import run_main
+
+    before = duckdb.connect(str(store), read_only=True)
+    try:
+        stored = before.execute("SELECT count(*) FROM classifications").fetchone()[0]
+    finally:
+        before.close()
+    for args in (("sql", store, "SELECT 1 AS a"), ("classify", store, "-q"), ("accuracy", store, "-q"),
+                 ("compare", store, "1", "1")):
+        for out in (f"{tmp_path / 'x.csv'}/", f"{tmp_path / 'new'}/"):
+            code, out_text, err = run_main(capsys, monkeypatch, *args, "--out", out)
+            assert (code, out_text, err) == (
+                1, "", f"error: {out}: ends with '/', so it names a folder; name the file to write\n"), args
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store.db"]
+    after = duckdb.connect(str(store), read_only=True)
+    try:
+        assert after.execute("SELECT count(*) FROM classifications").fetchone()[0] == stored  # classify stored nothing
+    finally:
+        after.close()
+
+
 def test_exports_keep_infinities_and_integers_beyond_64_bits(store, tmp_path, capsys, monkeypatch):
     """JSON has no infinity: pandas wrote null, the same as NaN, so compare's t = -inf (every
     sentence moved alike) read as "no test". Parquet failed on a 128-bit sum beyond int64."""
