@@ -222,3 +222,16 @@ def test_scores_all_equal_are_taken_exactly_in_both_paths():
                 assert (r["ci_low"] == c).all() and (r["ci_high"] == c).all()  # no spread: the value itself
                 if want_p != want_p:  # untested: outside the family
                     assert r["p_adj"].isna().all()
+
+
+def test_a_tau_beyond_every_score_gives_t_minus_infinity_without_a_warning():
+    """--tau 1e308 (finite, so accepted): (mean - tau) / se overflows to -inf, p = 1; numpy's
+    overflow warning was printed to the user's terminal."""
+    import warnings
+
+    df = _frame({(0, 0): [3.5, 4.1, 2.9, 5.0]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for res in (head_tests(df, [(0, 0)], ["r"], 1e308),
+                    moment_tests(_moments_from_duckdb(df, ["r"]), [(0, 0)], ["r"], 1e308)):
+            assert res["t"].tolist() == [-np.inf] and res["p"].tolist() == [1.0] and not res["significant"][0]
