@@ -684,8 +684,9 @@ def _print_classification(df) -> None:
             why = " (no samples)"
         elif n == 1:  # the means are shown, but nothing was tested
             why = f" (no tests: fewer than two {unit}s)"
-        elif untested:  # every score of those heads equals tau
-            why = f" ({_count(untested, 'head')} untested: every score equals tau)"
+        elif untested:  # every score of those heads equals tau (NaN scores only in a store edited by hand)
+            at_tau = int((sub["p"].isna() & (sub["mean"] == sub["tau"])).sum())
+            why = f" ({_count(untested, 'head')} untested" + (": every score equals tau)" if at_tau == untested else ")")
         else:
             why = ""
         typer.echo(f"\n{role}: {int(sub['significant'].sum())}/{len(sub)} heads, tau {tau:g}, n {_count(n, unit)}"
