@@ -131,7 +131,9 @@ def _t_tests(n: np.ndarray, mean: np.ndarray, std: np.ndarray, var: np.ndarray, 
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # over: a tau of 1e308
         t = (mean - tau) / np.sqrt(var / n)
     p = special.stdtr(dof, -t)
-    half = special.stdtrit(dof, 1 - alpha / 2) * std / np.sqrt(n)
+    # t(1 - alpha/2) as the upper tail's quantile: 1 - alpha/2 is 1.0 in floats below alpha 2e-16
+    # (an infinite interval at --alpha 1e-300, where it is 172 standard errors at n = 300)
+    half = -special.stdtrit(dof, alpha / 2) * std / np.sqrt(n)
     nan = np.where(small, np.nan, 0.0)  # NaN where untested, else adds nothing
     return {"n": n, "mean": mean, "std": std + nan, "t": t + nan, "p": p + nan,
             "ci_low": mean - half + nan, "ci_high": mean + half + nan}

@@ -84,7 +84,7 @@ def test_tests_and_bh_are_scipys_numbers_bit_for_bit():
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
             ref = stats.ttest_1samp(v, 3.0, axis=1, alternative="greater")
-            half = stats.t.ppf(1 - alpha / 2, n - 1) * v.std(axis=1, ddof=1) / np.sqrt(n)
+            half = stats.t.isf(alpha / 2, n - 1) * v.std(axis=1, ddof=1) / np.sqrt(n)
         assert np.array_equal(got["t"], ref.statistic, equal_nan=True)
         assert np.array_equal(got["p"], ref.pvalue, equal_nan=True)
         assert np.array_equal(got["ci_low"], v.mean(axis=1) - half, equal_nan=True)
@@ -235,3 +235,21 @@ def test_a_tau_beyond_every_score_gives_t_minus_infinity_without_a_warning():
         for res in (head_tests(df, [(0, 0)], ["r"], 1e308),
                     moment_tests(_moments_from_duckdb(df, ["r"]), [(0, 0)], ["r"], 1e308)):
             assert res["t"].tolist() == [-np.inf] and res["p"].tolist() == [1.0] and not res["significant"][0]
+
+
+@pytest.mark.parametrize("alpha", [1e-10, 1e-17, 1e-300])
+def test_the_interval_is_finite_and_exact_at_any_alpha(alpha):
+    """The interval's t(1 - alpha/2, n - 1) from the upper tail: 1 - alpha/2 rounds to 1.0 below
+    alpha 2e-16, which gave t = inf (an interval from -inf to inf at --alpha 1e-300, and NaN for
+    scores all equal), and lost digits above it (1e-9 relative at alpha 1e-10)."""
+    s = [3.5, 4.1, 2.9, 5.0, 3.8]
+    df = pd.concat([_frame({(0, 0): s}), _frame({(0, 0): [4.0] * 5}, role="c")])
+    for res in (head_tests(df, [(0, 0)], ["r", "c"], 3.0, alpha=alpha),
+                moment_tests(_moments_from_duckdb(df, ["r", "c"]), [(0, 0)], ["r", "c"], 3.0, alpha=alpha)):
+        r = res.set_index("role")
+        q = stats.t.isf(alpha / 2, 4)  # scipy's upper-tail quantile, finite
+        assert np.isfinite(q)
+        half = q * np.std(s, ddof=1) / np.sqrt(5)
+        assert r.loc["r", "ci_low"] == pytest.approx(np.mean(s) - half, rel=1e-12)
+        assert r.loc["r", "ci_high"] == pytest.approx(np.mean(s) + half, rel=1e-12)
+        assert (r.loc["c", "ci_low"], r.loc["c", "ci_high"]) == (4.0, 4.0)
