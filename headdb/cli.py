@@ -693,8 +693,18 @@ def _print_classification(df) -> None:
         sub = df[df["role"] == role]
         n = int(sub["n"].max()) if len(sub) else 0
         tau = sub["tau"].iloc[0] if len(sub) else float("nan")
+        untested = int(sub["p"].isna().sum())
+        if n == 0:
+            why = " (no samples)"
+        elif n == 1:  # the means are shown, but nothing was tested
+            why = f" (no tests: fewer than two {unit}s)"
+        elif untested:  # every score of those heads equals tau (NaN scores only in a store edited by hand)
+            at_tau = int((sub["p"].isna() & (sub["mean"] == sub["tau"])).sum())
+            why = f" ({_count(untested, 'head')} untested" + (": every score equals tau)" if at_tau == untested else ")")
+        else:
+            why = ""
         typer.echo(f"\n{role}: {int(sub['significant'].sum())}/{len(sub)} heads, tau {tau:g}, n {_count(n, unit)}"
-                   + (" (no samples)" if n == 0 else ""))
+                   + why)
         if n == 0:
             continue
         typer.echo("L\\H".rjust(4) + "".join(str(h).rjust(width) for h in range(a["n_heads"])))

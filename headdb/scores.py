@@ -260,12 +260,13 @@ def stored_head_moments(con: duckdb.DuckDBPyConnection, run_id: int, roles: list
     """What the per-head t-tests need of a run's stored scores of ``roles``, computed by DuckDB:
     per (role, layer, head) with scores, the columns of :data:`headdb.stats.MOMENT_COLUMNS` (role
     as its position in ``roles``; the means with DuckDB's compensated ``favg``, the variances
-    ``var_samp``). Reading the EWT run's 961,560 scores back into Python instead took 4-8 times
-    as long (docs/benchmarks.md)."""
+    ``var_samp``, the minimum and maximum, which say where all scores are equal). Reading the
+    EWT run's 961,560 scores back into Python instead took 4-8 times as long (docs/benchmarks.md)."""
     return con.execute(
         "SELECT (list_position($roles, role) - 1)::INTEGER AS role, layer, head, count(*) AS n, "
-        "favg(score) AS mean, var_samp(score) AS var, favg(score_upper) AS mean_upper, "
-        "var_samp(score_upper) AS var_upper FROM sentence_scores "
+        "favg(score) AS mean, var_samp(score) AS var, min(score) AS min, max(score) AS max, "
+        "favg(score_upper) AS mean_upper, var_samp(score_upper) AS var_upper, min(score_upper) AS min_upper, "
+        "max(score_upper) AS max_upper FROM sentence_scores "
         "WHERE run_id = $run AND list_contains($roles, role) GROUP BY ALL",
         {"run": run_id, "roles": roles}).fetchnumpy()
 

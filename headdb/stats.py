@@ -4,7 +4,10 @@ For each (role, layer, head) the per-sentence scores s_1..s_n are tested with a 
 one-sample t-test, H1: E[s] > tau (``scipy.stats.ttest_1samp(s, tau, alternative="greater")``).
 Every test of one classification is one family for the correction. A test is undefined
 (p NULL, not significant, not part of the family) when n < 2, or when the scores have no
-spread and their mean equals tau (scipy gives NaN there).
+spread and their mean equals tau (scipy gives NaN there). Scores that are all equal are taken
+exactly: mean that value, std 0, t = +-inf (p 0 or 1), or no test when the value is tau; scipy's
+float mean of them can miss the value by a last bit (seven scores of 0.7: t = 2.45 against
+tau 0.7, p = 0.025, and DuckDB's favg of three 0.1 gave t = inf), which decided a head on rounding.
 
 The confidence interval is the two-sided (1 - alpha) Student-t interval of the mean,
 mean +- t_{1-alpha/2, n-1} * std / sqrt(n), with the sample std (ddof = 1).
@@ -99,7 +102,17 @@ def _one_role(values: np.ndarray, tau: float, alpha: float) -> dict[str, np.ndar
         return _t_tests(np.full(h, n), mean, np.full(h, np.nan), np.full(h, np.nan), tau, alpha)
     std = values.std(axis=1, ddof=1)
     var = ((values - values.mean(axis=1, keepdims=True)) ** 2).mean(axis=1) * (n / (n - 1))
+    mean, std, var = _exact_if_constant(values.min(axis=1), values.max(axis=1), mean, std, var)
     return _t_tests(np.full(h, n), mean, std, var, tau, alpha)
+
+
+def _exact_if_constant(low: np.ndarray, high: np.ndarray, mean: np.ndarray, std: np.ndarray,
+                       var: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Heads whose scores are all equal (min = max) get that value as their mean and no spread,
+    exactly: a float mean of equal values can differ from them in the last bit (and the variance
+    be a rounding residue), which made t finite or infinite where the scores equal tau."""
+    same = low == high
+    return np.where(same, low, mean), np.where(same, 0.0, std), np.where(same, 0.0, var)
 
 
 def _t_tests(n: np.ndarray, mean: np.ndarray, std: np.ndarray, var: np.ndarray, tau: float,
@@ -115,10 +128,12 @@ def _t_tests(n: np.ndarray, mean: np.ndarray, std: np.ndarray, var: np.ndarray, 
     dof = np.where(small, 1, n - 1)
     # near-constant scores (a head that always does the same) are valid samples: 0/0 there is
     # expected (t and p NaN when the mean equals tau), not an error
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # over: a tau of 1e308
         t = (mean - tau) / np.sqrt(var / n)
     p = special.stdtr(dof, -t)
-    half = special.stdtrit(dof, 1 - alpha / 2) * std / np.sqrt(n)
+    # t(1 - alpha/2) as the upper tail's quantile: 1 - alpha/2 is 1.0 in floats below alpha 2e-16
+    # (an infinite interval at --alpha 1e-300, where it is 172 standard errors at n = 300)
+    half = -special.stdtrit(dof, alpha / 2) * std / np.sqrt(n)
     nan = np.where(small, np.nan, 0.0)  # NaN where untested, else adds nothing
     return {"n": n, "mean": mean, "std": std + nan, "t": t + nan, "p": p + nan,
             "ci_low": mean - half + nan, "ci_high": mean + half + nan}
@@ -253,8 +268,9 @@ def role_tests(rows_of: Callable[[str], dict[str, np.ndarray] | None], heads: li
 
 
 #: The columns :func:`moment_tests` takes, per (role, layer, head): the number of scores, their
-#: mean and sample variance (ddof = 1), and the same of the upper bounds.
-MOMENT_COLUMNS = ("role", "layer", "head", "n", "mean", "var", "mean_upper", "var_upper")
+#: mean, sample variance (ddof = 1), minimum and maximum, and the same of the upper bounds.
+MOMENT_COLUMNS = ("role", "layer", "head", "n", "mean", "var", "min", "max", "mean_upper", "var_upper",
+                  "min_upper", "max_upper")
 
 
 def moment_tests(moments: Mapping[str, np.ndarray], heads: list[tuple[int, int]], roles: list[str],
@@ -277,7 +293,7 @@ def moment_tests(moments: Mapping[str, np.ndarray], heads: list[tuple[int, int]]
     for k, role in enumerate(roles):
         picked = np.flatnonzero((role_of == k) & (rows >= 0))
         n = np.zeros(len(heads), dtype=np.int64)
-        columns = {c: np.full(len(heads), np.nan) for c in ("mean", "var", "mean_upper", "var_upper")}
+        columns = {c: np.full(len(heads), np.nan) for c in MOMENT_COLUMNS[4:]}
         if len(picked):
             # every head of a role has the same sentences (the sieve does not depend on the head)
             got = np.asarray(moments["n"], dtype=np.int64)[picked]
@@ -288,7 +304,9 @@ def moment_tests(moments: Mapping[str, np.ndarray], heads: list[tuple[int, int]]
                 columns[c][rows[picked]] = np.ma.asarray(moments[c], dtype=float).filled(np.nan)[picked]
         tested = {}
         for suffix in ("", "_upper"):
-            var = columns["var" + suffix]
-            tested[suffix] = _t_tests(n, columns["mean" + suffix], np.sqrt(var), var, taus[role], alpha)
+            mean, std, var = _exact_if_constant(columns["min" + suffix], columns["max" + suffix],
+                                                columns["mean" + suffix], np.sqrt(columns["var" + suffix]),
+                                                columns["var" + suffix])
+            tested[suffix] = _t_tests(n, mean, std, var, taus[role], alpha)
         parts.append(_role_part(heads, role, taus[role], tested[""], tested["_upper"]))
     return _family(parts, alpha, correction, run)

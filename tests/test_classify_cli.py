@@ -288,3 +288,33 @@ def test_export_of_something_not_a_dataframe_is_refused_by_name(tmp_path):
                                          r"export_sql\(db, query, out\)"):
         headdb.export("notadf", tmp_path / "x.csv")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_table_says_which_roles_and_heads_have_no_test(tmp_path, capsys, monkeypatch):
+    """A role with one sentence, and heads whose every score equals tau, are untested (p empty,
+    outside the family); the table shows their means like any other, so its heading says so,
+    not only the general line above all tables."""
+    rng = np.random.default_rng(5)
+    seqs = [simple_seq([1, 2, 1, 1], [1, None, 1, 1], ["nsubj", "root", "obj", "advmod"]) for _ in range(4)]
+    att = []
+    for q in seqs:
+        a = dirichlet_attention(rng, 1, 3, q.length)
+        a[0, 0] = 0.0
+        a[0, 0, :, :2] = 0.5  # half on [CLS] in every row: delimiter_cls scores L / 2 in every sentence
+        att.append(a)
+    db = tmp_path / "s.db"
+    build_store(db, seqs, att)
+    roles = tmp_path / "roles"
+    roles.mkdir()
+    (roles / "first.sql").write_text("-- name: first\n-- description: the first sentence only\n-- level: token\n"
+                                     "SELECT run_id, sentence_id, token_pos AS query_pos, token_pos AS key_pos\n"
+                                     "FROM tokens WHERE sentence_id = 0\n")
+    tau = seqs[0].length / 2
+    code, out, err = run_main(capsys, monkeypatch, "classify", db, "--roles-dir", roles, "--roles",
+                              "delimiter_cls,first", "--tau", str(tau))
+    assert code == 0, err
+    assert f"delimiter_cls: 0/3 heads, tau {tau:g}, n 4 sentences (1 head untested: every score equals tau)" in out, out
+    assert "first: 0/3 heads, tau " + f"{tau:g}, n 1 sentence (no tests: fewer than two sentences)" in out, out
+    stored = headdb.sql(db, "SELECT role, head FROM head_tests WHERE p IS NULL ORDER BY role, head")
+    assert stored.values.tolist() == [["delimiter_cls", 0], ["first", 0], ["first", 1], ["first", 2]]
+    assert "2 tests of 6" in out

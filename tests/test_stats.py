@@ -84,7 +84,7 @@ def test_tests_and_bh_are_scipys_numbers_bit_for_bit():
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
             ref = stats.ttest_1samp(v, 3.0, axis=1, alternative="greater")
-            half = stats.t.ppf(1 - alpha / 2, n - 1) * v.std(axis=1, ddof=1) / np.sqrt(n)
+            half = stats.t.isf(alpha / 2, n - 1) * v.std(axis=1, ddof=1) / np.sqrt(n)
         assert np.array_equal(got["t"], ref.statistic, equal_nan=True)
         assert np.array_equal(got["p"], ref.pvalue, equal_nan=True)
         assert np.array_equal(got["ci_low"], v.mean(axis=1) - half, equal_nan=True)
@@ -186,10 +186,70 @@ def test_tests_from_duckdbs_moments_equal_the_tests_from_the_scores(correction):
 def test_moments_missing_for_a_head_or_with_unequal_counts_are_an_error():
     heads = [(0, 0), (0, 1)]
     moments = {"role": np.array([0, 0]), "layer": np.array([0, 0]), "head": np.array([0, 1]), "n": np.array([5, 5]),
-               **{c: np.array([3.5, 3.6]) for c in ("mean", "var", "mean_upper", "var_upper")}}
+               **{c: np.array([3.5, 3.6]) for c in ("mean", "var", "mean_upper", "var_upper")},
+               **{c: np.array([3.0, 3.1]) for c in ("min", "mean_upper", "min_upper")},
+               **{c: np.array([4.0, 4.1]) for c in ("max", "max_upper")}}
     assert moment_tests(moments, heads, ["r"], 3.0)["n"].tolist() == [5, 5]
     for broken in ({**moments, "n": np.array([5, 4])},
                    {c: v[:1] for c, v in moments.items()},
                    {**moments, "head": np.array([0, 0])}):
         with pytest.raises(ValueError, match="role r: scores missing"):
             moment_tests(broken, heads, ["r"], 3.0)
+
+
+def test_scores_all_equal_are_taken_exactly_in_both_paths():
+    """Equal scores have no spread: the mean is their value, std 0, and the test is decided by
+    the value alone (t = +inf, p = 0 above tau; -inf, p = 1 below; no test at tau), from the scores
+    and from DuckDB's moments alike. A float mean of equal values missed them by a last bit:
+    seven scores of 0.7 against tau 0.7 gave t = 2.45, p = 0.025 (significant, as scipy's
+    ttest_1samp gives with a precision-loss warning), three of 0.1 gave t = inf, p = 0 from favg."""
+    heads = [(0, 0), (0, 1), (0, 2)]
+    values = {"sevens": {(0, 0): [0.7] * 7, (0, 1): [0.7] * 7, (0, 2): [0.7] * 7},
+              "tenths": {(0, 0): [0.1] * 3, (0, 1): [0.1] * 3, (0, 2): [0.1] * 3}}
+    df = pd.concat([_frame(v, role=role) for role, v in values.items()], ignore_index=True)
+    roles = ["sevens", "tenths"]
+    for taus, want_t, want_p in (({"sevens": 0.7, "tenths": 0.1}, np.nan, np.nan),
+                                 ({"sevens": 0.6, "tenths": 0.05}, np.inf, 0.0),
+                                 ({"sevens": 0.8, "tenths": 0.2}, -np.inf, 1.0)):
+        for res in (head_tests(df, heads, roles, taus, correction="none"),
+                    moment_tests(_moments_from_duckdb(df, roles), heads, roles, taus, correction="none")):
+            for role, c in (("sevens", 0.7), ("tenths", 0.1)):
+                r = res[res["role"] == role]
+                assert (r["mean"] == c).all() and (r["std"] == 0).all(), (role, taus)
+                np.testing.assert_array_equal(r["t"], want_t, err_msg=f"{role} {taus}")
+                np.testing.assert_array_equal(r["p"], want_p, err_msg=f"{role} {taus}")
+                assert r["significant"].tolist() == [want_p == 0.0] * 3, (role, taus)
+                assert (r["ci_low"] == c).all() and (r["ci_high"] == c).all()  # no spread: the value itself
+                if want_p != want_p:  # untested: outside the family
+                    assert r["p_adj"].isna().all()
+
+
+def test_a_tau_beyond_every_score_gives_t_minus_infinity_without_a_warning():
+    """--tau 1e308 (finite, so accepted): (mean - tau) / se overflows to -inf, p = 1; numpy's
+    overflow warning was printed to the user's terminal."""
+    import warnings
+
+    df = _frame({(0, 0): [3.5, 4.1, 2.9, 5.0]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for res in (head_tests(df, [(0, 0)], ["r"], 1e308),
+                    moment_tests(_moments_from_duckdb(df, ["r"]), [(0, 0)], ["r"], 1e308)):
+            assert res["t"].tolist() == [-np.inf] and res["p"].tolist() == [1.0] and not res["significant"][0]
+
+
+@pytest.mark.parametrize("alpha", [1e-10, 1e-17, 1e-300])
+def test_the_interval_is_finite_and_exact_at_any_alpha(alpha):
+    """The interval's t(1 - alpha/2, n - 1) from the upper tail: 1 - alpha/2 rounds to 1.0 below
+    alpha 2e-16, which gave t = inf (an interval from -inf to inf at --alpha 1e-300, and NaN for
+    scores all equal), and lost digits above it (1e-9 relative at alpha 1e-10)."""
+    s = [3.5, 4.1, 2.9, 5.0, 3.8]
+    df = pd.concat([_frame({(0, 0): s}), _frame({(0, 0): [4.0] * 5}, role="c")])
+    for res in (head_tests(df, [(0, 0)], ["r", "c"], 3.0, alpha=alpha),
+                moment_tests(_moments_from_duckdb(df, ["r", "c"]), [(0, 0)], ["r", "c"], 3.0, alpha=alpha)):
+        r = res.set_index("role")
+        q = stats.t.isf(alpha / 2, 4)  # scipy's upper-tail quantile, finite
+        assert np.isfinite(q)
+        half = q * np.std(s, ddof=1) / np.sqrt(5)
+        assert r.loc["r", "ci_low"] == pytest.approx(np.mean(s) - half, rel=1e-12)
+        assert r.loc["r", "ci_high"] == pytest.approx(np.mean(s) + half, rel=1e-12)
+        assert (r.loc["c", "ci_low"], r.loc["c", "ci_high"]) == (4.0, 4.0)
