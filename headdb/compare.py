@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from headdb.analysis import DbLike, classified_roles, open_db, select_roles
-from headdb.errors import DatabaseError, InputError, count, option
+from headdb.errors import DatabaseError, InputError, count, flag, option
 from headdb.resources import model_label
 from headdb.roles import BUILTIN_ORDER, requested_roles
 from headdb.stats import CORRECTIONS, adjust, check_options
@@ -228,6 +228,22 @@ def _tokenizers_note(ia: dict, ib: dict) -> str:
     return f" (the runs' tokenizers: run {ia['run_id']} {ia['tokenizer']}, run {ib['run_id']} {ib['tokenizer']})"
 
 
+def _corpora_text(con, ia: dict, ib: dict) -> str:
+    """What differs between the corpora of two runs, for the refusal: each run's corpus file, read
+    in pairs or not, and its sha256 where the file is the same path (it changed between the runs).
+    A run of the same file with --pairs is another corpus: "different corpora" alone named no
+    difference the user could see."""
+    rows = {cid: (path, sha, pairs) for cid, path, sha, pairs in con.execute(
+        "SELECT corpus_id, path, sha256, pairs FROM corpora WHERE corpus_id IN (?, ?)",
+        [ia["corpus_id"], ib["corpus_id"]]).fetchall()}
+    (pa, sa, qa), (pb, sb, qb) = rows[ia["corpus_id"]], rows[ib["corpus_id"]]
+
+    def say(info: dict, path: str, sha: str, pairs: bool) -> str:
+        return (f"run {info['run_id']}: {path}" + (f" in pairs ({flag('pairs')})" if pairs else "")
+                + (f", sha256 {sha[:12]}" if pa == pb and sa != sb else ""))
+    return f"{say(ia, pa, sa, qa)}; {say(ib, pb, sb, qb)}"
+
+
 def _storage_note(ia: dict, ib: dict) -> str:
     """A line where the runs were ingested with other storage settings (top-k, min-mass, dense,
     weight bits, dtype): a sparse score is a lower bound that grows with the keys kept, so the
@@ -259,8 +275,9 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
         ib = _run_info(con, resolve_run(con, run_b, finished=True))
         if ia["corpus_id"] != ib["corpus_id"]:
             raise DatabaseError(
-                f"runs {ia['run_id']} and {ib['run_id']} are over different corpora; "
-                "compare needs two runs over the same sentences")
+                f"runs {ia['run_id']} and {ib['run_id']} are over different corpora ({_corpora_text(con, ia, ib)}); "
+                "compare needs two runs over the same sentences: ingest one corpus file for both models, "
+                "both with " + flag("pairs") + " or both without")
         roles_a = classified_roles(con, ia["run_id"])
         roles_b = set(classified_roles(con, ib["run_id"]))
         common = [r for r in roles_a if r in roles_b]

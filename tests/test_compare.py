@@ -117,6 +117,37 @@ def test_different_corpora_refused(tmp_path):
         headdb.compare(tmp_path / "two.db", 1, 2)
 
 
+def test_a_refusal_of_other_corpora_names_each_runs_corpus_and_its_pairs(tmp_path, capsys, monkeypatch):
+    # the same file ingested with --pairs is another corpus: "over different corpora" alone named
+    # nothing the user could see differ (runs shows both runs over ewt-dev-sample.conllu)
+    from handmade_store import ROLES, SIG_A, add_classification, add_corpus, add_run
+
+    con = headdb.connect(tmp_path / "two.db")
+    add_corpus(con, 2, corpus_id=1)
+    add_corpus(con, 2, corpus_id=2)
+    add_corpus(con, 2, corpus_id=3)
+    con.execute("UPDATE corpora SET path = 'corpus1.conllu', sha256 = 'sha1', pairs = true WHERE corpus_id = 2")
+    con.execute("UPDATE corpora SET path = 'corpus1.conllu', sha256 = 'ffff' WHERE corpus_id = 3")
+    for run in (1, 2, 3):
+        add_run(con, run, 1, 1, 2, corpus_id=run)
+        add_classification(con, run, ROLES, SIG_A, 1, 1)
+    con.close()
+    with pytest.raises(DatabaseError, match=re.escape(
+            "runs 1 and 2 are over different corpora (run 1: corpus1.conllu; run 2: corpus1.conllu in pairs "
+            "(pairs=True)); compare needs two runs over the same sentences: ingest one corpus file for both models, "
+            "both with pairs=True or both without")):
+        headdb.compare(tmp_path / "two.db", 1, 2)
+    from cli_helpers import run_main  # the command line names its flags
+
+    code, _, err = run_main(capsys, monkeypatch, "compare", tmp_path / "two.db", 1, 2)
+    assert code == 1 and "run 2: corpus1.conllu in pairs (--pairs)); " in err
+    assert err.rstrip().endswith("both with --pairs or both without")
+    # the same path, another file: the sha256 tells them apart
+    with pytest.raises(DatabaseError, match=re.escape("(run 1: corpus1.conllu, sha256 sha1; run 3: corpus1.conllu, "
+                                                      "sha256 ffff)")):
+        headdb.compare(tmp_path / "two.db", 1, 3)
+
+
 def test_adjust_pvalues():
     p = np.array([0.01, 0.04, np.nan, 0.03])
     assert np.isnan(adjust_pvalues(p, "bh")[2])
