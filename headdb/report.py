@@ -617,6 +617,10 @@ def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, stagi
                       _html_table(changes) if len(changes) else "<p>None.</p>",
                       "<h3>Per-layer profile of change</h3>", _html_table(layer_profile(cmp))]
         else:
+            # the summary said only that the shapes differ: the counts were in report.html alone
+            per_role = (cmp.groupby("role", sort=False)[["n_significant_a", "n_significant_b", "n_tested_a",
+                                                         "n_tested_b"]].sum().reset_index())
+            md += [_md_table(per_role), "", "Per layer: report.html.", ""]
             parts += ["<h3>Per-layer role counts</h3>", _html_table(cmp.drop(columns=["basis"]))]
         parts += [fig_html(f) for f in cmp_figures]
     if acc is not None:

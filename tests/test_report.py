@@ -53,9 +53,14 @@ def report144(big_store, tmp_path_factory):
     return headdb.report(big_store, "big", tmp_path_factory.mktemp("out144"), compare="base")
 
 
-def test_report_shapes_differ_and_144_heads(report144):
+def test_report_shapes_differ_and_144_heads(report144, big_store):
     r = report144
     assert "shapes differ" in r.markdown
+    # the summary gives each role's heads in both runs, as the comparison counts them (it gave the note alone)
+    cmp = headdb.compare(big_store, "big", "base")
+    for role, rows in cmp.groupby("role"):
+        a, b = int(rows["n_significant_a"].sum()), int(rows["n_significant_b"].sum())
+        assert f"| {role} | {a} | {b} | 144 | 72 |" in r.markdown
     assert (r.out_dir / "figures" / "difference_layer_counts.png").exists()
     assert (r.out_dir / "figures" / "heatmap_local.svg").exists()
 
