@@ -371,7 +371,10 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
                        f"{count(int(n_sent), 'shared sentence')}; {n_changed:,} of {n_tested:,} tested (head, role) scores "
                        f"changed at {correction} alpha={alpha}"
                        + ("" if n_tested else " (a paired test needs scores on two shared sentences)") + "; "
-                       f"{_role_changes(df, 'gained', 'gained a role', lambda n: count(n, 'head'))}, {_role_changes(df, 'lost', 'lost one', '{:,}'.format)}"
+                       # where every role_change is unknown, "0 heads gained a role, 0 lost one" read as a finding
+                       + (f"{_role_changes(df, 'gained', 'gained a role', lambda n: count(n, 'head'))}, "
+                          f"{_role_changes(df, 'lost', 'lost one', '{:,}'.format)}"
+                          if (df["role_change"] != "unknown").any() else "roles gained and lost unknown (below)")
                        + (f"\n{n_unlike:,} of the shared sentences were truncated in one run and not in the other, "
                           "or are other pieces" + _tokenizers_note(ia, ib)
                           + ": their differences come from the input, not only the model" if n_unlike else "")
