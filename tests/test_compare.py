@@ -657,3 +657,26 @@ def test_a_run_compared_with_itself_says_so(tmp_path):
     assert cmp.attrs["note"].endswith("\nrun A and run B are the same run (1): every difference is 0")
     assert (cmp["mean_diff"].fillna(0) == 0).all()
     assert "same run" not in headdb.compare(store, "base", "tuned").attrs["note"]
+
+
+def test_a_comparison_of_pairs_runs_counts_pairs(tmp_path):
+    # a pair is one input, as ingest ("stored 150 pairs") and the report count it: the note read
+    # "over 60 shared sentences" and "other sentences (run 9: 150, ...)" of runs of pairs
+    import duckdb
+
+    db = build_results_store(tmp_path / "s.db")
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE runs SET pairs = true")
+    con.execute("UPDATE corpora SET pairs = true")
+    n = con.execute("SELECT count(*) FROM run_sentences WHERE run_id = 1").fetchone()[0]
+    con.close()
+    note = headdb.compare(db, "base", "tuned").attrs["note"]
+    assert f"over {n} shared pairs;" in note and "sentence" not in note, note
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE run_sentences SET status = 'skipped' WHERE run_id IN (2, 3) AND sentence_id = 0")
+    con.close()
+    note = headdb.compare(db, "base", "tuned").attrs["note"]
+    assert (f"the runs' tests are over other pairs (run 1: {n}, run 2: {n - 1}, {n - 1} shared), so role_change is "
+            "unknown for every role; the paired tests use the shared pairs") in note, note
+    note = headdb.compare(db, "base", "small").attrs["note"]
+    assert "comes from the pairs (a test over fewer finds fewer heads)" in note, note
