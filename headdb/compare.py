@@ -428,14 +428,21 @@ def layer_profile(comparison: pd.DataFrame) -> pd.DataFrame:
     c = comparison.assign(abs_diff=comparison["mean_diff"].abs(),
                           up=comparison["direction"] == "up", down=comparison["direction"] == "down",
                           gained=comparison["role_change"] == "gained", lost=comparison["role_change"] == "lost",
+                          known=comparison["role_change"] != "unknown",
                           sig_a=comparison["significant_a"].fillna(False).astype(bool),
                           sig_b=comparison["significant_b"].fillna(False).astype(bool))
     prof = c.groupby(["role", "layer"], sort=False).agg(
         n_heads=("head", "size"), mean_diff=("mean_diff", "mean"), mean_abs_diff=("abs_diff", "mean"),
         n_up=("up", "sum"), n_down=("down", "sum"), n_significant_a=("sig_a", "sum"),
-        n_significant_b=("sig_b", "sum"), gained=("gained", "sum"), lost=("lost", "sum")).reset_index()
-    return prof.astype({"n_up": "int64", "n_down": "int64", "n_significant_a": "int64",
-                        "n_significant_b": "int64", "gained": "int64", "lost": "int64"})
+        n_significant_b=("sig_b", "sum"), gained=("gained", "sum"), lost=("lost", "sum"),
+        known=("known", "sum")).reset_index()
+    prof = prof.astype({"n_up": "int64", "n_down": "int64", "n_significant_a": "int64",
+                        "n_significant_b": "int64", "gained": "Int64", "lost": "Int64"})
+    # where no head's role_change is known (runs over other sentences, tests decided differently),
+    # gained and lost are unknown, not 0 heads
+    for col in ("gained", "lost"):
+        prof[col] = prof[col].where(prof["known"] > 0, pd.NA)
+    return prof.drop(columns="known")
 
 
 def compare_layers(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str] | str | None = None,

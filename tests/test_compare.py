@@ -504,6 +504,8 @@ def test_roles_gained_and_lost_only_between_tests_over_the_same_sentences(tmp_pa
     assert (df["role_change"] == "unknown").all()
     # not "0 heads gained a role, 0 lost one", which read as a finding before the line that says why not
     assert "; roles gained and lost unknown (below)\n" in df.attrs["note"] and "gained a role" not in df.attrs["note"]
+    prof = layer_profile(df)  # nor 0 gained and 0 lost in every layer of the profile
+    assert prof["gained"].isna().all() and prof["lost"].isna().all()
     assert f"the runs' tests are over other sentences (run 1: {n}, run 2: {n - 1}, {n - 1} shared), so " \
            "role_change is unknown for every role" in df.attrs["note"], df.attrs["note"]
 
