@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from headdb.analysis import DbLike, classified_roles, open_db, select_roles
-from headdb.errors import DatabaseError, InputError, count, option
+from headdb.errors import DatabaseError, InputError, count, flag, option
 from headdb.resources import model_label
 from headdb.roles import BUILTIN_ORDER, requested_roles
 from headdb.stats import CORRECTIONS, adjust, check_options
@@ -189,12 +189,13 @@ def _role_changes(df: pd.DataFrame, change: str, what: str, count: Callable[[int
 
 def _run_info(con, run_id: int) -> dict:
     row = con.execute("SELECT run_id, run_name, corpus_id, n_layers, n_heads, model, dense, top_k, min_mass, "
-                      "weight_bits, dtype, tokenizer FROM runs WHERE run_id = ?", [run_id]).fetchone()
-    dense, top_k, min_mass, weight_bits, dtype, tokenizer = row[6:]
+                      "weight_bits, dtype, tokenizer, pairs FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    dense, top_k, min_mass, weight_bits, dtype, tokenizer = row[6:12]
     storage = "dense" if dense else f"top-{top_k}" + (f", min-mass {min_mass:g}" if min_mass is not None else "")
     storage += (", 16-bit weights" if weight_bits == 16 else "") + (f", {dtype}" if dtype != "float32" else "")
     return {"run_id": row[0], "run_name": row[1], "corpus_id": row[2], "n_layers": int(row[3]),
-            "n_heads": int(row[4]), "model": row[5], "storage": storage, "tokenizer": _tokenizer_label(tokenizer)}
+            "n_heads": int(row[4]), "model": row[5], "storage": storage, "tokenizer": _tokenizer_label(tokenizer),
+            "pairs": bool(row[12])}
 
 
 def _tokenizer_label(tokenizer: str | None) -> str:
@@ -228,6 +229,22 @@ def _tokenizers_note(ia: dict, ib: dict) -> str:
     return f" (the runs' tokenizers: run {ia['run_id']} {ia['tokenizer']}, run {ib['run_id']} {ib['tokenizer']})"
 
 
+def _corpora_text(con, ia: dict, ib: dict) -> str:
+    """What differs between the corpora of two runs, for the refusal: each run's corpus file, read
+    in pairs or not, and its sha256 where the file is the same path (it changed between the runs).
+    A run of the same file with --pairs is another corpus: "different corpora" alone named no
+    difference the user could see."""
+    rows = {cid: (path, sha, pairs) for cid, path, sha, pairs in con.execute(
+        "SELECT corpus_id, path, sha256, pairs FROM corpora WHERE corpus_id IN (?, ?)",
+        [ia["corpus_id"], ib["corpus_id"]]).fetchall()}
+    (pa, sa, qa), (pb, sb, qb) = rows[ia["corpus_id"]], rows[ib["corpus_id"]]
+
+    def say(info: dict, path: str, sha: str, pairs: bool) -> str:
+        return (f"run {info['run_id']}: {path}" + (f" in pairs ({flag('pairs')})" if pairs else "")
+                + (f", sha256 {sha[:12]}" if pa == pb and sa != sb else ""))
+    return f"{say(ia, pa, sa, qa)}; {say(ib, pb, sb, qb)}"
+
+
 def _storage_note(ia: dict, ib: dict) -> str:
     """A line where the runs were ingested with other storage settings (top-k, min-mass, dense,
     weight bits, dtype): a sparse score is a lower bound that grows with the keys kept, so the
@@ -259,8 +276,9 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
         ib = _run_info(con, resolve_run(con, run_b, finished=True))
         if ia["corpus_id"] != ib["corpus_id"]:
             raise DatabaseError(
-                f"runs {ia['run_id']} and {ib['run_id']} are over different corpora; "
-                "compare needs two runs over the same sentences")
+                f"runs {ia['run_id']} and {ib['run_id']} are over different corpora ({_corpora_text(con, ia, ib)}); "
+                "compare needs two runs over the same sentences: ingest one corpus file for both models, "
+                "both with " + flag("pairs") + " or both without")
         roles_a = classified_roles(con, ia["run_id"])
         roles_b = set(classified_roles(con, ib["run_id"]))
         common = [r for r in roles_a if r in roles_b]
@@ -290,9 +308,11 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
             "AND b.run_id = ? AND a.status <> 'skipped' AND b.status <> 'skipped'",
             [ia["run_id"], ib["run_id"]]).fetchone()[0]
         other_sentences = n_run_a != n_shared or n_run_b != n_shared
+        # a pair is one input, as ingest and the report count it (runs over one corpus both have pairs or not)
+        unit = "pair" if ia["pairs"] else "sentence"
 
         def sentences_note(what: str) -> str:
-            return (f"\nthe runs' tests are over other sentences (run {ia['run_id']}: {n_run_a:,}, run "
+            return (f"\nthe runs' tests are over other {unit}s (run {ia['run_id']}: {n_run_a:,}, run "
                     f"{ib['run_id']}: {n_run_b:,}, {n_shared:,} shared), so {what}" if other_sentences else "")
         if (ia["n_layers"], ia["n_heads"]) != (ib["n_layers"], ib["n_heads"]):
             # counts of heads with a role come from each run's tests over its own sentences: 300
@@ -302,7 +322,7 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
                 f"layer x head shapes differ ({ia['n_layers']}x{ia['n_heads']} vs {ib['n_layers']}x{ib['n_heads']}): "
                 "compared by per-layer counts of heads with each role only; no head-by-head test"
                 + _storage_note(ia, ib) + unlike_note("its counts do not compare")
-                + sentences_note("part of every change in the counts comes from the sentences (a test over fewer "
+                + sentences_note(f"part of every change in the counts comes from the {unit}s (a test over fewer "
                                  "finds fewer heads), not from the model")), unlike_decisions=unlike)
             df.attrs = attrs
             return df
@@ -351,17 +371,20 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
     attrs.update(basis=BASIS_PAIRED, n_sentences=int(n_sent), n_tested=n_tested,
                  test="two-sided paired t-test, scipy.stats.ttest_rel(score_b, score_a), per (head, role)",
                  note=(f"{len(wanted)} role(s) x {ia['n_layers']}x{ia['n_heads']} heads over "
-                       f"{count(int(n_sent), 'shared sentence')}; {n_changed:,} of {n_tested:,} tested (head, role) scores "
+                       f"{count(int(n_sent), 'shared ' + unit)}; {n_changed:,} of {n_tested:,} tested (head, role) scores "
                        f"changed at {correction} alpha={alpha}"
-                       + ("" if n_tested else " (a paired test needs scores on two shared sentences)") + "; "
-                       f"{_role_changes(df, 'gained', 'gained a role', lambda n: count(n, 'head'))}, {_role_changes(df, 'lost', 'lost one', '{:,}'.format)}"
-                       + (f"\n{n_unlike:,} of the shared sentences were truncated in one run and not in the other, "
+                       + ("" if n_tested else f" (a paired test needs scores on two shared {unit}s)") + "; "
+                       # where every role_change is unknown, "0 heads gained a role, 0 lost one" read as a finding
+                       + (f"{_role_changes(df, 'gained', 'gained a role', lambda n: count(n, 'head'))}, "
+                          f"{_role_changes(df, 'lost', 'lost one', '{:,}'.format)}"
+                          if (df["role_change"] != "unknown").any() else "roles gained and lost unknown (below)")
+                       + (f"\n{n_unlike:,} of the shared {unit}s were truncated in one run and not in the other, "
                           "or are other pieces" + _tokenizers_note(ia, ib)
                           + ": their differences come from the input, not only the model" if n_unlike else "")
                        + _storage_note(ia, ib)
                        + unlike_note("its role_change is unknown")
                        + sentences_note("role_change is unknown for every role; the paired tests use the shared "
-                                        "sentences")
+                                        + unit + "s")
                        # a table of zeros without a word: `compare DB 1 base` where base is run 1
                        + (f"\nrun A and run B are the same run ({ia['run_id']}): every difference is 0"
                           if ia["run_id"] == ib["run_id"] else "")),
@@ -405,14 +428,21 @@ def layer_profile(comparison: pd.DataFrame) -> pd.DataFrame:
     c = comparison.assign(abs_diff=comparison["mean_diff"].abs(),
                           up=comparison["direction"] == "up", down=comparison["direction"] == "down",
                           gained=comparison["role_change"] == "gained", lost=comparison["role_change"] == "lost",
+                          known=comparison["role_change"] != "unknown",
                           sig_a=comparison["significant_a"].fillna(False).astype(bool),
                           sig_b=comparison["significant_b"].fillna(False).astype(bool))
     prof = c.groupby(["role", "layer"], sort=False).agg(
         n_heads=("head", "size"), mean_diff=("mean_diff", "mean"), mean_abs_diff=("abs_diff", "mean"),
         n_up=("up", "sum"), n_down=("down", "sum"), n_significant_a=("sig_a", "sum"),
-        n_significant_b=("sig_b", "sum"), gained=("gained", "sum"), lost=("lost", "sum")).reset_index()
-    return prof.astype({"n_up": "int64", "n_down": "int64", "n_significant_a": "int64",
-                        "n_significant_b": "int64", "gained": "int64", "lost": "int64"})
+        n_significant_b=("sig_b", "sum"), gained=("gained", "sum"), lost=("lost", "sum"),
+        known=("known", "sum")).reset_index()
+    prof = prof.astype({"n_up": "int64", "n_down": "int64", "n_significant_a": "int64",
+                        "n_significant_b": "int64", "gained": "Int64", "lost": "Int64"})
+    # where no head's role_change is known (runs over other sentences, tests decided differently),
+    # gained and lost are unknown, not 0 heads
+    for col in ("gained", "lost"):
+        prof[col] = prof[col].where(prof["known"] > 0, pd.NA)
+    return prof.drop(columns="known")
 
 
 def compare_layers(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str] | str | None = None,

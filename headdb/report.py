@@ -318,6 +318,8 @@ def _md_table(df: pd.DataFrame) -> str:
 
 
 def _cell(v) -> str:
+    if v is pd.NA:  # a count with no answer (a change of a layer one run lacks) is blank, as NaN is
+        return ""
     if isinstance(v, (float, np.floating)):
         return "" if not np.isfinite(v) else f"{v:.3g}"
     return str(v)
@@ -610,13 +612,22 @@ def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, stagi
                              down=("direction", lambda s: int((s == "down").sum())),
                              gained=("role_change", lambda s: int((s == "gained").sum())),
                              lost=("role_change", lambda s: int((s == "lost").sum())),
+                             known=("role_change", lambda s: int((s != "unknown").sum())),
                              mean_diff=("mean_diff", "mean")).reset_index())
+            # a role whose role_change is unknown throughout has no count of gained and lost, not 0
+            for col in ("gained", "lost"):
+                per_role[col] = per_role[col].astype("Int64").where(per_role["known"] > 0, pd.NA)
+            per_role = per_role.drop(columns="known")
             md += [_md_table(per_role), ""]
             parts += ["<h3>Per role</h3>", _html_table(per_role),
                       f"<h3>Roles gained and lost ({len(changes)})</h3>",
                       _html_table(changes) if len(changes) else "<p>None.</p>",
                       "<h3>Per-layer profile of change</h3>", _html_table(layer_profile(cmp))]
         else:
+            # the summary said only that the shapes differ: the counts were in report.html alone
+            per_role = (cmp.groupby("role", sort=False)[["n_significant_a", "n_significant_b", "n_tested_a",
+                                                         "n_tested_b"]].sum().reset_index())
+            md += [_md_table(per_role), "", "Per layer: report.html.", ""]
             parts += ["<h3>Per-layer role counts</h3>", _html_table(cmp.drop(columns=["basis"]))]
         parts += [fig_html(f) for f in cmp_figures]
     if acc is not None:

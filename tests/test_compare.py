@@ -117,6 +117,37 @@ def test_different_corpora_refused(tmp_path):
         headdb.compare(tmp_path / "two.db", 1, 2)
 
 
+def test_a_refusal_of_other_corpora_names_each_runs_corpus_and_its_pairs(tmp_path, capsys, monkeypatch):
+    # the same file ingested with --pairs is another corpus: "over different corpora" alone named
+    # nothing the user could see differ (runs shows both runs over ewt-dev-sample.conllu)
+    from handmade_store import ROLES, SIG_A, add_classification, add_corpus, add_run
+
+    con = headdb.connect(tmp_path / "two.db")
+    add_corpus(con, 2, corpus_id=1)
+    add_corpus(con, 2, corpus_id=2)
+    add_corpus(con, 2, corpus_id=3)
+    con.execute("UPDATE corpora SET path = 'corpus1.conllu', sha256 = 'sha1', pairs = true WHERE corpus_id = 2")
+    con.execute("UPDATE corpora SET path = 'corpus1.conllu', sha256 = 'ffff' WHERE corpus_id = 3")
+    for run in (1, 2, 3):
+        add_run(con, run, 1, 1, 2, corpus_id=run)
+        add_classification(con, run, ROLES, SIG_A, 1, 1)
+    con.close()
+    with pytest.raises(DatabaseError, match=re.escape(
+            "runs 1 and 2 are over different corpora (run 1: corpus1.conllu; run 2: corpus1.conllu in pairs "
+            "(pairs=True)); compare needs two runs over the same sentences: ingest one corpus file for both models, "
+            "both with pairs=True or both without")):
+        headdb.compare(tmp_path / "two.db", 1, 2)
+    from cli_helpers import run_main  # the command line names its flags
+
+    code, _, err = run_main(capsys, monkeypatch, "compare", tmp_path / "two.db", 1, 2)
+    assert code == 1 and "run 2: corpus1.conllu in pairs (--pairs)); " in err
+    assert err.rstrip().endswith("both with --pairs or both without")
+    # the same path, another file: the sha256 tells them apart
+    with pytest.raises(DatabaseError, match=re.escape("(run 1: corpus1.conllu, sha256 sha1; run 3: corpus1.conllu, "
+                                                      "sha256 ffff)")):
+        headdb.compare(tmp_path / "two.db", 1, 3)
+
+
 def test_adjust_pvalues():
     p = np.array([0.01, 0.04, np.nan, 0.03])
     assert np.isnan(adjust_pvalues(p, "bh")[2])
@@ -471,6 +502,10 @@ def test_roles_gained_and_lost_only_between_tests_over_the_same_sentences(tmp_pa
     con.close()
     df = headdb.compare(db, "base", "tuned")
     assert (df["role_change"] == "unknown").all()
+    # not "0 heads gained a role, 0 lost one", which read as a finding before the line that says why not
+    assert "; roles gained and lost unknown (below)\n" in df.attrs["note"] and "gained a role" not in df.attrs["note"]
+    prof = layer_profile(df)  # nor 0 gained and 0 lost in every layer of the profile
+    assert prof["gained"].isna().all() and prof["lost"].isna().all()
     assert f"the runs' tests are over other sentences (run 1: {n}, run 2: {n - 1}, {n - 1} shared), so " \
            "role_change is unknown for every role" in df.attrs["note"], df.attrs["note"]
 
@@ -624,3 +659,26 @@ def test_a_run_compared_with_itself_says_so(tmp_path):
     assert cmp.attrs["note"].endswith("\nrun A and run B are the same run (1): every difference is 0")
     assert (cmp["mean_diff"].fillna(0) == 0).all()
     assert "same run" not in headdb.compare(store, "base", "tuned").attrs["note"]
+
+
+def test_a_comparison_of_pairs_runs_counts_pairs(tmp_path):
+    # a pair is one input, as ingest ("stored 150 pairs") and the report count it: the note read
+    # "over 60 shared sentences" and "other sentences (run 9: 150, ...)" of runs of pairs
+    import duckdb
+
+    db = build_results_store(tmp_path / "s.db")
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE runs SET pairs = true")
+    con.execute("UPDATE corpora SET pairs = true")
+    n = con.execute("SELECT count(*) FROM run_sentences WHERE run_id = 1").fetchone()[0]
+    con.close()
+    note = headdb.compare(db, "base", "tuned").attrs["note"]
+    assert f"over {n} shared pairs;" in note and "sentence" not in note, note
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE run_sentences SET status = 'skipped' WHERE run_id IN (2, 3) AND sentence_id = 0")
+    con.close()
+    note = headdb.compare(db, "base", "tuned").attrs["note"]
+    assert (f"the runs' tests are over other pairs (run 1: {n}, run 2: {n - 1}, {n - 1} shared), so role_change is "
+            "unknown for every role; the paired tests use the shared pairs") in note, note
+    note = headdb.compare(db, "base", "small").attrs["note"]
+    assert "comes from the pairs (a test over fewer finds fewer heads)" in note, note

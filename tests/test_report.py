@@ -53,9 +53,16 @@ def report144(big_store, tmp_path_factory):
     return headdb.report(big_store, "big", tmp_path_factory.mktemp("out144"), compare="base")
 
 
-def test_report_shapes_differ_and_144_heads(report144):
+def test_report_shapes_differ_and_144_heads(report144, big_store):
     r = report144
     assert "shapes differ" in r.markdown
+    # the summary gives each role's heads in both runs, as the comparison counts them (it gave the note alone)
+    cmp = headdb.compare(big_store, "big", "base")
+    for role, rows in cmp.groupby("role"):
+        a, b = int(rows["n_significant_a"].sum()), int(rows["n_significant_b"].sum())
+        assert f"| {role} | {a} | {b} | 144 | 72 |" in r.markdown
+    # a change of a layer only the deeper run has is blank, not pandas' "<NA>"
+    assert "&lt;NA&gt;" not in r.html.read_text() and "NA>" not in r.markdown
     assert (r.out_dir / "figures" / "difference_layer_counts.png").exists()
     assert (r.out_dir / "figures" / "heatmap_local.svg").exists()
 
@@ -510,3 +517,18 @@ def test_the_report_lists_builtins_in_their_order_then_other_roles_by_name(tmp_p
     assert list(dict.fromkeys(headdb.layer_distribution(store, "base")["role"])) == want
     assert "L0 H0: local,mine,zeta" in r.markdown, r.markdown
     assert "(roles local, delimiter, nsubj); " in r.markdown, r.markdown
+
+
+def test_a_comparison_whose_role_changes_are_unknown_counts_none_gained_or_lost(tmp_path):
+    # runs over other sentences: each role's gained and lost is unknown, and the per-role table
+    # gave 0 and 0, beside a note that says role_change is unknown
+    import duckdb
+
+    db = build_results_store(tmp_path / "s.db")
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE run_sentences SET status = 'skipped' WHERE run_id = 2 AND sentence_id = 0")
+    con.close()
+    r = headdb.report(db, "base", tmp_path / "out", compare="tuned", accuracy=False)
+    table = r.markdown[r.markdown.index("| role | changed"):].split("\n\n")[0].splitlines()[2:]
+    assert table and all(line.split(" | ")[4:6] == ["", ""] for line in table), table
+    assert "&lt;NA&gt;" not in r.html.read_text()
