@@ -818,6 +818,67 @@ def _storage_error(exc: BaseException) -> str | None:
     return None
 
 
+class _ReaderGone(Exception):
+    """The reader of stdout or stderr closed its end of the pipe (`headdb sql ... | head`)."""
+
+
+class _Guarded:
+    """A standard stream (or its ``buffer``) whose write to a closed pipe raises
+    :class:`_ReaderGone`, not BrokenPipeError: click turned that into a silent exit 1, rich into
+    another, and a write of Python's own into a traceback, each as if headdb had failed."""
+
+    def __init__(self, stream, name: str):
+        self._stream = stream
+        self._name = name
+
+    def _call(self, name: str, *args):
+        try:
+            return getattr(self._stream, name)(*args)
+        except BrokenPipeError:
+            raise _ReaderGone from None
+        except OSError as exc:  # `> /dev/full`: "error: No space left on device" named no file
+            if exc.filename is not None or exc.errno is None:
+                raise
+            raise OSError(exc.errno, exc.strerror, self._name) from None
+
+    def write(self, data):
+        done = self._call("write", data)
+        if isinstance(data, (bytes, bytearray, memoryview)) and isinstance(done, int):
+            # the raw file under `python -u` (PYTHONUNBUFFERED) writes part of the bytes where the
+            # pipe closes, or a signal comes, and Python's text layer drops the rest unseen
+            view = memoryview(data).cast("B")
+            while 0 < done < len(view):
+                more = self._call("write", view[done:])
+                if not more:  # pragma: no cover - a non-blocking file that takes nothing now
+                    break
+                done += more
+        return done
+
+    def writelines(self, lines):
+        return self._call("writelines", lines)
+
+    def flush(self):
+        return self._call("flush")
+
+    def __getattr__(self, name: str):
+        value = getattr(self._stream, name)
+        return _Guarded(value, self._name) if name == "buffer" else value
+
+
+def _reader_gone() -> None:
+    """Exit as a command that SIGPIPE ends does (`cat`, `grep`), quietly with status 141 (128 +
+    SIGPIPE): /dev/null takes over the closed streams, so that Python's flush at exit of what
+    they still hold cannot fail in turn."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.__stdout__, sys.__stderr__):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (AttributeError, OSError, ValueError):  # pragma: no cover - no such stream, or no file behind it
+            pass
+    os.close(devnull)
+    sys.exit(141)
+
+
 def main() -> None:
     """Entry point: run the app, turning headdb errors into one line and exit code 1.
 
@@ -838,9 +899,15 @@ def main() -> None:
         previous = signal.signal(signal.SIGTERM, _terminated)
     except ValueError:  # not the main thread (an embedding application): its own handling stays
         previous = None
+    streams = sys.stdout, sys.stderr
+    sys.stdout = _Guarded(sys.stdout, "standard output")
+    sys.stderr = None if sys.stderr is None else _Guarded(sys.stderr, "standard error")
     try:
         _run_app()
+    except _ReaderGone:
+        _reader_gone()
     finally:
+        sys.stdout, sys.stderr = streams
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
@@ -853,6 +920,9 @@ def _run_app() -> None:
         # without standalone mode typer returns an exit code instead of exiting: 130 for Ctrl-C
         # (it turns KeyboardInterrupt into Exit(130)), or what a command's typer.Exit carried
         code = app(standalone_mode=False)
+        sys.stdout.flush()  # a reader gone before the last lines: here, not in Python's flush at exit
+    except _ReaderGone:
+        raise
     except HeaddbError as exc:
         if _state["debug"]:
             raise

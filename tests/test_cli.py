@@ -71,6 +71,57 @@ def test_a_closed_standard_output_is_refused_before_any_work(tmp_path):
     assert not (tmp_path / "new.db").exists()  # refused before it did anything
 
 
+def _piped(args: list, reader: str, *, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`headdb ARGS | READER` under bash's pipefail: the pipeline's status is headdb's where it
+    failed, as a script with `set -o pipefail` sees it."""
+    import shlex
+
+    line = " ".join(shlex.quote(str(a)) for a in [sys.executable, "-m", "headdb", *args])
+    return subprocess.run(["bash", "-c", f"set -o pipefail; {line} | {reader}"], capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, **(env or {})))
+
+
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_a_reader_that_closes_the_pipe_early_ends_headdb_quietly_with_141(tmp_path, unbuffered):
+    """`headdb sql ... | head` exited 1 without a word where it printed a table (click and rich
+    each turned the broken pipe into exit 1), 0 for the same rows as CSV (or its rows were cut
+    short unseen under PYTHONUNBUFFERED), and a flush at exit could print Python's "Exception
+    ignored": now every command ends as `cat` does, quietly, with 128 + SIGPIPE."""
+    from headdb.db import init
+
+    store = tmp_path / "s.db"
+    init(store)
+    env = {"PYTHONUNBUFFERED": unbuffered}  # empty: buffered, whatever the test's own environment says
+    rows = "SELECT range AS i, 'caf\u00e9 ' || range AS word FROM range(200000)"
+    for args, reader in ((["sql", store, rows, "--max-rows", "0"], "head -2"),
+                         (["sql", store, rows, "-f", "csv"], "head -2"),
+                         (["sql", store, rows, "-f", "json"], "head -c 100"),
+                         (["roles", "show", "nsubj"], "true"),
+                         (["--help"], "true"),
+                         (["roles", "list"], "true")):
+        done = _piped(args, reader, env=env)
+        assert done.returncode == 141, (args, done.returncode, done.stderr)
+        assert "error" not in done.stderr and "Traceback" not in done.stderr and "Exception" not in done.stderr, args
+    whole = _piped(["sql", store, rows, "-f", "csv"], "wc -l", env=env)  # a reader that reads it all: all of it
+    assert (whole.returncode, whole.stdout.strip(), whole.stderr) == (0, "200001", "")
+
+
+def test_a_full_device_names_standard_output(tmp_path):
+    """`headdb roles > /dev/full` said "error: No space left on device", which named nothing."""
+    import shlex
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    from headdb.db import init
+
+    store = tmp_path / "s.db"
+    init(store)
+    for args in (["roles", "list"], ["sql", store, "SELECT * FROM range(100000)", "-f", "csv"], ["--version"]):
+        line = " ".join(shlex.quote(str(a)) for a in [sys.executable, "-m", "headdb", *args])
+        done = subprocess.run(["bash", "-c", line + " >/dev/full"], capture_output=True, text=True, timeout=120)
+        assert (done.returncode, done.stderr) == (1, "error: standard output: No space left on device\n"), args
+
+
 def test_help_does_not_import_torch():
     code = (
         "import sys\n"
