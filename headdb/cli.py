@@ -105,6 +105,15 @@ def _print_df(df, fmt: str = "table", title: str | None = None) -> None:
     headers = [str(c) for c in df.columns]
     rows = [[_cell(v) for v in row] for row in df.itertuples(index=False)]
     console = _console()
+    if console.options.ascii_only:  # each cell as stdout will write it ("?" for "é" in ASCII): the widths hold
+        encoding, errors = console.encoding, getattr(sys.stdout, "errors", None)
+        errors = "replace" if errors in (None, "strict") else errors
+
+        def as_written(v: str) -> str:
+            return v.encode(encoding, errors).decode(encoding, "replace")
+
+        headers = [as_written(h) for h in headers]
+        rows = [[as_written(v) for v in row] for row in rows]
     from rich.cells import cell_len  # terminal cells: a wide character takes two
 
     widths = [max([cell_len(h), *(cell_len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
@@ -128,7 +137,7 @@ def _print_df(df, fmt: str = "table", title: str | None = None) -> None:
     right = [df.iloc[:, i].dtype.kind in "iuf" for i in range(len(headers))]
     if not any("\n" in v or "\r" in v for row in rows for v in row):
         # drawn here, as rich draws it: rich took 15 s of CPU for 20,000 rows (CSV: 1 s)
-        top, head, rule, body, bottom = _box_lines(headers, rows, widths, right)
+        top, head, rule, body, bottom = _box_lines(headers, rows, widths, right, console.options.ascii_only)
         console.print(top, markup=False, highlight=False, soft_wrap=True)
         console.print(head, style="bold", markup=False, highlight=False, soft_wrap=True)
         console.file.write(rule + "\n" + "".join(line + "\n" for line in body) + bottom + "\n")
@@ -145,9 +154,11 @@ def _print_df(df, fmt: str = "table", title: str | None = None) -> None:
     console.print(table)
 
 
-def _box_lines(headers: list[str], rows: list[list[str]], widths: list[int], right: list[bool]):
+def _box_lines(headers: list[str], rows: list[list[str]], widths: list[int], right: list[bool],
+               ascii_only: bool = False):
     """The lines of rich's default table (heavy head, a space either side of each cell): top,
-    header, the rule under it, the rows, bottom."""
+    header, the rule under it, the rows, bottom; ``ascii_only`` (stdout not UTF, as
+    PYTHONIOENCODING=ascii makes it), of ``+``, ``-`` and ``|`` as rich draws it then."""
     from rich.cells import cell_len
 
     def cells(values: list[str], edge: str, sep: str) -> str:  # a header is justified as its column
@@ -160,6 +171,9 @@ def _box_lines(headers: list[str], rows: list[list[str]], widths: list[int], rig
     def line(left: str, fill: str, mid: str, end: str) -> str:
         return left + mid.join(fill * (w + 2) for w in widths) + end
 
+    if ascii_only:
+        return (line("+", "-", "-", "+"), cells(headers, "|", "|"), line("|", "-", "+", "|"),
+                [cells(row, "|", "|") for row in rows], line("+", "-", "-", "+"))
     return (line("\u250f", "\u2501", "\u2533", "\u2513"), cells(headers, "\u2503", "\u2503"), line("\u2521", "\u2501", "\u2547", "\u2529"),
             [cells(row, "\u2502", "\u2502") for row in rows], line("\u2514", "\u2500", "\u2534", "\u2518"))
 
@@ -899,6 +913,15 @@ def main() -> None:
         previous = signal.signal(signal.SIGTERM, _terminated)
     except ValueError:  # not the main thread (an embedding application): its own handling stays
         previous = None
+    for stream in (sys.stdout, sys.stderr):
+        # PYTHONIOENCODING=ascii or latin-1: a "?" for a character the encoding lacks ("café" in
+        # a result, CJK), not a UnicodeEncodeError traceback; an error handler given there stays
+        encoding = str(getattr(stream, "encoding", None) or "utf-8").lower().replace("_", "-")
+        if getattr(stream, "errors", None) == "strict" and not encoding.startswith("utf"):
+            try:
+                stream.reconfigure(errors="replace")
+            except (AttributeError, ValueError):  # pragma: no cover - a stream that cannot change
+                pass
     streams = sys.stdout, sys.stderr
     sys.stdout = _Guarded(sys.stdout, "standard output")
     sys.stderr = None if sys.stderr is None else _Guarded(sys.stderr, "standard error")
