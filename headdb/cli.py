@@ -119,6 +119,15 @@ def _print_df(df, fmt: str = "table", title: str | None = None) -> None:
     headers = [str(c) for c in df.columns]
     rows = [[_cell(v) for v in row] for row in df.itertuples(index=False)]
     console = _console()
+    if console.options.ascii_only:  # each cell as stdout will write it ("?" for "é" in ASCII): the widths hold
+        encoding, errors = console.encoding, getattr(sys.stdout, "errors", None)
+        errors = "replace" if errors in (None, "strict") else errors
+
+        def as_written(v: str) -> str:
+            return v.encode(encoding, errors).decode(encoding, "replace")
+
+        headers = [as_written(h) for h in headers]
+        rows = [[as_written(v) for v in row] for row in rows]
     from rich.cells import cell_len  # terminal cells: a wide character takes two
 
     widths = [max([cell_len(h), *(cell_len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
@@ -142,7 +151,7 @@ def _print_df(df, fmt: str = "table", title: str | None = None) -> None:
     right = [df.iloc[:, i].dtype.kind in "iuf" for i in range(len(headers))]
     if not any("\n" in v or "\r" in v for row in rows for v in row):
         # drawn here, as rich draws it: rich took 15 s of CPU for 20,000 rows (CSV: 1 s)
-        top, head, rule, body, bottom = _box_lines(headers, rows, widths, right)
+        top, head, rule, body, bottom = _box_lines(headers, rows, widths, right, console.options.ascii_only)
         console.print(top, markup=False, highlight=False, soft_wrap=True)
         console.print(head, style="bold", markup=False, highlight=False, soft_wrap=True)
         console.file.write(rule + "\n" + "".join(line + "\n" for line in body) + bottom + "\n")
@@ -159,9 +168,11 @@ def _print_df(df, fmt: str = "table", title: str | None = None) -> None:
     console.print(table)
 
 
-def _box_lines(headers: list[str], rows: list[list[str]], widths: list[int], right: list[bool]):
+def _box_lines(headers: list[str], rows: list[list[str]], widths: list[int], right: list[bool],
+               ascii_only: bool = False):
     """The lines of rich's default table (heavy head, a space either side of each cell): top,
-    header, the rule under it, the rows, bottom."""
+    header, the rule under it, the rows, bottom; ``ascii_only`` (stdout not UTF, as
+    PYTHONIOENCODING=ascii makes it), of ``+``, ``-`` and ``|`` as rich draws it then."""
     from rich.cells import cell_len
 
     def cells(values: list[str], edge: str, sep: str) -> str:  # a header is justified as its column
@@ -174,6 +185,9 @@ def _box_lines(headers: list[str], rows: list[list[str]], widths: list[int], rig
     def line(left: str, fill: str, mid: str, end: str) -> str:
         return left + mid.join(fill * (w + 2) for w in widths) + end
 
+    if ascii_only:
+        return (line("+", "-", "-", "+"), cells(headers, "|", "|"), line("|", "-", "+", "|"),
+                [cells(row, "|", "|") for row in rows], line("+", "-", "-", "+"))
     return (line("\u250f", "\u2501", "\u2533", "\u2513"), cells(headers, "\u2503", "\u2503"), line("\u2521", "\u2501", "\u2547", "\u2529"),
             [cells(row, "\u2502", "\u2502") for row in rows], line("\u2514", "\u2500", "\u2534", "\u2518"))
 
@@ -842,6 +856,67 @@ def _storage_error(exc: BaseException) -> str | None:
     return None
 
 
+class _ReaderGone(Exception):
+    """The reader of stdout or stderr closed its end of the pipe (`headdb sql ... | head`)."""
+
+
+class _Guarded:
+    """A standard stream (or its ``buffer``) whose write to a closed pipe raises
+    :class:`_ReaderGone`, not BrokenPipeError: click turned that into a silent exit 1, rich into
+    another, and a write of Python's own into a traceback, each as if headdb had failed."""
+
+    def __init__(self, stream, name: str):
+        self._stream = stream
+        self._name = name
+
+    def _call(self, name: str, *args):
+        try:
+            return getattr(self._stream, name)(*args)
+        except BrokenPipeError:
+            raise _ReaderGone from None
+        except OSError as exc:  # `> /dev/full`: "error: No space left on device" named no file
+            if exc.filename is not None or exc.errno is None:
+                raise
+            raise OSError(exc.errno, exc.strerror, self._name) from None
+
+    def write(self, data):
+        done = self._call("write", data)
+        if isinstance(data, (bytes, bytearray, memoryview)) and isinstance(done, int):
+            # the raw file under `python -u` (PYTHONUNBUFFERED) writes part of the bytes where the
+            # pipe closes, or a signal comes, and Python's text layer drops the rest unseen
+            view = memoryview(data).cast("B")
+            while 0 < done < len(view):
+                more = self._call("write", view[done:])
+                if not more:  # pragma: no cover - a non-blocking file that takes nothing now
+                    break
+                done += more
+        return done
+
+    def writelines(self, lines):
+        return self._call("writelines", lines)
+
+    def flush(self):
+        return self._call("flush")
+
+    def __getattr__(self, name: str):
+        value = getattr(self._stream, name)
+        return _Guarded(value, self._name) if name == "buffer" else value
+
+
+def _reader_gone() -> None:
+    """Exit as a command that SIGPIPE ends does (`cat`, `grep`), quietly with status 141 (128 +
+    SIGPIPE): /dev/null takes over the closed streams, so that Python's flush at exit of what
+    they still hold cannot fail in turn."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.__stdout__, sys.__stderr__):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (AttributeError, OSError, ValueError):  # pragma: no cover - no such stream, or no file behind it
+            pass
+    os.close(devnull)
+    sys.exit(141)
+
+
 def main() -> None:
     """Entry point: run the app, turning headdb errors into one line and exit code 1.
 
@@ -862,9 +937,24 @@ def main() -> None:
         previous = signal.signal(signal.SIGTERM, _terminated)
     except ValueError:  # not the main thread (an embedding application): its own handling stays
         previous = None
+    for stream in (sys.stdout, sys.stderr):
+        # PYTHONIOENCODING=ascii or latin-1: a "?" for a character the encoding lacks ("café" in
+        # a result, CJK), not a UnicodeEncodeError traceback; an error handler given there stays
+        encoding = str(getattr(stream, "encoding", None) or "utf-8").lower().replace("_", "-")
+        if getattr(stream, "errors", None) == "strict" and not encoding.startswith("utf"):
+            try:
+                stream.reconfigure(errors="replace")
+            except (AttributeError, ValueError):  # pragma: no cover - a stream that cannot change
+                pass
+    streams = sys.stdout, sys.stderr
+    sys.stdout = _Guarded(sys.stdout, "standard output")
+    sys.stderr = None if sys.stderr is None else _Guarded(sys.stderr, "standard error")
     try:
         _run_app()
+    except _ReaderGone:
+        _reader_gone()
     finally:
+        sys.stdout, sys.stderr = streams
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
@@ -877,6 +967,9 @@ def _run_app() -> None:
         # without standalone mode typer returns an exit code instead of exiting: 130 for Ctrl-C
         # (it turns KeyboardInterrupt into Exit(130)), or what a command's typer.Exit carried
         code = app(standalone_mode=False)
+        sys.stdout.flush()  # a reader gone before the last lines: here, not in Python's flush at exit
+    except _ReaderGone:
+        raise
     except HeaddbError as exc:
         if _state["debug"]:
             raise

@@ -71,6 +71,81 @@ def test_a_closed_standard_output_is_refused_before_any_work(tmp_path):
     assert not (tmp_path / "new.db").exists()  # refused before it did anything
 
 
+def _piped(args: list, reader: str, *, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`headdb ARGS | READER` under bash's pipefail: the pipeline's status is headdb's where it
+    failed, as a script with `set -o pipefail` sees it."""
+    import shlex
+
+    line = " ".join(shlex.quote(str(a)) for a in [sys.executable, "-m", "headdb", *args])
+    return subprocess.run(["bash", "-c", f"set -o pipefail; {line} | {reader}"], capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, **(env or {})))
+
+
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_a_reader_that_closes_the_pipe_early_ends_headdb_quietly_with_141(tmp_path, unbuffered):
+    """`headdb sql ... | head` exited 1 without a word where it printed a table (click and rich
+    each turned the broken pipe into exit 1), 0 for the same rows as CSV (or its rows were cut
+    short unseen under PYTHONUNBUFFERED), and a flush at exit could print Python's "Exception
+    ignored": now every command ends as `cat` does, quietly, with 128 + SIGPIPE."""
+    from headdb.db import init
+
+    store = tmp_path / "s.db"
+    init(store)
+    env = {"PYTHONUNBUFFERED": unbuffered}  # empty: buffered, whatever the test's own environment says
+    rows = "SELECT range AS i, 'caf\u00e9 ' || range AS word FROM range(200000)"
+    for args, reader in ((["sql", store, rows, "--max-rows", "0"], "head -2"),
+                         (["sql", store, rows, "-f", "csv"], "head -2"),
+                         (["sql", store, rows, "-f", "json"], "head -c 100"),
+                         (["roles", "show", "nsubj"], "true"),
+                         (["--help"], "true"),
+                         (["roles", "list"], "true")):
+        done = _piped(args, reader, env=env)
+        assert done.returncode == 141, (args, done.returncode, done.stderr)
+        assert "error" not in done.stderr and "Traceback" not in done.stderr and "Exception" not in done.stderr, args
+    whole = _piped(["sql", store, rows, "-f", "csv"], "wc -l", env=env)  # a reader that reads it all: all of it
+    assert (whole.returncode, whole.stdout.strip(), whole.stderr) == (0, "200001", "")
+
+
+def test_a_full_device_names_standard_output(tmp_path):
+    """`headdb roles > /dev/full` said "error: No space left on device", which named nothing."""
+    import shlex
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    from headdb.db import init
+
+    store = tmp_path / "s.db"
+    init(store)
+    for args in (["roles", "list"], ["sql", store, "SELECT * FROM range(100000)", "-f", "csv"], ["--version"]):
+        line = " ".join(shlex.quote(str(a)) for a in [sys.executable, "-m", "headdb", *args])
+        done = subprocess.run(["bash", "-c", line + " >/dev/full"], capture_output=True, text=True, timeout=120)
+        assert (done.returncode, done.stderr) == (1, "error: standard output: No space left on device\n"), args
+
+
+def test_a_stdout_that_is_not_utf8_gets_an_ascii_table_and_a_question_mark_per_missing_character(tmp_path):
+    """`PYTHONIOENCODING=ascii headdb sql ...` (or latin-1) died with a UnicodeEncodeError
+    traceback on the table's box drawing, and on "café" or CJK in a result. The table is drawn
+    as rich draws it for such a stream (+, - and |), each character the encoding lacks is a "?",
+    and the columns stay aligned; an error handler given with the encoding is kept."""
+    from headdb.db import init
+
+    store = tmp_path / "s.db"
+    init(store)
+    query = "SELECT 'caf\u00e9 na\u00efve \u6f22\u5b57' AS word, 1 AS n"
+    for encoding, word in (("ascii", "caf? na?ve ??"), ("latin-1", "caf\u00e9 na\u00efve ??"),
+                           ("ascii:backslashreplace", "caf\\xe9 na\\xefve \\u6f22\\u5b57")):
+        done = subprocess.run([sys.executable, "-m", "headdb", "sql", store, query], capture_output=True,
+                              timeout=120, env=dict(os.environ, PYTHONIOENCODING=encoding))
+        assert (done.returncode, done.stderr) == (0, b""), (encoding, done.stderr.decode(errors="replace"))
+        lines = done.stdout.decode(encoding.split(":")[0]).splitlines()
+        assert lines[0].startswith("+-") and lines[2].startswith("|-") and "+" in lines[2], lines
+        assert lines[3] == f"| {word} | 1 |", lines
+        assert len({len(line) for line in lines}) == 1, lines  # aligned
+    listed = subprocess.run([sys.executable, "-m", "headdb", "roles", "list"], capture_output=True, timeout=120,
+                            env=dict(os.environ, PYTHONIOENCODING="ascii"))
+    assert listed.returncode == 0 and b"Traceback" not in listed.stderr and b"| nsubj" in listed.stdout
+
+
 def test_help_does_not_import_torch():
     code = (
         "import sys\n"
@@ -480,6 +555,37 @@ def test_tables_are_drawn_as_rich_draws_them(monkeypatch, capsys, terminal):
     Console(file=reference, force_terminal=terminal, width=120, color_system=None).print(table)
     assert ours == reference.getvalue()
     assert "│ 名前  │" in ours and "0.333333" in ours
+
+
+def test_an_ascii_table_is_drawn_as_rich_draws_it(monkeypatch):
+    """On a stdout that is not UTF (PYTHONIOENCODING=ascii), rich draws its tables of + - |;
+    headdb's own drawing, of box characters only, raised UnicodeEncodeError there."""
+    import io
+
+    import pandas as pd
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from headdb import cli
+
+    def ascii_console(stream):
+        return Console(file=stream, force_terminal=True, width=120, color_system=None)
+
+    df = pd.DataFrame({"role": ["local", "nsubj"], "n": [3, 12]})
+    ours = io.TextIOWrapper(io.BytesIO(), encoding="ascii", errors="replace")
+    monkeypatch.setattr(cli, "_console", lambda: ascii_console(ours))
+    cli._print_df(df)
+    table = Table(show_lines=False)
+    table.add_column(Text("role"))
+    table.add_column(Text("n"), justify="right")
+    for role, n in zip(df["role"], df["n"]):
+        table.add_row(Text(role), Text(str(n)))
+    reference = io.TextIOWrapper(io.BytesIO(), encoding="ascii", errors="replace")
+    ascii_console(reference).print(table)
+    ours.flush()
+    reference.flush()
+    assert ours.buffer.getvalue() == reference.buffer.getvalue() and ours.buffer.getvalue().startswith(b"+--")
 
 
 def test_a_slow_ingest_does_not_read_0_sentences_a_second():
