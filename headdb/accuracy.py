@@ -12,7 +12,9 @@ For every head, relation and direction the accuracy is the share of dependency e
 the prediction is right:
 
 - ``dep->head``: the dependent's most-attended word is its syntactic head;
-- ``head->dep``: the head word's most-attended word is this dependent.
+- ``head->dep``: the head word's most-attended word is this dependent (the head's own prediction:
+  of several dependents at most one is right; Clark et al.'s released code scores the reverse on
+  the transposed map instead, whether the word attending most to the dependent is its head).
 
 Relations are compared on their base label (``obl:tmod`` counts as ``obl``; ``dobj`` as ``obj``),
 plus ``all`` for every non-root word. The fixed-offset baseline predicts the word at a fixed
