@@ -4,13 +4,17 @@ Word-level attention comes from the ``word_attention`` view (migration 0003): at
 word is the mean over its pieces, attention to a word the sum over its pieces; special tokens
 are left out. A head "predicts" for each word the other word of the same segment it attends to
 most (``word_attention_top``; ties go to the lower word_pos; a word with no stored edge to another
-word predicts nothing and counts as wrong).
+word predicts nothing and counts as wrong). In a sparse run that is over the stored keys only, and
+a dependency edge whose dependent or head has no stored piece (truncation) is left out; the
+result's ``attrs`` (``storage``, ``left_out``) and :func:`storage_notes` say so.
 
 For every head, relation and direction the accuracy is the share of dependency edges for which
 the prediction is right:
 
 - ``dep->head``: the dependent's most-attended word is its syntactic head;
-- ``head->dep``: the head word's most-attended word is this dependent.
+- ``head->dep``: the head word's most-attended word is this dependent (the head's own prediction:
+  of several dependents at most one is right; Clark et al.'s released code scores the reverse on
+  the transposed map instead, whether the word attending most to the dependent is its head).
 
 Relations are compared on their base label (``obl:tmod`` counts as ``obl``; ``dobj`` as ``obj``),
 plus ``all`` for every non-root word. The fixed-offset baseline predicts the word at a fixed
@@ -155,17 +159,22 @@ def accuracy(db: DbLike, run: int | str | None = None, min_count: int = 1,
     relation, direction, n_select, n_report, layer, head, select_accuracy, accuracy (the head on
     the report split), baseline_offset, baseline_select_accuracy, baseline_accuracy, selected_on,
     reported_on. Sorted by relation frequency ("all" first). ``attrs`` holds run_id, run_name,
-    min_count, most_in_both_splits (the most edges any relation has in both splits), selected_on
-    and reported_on. ``progress(done, total)`` counts the ranges of sentences the heads are judged in
+    min_count, most_in_both_splits (the most edges any relation has in both splits), selected_on,
+    reported_on, storage ("dense", or "top-K" with a min-mass: the keys each attention row kept,
+    which word attention is summed from) and left_out (dependency edges of the stored sentences
+    whose dependent or head has no stored piece: not judged; :func:`storage_notes` words both). ``progress(done, total)`` counts the ranges of sentences the heads are judged in
     (:func:`head_accuracy`); True draws a bar on stderr.
     """
     if isinstance(min_count, bool) or not isinstance(min_count, numbers.Integral) or min_count < 1:
         raise InputError(f"{option('min_count')} must be a whole number of at least 1, not {min_count!r}")
     with open_db(db, memory_limit_mb()) as con:  # one connection: the run resolved once, named in attrs
         run_id = resolve_run(con, run, finished=True)
-        run_name = con.execute("SELECT run_name FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
+        run_name, top_k, min_mass, dense = con.execute(
+            "SELECT run_name, top_k, min_mass, dense FROM runs WHERE run_id = ?", [run_id]).fetchone()
         heads = head_accuracy(con, run_id, progress)
         offs = offset_baselines(con, run_id)
+        left_out = con.execute(_LEFT_OUT, [run_id]).fetchone()[0]
+    storage = "dense" if dense else f"top-{top_k}" + (f", min-mass {min_mass:g}" if min_mass is not None else "")
     bh = _best(heads, ["layer", "head"])
     bo = offs.assign(abs_offset=offs["offset"].abs())
     bo = _best(bo, ["abs_offset", "offset"])
@@ -186,8 +195,41 @@ def accuracy(db: DbLike, run: int | str | None = None, min_count: int = 1,
     out = out.reset_index(drop=True).astype({"n_select": "int64", "n_report": "int64", "layer": "int64",
                                              "head": "int64", "baseline_offset": "int64"})
     out.attrs = {"selected_on": SELECTION_SPLIT, "reported_on": REPORT_SPLIT, "run_id": run_id, "run_name": run_name,
-                 "min_count": int(min_count), "most_in_both_splits": most}
+                 "min_count": int(min_count), "most_in_both_splits": most, "storage": storage,
+                 "left_out": int(left_out)}
     return out
 
 
-__all__ = ["accuracy", "head_accuracy", "offset_baselines", "SELECTION_SPLIT", "REPORT_SPLIT"]
+#: The dependency edges of a run's stored sentences that accuracy cannot judge: the dependent or
+#: its head has no stored piece (cut off by --truncate, or a word the tokenizer gave no piece).
+_LEFT_OUT = """
+SELECT count(*) FROM words w
+JOIN runs r ON r.corpus_id = w.corpus_id AND r.run_id = ?
+JOIN run_sentences s ON s.run_id = r.run_id AND s.sentence_id = w.sentence_id AND s.status <> 'skipped'
+WHERE w.head_word_pos IS NOT NULL AND (
+    NOT EXISTS (SELECT 1 FROM tokens t WHERE t.run_id = r.run_id AND t.sentence_id = w.sentence_id
+                AND t.word_pos = w.word_pos)
+    OR NOT EXISTS (SELECT 1 FROM tokens t WHERE t.run_id = r.run_id AND t.sentence_id = w.sentence_id
+                   AND t.word_pos = w.head_word_pos))
+"""
+
+
+def storage_notes(attrs: dict) -> list[str]:
+    """What the numbers of :func:`accuracy` (its ``attrs``) rest on, where a user could not tell:
+    a sparse run's word attention is over its stored keys only, and dependency edges whose words
+    have no stored piece are left out."""
+    notes = []
+    if attrs["storage"] != "dense":
+        notes.append(f"word attention is summed from the run's stored edges ({attrs['storage']} keys per "
+                     "row), so a word's most-attended word is the most-attended of the kept keys and can "
+                     "differ from the full attention's (Clark et al. use all of it): ingest with "
+                     f"{flag('dense')} for that")
+    if attrs["left_out"]:
+        n = attrs["left_out"]
+        notes.append(f"{n:,} dependency edge{'s' if n != 1 else ''} of the stored sentences left out: "
+                     "the dependent or its head has no stored piece (cut off by truncation, or given no "
+                     "piece by the tokenizer)")
+    return notes
+
+
+__all__ = ["accuracy", "head_accuracy", "offset_baselines", "storage_notes", "SELECTION_SPLIT", "REPORT_SPLIT"]

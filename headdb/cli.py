@@ -793,7 +793,7 @@ def accuracy(
 
     Heads and offsets are chosen on the even sentence_ids and reported on the odd ones.
     """
-    from headdb.accuracy import accuracy as api_accuracy
+    from headdb.accuracy import accuracy as api_accuracy, storage_notes
 
     _check_out(out, db)
     with _steps_bar("accuracy", quiet) as bar:
@@ -801,6 +801,8 @@ def accuracy(
     typer.echo(f"run {df.attrs['run_id']} ({df.attrs['run_name']}): heads and offsets selected on "
                f"{df.attrs['selected_on']}s, accuracy reported on "
                f"{df.attrs['reported_on']}s; layers and heads are 0-based", err=True)
+    for note in storage_notes(df.attrs):
+        typer.echo(note, err=True)
     if df.empty:  # else an empty table, without a word of why
         most = df.attrs["most_in_both_splits"]
         typer.echo(f"no relation has at least {_count(min_count, 'edge')} in each split (--min-count); the most any "

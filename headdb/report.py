@@ -374,8 +374,10 @@ def _accuracy_table(con, run_id: int, wanted: bool | None,
         return None
     acc = syntactic_accuracy(con, run_id, progress=progress)
     shown = acc.assign(best_head=[f"L{r.layer} H{r.head}" for r in acc.itertuples()])
-    return shown[["relation", "direction", "n_report", "best_head", "accuracy", "baseline_offset",
-                  "baseline_accuracy", "n_select", "select_accuracy"]]
+    shown = shown[["relation", "direction", "n_report", "best_head", "accuracy", "baseline_offset",
+                   "baseline_accuracy", "n_select", "select_accuracy"]]
+    shown.attrs = dict(acc.attrs)  # the storage and the edges left out, for the section's note
+    return shown
 
 
 def _remove_stale_staging(out_dir: Path) -> None:
@@ -631,12 +633,13 @@ def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, stagi
             parts += ["<h3>Per-layer role counts</h3>", _html_table(cmp.drop(columns=["basis"]))]
         parts += [fig_html(f) for f in cmp_figures]
     if acc is not None:
-        from headdb.accuracy import REPORT_SPLIT, SELECTION_SPLIT
+        from headdb.accuracy import REPORT_SPLIT, SELECTION_SPLIT, storage_notes
 
         note = (f"Per relation and direction, the head with the best accuracy on the {SELECTION_SPLIT}s, "
                 f"and its accuracy on the {REPORT_SPLIT}s (n_report dependency edges), beside the best "
                 "fixed-offset baseline chosen the same way. dep->head: the dependent's most-attended word "
-                "is its head; head->dep: the head's most-attended word is this dependent.")
+                "is its head; head->dep: the head's most-attended word is this dependent."
+                + "".join(f" {n[0].upper()}{n[1:]}." for n in storage_notes(acc.attrs)))
         frequent = [r for r in dict.fromkeys(acc["relation"]) if r != "all"][:ACCURACY_MD_RELATIONS]
         top = acc[acc["relation"].isin(["all", *frequent])]
         md += ["## Syntactic head accuracy (Clark et al. 2019)", "", note, ""]

@@ -74,7 +74,7 @@ def test_accuracy_selects_on_even_reports_on_odd(store):
     run_name = headdb.runs(store)["run_name"].iloc[-1]
     most = int(df[["n_select", "n_report"]].min(axis=1).max())
     assert df.attrs == {"selected_on": SELECTION_SPLIT, "reported_on": REPORT_SPLIT, "run_id": 1, "run_name": run_name,
-                        "min_count": 1, "most_in_both_splits": most}
+                        "min_count": 1, "most_in_both_splits": most, "storage": "dense", "left_out": 0}
     assert (df["selected_on"] == "even sentence_id").all() and (df["reported_on"] == "odd sentence_id").all()
     got = {(r.relation, r.direction): (r.head, r.select_accuracy, r.accuracy, r.baseline_offset,
                                        r.baseline_select_accuracy, r.baseline_accuracy) for r in df.itertuples()}
@@ -430,3 +430,40 @@ def test_a_report_of_a_run_with_dependency_edges_in_one_split_says_so(store, tmp
     headdb.sql(db, "UPDATE classifications SET n_tests = 1", write=True)
     md = headdb.report(db, out=tmp_path / "rep3", accuracy=False).markdown
     assert ", 1 sentence, " in md and ", 1 test in the family" in md, md
+
+
+def test_a_sparse_or_truncated_run_says_what_its_accuracy_rests_on(store, tmp_path, capsys, monkeypatch):
+    """accuracy read a sparse run's most-attended words from its stored top-k keys only (on the
+    bundled sample, top-8 against --dense changed 4 of 62 best heads) and left out the dependency
+    edges whose words a truncation cut off (2,772 of 5,408 at --max-length 16), without a word of
+    either: the command, its attrs and the report's section now say both."""
+    import shutil
+
+    from handmade_store import add_classification
+    from headdb.db import connect
+
+    code, out, err = run_main(capsys, monkeypatch, "accuracy", store, "--min-count", "1")
+    assert code == 0 and "stored edges" not in err and "left out" not in err, err
+    full = headdb.accuracy(store)
+    assert full.attrs["storage"] == "dense" and full.attrs["left_out"] == 0
+    n_all = int(full.loc[0, "n_select"] + full.loc[0, "n_report"])
+
+    db = tmp_path / "a.db"
+    shutil.copy(store, db)
+    con = connect(db)
+    add_classification(con, 1, ["local"], {}, 1, 2)
+    con.close()
+    headdb.sql(db, "UPDATE runs SET dense = false, top_k = 8 WHERE run_id = 1", write=True)
+    # sentence 1 cut after "dog": "barks" (the head of "dog") has no stored piece
+    headdb.sql(db, "DELETE FROM tokens WHERE run_id = 1 AND sentence_id = 1 AND word_pos = 2", write=True)
+    acc = headdb.accuracy(db)
+    assert acc.attrs["storage"] == "top-8" and acc.attrs["left_out"] == 1
+    assert int(acc.loc[0, "n_select"] + acc.loc[0, "n_report"]) == n_all - 1
+    code, out, err = run_main(capsys, monkeypatch, "accuracy", db, "--min-count", "1")
+    assert code == 0, err
+    assert "word attention is summed from the run's stored edges (top-8 keys per row)" in err, err
+    assert "ingest with --dense" in err, err
+    assert "1 dependency edge of the stored sentences left out: the dependent or its head has no stored piece" in err
+    md = headdb.report(db, out=tmp_path / "rep").markdown
+    assert "Word attention is summed from the run's stored edges (top-8 keys per row)" in md, md
+    assert "1 dependency edge of the stored sentences left out" in md, md
