@@ -309,8 +309,9 @@ def _compare_figures(plt, cmp: pd.DataFrame, fig_dir: Path, written: list[Path],
     return out
 
 
-def _colocation_change_figure(plt, co: pd.DataFrame, fig_dir: Path, written: list[Path]) -> _Figure:
-    """The change in the co-location of roles (B - A) as a role x role heatmap, both triangles."""
+def _colocation_change_figure(plt, con, co: pd.DataFrame, fig_dir: Path, written: list[Path]) -> _Figure:
+    """The change in the co-location of roles (B - A) as a role x role heatmap, both triangles;
+    grey, as in the co-location figure, for a role without a test in either run."""
     from matplotlib.colors import TwoSlopeNorm
 
     a, b = co.attrs["run_name_a"], co.attrs["run_name_b"]
@@ -319,11 +320,20 @@ def _colocation_change_figure(plt, co: pd.DataFrame, fig_dir: Path, written: lis
     m = np.zeros((len(roles), len(roles)))
     for x, y, change in zip(co["role_a"], co["role_b"], co["change"]):
         m[at[x], at[y]] = m[at[y], at[x]] = change
-    lim = max(1.0, float(np.abs(m).max()) if m.size else 1.0)
+    tested = {r for (r,) in con.execute(
+        "SELECT role FROM head_tests WHERE run_id IN (?, ?) AND list_contains(?, role) GROUP BY role "
+        "HAVING count(p) FILTER (WHERE run_id = ?) > 0 AND count(p) FILTER (WHERE run_id = ?) > 0",
+        [co.attrs["run_a"], co.attrs["run_b"], roles, co.attrs["run_a"], co.attrs["run_b"]]).fetchall()}
+    untested = [at[r] for r in roles if r not in tested]
+    m[untested, :] = np.nan
+    m[:, untested] = np.nan
+    fin = np.abs(m[np.isfinite(m)])
+    lim = max(1.0, float(fin.max()) if fin.size else 1.0)
     fig = _matrix_figure(plt, m, title=f"Change in co-location: heads having both roles ({b} minus {a})",
                          xlabel="role", ylabel="role", cbar="heads with both roles: B - A", cmap="RdBu_r",
                          norm=TwoSlopeNorm(0, -lim, lim), xticks=roles, yticks=roles, integer=True,
-                         note="The diagonal is the change in the number of heads with the role." + (
+                         note="The diagonal is the change in the number of heads with the role."
+                         + (" Grey: a role without a test in one of the runs." if untested else "") + (
                              "" if co.attrs["basis"] == "paired" else
                              f" Shapes differ: {co.attrs['shape_a'][0]}x{co.attrs['shape_a'][1]} against "
                              f"{co.attrs['shape_b'][0]}x{co.attrs['shape_b'][1]} heads."))
@@ -574,7 +584,7 @@ def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, stagi
             cmp = compare_runs(con, run_id, compare, roles=roles, correction=correction, alpha=alpha)
             cmp_figures = _compare_figures(plt, cmp, staging, written, skip=unscored)
             co_change = colocation_profile(con, cmp)
-            co_figure = _colocation_change_figure(plt, co_change, staging, written)
+            co_figure = _colocation_change_figure(plt, con, co_change, staging, written)
         else:
             cmp_figures = []
 

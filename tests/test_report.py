@@ -567,3 +567,11 @@ def test_a_comparison_shows_the_change_in_co_location(tmp_path, monkeypatch):
     assert "| delimiter | delimiter | 4 | 1 | -3 |  |  |" in r.markdown
     assert "Shapes differ: 2x3 against 1x2 heads." in seen["note"]
     assert "&lt;NA&gt;" not in r.html.read_text() and "NA>" not in r.markdown
+    assert "Grey" not in seen["note"]
+    # a role without a test in one run is grey, as in the co-location figure (not 0 heads' change)
+    headdb.sql(store, "UPDATE head_tests SET p = NULL, p_adj = NULL, t = NULL, significant = false "
+               "WHERE role = 'nsubj' AND run_id = 2", write=True)
+    headdb.report(store, "base", tmp_path / "rep3", compare="tuned", accuracy=False)
+    co = seen["values"]
+    assert co.mask[2].all() and co.mask[:, 2].all() and not co.mask[:2, :2].any(), co
+    assert "Grey: a role without a test in one of the runs." in seen["note"]
