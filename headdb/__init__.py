@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # what type checkers read; at run time __getattr__ imports ea
     from headdb.analysis import multi_role_heads as multi_role_heads
     from headdb.analysis import role_summary as role_summary
     from headdb.classify import classify as classify
+    from headdb.compare import colocation_change as colocation_change
     from headdb.compare import compare as compare
     from headdb.compare import compare_layers as compare_layers
     from headdb.db import compact as compact
@@ -64,6 +65,7 @@ _API = {
     "role_summary": "headdb.analysis",
     "compare": "headdb.compare",
     "compare_layers": "headdb.compare",
+    "colocation_change": "headdb.compare",
     "accuracy": "headdb.accuracy",
     "head_accuracy": "headdb.accuracy",
     "offset_baselines": "headdb.accuracy",

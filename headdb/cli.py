@@ -740,7 +740,8 @@ def compare(
     roles: Optional[str] = typer.Option(None, "--roles", help="Comma-separated roles (default: every role both runs have)."),
     correction: str = typer.Option("bh", "--correction", help="Multiple-testing correction: bh, holm, bonferroni or none."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level of the corrected p-values."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", parser=_export_file, metavar="FILE", help="Write the result to .csv, .json or .parquet: a row per head and role, or per layer and role where the runs' shapes differ."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", parser=_export_file, metavar="FILE", help="Write the result to .csv, .json or .parquet: a row per head and role, or per layer and role where the runs' shapes differ (with --colocation: per pair of roles)."),
+    colocation: bool = typer.Option(False, "--colocation", help="Show (and --out writes) the change in the co-location of roles instead: per pair of roles, heads with both in A and in B, the change, heads that gained and lost the pair."),
     format: str = _FORMAT,
 ) -> None:
     """Compare run B against run A head by head: paired t-tests, roles gained and lost, per-layer change.
@@ -748,13 +749,23 @@ def compare(
     Runs whose layer x head shapes differ are compared by per-layer role counts only.
     """
     from headdb.compare import compare as api_compare
-    from headdb.compare import layer_profile, role_changes
+    from headdb.compare import colocation_profile, layer_profile, role_changes
 
     _check_out(out, db)
     df = api_compare(db, run_a, run_b, roles=roles, correction=correction, alpha=alpha)
     a = df.attrs
     typer.echo(f"run {a['run_b']} ({a['run_name_b']}) against run {a['run_a']} ({a['run_name_a']}): {a['note']}",
                err=True)
+    if colocation:  # one table, in every format and in --out
+        from headdb.analysis import open_db
+
+        with open_db(db) as con:
+            co = colocation_profile(con, df)
+        if out is not None:
+            _export(co, out)
+        _print_df(co, format, title="heads with both roles (B - A)" + (
+            "" if a["basis"] == "paired" else "; shapes differ: no head to pair, gained and lost unknown"))
+        return
     if a["basis"] == "paired":
         typer.echo(f"test: {a['test']}; layers and heads are 0-based", err=True)
     if out is not None:  # the per-head rows go to the file; the tables are still shown, as classify does

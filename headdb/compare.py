@@ -462,4 +462,58 @@ def role_changes(comparison: pd.DataFrame) -> pd.DataFrame:
     return comparison.loc[keep, ["role", "layer", "head", "role_change", "mean_a", "mean_b"]].reset_index(drop=True)
 
 
-__all__ = ["compare", "compare_layers", "layer_profile", "role_changes", "adjust_pvalues", "CORRECTIONS"]
+def colocation_change(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str] | str | None = None,
+                      correction: str = "bh", alpha: float = 0.05) -> pd.DataFrame:
+    """How fine-tuning changes the co-location of roles: per pair of roles (``role_a`` before or
+    equal to ``role_b`` in the roles' order; the diagonal is the role itself), the heads with both
+    roles in run A (``n_heads_a``, as :func:`headdb.colocation` counts them) and in run B
+    (``n_heads_b``), ``change`` (B - A), and the heads that ``gained`` and ``lost`` the pair (both
+    roles in B and not in A, and the other way). Gained and lost come from :func:`compare`'s
+    ``role_change`` (same arguments): they count the heads whose change of both roles is known,
+    and are missing (NA) where none is (tests decided differently, runs over other sentences: the
+    note says why) and where the runs' layer x head shapes differ (no head to pair).
+    ``df.attrs`` is :func:`compare`'s."""
+    cmp = compare(db, run_a, run_b, roles, correction, alpha)
+    with open_db(db) as con:
+        df = colocation_profile(con, cmp)
+    return df
+
+
+def colocation_profile(con, comparison: pd.DataFrame) -> pd.DataFrame:
+    """:func:`colocation_change` of a :func:`compare` result, read on the open store ``con`` (a
+    comparison of runs of other shapes holds no head's decisions: their counts are read there)."""
+    a = comparison.attrs
+    roles = list(a["roles"])
+    pairs = [(x, y) for i, x in enumerate(roles) for y in roles[i:]]
+    out = pd.DataFrame(pairs, columns=["role_a", "role_b"])
+    if a["basis"] == BASIS_PAIRED:
+        def grid(column: str) -> pd.DataFrame:  # (layer, head) x role
+            return comparison.pivot(index=["layer", "head"], columns="role", values=column)
+        sig_a = grid("significant_a").fillna(False).astype(bool)
+        sig_b = grid("significant_b").fillna(False).astype(bool)
+        known = grid("role_change") != "unknown"
+        rows = []
+        for x, y in pairs:
+            both_a, both_b, ok = sig_a[x] & sig_a[y], sig_b[x] & sig_b[y], known[x] & known[y]
+            # where no head's change of both roles is known, gained and lost are unknown, not 0 heads
+            rows.append({"n_heads_a": int(both_a.sum()), "n_heads_b": int(both_b.sum()),
+                         "gained": int((ok & ~both_a & both_b).sum()) if ok.any() else pd.NA,
+                         "lost": int((ok & both_a & ~both_b).sum()) if ok.any() else pd.NA})
+        out = pd.concat([out, pd.DataFrame(rows, columns=["n_heads_a", "n_heads_b", "gained", "lost"])], axis=1)
+        out.insert(4, "change", out["n_heads_b"] - out["n_heads_a"])
+    else:
+        # each run's own counts (view role_colocation), as headdb.colocation gives them
+        for run, col in ((a["run_a"], "n_heads_a"), (a["run_b"], "n_heads_b")):
+            n_heads = {(x, y): int(n) for x, y, n in con.execute(
+                "SELECT role_a, role_b, n_heads FROM role_colocation WHERE run_id = ?", [run]).fetchall()}
+            out[col] = [n_heads.get(p, 0) for p in pairs]
+        out["change"] = out["n_heads_b"] - out["n_heads_a"]
+        out["gained"] = out["lost"] = pd.NA  # no head to pair
+    out = out.astype({"n_heads_a": "int64", "n_heads_b": "int64", "change": "int64",
+                      "gained": "Int64", "lost": "Int64"})
+    out.attrs = dict(a)
+    return out
+
+
+__all__ = ["compare", "compare_layers", "layer_profile", "role_changes", "colocation_change", "colocation_profile",
+           "adjust_pvalues", "CORRECTIONS"]

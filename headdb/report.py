@@ -309,6 +309,40 @@ def _compare_figures(plt, cmp: pd.DataFrame, fig_dir: Path, written: list[Path],
     return out
 
 
+def _colocation_change_figure(plt, con, co: pd.DataFrame, fig_dir: Path, written: list[Path]) -> _Figure:
+    """The change in the co-location of roles (B - A) as a role x role heatmap, both triangles;
+    grey, as in the co-location figure, for a role without a test in either run."""
+    from matplotlib.colors import TwoSlopeNorm
+
+    a, b = co.attrs["run_name_a"], co.attrs["run_name_b"]
+    roles = list(co.attrs["roles"])
+    at = {r: i for i, r in enumerate(roles)}
+    m = np.zeros((len(roles), len(roles)))
+    for x, y, change in zip(co["role_a"], co["role_b"], co["change"]):
+        m[at[x], at[y]] = m[at[y], at[x]] = change
+    tested = {r for (r,) in con.execute(
+        "SELECT role FROM head_tests WHERE run_id IN (?, ?) AND list_contains(?, role) GROUP BY role "
+        "HAVING count(p) FILTER (WHERE run_id = ?) > 0 AND count(p) FILTER (WHERE run_id = ?) > 0",
+        [co.attrs["run_a"], co.attrs["run_b"], roles, co.attrs["run_a"], co.attrs["run_b"]]).fetchall()}
+    untested = [at[r] for r in roles if r not in tested]
+    m[untested, :] = np.nan
+    m[:, untested] = np.nan
+    fin = np.abs(m[np.isfinite(m)])
+    lim = max(1.0, float(fin.max()) if fin.size else 1.0)
+    fig = _matrix_figure(plt, m, title=f"Change in co-location: heads having both roles ({b} minus {a})",
+                         xlabel="role", ylabel="role", cbar="heads with both roles: B - A", cmap="RdBu_r",
+                         norm=TwoSlopeNorm(0, -lim, lim), xticks=roles, yticks=roles, integer=True,
+                         note="The diagonal is the change in the number of heads with the role."
+                         + (" Grey: a role without a test in one of the runs." if untested else "") + (
+                             "" if co.attrs["basis"] == "paired" else
+                             f" Shapes differ: {co.attrs['shape_a'][0]}x{co.attrs['shape_a'][1]} against "
+                             f"{co.attrs['shape_b'][0]}x{co.attrs['shape_b'][1]} heads."))
+    return _Figure("colocation_change", "Change in co-location of roles",
+                   f"Heads having both roles in {b} minus those in {a}; the diagonal is the change in the heads with "
+                   "each role. The table gives the heads that gained and lost each pair.",
+                   _save(plt, fig, "colocation_change", fig_dir, written))
+
+
 def _md_table(df: pd.DataFrame) -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
@@ -515,8 +549,8 @@ def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, stagi
           ) -> tuple[int, str, str, list[Path]]:
     """The report's figures, drawn into ``staging``, and its HTML and markdown, which name
     them in ``fig_dir``: (run id, HTML, markdown, the figure files in ``staging``)."""
+    from headdb.compare import colocation_profile, layer_profile, role_changes
     from headdb.compare import compare as compare_runs
-    from headdb.compare import layer_profile, role_changes
 
     plt = _plt()
     written: list[Path] = []
@@ -551,6 +585,8 @@ def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, stagi
         if compare is not None:
             cmp = compare_runs(con, run_id, compare, roles=roles, correction=correction, alpha=alpha)
             cmp_figures = _compare_figures(plt, cmp, staging, written, skip=unscored)
+            co_change = colocation_profile(con, cmp)
+            co_figure = _colocation_change_figure(plt, con, co_change, staging, written)
         else:
             cmp_figures = []
 
@@ -632,6 +668,9 @@ def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, stagi
             md += [_md_table(per_role), "", "Per layer: report.html.", ""]
             parts += ["<h3>Per-layer role counts</h3>", _html_table(cmp.drop(columns=["basis"]))]
         parts += [fig_html(f) for f in cmp_figures]
+        # how the co-location of roles changed, in both bases (gained and lost blank where unknown)
+        md += ["### Co-location change (B - A)", "", _md_table(co_change), ""]
+        parts += ["<h3>Co-location change</h3>", _html_table(co_change), fig_html(co_figure)]
     if acc is not None:
         from headdb.accuracy import REPORT_SPLIT, SELECTION_SPLIT, storage_notes
 

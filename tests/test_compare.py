@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import headdb
 from handmade_store import DIFFS, build_results_store
 from headdb.cli import app
-from headdb.compare import adjust_pvalues, layer_profile, role_changes
+from headdb.compare import adjust_pvalues, colocation_change, layer_profile, role_changes
 from headdb.errors import DatabaseError, InputError
 
 
@@ -682,3 +682,93 @@ def test_a_comparison_of_pairs_runs_counts_pairs(tmp_path):
             "unknown for every role; the paired tests use the shared pairs") in note, note
     note = headdb.compare(db, "base", "small").attrs["note"]
     assert "comes from the pairs (a test over fewer finds fewer heads)" in note, note
+
+
+def _pairs(df) -> dict:
+    return {(r.role_a, r.role_b): (r.n_heads_a, r.n_heads_b, r.change,
+                                   None if pd.isna(r.gained) else r.gained, None if pd.isna(r.lost) else r.lost)
+            for r in df.itertuples()}
+
+
+def test_colocation_change_counts_each_runs_stored_decisions(store):
+    """How fine-tuning changes the co-location of roles, from each run's head_tests: base -> tuned,
+    local moves from head (0, 0) to (1, 0), where delimiter is, so local x delimiter goes 2 -> 3
+    (gained at (1, 0)); local alone keeps 3 heads, one gained and one lost."""
+    df = headdb.colocation_change(store, "base", "tuned")
+    assert list(df.columns) == ["role_a", "role_b", "n_heads_a", "n_heads_b", "change", "gained", "lost"]
+    assert _pairs(df) == {
+        ("local", "local"): (3, 3, 0, 1, 1), ("local", "delimiter"): (2, 3, 1, 1, 0),
+        ("local", "nsubj"): (1, 1, 0, 0, 0), ("delimiter", "delimiter"): (4, 4, 0, 0, 0),
+        ("delimiter", "nsubj"): (1, 1, 0, 0, 0), ("nsubj", "nsubj"): (1, 1, 0, 0, 0)}
+    # each run's counts are headdb.colocation's
+    for run, col in (("base", "n_heads_a"), ("tuned", "n_heads_b")):
+        co = headdb.colocation(store, run)
+        want = {(r.role_a, r.role_b): r.n_heads for r in co.itertuples()}
+        assert all(want[(r.role_a, r.role_b)] == getattr(r, col) for r in df.itertuples())
+    assert df.attrs["basis"] == "paired" and df.attrs["run_a"] == 1 and df.attrs["run_b"] == 2
+    sub = colocation_change(store, "tuned", "base", roles="nsubj,local")  # the roles' order as given
+    assert _pairs(sub) == {("nsubj", "nsubj"): (1, 1, 0, 0, 0), ("nsubj", "local"): (1, 1, 0, 0, 0),
+                           ("local", "local"): (3, 3, 0, 1, 1)}
+    # shapes differ: each run's counts; no head to pair, so gained and lost are unknown
+    small = headdb.colocation_change(store, "base", "small")
+    assert _pairs(small) == {
+        ("local", "local"): (3, 2, -1, None, None), ("local", "delimiter"): (2, 1, -1, None, None),
+        ("local", "nsubj"): (1, 0, -1, None, None), ("delimiter", "delimiter"): (4, 1, -3, None, None),
+        ("delimiter", "nsubj"): (1, 0, -1, None, None), ("nsubj", "nsubj"): (1, 0, -1, None, None)}
+
+
+def test_colocation_change_leaves_gained_and_lost_unknown_where_compare_does(store, tmp_path):
+    """Gained and lost pairs follow compare's role_change: tests decided differently (local's tau)
+    leave every pair with local unknown, not 0 heads; runs over other sentences leave all unknown.
+    The counts of each run stand, and the note says why."""
+    import shutil
+
+    import duckdb
+
+    db = tmp_path / "c.db"
+    shutil.copy(store, db)
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE head_tests SET tau = 2 WHERE run_id = 2 AND role = 'local'")
+    con.close()
+    df = headdb.colocation_change(db, "base", "tuned")
+    assert _pairs(df) == {
+        ("local", "local"): (3, 3, 0, None, None), ("local", "delimiter"): (2, 3, 1, None, None),
+        ("local", "nsubj"): (1, 1, 0, None, None), ("delimiter", "delimiter"): (4, 4, 0, 0, 0),
+        ("delimiter", "nsubj"): (1, 1, 0, 0, 0), ("nsubj", "nsubj"): (1, 1, 0, 0, 0)}
+    assert "local: the runs' tests were decided differently" in df.attrs["note"]
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE run_sentences SET status = 'skipped' WHERE run_id = 2 AND sentence_id = 0")
+    con.close()
+    df = headdb.colocation_change(db, "base", "tuned")
+    assert df["gained"].isna().all() and df["lost"].isna().all()
+    assert df["change"].tolist() == [0, 1, 0, 0, 0, 0]
+    assert "role_change is unknown for every role" in df.attrs["note"]
+
+
+def test_cli_compare_colocation_in_every_format(store, tmp_path):
+    """compare --colocation: the co-location change table instead of the per-head tables, in every
+    --format, and in --out (instead of the per-head rows)."""
+    import json
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["compare", str(store), "base", "tuned", "--colocation"])
+    assert res.exit_code == 0, res.output
+    assert "heads with both roles (B - A)" in res.stdout and "per-layer profile" not in res.stdout
+    assert re.search(r"local\s*│\s*delimiter\s*│\s*2\s*│\s*3\s*│\s*1\s*│\s*1\s*│\s*0", res.stdout), res.stdout
+    res = runner.invoke(app, ["compare", str(store), "base", "tuned", "--colocation", "-f", "csv"])
+    lines = res.stdout.splitlines()
+    assert lines[0] == "role_a,role_b,n_heads_a,n_heads_b,change,gained,lost" and len(lines) == 7
+    assert "local,delimiter,2,3,1,1,0" in lines and "local,local,3,3,0,1,1" in lines
+    res = runner.invoke(app, ["compare", str(store), "base", "small", "--colocation", "-f", "json"])
+    doc = json.loads(res.stdout)
+    assert doc[3] == {"role_a": "delimiter", "role_b": "delimiter", "n_heads_a": 4, "n_heads_b": 1, "change": -3,
+                      "gained": None, "lost": None}
+    res = runner.invoke(app, ["compare", str(store), "base", "small", "--colocation", "-f", "csv"])
+    assert "delimiter,delimiter,4,1,-3,," in res.stdout.splitlines()
+    for ext in ("csv", "json", "parquet"):
+        out = tmp_path / f"co.{ext}"
+        res = runner.invoke(app, ["compare", str(store), "base", "tuned", "--colocation", "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        got = {"csv": pd.read_csv, "json": pd.read_json, "parquet": pd.read_parquet}[ext](out)
+        assert list(got.columns) == ["role_a", "role_b", "n_heads_a", "n_heads_b", "change", "gained", "lost"]
+        assert got["change"].tolist() == [0, 1, 0, 0, 0, 0] and got["gained"].tolist() == [1, 1, 0, 0, 0, 0]

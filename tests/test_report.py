@@ -31,8 +31,8 @@ def report72(big_store, tmp_path_factory):
 def test_report_files(report72):
     r = report72
     names = sorted(p.name for p in r.figures)
-    for stem in ["summary", "layer_distribution", "colocation"] + [f"heatmap_{x}" for x in ROLES] + \
-            [f"difference_{x}" for x in ROLES]:
+    for stem in ["summary", "layer_distribution", "colocation", "colocation_change"] + \
+            [f"heatmap_{x}" for x in ROLES] + [f"difference_{x}" for x in ROLES]:
         assert f"{stem}.png" in names and f"{stem}.svg" in names
     for p in r.figures:
         assert p.stat().st_size > 1000
@@ -43,7 +43,7 @@ def test_report_files(report72):
     text = r.html.read_text()
     assert "0-based" in text and "http://" not in text.replace("http://www.w3.org", "")
     assert "<script" not in text and "<link" not in text
-    assert text.count("<img") == 3 + 2 * len(ROLES)
+    assert text.count("<img") == 4 + 2 * len(ROLES)
     assert "# headdb report: run 1 (base)" in r.markdown and "| local |" in r.markdown
     assert r.markdown_path.read_text() == r.markdown
 
@@ -532,3 +532,46 @@ def test_a_comparison_whose_role_changes_are_unknown_counts_none_gained_or_lost(
     table = r.markdown[r.markdown.index("| role | changed"):].split("\n\n")[0].splitlines()[2:]
     assert table and all(line.split(" | ")[4:6] == ["", ""] for line in table), table
     assert "&lt;NA&gt;" not in r.html.read_text()
+
+
+def test_a_comparison_shows_the_change_in_co_location(tmp_path, monkeypatch):
+    """The report's co-location figure was of run A alone: with --compare, a role x role heatmap of
+    the change (B - A, both triangles, centred at 0) and compare --colocation's table in the
+    summary and the HTML."""
+    import importlib
+
+    report = importlib.import_module("headdb.report")
+    store = build_results_store(tmp_path / "r.db")
+    seen = {}
+    real = report._save
+
+    def keep(plt, fig, name, fig_dir, written):
+        if name == "colocation_change":
+            im = fig.axes[0].images[0]
+            seen.update(values=im.get_array(), vcenter=im.norm.vcenter, cmap=im.cmap.name,
+                        note=fig.texts[-1].get_text())
+        return real(plt, fig, name, fig_dir, written)
+
+    monkeypatch.setattr(report, "_save", keep)
+    r = headdb.report(store, "base", tmp_path / "rep", compare="tuned", accuracy=False)
+    # base -> tuned: local gained head (1, 0), where delimiter is: local x delimiter 2 -> 3
+    assert seen["values"].tolist() == [[0, 1, 0], [1, 0, 0], [0, 0, 0]]
+    assert seen["vcenter"] == 0 and seen["cmap"].startswith("RdBu_r")
+    assert "### Co-location change (B - A)" in r.markdown
+    assert "| local | local | 3 | 3 | 0 | 1 | 1 |" in r.markdown
+    assert "| local | delimiter | 2 | 3 | 1 | 1 | 0 |" in r.markdown
+    assert (r.out_dir / "figures" / "colocation_change.png").exists()
+    assert '<figure id="colocation_change">' in r.html.read_text()
+    # shapes differ: each run's counts, gained and lost blank, the shapes in the figure's note
+    r = headdb.report(store, "base", tmp_path / "rep2", compare="small", accuracy=False)
+    assert "| delimiter | delimiter | 4 | 1 | -3 |  |  |" in r.markdown
+    assert "Shapes differ: 2x3 against 1x2 heads." in seen["note"]
+    assert "&lt;NA&gt;" not in r.html.read_text() and "NA>" not in r.markdown
+    assert "Grey" not in seen["note"]
+    # a role without a test in one run is grey, as in the co-location figure (not 0 heads' change)
+    headdb.sql(store, "UPDATE head_tests SET p = NULL, p_adj = NULL, t = NULL, significant = false "
+               "WHERE role = 'nsubj' AND run_id = 2", write=True)
+    headdb.report(store, "base", tmp_path / "rep3", compare="tuned", accuracy=False)
+    co = seen["values"]
+    assert co.mask[2].all() and co.mask[:, 2].all() and not co.mask[:2, :2].any(), co
+    assert "Grey: a role without a test in one of the runs." in seen["note"]
