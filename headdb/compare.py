@@ -356,9 +356,11 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
     sa = df["significant_a"].astype("boolean")
     sb = df["significant_b"].astype("boolean")
     unlike_roles = df["role"].isin(list(unlike)).to_numpy() | other_sentences
+    # plain bool arrays (NA as False, already taken by the first): numpy before 1.25 refused pandas' nullable ones
+    conditions = [sa.isna() | sb.isna() | unlike_roles, ~sa & sb, sa & ~sb, sa & sb]
     df["role_change"] = np.select(
-        [sa.isna() | sb.isna() | unlike_roles, ~sa & sb, sa & ~sb, sa & sb], ["unknown", "gained", "lost", "kept"],
-        "none")
+        [np.asarray(pd.array(c, dtype="boolean").fillna(False), dtype=bool) for c in conditions],
+        ["unknown", "gained", "lost", "kept"], "none")
     df["significant_a"], df["significant_b"] = sa, sb
     order = {r: i for i, r in enumerate(wanted)}
     df = df.sort_values(["role", "layer", "head"], key=lambda s: s.map(order) if s.name == "role" else s)
