@@ -330,9 +330,11 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
                                                    "rounding": ROUNDING}).df()
         sig = con.execute(
             """
+            -- an untested head (p NULL: fewer than two scores, or every score equals tau) is stored
+            -- as not significant; it has neither decision here, so its role_change is unknown
             SELECT role, layer, head,
-                   bool_or(significant) FILTER (WHERE run_id = ?) AS significant_a,
-                   bool_or(significant) FILTER (WHERE run_id = ?) AS significant_b
+                   bool_or(CASE WHEN p IS NOT NULL THEN significant END) FILTER (WHERE run_id = ?) AS significant_a,
+                   bool_or(CASE WHEN p IS NOT NULL THEN significant END) FILTER (WHERE run_id = ?) AS significant_b
             FROM head_tests WHERE run_id IN (?, ?) AND list_contains(?, role)
             GROUP BY role, layer, head
             """, [ia["run_id"], ib["run_id"], ia["run_id"], ib["run_id"], wanted]).df()

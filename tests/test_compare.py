@@ -484,6 +484,29 @@ def test_gained_and_lost_only_between_tests_decided_alike(store, tmp_path, chang
     assert ("its counts do not compare" in small_note.attrs["note"]) == small
 
 
+def test_a_head_untested_in_one_run_has_no_role_change(store, tmp_path):
+    """An untested head (p NULL: fewer than two scores, or every score equal to tau) is stored as
+    not significant: one significant in run A and untested in run B read "lost" (and the other
+    way "gained"), a finding from a test that was never made. Its role_change is unknown."""
+    import shutil
+
+    import duckdb
+
+    db = tmp_path / "c.db"
+    shutil.copy(store, db)
+    before = headdb.compare(db, "base", "tuned")
+    assert _row(before, "local", 0, 1).role_change == "kept"
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE head_tests SET p = NULL, p_adj = NULL, t = NULL, significant = false "
+                "WHERE run_id = 2 AND role = 'local' AND layer = 0 AND head = 1")
+    con.close()
+    df = headdb.compare(db, "base", "tuned")
+    r = _row(df, "local", 0, 1)
+    assert r.role_change == "unknown" and bool(r.significant_a) and pd.isna(r.significant_b)
+    others = df.index != r.name
+    assert (df.loc[others, "role_change"] == before.loc[others, "role_change"]).all()
+
+
 def test_roles_gained_and_lost_only_between_tests_over_the_same_sentences(tmp_path):
     """Runs over other sentences (60 against 40 of a corpus, or sentences one run skipped): each
     run's tests come from its own sentences, and a head whose scores on the shared sentences were
