@@ -2,23 +2,26 @@
 
 Word-level attention comes from the ``word_attention`` view (migration 0003): attention from a
 word is the mean over its pieces, attention to a word the sum over its pieces; special tokens
-are left out. A head "predicts" for each word the other word of the same segment it attends to
-most (``word_attention_top``; ties go to the lower word_pos; a word with no stored edge to another
-word predicts nothing and counts as wrong). In a sparse run that is over the stored keys only, and
-a dependency edge whose dependent or head has no stored piece (truncation) is left out; the
+are left out, and so are a word's attention to itself and to the other segment of a pair. As
+in Clark et al.'s released code, a head predicts each dependent's syntactic head from this map
+in two ways, and the accuracy is the share of dependency edges whose prediction is the head:
+
+- ``dep->head``: the word the dependent attends to most (the argmax of its row of the map,
+  ``word_attention_top``);
+- ``head->dep``: the word that attends to the dependent most (the argmax of its column: their
+  transposed map), so a head word with several dependents can get each of them right.
+
+Ties go to the lower word_pos (numpy's argmax in their code takes the first). A dependent with no
+stored edge from it to another word (dep->head) or to it from another word (head->dep) predicts
+nothing and counts as wrong. In a sparse run both are over the stored keys only, and a
+dependency edge whose dependent or head has no stored piece (truncation) is left out; the
 result's ``attrs`` (``storage``, ``left_out``) and :func:`storage_notes` say so.
 
-For every head, relation and direction the accuracy is the share of dependency edges for which
-the prediction is right:
-
-- ``dep->head``: the dependent's most-attended word is its syntactic head;
-- ``head->dep``: the head word's most-attended word is this dependent (the head's own prediction:
-  of several dependents at most one is right; Clark et al.'s released code scores the reverse on
-  the transposed map instead, whether the word attending most to the dependent is its head).
-
 Relations are compared on their base label (``obl:tmod`` counts as ``obl``; ``dobj`` as ``obj``),
-plus ``all`` for every non-root word. The fixed-offset baseline predicts the word at a fixed
-offset (the best in -10..10 per relation and direction).
+plus ``all`` for every non-root word. The fixed-offset baseline predicts each dependent's head at
+a fixed offset from it (head = dependent + offset; the best in -10..10 per relation and
+direction): both directions predict the same thing, the dependent's head, so its numbers are the
+same for both, as Clark et al. score one baseline for both.
 
 No number is chosen on the data that reports it: the sentences are split by ``sentence_id``
 parity, the **selection split is the even sentence_ids** (where the best head and the best
@@ -221,8 +224,9 @@ def storage_notes(attrs: dict) -> list[str]:
     notes = []
     if attrs["storage"] != "dense":
         notes.append(f"word attention is summed from the run's stored edges ({attrs['storage']} keys per "
-                     "row), so a word's most-attended word is the most-attended of the kept keys and can "
-                     "differ from the full attention's (Clark et al. use all of it): ingest with "
+                     "row), so a word's most-attended word, and the word attending most to it, come from the "
+                     "kept keys only and can differ from the full attention's (Clark et al. use all of it): "
+                     "ingest with "
                      f"{flag('dense')} for that")
     if attrs["left_out"]:
         n = attrs["left_out"]

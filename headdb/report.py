@@ -677,7 +677,8 @@ def _draw(db: DbLike, run: int | str | None, out_dir: Path, fig_dir: Path, stagi
         note = (f"Per relation and direction, the head with the best accuracy on the {SELECTION_SPLIT}s, "
                 f"and its accuracy on the {REPORT_SPLIT}s (n_report dependency edges), beside the best "
                 "fixed-offset baseline chosen the same way. dep->head: the dependent's most-attended word "
-                "is its head; head->dep: the head's most-attended word is this dependent."
+                "is its head; head->dep: the word attending most to the dependent is its head (Clark et "
+                "al.'s transposed map)."
                 + "".join(f" {n[0].upper()}{n[1:]}." for n in storage_notes(acc.attrs)))
         frequent = [r for r in dict.fromkeys(acc["relation"]) if r != "all"][:ACCURACY_MD_RELATIONS]
         top = acc[acc["relation"].isin(["all", *frequent])]

@@ -40,17 +40,69 @@ def test_word_attention_sums_to_and_averages_from(store):
     assert top["key_word_pos"].tolist() == [1, 2, 1]
 
 
-# (head, relation, direction) -> (selection accuracy, report accuracy), worked out by hand
+# (head, relation, direction) -> (selection accuracy, report accuracy), worked out by hand. head->dep
+# is Clark et al.'s transposed map: per dependent, the word that attends to it most. In "Dogs often
+# bark" (head 1 "to-head") bark has two dependents: the column of Dogs is topped by bark (0.6: right),
+# that of often by Dogs and bark at 0.4 each (tie: the lower word, Dogs: wrong). The head's own
+# most-attended word (the definition before) would have got nsubj right and det wrong here.
 GOLDEN = {
     (0, "det", "dep->head"): (1.0, 1.0), (0, "nsubj", "dep->head"): (0.5, 1.0),
     (0, "advmod", "dep->head"): (0.0, 1.0), (0, "all", "dep->head"): (0.5, 1.0),
     (1, "det", "dep->head"): (1.0, 1.0), (1, "nsubj", "dep->head"): (1.0, 0.0),
     (1, "advmod", "dep->head"): (1.0, 0.0), (1, "all", "dep->head"): (1.0, 0.25),
-    (0, "det", "head->dep"): (0.0, 0.0), (0, "nsubj", "head->dep"): (0.5, 1.0),
-    (0, "advmod", "head->dep"): (1.0, 0.0), (0, "all", "head->dep"): (0.5, 0.5),
-    (1, "det", "head->dep"): (0.0, 1.0), (1, "nsubj", "head->dep"): (1.0, 0.5),
-    (1, "advmod", "head->dep"): (0.0, 1.0), (1, "all", "head->dep"): (0.5, 0.75),
+    (0, "det", "head->dep"): (1.0, 1.0), (0, "nsubj", "head->dep"): (0.0, 0.5),
+    (0, "advmod", "head->dep"): (0.0, 0.0), (0, "all", "head->dep"): (0.25, 0.5),
+    (1, "det", "head->dep"): (1.0, 1.0), (1, "nsubj", "head->dep"): (0.5, 0.0),
+    (1, "advmod", "head->dep"): (0.0, 0.0), (1, "all", "head->dep"): (0.5, 0.25),
 }
+
+
+def clark_reference(store, run: int = 1) -> dict:
+    """Clark et al.'s predictors, in numpy over the stored edges, independent of the SQL: per
+    (sentence, layer, head) the token map pooled to words (to a word: the sum over its pieces; from
+    a word: the mean), special tokens, the diagonal and other segments out; dep->head takes the
+    argmax of the dependent's row, head->dep of its column (their transposed map); np.argmax takes
+    the first of equal maxima; a row or column with no stored edge predicts nothing (wrong).
+    Returns (head, relation, direction, split) -> accuracy."""
+    toks = headdb.sql(store, f"SELECT sentence_id, token_pos, word_pos, segment FROM tokens WHERE run_id = {run}")
+    edges = headdb.sql(store, "SELECT sentence_id, layer, head, query_pos, key_pos, weight FROM edges "
+                              f"WHERE run_id = {run}")
+    words = headdb.sql(store, "SELECT sentence_id, word_pos, head_word_pos, deprel FROM words "
+                              "WHERE head_word_pos IS NOT NULL")
+    counts: dict = {}
+    for (sid, _layer, head), e in edges.groupby(["sentence_id", "layer", "head"]):
+        t = toks[toks.sentence_id == sid].sort_values("token_pos")
+        n_words = int(t.word_pos.max()) + 1
+        pool = np.zeros((n_words, len(t)))  # word x token: 1 where the token is a piece of the word
+        for i, w in enumerate(t.word_pos):
+            if not pd.isna(w):
+                pool[int(w), i] = 1
+        a = np.zeros((len(t), len(t)))
+        stored = np.zeros((len(t), len(t)), dtype=bool)
+        a[e.query_pos.to_numpy(), e.key_pos.to_numpy()] = e.weight.to_numpy(dtype=float)
+        stored[e.query_pos.to_numpy(), e.key_pos.to_numpy()] = True
+        m = pool @ a @ pool.T / pool.sum(axis=1, keepdims=True)
+        seg = t.groupby("word_pos").segment.first().reindex(range(n_words)).to_numpy()
+        keep = ((pool @ stored @ pool.T) > 0) & (seg[:, None] == seg[None, :])
+        np.fill_diagonal(keep, False)
+        m = np.where(keep, m, -np.inf)
+        for w in words[words.sentence_id == sid].itertuples():
+            dep, gov = int(w.word_pos), int(w.head_word_pos)
+            for direction, line in (("dep->head", m[dep, :]), ("head->dep", m[:, dep])):
+                right = bool(np.isfinite(line).any()) and int(np.argmax(line)) == gov
+                for rel in (w.deprel.split(":")[0], "all"):
+                    c = counts.setdefault((head, rel, direction, "selection" if sid % 2 == 0 else "report"), [0, 0])
+                    c[0] += 1
+                    c[1] += right
+    return {k: c / n for k, (n, c) in counts.items()}
+
+
+def _by_split(df: pd.DataFrame) -> dict:
+    out = {}
+    for r in df.itertuples():
+        out[(r.head, r.relation, r.direction, "selection")] = r.select_accuracy
+        out[(r.head, r.relation, r.direction, "report")] = r.report_accuracy
+    return out
 
 
 def test_head_accuracy_golden(store):
@@ -61,11 +113,37 @@ def test_head_accuracy_golden(store):
     assert n == {"det": (1, 1), "nsubj": (2, 2), "advmod": (1, 1), "all": (4, 4)}  # advmod:emph -> advmod
 
 
+def test_head_accuracy_is_clarks_in_both_directions(store):
+    """head->dep was the head word's own most-attended word (of a head's several dependents at most
+    one right); it is now Clark et al.'s transposed map, as the numpy reference computes it."""
+    ref = clark_reference(store)
+    assert _by_split(headdb.head_accuracy(store)) == ref
+    assert ref[(1, "advmod", "head->dep", "selection")] != ref[(1, "nsubj", "head->dep", "selection")]
+
+
+def test_head_to_dep_of_a_dependent_no_word_attends_to_is_wrong(store, tmp_path):
+    """In a sparse run a dependent whose pieces no stored edge points to has no column to take the
+    argmax of: it predicts nothing and counts as wrong, as dep->head does for a row without edges."""
+    import shutil
+
+    db = tmp_path / "sparse.db"
+    shutil.copy(store, db)
+    # "The" (token 1) of sentence 0: no head attends to it any more; its own row stays
+    headdb.sql(db, "DELETE FROM edge_store WHERE sentence_id = 0 AND key_pos = 1", write=True)
+    got = _by_split(headdb.head_accuracy(db))
+    assert got == clark_reference(db)
+    assert got[(0, "det", "head->dep", "selection")] == 0.0  # was 1.0: The's column was topped by dog
+    assert got[(0, "det", "dep->head", "selection")] == 1.0  # The's row still finds dog
+
+
 def test_offset_baselines_golden(store):
     df = headdb.offset_baselines(store).set_index(["offset", "relation", "direction"])
     assert df.loc[(1, "all", "dep->head"), "select_accuracy"] == 0.75
     assert df.loc[(2, "nsubj", "dep->head"), "report_accuracy"] == 0.5
-    assert df.loc[(-1, "all", "head->dep"), "report_accuracy"] == 0.75
+    assert df.loc[(1, "all", "head->dep"), "report_accuracy"] == 0.75
+    # both directions predict each dependent's head, so an offset (head = dependent + offset) scores alike
+    dep_head = df.xs("dep->head", level="direction")
+    assert dep_head.equals(df.xs("head->dep", level="direction"))
     assert df.loc[(3, "all", "dep->head"), "select_accuracy"] == 0.0
 
 
@@ -81,13 +159,13 @@ def test_accuracy_selects_on_even_reports_on_odd(store):
     assert got == {
         # head 1 is perfect on the selection split and poor on the report split: reported as such
         ("all", "dep->head"): (1, 1.0, 0.25, 1, 0.75, 0.75),
-        ("all", "head->dep"): (0, 0.5, 0.5, -1, 0.75, 0.75),     # tie -> lower head
+        ("all", "head->dep"): (1, 0.5, 0.25, 1, 0.75, 0.75),
         ("nsubj", "dep->head"): (1, 1.0, 0.0, 1, 0.5, 0.5),      # offsets +1 and +2 tie -> +1
-        ("nsubj", "head->dep"): (1, 1.0, 0.5, -1, 0.5, 0.5),
+        ("nsubj", "head->dep"): (1, 0.5, 0.0, 1, 0.5, 0.5),
         ("advmod", "dep->head"): (1, 1.0, 0.0, 1, 1.0, 1.0),
-        ("advmod", "head->dep"): (0, 1.0, 0.0, -1, 1.0, 1.0),
+        ("advmod", "head->dep"): (0, 0.0, 0.0, 1, 1.0, 1.0),     # both heads 0.0: tie -> lower head
         ("det", "dep->head"): (0, 1.0, 1.0, 1, 1.0, 1.0),
-        ("det", "head->dep"): (0, 0.0, 0.0, -1, 1.0, 1.0),
+        ("det", "head->dep"): (0, 1.0, 1.0, 1, 1.0, 1.0),
     }
     assert list(df["relation"])[:2] == ["all", "all"]
     assert set(headdb.accuracy(store, min_count=2)["relation"]) == {"all", "nsubj"}
