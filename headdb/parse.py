@@ -54,12 +54,25 @@ def _load(name: str):
     import spacy
 
     try:
-        return spacy.load(name, disable=["ner"])
+        nlp = spacy.load(name, disable=["ner"])
     except OSError as exc:
         raise InputError(
             f"spaCy pipeline {name!r} is not installed ({str(exc).splitlines()[0]}); "
             f"install it as a package or pass {option('parser')} with an installed one"
         ) from None
+    check_parses(nlp, name)
+    return nlp
+
+
+def check_parses(nlp, name: str) -> None:
+    """Refuse a pipeline without a dependency parse (a blank one with a sentencizer, or a tagger
+    alone): its words would be stored without heads or relations, and every syntactic role would
+    have no samples in the run, found out only after the whole ingest."""
+    if not any({"token.dep", "token.head"} & set(nlp.get_pipe_meta(pipe).assigns) for pipe in nlp.pipe_names):
+        raise InputError(
+            f"spaCy pipeline {name!r} has no dependency parser (its components: {', '.join(nlp.pipe_names) or 'none'}): "
+            "its words would have no heads or relations, and the syntactic roles no samples; pass "
+            f"{option('parser')} with a pipeline that parses, such as {DEFAULT_PIPELINE}")
 
 
 def parse_texts(nlp, texts: list[str], batch_size: int) -> list[tuple[tuple, ...]]:
