@@ -49,8 +49,16 @@ def default_processes() -> int:
     return max(1, min(MAX_DEFAULT_PROCESSES, os.cpu_count() or 1))
 
 
-@lru_cache(maxsize=4)
 def _load(name: str):
+    """The pipeline ``name``, loaded once per process; a folder's as its files are now (re-saved
+    in the same session, it was loaded as before while its description changed)."""
+    if Path(name).is_dir():
+        return _load_once.__wrapped__(name)
+    return _load_once(name)
+
+
+@lru_cache(maxsize=4)
+def _load_once(name: str):
     import spacy
 
     try:
@@ -62,6 +70,9 @@ def _load(name: str):
         ) from None
     check_parses(nlp, name)
     return nlp
+
+
+_load.cache_clear = _load_once.cache_clear  # type: ignore[attr-defined]  # a fresh load (benchmarks)
 
 
 def check_parses(nlp, name: str) -> None:
@@ -117,9 +128,40 @@ def _meta(name: str) -> dict | None:
         return None
 
 
-def _describe(spacy_version: str, meta: dict, name: str) -> str:
-    """How a run records its parser (part of its fingerprint)."""
-    return f"spacy {spacy_version} {meta.get('lang', '')}_{meta.get('name', name)} {meta.get('version', '')}"
+def _describe(spacy_version: str, meta: dict, name: str, content: bool = True) -> str:
+    """How a run records its parser (part of its fingerprint): spaCy's version, the pipeline's
+    name and version, and for a pipeline folder the sha256 of its files (a folder saved from
+    another pipeline, or one edited since, keeps its meta.json's name and version). Without
+    ``content``, as headdb's earlier versions described a folder."""
+    described = f"spacy {spacy_version} {meta.get('lang', '')}_{meta.get('name', name)} {meta.get('version', '')}"
+    if content and Path(name).is_dir():
+        described += f" folder sha256:{folder_hash(Path(name))}"
+    return described
+
+
+def folder_hash(folder: Path) -> str:
+    """sha256 of a pipeline folder's files: each one's path under it and its content."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    files = sorted((path for path in folder.rglob("*") if path.is_file()),
+                   key=lambda path: path.relative_to(folder).as_posix())
+    for path in files:
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def legacy_description(name: str, description: str | None) -> str | None:
+    """How headdb's earlier versions described the pipeline folder ``name`` (without its files'
+    hash; their runs are still resumed and found complete), given its ``description``; None for
+    an installed pipeline, described as before."""
+    if description is None or not Path(name).is_dir():
+        return None
+    return description.split(" folder sha256:", 1)[0]
 
 
 def peek_description(name: str) -> str | None:
@@ -292,6 +334,7 @@ class SpacyParser:
         self.batch_size = batch_size
         self.processes = default_processes() if processes is None else processes
         self._workers: list[_Worker] = []
+        self._description: str | None = None
         try:
             # the workers first: they load their pipelines while this process loads its own
             torch = _needs_torch(name)
@@ -316,9 +359,11 @@ class SpacyParser:
 
     @property
     def description(self) -> str:
-        import spacy
+        if self._description is None:
+            import spacy
 
-        return _describe(spacy.__version__, self.nlp.meta, self.name)
+            self._description = _describe(spacy.__version__, self.nlp.meta, self.name)
+        return self._description
 
     def _share_out(self, texts: list[str]) -> list[tuple[_Worker | None, list[str]]]:
         """Cut ``texts`` into consecutive shares and queue the workers' (None: this process's)."""
