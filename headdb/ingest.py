@@ -369,9 +369,17 @@ def ingest(
     if fmt != "conllu":
         from headdb.parse import DEFAULT_PIPELINE, SpacyParser, legacy_description
 
+        from headdb.corpus import RAW_BATCH_LINES
+        from headdb.parse import default_processes, useful_processes
+
         processes = parse_processes
         if processes is None and n_total < PARALLEL_PARSE_MIN_SENTENCES:
             processes = 1  # a worker's start (about 1 s of a core) would cost more than it saves
+        # no more than can get texts: --parse-processes 64 started 63 workers (about 9 GiB), of
+        # which at most 15 were ever given any
+        columns = 2 if fmt == "tsv" else 1
+        processes = useful_processes(default_processes() if processes is None else processes,
+                                     min(n_total, RAW_BATCH_LINES) * columns)
         # on a CPU the workers parse ahead in the model's idle time only; a GPU leaves cores free
         spacy_parser = SpacyParser(parser or DEFAULT_PIPELINE, processes=processes,
                                    background=not str(device).startswith("cuda"))

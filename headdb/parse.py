@@ -44,6 +44,13 @@ def check_processes(processes) -> None:
         raise InputError(f"{option('parse_processes')} must be a whole number of at least 1, not {processes!r}")
 
 
+def useful_processes(processes: int, texts_per_batch: int) -> int:
+    """``processes``, at most as many as can be given a share of a batch of ``texts_per_batch``
+    texts (each share at least ``MIN_SHARE``): a worker that never gets one costs its load
+    (about 1 s of a core and 150 MiB) for nothing."""
+    return max(1, min(processes, texts_per_batch // MIN_SHARE))
+
+
 def default_processes() -> int:
     """Parsing processes when none are asked for: one per core, at most ``MAX_DEFAULT_PROCESSES``."""
     return max(1, min(MAX_DEFAULT_PROCESSES, os.cpu_count() or 1))
