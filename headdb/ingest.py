@@ -309,6 +309,10 @@ def ingest(
                                 (("limit", limit), ("top_k", top_k), ("max_length", max_length)))
     if run_name is not None:
         check_run_name(run_name)
+    if parser is not None:  # a folder may come as a Path (named as the user wrote it, not PosixPath('...'))
+        if isinstance(parser, bool) or not isinstance(parser, (str, os.PathLike)):
+            raise InputError(f"{option('parser')} must be a spaCy pipeline's name or folder, not {parser!r}")
+        parser = os.fspath(parser)
     if batch_size < 1:
         raise InputError(f"{option('batch_size')} must be at least 1, not {batch_size}")
     if limit is not None and limit < 1:

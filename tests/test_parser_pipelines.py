@@ -134,3 +134,15 @@ def test_a_run_of_a_pipeline_folder_stored_by_an_earlier_version_is_still_found(
         assert con.execute("SELECT count(*) FROM corpora").fetchone()[0] == 1  # no corpus without a run
     finally:
         con.close()
+
+
+def test_the_api_takes_a_pipeline_folder_as_a_path_and_names_it_as_written(tmp_path):
+    folder = _save(tmp_path / "blank", blank="en")
+    text = tmp_path / "t.txt"
+    text.write_text("\n".join(TEXTS) + "\n")
+    # the message said PosixPath('...'), and parser=5 raised TypeError from deep inside
+    with pytest.raises(parse.InputError, match=rf"^spaCy pipeline '{folder}' has no dependency parser"):
+        ingest_module.ingest(tmp_path / "s.db", text, parser=folder)
+    with pytest.raises(parse.InputError, match=r"^parser must be a spaCy pipeline's name or folder, not 5$"):
+        ingest_module.ingest(tmp_path / "s.db", text, parser=5)
+    assert not (tmp_path / "s.db").exists()
