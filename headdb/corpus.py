@@ -428,8 +428,12 @@ def _batched(items: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
+#: Lines of raw text handed to the parser at a time (a TSV line holds two texts).
+RAW_BATCH_LINES = 256
+
+
 def read_raw(path: str | Path, parser: Parser | None, columns: int, stats: ReadStats | None = None,
-             batch_size: int = 256) -> Iterator[Sentence]:
+             batch_size: int = RAW_BATCH_LINES) -> Iterator[Sentence]:
     """Text (one sentence per line, ``columns=1``) or TSV pairs (``columns=2``), parsed in batches.
 
     Blank and whitespace-only lines are not sentences (counted in ``stats``). With

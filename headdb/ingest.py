@@ -213,10 +213,13 @@ class _RunKey:
     folder (``model.legacy_weights_hash``: a Trainer's folder, whose checkpoint-*/ they hashed
     too); their runs are found by those fingerprints, without a tokenizer or config to tell. The
     old weight hash is computed only where the store holds such a run of the corpus with another
-    weight hash."""
+    weight hash. They also described a pipeline folder without its files' hash
+    (``legacy_parser_desc``, ``parse.legacy_description``): their runs of one are found by that
+    description, whatever the folder holds now."""
 
     def __init__(self, settings: dict[str, Any], parser_desc: str, model_hash: str, max_length: int,
-                 tokenizer_hash: str, config_hash: str, model: str | Path):
+                 tokenizer_hash: str, config_hash: str, model: str | Path, legacy_parser_desc: str | None = None):
+        self.legacy_parser_desc = legacy_parser_desc
         self.settings, self.parser_desc, self.max_length, self.model = settings, parser_desc, max_length, model
         self.model_hash = model_hash
         self.settings_digest = _fingerprint(_full_settings(settings, parser_desc, model_hash, max_length))
@@ -227,6 +230,10 @@ class _RunKey:
         """The latest run of this key on ``device`` (of the name, where one is given): run_id,
         status, run_name; None where there is none."""
         fingerprints = [self.fingerprint, self.settings_digest]  # the second: an earlier version's run
+        if self.legacy_parser_desc is not None:  # a pipeline folder, which earlier versions described without its files
+            older = _fingerprint(_full_settings(self.settings, self.legacy_parser_desc, self.model_hash,
+                                                self.max_length))
+            fingerprints += [f"{older}.{'-'.join(self.model_files)}", older]
         if con.execute(_OLDER_HASH_SQL, [device, run_name, run_name, self.settings["corpus_sha256"],
                                          self.model_hash]).fetchone()[0]:
             from headdb.model import legacy_weights_hash
@@ -302,6 +309,10 @@ def ingest(
                                 (("limit", limit), ("top_k", top_k), ("max_length", max_length)))
     if run_name is not None:
         check_run_name(run_name)
+    if parser is not None:  # a folder may come as a Path (named as the user wrote it, not PosixPath('...'))
+        if isinstance(parser, bool) or not isinstance(parser, (str, os.PathLike)):
+            raise InputError(f"{option('parser')} must be a spaCy pipeline's name or folder, not {parser!r}")
+        parser = os.fspath(parser)
     if batch_size < 1:
         raise InputError(f"{option('batch_size')} must be at least 1, not {batch_size}")
     if limit is not None and limit < 1:
@@ -360,17 +371,29 @@ def ingest(
     spacy_parser = None
     parser_desc = "gold"
     if fmt != "conllu":
-        from headdb.parse import DEFAULT_PIPELINE, SpacyParser
+        from headdb.parse import DEFAULT_PIPELINE, SpacyParser, legacy_description
+
+        from headdb.corpus import RAW_BATCH_LINES
+        from headdb.parse import default_processes, useful_processes
 
         processes = parse_processes
         if processes is None and n_total < PARALLEL_PARSE_MIN_SENTENCES:
             processes = 1  # a worker's start (about 1 s of a core) would cost more than it saves
+        # no more than can get texts: --parse-processes 64 started 63 workers (about 9 GiB), of
+        # which at most 15 were ever given any
+        columns = 2 if fmt == "tsv" else 1
+        processes = useful_processes(default_processes() if processes is None else processes,
+                                     min(n_total, RAW_BATCH_LINES) * columns)
         # on a CPU the workers parse ahead in the model's idle time only; a GPU leaves cores free
         spacy_parser = SpacyParser(parser or DEFAULT_PIPELINE, processes=processes,
                                    background=not str(device).startswith("cuda"))
         parser_desc = spacy_parser.description
+        legacy_parser_desc = legacy_description(spacy_parser.name, parser_desc)
+    else:
+        legacy_parser_desc = None
     try:
-        return _ingest_loaded(db, corpus_path, fmt, pairs, n_total, stats, sha, spacy_parser, parser_desc, settings,
+        return _ingest_loaded(db, corpus_path, fmt, pairs, n_total, stats, sha, spacy_parser, parser_desc,
+                              legacy_parser_desc, settings,
                               model_name=model_name, sparsity=sparsity, truncate=truncate, max_length=max_length,
                               limit=limit, batch_size=batch_size, device=device, dtype=dtype, run_name=run_name,
                               download=download, new_run=new_run, progress=progress, weight_bits=weight_bits)
@@ -394,17 +417,20 @@ def _finished_run(db, settings: dict[str, Any], fmt: str, parser: str | None, mo
 
     if str(db) == ":memory:" or not Path(db).exists():
         return None
+    legacy_parser_desc = None
     if fmt == "conllu":
         parser_desc = "gold"
     else:
-        from headdb.parse import DEFAULT_PIPELINE, peek_description
+        from headdb.parse import DEFAULT_PIPELINE, legacy_description, peek_description
 
         parser_desc = peek_description(parser or DEFAULT_PIPELINE)
+        legacy_parser_desc = legacy_description(parser or DEFAULT_PIPELINE, parser_desc)
     peeked = peek(model_name, max_length)
     if parser_desc is None or peeked is None:
         return None
     model_hash, model_max_length, tokenizer_hash, config_hash = peeked
-    key = _RunKey(settings, parser_desc, model_hash, model_max_length, tokenizer_hash, config_hash, model_name)
+    key = _RunKey(settings, parser_desc, model_hash, model_max_length, tokenizer_hash, config_hash, model_name,
+                  legacy_parser_desc)
     try:
         con = connect(db, read_only=True)
     except HeaddbError:  # an older schema: the ingest upgrades it
@@ -419,7 +445,8 @@ def _finished_run(db, settings: dict[str, Any], fmt: str, parser: str | None, mo
 
 
 def _ingest_loaded(db, corpus_path: Path, fmt: str, pairs: bool, n_total: int, stats, sha: str, spacy_parser,
-                   parser_desc: str, settings: dict[str, Any], *, model_name: str, sparsity: Sparsity,
+                   parser_desc: str, legacy_parser_desc: str | None, settings: dict[str, Any], *, model_name: str,
+                   sparsity: Sparsity,
                    truncate: bool, max_length: int | None, limit: int | None, batch_size: int, device: str,
                    dtype: str, run_name: str | None, download: bool, new_run: bool, progress,
                    weight_bits: int) -> IngestResult:
@@ -435,7 +462,7 @@ def _ingest_loaded(db, corpus_path: Path, fmt: str, pairs: bool, n_total: int, s
     if spacy_parser is not None:
         spacy_parser.wait_ready()  # the parser's workers have loaded while the model did; the clock starts later
     key = _RunKey(settings, parser_desc, am.model_hash, am.max_length, am.tokenizer_hash, am.config_hash,
-                  am.folder)
+                  am.folder, legacy_parser_desc)
     con = connect(db)
     overlapped = _overlap_writes(am)
     threads = _append_threads(am, overlapped)
@@ -908,14 +935,6 @@ def _start_run(con, key: _RunKey, new_run, run_name, corpus_path, sha, fmt, pair
     that a new run was started beside: run_id, status, run_name, what changed, or None)."""
     other = None
     with transaction(con):
-        row = con.execute(
-            "SELECT corpus_id FROM corpora WHERE sha256 = ? AND format = ? AND pairs = ? AND parser = ?",
-            [sha, fmt, pairs, parser_desc]).fetchone()
-        if row is None:
-            row = con.execute(
-                "INSERT INTO corpora (path, sha256, format, pairs, parser) VALUES (?, ?, ?, ?, ?) RETURNING corpus_id",
-                [str(corpus_path.resolve()), sha, fmt, pairs, parser_desc]).fetchone()
-        corpus_id = row[0]
         if not new_run:
             prev = key.find(con, device, run_name)
             if prev is not None:
@@ -937,6 +956,16 @@ def _start_run(con, key: _RunKey, new_run, run_name, corpus_path, sha, fmt, pair
             if taken is not None:
                 raise InputError(f"run name {run_name!r} is taken by run {taken}; choose another"
                                  + ("" if new_run else " (that run has other settings, so it is not resumed)"))
+        # after the run lookup: a resumed run keeps its corpus (an earlier version's run of a pipeline
+        # folder has its corpus under the folder's description of then)
+        row = con.execute(
+            "SELECT corpus_id FROM corpora WHERE sha256 = ? AND format = ? AND pairs = ? AND parser = ?",
+            [sha, fmt, pairs, parser_desc]).fetchone()
+        if row is None:
+            row = con.execute(
+                "INSERT INTO corpora (path, sha256, format, pairs, parser) VALUES (?, ?, ?, ?, ?) RETURNING corpus_id",
+                [str(corpus_path.resolve()), sha, fmt, pairs, parser_desc]).fetchone()
+        corpus_id = row[0]
         versions = json.loads(am.versions())
         import duckdb
 

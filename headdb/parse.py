@@ -44,22 +44,53 @@ def check_processes(processes) -> None:
         raise InputError(f"{option('parse_processes')} must be a whole number of at least 1, not {processes!r}")
 
 
+def useful_processes(processes: int, texts_per_batch: int) -> int:
+    """``processes``, at most as many as can be given a share of a batch of ``texts_per_batch``
+    texts (each share at least ``MIN_SHARE``): a worker that never gets one costs its load
+    (about 1 s of a core and 150 MiB) for nothing."""
+    return max(1, min(processes, texts_per_batch // MIN_SHARE))
+
+
 def default_processes() -> int:
     """Parsing processes when none are asked for: one per core, at most ``MAX_DEFAULT_PROCESSES``."""
     return max(1, min(MAX_DEFAULT_PROCESSES, os.cpu_count() or 1))
 
 
-@lru_cache(maxsize=4)
 def _load(name: str):
+    """The pipeline ``name``, loaded once per process; a folder's as its files are now (re-saved
+    in the same session, it was loaded as before while its description changed)."""
+    if Path(name).is_dir():
+        return _load_once.__wrapped__(name)
+    return _load_once(name)
+
+
+@lru_cache(maxsize=4)
+def _load_once(name: str):
     import spacy
 
     try:
-        return spacy.load(name, disable=["ner"])
+        nlp = spacy.load(name, disable=["ner"])
     except OSError as exc:
         raise InputError(
             f"spaCy pipeline {name!r} is not installed ({str(exc).splitlines()[0]}); "
             f"install it as a package or pass {option('parser')} with an installed one"
         ) from None
+    check_parses(nlp, name)
+    return nlp
+
+
+_load.cache_clear = _load_once.cache_clear  # type: ignore[attr-defined]  # a fresh load (benchmarks)
+
+
+def check_parses(nlp, name: str) -> None:
+    """Refuse a pipeline without a dependency parse (a blank one with a sentencizer, or a tagger
+    alone): its words would be stored without heads or relations, and every syntactic role would
+    have no samples in the run, found out only after the whole ingest."""
+    if not any({"token.dep", "token.head"} & set(nlp.get_pipe_meta(pipe).assigns) for pipe in nlp.pipe_names):
+        raise InputError(
+            f"spaCy pipeline {name!r} has no dependency parser (its components: {', '.join(nlp.pipe_names) or 'none'}): "
+            "its words would have no heads or relations, and the syntactic roles no samples; pass "
+            f"{option('parser')} with a pipeline that parses, such as {DEFAULT_PIPELINE}")
 
 
 def parse_texts(nlp, texts: list[str], batch_size: int) -> list[tuple[tuple, ...]]:
@@ -104,9 +135,40 @@ def _meta(name: str) -> dict | None:
         return None
 
 
-def _describe(spacy_version: str, meta: dict, name: str) -> str:
-    """How a run records its parser (part of its fingerprint)."""
-    return f"spacy {spacy_version} {meta.get('lang', '')}_{meta.get('name', name)} {meta.get('version', '')}"
+def _describe(spacy_version: str, meta: dict, name: str, content: bool = True) -> str:
+    """How a run records its parser (part of its fingerprint): spaCy's version, the pipeline's
+    name and version, and for a pipeline folder the sha256 of its files (a folder saved from
+    another pipeline, or one edited since, keeps its meta.json's name and version). Without
+    ``content``, as headdb's earlier versions described a folder."""
+    described = f"spacy {spacy_version} {meta.get('lang', '')}_{meta.get('name', name)} {meta.get('version', '')}"
+    if content and Path(name).is_dir():
+        described += f" folder sha256:{folder_hash(Path(name))}"
+    return described
+
+
+def folder_hash(folder: Path) -> str:
+    """sha256 of a pipeline folder's files: each one's path under it and its content."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    files = sorted((path for path in folder.rglob("*") if path.is_file()),
+                   key=lambda path: path.relative_to(folder).as_posix())
+    for path in files:
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def legacy_description(name: str, description: str | None) -> str | None:
+    """How headdb's earlier versions described the pipeline folder ``name`` (without its files'
+    hash; their runs are still resumed and found complete), given its ``description``; None for
+    an installed pipeline, described as before."""
+    if description is None or not Path(name).is_dir():
+        return None
+    return description.split(" folder sha256:", 1)[0]
 
 
 def peek_description(name: str) -> str | None:
@@ -279,6 +341,7 @@ class SpacyParser:
         self.batch_size = batch_size
         self.processes = default_processes() if processes is None else processes
         self._workers: list[_Worker] = []
+        self._description: str | None = None
         try:
             # the workers first: they load their pipelines while this process loads its own
             torch = _needs_torch(name)
@@ -303,9 +366,11 @@ class SpacyParser:
 
     @property
     def description(self) -> str:
-        import spacy
+        if self._description is None:
+            import spacy
 
-        return _describe(spacy.__version__, self.nlp.meta, self.name)
+            self._description = _describe(spacy.__version__, self.nlp.meta, self.name)
+        return self._description
 
     def _share_out(self, texts: list[str]) -> list[tuple[_Worker | None, list[str]]]:
         """Cut ``texts`` into consecutive shares and queue the workers' (None: this process's)."""

@@ -212,6 +212,20 @@ def test_cli_refuses_zero_processes_before_reading(tmp_path, monkeypatch, capsys
     assert not (tmp_path / "s.db").exists()
 
 
+def test_ingest_starts_no_more_processes_than_can_get_texts(tmp_path, monkeypatch):
+    """--parse-processes 64 started 63 workers, each loading spaCy (about 150 MiB), where a batch
+    of 256 texts gives at most 16 of them a share, and 40 texts at most 2."""
+    assert parse.useful_processes(64, 256) == 16 and parse.useful_processes(64, 512) == 32
+    assert parse.useful_processes(3, 40) == 2 and parse.useful_processes(4, 5) == 1
+    text = tmp_path / "t.txt"
+    text.write_text("\n".join(_texts()[:40]) + "\n")
+    made = _record_parsers(monkeypatch)
+    with pytest.raises(Exception, match="no-model"):
+        ingest_module.ingest(tmp_path / "s.db", text, model=tmp_path / "no-model", parse_processes=64)
+    assert made[-1].recorded["processes"] == 2 and len(made[-1].recorded["procs"]) == 1
+    assert made[-1].recorded["closed"] and all(p.poll() is not None for p in made[-1].recorded["procs"])
+
+
 def _record_parsers(monkeypatch) -> list:
     made: list = []
     real_init, real_close = parse.SpacyParser.__init__, parse.SpacyParser.close
@@ -237,10 +251,10 @@ def test_ingest_parses_short_text_here_and_long_text_in_processes(tmp_path, monk
     most 4) from there on; the parser's workers are stopped when the ingest fails (here: the
     model cannot load, after the parser has started)."""
     text = tmp_path / "t.txt"
-    text.write_text("\n".join(_texts()[:40]) + "\n")
+    text.write_text("\n".join(_texts()[:100]) + "\n")  # room for 6 processes of 16 texts at least
     made = _record_parsers(monkeypatch)
     missing = tmp_path / "no-model"
-    for threshold, expected in ((500, 1), (40, parse.default_processes())):
+    for threshold, expected in ((500, 1), (100, parse.default_processes())):
         monkeypatch.setattr(ingest_module, "PARALLEL_PARSE_MIN_SENTENCES", threshold)
         with pytest.raises(Exception, match="no-model"):
             ingest_module.ingest(tmp_path / f"s{threshold}.db", text, model=missing)
