@@ -196,28 +196,40 @@ def _spill_elsewhere_if_unwritable(con: duckdb.DuckDBPyConnection, path: str) ->
     system's temp folder (``tempfile.gettempdir()``) instead, named for this process and
     connection, so that DuckDB creates it and removes it when the store is closed, and no two
     DuckDB instances share one (their spill files have the same names). The folders of processes
-    that ended without closing theirs (killed) are removed then (:func:`_remove_stale_spills`)."""
+    that ended without closing theirs (killed) are removed then (:func:`_remove_stale_spills`);
+    the folder's name holds the host, as its PID means nothing on another machine."""
     import tempfile
     import uuid
 
     if path == ":memory:" or not _not_writable(Path(path).absolute().parent):
         return
     _remove_stale_spills(Path(tempfile.gettempdir()))
-    spill = Path(tempfile.gettempdir()) / f"headdb-spill-{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp"
+    spill = Path(tempfile.gettempdir()) / f"headdb-spill-{os.getpid()}-{uuid.uuid4().hex[:12]}-{_host()}.tmp"
     try:
         con.execute("SET temp_directory = ?", [str(spill)])
     except duckdb.Error:  # pragma: no cover - an instance this process shares, which has spilled already
         pass
 
 
-_SPILL_FOLDER = re.compile(r"headdb-spill-(\d+)-[0-9a-f]{12}\.tmp")
+#: PID, and the host the process runs on (none in the folders of earlier versions)
+_SPILL_FOLDER = re.compile(r"headdb-spill-(\d+)-[0-9a-f]{12}(?:-(.+))?\.tmp")
+
+
+def _host() -> str:
+    """This machine's name as a spill folder holds it: a temp folder shared by machines (a
+    cluster's $TMPDIR on a network disk) holds other machines' processes, whose PIDs mean
+    nothing here."""
+    import socket
+
+    return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:64] or "_"  # a file name holds 255 bytes
 
 
 def _remove_stale_spills(temp: Path) -> None:
     """Remove the spill folders (:func:`_spill_elsewhere_if_unwritable`) in ``temp`` of this
-    user's processes that no longer run: a process killed with a store open leaves its folder,
-    and the spill files in it, behind. A folder of a running process, of another user, or one
-    that cannot be removed is left as it is."""
+    user's processes on this machine that no longer run: a process killed with a store open
+    leaves its folder, and the spill files in it, behind. A folder of a running process, of
+    another user or another machine (a temp folder on a shared disk), or one that cannot be
+    removed is left as it is."""
     import shutil
 
     try:
@@ -226,7 +238,7 @@ def _remove_stale_spills(temp: Path) -> None:
         return
     for entry in entries:
         match = _SPILL_FOLDER.fullmatch(entry.name)
-        if match is None or int(match.group(1)) == os.getpid():
+        if match is None or int(match.group(1)) == os.getpid() or match.group(2) not in (None, _host()):
             continue
         try:
             if entry.is_symlink() or not entry.is_dir() or entry.stat().st_uid != os.getuid():

@@ -207,3 +207,21 @@ def test_spill_folders_of_ended_processes_are_removed(store, tmp_path, read_only
                           text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in temp.iterdir()) == sorted([running.name, other.name])
+
+
+def test_spill_folders_of_another_machines_processes_stay(tmp_path):
+    """A temp folder shared by machines (a cluster's $TMPDIR on a network disk) holds the spill
+    folders of processes on other machines, whose PIDs this machine does not run: they were
+    removed as left over, under a query spilling there. A folder names its host; only this
+    machine's ended processes' folders go."""
+    from headdb.db import _host, _remove_stale_spills
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(ended.stdout)
+    here = tmp_path / f"headdb-spill-{dead_pid}-0123456789ab-{_host()}.tmp"
+    elsewhere = tmp_path / f"headdb-spill-{dead_pid}-0123456789ab-{_host()}-other-node.tmp"
+    for folder in (here, elsewhere):
+        folder.mkdir()
+        (folder / "duckdb_temp_storage_DEFAULT-0.tmp").write_bytes(b"\0" * 4096)
+    _remove_stale_spills(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [elsewhere.name]
