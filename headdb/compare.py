@@ -381,7 +381,13 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
                        # where every role_change is unknown, "0 heads gained a role, 0 lost one" read as a finding
                        + (f"{_role_changes(df, 'gained', 'gained a role', lambda n: count(n, 'head'))}, "
                           f"{_role_changes(df, 'lost', 'lost one', '{:,}'.format)}"
-                          if (df["role_change"] != "unknown").any() else "roles gained and lost unknown (below)")
+                          if (df["role_change"] != "unknown").any() else "roles gained and lost unknown" + (
+                              # untested heads (p NULL) have no line below that says why
+                              "" if other_sentences else
+                              f" (no head{' of the roles decided alike' if unlike else ''} has a test in both "
+                              f"runs: fewer than two {unit}s with scores, or every score equal to tau)"
+                              if any(r not in unlike for r in wanted) else "")
+                          + (" (below)" if other_sentences or unlike else ""))
                        + (f"\n{n_unlike:,} of the shared {unit}s were truncated in one run and not in the other, "
                           "or are other pieces" + _tokenizers_note(ia, ib)
                           + ": their differences come from the input, not only the model" if n_unlike else "")

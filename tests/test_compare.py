@@ -795,3 +795,22 @@ def test_cli_compare_colocation_in_every_format(store, tmp_path):
         got = {"csv": pd.read_csv, "json": pd.read_json, "parquet": pd.read_parquet}[ext](out)
         assert list(got.columns) == ["role_a", "role_b", "n_heads_a", "n_heads_b", "change", "gained", "lost"]
         assert got["change"].tolist() == [0, 1, 0, 0, 0, 0] and got["gained"].tolist() == [1, 1, 0, 0, 0, 0]
+
+
+def test_roles_gained_and_lost_unknown_for_untested_heads_says_why(store, tmp_path):
+    """Every head untested in one run (p NULL: runs over one sentence): the note said "roles
+    gained and lost unknown (below)", and no line below said why. It names the missing tests."""
+    import shutil
+
+    import duckdb
+
+    db = tmp_path / "u.db"
+    shutil.copy(store, db)
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE head_tests SET p = NULL, p_adj = NULL, t = NULL, significant = false WHERE run_id = 2")
+    con.close()
+    df = headdb.compare(db, "base", "tuned")
+    assert (df["role_change"] == "unknown").all()
+    assert "(below)" not in df.attrs["note"], df.attrs["note"]
+    assert ("; roles gained and lost unknown (no head has a test in both runs: fewer than two sentences with "
+            "scores, or every score equal to tau)") in df.attrs["note"], df.attrs["note"]
