@@ -229,11 +229,11 @@ def _tokenizers_note(ia: dict, ib: dict) -> str:
     return f" (the runs' tokenizers: run {ia['run_id']} {ia['tokenizer']}, run {ib['run_id']} {ib['tokenizer']})"
 
 
-def _corpora_text(con, ia: dict, ib: dict) -> str:
+def _corpora_text(con, ia: dict, ib: dict) -> tuple[str, bool]:
     """What differs between the corpora of two runs, for the refusal: each run's corpus file, read
     in pairs or not, and its sha256 where the file is the same path (it changed between the runs).
     A run of the same file with --pairs is another corpus: "different corpora" alone named no
-    difference the user could see."""
+    difference the user could see. Also whether one was read in pairs and the other not."""
     rows = {cid: (path, sha, pairs) for cid, path, sha, pairs in con.execute(
         "SELECT corpus_id, path, sha256, pairs FROM corpora WHERE corpus_id IN (?, ?)",
         [ia["corpus_id"], ib["corpus_id"]]).fetchall()}
@@ -242,7 +242,7 @@ def _corpora_text(con, ia: dict, ib: dict) -> str:
     def say(info: dict, path: str, sha: str, pairs: bool) -> str:
         return (f"run {info['run_id']}: {path}" + (f" in pairs ({flag('pairs')})" if pairs else "")
                 + (f", sha256 {sha[:12]}" if pa == pb and sa != sb else ""))
-    return f"{say(ia, pa, sa, qa)}; {say(ib, pb, sb, qb)}"
+    return f"{say(ia, pa, sa, qa)}; {say(ib, pb, sb, qb)}", qa != qb
 
 
 def _storage_note(ia: dict, ib: dict) -> str:
@@ -275,10 +275,12 @@ def compare(db: DbLike, run_a: int | str, run_b: int | str, roles: Sequence[str]
         ia = _run_info(con, resolve_run(con, run_a, finished=True))
         ib = _run_info(con, resolve_run(con, run_b, finished=True))
         if ia["corpus_id"] != ib["corpus_id"]:
+            corpora, pairs_differ = _corpora_text(con, ia, ib)
+            # --pairs named only where it is what differs (it applies to CoNLL-U alone)
             raise DatabaseError(
-                f"runs {ia['run_id']} and {ib['run_id']} are over different corpora ({_corpora_text(con, ia, ib)}); "
-                "compare needs two runs over the same sentences: ingest one corpus file for both models, "
-                "both with " + flag("pairs") + " or both without")
+                f"runs {ia['run_id']} and {ib['run_id']} are over different corpora ({corpora}); "
+                "compare needs two runs over the same sentences: ingest one corpus file for both models"
+                + (", both with " + flag("pairs") + " or both without" if pairs_differ else ""))
         roles_a = classified_roles(con, ia["run_id"])
         roles_b = set(classified_roles(con, ib["run_id"]))
         common = [r for r in roles_a if r in roles_b]

@@ -146,6 +146,10 @@ def test_a_refusal_of_other_corpora_names_each_runs_corpus_and_its_pairs(tmp_pat
     with pytest.raises(DatabaseError, match=re.escape("(run 1: corpus1.conllu, sha256 sha1; run 3: corpus1.conllu, "
                                                       "sha256 ffff)")):
         headdb.compare(tmp_path / "two.db", 1, 3)
+    # neither in pairs: --pairs is not what differs (a .txt against a .conllu said "both with --pairs or both without")
+    with pytest.raises(DatabaseError) as refused:
+        headdb.compare(tmp_path / "two.db", 1, 3)
+    assert str(refused.value).endswith("ingest one corpus file for both models") and "pairs" not in str(refused.value)
 
 
 def test_adjust_pvalues():
