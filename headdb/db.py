@@ -224,12 +224,25 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:64] or "_"  # a file name holds 255 bytes
 
 
+#: a spill folder written to in the last hour is never taken as left over
+_SPILL_QUIET_SECONDS = 3600
+
+
+def _quiet_since(folder: Path) -> float:
+    """Seconds since anything in ``folder`` (itself or a file in it) was last modified."""
+    import time
+
+    newest = max([folder.stat().st_mtime, *(p.stat().st_mtime for p in folder.iterdir())])
+    return time.time() - newest
+
+
 def _remove_stale_spills(temp: Path) -> None:
     """Remove the spill folders (:func:`_spill_elsewhere_if_unwritable`) in ``temp`` of this
     user's processes on this machine that no longer run: a process killed with a store open
     leaves its folder, and the spill files in it, behind. A folder of a running process, of
-    another user or another machine (a temp folder on a shared disk), or one that cannot be
-    removed is left as it is."""
+    another user or another machine (a temp folder on a shared disk), one that anything wrote to
+    in the last hour (a container of the same host name, whose PIDs are its own, may share the
+    temp folder), or one that cannot be removed is left as it is."""
     import shutil
 
     try:
@@ -241,7 +254,8 @@ def _remove_stale_spills(temp: Path) -> None:
         if match is None or int(match.group(1)) == os.getpid() or match.group(2) not in (None, _host()):
             continue
         try:
-            if entry.is_symlink() or not entry.is_dir() or entry.stat().st_uid != os.getuid():
+            if entry.is_symlink() or not entry.is_dir() or entry.stat().st_uid != os.getuid() \
+                    or _quiet_since(entry) < _SPILL_QUIET_SECONDS:
                 continue
             os.kill(int(match.group(1)), 0)
         except ProcessLookupError:  # no such process: its folder is left over

@@ -188,7 +188,9 @@ def test_a_compact_on_a_full_disk_says_the_store_is_unchanged(store, tmp_path):
 def test_spill_folders_of_ended_processes_are_removed(store, tmp_path, read_only):
     """A process killed with a store in a read-only folder open left its spill folder (and any
     spill files) in the temp folder for good. The next such open removes the folders of this
-    user's processes that no longer run; a running process's folder and other files stay."""
+    user's processes that no longer run, once nothing was written in it for an hour (a container
+    of the same host name, with PIDs of its own, may share the temp folder); a running process's
+    folder, a recent one and other files stay."""
     read_only(store.parent)
     temp = tmp_path / "temp"
     temp.mkdir()
@@ -201,12 +203,27 @@ def test_spill_folders_of_ended_processes_are_removed(store, tmp_path, read_only
     running.mkdir()
     other = temp / f"headdb-spill-{dead_pid}-notours.tmp"
     other.mkdir()
+    recent = temp / f"headdb-spill-{dead_pid}-aaaaaaaaaaaa.tmp"  # written to a minute ago: kept
+    recent.mkdir()
+    (recent / "duckdb_temp_storage_DEFAULT-0.tmp").write_bytes(b"\0" * 4096)
+    _age(recent, 60)
+    for folder in (left, running, other):
+        _age(folder, 2 * 3600)
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), TMPDIR=str(temp))
     script = "import sys, headdb\nheaddb.connect(sys.argv[1], read_only=True).close()\n"
     proc = subprocess.run([*_unprivileged(), sys.executable, "-c", script, str(store)], capture_output=True,
                           text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in temp.iterdir()) == sorted([running.name, other.name])
+    assert sorted(p.name for p in temp.iterdir()) == sorted([running.name, other.name, recent.name])
+
+
+def _age(folder: Path, seconds: float) -> None:
+    """Make ``folder`` and the files in it last modified ``seconds`` ago."""
+    import time
+
+    then = time.time() - seconds
+    for path in (*folder.iterdir(), folder):
+        os.utime(path, (then, then))
 
 
 def test_spill_folders_of_another_machines_processes_stay(tmp_path):
@@ -223,5 +240,6 @@ def test_spill_folders_of_another_machines_processes_stay(tmp_path):
     for folder in (here, elsewhere):
         folder.mkdir()
         (folder / "duckdb_temp_storage_DEFAULT-0.tmp").write_bytes(b"\0" * 4096)
+        _age(folder, 2 * 3600)
     _remove_stale_spills(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == [elsewhere.name]
