@@ -239,9 +239,9 @@ class _RunKey:
             from headdb.model import legacy_weights_hash
 
             legacy = legacy_weights_hash(self.model)
-            if legacy is not None:
-                fingerprints.append(_fingerprint(_full_settings(self.settings, self.parser_desc, legacy,
-                                                                self.max_length)))
+            if legacy is not None:  # those versions also described a pipeline folder without its files
+                fingerprints += [_fingerprint(_full_settings(self.settings, desc, legacy, self.max_length))
+                                 for desc in (self.parser_desc, self.legacy_parser_desc) if desc is not None]
         return con.execute(_SAME_RUN_SQL, [fingerprints, device, run_name, run_name]).fetchone()
 
     def other_model_files(self, con, device: str, run_name: str | None) -> tuple[int, str, str, str] | None:

@@ -114,14 +114,15 @@ def parse_texts(nlp, texts: list[str], batch_size: int) -> list[tuple[tuple, ...
     return out
 
 
-def _meta(name: str) -> dict | None:
+def _meta(name: str, folder_first: bool = True) -> dict | None:
     """A pipeline's meta.json, found without importing spaCy (which imports torch through thinc,
-    2 s): in a pipeline folder, or at the root of an installed pipeline package. None where not found."""
+    2 s): in a pipeline folder, or at the root of an installed pipeline package (only there
+    without ``folder_first``). None where not found."""
     import importlib.util
     import json
 
     folder = Path(name)
-    if not folder.is_dir():
+    if not folder.is_dir() or not folder_first:
         try:
             spec = importlib.util.find_spec(name)
         except (ImportError, ValueError):
@@ -165,10 +166,20 @@ def folder_hash(folder: Path) -> str:
 def legacy_description(name: str, description: str | None) -> str | None:
     """How headdb's earlier versions described the pipeline folder ``name`` (without its files'
     hash; their runs are still resumed and found complete), given its ``description``; None for
-    an installed pipeline, described as before."""
+    an installed pipeline, described as before, and for a folder whose earlier description is an
+    installed pipeline's (saved from it: its runs and the installed one's are not told apart)."""
     if description is None or not Path(name).is_dir():
         return None
-    return description.split(" folder sha256:", 1)[0]
+    legacy = description.split(" folder sha256:", 1)[0]
+    # a folder saved from an installed pipeline (its meta.json's name and version) was described
+    # as that pipeline is: its runs cannot be told apart from the installed one's, which this
+    # version still describes so, and a folder with another tokenizer or parser was found "already
+    # complete" as the installed pipeline's run; such earlier runs are not looked for
+    meta = _meta(name) or {}
+    installed = _meta(f"{meta.get('lang', '')}_{meta.get('name', '')}", folder_first=False)
+    if installed is not None and _describe(legacy.split(" ", 2)[1], installed, "", content=False) == legacy:
+        return None
+    return legacy
 
 
 def peek_description(name: str) -> str | None:

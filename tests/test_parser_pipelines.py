@@ -18,7 +18,7 @@ TEXTS = ["The cat sat on the mat .", "Nobody knows how long the window stayed op
          "She gave him a book about old boats ."]
 
 
-def _save(folder, *, without=(), infix=None, blank=None):
+def _save(folder, *, without=(), infix=None, blank=None, renamed=None):
     import spacy
 
     if blank:
@@ -32,6 +32,8 @@ def _save(folder, *, without=(), infix=None, blank=None):
             from spacy.util import compile_infix_regex
 
             nlp.tokenizer.infix_finditer = compile_infix_regex(list(nlp.Defaults.infixes) + [infix]).finditer
+    if renamed:  # a pipeline of its own (meta.json's name), not a copy of an installed one
+        nlp.meta["name"] = renamed
     nlp.to_disk(folder)
     return folder
 
@@ -77,10 +79,29 @@ def test_a_pipeline_folders_description_holds_its_files(tmp_path):
     with parse.SpacyParser(str(b), processes=1) as pb:
         changed = pb.description
     assert changed != pa.description and changed == parse.peek_description(str(b))
-    # earlier versions described a folder by its meta.json alone, as an installed pipeline still is
-    legacy = parse.legacy_description(str(b), changed)
-    assert legacy == parse.legacy_description(str(a), pa.description) == parse.peek_description(parse.DEFAULT_PIPELINE)
-    assert parse.legacy_description(parse.DEFAULT_PIPELINE, legacy) is None
+    # earlier versions described a folder by its meta.json alone, as an installed pipeline still is:
+    # a folder saved from the installed pipeline had its description, so its earlier runs are not looked for
+    assert parse.legacy_description(str(b), changed) is None
+    assert parse.legacy_description(str(a), pa.description) is None
+    own = _save(tmp_path / "own", renamed="own_parser")
+    with parse.SpacyParser(str(own), processes=1) as po:
+        legacy = parse.legacy_description(str(own), po.description)
+    assert legacy == po.description.split(" folder sha256:")[0] and "en_own_parser" in legacy
+    assert parse.legacy_description(parse.DEFAULT_PIPELINE, parse.peek_description(parse.DEFAULT_PIPELINE)) is None
+
+
+@pytest.mark.slow
+def test_a_folder_saved_from_the_installed_pipeline_is_not_that_pipelines_run(tmp_path):
+    # its description without the files' hash is the installed pipeline's: the run of the default
+    # parser was found "already complete" for a folder with another tokenizer, holding other words
+    folder = _save(tmp_path / "p", infix=r"(?<=[a-z])o(?=[a-z])")
+    text = tmp_path / "t.txt"
+    text.write_text("\n".join(TEXTS) + "\n")
+    db = tmp_path / "s.db"
+    default = ingest_module.ingest(db, text)
+    custom = ingest_module.ingest(db, text, parser=str(folder))
+    assert not custom.already_done and custom.run_id != default.run_id
+    assert ingest_module.ingest(db, text, parser=str(folder)).run_id == custom.run_id
 
 
 @pytest.mark.slow
@@ -115,7 +136,7 @@ def test_two_pipeline_folders_of_one_name_are_two_runs_with_their_own_words(tmp_
 
 @pytest.mark.slow
 def test_a_run_of_a_pipeline_folder_stored_by_an_earlier_version_is_still_found(tmp_path, monkeypatch):
-    folder = _save(tmp_path / "p")
+    folder = _save(tmp_path / "p", renamed="own_parser")
     text = tmp_path / "t.txt"
     text.write_text("\n".join(TEXTS) + "\n")
     db = tmp_path / "s.db"

@@ -522,3 +522,28 @@ def test_the_other_runs_status_is_said_as_runs_shows_it(tmp_path, monkeypatch, c
     assert err.splitlines()[1] == (
         "run 3 (named) has these settings but another tokenizer (the model folder's tokenizer files changed since it "
         f"was ingested): this is a new run; run 3 is left {shown} (delete it: `headdb drop {db} 3 --yes`)"), err
+
+
+@pytest.mark.slow
+def test_an_earlier_versions_run_of_a_trainer_folder_and_a_pipeline_folder_is_found_complete(tmp_path, tiny_bert_dir):
+    """A run stored before the weights were hashed as loaded had also described a pipeline folder
+    without its files' hash: with both old, it was not found, and a second run was started."""
+    import spacy
+
+    from headdb.parse import DEFAULT_PIPELINE, legacy_description, peek_description
+
+    folder = _tiny_bert_with_checkpoint(tiny_bert_dir, tmp_path)
+    nlp = spacy.load(DEFAULT_PIPELINE)
+    nlp.meta["name"] = "own_parser"  # a pipeline of its own, not a copy of the installed one
+    pipeline = tmp_path / "pipeline"
+    nlp.to_disk(pipeline)
+    corpus = tmp_path / "t.txt"
+    corpus.write_text("The cat sat on the mat .\nShe gave him a book .\n")
+    db = tmp_path / "old.db"
+    first = headdb.ingest(db, corpus, model=str(folder), parser=str(pipeline))
+    old_parser = legacy_description(str(pipeline), peek_description(str(pipeline)))
+    assert old_parser is not None and "sha256" not in old_parser
+    old = old_fingerprint(folder, corpus, limit=None, batch_size=32, max_length=64, fmt="text", parser=old_parser)
+    _set_run(db, first.run_id, fingerprint=old, model_hash=old_weights_hash(folder))
+    again = headdb.ingest(db, corpus, model=str(folder), parser=str(pipeline))
+    assert (again.run_id, again.already_done) == (first.run_id, True)
