@@ -267,7 +267,7 @@ def _compare_figures(plt, cmp: pd.DataFrame, fig_dir: Path, written: list[Path],
     a, b = cmp.attrs["run_name_a"], cmp.attrs["run_name_b"]
     if cmp.attrs["basis"] != "paired":
         roles = list(dict.fromkeys(cmp["role"]))
-        m = cmp.pivot(index="role", columns="layer", values="change").reindex(index=roles).to_numpy(float, copy=True)
+        m = cmp.pivot(index="role", columns="layer", values="change").reindex(index=roles).to_numpy(float, na_value=np.nan, copy=True)
         # a layer only the deeper run has is no change: its count against nothing read as heads lost or gained
         (la, _), (lb, _) = cmp.attrs["shape_a"], cmp.attrs["shape_b"]
         m[:, min(la, lb):] = np.nan
