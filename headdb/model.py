@@ -11,7 +11,6 @@ import hashlib
 import inspect
 import json
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -563,13 +562,6 @@ def device_edges(values, indices, lengths, min_mass: float | None, ids=None,
     return BatchEdges(*small, weights, sentence=raw[: 4 * m].view(np.int32), release=release)
 
 
-def _dtype_argument(version: str) -> str:
-    """The name of from_pretrained's dtype argument in this transformers version: torch_dtype
-    before 4.56, dtype from then on."""
-    major, minor = (int(re.match(r"\d+", part).group()) for part in version.split(".")[:2])
-    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
-
-
 #: model types whose position ids start after the padding index (transformers'
 #: ``create_position_ids_from_input_ids``): N position embeddings hold N - pad_token_id - 1 tokens
 _POSITIONS_AFTER_PADDING = ("roberta", "xlm-roberta", "camembert", "mpnet", "data2vec-text", "roberta-prelayernorm",
@@ -674,13 +666,10 @@ class AttentionModel:
         # ones a sentence's attention depends on the padding beside it: its full attention instead
         overrides = {"attention_type": "original_full"} if getattr(config, "model_type", "") == "big_bird" else {}
         loader = getattr(transformers, encoders[0]) if len(encoders) == 1 else AutoModel
-        # transformers before 4.56 names the dtype argument torch_dtype (and passed dtype on to the
-        # model's __init__, which failed); later ones name it dtype and deprecate torch_dtype
-        overrides[_dtype_argument(transformers.__version__)] = torch_dtype
         try:
             model = loader.from_pretrained(
                 self.folder, attn_implementation="eager", trust_remote_code=False,
-                local_files_only=True, **overrides,
+                local_files_only=True, dtype=torch_dtype, **overrides,
             )
         except Exception as exc:  # noqa: BLE001
             raise ModelError(f"{name_or_path}: cannot load the model: {str(exc).splitlines()[0]}") from None

@@ -530,12 +530,3 @@ def test_models_whose_positions_start_after_the_padding_index_run_an_input_of_th
     assert (enc.status, enc.length) == ("truncated", 10)
     weights, _ = am.forward([enc], k=3)  # the longest input the run takes goes through the model
     assert weights.shape == (1, 2, 4, 10, 3)
-
-
-def test_the_dtype_argument_is_named_as_the_installed_transformers_names_it():
-    """transformers before 4.56 calls from_pretrained's dtype torch_dtype and handed an unknown
-    dtype= on to the model's __init__: every model failed to load on transformers 4.40-4.55."""
-    from headdb.model import _dtype_argument
-
-    assert [_dtype_argument(v) for v in ("4.40.0", "4.55.4", "4.56.0", "4.57.1", "5.0.0rc1", "5.24.0")] == [
-        "torch_dtype", "torch_dtype", "dtype", "dtype", "dtype", "dtype"]
