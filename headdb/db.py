@@ -236,6 +236,21 @@ def _quiet_since(folder: Path) -> float:
     return time.time() - newest
 
 
+def process_gone(pid: int) -> bool:
+    """Whether no process ``pid`` runs on this machine: True only where that is known. On
+    Windows nothing is known (there ``os.kill(pid, 0)`` sends the process group a Ctrl-C), nor
+    of another user's process, or a PID out of range."""
+    if os.name != "posix":
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError, ValueError):  # running under another user, or cannot be checked
+        return False
+    return False
+
+
 def _remove_stale_spills(temp: Path) -> None:
     """Remove the spill folders (:func:`_spill_elsewhere_if_unwritable`) in ``temp`` of this
     user's processes on this machine that no longer run: a process killed with a store open
@@ -245,6 +260,8 @@ def _remove_stale_spills(temp: Path) -> None:
     temp folder), or one that cannot be removed is left as it is."""
     import shutil
 
+    if os.name != "posix":  # Windows: no uid, and no PID to check (process_gone)
+        return
     try:
         entries = list(temp.iterdir())
     except OSError:
@@ -257,11 +274,10 @@ def _remove_stale_spills(temp: Path) -> None:
             if entry.is_symlink() or not entry.is_dir() or entry.stat().st_uid != os.getuid() \
                     or _quiet_since(entry) < _SPILL_QUIET_SECONDS:
                 continue
-            os.kill(int(match.group(1)), 0)
-        except ProcessLookupError:  # no such process: its folder is left over
-            shutil.rmtree(entry, ignore_errors=True)
-        except (OSError, OverflowError, ValueError):  # running under another user, or cannot be checked
+        except OSError:  # gone meanwhile, or cannot be read
             continue
+        if process_gone(int(match.group(1))):  # no such process: its folder is left over
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _open(path: str | Path, read_only: bool, config: dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:

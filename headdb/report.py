@@ -417,17 +417,17 @@ def _accuracy_table(con, run_id: int, wanted: bool | None,
 def _remove_stale_staging(out_dir: Path) -> None:
     """Remove the figure folders of killed reports (``.figures-PID.tmp`` of a process that is gone):
     named by their process, a later report never met them, and they stayed for good."""
-    import os
     import shutil
+
+    from headdb.db import process_gone
 
     for folder in out_dir.glob(".figures-*.tmp") if out_dir.is_dir() else ():
         try:
             pid = int(folder.name[len(".figures-"):-len(".tmp")])
-            os.kill(pid, 0)  # raises where no such process runs
-        except ProcessLookupError:
-            shutil.rmtree(folder, ignore_errors=True)
-        except (ValueError, PermissionError):  # not ours to judge: another user's live process
+        except ValueError:  # not a name of ours
             continue
+        if process_gone(pid):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @takes_progress("accuracy")

@@ -243,3 +243,18 @@ def test_spill_folders_of_another_machines_processes_stay(tmp_path):
         _age(folder, 2 * 3600)
     _remove_stale_spills(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == [elsewhere.name]
+
+
+def test_a_process_is_taken_as_gone_only_where_that_is_known(monkeypatch):
+    """The clean-ups of killed processes' folders (spill folders, a report's staging folders)
+    ask whether a PID still runs with os.kill(pid, 0), which on Windows sends the process group
+    a Ctrl-C: there nothing is taken as gone, and nothing is signalled."""
+    import headdb.db as db
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    assert db.process_gone(int(ended.stdout)) and not db.process_gone(os.getpid())
+    assert not db.process_gone(2**80)  # out of range: not known to be gone
+    signalled = []
+    monkeypatch.setattr(db.os, "name", "nt")
+    monkeypatch.setattr(db.os, "kill", lambda *args: signalled.append(args))
+    assert not db.process_gone(int(ended.stdout)) and signalled == []
