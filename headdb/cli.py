@@ -106,7 +106,8 @@ def _print_df(df, fmt: str = "table", title: str | None = None) -> None:
 
         df = text_ready(df)
     if fmt == "csv":
-        sys.stdout.write(df.to_csv(index=False))
+        # "\n", which stdout as text makes "\r\n" on Windows (where os.linesep's "\r\n" became "\r\r\n")
+        sys.stdout.write(df.to_csv(index=False, lineterminator="\n"))
         return
     if fmt == "json":
         # values JSON has no type for (UUID, BLOB) as their text, as the table shows them

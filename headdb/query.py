@@ -547,7 +547,9 @@ def export(df: pd.DataFrame, out: str | Path) -> Path:
     fmt = check_export(out)
     with _whole_file(out) as tmp:
         if fmt == "csv":
-            text_ready(df).to_csv(tmp, index=False)
+            # lines end in "\n" everywhere (pandas ends them in os.linesep: "\r\n" on Windows, where
+            # export_sql's batches ended in "\n", the ones pandas wrote in "\r\n")
+            text_ready(df).to_csv(tmp, index=False, lineterminator="\n")
         elif fmt == "json":
             tmp.write_text(json_text(df, indent=1) + "\n", encoding="utf-8")
         else:
@@ -1043,7 +1045,7 @@ class _CsvBatches(_TextBatches):
         except (pa.ArrowException, UnicodeError):  # text pyarrow does not hold (a lone surrogate): as pandas fares
             parts = None
         if parts is None:
-            df.to_csv(self._file, index=False, header=self._header)
+            df.to_csv(self._file, index=False, header=self._header, lineterminator="\n")
         elif self._own:  # a file of ours, UTF-8 without newline translation: the bytes as they are
             self._file.flush()  # after what pandas wrote to it
             for part in parts:

@@ -21,7 +21,7 @@ def pandas_csv(frames: list[pd.DataFrame], types: list[str]) -> str:
     """The CSV that _CsvBatches wrote before: pandas' to_csv of each batch, the header first."""
     out = io.StringIO()
     for n, df in enumerate(frames):
-        q._csv_ready(df, types).to_csv(out, index=False, header=n == 0)
+        q._csv_ready(df, types).to_csv(out, index=False, header=n == 0, lineterminator="\n")
     return out.getvalue()
 
 
@@ -171,6 +171,29 @@ def test_types_the_fast_path_does_not_know_are_left_to_pandas(tmp_path):
     with pytest.raises(UnicodeError):
         q._csv_parts(lone, True)
     assert_same_csv([lone], fast=False)
+
+
+def test_csv_lines_end_in_a_newline_where_os_linesep_is_windows(tmp_path, monkeypatch, capsys):
+    """pandas ends its lines in os.linesep: on Windows export() wrote "\r\n", export_sql "\n"
+    in the batches built here and "\r\n" in those pandas wrote (one file of both), and
+    `--format csv` "\r\r\n" (stdout as text turns each "\n" into "\r\n" there)."""
+    import os
+
+    from headdb.cli import _print_df
+
+    monkeypatch.setattr(os, "linesep", "\r\n")
+    mixed = [pd.DataFrame({"x": [1.5, None], "y": ["a", "b,"]}),
+             pd.DataFrame({"x": pd.to_timedelta([1, None], unit="s"), "y": "c"})]  # left to pandas
+    path = tmp_path / "mixed.csv"
+    writer = q._CsvBatches(path, ["VARCHAR", "VARCHAR"])
+    for df in mixed:
+        writer.write(df)
+    writer.close()
+    whole = pd.concat([mixed[0], mixed[1].astype({"x": str})], ignore_index=True)
+    headdb.export(whole, tmp_path / "whole.csv")
+    _print_df(whole, "csv")
+    for text in (path.read_bytes(), (tmp_path / "whole.csv").read_bytes(), capsys.readouterr().out.encode()):
+        assert b"\r" not in text and text.count(b"\n") == 5, text
 
 
 @pytest.fixture(scope="module")
