@@ -42,14 +42,14 @@ def _home(value):
 def _export_file(value) -> Path:
     """An ``--out`` file of rows (``Path``, ``~`` expanded as :func:`_home` does). A path that ends
     with ``/`` names a folder, and is refused as check_export refuses an existing folder: ``Path``
-    drops the slash, and `--out x.csv/` wrote the file x.csv."""
+    drops the slash, and `--out x.csv/` wrote the file x.csv. On Windows a trailing ``\\`` too."""
     if isinstance(value, Path):
         return value
     text = str(value)
-    if text.endswith("/") or (os.altsep is not None and text.endswith(os.altsep)):
+    if text.endswith(tuple({"/", os.sep, os.altsep} - {None})):
         from headdb.errors import InputError
 
-        raise InputError("ends with '/', so it names a folder; name the file to write", text)
+        raise InputError(f"ends with '{text[-1]}', so it names a folder; name the file to write", text)
     return _home(Path(text))
 
 

@@ -285,6 +285,22 @@ def test_an_out_that_is_a_folder_is_named_so_whatever_its_name(store, tmp_path, 
     assert not list((tmp_path / "results").iterdir())
 
 
+def test_an_out_ending_with_a_backslash_names_a_folder_on_windows(monkeypatch):
+    """On Windows (os.sep "\\", os.altsep "/") `--out x.csv\\` was taken for the file x.csv, as
+    `x.csv/` was before; elsewhere a backslash is a character of a file's name."""
+    import os
+
+    from headdb.cli import _export_file
+    from headdb.errors import InputError
+
+    assert _export_file("x.csv\\") == Path("x.csv\\")  # POSIX: a file named x.csv\
+    monkeypatch.setattr(os, "sep", "\\")
+    monkeypatch.setattr(os, "altsep", "/")
+    for out in ("x.csv\\", "x.csv/"):
+        with pytest.raises(InputError, match=f"ends with '{re.escape(out[-1])}', so it names a folder"):
+            _export_file(out)
+
+
 def test_an_out_ending_with_a_slash_names_a_folder_and_is_refused(store, tmp_path, capsys, monkeypatch):
     """`--out x.csv/` wrote the file x.csv (typer's Path drops the slash): a path that ends with
     `/` names a folder, and every command's --out of rows refuses it before any work."""
