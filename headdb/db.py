@@ -310,6 +310,12 @@ def _open(path: str | Path, read_only: bool, config: dict[str, Any] | None = Non
                 f"{path}: the database is locked{who}, which has it open for writing; "
                 "wait for it to finish (read-only commands work once no writer holds it)"
             ) from None
+        if "File is already open in" in text:  # Windows: a sharing violation, the holder's mode unknown
+            pid = _LOCK_PID.search(text)
+            who = f" by process {pid.group(1)}" if pid else ""
+            raise DatabaseLockedError(
+                f"{path}: the database is locked{who}, which has it open; wait for that process to close it"
+            ) from None
         raise DatabaseError(f"{path}: {text.splitlines()[0]}") from None
     except duckdb.ConnectionException as exc:
         if "different configuration" in str(exc):

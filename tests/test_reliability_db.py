@@ -224,6 +224,28 @@ def test_locked_error_type_and_nothing_changed(db):
     con.close()
 
 
+def test_a_store_another_process_holds_on_windows_is_locked(db, monkeypatch):
+    """On Windows DuckDB's refusal names no lock: `IO Error: Cannot open file "...": The process
+    cannot access the file because it is being used by another process.` (in the system's
+    language), then `File is already open in ...python.exe (PID 8252)` (duckdb/duckdb#4037,
+    suketa/ruby-duckdb#1285). It was "cannot open file" as if the store were unreadable, no
+    DatabaseLockedError, and the holder's PID (on a later line) dropped."""
+    from headdb.db import connect
+    from headdb.errors import DatabaseLockedError
+
+    def held(*args, **kwargs):
+        raise duckdb.IOException(f'IO Error: Cannot open file "{db}": The process cannot access the file because '
+                                 "it is being used by another process.\n\n\nFile is already open in \n"
+                                 "C:\\Python312\\python.exe (PID 8252)")
+
+    monkeypatch.setattr(duckdb, "connect", held)
+    for read_only in (False, True):
+        with pytest.raises(DatabaseLockedError) as caught:
+            connect(db, read_only=read_only)
+        assert str(caught.value) == (f"{db}: the database is locked by process 8252, which has it open; "
+                                     "wait for that process to close it")
+
+
 @pytest.mark.slow
 def test_second_ingest_while_another_process_writes(db, tiny_bert_dir, monkeypatch, capsys):
     h = Holder(db)
