@@ -7,6 +7,7 @@ the library are printed as one line (``--debug`` shows the traceback) with exit 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 from pathlib import Path
@@ -889,6 +890,8 @@ class _Guarded:
         except BrokenPipeError:
             raise _ReaderGone from None
         except OSError as exc:  # `> /dev/full`: "error: No space left on device" named no file
+            if os.name == "nt" and exc.errno == errno.EINVAL:  # Windows' broken pipe, often (python/cpython#79935)
+                raise _ReaderGone from None
             if exc.filename is not None or exc.errno is None:
                 raise
             raise OSError(exc.errno, exc.strerror, self._name) from None

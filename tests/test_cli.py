@@ -106,6 +106,33 @@ def test_a_reader_that_closes_the_pipe_early_ends_headdb_quietly_with_141(tmp_pa
     assert (whole.returncode, whole.stdout.strip(), whole.stderr) == (0, "200001", "")
 
 
+def test_a_closed_pipe_on_windows_ends_headdb_as_a_reader_gone(monkeypatch):
+    """On Windows a write to a pipe whose reader has gone often raises OSError EINVAL, not
+    BrokenPipeError (python/cpython#79935): `headdb sql ... | more` that stopped early said
+    "error: standard output: Invalid argument" and exited 1. It is the reader gone there (exit
+    141, quietly); elsewhere EINVAL stays an error that names the stream."""
+    import errno
+    import io
+
+    from headdb import cli
+
+    class Closed(io.StringIO):
+        def write(self, text):
+            raise OSError(errno.EINVAL, "Invalid argument")
+
+    guarded = cli._Guarded(Closed(), "standard output")
+    with pytest.raises(OSError, match="Invalid argument: 'standard output'"):
+        guarded.write("a\n")
+    raised = None
+    with monkeypatch.context() as windows:  # os.name "nt" only for the write: pathlib reads it too
+        windows.setattr(os, "name", "nt")
+        try:
+            guarded.write("a\n")
+        except Exception as exc:  # noqa: BLE001 - asserted below, with os.name restored
+            raised = exc
+    assert isinstance(raised, cli._ReaderGone), repr(raised)
+
+
 def test_a_full_device_names_standard_output(tmp_path):
     """`headdb roles > /dev/full` said "error: No space left on device", which named nothing."""
     import shlex
