@@ -766,6 +766,8 @@ def _same_owner_and_mode(store: Path, copy: Path) -> None:
 
     st = store.stat()
     os.chmod(copy, stat.S_IMODE(st.st_mode))
+    if not hasattr(os, "chown"):  # Windows: no owner to set (compact failed there on AttributeError)
+        return
     try:
         os.chown(copy, st.st_uid, st.st_gid)
     except PermissionError:  # not root: the copy is the caller's own, as the store was
