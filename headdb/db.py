@@ -155,6 +155,8 @@ def _not_writable(place: Path) -> str | None:
     mode = os.W_OK | (os.X_OK if place.is_dir() else 0)
     if os.access(place, mode, effective_ids=os.access in os.supports_effective_ids):
         return None
+    if not hasattr(os, "statvfs"):  # Windows (a read-only file there failed on AttributeError)
+        return "permission denied"
     try:
         if os.statvfs(place).f_flag & os.ST_RDONLY:
             return "a read-only file system"

@@ -258,3 +258,17 @@ def test_a_process_is_taken_as_gone_only_where_that_is_known(monkeypatch):
     monkeypatch.setattr(db.os, "name", "nt")
     monkeypatch.setattr(db.os, "kill", lambda *args: signalled.append(args))
     assert not db.process_gone(int(ended.stdout)) and signalled == []
+
+
+def test_a_read_only_store_on_windows_is_refused_naming_it(store, monkeypatch):
+    """Windows' os has no statvfs: a store os.access says cannot be written (a read-only file
+    there) failed with "module 'os' has no attribute 'statvfs'", a traceback, not headdb's line."""
+    import headdb
+    from headdb.errors import DatabaseError
+
+    monkeypatch.delattr(os, "statvfs")
+    monkeypatch.setattr(os, "access", lambda path, mode, **kwargs: Path(path) != store)
+    with pytest.raises(DatabaseError, match=r"the store file cannot be written \(permission denied\)"):
+        headdb.sql(store, "DELETE FROM runs", write=True)
+    monkeypatch.undo()
+    assert len(headdb.runs(store)) == 1
