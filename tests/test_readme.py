@@ -29,6 +29,15 @@ def make_dry_run(target: str, **variables: str) -> list[str]:
     return [line.strip() for line in out.stdout.splitlines() if line.strip() and not line.startswith("make")]
 
 
+def test_the_python_the_readme_asks_for_is_the_one_pyproject_requires():
+    """The README said Python 3.10+ after duckdb's floor (2.0.1, Requires-Python >=3.11) had
+    left 3.10 without an install: the README's version and requires-python must agree."""
+    readme = README.read_text(encoding="utf-8")
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    required = re.search(r'^requires-python = ">=(3\.\d+)"', pyproject, flags=re.M).group(1)
+    assert re.findall(r"Python (3\.\d+)\+", readme) == [required]
+
+
 def test_readme_names_the_two_commands():
     commands = fenced_commands(README.read_text(encoding="utf-8"))
     assert "make demo" in commands
