@@ -169,7 +169,7 @@ def test_every_test_the_reliability_table_names_exists():
     text = README.read_text(encoding="utf-8")
     section = text[text.index("## Reliability"):text.index("## Data and licences")]
     rows = "\n".join(line for line in section.splitlines() if line.startswith("|"))
-    named = re.findall(r"`([a-z_]+)::([a-z_*]+)`", rows)
+    named = re.findall(r"`([a-z_0-9]+)::([a-z_0-9*]+)`", rows)
     assert len(named) > 30
     for module, test in named:
         files = [ROOT / "tests" / f"test_reliability_{module}.py", ROOT / "tests" / f"test_{module}.py"]
