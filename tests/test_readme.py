@@ -38,6 +38,17 @@ def test_the_python_the_readme_asks_for_is_the_one_pyproject_requires():
     assert re.findall(r"Python (3\.\d+)\+", readme) == [required]
 
 
+def test_the_readme_names_every_function_of_the_python_api():
+    """headdb.connect, init, summary and export were in headdb.__all__ and nowhere in the README."""
+    import headdb
+
+    readme = README.read_text(encoding="utf-8")
+    analysis = re.search(r"^- Python: .*?(?=^- |^## )", readme, flags=re.M | re.S).group(0)
+    for name in headdb.__all__:
+        if name not in ("__version__", "errors"):
+            assert re.search(rf"\bheaddb\.{name}\b", readme) or f"`{name}`" in analysis, name
+
+
 def test_readme_names_the_two_commands():
     commands = fenced_commands(README.read_text(encoding="utf-8"))
     assert "make demo" in commands
