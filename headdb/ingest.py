@@ -292,8 +292,9 @@ def ingest(
     smaller file on EWT; SCORES.md's bounds stay bounds, widened by the rounding); a dense run
     keeps float32, which reproduces the attention exactly.
     ``parse_processes``: processes that parse raw text with spaCy (default: one per core, at most
-    4, for texts of at least ``PARALLEL_PARSE_MIN_SENTENCES`` sentences, else 1; see
-    :class:`headdb.parse.SpacyParser`); the words are the same with any number.
+    4, for texts of at least ``PARALLEL_PARSE_MIN_SENTENCES`` sentences, else 1; never more than
+    can each be given ``parse.MIN_SHARE`` texts of a batch; see :class:`headdb.parse.SpacyParser`);
+    the words are the same with any number.
     """
     from headdb.resources import sample_corpus
 

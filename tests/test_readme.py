@@ -29,6 +29,26 @@ def make_dry_run(target: str, **variables: str) -> list[str]:
     return [line.strip() for line in out.stdout.splitlines() if line.strip() and not line.startswith("make")]
 
 
+def test_the_python_the_readme_asks_for_is_the_one_pyproject_requires():
+    """The README said Python 3.10+ after duckdb's floor (2.0.1, Requires-Python >=3.11) had
+    left 3.10 without an install: the README's version and requires-python must agree."""
+    readme = README.read_text(encoding="utf-8")
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    required = re.search(r'^requires-python = ">=(3\.\d+)"', pyproject, flags=re.M).group(1)
+    assert re.findall(r"Python (3\.\d+)\+", readme) == [required]
+
+
+def test_the_readme_names_every_function_of_the_python_api():
+    """headdb.connect, init, summary and export were in headdb.__all__ and nowhere in the README."""
+    import headdb
+
+    readme = README.read_text(encoding="utf-8")
+    analysis = re.search(r"^- Python: .*?(?=^- |^## )", readme, flags=re.M | re.S).group(0)
+    for name in headdb.__all__:
+        if name not in ("__version__", "errors"):
+            assert re.search(rf"\bheaddb\.{name}\b", readme) or f"`{name}`" in analysis, name
+
+
 def test_readme_names_the_two_commands():
     commands = fenced_commands(README.read_text(encoding="utf-8"))
     assert "make demo" in commands
@@ -160,7 +180,7 @@ def test_every_test_the_reliability_table_names_exists():
     text = README.read_text(encoding="utf-8")
     section = text[text.index("## Reliability"):text.index("## Data and licences")]
     rows = "\n".join(line for line in section.splitlines() if line.startswith("|"))
-    named = re.findall(r"`([a-z_]+)::([a-z_*]+)`", rows)
+    named = re.findall(r"`([a-z_0-9]+)::([a-z_0-9*]+)`", rows)
     assert len(named) > 30
     for module, test in named:
         files = [ROOT / "tests" / f"test_reliability_{module}.py", ROOT / "tests" / f"test_{module}.py"]
