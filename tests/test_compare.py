@@ -23,6 +23,21 @@ def store(tmp_path_factory):
     return build_results_store(tmp_path_factory.mktemp("compare") / "r.db")
 
 
+def _edited_copy(store, db, sql: str):
+    """A copy ``db`` of ``store`` with ``sql`` run on it."""
+    import shutil
+
+    import duckdb
+
+    shutil.copy(store, db)
+    con = duckdb.connect(str(db))
+    try:
+        con.execute(sql)
+    finally:
+        con.close()
+    return db
+
+
 def _row(df, role, layer, head):
     r = df[(df["role"] == role) & (df["layer"] == layer) & (df["head"] == head)]
     assert len(r) == 1
@@ -467,15 +482,7 @@ def test_gained_and_lost_only_between_tests_decided_alike(store, tmp_path, chang
     """A head with the same scores in both runs was "gained" when run A's role was classified
     alone (a family of 72 tests) and run B's with every role (648): the correction's family, alpha,
     correction and tau must match, else role_change is unknown, and the note says why."""
-    import shutil
-
-    import duckdb
-
-    db = tmp_path / "c.db"
-    shutil.copy(store, db)
-    con = duckdb.connect(str(db))
-    con.execute(change)
-    con.close()
+    db = _edited_copy(store, tmp_path / "c.db", change)
     df = headdb.compare(db, "base", "tuned")
     assert set(df.attrs["unlike_decisions"]) == unknown
     assert set(df.loc[df["role_change"] == "unknown", "role"]) == unknown
@@ -492,18 +499,10 @@ def test_a_head_untested_in_one_run_has_no_role_change(store, tmp_path):
     """An untested head (p NULL: fewer than two scores, or every score equal to tau) is stored as
     not significant: one significant in run A and untested in run B read "lost" (and the other
     way "gained"), a finding from a test that was never made. Its role_change is unknown."""
-    import shutil
-
-    import duckdb
-
-    db = tmp_path / "c.db"
-    shutil.copy(store, db)
-    before = headdb.compare(db, "base", "tuned")
+    before = headdb.compare(store, "base", "tuned")
     assert _row(before, "local", 0, 1).role_change == "kept"
-    con = duckdb.connect(str(db))
-    con.execute("UPDATE head_tests SET p = NULL, p_adj = NULL, t = NULL, significant = false "
-                "WHERE run_id = 2 AND role = 'local' AND layer = 0 AND head = 1")
-    con.close()
+    db = _edited_copy(store, tmp_path / "c.db", "UPDATE head_tests SET p = NULL, p_adj = NULL, t = NULL, "
+                      "significant = false WHERE run_id = 2 AND role = 'local' AND layer = 0 AND head = 1")
     df = headdb.compare(db, "base", "tuned")
     r = _row(df, "local", 0, 1)
     assert r.role_change == "unknown" and bool(r.significant_a) and pd.isna(r.significant_b)
@@ -748,15 +747,10 @@ def test_colocation_change_leaves_gained_and_lost_unknown_where_compare_does(sto
     """Gained and lost pairs follow compare's role_change: tests decided differently (local's tau)
     leave every pair with local unknown, not 0 heads; runs over other sentences leave all unknown.
     The counts of each run stand, and the note says why."""
-    import shutil
 
     import duckdb
 
-    db = tmp_path / "c.db"
-    shutil.copy(store, db)
-    con = duckdb.connect(str(db))
-    con.execute("UPDATE head_tests SET tau = 2 WHERE run_id = 2 AND role = 'local'")
-    con.close()
+    db = _edited_copy(store, tmp_path / "c.db", "UPDATE head_tests SET tau = 2 WHERE run_id = 2 AND role = 'local'")
     df = headdb.colocation_change(db, "base", "tuned")
     assert _pairs(df) == {
         ("local", "local"): (3, 3, 0, None, None), ("local", "delimiter"): (2, 3, 1, None, None),
@@ -804,15 +798,8 @@ def test_cli_compare_colocation_in_every_format(store, tmp_path):
 def test_roles_gained_and_lost_unknown_for_untested_heads_says_why(store, tmp_path):
     """Every head untested in one run (p NULL: runs over one sentence): the note said "roles
     gained and lost unknown (below)", and no line below said why. It names the missing tests."""
-    import shutil
-
-    import duckdb
-
-    db = tmp_path / "u.db"
-    shutil.copy(store, db)
-    con = duckdb.connect(str(db))
-    con.execute("UPDATE head_tests SET p = NULL, p_adj = NULL, t = NULL, significant = false WHERE run_id = 2")
-    con.close()
+    db = _edited_copy(store, tmp_path / "u.db",
+                      "UPDATE head_tests SET p = NULL, p_adj = NULL, t = NULL, significant = false WHERE run_id = 2")
     df = headdb.compare(db, "base", "tuned")
     assert (df["role_change"] == "unknown").all()
     assert "(below)" not in df.attrs["note"], df.attrs["note"]
