@@ -13,8 +13,10 @@ setup: $(STAMP)
 
 # torch is installed first and exactly: torch==2.13.0 is the CPU build on this machine's
 # disk; a bare `torch` requirement would pull a CUDA build and ~3 GB of nvidia wheels.
+# A .venv of a Python older than pyproject's requires-python (a first `make demo` where python3
+# is 3.10) is made anew, so that `make demo PYTHON=python3.11` then takes, not the same failure.
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || $(PYTHON) -m venv $(VENV) --clear
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

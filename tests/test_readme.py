@@ -79,6 +79,58 @@ def test_make_recipes_are_what_the_readme_says():
     assert fast[-1] == '.venv/bin/python -m pytest -m "not slow"'
 
 
+
+_FAKE_PYTHON = """#!{executable}
+# a Python {version}: logs its arguments as NAME, runs -c code, and `-m venv DIR` makes DIR/bin/python
+import pathlib, sys
+NAME = {name!r}
+with open({log!r}, "a") as f:
+    f.write(NAME + " " + " ".join(sys.argv[1:]) + "\\n")
+if sys.argv[1] == "-c":
+    sys.version_info = {version!r}
+    exec(sys.argv[2])
+elif sys.argv[1:3] == ["-m", "venv"]:
+    made = pathlib.Path(sys.argv[3], "bin", "python")
+    made.parent.mkdir(parents=True, exist_ok=True)
+    made.write_text(pathlib.Path(__file__).read_text().replace("NAME = " + repr(NAME), "NAME = " + repr("venv-" + NAME)))
+    made.chmod(0o755)
+"""
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+@pytest.mark.parametrize("old_version", [(3, 10, 13), (3, 11, 0)])
+def test_make_setup_makes_anew_a_venv_of_a_python_older_than_required(tmp_path, old_version):
+    """A first `make demo` where python3 was 3.10 left a .venv of 3.10 (pip then refused headdb),
+    and `make demo PYTHON=python3.11`, as the README says, kept that .venv (`test -x`) and failed
+    the same way: a .venv older than requires-python is made anew with PYTHON; one as new is kept."""
+    import sys
+
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    required = re.search(r'^requires-python = ">=(3\.\d+)"', pyproject, flags=re.M).group(1)
+    required = tuple(int(n) for n in required.split("."))
+    shutil.copy(MAKEFILE, tmp_path / "Makefile")
+    (tmp_path / "pyproject.toml").write_text("", encoding="utf-8")
+    log = tmp_path / "calls.log"
+    for path, name, version in ((tmp_path / ".venv" / "bin" / "python", "old", old_version),
+                                (tmp_path / "py" / "python", "new", (*required, 0))):
+        path.parent.mkdir(parents=True)
+        path.write_text(_FAKE_PYTHON.format(executable=sys.executable, log=str(log), name=name, version=version),
+                        encoding="utf-8")
+        path.chmod(0o755)
+    out = subprocess.run(["make", "-C", str(tmp_path), "setup", f"PYTHON={tmp_path / 'py' / 'python'}"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    calls = log.read_text(encoding="utf-8").splitlines()
+    pip = [c for c in calls if " -m pip install" in c]
+    assert len(pip) == 3, calls
+    if old_version < required:
+        assert [c for c in calls if "-m venv" in c] == ["new -m venv .venv --clear"], calls
+        assert all(c.startswith("venv-new ") for c in pip), calls
+    else:
+        assert not any("-m venv" in c for c in calls), calls
+        assert all(c.startswith("old ") for c in pip), calls
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_main_job_runs_as_make_demo_runs_it(tmp_path):
