@@ -359,6 +359,10 @@ def check_export(out: str | Path, db: str | Path | None = None) -> str:
     in place of the store)."""
     import os
 
+    text = str(out)
+    if isinstance(out, str) and text.endswith(tuple({"/", os.sep, os.altsep} - {None})):
+        # Path drops the separator: export(df, "x.csv/") wrote the file x.csv (as --out did, cli._export_file)
+        raise InputError(f"ends with '{text[-1]}', so it names a folder; name the file to write", text)
     out = Path(out)
     if out.is_dir():  # before the extension: a folder `results` was "cannot export to 'no extension'"
         raise InputError("is a folder; name the file to write", out)
@@ -543,8 +547,8 @@ def export(df: pd.DataFrame, out: str | Path) -> Path:
     if not isinstance(df, pd.DataFrame):  # "'str' object has no attribute 'columns'", after the file was begun
         raise InputError(f"export writes a pandas DataFrame (what sql(), classify() and the analysis functions "
                          f"return), not {type(df).__name__}; for a query's rows use export_sql(db, query, out)")
-    out = Path(out)
     fmt = check_export(out)
+    out = Path(out)
     with _whole_file(out) as tmp:
         if fmt == "csv":
             # lines end in "\n" everywhere (pandas ends them in os.linesep: "\r\n" on Windows, where
@@ -602,9 +606,9 @@ def export_sql(db: str | Path, query: str, out: str | Path, params: list | dict 
     number of fraction digits), which could change from batch to batch. Parquet: the same column
     types and values, in row groups of the batches (of pyarrow's own size, so that the edges of
     an EWT run came out byte for byte the same)."""
-    out = Path(out)
     _check_batch_rows(batch_rows)
     fmt = check_export(out, db)
+    out = Path(out)
     rows = batch_rows or _BATCH_ROWS[fmt]
     _one_statement(query)
     write = yes_no("write", write)

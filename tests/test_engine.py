@@ -1034,3 +1034,20 @@ def test_a_query_that_is_not_text_is_named(store, tmp_path):
                      lambda: headdb.write_sql(store, query, io.StringIO())):
             with pytest.raises(InputError, match=f"^query must be one SQL statement as text, not {query!r}$"):
                 call()
+
+
+def test_the_python_api_refuses_an_out_ending_with_a_slash(store, tmp_path):
+    """headdb.export(df, "x.csv/"), export_sql and classify(out=) wrote the file x.csv (Path drops
+    the slash), where `--out x.csv/` was refused: the API refuses it as the command line does."""
+    import pandas as pd
+
+    import headdb
+    from headdb.errors import InputError
+
+    out = f"{tmp_path / 'x.csv'}/"
+    for call in (lambda: headdb.export(pd.DataFrame({"a": [1]}), out),
+                 lambda: headdb.export_sql(store, "SELECT 1 AS a", out),
+                 lambda: headdb.classify(store, out=out)):
+        with pytest.raises(InputError, match="ends with '/', so it names a folder"):
+            call()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store.db"]
