@@ -25,6 +25,22 @@ def store(tmp_path_factory):
     return build_accuracy_store(tmp_path_factory.mktemp("acc") / "a.db")
 
 
+def _classified_copy(store, db):
+    """A copy ``db`` of ``store`` with a classification of its run (the report reads one)."""
+    import shutil
+
+    from handmade_store import add_classification
+    from headdb.db import connect
+
+    shutil.copy(store, db)
+    con = connect(db)
+    try:
+        add_classification(con, 1, ["local"], {}, 1, 2)
+    finally:
+        con.close()
+    return db
+
+
 def test_word_attention_sums_to_and_averages_from(store):
     # s0 head 0 ("to-head"): dog -> barks puts 0.3 on each of bar, ##ks and 0.4 on The
     df = headdb.sql(store, "SELECT key_word_pos, weight FROM word_attention WHERE run_id = 1 AND sentence_id = 0 "
@@ -239,17 +255,10 @@ def test_a_run_that_stored_no_sentence_with_syntax_says_so_and_its_report_leaves
     the maximum, as long documents are without --truncate) is no "corpus without syntax": accuracy
     says what the run skipped, and a report leaves the accuracy out, as for a corpus without
     syntax (it failed with `no dependency edges to score (a corpus without syntax?)`)."""
-    import shutil
 
-    from handmade_store import add_classification
-    from headdb.db import connect
     from headdb.errors import InputError
 
-    db = tmp_path / "a.db"
-    shutil.copy(store, db)
-    con = connect(db)
-    add_classification(con, 1, ["local"], {}, 1, 2)
-    con.close()
+    db = _classified_copy(store, tmp_path / "a.db")
     for sql in ("DELETE FROM edge_store WHERE run_id = 1", "DELETE FROM tokens WHERE run_id = 1",
                 "UPDATE run_sentences SET status = 'skipped' WHERE run_id = 1", "UPDATE runs SET max_length = 8"):
         headdb.sql(db, sql, write=True)
@@ -393,10 +402,6 @@ def test_every_dependency_edge_counts_once_whatever_the_ranges(random_store, mon
 def test_accuracy_and_report_show_progress_over_ranges(store, tmp_path, monkeypatch, capsys):
     """`headdb accuracy` and `headdb report` hand the CLI's progress bar to accuracy's ranges of
     sentences (a bar on a terminal only; --quiet none)."""
-    import shutil
-
-    from handmade_store import add_classification
-    from headdb.db import connect
 
     cli = importlib.import_module("headdb.cli")
     monkeypatch.setattr(accuracy_mod, "CHUNK_EDGES", 1)  # a range per sentence: 4 ranges
@@ -412,11 +417,7 @@ def test_accuracy_and_report_show_progress_over_ranges(store, tmp_path, monkeypa
     assert code == 0, err
     assert seen == [("accuracy", False), (0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
     assert "dep->head" in out
-    db = tmp_path / "a.db"
-    shutil.copy(store, db)
-    con = connect(db)
-    add_classification(con, 1, ["local"], {}, 1, 2)  # the report reads a classification
-    con.close()
+    db = _classified_copy(store, tmp_path / "a.db")  # the report reads a classification
     seen.clear()
     code, _, err = run_main(capsys, monkeypatch, "report", db, "--out", tmp_path / "rep")
     assert code == 0, err
@@ -431,9 +432,7 @@ def test_accuracy_caps_duckdbs_memory_on_a_connection_of_its_own(random_store, s
     accuracy's own connection, and the report's, have classify's limit. Beside a connection the
     user holds to the store (DuckDB then shares one instance, and its settings, between the two)
     accuracy leaves that connection's limit as it was."""
-    import shutil
 
-    from handmade_store import add_classification
     from headdb.db import connect, memory_limit_mb
 
     db, _ = random_store
@@ -459,11 +458,7 @@ def test_accuracy_caps_duckdbs_memory_on_a_connection_of_its_own(random_store, s
         assert mine.execute("SELECT current_setting('memory_limit')").fetchone()[0] == before
     finally:
         mine.close()
-    report_db = tmp_path / "a.db"
-    shutil.copy(store, report_db)
-    con = connect(report_db)
-    add_classification(con, 1, ["local"], {}, 1, 2)
-    con.close()
+    report_db = _classified_copy(store, tmp_path / "a.db")
     headdb.report(report_db, out=tmp_path / "rep")
     assert seen[-1] == capped
 
@@ -481,16 +476,9 @@ def test_a_report_of_a_run_with_dependency_edges_in_one_split_says_so(store, tmp
     has no relation to select on one split and report on the other: its report showed a table of
     headers alone under "All -1 relations: report.html, ...", and a header of "1 sentences"."""
     import html
-    import shutil
 
-    from handmade_store import add_classification
-    from headdb.db import connect
 
-    db = tmp_path / "a.db"
-    shutil.copy(store, db)
-    con = connect(db)
-    add_classification(con, 1, ["local"], {}, 1, 2)
-    con.close()
+    db = _classified_copy(store, tmp_path / "a.db")
     headdb.sql(db, "UPDATE words SET head_word_pos = NULL WHERE sentence_id % 2 = 1", write=True)
     assert headdb.accuracy(db).empty
     r = headdb.report(db, out=tmp_path / "rep")
@@ -515,10 +503,6 @@ def test_a_sparse_or_truncated_run_says_what_its_accuracy_rests_on(store, tmp_pa
     bundled sample, top-8 against --dense changed 4 of 62 best heads) and left out the dependency
     edges whose words a truncation cut off (2,772 of 5,408 at --max-length 16), without a word of
     either: the command, its attrs and the report's section now say both."""
-    import shutil
-
-    from handmade_store import add_classification
-    from headdb.db import connect
 
     code, out, err = run_main(capsys, monkeypatch, "accuracy", store, "--min-count", "1")
     assert code == 0 and "stored edges" not in err and "left out" not in err, err
@@ -526,11 +510,7 @@ def test_a_sparse_or_truncated_run_says_what_its_accuracy_rests_on(store, tmp_pa
     assert full.attrs["storage"] == "dense" and full.attrs["left_out"] == 0
     n_all = int(full.loc[0, "n_select"] + full.loc[0, "n_report"])
 
-    db = tmp_path / "a.db"
-    shutil.copy(store, db)
-    con = connect(db)
-    add_classification(con, 1, ["local"], {}, 1, 2)
-    con.close()
+    db = _classified_copy(store, tmp_path / "a.db")
     headdb.sql(db, "UPDATE runs SET dense = false, top_k = 8 WHERE run_id = 1", write=True)
     # sentence 1 cut after "dog": "barks" (the head of "dog") has no stored piece
     headdb.sql(db, "DELETE FROM tokens WHERE run_id = 1 AND sentence_id = 1 AND word_pos = 2", write=True)
