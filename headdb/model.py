@@ -117,11 +117,11 @@ def _loaded_weight_files(folder: Path) -> list[Path]:
     return shards
 
 
-#: :func:`_hash_files`' recent results, by the files' paths and what ``stat`` says of them
+#: :func:`hash_files`' recent results, by the files' paths and what ``stat`` says of them
 _HASHED: dict[tuple, str] = {}
 
 
-def _hash_files(folder: Path, files: list[Path]) -> str:
+def hash_files(folder: Path, files: list[Path]) -> str:
     """sha256 over each file's path within ``folder`` and its bytes, in path order.
 
     A result is kept for the process while every file keeps its size, modification time (in
@@ -151,7 +151,7 @@ def _hash_files(folder: Path, files: list[Path]) -> str:
 
 def _weights_hash(folder: Path) -> str:
     """runs.model_hash: the hash of the weight files the model loads (:func:`_loaded_weight_files`)."""
-    return _hash_files(folder, _loaded_weight_files(folder))
+    return hash_files(folder, _loaded_weight_files(folder))
 
 
 def legacy_weights_hash(name_or_path: str | Path) -> str | None:
@@ -172,7 +172,7 @@ def legacy_weights_hash(name_or_path: str | Path) -> str | None:
         loaded = []
     if not files or loaded == files:
         return None
-    return _hash_files(folder, files)
+    return hash_files(folder, files)
 
 
 #: The files a tokenizer is read from (transformers' tokenizer classes' vocab_files_names and
@@ -194,7 +194,7 @@ def _tokenizer_hash(folder: Path) -> str:
     """A run's tokenizer: the hash of the tokenizer files of the model folder (its vocabulary,
     merges, SentencePiece model, tokenizer.json and configuration), which the tokenizer is
     loaded from. Other files (README.md, a Trainer's checkpoint-*/) are not read."""
-    return _hash_files(folder, _tokenizer_files(folder))
+    return hash_files(folder, _tokenizer_files(folder))
 
 
 #: config.json keys that change nothing the model computes: the transformers version that saved it

@@ -143,24 +143,17 @@ def _describe(spacy_version: str, meta: dict, name: str, content: bool = True) -
     ``content``, as headdb's earlier versions described a folder."""
     described = f"spacy {spacy_version} {meta.get('lang', '')}_{meta.get('name', name)} {meta.get('version', '')}"
     if content and Path(name).is_dir():
-        described += f" folder sha256:{folder_hash(Path(name))}"
+        described += f" folder {folder_hash(Path(name))}"
     return described
 
 
 def folder_hash(folder: Path) -> str:
-    """sha256 of a pipeline folder's files: each one's path under it and its content."""
-    import hashlib
+    """``sha256:`` of a pipeline folder's files, each one's path under it and its content, as the
+    model's files are hashed (``model.hash_files``: kept for the process while the files stay,
+    so the ingest's "already complete" check and the pipeline's load hash the folder once)."""
+    from headdb.model import hash_files
 
-    digest = hashlib.sha256()
-    files = sorted((path for path in folder.rglob("*") if path.is_file()),
-                   key=lambda path: path.relative_to(folder).as_posix())
-    for path in files:
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        digest.update(b"\0")
-    return digest.hexdigest()
+    return hash_files(folder, [path for path in folder.rglob("*") if path.is_file()])
 
 
 def legacy_description(name: str, description: str | None) -> str | None:
