@@ -121,7 +121,8 @@ def render(r: dict) -> str:
                     add(f"ingestion {name}: each ingest / the forward-only pass before it (median; all)",
                         f"{x['ratio_median_of_pairs']:.2f} ({', '.join(f'{v:.2f}' for v in x['ratio_of_pairs'])})")
                 if x.get("forward_to_last_map_sps"):
-                    add(f"ingestion {name}: end-to-end / the forward stopped at the last attention map",
+                    packed = " (real tokens only)" if x.get("forward_packed") else ""
+                    add(f"ingestion {name}: end-to-end / the forward stopped at the last attention map{packed}",
                         f"{x['end_to_end_sps']:.1f} / {x['forward_to_last_map_sps']:.1f} = {x['ratio_to_last_map']:.2f}")
     st = r.get("storage")
     if st:

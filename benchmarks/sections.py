@@ -52,7 +52,9 @@ def forward_only(am, batches: list[list]) -> tuple[int, float]:
 
 def forward_to_last_map(am, batches: list[list]) -> tuple[int, float] | None:
     """Seconds for the forward as ingest() runs it: stopped at the last layer's attention map
-    (``AttentionModel._attention_maps``), nothing else. None where the model runs whole."""
+    (``AttentionModel._attention_maps``), on a CPU with BERT-shaped layers run on the real tokens
+    only (checked on the first batch with padding of the first call), nothing else. None where the
+    model runs whole."""
     with am.torch.inference_mode():
         am._attention_maps(am._inputs(batches[0]))  # the first batch checks the taps
     if not am.stops_early:
@@ -115,6 +117,8 @@ def ingestion(workdir: Path, corpus: Path, n: int, reps: int, batch_size: int, m
                      # the forward as ingest() runs it (stopped at the last attention map)
                      "forward_to_last_map_sps": max(to_map) if to_map else None,
                      "ratio_to_last_map": max(e2e) / max(to_map) if to_map else None, "forward_to_last_map_all": to_map,
+                     # whether that forward ran BERT-shaped layers on the real tokens only (AttentionModel._packed_maps)
+                     "forward_packed": am.packs_tokens,
                      "stages_s": stages[int(np.argmax(e2e))], "db": str(workdir / f"ingest-{name}-{int(np.argmax(e2e))}.db")}
     return out
 

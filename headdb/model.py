@@ -38,6 +38,26 @@ class _LastMap(Exception):
     value mixing, its feed-forward block, a pooler) can change an attention map."""
 
 
+#: On a CPU in float32, run the token-wise parts of BERT-shaped layers (the projections, the
+#: feed-forward block, the layer norms) on the batch's real tokens only, not on its padding
+#: (``AttentionModel._packed_maps``); checked bit for bit against the model's own forward on
+#: the first batch with padding. False runs the model's own padded forward (for comparisons).
+PACK_TOKENS = True
+#: A batch is packed only where its real tokens number at least this many: with few rows a BLAS
+#: may take another path (here 1 and 7 rows gave other last bits than the same rows among 1,280;
+#: 31 rows and more gave the same), and such batches have little padding to save.
+PACK_MIN_TOKENS = 64
+
+
+class _FirstLayer(Exception):
+    """Raised by the pre-hook on the first layer in a packed forward: the model's own embeddings
+    and attention mask, as its first layer receives them."""
+
+    def __init__(self, hidden, mask):
+        super().__init__()
+        self.hidden, self.mask = hidden, mask
+
+
 def _attention_specs(model) -> list[tuple[type | None, str | None, str | None, int]]:
     """(module class, class-name suffix, layer name, output index) of the modules whose output
     transformers records as ``attentions`` (its ``_can_record_outputs``), resolved as
@@ -697,7 +717,13 @@ class AttentionModel:
         # "unchecked" until the first batch has shown that the taps see exactly the maps that
         # output_attentions returns; False (the model's own full forward) where they do not.
         self._tapped = threading.local()  # .maps: the maps of the forward running on this thread
+        self._tapped_modules: list[tuple[str, object, int]] = []  # (name, module, output index)
         self._taps: bool | str = self._install_taps() if STOP_AT_LAST_MAP else False
+        # BERT-shaped layers run on the real tokens only (_packed_maps): "unchecked" until the first
+        # batch with padding has matched the model's own forward bit for bit; False where it did not,
+        # or where the model is not BERT-shaped, or not in float32 on a CPU
+        self._packing = self._packed_layers()
+        self._packed: bool | str = "unchecked" if self._packing is not None else False
         #: (pieces, kinds): the special tokens of an input stored as 'other', and the delimiter kinds
         #: (cls, sep) that none of its special tokens is taken for; None where every kind is found
         self.unnamed_specials: tuple[tuple[str, ...], tuple[str, ...]] | None = None
@@ -809,9 +835,100 @@ class AttentionModel:
                 if layer_name is not None and f".{layer_name.strip('.')}." not in f".{name}.":
                     continue
                 module.register_forward_hook(partial(self._tap, index=index))
+                self._tapped_modules.append((name, module, index))
                 found += 1
                 break
         return "unchecked" if found else False
+
+    def _packed_layers(self) -> tuple | None:
+        """(layers, their self-attentions and the tap's output index, the attention function)
+        where every layer has BERT's shape (``attention.self`` with ``query``/``key``/``value``,
+        ``attention.output``, ``intermediate``, ``output``; one tapped self-attention each, in
+        order) and the model runs on a CPU in float32; else None (the model's own forward)."""
+        import sys
+
+        torch = self.torch
+        if not (PACK_TOKENS and self._taps == "unchecked" and self.device == "cpu" and self.dtype == "float32"
+                and len(self._tapped_modules) == self.n_layers):
+            return None
+        modules = dict(self.model.named_modules())
+        layers, attns = [], []
+        for name, sa, index in self._tapped_modules:
+            parent = modules.get(name.rsplit(".", 2)[0]) if name.count(".") >= 2 else None
+            if parent is None or getattr(getattr(parent, "attention", None), "self", None) is not sa:
+                return None
+            parts = [getattr(parent.attention, "output", None), getattr(parent, "intermediate", None),
+                     getattr(parent, "output", None)]
+            linears = [getattr(sa, n, None) for n in ("query", "key", "value")]
+            if not all(isinstance(m, torch.nn.Module) for m in parts) \
+                    or not all(isinstance(m, torch.nn.Linear) for m in linears) \
+                    or getattr(parent, "chunk_size_feed_forward", 0) or getattr(parent, "is_decoder", False) \
+                    or getattr(parent, "add_cross_attention", False) or sa.training \
+                    or not isinstance(getattr(sa, "attention_head_size", None), int) \
+                    or getattr(sa, "position_embedding_type", "absolute") not in (None, "absolute"):
+                return None
+            layers.append(parent)
+            attns.append((sa, index))
+        if len({id(layer) for layer in layers}) != len(layers):  # one layer module run again (ALBERT)
+            return None
+        attention = getattr(sys.modules.get(type(attns[0][0]).__module__), "eager_attention_forward", None)
+        if self.attn_implementation != "eager" or not callable(attention):
+            return None
+        layers[0].register_forward_pre_hook(self._enter_first_layer, with_kwargs=True)
+        return layers, attns, attention
+
+    def _enter_first_layer(self, module, args, kwargs) -> None:
+        if getattr(self._tapped, "entering", False):
+            hidden = args[0] if args else kwargs.get("hidden_states")
+            mask = args[1] if len(args) > 1 else kwargs.get("attention_mask")
+            raise _FirstLayer(hidden, mask)
+
+    def _packed_maps(self, inputs: dict, rank: int | None) -> list:
+        """What the stopped forward's taps collect (``_attention_maps``), with the projections and the
+        feed-forward blocks run on the batch's real tokens only: the model's own embeddings and mask
+        (its forward up to its first layer), then, per layer, as BERT's layer runs: query, key and
+        value of the real tokens, placed in the padded batch for the attention function (the
+        model's own, ``eager_attention_forward``), the attention's output of the real rows, its
+        output block and the feed-forward block on them. Every real row is computed from the same
+        numbers as in the padded forward; the padding's rows are zeros, which the mask gives
+        weight 0 as keys, and whose own rows as queries are never stored. The last layer needs no
+        value: its map is the end."""
+        layers, attns, attention = self._packing
+        self._tapped.entering = True
+        try:
+            self.model(**inputs, return_dict=True)
+            raise ModelError(f"{self.name}: the forward did not reach its first layer")  # pragma: no cover
+        except _FirstLayer as first:
+            hidden, mask = first.hidden, first.mask
+        finally:
+            self._tapped.entering = False
+        real = inputs["attention_mask"].bool()
+        b, width, _ = hidden.shape
+        h = hidden[real]
+
+        def padded(x, heads: int):
+            full = x.new_zeros(b, width, x.shape[-1])
+            full[real] = x
+            return full.view(b, width, heads, -1).transpose(1, 2)
+
+        self._tapped.maps = maps = []
+        self._tapped.rank, self._tapped.ranking = rank, 0.0
+        try:
+            for i, (layer, (sa, index)) in enumerate(zip(layers, attns)):
+                heads = sa.query.out_features // sa.attention_head_size
+                q, k = padded(sa.query(h), heads), padded(sa.key(h), heads)
+                last = i == len(layers) - 1
+                v = q.new_zeros(b, heads, width, 0) if last else padded(sa.value(h), heads)
+                context, weights = attention(sa, q, k, v, mask, dropout=0.0, scaling=sa.scaling)
+                self._tap(sa, (), (context, weights), index)  # raises _LastMap after the last layer's map
+                context = context.reshape(b, width, -1)[real]
+                a = layer.attention.output(context, h)
+                h = layer.output(layer.intermediate(a), a)
+        except _LastMap:
+            return maps
+        finally:
+            self._tapped.maps = self._tapped.rank = None
+        raise ModelError(f"{self.name}: the packed forward passed its last layer without its map")  # pragma: no cover
 
     def _tap(self, module, args, output, index: int) -> None:
         maps = getattr(self._tapped, "maps", None)
@@ -839,11 +956,16 @@ class AttentionModel:
         input of 512 tokens on the bundled model), and ranks a map while it is still in the CPU's
         cache. The seconds spent ranking go to ``self._tapped.ranking``."""
         if self._taps is True:
+            packs = self._packed is not False and self._packs(inputs)
+            if packs and self._packed is True:
+                return self._packed_maps(inputs, rank), rank is not None
             self._tapped.maps = maps = []
             self._tapped.rank, self._tapped.ranking = rank, 0.0
             try:
                 self.model(**inputs, return_dict=True)
             except _LastMap:
+                if packs:  # the first batch with padding: the packed forward must give the same
+                    self._check_packed(inputs, rank, maps)
                 return maps, rank is not None
             finally:
                 self._tapped.maps = self._tapped.rank = None
@@ -861,6 +983,41 @@ class AttentionModel:
             self._taps = bool(same)
             return self._checked(got), False
         return self._checked(self.model(**inputs, output_attentions=True, return_dict=True).attentions), False
+
+    def _packs(self, inputs: dict) -> bool:
+        """Whether a batch is run packed: it has padding and at least ``PACK_MIN_TOKENS`` real tokens."""
+        mask = inputs["attention_mask"]
+        real = int(mask.sum())
+        return PACK_MIN_TOKENS <= real < mask.numel()
+
+    def _check_packed(self, inputs: dict, rank: int | None, own: list) -> None:
+        """Run a batch packed and keep packing only where every real query's row (its ranked keys
+        and weights, or its whole map) equals the model's own ``own``, bit for bit. The ranking
+        time of the check is not counted."""
+        ranking = self._tapped.ranking
+        try:
+            packed = self._packed_maps(inputs, rank)
+        except Exception:  # noqa: BLE001 - a layer that does not run as BERT's: the model's own forward
+            self._packed = False
+            return
+        finally:
+            self._tapped.ranking = ranking
+        real = inputs["attention_mask"].bool()[:, None, :]  # [batch, 1, query]: broadcast over heads
+        torch = self.torch
+
+        def same(a, b) -> bool:
+            return a.shape == b.shape and bool(torch.equal(a[real.expand(a.shape[:3])], b[real.expand(b.shape[:3])]))
+
+        if rank is None:
+            ok = len(packed) == len(own) and all(same(a, b) for a, b in zip(own, packed))
+        else:
+            ok = len(packed) == len(own) and all(same(a[0], b[0]) and same(a[1], b[1]) for a, b in zip(own, packed))
+        self._packed = ok
+
+    @property
+    def packs_tokens(self) -> bool:
+        """Whether batches with padding run packed (``_packed_maps``; known after the first such batch)."""
+        return self._packed is True
 
     def _checked(self, attentions) -> tuple:
         if not attentions or attentions[0] is None:
@@ -971,7 +1128,8 @@ class AttentionModel:
         Returns (weights descending, key positions) as float32 / int16 numpy arrays; with
         ``k=None`` every key in position order (dense). The top-k runs on the model's device,
         so only the kept entries travel to the host. ``timings`` (seconds) gains ``forward``
-        and ``topk`` (top-k plus the transfer).
+        and ``topk`` (top-k plus the transfer). The rows of padding queries (past an input's
+        length) are no input's attention (a packed forward leaves them other than the padded one).
         """
         with self.torch.inference_mode():
             values, indices = self._ranked(batch, k, timings)

@@ -1,0 +1,209 @@
+"""On a CPU in float32, BERT-shaped layers run their projections and feed-forward blocks on a
+batch's real tokens only (``AttentionModel._packed_maps``): what comes out is the model's own
+padded forward's, bit for bit, checked on the first batch with padding; where the check fails, or
+the model is not BERT-shaped, the model's own forward runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from headdb.corpus import Segment, Sentence, Word
+
+pytestmark = pytest.mark.slow
+
+WORDS = ("the cat sat on the mat while several unbelievably loud dogs barked at the moon all night long "
+         "and nobody in the quiet village could sleep").split()
+
+
+def _sentences(n: int = 16) -> list[Sentence]:
+    """Inputs of many lengths (2 to 22 words): a batch of them has padding."""
+    out = []
+    for i in range(n):
+        forms = WORDS[i % 5: i % 5 + 2 + (i * 5) % 19] + ["."]
+        out.append(Sentence(i, (Segment(tuple(Word(f) for f in forms), " ".join(forms), i + 1),)))
+    return out
+
+
+def _real_rows(batch, shape) -> np.ndarray:
+    """[input, layer, head, query] of ``forward``'s arrays: True on every input's own queries."""
+    real = np.arange(shape[3])[None, :] < np.array([e.length for e in batch])[:, None]
+    return np.broadcast_to(real[:, None, None, :], shape[:4])
+
+
+def _own(am, batch, k):
+    """The model's own forward (stopped at the last map, padded)."""
+    packed, am._packed = am._packed, False
+    try:
+        return am.forward(batch, k)
+    finally:
+        am._packed = packed
+
+
+@pytest.fixture(scope="module")
+def electra_dir(tmp_path_factory, default_model_dir):
+    """A random-init ELECTRA whose embeddings (16 wide) are projected to its layers' width (32)."""
+    import shutil
+
+    import torch
+    from transformers import ElectraConfig, ElectraModel
+
+    folder = tmp_path_factory.mktemp("tiny-electra")
+    torch.manual_seed(0)
+    ElectraModel(ElectraConfig(vocab_size=30522, embedding_size=16, hidden_size=32, num_hidden_layers=3,
+                               num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
+                 ).eval().save_pretrained(folder)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(default_model_dir / name, folder / name)
+    return folder
+
+
+@pytest.mark.parametrize("arch", ["default", "bert", "roberta", "electra"])
+def test_a_packed_forward_returns_the_models_own_maps(arch, default_model_dir, tiny_bert_dir, tiny_roberta_dir,
+                                                      electra_dir):
+    from headdb.model import AttentionModel
+
+    folder = {"default": default_model_dir, "bert": tiny_bert_dir, "roberta": tiny_roberta_dir,
+              "electra": electra_dir}[arch]
+    am = AttentionModel(str(folder))
+    batch = am.encode(_sentences(), truncate=False)
+    assert len({e.length for e in batch}) > 1 and sum(e.length for e in batch) >= 64  # padding; enough to pack
+    assert am._packed == "unchecked"
+    am.forward(batch, 4)  # the taps' check (the model run whole)
+    first = am.forward(batch, 4)  # the first batch with padding: the packed forward's check
+    assert am.packs_tokens, arch
+    rows = _real_rows(batch, first[0].shape)  # the padding's query rows are no input's: never stored
+    for k in (4, None):
+        got, want = am.forward(batch, k), _own(am, batch, k)
+        np.testing.assert_array_equal(got[0][rows], want[0][rows])
+        np.testing.assert_array_equal(got[1][rows], want[1][rows])
+    np.testing.assert_array_equal(first[0][rows], am.forward(batch, 4)[0][rows])
+    edges, own_edges = am.forward_edges(batch, 4, None), None
+    packed, am._packed = am._packed, False
+    own_edges = am.forward_edges(batch, 4, None)
+    am._packed = packed
+    for name in ("sentence", "layer", "head", "query_pos", "key_pos", "weight"):
+        np.testing.assert_array_equal(getattr(edges, name), getattr(own_edges, name))
+
+
+def test_the_packed_forward_runs_the_feed_forward_on_real_tokens_and_no_last_value(tiny_bert_dir):
+    from headdb.model import AttentionModel
+
+    am = AttentionModel(str(tiny_bert_dir))
+    batch = am.encode(_sentences(), truncate=False)
+    am.forward(batch, 4)
+    am.forward(batch, 4)
+    assert am.packs_tokens
+    rows, values = [], []
+    layers = am.model.encoder.layer
+    layers[0].intermediate.register_forward_hook(lambda m, a, out: rows.append(a[0].shape))
+    layers[-1].attention.self.value.register_forward_hook(lambda *a: values.append(1))
+    layers[0].attention.self.value.register_forward_hook(lambda *a: values.append(0))
+    am.forward(batch, 4)
+    assert rows == [(sum(e.length for e in batch), am.model.config.hidden_size)]  # no padding rows
+    assert values == [0]  # the first layer's values are computed, the last layer's are not
+    rows.clear()
+    _own(am, batch, 4)
+    assert rows == [(len(batch), max(e.length for e in batch), am.model.config.hidden_size)]
+
+
+def test_a_packed_forward_that_differs_is_dropped_and_the_models_own_runs(tiny_bert_dir):
+    """A packed forward that gave other numbers (here a last bit of one weight) fails the check:
+    the batch keeps the model's own maps and the model is never run packed again."""
+    import torch
+
+    from headdb.model import AttentionModel
+
+    am = AttentionModel(str(tiny_bert_dir))
+    layers, attns, attention = am._packing
+
+    def off_by_a_bit(module, q, k, v, mask, **kw):
+        context, weights = attention(module, q, k, v, mask, **kw)
+        weights = weights.clone()
+        weights[0, 0, 0, 0] = torch.nextafter(weights[0, 0, 0, 0], torch.tensor(2.0))
+        return context, weights
+
+    am._packing = (layers, attns, off_by_a_bit)
+    batch = am.encode(_sentences(), truncate=False)
+    am.forward(batch, None)
+    got = am.forward(batch, None)
+    assert am._packed is False and not am.packs_tokens
+    want = _own(am, batch, None)
+    np.testing.assert_array_equal(got[0], want[0])  # the check's batch: the model's own, padding rows too
+    calls = []
+    am._packing = (layers, attns, lambda *a, **kw: calls.append(1))
+    am.forward(batch, 4)
+    assert calls == []
+
+
+def test_batches_without_padding_or_with_few_tokens_run_unpacked(tiny_bert_dir):
+    from headdb.model import AttentionModel
+
+    am = AttentionModel(str(tiny_bert_dir))
+    calls = []
+    layers, attns, attention = am._packing
+    am._packing = (layers, attns, lambda *a, **kw: calls.append(1) or attention(*a, **kw))
+    sentences = _sentences()
+    am.forward(am.encode(sentences[:3], truncate=False), 4)  # the taps' check
+    am.forward(am.encode(sentences[:3], truncate=False), 4)  # few tokens
+    same = [s for s in sentences if len(s.segments[0].words) == len(sentences[5].segments[0].words)]
+    am.forward(am.encode(same * 8, truncate=False), 4)  # no padding
+    assert calls == [] and am._packed == "unchecked"
+
+
+@pytest.mark.parametrize("kind", ["albert", "distilbert", "half", "off"])
+def test_models_not_shaped_as_bert_or_not_in_float32_run_their_own_forward(kind, tmp_path, default_model_dir,
+                                                                           tiny_bert_dir, monkeypatch):
+    import shutil
+
+    import torch
+    from transformers import AlbertConfig, AlbertModel, DistilBertConfig, DistilBertModel
+
+    import headdb.model
+    from headdb.model import AttentionModel
+
+    folder, dtype = tiny_bert_dir, "float32"
+    if kind in ("albert", "distilbert"):
+        torch.manual_seed(0)
+        model = AlbertModel(AlbertConfig(vocab_size=30522, embedding_size=16, hidden_size=32, num_hidden_layers=2,
+                                         num_attention_heads=4, intermediate_size=64)) if kind == "albert" else \
+            DistilBertModel(DistilBertConfig(vocab_size=30522, dim=32, n_layers=2, n_heads=4, hidden_dim=64))
+        folder = tmp_path / kind
+        model.eval().save_pretrained(folder)
+        for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+            shutil.copy(default_model_dir / name, folder / name)
+    elif kind == "half":
+        dtype = "bfloat16"
+    else:
+        monkeypatch.setattr(headdb.model, "PACK_TOKENS", False)
+    am = AttentionModel(str(folder), dtype=dtype)
+    batch = am.encode(_sentences(), truncate=False)
+    am.forward(batch, 4)
+    am.forward(batch, 4)
+    assert am._packing is None and am._packed is False and am.stops_early
+
+
+def test_an_ingest_stores_the_same_edges_packed_or_not(tmp_path, default_model_dir, monkeypatch):
+    import duckdb
+
+    import headdb.model
+    from headdb.ingest import ingest
+
+    corpus = tmp_path / "c.conllu"
+    lines = []
+    for s in _sentences(40):
+        words = s.segments[0].words
+        lines += [f"# sent_id = s{s.sentence_id}", f"# text = {s.segments[0].text}"]
+        lines += [f"{i}\t{w.form}\t_\tX\tX\t_\t{0 if i == 1 else 1}\t{'root' if i == 1 else 'dep'}\t_\t_"
+                  for i, w in enumerate(words, 1)] + [""]
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    stored = {}
+    for packs in (True, False):
+        monkeypatch.setattr(headdb.model, "PACK_TOKENS", packs)
+        db = tmp_path / f"{packs}.db"
+        ingest(db, corpus, batch_size=16)
+        con = duckdb.connect(str(db), read_only=True)
+        stored[packs] = con.execute("SELECT sentence_id, layer, head, query_pos, key_pos, weight FROM edges "
+                                    "ORDER BY ALL").fetchall()
+        con.close()
+    assert len(stored[True]) > 10_000 and stored[True] == stored[False]
