@@ -997,6 +997,8 @@ class AttentionModel:
             # the taps must see the very tensors transformers returns, in the same order
             same = len(got) == self.n_layers == len(maps) and all(a is b for a, b in zip(got, maps))
             self._taps = bool(same)
+            if self._taps is True and self._packed == "unchecked" and self._packs(inputs):
+                self._check_packed(inputs, None, list(got))  # against the model's whole forward, here at hand
             return self._checked(got), False
         return self._checked(self.model(**inputs, output_attentions=True, return_dict=True).attentions), False
 
@@ -1015,9 +1017,11 @@ class AttentionModel:
 
     def _check_packed(self, inputs: dict, rank: int | None, own: list) -> None:
         """Run a batch packed and keep packing only where every real query's row (its ranked keys
-        and weights, or its whole map) equals the model's own ``own``, bit for bit. The ranking
-        time of the check is not counted."""
-        ranking = self._tapped.ranking
+        and weights, or its whole map) equals the model's own ``own``, bit for bit: on the first
+        batch, against the whole forward that checks the taps; where that batch has no padding or
+        few tokens, on the first that has, against the stopped forward. The ranking time of the
+        check is not counted."""
+        ranking = getattr(self._tapped, "ranking", 0.0)
         try:
             packed = self._packed_maps(inputs, rank)
         except Exception:  # noqa: BLE001 - a layer that does not run as BERT's: the model's own forward

@@ -69,9 +69,9 @@ def test_a_packed_forward_returns_the_models_own_maps(arch, default_model_dir, t
     batch = am.encode(_sentences(), truncate=False)
     assert len({e.length for e in batch}) > 1 and sum(e.length for e in batch) >= 64  # padding; enough to pack
     assert am._packed == "unchecked"
-    am.forward(batch, 4)  # the taps' check (the model run whole)
-    first = am.forward(batch, 4)  # the first batch with padding: the packed forward's check
+    am.forward(batch, 4)  # the taps' check (the model run whole), and the packed forward's against it
     assert am.packs_tokens, arch
+    first = am.forward(batch, 4)
     rows = _real_rows(batch, first[0].shape)  # the padding's query rows are no input's: never stored
     for k in (4, None):
         got, want = am.forward(batch, k), _own(am, batch, k)
@@ -136,7 +136,7 @@ def test_a_packed_forward_that_differs_is_dropped_and_the_models_own_runs(tiny_b
     assert calls == []
 
 
-def test_batches_without_padding_or_with_few_tokens_run_unpacked(tiny_bert_dir):
+def test_batches_without_padding_or_with_few_tokens_run_unpacked_and_the_first_to_pack_is_checked(tiny_bert_dir):
     from headdb.model import AttentionModel
 
     am = AttentionModel(str(tiny_bert_dir))
@@ -149,6 +149,13 @@ def test_batches_without_padding_or_with_few_tokens_run_unpacked(tiny_bert_dir):
     same = [s for s in sentences if len(s.segments[0].words) == len(sentences[5].segments[0].words)]
     am.forward(am.encode(same * 8, truncate=False), 4)  # no padding
     assert calls == [] and am._packed == "unchecked"
+    batch = am.encode(sentences, truncate=False)
+    got = am.forward(batch, 4)  # the first batch to pack: checked against the stopped forward
+    assert calls and am.packs_tokens
+    want = _own(am, batch, 4)
+    rows = _real_rows(batch, got[0].shape)
+    np.testing.assert_array_equal(got[0][rows], want[0][rows])
+    np.testing.assert_array_equal(got[1][rows], want[1][rows])
 
 
 @pytest.mark.parametrize("kind", ["albert", "distilbert", "half", "off"])
