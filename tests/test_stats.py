@@ -303,3 +303,28 @@ def test_alpha_outside_the_open_interval_is_refused_as_input(alpha):
 
     with pytest.raises(InputError, match=f"alpha must be between 0 and 1, not {alpha!r}"):
         check_options(alpha, "bh")
+
+
+@pytest.mark.parametrize("correction", ["holm", "bonferroni", "bh", "none"])
+def test_head_tests_apply_the_chosen_correction_over_the_family(correction):
+    """p_adj of head_tests is the chosen correction of scipy's p-values over every test of the
+    family, computed here by hand (holm: step-down m - rank + 1, made monotone)."""
+    vals = {(0, 0): [3.5, 4.1, 2.9, 5.0, 3.8], (0, 1): [3.1, 3.3, 2.8, 3.6, 3.2],
+            (1, 0): [3.0, 3.9, 3.4, 3.7, 3.3], (1, 1): [2.0, 2.5, 2.2, 2.9, 2.4]}
+    p = np.array([stats.ttest_1samp(v, 3.0, alternative="greater").pvalue for v in vals.values()])
+    m, order = len(p), np.argsort(p)
+    if correction == "holm":
+        want = np.empty(m)
+        running = 0.0
+        for rank, i in enumerate(order):
+            running = max(running, min(1.0, (m - rank) * p[i]))
+            want[i] = running
+        assert not np.allclose(want, np.minimum(1.0, m * p))  # holm is not bonferroni on these
+    elif correction == "bonferroni":
+        want = np.minimum(1.0, m * p)
+    elif correction == "bh":
+        want = stats.false_discovery_control(p, method="bh")
+    else:
+        want = p
+    res = head_tests(_frame(vals), list(vals), ["r"], 3.0, correction=correction)
+    np.testing.assert_allclose(res["p_adj"].to_numpy(), want, rtol=1e-12)
