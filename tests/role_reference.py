@@ -178,3 +178,26 @@ def build_store(path: str | Path, seqs: list[Seq], attention: list[np.ndarray], 
 def dirichlet_attention(rng: np.random.Generator, n_layers: int, n_heads: int, L: int) -> np.ndarray:
     """Rows drawn from a flat Dirichlet: no structure, E[A_ij] = 1/L for every key."""
     return rng.dirichlet(np.ones(L), size=(n_layers, n_heads, L)).astype(np.float32)
+
+
+def sparse_sentence_bounds(A: np.ndarray, sieve: dict[int, set[int]], top_k: int) -> tuple[float, float] | None:
+    """(score, score_upper) of one head on one sentence when only the ``top_k`` largest weights of
+    each row are stored, from SCORES.md's bound: per query, the stored in-sieve mass plus
+    min(residual, unstored keys of S_i * smallest stored weight), residual = 1 - stored mass
+    (at least 0). None when no query takes part."""
+    L = A.shape[0]
+    lows, highs = [], []
+    for i, S in sieve.items():
+        if not S:
+            continue
+        row = A[i].astype(np.float64)
+        stored = set(np.argsort(-A[i], kind="stable")[:top_k].tolist())
+        residual = max(0.0, 1.0 - sum(row[j] for j in stored))
+        smallest = min(row[j] for j in stored)
+        inside = [j for j in S if j in stored]
+        mass = sum(row[j] for j in inside)
+        lows.append(L * mass / len(S))
+        highs.append(L * (mass + min(residual, (len(S) - len(inside)) * smallest)) / len(S))
+    if not lows:
+        return None
+    return float(np.mean(lows)), float(np.mean(highs))

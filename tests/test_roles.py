@@ -169,6 +169,9 @@ def test_broken_role_is_refused_with_path_and_line(tmp_path, name):
                       "FROM tokens t, (VALUES (1), (2)) v(x)\n", "more than once"),
     ("outside", "token", "SELECT run_id, sentence_id, token_pos AS query_pos, token_pos - 1 AS key_pos\nFROM tokens\n",
      "outside the stored sequence"),
+    # the last token's query one past the end: position n_tokens is already outside
+    ("pastend", "token", "SELECT run_id, sentence_id, token_pos + 1 AS query_pos, token_pos AS key_pos\nFROM tokens\n",
+     "outside the stored sequence"),
     # a NULL key would count in |S_i| and a NULL query drop out: wrong scores, not an error, before
     ("nullkey", "token", "SELECT run_id, sentence_id, token_pos AS query_pos, NULL::SMALLINT AS key_pos\nFROM tokens\n",
      "holds a NULL"),

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import headdb
-from role_reference import BUILTIN, build_store, dirichlet_attention, sentence_score, sieves, simple_seq
+from role_reference import (BUILTIN, build_store, dirichlet_attention, sentence_score, sieves, simple_seq,
+                            sparse_sentence_bounds)
 
 # two single inputs with multi-piece words and each relation; heads are word indices
 SINGLE = [
@@ -218,3 +219,101 @@ def test_half_precision_rows_keep_score_upper_an_upper_bound(tmp_path, dtype):
     for key, d in dense.items():
         s = sparse[key]
         assert s.score <= d.score + 1e-12 and d.score <= s.score_upper + 1e-12, (key, s, d)
+
+
+@pytest.mark.parametrize("top_k", [1, 2, 4])
+def test_sparse_score_and_score_upper_are_the_contracts_bound(tmp_path, top_k):
+    """score_upper is SCORES.md's bound itself, not just any number above the dense score: the
+    in-sieve stored mass plus min(residual, unstored sieve keys * smallest stored weight) per
+    query, recomputed here from the attention and the top-k keys."""
+    rng = np.random.default_rng(23)
+    n = 0
+    for seqs, pairs in ((SINGLE, False), (PAIRS, True)):
+        db = tmp_path / f"b{pairs}{top_k}.db"
+        # peaked rows, so that the residual and the count bound each decide some queries
+        att = [rng.dirichlet(np.full(q.length, 0.3), size=(2, 2, q.length)).astype(np.float32) for q in seqs]
+        build_store(db, seqs, att, pairs=pairs, top_k=top_k)
+        got = _by_key(headdb.scores(db))
+        for (role, layer, head, sid), row in got.items():
+            ref = sparse_sentence_bounds(att[sid][layer, head], sieves(seqs[sid], pairs)[role], top_k)
+            assert ref is not None
+            assert row.score == pytest.approx(ref[0], rel=1e-6, abs=1e-9), (role, layer, head, sid)
+            assert row.score_upper == pytest.approx(ref[1], rel=1e-6, abs=1e-9), (role, layer, head, sid)
+            n += 1
+    assert n > 0
+
+
+def test_a_sieve_without_stored_keys_scores_zero_and_its_bound_is_the_residual(tmp_path):
+    """Rows that put 0.6 on the last key and spread 0.4 over the others, stored top-1: no stored
+    key is [CLS], so delimiter_cls scores 0 (not NULL), and each query's bound is
+    min(residual 0.4, 1 unstored key * 0.6) = 0.4, so score_upper = L * 0.4."""
+    db = tmp_path / "miss.db"
+    att = []
+    for q in SINGLE:
+        row = np.full(q.length, 0.4 / (q.length - 1))
+        row[-1] = 0.6
+        att.append(np.broadcast_to(row, (1, 1, q.length, q.length)).astype(np.float32))
+    build_store(db, SINGLE, att, top_k=1)
+    got = headdb.scores(db, roles=["delimiter_cls"])
+    assert len(got) == len(SINGLE)
+    for r in got.itertuples(index=False):
+        length = SINGLE[r.sentence_id].length
+        assert r.score == 0.0
+        assert r.score_upper == pytest.approx(0.4 * length, rel=1e-6)
+
+
+def test_every_key_stored_gives_score_upper_equal_to_score_even_for_rows_over_one(tmp_path):
+    """With every key stored nothing is unstored, so the bound adds nothing: score_upper equals
+    score, also where float32 rows sum a little over 1 (as softmax rows do), which must not make
+    the residual negative and the bound fall below the score."""
+    rng = np.random.default_rng(3)
+    db = tmp_path / "over.db"
+    att = [(dirichlet_attention(rng, 2, 2, q.length) * np.float32(1 + 2e-6)).astype(np.float32) for q in SINGLE]
+    assert min(float(a.astype(np.float64).sum(-1).min()) for a in att) > 1.0
+    build_store(db, SINGLE, att)
+    got = headdb.scores(db)
+    assert len(got) > 0
+    np.testing.assert_array_equal(got["score_upper"].to_numpy(), got["score"].to_numpy())
+
+
+def test_16_bit_score_upper_bounds_weights_that_lose_almost_a_whole_step(tmp_path):
+    """The worst case of the 16-bit rounding: weights just below a multiple of 1/65535 lose almost
+    1/65535 each when rounded down (more than 1/65536), yet score_upper with every key stored
+    still bounds the score of the model's weights (the sentence score recomputed here)."""
+    k = 20
+    a = np.float32((k + 1) / 65535)
+    while np.floor(np.float64(a) * 65535) > k:  # the largest float32 that rounds down to k
+        a = np.nextafter(a, np.float32(0))
+    loss = float(a) - float(np.float32(k / 65535))  # what the stored weight lies below the model's
+    assert loss > 1 / 65536
+    att = []
+    for q in SINGLE:
+        row = np.full(q.length, a, dtype=np.float32)
+        row[-1] = np.float32(1 - (q.length - 1) * float(a))
+        att.append(np.broadcast_to(row, (1, 2, q.length, q.length)).copy())
+    db = tmp_path / "worst16.db"
+    build_store(db, SINGLE, att, weight_bits=16)
+    got = _by_key(headdb.scores(db))
+    below = 0
+    for (role, layer, head, sid), row in got.items():
+        ref = sentence_score(att[sid][layer, head].astype(np.float64), sieves(SINGLE[sid], False)[role])
+        assert ref is not None
+        assert row.score <= ref[0] + 1e-12 and ref[0] <= row.score_upper + 1e-12, (role, sid, row, ref)
+        below += row.score < ref[0] - 1e-9
+    assert below > 0
+
+
+def test_bfloat16_rows_far_over_one_keep_score_upper_an_upper_bound(tmp_path):
+    """A three-key bfloat16 row whose keys were all rounded up: it sums to 1 + 0.0029 (over 2^-9,
+    within bfloat16's 2^-8), so the two unstored keys of a top-1 run hold more than 1 - stored,
+    and score_upper must still bound the score of those weights (recomputed here)."""
+    row = _round_to("bfloat16", np.array([0.19604176, 0.54884535, 0.2551129], dtype=np.float32))
+    assert 2**-9 < float(row.astype(np.float64).sum()) - 1 < 2**-8
+    seqs = [SINGLE[2]]  # [CLS] w [SEP]: local's sieve of every query is the whole row
+    att = [np.broadcast_to(row, (1, 1, 3, 3)).copy()]
+    db = tmp_path / "bf16.db"
+    build_store(db, seqs, att, top_k=1, dtype="bfloat16")
+    got = headdb.scores(db, roles=["local"])
+    assert len(got) == 1
+    ref = sentence_score(att[0][0, 0].astype(np.float64), sieves(seqs[0], False)["local"])
+    assert got["score"][0] <= ref[0] + 1e-12 and ref[0] <= got["score_upper"][0] + 1e-12

@@ -172,3 +172,20 @@ def test_sparsity_settings():
         Sparsity(8, 0.0)
     with pytest.raises(ValueError):
         Sparsity(8, 1.5)
+
+
+def test_a_min_mass_of_one_is_allowed():
+    """min_mass lies in (0, 1]: 1.0 keeps a row until all of its mass is stored (README: --min-mass 0 and
+    1.5 are refused, 1 is not)."""
+    assert Sparsity(8, 1.0).min_mass == 1.0 and not Sparsity(8, 1.0).dense
+    assert Sparsity(None, 1.0).min_mass == 1.0
+
+
+def test_topk_rows_ranks_equal_weights_by_key_position():
+    """The reference top-k orders ties as the ingest does: the lower key position first (a row
+    long enough that an unstable sort reorders them)."""
+    row = np.tile(np.array([0.25, 0.5, 0.25, 0.5], dtype=np.float32), 32) / 48  # 128 keys, two values
+    values, order = topk_rows(row[None], 70)
+    want = [k for k in range(128) if k % 2] + [k for k in range(128) if k % 2 == 0][:6]
+    assert order[0].tolist() == want
+    assert values[0].tolist() == row[want].tolist()

@@ -253,3 +253,78 @@ def test_the_interval_is_finite_and_exact_at_any_alpha(alpha):
         assert r.loc["r", "ci_low"] == pytest.approx(np.mean(s) - half, rel=1e-12)
         assert r.loc["r", "ci_high"] == pytest.approx(np.mean(s) + half, rel=1e-12)
         assert (r.loc["c", "ci_low"], r.loc["c", "ci_high"]) == (4.0, 4.0)
+
+
+def test_a_p_value_equal_to_alpha_is_not_significant():
+    """SCORES.md: a head has the role when its adjusted p-value is *below* alpha."""
+    s = [3.5, 4.1, 2.9, 5.0, 3.8]
+    p = stats.ttest_1samp(s, 3.0, alternative="greater").pvalue
+    df = _frame({(0, 0): s})
+    at = head_tests(df, [(0, 0)], ["r"], 3.0, alpha=p, correction="none").iloc[0]
+    assert at["p_adj"] == p and not at["significant"]
+    above = head_tests(df, [(0, 0)], ["r"], 3.0, alpha=float(np.nextafter(p, 1)), correction="none").iloc[0]
+    assert above["significant"]
+
+
+def test_untested_heads_cannot_flip():
+    """A head with fewer than two scores is untested on the scores and on the upper bounds alike,
+    so neither decision is 'significant' and there is nothing to flip."""
+    df = pd.concat([_frame({(0, 0): [5.0], (0, 1): [6.0]}, role="one", upper_shift=1.0),
+                    _frame({(0, 0): [5.0, 6.0, 5.5], (0, 1): [1.0, 1.2, 0.9]}, role="r", upper_shift=1.0)])
+    res = head_tests(df, [(0, 0), (0, 1)], ["one", "r", "empty"], 3.0, correction="none")
+    untested = res[res["p"].isna()]
+    assert len(untested) == 4 and not untested["flip_possible"].any()
+
+
+@pytest.mark.parametrize("correction", ["bonferroni", "holm", "bh"])
+def test_flip_possible_corrects_the_upper_bounds_tests_as_the_family(correction):
+    """flip_possible compares the decision on the scores with the decision of the same tests and
+    the same correction on the upper bounds: two heads whose upper-bound p-values are each below
+    alpha, but not once corrected over the family of three, cannot flip."""
+    alpha, shift = 0.05, 0.28
+    near = [2.6, 3.4, 2.9, 3.3, 3.0]
+    vals = {(0, 0): near, (0, 1): near, (0, 2): [1.0, 1.2, 0.9, 1.1, 1.0]}
+    p = stats.ttest_1samp(near, 3.0, alternative="greater").pvalue
+    p_up = stats.ttest_1samp(np.add(near, shift), 3.0, alternative="greater").pvalue
+    # the premise: not significant on the scores; the upper p below alpha, but not 3/2 of it
+    # (BH's adjustment of the second of three), let alone 2 or 3 times it (holm, bonferroni)
+    assert p > alpha and p_up < alpha < 1.5 * p_up
+    df = _frame(vals, upper_shift=shift)
+    res = head_tests(df, list(vals), ["r"], 3.0, alpha=alpha, correction=correction)
+    assert not res["significant"].any() and not res["flip_possible"].any()
+    uncorrected = head_tests(df, list(vals), ["r"], 3.0, alpha=alpha, correction="none")
+    assert uncorrected["flip_possible"].tolist() == [True, True, False]  # the correction decides
+
+
+@pytest.mark.parametrize("alpha", [0, 1, 1.0, -0.1])
+def test_alpha_outside_the_open_interval_is_refused_as_input(alpha):
+    from headdb.errors import InputError
+    from headdb.stats import check_options
+
+    with pytest.raises(InputError, match=f"alpha must be between 0 and 1, not {alpha!r}"):
+        check_options(alpha, "bh")
+
+
+@pytest.mark.parametrize("correction", ["holm", "bonferroni", "bh", "none"])
+def test_head_tests_apply_the_chosen_correction_over_the_family(correction):
+    """p_adj of head_tests is the chosen correction of scipy's p-values over every test of the
+    family, computed here by hand (holm: step-down m - rank + 1, made monotone)."""
+    vals = {(0, 0): [3.5, 4.1, 2.9, 5.0, 3.8], (0, 1): [3.1, 3.3, 2.8, 3.6, 3.2],
+            (1, 0): [3.0, 3.9, 3.4, 3.7, 3.3], (1, 1): [2.0, 2.5, 2.2, 2.9, 2.4]}
+    p = np.array([stats.ttest_1samp(v, 3.0, alternative="greater").pvalue for v in vals.values()])
+    m, order = len(p), np.argsort(p)
+    if correction == "holm":
+        want = np.empty(m)
+        running = 0.0
+        for rank, i in enumerate(order):
+            running = max(running, min(1.0, (m - rank) * p[i]))
+            want[i] = running
+        assert not np.allclose(want, np.minimum(1.0, m * p))  # holm is not bonferroni on these
+    elif correction == "bonferroni":
+        want = np.minimum(1.0, m * p)
+    elif correction == "bh":
+        want = stats.false_discovery_control(p, method="bh")
+    else:
+        want = p
+    res = head_tests(_frame(vals), list(vals), ["r"], 3.0, correction=correction)
+    np.testing.assert_allclose(res["p_adj"].to_numpy(), want, rtol=1e-12)
