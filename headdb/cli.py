@@ -728,7 +728,9 @@ def _print_classification(df) -> None:
         n = int(sub["n"].max()) if len(sub) else 0
         tau = sub["tau"].iloc[0] if len(sub) else float("nan")
         untested = int(sub["p"].isna().sum())
-        if n == 0:
+        if n == 0 and role == "block" and not a.get("pairs"):  # the built-in block scores pair inputs only
+            why = " (no samples: block needs pair inputs, a .tsv corpus or --pairs)"
+        elif n == 0:
             why = " (no samples)"
         elif n == 1:  # the means are shown, but nothing was tested
             why = f" (no tests: fewer than two {unit}s)"
