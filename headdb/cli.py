@@ -285,7 +285,7 @@ def ingest(
             progress=not quiet and sys.stderr.isatty(), weight_bits=weight_bits, parse_processes=parse_processes,
         )
     except KeyboardInterrupt as exc:
-        typer.echo(_ingest_interrupted(exc, db, new_run), err=True)
+        typer.echo(_ingest_interrupted(exc, db, new_run, _input_unit(corpus, format, pairs)), err=True)
         _state["interrupt_reported"] = True
         raise typer.Exit(130) from None
     err = typer.echo
@@ -294,9 +294,9 @@ def ingest(
             "pass --new-run for another", err=True)
     else:
         # a resume says what it found, not only what it added ("resumed 2,995 sentences" of 6,003)
-        verb = f"resumed with {_count(result.kept_before, 'input')} kept from before; stored" if result.resumed \
-            else "stored"
         unit = "pair" if result.pairs else "sentence"  # a pair is one input: "stored 3 sentences" read as 3 of 6
+        verb = f"resumed with {_count(result.kept_before, unit)} kept from before; stored" if result.resumed \
+            else "stored"
         err(f"run {result.run_id} ({result.run_name}): {verb} {_count(result.sentences, unit)}, "
             f"{result.edges:,} edges "
             f"in {_seconds(result.seconds)} s ({_rate(result.sentences_per_second)} {unit}s/s); "
@@ -361,9 +361,25 @@ def _seconds(seconds: float) -> str:
     return f"{seconds:,.1f}" if seconds >= 1 else f"{seconds:.2g}"
 
 
-def _ingest_interrupted(exc: KeyboardInterrupt, db: Path, new_run: bool = False) -> str:
+def _input_unit(corpus: Path | None, format: str | None, pairs: bool) -> str:
+    """What one input of an ingest is called: "pair" for a TSV corpus or --pairs, else "sentence"."""
+    from headdb.corpus import infer_format
+    from headdb.errors import HeaddbError
+
+    if pairs:
+        return "pair"
+    if corpus is None:
+        return "sentence"
+    try:
+        return "pair" if infer_format(corpus, format) == "tsv" else "sentence"
+    except HeaddbError:
+        return "input"
+
+
+def _ingest_interrupted(exc: KeyboardInterrupt, db: Path, new_run: bool = False, unit: str = "sentence") -> str:
     """What Ctrl-C left of an ingest: nothing, or a run to resume with what it has committed
-    (a command with --new-run resumes it without that flag: with it, it starts another run)."""
+    (a command with --new-run resumes it without that flag: with it, it starts another run).
+    ``unit`` names an input ("pair" for a run of pairs, as the line of a finished ingest says)."""
     from headdb.errors import IngestInterrupted, shell_word
     from headdb.ingest import again
 
@@ -373,9 +389,9 @@ def _ingest_interrupted(exc: KeyboardInterrupt, db: Path, new_run: bool = False)
     if exc.kept is None:
         kept = "keeps the batches committed so far"
     elif exc.kept == 0:
-        kept = "has no sentence committed yet"
+        kept = f"has no {unit} committed yet"
     else:
-        kept = f"keeps its {_count(exc.kept, 'committed sentence')}"
+        kept = f"keeps its {_count(exc.kept, 'committed ' + unit)}"
     return (f"interrupted: {run} {kept}; {again(new_run)} to resume it "
             f"(or delete it: `headdb drop {shell_word(db)} {exc.run_id} --yes`)")
 
@@ -712,7 +728,9 @@ def _print_classification(df) -> None:
         n = int(sub["n"].max()) if len(sub) else 0
         tau = sub["tau"].iloc[0] if len(sub) else float("nan")
         untested = int(sub["p"].isna().sum())
-        if n == 0:
+        if n == 0 and role == "block" and not a.get("pairs"):  # the built-in block scores pair inputs only
+            why = " (no samples: block needs pair inputs, a .tsv corpus or --pairs)"
+        elif n == 0:
             why = " (no samples)"
         elif n == 1:  # the means are shown, but nothing was tested
             why = f" (no tests: fewer than two {unit}s)"

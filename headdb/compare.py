@@ -233,16 +233,18 @@ def _corpora_text(con, ia: dict, ib: dict) -> tuple[str, bool]:
     """What differs between the corpora of two runs, for the refusal: each run's corpus file, read
     in pairs or not, and its sha256 where the file is the same path (it changed between the runs).
     A run of the same file with --pairs is another corpus: "different corpora" alone named no
-    difference the user could see. Also whether one was read in pairs and the other not."""
-    rows = {cid: (path, sha, pairs) for cid, path, sha, pairs in con.execute(
-        "SELECT corpus_id, path, sha256, pairs FROM corpora WHERE corpus_id IN (?, ?)",
+    difference the user could see. Also whether --pairs is what differs: one CoNLL-U file read in
+    pairs and the other not (a TSV file holds pairs whatever the flags, and --pairs is refused for it)."""
+    rows = {cid: (path, sha, pairs, fmt) for cid, path, sha, pairs, fmt in con.execute(
+        "SELECT corpus_id, path, sha256, pairs, format FROM corpora WHERE corpus_id IN (?, ?)",
         [ia["corpus_id"], ib["corpus_id"]]).fetchall()}
-    (pa, sa, qa), (pb, sb, qb) = rows[ia["corpus_id"]], rows[ib["corpus_id"]]
+    (pa, sa, qa, fa), (pb, sb, qb, fb) = rows[ia["corpus_id"]], rows[ib["corpus_id"]]
 
-    def say(info: dict, path: str, sha: str, pairs: bool) -> str:
-        return (f"run {info['run_id']}: {path}" + (f" in pairs ({flag('pairs')})" if pairs else "")
+    def say(info: dict, path: str, sha: str, pairs: bool, fmt: str) -> str:
+        read = "" if not pairs else f" in pairs ({flag('pairs')})" if fmt == "conllu" else " (TSV pairs)"
+        return (f"run {info['run_id']}: {path}" + read
                 + (f", sha256 {sha[:12]}" if pa == pb and sa != sb else ""))
-    return f"{say(ia, pa, sa, qa)}; {say(ib, pb, sb, qb)}", qa != qb
+    return f"{say(ia, pa, sa, qa, fa)}; {say(ib, pb, sb, qb, fb)}", qa != qb and fa == fb == "conllu"
 
 
 def _storage_note(ia: dict, ib: dict) -> str:

@@ -318,3 +318,13 @@ def test_the_table_says_which_roles_and_heads_have_no_test(tmp_path, capsys, mon
     stored = headdb.sql(db, "SELECT role, head FROM head_tests WHERE p IS NULL ORDER BY role, head")
     assert stored.values.tolist() == [["delimiter_cls", 0], ["first", 0], ["first", 1], ["first", 2]]
     assert "2 tests of 6" in out
+
+
+def test_block_on_a_run_of_single_sentences_says_it_needs_pairs(store, capsys, monkeypatch):
+    """`--roles block` on single sentences printed only "(no samples)", where a user wondered why:
+    the heading says that block needs pair inputs."""
+    code, out, err = run_main(capsys, monkeypatch, "classify", store, "--roles", "block,local")
+    assert code == 0, err
+    assert "block: 0/6 heads, tau 3, n 0 sentences (no samples: block needs pair inputs, a .tsv corpus or --pairs)" \
+        in out, out
+    assert "local: " in out and "needs pair inputs" not in out.split("local: ")[1]

@@ -167,6 +167,28 @@ def test_a_refusal_of_other_corpora_names_each_runs_corpus_and_its_pairs(tmp_pat
     assert str(refused.value).endswith("ingest one corpus file for both models") and "pairs" not in str(refused.value)
 
 
+def test_a_refusal_of_a_tsv_run_does_not_offer_pairs_for_it(tmp_path, capsys, monkeypatch):
+    """A TSV run against a text or CoNLL-U run: the refusal said the TSV file was read "in pairs
+    (--pairs)" and advised "both with --pairs or both without", a flag ingest refuses for a TSV
+    file (a TSV file already holds pairs)."""
+    from cli_helpers import run_main
+    from handmade_store import ROLES, SIG_A, add_classification, add_corpus, add_run
+
+    con = headdb.connect(tmp_path / "two.db")
+    for cid, (path, fmt, pairs) in enumerate([("pairs.tsv", "tsv", True), ("single.txt", "text", False),
+                                              ("c.conllu", "conllu", False)], start=1):
+        add_corpus(con, 2, corpus_id=cid)
+        con.execute("UPDATE corpora SET path = ?, format = ?, pairs = ? WHERE corpus_id = ?", [path, fmt, pairs, cid])
+        add_run(con, cid, 1, 1, 2, corpus_id=cid)
+        add_classification(con, cid, ROLES, SIG_A, 1, 1)
+    con.close()
+    for other, path in ((2, "single.txt"), (3, "c.conllu")):
+        code, _, err = run_main(capsys, monkeypatch, "compare", tmp_path / "two.db", 1, other)
+        assert code == 1, err
+        assert f"(run 1: pairs.tsv (TSV pairs); run {other}: {path}); " in err, err
+        assert "--pairs" not in err and err.rstrip().endswith("ingest one corpus file for both models"), err
+
+
 def test_adjust_pvalues():
     p = np.array([0.01, 0.04, np.nan, 0.03])
     assert np.isnan(adjust_pvalues(p, "bh")[2])

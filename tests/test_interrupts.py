@@ -216,7 +216,36 @@ def test_a_resume_says_how_many_inputs_it_found_kept(tmp_path, monkeypatch, caps
     monkeypatch.setattr(ingest_module, "ingest", resumed)
     code, out, err = run_cli(["ingest", tmp_path / "s.db"], monkeypatch, capsys)
     assert (code, out) == (0, "3\n")
-    assert err.startswith("run 3 (big): resumed with 3,008 inputs kept from before; stored 2,995 sentences, 10 edges"), err
+    assert err.startswith("run 3 (big): resumed with 3,008 sentences kept from before; stored 2,995 sentences, 10 edges"), err
+
+
+@pytest.mark.parametrize("args", [["pairs.tsv"], ["corpus.conllu", "--pairs"], ["pairs.txt", "--format", "tsv"]])
+def test_an_interrupted_or_resumed_run_of_pairs_counts_pairs(tmp_path, monkeypatch, capsys, args):
+    """A run of pairs says "pairs" wherever an ingest counts its inputs (README, "Pairs"): Ctrl-C
+    said "keeps its 256 committed sentences" of 256 pairs, and a resume "resumed with 256 inputs
+    kept from before; stored 194 pairs"."""
+    db = tmp_path / "s.db"
+
+    def interrupt(*a, **kw):
+        raise IngestInterrupted(1, "res", 256)
+
+    monkeypatch.setattr(ingest_module, "ingest", interrupt)
+    code, _, err = run_cli(["ingest", db, *args], monkeypatch, capsys)
+    assert code == 130 and err.startswith("interrupted: run 1 (res) keeps its 256 committed pairs; "), err
+
+    def interrupt_early(*a, **kw):
+        raise IngestInterrupted(1, "res", 0)
+
+    monkeypatch.setattr(ingest_module, "ingest", interrupt_early)
+    code, _, err = run_cli(["ingest", db, *args], monkeypatch, capsys)
+    assert code == 130 and err.startswith("interrupted: run 1 (res) has no pair committed yet; "), err
+
+    def resumed(*a, **kw):
+        return ingest_module.IngestResult(1, "res", True, False, sentences=194, pairs=True, kept_before=256, edges=10)
+
+    monkeypatch.setattr(ingest_module, "ingest", resumed)
+    code, _, err = run_cli(["ingest", db, *args], monkeypatch, capsys)
+    assert code == 0 and err.startswith("run 1 (res): resumed with 256 pairs kept from before; stored 194 pairs, "), err
 
 
 @pytest.mark.slow

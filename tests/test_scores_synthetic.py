@@ -74,6 +74,38 @@ def test_all_mass_on_the_sieve_gives_L_over_size(tmp_path, role):
         assert got[(role, 0, 0, 0)].score == pytest.approx(SINGLE[0].length, rel=1e-6)
 
 
+
+def test_blocks_ceiling_is_2L_over_the_pieces_whatever_the_segments_lengths(tmp_path):
+    """All of every row on its own segment gives each pair 2L / P (P its pieces), balanced or not:
+    the README said the ceiling L / |own segment| was "about 2 for segments of similar length",
+    as if unequal segments raised it towards tau 3."""
+    seqs = [simple_seq([1] * n_a, [None] + [0] * (n_a - 1), ["root"] + ["dep"] * (n_a - 1),
+                       [1] * n_b, [None] + [0] * (n_b - 1), ["root"] + ["dep"] * (n_b - 1))
+            for n_a, n_b in ((3, 3), (1, 17), (12, 2), (4, 3), (1, 1))]
+
+    def fill(q, layer, head):
+        A = np.full((q.length, q.length), 1.0 / q.length)
+        for i, S in sieves(q, True)["block"].items():
+            A[i] = 0.0
+            A[i, sorted(S)] = 1.0 / len(S)
+        return A
+
+    db = tmp_path / "b.db"
+    build_store(db, seqs, _attention(seqs, 1, 1, fill), pairs=True)
+    got = headdb.scores(db, roles=["block"]).set_index("sentence_id")["score"]
+    for sid, q in enumerate(seqs):
+        pieces = sum(s is None for s in q.special)
+        assert pieces == q.length - 3
+        assert got[sid] == pytest.approx(2 * q.length / pieces, rel=1e-6)
+        # out of reach of the default tau from 7 pieces on, however unequal the segments
+        assert (got[sid] < 3) == (pieces >= 7), (pieces, got[sid])
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    assert "a pair's score is at most `2L / P`, P the pieces of both segments" in readme
+    assert "below 3\nfrom 7 pieces on" in readme
+
+
 def test_random_dense_matches_reference_and_sparse_bound_contains_it(tmp_path):
     rng = np.random.default_rng(7)
     for seqs, pairs in ((SINGLE, False), (PAIRS, True)):

@@ -66,3 +66,30 @@ def test_classify_and_summary_count_the_pairs_of_a_pairs_run(tmp_path, tiny_bert
     assert code == 0, err
     assert ": 2 pairs, " in out, out
     assert headdb.classify(db, roles="local", store=False).attrs["pairs"] is True
+
+
+@pytest.mark.slow
+def test_a_truncated_pair_is_cut_from_the_end_of_the_longer_segment(tmp_path, tiny_bert_dir):
+    """README, "Long inputs": --truncate cuts a pair from the end of the longer segment until the
+    two are as long, then from both; each segment keeps its start and at least one piece."""
+    from pathlib import Path
+
+    corpus = tmp_path / "long.tsv"
+    corpus.write_text("one two three four five six seven eight nine ten\tgood dog\n"
+                      "one two three four five six\talpha beta gamma delta epsilon zeta\n"
+                      "one two three four five six seven eight\tgo\n", encoding="utf-8")
+    db = tmp_path / "t.db"
+    run = headdb.ingest(db, corpus, model=str(tiny_bert_dir), max_length=10, truncate=True)
+    assert run.truncated == 3
+    con = connect(db, read_only=True)
+    try:
+        rows = con.execute("SELECT sentence_id, list(piece ORDER BY token_pos), list(segment ORDER BY token_pos) "
+                           "FROM tokens WHERE run_id = ? GROUP BY ALL ORDER BY 1", [run.run_id]).fetchall()
+    finally:
+        con.close()
+    got = {sid: {seg: [p for p, g in zip(pieces, segs) if g == seg] for seg in (0, 1)} for sid, pieces, segs in rows}
+    assert got[0] == {0: "one two three four five".split(), 1: ["good", "dog"]}  # the short second stays whole
+    assert got[1] == {0: "one two three".split(), 1: "alpha beta gamma delta".split()}  # as long: the odd piece to B
+    assert got[2] == {0: "one two three four five six".split(), 1: ["go"]}
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    assert "A pair is cut\n  as the tokenizer's `longest_first` cuts it" in readme
