@@ -469,28 +469,14 @@ def _top_keys(torch, attentions, k: int):
     return _best(values, indices, k)
 
 
-def _rank_layer(torch, a, k: int, real=None):
+def _rank_layer(torch, a, k: int):
     """:func:`_top_keys` of one layer's map ``[batch, head, query, key]``: its k + 1 best keys,
-    ``[batch, head, query, rank]``, for :func:`_stack_ranked`. With ``real`` (``[batch, query]``,
-    True on every input's own tokens, some False) only those queries' rows are ranked; the
-    padding's rows, which are never stored, hold zeros."""
-    take = min(k + 1, a.shape[-1])
-    if real is None:
-        values, indices = torch.topk(a, k=take, dim=-1, sorted=True)
-        tied = _tied(values)
-        if bool(tied.any()):  # one synchronisation per layer (a CPU's tensors are ready)
-            _rank_ties(torch, a, values, indices, tied)
-        return values, indices
-    rows = a.transpose(1, 2)[real]  # [real query, head, key]
-    values, indices = torch.topk(rows, k=take, dim=-1, sorted=True)
+    ``[batch, head, query, rank]``, for :func:`_stack_ranked`."""
+    values, indices = torch.topk(a, k=min(k + 1, a.shape[-1]), dim=-1, sorted=True)
     tied = _tied(values)
-    if bool(tied.any()):
-        _rank_ties(torch, rows, values, indices, tied)
-    b, heads, width, _ = a.shape
-    all_values = values.new_zeros(b, width, heads, take)
-    all_indices = indices.new_zeros(b, width, heads, take)
-    all_values[real], all_indices[real] = values, indices
-    return all_values.transpose(1, 2), all_indices.transpose(1, 2)
+    if bool(tied.any()):  # one synchronisation per layer (a CPU's tensors are ready)
+        _rank_ties(torch, a, values, indices, tied)
+    return values, indices
 
 
 def _tied(values):
@@ -927,7 +913,6 @@ class AttentionModel:
 
         self._tapped.maps = maps = []
         self._tapped.rank, self._tapped.ranking = rank, 0.0
-        self._tapped.real = real
         try:
             for i, (layer, (sa, index)) in enumerate(zip(layers, attns)):
                 heads = sa.query.out_features // sa.attention_head_size
@@ -942,7 +927,7 @@ class AttentionModel:
         except _LastMap:
             return maps
         finally:
-            self._tapped.maps = self._tapped.rank = self._tapped.real = None
+            self._tapped.maps = self._tapped.rank = None
         raise ModelError(f"{self.name}: the packed forward passed its last layer without its map")  # pragma: no cover
 
     def _tap(self, module, args, output, index: int) -> None:
@@ -957,7 +942,7 @@ class AttentionModel:
             maps.append(weights)
         else:  # the layer's map is ranked while the model goes on without it (see _attention_maps)
             t0 = time.perf_counter()
-            maps.append(_rank_layer(self.torch, weights, k, getattr(self._tapped, "real", None)))
+            maps.append(_rank_layer(self.torch, weights, k))
             self._tapped.ranking += time.perf_counter() - t0
         if self._taps is True and len(maps) == self.n_layers:
             raise _LastMap
@@ -976,7 +961,6 @@ class AttentionModel:
                 return self._packed_maps(inputs, rank), rank is not None
             self._tapped.maps = maps = []
             self._tapped.rank, self._tapped.ranking = rank, 0.0
-            self._tapped.real = self._padded_rows(inputs)
             try:
                 self.model(**inputs, return_dict=True)
             except _LastMap:
@@ -984,7 +968,7 @@ class AttentionModel:
                     self._check_packed(inputs, rank, maps)
                 return maps, rank is not None
             finally:
-                self._tapped.maps = self._tapped.rank = self._tapped.real = None
+                self._tapped.maps = self._tapped.rank = None
             self._taps = False  # the forward ended before the last map: run the model whole from now on
         elif self._taps == "unchecked":
             self._tapped.maps = maps = []
@@ -1001,13 +985,6 @@ class AttentionModel:
                 self._check_packed(inputs, None, list(got))  # against the model's whole forward, here at hand
             return self._checked(got), False
         return self._checked(self.model(**inputs, output_attentions=True, return_dict=True).attentions), False
-
-    @staticmethod
-    def _padded_rows(inputs: dict):
-        """``[batch, query]``, True on the inputs' own tokens, where the batch has padding (else
-        None): the rows ``_rank_layer`` ranks."""
-        real = inputs["attention_mask"].bool()
-        return None if bool(real.all()) else real
 
     def _packs(self, inputs: dict) -> bool:
         """Whether a batch is run packed: it has padding and at least ``PACK_MIN_TOKENS`` real tokens."""
