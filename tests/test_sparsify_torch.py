@@ -171,6 +171,31 @@ def test_ties_rank_by_key_position_as_the_reference_does(c):
     assert np.array_equal(indices.numpy()[nonzero], want_indices[nonzero])
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(c=cases)
+def test_ranking_with_the_padding_rows_left_out_ranks_the_inputs_rows_as_the_reference(c):
+    """A CPU ingest ranks each layer's map leaving the padding's query rows (never stored) in
+    topk's order (``_rank_layer(..., real)``): every input's own rows come out as the reference's
+    ranking, ties by key position."""
+    from headdb.model import _rank_layer, _stack_ranked
+    from headdb.sparsify import topk_rows
+
+    if c["k"] is None:
+        return
+    rng = np.random.default_rng(c["seed"])
+    att = padded_attention(rng, c["lengths"], c["layers"], c["heads"], c["temperature"],
+                           torch.bfloat16 if c["bf16"] else torch.float32)
+    width = att.shape[-1]
+    real = torch.from_numpy(np.arange(width)[None, :] < np.array(c["lengths"])[:, None])
+    values, indices = _stack_ranked(torch, [_rank_layer(torch, att[:, layer], c["k"], real)
+                                            for layer in range(c["layers"])], c["k"])
+    want_values, want_indices = topk_rows(att.numpy(), c["k"])
+    rows = np.broadcast_to(real.numpy()[:, None, None, :], values.shape[:4])
+    assert np.array_equal(values.numpy()[rows], want_values[rows])
+    nonzero = (want_values > 0) & rows[..., None]
+    assert np.array_equal(indices.numpy()[nonzero], want_indices[nonzero])
+
+
 def test_a_uniform_row_keeps_its_first_keys():
     from headdb.model import _top_keys
 
