@@ -44,8 +44,8 @@ class _LastMap(Exception):
 #: the first batch with padding. False runs the model's own padded forward (for comparisons).
 PACK_TOKENS = True
 #: A batch is packed only where its real tokens number at least this many: with few rows a BLAS
-#: may take another path (here 1 and 7 rows gave other last bits than the same rows among 1,280;
-#: 31 rows and more gave the same), and such batches have little padding to save.
+#: may take another path (here 1-3, 5-7 and 9-11 rows gave other last bits than the same rows among
+#: more; every count from 12 to 2,600 gave the same), and such batches have little padding to save.
 PACK_MIN_TOKENS = 64
 
 
