@@ -298,3 +298,20 @@ def test_an_ingest_with_a_feed_forward_width_not_a_multiple_of_8_stores_the_mode
     finally:
         torch.set_num_threads(threads)
     assert len(stored[True]) > 10_000 and stored[True] == stored[False]
+
+
+def test_a_first_batch_whose_taps_another_thread_checks_meanwhile_keeps_its_maps(tiny_bert_dir):
+    """Two threads' first batches on one model: the thread that checked the taps first set them
+    on while the other's whole forward ran, whose last map then raised _LastMap out of forward()."""
+    from headdb.model import AttentionModel
+
+    am = AttentionModel(str(tiny_bert_dir))
+    batch = am.encode(_sentences(), truncate=False)
+    layer = am.model.encoder.layer[0]
+    handle = layer.register_forward_pre_hook(lambda *a: setattr(am, "_taps", True))  # the other thread's check
+    got = am.forward(batch, 4)
+    handle.remove()
+    want = _own(am, batch, 4)
+    rows = _real_rows(batch, got[0].shape)
+    np.testing.assert_array_equal(got[0][rows], want[0][rows])
+    np.testing.assert_array_equal(got[1][rows], want[1][rows])
