@@ -158,13 +158,13 @@ def test_batches_without_padding_or_with_few_tokens_run_unpacked_and_the_first_t
     np.testing.assert_array_equal(got[1][rows], want[1][rows])
 
 
-@pytest.mark.parametrize("kind", ["albert", "distilbert", "half", "off"])
+@pytest.mark.parametrize("kind", ["albert", "distilbert", "half", "off", "width"])
 def test_models_not_shaped_as_bert_or_not_in_float32_run_their_own_forward(kind, tmp_path, default_model_dir,
                                                                            tiny_bert_dir, monkeypatch):
     import shutil
 
     import torch
-    from transformers import AlbertConfig, AlbertModel, DistilBertConfig, DistilBertModel
+    from transformers import AlbertConfig, AlbertModel, BertConfig, BertModel, DistilBertConfig, DistilBertModel
 
     import headdb.model
     from headdb.model import AttentionModel
@@ -177,6 +177,13 @@ def test_models_not_shaped_as_bert_or_not_in_float32_run_their_own_forward(kind,
             DistilBertModel(DistilBertConfig(vocab_size=30522, dim=32, n_layers=2, n_heads=4, hidden_dim=64))
         folder = tmp_path / kind
         model.eval().save_pretrained(folder)
+        for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+            shutil.copy(default_model_dir / name, folder / name)
+    elif kind == "width":  # a feed-forward 150 wide: 4 threads gave other last bits on most batches, not all
+        torch.manual_seed(0)
+        folder = tmp_path / kind
+        BertModel(BertConfig(vocab_size=30522, hidden_size=36, num_hidden_layers=2, num_attention_heads=3,
+                             intermediate_size=150, max_position_embeddings=64)).eval().save_pretrained(folder)
         for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
             shutil.copy(default_model_dir / name, folder / name)
     elif kind == "half":
@@ -214,3 +221,97 @@ def test_an_ingest_stores_the_same_edges_packed_or_not(tmp_path, default_model_d
                                     "ORDER BY ALL").fetchall()
         con.close()
     assert len(stored[True]) > 10_000 and stored[True] == stored[False]
+
+
+#: transformers' encoders whose layers have BERT's modules: the first pack (their layers run as
+#: BERT's), the second do not (a layer norm before the attention, rotary positions, bottlenecks,
+#: language adapters), which the check on the first padded batch must find
+PACKING = ["roberta", "xlm-roberta", "camembert", "data2vec-text", "ernie", "layoutlm", "markuplm", "splinter",
+           "roc_bert"]
+LOOK_ALIKES = ["roberta-prelayernorm", "xlm-roberta-xl", "esm", "mobilebert", "xmod"]
+EXTRA = {"esm": {"position_embedding_type": "rotary"}, "xmod": {"languages": ["en_XX"], "default_language": "en_XX"},
+         "mobilebert": {"embedding_size": 16, "intra_bottleneck_size": 32, "true_hidden_size": 32}}
+
+
+@pytest.mark.parametrize("model_type", PACKING + LOOK_ALIKES)
+def test_bert_like_architectures_pack_only_where_they_run_as_bert(model_type, tmp_path, default_model_dir):
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    from headdb.model import AttentionModel
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(model_type, vocab_size=30522, hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=4, intermediate_size=64, max_position_embeddings=130,
+                                  pad_token_id=0, **EXTRA.get(model_type, {}))
+    AutoModel.from_config(config, attn_implementation="eager").eval().save_pretrained(tmp_path)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(default_model_dir / name, tmp_path / name)
+    am = AttentionModel(str(tmp_path))
+    sentences = _sentences(40)
+    am.forward(am.encode(sentences[:16], truncate=False), 4)
+    assert am.packs_tokens == (model_type in PACKING), model_type
+    for batch in (sentences[16:32], sentences[32:], sentences[3:5] + sentences[17:18]):
+        batch = am.encode(batch, truncate=False)
+        for k in (4, None):
+            got, want = am.forward(batch, k), _own(am, batch, k)
+            rows = _real_rows(batch, got[0].shape)
+            np.testing.assert_array_equal(got[0][rows], want[0][rows])
+            np.testing.assert_array_equal(got[1][rows], want[1][rows])
+
+
+def test_an_ingest_with_a_feed_forward_width_not_a_multiple_of_8_stores_the_models_own_edges(
+        tmp_path, default_model_dir, monkeypatch):
+    """Hidden 36, feed-forward 150, on 4 threads: packed, most batches gave other last bits than the
+    padded forward and the first checked one the same, so 40 EWT sentences in batches of 4 stored
+    other edges. Such layers run the model's own forward."""
+    import shutil
+
+    import duckdb
+    import torch
+    from transformers import BertConfig, BertModel
+
+    import headdb.model
+    from headdb.ingest import ingest
+    from headdb.resources import sample_corpus
+
+    folder = tmp_path / "model"
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=30522, hidden_size=36, num_hidden_layers=2, num_attention_heads=3,
+                         intermediate_size=150, max_position_embeddings=130)).eval().save_pretrained(folder)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(default_model_dir / name, folder / name)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(4)
+    stored = {}
+    try:
+        for packs in (True, False):
+            monkeypatch.setattr(headdb.model, "PACK_TOKENS", packs)
+            db = tmp_path / f"{packs}.db"
+            ingest(db, sample_corpus(), model=folder, limit=40, batch_size=4)
+            con = duckdb.connect(str(db), read_only=True)
+            stored[packs] = con.execute("SELECT sentence_id, layer, head, query_pos, key_pos, weight FROM edges "
+                                        "ORDER BY ALL").fetchall()
+            con.close()
+    finally:
+        torch.set_num_threads(threads)
+    assert len(stored[True]) > 10_000 and stored[True] == stored[False]
+
+
+def test_a_first_batch_whose_taps_another_thread_checks_meanwhile_keeps_its_maps(tiny_bert_dir):
+    """Two threads' first batches on one model: the thread that checked the taps first set them
+    on while the other's whole forward ran, whose last map then raised _LastMap out of forward()."""
+    from headdb.model import AttentionModel
+
+    am = AttentionModel(str(tiny_bert_dir))
+    batch = am.encode(_sentences(), truncate=False)
+    layer = am.model.encoder.layer[0]
+    handle = layer.register_forward_pre_hook(lambda *a: setattr(am, "_taps", True))  # the other thread's check
+    got = am.forward(batch, 4)
+    handle.remove()
+    want = _own(am, batch, 4)
+    rows = _real_rows(batch, got[0].shape)
+    np.testing.assert_array_equal(got[0][rows], want[0][rows])
+    np.testing.assert_array_equal(got[1][rows], want[1][rows])
