@@ -104,11 +104,17 @@ REFUSED = {
                         "multiword range"),
     "backwards range": ("rb.conllu", "2-1\tab\t_\t_\t_\t_\t_\t_\t_\t_\n" + conllu_row(1, "a", 0) + "\n", 1,
                         "multiword range"),
+    # N-M with N < M: "1-1" is no multiword token (a token of one word is the word itself)
+    "one-word range": ("r11.conllu", "1-1\ta\t_\t_\t_\t_\t_\t_\t_\t_\n" + conllu_row(1, "a", 0) + "\n", 1,
+                       "multiword range"),
     "range beyond the sentence": ("rbey.conllu", "1-9\tab\t_\t_\t_\t_\t_\t_\t_\t_\n" + conllu_row(1, "a", 0) + "\n"
                                   + conllu_row(2, "b", 1) + "\n", 1, "beyond the sentence's 2 words"),
     "overlapping ranges": ("rov.conllu", "1-3\tabc\t_\t_\t_\t_\t_\t_\t_\t_\n2-3\tbc\t_\t_\t_\t_\t_\t_\t_\t_\n"
                            + "\n".join(conllu_row(i, f, 0 if i == 1 else 1) for i, f in enumerate("abc", 1)) + "\n",
                            2, "multiword range 2-3 out of place"),
+    "ranges sharing a word": ("rsh.conllu", "1-2\tab\t_\t_\t_\t_\t_\t_\t_\t_\n" + conllu_row(1, "a", 0) + "\n"
+                              + "2-3\tbc\t_\t_\t_\t_\t_\t_\t_\t_\n" + conllu_row(2, "b", 1) + "\n"
+                              + conllu_row(3, "c", 1) + "\n", 3, "multiword range 2-3 out of place"),
     "range after its words": ("raft.conllu", conllu_row(1, "a", 0) + "\n" + conllu_row(2, "b", 1)
                               + "\n1-2\tab\t_\t_\t_\t_\t_\t_\t_\t_\n", 3, "multiword range 1-2 out of place"),
     "carriage returns as line ends (old Mac)": ("cr.txt", b"Hello world.\rSecond line.\rThird.\r", 1,
