@@ -525,3 +525,69 @@ def test_a_sparse_or_truncated_run_says_what_its_accuracy_rests_on(store, tmp_pa
     md = headdb.report(db, out=tmp_path / "rep").markdown
     assert "Word attention is summed from the run's stored edges (top-8 keys per row)" in md, md
     assert "1 dependency edge of the stored sentences left out" in md, md
+
+
+def _clark_reference(seqs, att) -> dict[tuple[int, int, str, str], tuple[int, int]]:
+    """(layer, head, direction, split) -> (n, n_correct) of relation "all", recomputed in numpy from
+    the dense attention, as Clark et al. do: the word-level map (mean over the query word's pieces,
+    sum over the key word's), a word's own column/row left out and so is the other segment; the
+    argmax of the row (dep->head) or the column (head->dep), ties to the lower word."""
+    out: dict = {}
+    for sid, (seq, A) in enumerate(zip(seqs, att)):
+        n_words = len(seq.heads)
+        pieces = [[p for p, w in enumerate(seq.word) if w == i] for i in range(n_words)]
+        split = "selection" if sid % 2 == 0 else "report"
+        for layer in range(A.shape[0]):
+            for head in range(A.shape[1]):
+                W = np.array([[A[layer, head][np.ix_(pieces[i], pieces[j])].sum(axis=1).mean()
+                               for j in range(n_words)] for i in range(n_words)])
+                allowed = np.array([[i != j and seq.word_segment[i] == seq.word_segment[j]
+                                     for j in range(n_words)] for i in range(n_words)])
+                masked = np.where(allowed, W, -np.inf)
+                for dep, gov in enumerate(seq.heads):
+                    if gov is None:
+                        continue
+                    for direction, scores in (("dep->head", masked[dep]), ("head->dep", masked[:, dep])):
+                        predicted = int(np.argmax(scores)) if np.isfinite(scores).any() else None
+                        n, c = out.get((layer, head, direction, split), (0, 0))
+                        out[(layer, head, direction, split)] = (n + 1, c + (predicted == gov))
+    return out
+
+
+@pytest.mark.parametrize("uniform", [False, True])
+def test_head_accuracy_of_pairs_is_clarks_recomputed_from_the_attention(tmp_path, uniform):
+    """Random dense attention over pairs, whose words attend to themselves and to the other
+    segment: the accuracy of every head is the one recomputed in numpy (a word's attention to
+    itself and to the other segment never predicts: the word-level map within a segment). Uniform
+    attention ties every word of as many pieces: the lower word_pos wins, as numpy's argmax."""
+    rng = np.random.default_rng(5)
+    seqs = []
+    for _ in range(8):
+        segs = []
+        for _seg in range(2):
+            n = int(rng.integers(2, 6))
+            root = int(rng.integers(n))
+            segs.append(([int(rng.integers(1, 3)) for _ in range(n)],
+                         [None if w == root else int(rng.choice([x for x in range(n) if x != w])) for w in range(n)],
+                         ["root" if w == root else "dep" for w in range(n)]))
+        seqs.append(simple_seq(*segs[0], *segs[1]))
+    # the words' own pieces and the other segment weigh more than the rest, so that leaving them in
+    # changes the predictions
+    att = []
+    for q in seqs:
+        A = dirichlet_attention(rng, 2, 2, q.length)
+        boost = np.array([[1.0 + 3.0 * (q.word[i] is not None and q.word[j] is not None
+                                        and (q.word[i] == q.word[j] or q.segment[i] != q.segment[j]))
+                           for j in range(q.length)] for i in range(q.length)])
+        A = np.ones_like(A) if uniform else A * boost
+        att.append(A / A.sum(axis=-1, keepdims=True))
+    db = tmp_path / "pairs.db"
+    build_store(db, seqs, att, pairs=True)
+    got = headdb.head_accuracy(db)
+    got = got[got["relation"] == "all"]
+    ref = _clark_reference(seqs, att)
+    assert len(got) == 2 * 2 * 2
+    for r in got.itertuples():
+        for split, n, acc in (("selection", r.n_select, r.select_accuracy), ("report", r.n_report, r.report_accuracy)):
+            n_ref, c_ref = ref[(r.layer, r.head, r.direction, split)]
+            assert n == n_ref and acc == pytest.approx(c_ref / n_ref), (r.layer, r.head, r.direction, split)
