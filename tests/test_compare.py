@@ -858,3 +858,31 @@ def test_colocation_gained_and_lost_count_only_heads_tested_for_both_roles_in_bo
         assert (r.gained, r.lost) == (gained, lost), (x, y)
         naive_differs += (int((~both_a & both_b).sum()), int((both_a & ~both_b).sum())) != (gained, lost)
     assert naive_differs  # the untested heads change the counts: the edit above tests something
+
+
+def test_run_b_over_more_sentences_than_run_a_leaves_role_change_unknown(tmp_path):
+    """Runs over other sentences either way: run A over fewer (a sentence it skipped) than run B
+    is as unlike as the other way round; role_change is unknown and the note says why."""
+    import duckdb
+
+    db = build_results_store(tmp_path / "s.db")
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE run_sentences SET status = 'skipped' WHERE run_id = (SELECT run_id FROM runs "
+                "WHERE run_name = 'base') AND sentence_id IN (SELECT min(sentence_id) FROM run_sentences)")
+    con.close()
+    df = headdb.compare(db, "base", "tuned")
+    assert (df["role_change"] == "unknown").all()
+    assert "the runs' tests are over other sentences (run 1: " in df.attrs["note"], df.attrs["note"]
+
+
+def test_layer_profile_mean_abs_diff_is_the_mean_of_the_absolute_differences(store, tmp_path):
+    """mean_abs_diff per (role, layer) is the mean of |mean_diff| over its heads: with one head up
+    and one down in a layer it is not the (smaller) mean of the signed differences."""
+    db = _edited_copy(store, tmp_path / "m.db", "UPDATE sentence_scores SET score = score - 1 "
+                      "WHERE run_id = 2 AND role = 'local' AND layer = 0 AND head = 2")
+    cmp = headdb.compare(db, "base", "tuned")
+    prof = layer_profile(cmp)
+    want = cmp.assign(a=cmp["mean_diff"].abs()).groupby(["role", "layer"])["a"].mean()
+    got = prof.set_index(["role", "layer"])["mean_abs_diff"]
+    assert got.to_dict() == pytest.approx(want.to_dict())
+    assert (cmp["mean_diff"] < 0).any() and (cmp["mean_diff"] > 0).any()
