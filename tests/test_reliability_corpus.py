@@ -517,3 +517,20 @@ def test_missing_text_is_rebuilt_from_tokens_and_space_after(tmp_path):
     assert es.segments[0].text == "Vino del mercado."
     assert [w.form for w in es.segments[0].words] == ["Vino", "de", "el", "mercado", "."]
     assert zh.segments[0].text == "我喜欢猫。"
+
+
+def test_a_multiword_token_may_end_the_sentence(tmp_path):
+    """A range may end at the sentence's last word (Spanish "dámelo" = da me lo, a sentence's last
+    token): only a range beyond the last word is refused. Its words are read, and the text rebuilt
+    from the token's surface form."""
+    data = "\n".join([
+        conllu_row(1, "Ya", 2),
+        "2-4\tdámelo\t_\t_\t_\t_\t_\t_\t_\t_",
+        conllu_row(2, "da", 0),
+        conllu_row(3, "me", 2),
+        conllu_row(4, "lo", 2),
+    ]) + "\n"
+    (s,) = read_corpus(write(tmp_path, "end.conllu", data), "conllu")
+    assert [w.form for w in s.segments[0].words] == ["Ya", "da", "me", "lo"]
+    assert [w.head for w in s.segments[0].words] == [1, None, 1, 1]
+    assert s.segments[0].text == "Ya dámelo"
