@@ -886,3 +886,15 @@ def test_layer_profile_mean_abs_diff_is_the_mean_of_the_absolute_differences(sto
     got = prof.set_index(["role", "layer"])["mean_abs_diff"]
     assert got.to_dict() == pytest.approx(want.to_dict())
     assert (cmp["mean_diff"] < 0).any() and (cmp["mean_diff"] > 0).any()
+
+
+def test_a_score_changed_only_below_alpha(store):
+    """changed is p_adj < alpha, strictly, as a classification's significant is: a head whose
+    p_adj equals alpha has not changed."""
+    first = headdb.compare(store, "base", "tuned", correction="none")
+    p = float(_row(first, "local", 0, 0).p_adj)
+    assert 0 < p < 1
+    at = headdb.compare(store, "base", "tuned", correction="none", alpha=p)
+    assert not _row(at, "local", 0, 0).changed
+    above = headdb.compare(store, "base", "tuned", correction="none", alpha=float(np.nextafter(p, 1)))
+    assert _row(above, "local", 0, 0).changed
