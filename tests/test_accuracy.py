@@ -591,3 +591,34 @@ def test_head_accuracy_of_pairs_is_clarks_recomputed_from_the_attention(tmp_path
         for split, n, acc in (("selection", r.n_select, r.select_accuracy), ("report", r.n_report, r.report_accuracy)):
             n_ref, c_ref = ref[(r.layer, r.head, r.direction, split)]
             assert n == n_ref and acc == pytest.approx(c_ref / n_ref), (r.layer, r.head, r.direction, split)
+
+
+def test_the_best_offset_is_chosen_on_the_selection_split_with_readmes_tie_rule(tmp_path):
+    """Per relation, the offset baseline is the offset of -10..10 (not 0) with the best selection
+    accuracy, recomputed from the words' heads; ties go to the smaller |offset|, then the lower
+    offset (README), and its accuracy is reported on the odd sentence_ids. Here nsubj ties +1, +2
+    and -2 on the even sentences, and amod +1 and -1."""
+    seqs = [simple_seq([1] * 3, [1, None, 1], ["nsubj", "root", "obj"]),
+            simple_seq([1] * 4, [None, 0, 3, 0], ["root", "nsubj", "obj", "obj"]),
+            simple_seq([1] * 5, [2, None, 1, 1, 1], ["nsubj", "root", "obj", "nsubj", "obj"]),
+            simple_seq([1] * 3, [1, None, 1], ["nsubj", "root", "obj"]),
+            simple_seq([1] * 3, [1, None, 1], ["amod", "root", "amod"]),
+            simple_seq([1] * 2, [1, None], ["amod", "root"])]
+    rng = np.random.default_rng(3)
+    db = tmp_path / "o.db"
+    build_store(db, seqs, [dirichlet_attention(rng, 1, 2, q.length) for q in seqs])
+    edges = [(sid % 2 == 0, _base(rel), gov - dep) for sid, seq in enumerate(seqs)
+             for dep, (gov, rel) in enumerate(zip(seq.heads, seq.deprels)) if gov is not None]
+    df = headdb.accuracy(db)
+    ties = 0
+    for r in df.itertuples():
+        mine = [e for e in edges if r.relation in ("all", e[1])]
+        sel = [e[2] for e in mine if e[0]]
+        rep = [e[2] for e in mine if not e[0]]
+        best = max(sum(d == o for d in sel) for o in range(-10, 11) if o)
+        tied = [o for o in range(-10, 11) if o and sum(d == o for d in sel) == best]
+        ties += len(tied) > 1
+        want = min(tied, key=lambda o: (abs(o), o))
+        assert r.baseline_offset == want, (r.relation, r.direction, tied)
+        assert r.baseline_accuracy == pytest.approx(sum(d == want for d in rep) / len(rep))
+    assert ties and set(df["relation"]) == {"all", "nsubj", "obj", "amod"}
