@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from headdb.corpus import MAX_LINE_BYTES, MAX_WORDS, read_corpus, validate
+from headdb.corpus import MAX_LINE_BYTES, MAX_WORDS, Word, read_corpus, validate
 from headdb.errors import CorpusError, InputError
 from headdb.ingest import ingest
 from cli_helpers import run_cli
@@ -534,3 +534,28 @@ def test_a_multiword_token_may_end_the_sentence(tmp_path):
     assert [w.form for w in s.segments[0].words] == ["Ya", "da", "me", "lo"]
     assert [w.head for w in s.segments[0].words] == [1, None, 1, 1]
     assert s.segments[0].text == "Ya dámelo"
+
+
+def test_only_the_misc_attribute_space_after_no_joins_tokens(tmp_path):
+    """Without `# text`, no space follows a token whose MISC holds the attribute SpaceAfter=No:
+    not one whose MISC holds another attribute that merely ends so (CorrectSpaceAfter=No)."""
+    data = "\n".join([
+        conllu_row(1, "Hello", 0)[:-1] + "CorrectSpaceAfter=No",
+        conllu_row(2, "world", 1)[:-1] + "Gloss=world|SpaceAfter=No",
+        conllu_row(3, ".", 1),
+    ]) + "\n"
+    (s,) = read_corpus(write(tmp_path, "misc.conllu", data), "conllu")
+    assert s.segments[0].text == "Hello world."
+
+
+def test_a_text_lines_surrounding_whitespace_is_not_part_of_its_text(tmp_path):
+    """A line of raw text is one sentence: its text, as stored and as handed to the parser, is
+    the line without its leading and trailing whitespace (indentation, a space before the line end)."""
+    seen: list[str] = []
+
+    def parser(texts):
+        seen.extend(texts)
+        return [tuple(Word(t) for t in text.split()) for text in texts]
+
+    (s,) = read_corpus(write(tmp_path, "pad.txt", "\t  Hello world.  \n"), "text", parser=parser)
+    assert s.segments[0].text == "Hello world." and seen == ["Hello world."]
