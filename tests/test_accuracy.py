@@ -593,17 +593,22 @@ def test_head_accuracy_of_pairs_is_clarks_recomputed_from_the_attention(tmp_path
             assert n == n_ref and acc == pytest.approx(c_ref / n_ref), (r.layer, r.head, r.direction, split)
 
 
-def test_the_best_offset_is_chosen_on_the_selection_split_with_readmes_tie_rule(tmp_path):
-    """Per relation, the offset baseline is the offset of -10..10 (not 0) with the best selection
-    accuracy, recomputed from the words' heads; ties go to the smaller |offset|, then the lower
-    offset (README), and its accuracy is reported on the odd sentence_ids. Here nsubj ties +1, +2
-    and -2 on the even sentences, and amod +1 and -1."""
-    seqs = [simple_seq([1] * 3, [1, None, 1], ["nsubj", "root", "obj"]),
+def _tie_seqs():
+    """Six single-segment sentences of one piece a word, whose relations tie offsets."""
+    return [simple_seq([1] * 3, [1, None, 1], ["nsubj", "root", "obj"]),
             simple_seq([1] * 4, [None, 0, 3, 0], ["root", "nsubj", "obj", "obj"]),
             simple_seq([1] * 5, [2, None, 1, 1, 1], ["nsubj", "root", "obj", "nsubj", "obj"]),
             simple_seq([1] * 3, [1, None, 1], ["nsubj", "root", "obj"]),
             simple_seq([1] * 3, [1, None, 1], ["amod", "root", "amod"]),
             simple_seq([1] * 2, [1, None], ["amod", "root"])]
+
+
+def test_the_best_offset_is_chosen_on_the_selection_split_with_readmes_tie_rule(tmp_path):
+    """Per relation, the offset baseline is the offset of -10..10 (not 0) with the best selection
+    accuracy, recomputed from the words' heads; ties go to the smaller |offset|, then the lower
+    offset (README), and its accuracy is reported on the odd sentence_ids. Here nsubj ties +1, +2
+    and -2 on the even sentences, and amod +1 and -1."""
+    seqs = _tie_seqs()
     rng = np.random.default_rng(3)
     db = tmp_path / "o.db"
     build_store(db, seqs, [dirichlet_attention(rng, 1, 2, q.length) for q in seqs])
@@ -622,3 +627,35 @@ def test_the_best_offset_is_chosen_on_the_selection_split_with_readmes_tie_rule(
         assert r.baseline_offset == want, (r.relation, r.direction, tied)
         assert r.baseline_accuracy == pytest.approx(sum(d == want for d in rep) / len(rep))
     assert ties and set(df["relation"]) == {"all", "nsubj", "obj", "amod"}
+    # the most edges any relation has in both splits: "all"'s, the smaller of its two splits
+    n_split = [sum(e[0] == split for e in edges) for split in (True, False)]
+    assert df.attrs["most_in_both_splits"] == min(n_split) and n_split[0] != n_split[1]
+
+
+def test_the_best_head_ties_go_to_the_lower_layer_then_head(tmp_path):
+    """Heads (0, 1) and (1, 0) attend from every dependent to its head, (0, 0) and (1, 1)
+    uniformly: the best head is the first of the tied ones in (layer, head) order (README),
+    (0, 1), wherever (1, 0) ties it; recomputed from the attention."""
+    seqs = _tie_seqs()
+    att = []
+    for q in seqs:
+        L = q.length
+        good = np.full((L, L), 1.0 / L)
+        for p, w in enumerate(q.word):
+            if w is not None and q.heads[w] is not None:
+                good[p] = 0.0
+                good[p, q.word.index(q.heads[w])] = 1.0
+        A = np.empty((2, 2, L, L))
+        A[0, 0] = A[1, 1] = 1.0 / L
+        A[0, 1] = A[1, 0] = good
+        att.append(A)
+    db = tmp_path / "h.db"
+    build_store(db, seqs, att)
+    ref = _clark_reference(seqs, att)
+    df = headdb.accuracy(db)
+    r = df[(df["relation"] == "all") & (df["direction"] == "dep->head")].iloc[0]
+    sel = {(lay, hd): c / n for (lay, hd, d, split), (n, c) in ref.items() if d == "dep->head" and split == "selection"}
+    best = max(sel.values())
+    tied = sorted(k for k, v in sel.items() if v == best)
+    assert tied == [(0, 1), (1, 0)]
+    assert (r["layer"], r["head"]) == tied[0]
