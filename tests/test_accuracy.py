@@ -525,3 +525,137 @@ def test_a_sparse_or_truncated_run_says_what_its_accuracy_rests_on(store, tmp_pa
     md = headdb.report(db, out=tmp_path / "rep").markdown
     assert "Word attention is summed from the run's stored edges (top-8 keys per row)" in md, md
     assert "1 dependency edge of the stored sentences left out" in md, md
+
+
+def _clark_reference(seqs, att) -> dict[tuple[int, int, str, str], tuple[int, int]]:
+    """(layer, head, direction, split) -> (n, n_correct) of relation "all", recomputed in numpy from
+    the dense attention, as Clark et al. do: the word-level map (mean over the query word's pieces,
+    sum over the key word's), a word's own column/row left out and so is the other segment; the
+    argmax of the row (dep->head) or the column (head->dep), ties to the lower word."""
+    out: dict = {}
+    for sid, (seq, A) in enumerate(zip(seqs, att)):
+        n_words = len(seq.heads)
+        pieces = [[p for p, w in enumerate(seq.word) if w == i] for i in range(n_words)]
+        split = "selection" if sid % 2 == 0 else "report"
+        for layer in range(A.shape[0]):
+            for head in range(A.shape[1]):
+                W = np.array([[A[layer, head][np.ix_(pieces[i], pieces[j])].sum(axis=1).mean()
+                               for j in range(n_words)] for i in range(n_words)])
+                allowed = np.array([[i != j and seq.word_segment[i] == seq.word_segment[j]
+                                     for j in range(n_words)] for i in range(n_words)])
+                masked = np.where(allowed, W, -np.inf)
+                for dep, gov in enumerate(seq.heads):
+                    if gov is None:
+                        continue
+                    for direction, scores in (("dep->head", masked[dep]), ("head->dep", masked[:, dep])):
+                        predicted = int(np.argmax(scores)) if np.isfinite(scores).any() else None
+                        n, c = out.get((layer, head, direction, split), (0, 0))
+                        out[(layer, head, direction, split)] = (n + 1, c + (predicted == gov))
+    return out
+
+
+@pytest.mark.parametrize("uniform", [False, True])
+def test_head_accuracy_of_pairs_is_clarks_recomputed_from_the_attention(tmp_path, uniform):
+    """Random dense attention over pairs, whose words attend to themselves and to the other
+    segment: the accuracy of every head is the one recomputed in numpy (a word's attention to
+    itself and to the other segment never predicts: the word-level map within a segment). Uniform
+    attention ties every word of as many pieces: the lower word_pos wins, as numpy's argmax."""
+    rng = np.random.default_rng(5)
+    seqs = []
+    for _ in range(8):
+        segs = []
+        for _seg in range(2):
+            n = int(rng.integers(2, 6))
+            root = int(rng.integers(n))
+            segs.append(([int(rng.integers(1, 3)) for _ in range(n)],
+                         [None if w == root else int(rng.choice([x for x in range(n) if x != w])) for w in range(n)],
+                         ["root" if w == root else "dep" for w in range(n)]))
+        seqs.append(simple_seq(*segs[0], *segs[1]))
+    # the words' own pieces and the other segment weigh more than the rest, so that leaving them in
+    # changes the predictions
+    att = []
+    for q in seqs:
+        A = dirichlet_attention(rng, 2, 2, q.length)
+        boost = np.array([[1.0 + 3.0 * (q.word[i] is not None and q.word[j] is not None
+                                        and (q.word[i] == q.word[j] or q.segment[i] != q.segment[j]))
+                           for j in range(q.length)] for i in range(q.length)])
+        A = np.ones_like(A) if uniform else A * boost
+        att.append(A / A.sum(axis=-1, keepdims=True))
+    db = tmp_path / "pairs.db"
+    build_store(db, seqs, att, pairs=True)
+    got = headdb.head_accuracy(db)
+    got = got[got["relation"] == "all"]
+    ref = _clark_reference(seqs, att)
+    assert len(got) == 2 * 2 * 2
+    for r in got.itertuples():
+        for split, n, acc in (("selection", r.n_select, r.select_accuracy), ("report", r.n_report, r.report_accuracy)):
+            n_ref, c_ref = ref[(r.layer, r.head, r.direction, split)]
+            assert n == n_ref and acc == pytest.approx(c_ref / n_ref), (r.layer, r.head, r.direction, split)
+
+
+def _tie_seqs():
+    """Six single-segment sentences of one piece a word, whose relations tie offsets."""
+    return [simple_seq([1] * 3, [1, None, 1], ["nsubj", "root", "obj"]),
+            simple_seq([1] * 4, [None, 0, 3, 0], ["root", "nsubj", "obj", "obj"]),
+            simple_seq([1] * 5, [2, None, 1, 1, 1], ["nsubj", "root", "obj", "nsubj", "obj"]),
+            simple_seq([1] * 3, [1, None, 1], ["nsubj", "root", "obj"]),
+            simple_seq([1] * 3, [1, None, 1], ["amod", "root", "amod"]),
+            simple_seq([1] * 2, [1, None], ["amod", "root"])]
+
+
+def test_the_best_offset_is_chosen_on_the_selection_split_with_readmes_tie_rule(tmp_path):
+    """Per relation, the offset baseline is the offset of -10..10 (not 0) with the best selection
+    accuracy, recomputed from the words' heads; ties go to the smaller |offset|, then the lower
+    offset (README), and its accuracy is reported on the odd sentence_ids. Here nsubj ties +1, +2
+    and -2 on the even sentences, and amod +1 and -1."""
+    seqs = _tie_seqs()
+    rng = np.random.default_rng(3)
+    db = tmp_path / "o.db"
+    build_store(db, seqs, [dirichlet_attention(rng, 1, 2, q.length) for q in seqs])
+    edges = [(sid % 2 == 0, _base(rel), gov - dep) for sid, seq in enumerate(seqs)
+             for dep, (gov, rel) in enumerate(zip(seq.heads, seq.deprels)) if gov is not None]
+    df = headdb.accuracy(db)
+    ties = 0
+    for r in df.itertuples():
+        mine = [e for e in edges if r.relation in ("all", e[1])]
+        sel = [e[2] for e in mine if e[0]]
+        rep = [e[2] for e in mine if not e[0]]
+        best = max(sum(d == o for d in sel) for o in range(-10, 11) if o)
+        tied = [o for o in range(-10, 11) if o and sum(d == o for d in sel) == best]
+        ties += len(tied) > 1
+        want = min(tied, key=lambda o: (abs(o), o))
+        assert r.baseline_offset == want, (r.relation, r.direction, tied)
+        assert r.baseline_accuracy == pytest.approx(sum(d == want for d in rep) / len(rep))
+    assert ties and set(df["relation"]) == {"all", "nsubj", "obj", "amod"}
+    # the most edges any relation has in both splits: "all"'s, the smaller of its two splits
+    n_split = [sum(e[0] == split for e in edges) for split in (True, False)]
+    assert df.attrs["most_in_both_splits"] == min(n_split) and n_split[0] != n_split[1]
+
+
+def test_the_best_head_ties_go_to_the_lower_layer_then_head(tmp_path):
+    """Heads (0, 1) and (1, 0) attend from every dependent to its head, (0, 0) and (1, 1)
+    uniformly: the best head is the first of the tied ones in (layer, head) order (README),
+    (0, 1), wherever (1, 0) ties it; recomputed from the attention."""
+    seqs = _tie_seqs()
+    att = []
+    for q in seqs:
+        L = q.length
+        good = np.full((L, L), 1.0 / L)
+        for p, w in enumerate(q.word):
+            if w is not None and q.heads[w] is not None:
+                good[p] = 0.0
+                good[p, q.word.index(q.heads[w])] = 1.0
+        A = np.empty((2, 2, L, L))
+        A[0, 0] = A[1, 1] = 1.0 / L
+        A[0, 1] = A[1, 0] = good
+        att.append(A)
+    db = tmp_path / "h.db"
+    build_store(db, seqs, att)
+    ref = _clark_reference(seqs, att)
+    df = headdb.accuracy(db)
+    r = df[(df["relation"] == "all") & (df["direction"] == "dep->head")].iloc[0]
+    sel = {(lay, hd): c / n for (lay, hd, d, split), (n, c) in ref.items() if d == "dep->head" and split == "selection"}
+    best = max(sel.values())
+    tied = sorted(k for k, v in sel.items() if v == best)
+    assert tied == [(0, 1), (1, 0)]
+    assert (r["layer"], r["head"]) == tied[0]

@@ -183,3 +183,32 @@ def test_a_sentencepiece_vocabulary_that_holds_special_tokens_is_counted(unigram
     assert plain.special_in_words == 0
     (bert,) = align(tokenizer, [single(*forms)], False, 512)
     assert bert.special_in_words == 0
+
+
+def test_bos_and_eos_are_the_cls_and_sep_of_a_tokenizer_that_names_only_them(roberta_style_dir):
+    """SCORES.md: an input is [CLS] A [SEP] "or the model's equivalents" (BOS/EOS). A tokenizer
+    that names a bos and an eos token and no cls or sep token (GPT- or Llama-style) marks its
+    first piece cls and its last sep, not "other" (delimiter_cls and delimiter_sep read them)."""
+    from tokenizers import Tokenizer, processors
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer.from_file(str(roberta_style_dir / "tokenizer.json"))
+    tk.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", tk.token_to_id("<s>")), ("</s>", tk.token_to_id("</s>"))])
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                  pad_token="<pad>")
+    assert tok.cls_token_id is None and tok.sep_token_id is None
+    (e,) = align(tok, [single("The", "cat", "sat")], False, 512)
+    assert e.pieces[0] == "<s>" and e.pieces[-1] == "</s>", e.pieces
+    assert e.special[0] == "cls" and e.special[-1] == "sep"
+    assert all(k is None for k in e.special[1:-1]) and e.word_pos[0] is None and e.word_pos[-1] is None
+
+
+def test_an_input_whose_special_tokens_alone_exceed_the_limit_is_skipped_even_by_one(tokenizer):
+    """A word the tokenizer gives no piece (a lone combining accent: BERT strips it) leaves
+    [CLS] [SEP], one token over a limit of 1: the tokenizer cannot cut it, so it is skipped, not
+    stored one token too long."""
+    assert tokenizer(["\u0300"], is_split_into_words=True)["input_ids"] == [tokenizer.cls_token_id,
+                                                                           tokenizer.sep_token_id]
+    (e,) = align(tokenizer, [single("\u0300")], True, 1)
+    assert e.status == "skipped" and e.length == 0 and e.n_tokens_full == 2

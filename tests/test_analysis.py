@@ -148,3 +148,22 @@ def test_min_roles_is_a_whole_number_of_at_least_one(store):
     for bad in ("2", 2.5, 0, True):
         with pytest.raises(InputError, match=f"^min_roles must be a whole number of at least 1, not {bad!r}$"):
             headdb.multi_role_heads(store, "base", bad)
+
+
+def test_layer_distribution_counts_only_tested_heads_as_tested(store, tmp_path):
+    """An untested head (p NULL: fewer than two scores, or every score equal to tau) is stored as
+    not significant; it is no head tested for the role, so n_tested leaves it out. Recomputed from
+    head_tests."""
+    import shutil
+
+    db = tmp_path / "u.db"
+    shutil.copy(store, db)
+    headdb.sql(db, "UPDATE head_tests SET p = NULL, p_adj = NULL, t = NULL, significant = false "
+                   "WHERE run_id = 1 AND role = 'local' AND layer = 0 AND head = 2", write=True)
+    tests = headdb.sql(db, "SELECT role, layer, p, significant FROM head_tests WHERE run_id = 1")
+    df = headdb.layer_distribution(db, "base")
+    got = {(r.role, r.layer): (r.n_significant, r.n_tested) for r in df.itertuples()}
+    want = {(role, int(layer)): (int(g["significant"].sum()), int(g["p"].notna().sum()))
+            for (role, layer), g in tests.groupby(["role", "layer"])}
+    assert got == want
+    assert got[("local", 0)][1] < (tests["role"].eq("local") & tests["layer"].eq(0)).sum()

@@ -517,17 +517,20 @@ def test_gained_and_lost_only_between_tests_decided_alike(store, tmp_path, chang
     assert ("its counts do not compare" in small_note.attrs["note"]) == small
 
 
-def test_a_head_untested_in_one_run_has_no_role_change(store, tmp_path):
+@pytest.mark.parametrize("untested_run", [1, 2])
+def test_a_head_untested_in_one_run_has_no_role_change(store, tmp_path, untested_run):
     """An untested head (p NULL: fewer than two scores, or every score equal to tau) is stored as
     not significant: one significant in run A and untested in run B read "lost" (and the other
     way "gained"), a finding from a test that was never made. Its role_change is unknown."""
     before = headdb.compare(store, "base", "tuned")
     assert _row(before, "local", 0, 1).role_change == "kept"
     db = _edited_copy(store, tmp_path / "c.db", "UPDATE head_tests SET p = NULL, p_adj = NULL, t = NULL, "
-                      "significant = false WHERE run_id = 2 AND role = 'local' AND layer = 0 AND head = 1")
+                      "significant = false WHERE run_id = " + str(untested_run)
+                      + " AND role = 'local' AND layer = 0 AND head = 1")
     df = headdb.compare(db, "base", "tuned")
     r = _row(df, "local", 0, 1)
-    assert r.role_change == "unknown" and bool(r.significant_a) and pd.isna(r.significant_b)
+    tested, untested = (r.significant_b, r.significant_a) if untested_run == 1 else (r.significant_a, r.significant_b)
+    assert r.role_change == "unknown" and bool(tested) and pd.isna(untested)
     others = df.index != r.name
     assert (df.loc[others, "role_change"] == before.loc[others, "role_change"]).all()
 
@@ -827,3 +830,71 @@ def test_roles_gained_and_lost_unknown_for_untested_heads_says_why(store, tmp_pa
     assert "(below)" not in df.attrs["note"], df.attrs["note"]
     assert ("; roles gained and lost unknown (no head has a test in both runs: fewer than two sentences with "
             "scores, or every score equal to tau)") in df.attrs["note"], df.attrs["note"]
+
+
+def test_colocation_gained_and_lost_count_only_heads_tested_for_both_roles_in_both_runs(store, tmp_path):
+    """A pair of roles is gained (lost) on a head only where its change of both roles is known:
+    a head untested for either role in either run (p NULL, stored as not significant) is no
+    finding for the pair. Recomputed here from head_tests: one head untested for local in run A,
+    another for delimiter in run B."""
+    db = _edited_copy(store, tmp_path / "c.db",
+                      "UPDATE head_tests SET p = NULL, p_adj = NULL, t = NULL, significant = false WHERE "
+                      "(run_id = 1 AND role = 'local' AND layer = 0 AND head = 1) OR "
+                      "(run_id = 2 AND role = 'delimiter' AND layer = 1 AND head = 2)")
+    df = headdb.colocation_change(db, "base", "tuned")
+    tests = headdb.sql(db, "SELECT run_id, role, layer, head, significant, p IS NOT NULL AS tested "
+                           "FROM head_tests WHERE run_id IN (1, 2)")
+    sig = tests.pivot_table(index=["layer", "head"], columns=["run_id", "role"], values="significant")
+    tested = tests.pivot_table(index=["layer", "head"], columns=["run_id", "role"], values="tested")
+    naive_differs = 0
+    for r in df.itertuples():
+        x, y = r.role_a, r.role_b
+        both_a = sig[(1, x)].astype(bool) & sig[(1, y)].astype(bool)
+        both_b = sig[(2, x)].astype(bool) & sig[(2, y)].astype(bool)
+        ok = tested[(1, x)].astype(bool) & tested[(1, y)].astype(bool) & tested[(2, x)].astype(bool) \
+            & tested[(2, y)].astype(bool)
+        gained, lost = int((ok & ~both_a & both_b).sum()), int((ok & both_a & ~both_b).sum())
+        assert (r.n_heads_a, r.n_heads_b) == (int(both_a.sum()), int(both_b.sum())), (x, y)
+        assert (r.gained, r.lost) == (gained, lost), (x, y)
+        naive_differs += (int((~both_a & both_b).sum()), int((both_a & ~both_b).sum())) != (gained, lost)
+    assert naive_differs  # the untested heads change the counts: the edit above tests something
+
+
+def test_run_b_over_more_sentences_than_run_a_leaves_role_change_unknown(tmp_path):
+    """Runs over other sentences either way: run A over fewer (a sentence it skipped) than run B
+    is as unlike as the other way round; role_change is unknown and the note says why."""
+    import duckdb
+
+    db = build_results_store(tmp_path / "s.db")
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE run_sentences SET status = 'skipped' WHERE run_id = (SELECT run_id FROM runs "
+                "WHERE run_name = 'base') AND sentence_id IN (SELECT min(sentence_id) FROM run_sentences)")
+    con.close()
+    df = headdb.compare(db, "base", "tuned")
+    assert (df["role_change"] == "unknown").all()
+    assert "the runs' tests are over other sentences (run 1: " in df.attrs["note"], df.attrs["note"]
+
+
+def test_layer_profile_mean_abs_diff_is_the_mean_of_the_absolute_differences(store, tmp_path):
+    """mean_abs_diff per (role, layer) is the mean of |mean_diff| over its heads: with one head up
+    and one down in a layer it is not the (smaller) mean of the signed differences."""
+    db = _edited_copy(store, tmp_path / "m.db", "UPDATE sentence_scores SET score = score - 1 "
+                      "WHERE run_id = 2 AND role = 'local' AND layer = 0 AND head = 2")
+    cmp = headdb.compare(db, "base", "tuned")
+    prof = layer_profile(cmp)
+    want = cmp.assign(a=cmp["mean_diff"].abs()).groupby(["role", "layer"])["a"].mean()
+    got = prof.set_index(["role", "layer"])["mean_abs_diff"]
+    assert got.to_dict() == pytest.approx(want.to_dict())
+    assert (cmp["mean_diff"] < 0).any() and (cmp["mean_diff"] > 0).any()
+
+
+def test_a_score_changed_only_below_alpha(store):
+    """changed is p_adj < alpha, strictly, as a classification's significant is: a head whose
+    p_adj equals alpha has not changed."""
+    first = headdb.compare(store, "base", "tuned", correction="none")
+    p = float(_row(first, "local", 0, 0).p_adj)
+    assert 0 < p < 1
+    at = headdb.compare(store, "base", "tuned", correction="none", alpha=p)
+    assert not _row(at, "local", 0, 0).changed
+    above = headdb.compare(store, "base", "tuned", correction="none", alpha=float(np.nextafter(p, 1)))
+    assert _row(above, "local", 0, 0).changed

@@ -967,3 +967,19 @@ def test_the_model_and_the_parser_read_from_their_files_match_the_loaded_ones(ti
     with SpacyParser(DEFAULT_PIPELINE, processes=1) as parser:
         assert peek_description(DEFAULT_PIPELINE) == parser.description
     assert peek_description("no_such_pipeline") is None
+
+
+def test_a_pairs_sent_key_is_both_sent_ids_joined_as_the_schema_says():
+    """sentences.sent_key of a pair is its two CoNLL-U sent_ids joined by ' | ' (the schema's
+    comment, migration 0001), one segment's where only it has one, NULL where neither has;
+    every word's head_word_pos counts over the whole input."""
+    from headdb.corpus import Segment, Sentence, Word
+    from headdb.store import sentence_tables
+
+    def seg(key, line):
+        return Segment((Word("a"), Word("b", head=0)), "a b", line, sent_key=key)
+
+    st, wt = sentence_tables(1, [Sentence(0, (seg("x-1", 1), seg("x-2", 5))), Sentence(1, (seg(None, 9), seg("y-2", 12))),
+                                 Sentence(2, (seg(None, 20), seg(None, 23)))])
+    assert st.column("sent_key").to_pylist() == ["x-1 | x-2", "y-2", None]
+    assert wt.column("head_word_pos").to_pylist()[:4] == [None, 0, None, 2]

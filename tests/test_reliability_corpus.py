@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from headdb.corpus import MAX_LINE_BYTES, MAX_WORDS, read_corpus, validate
+from headdb.corpus import MAX_LINE_BYTES, MAX_WORDS, Word, read_corpus, validate
 from headdb.errors import CorpusError, InputError
 from headdb.ingest import ingest
 from cli_helpers import run_cli
@@ -104,11 +104,17 @@ REFUSED = {
                         "multiword range"),
     "backwards range": ("rb.conllu", "2-1\tab\t_\t_\t_\t_\t_\t_\t_\t_\n" + conllu_row(1, "a", 0) + "\n", 1,
                         "multiword range"),
+    # N-M with N < M: "1-1" is no multiword token (a token of one word is the word itself)
+    "one-word range": ("r11.conllu", "1-1\ta\t_\t_\t_\t_\t_\t_\t_\t_\n" + conllu_row(1, "a", 0) + "\n", 1,
+                       "multiword range"),
     "range beyond the sentence": ("rbey.conllu", "1-9\tab\t_\t_\t_\t_\t_\t_\t_\t_\n" + conllu_row(1, "a", 0) + "\n"
                                   + conllu_row(2, "b", 1) + "\n", 1, "beyond the sentence's 2 words"),
     "overlapping ranges": ("rov.conllu", "1-3\tabc\t_\t_\t_\t_\t_\t_\t_\t_\n2-3\tbc\t_\t_\t_\t_\t_\t_\t_\t_\n"
                            + "\n".join(conllu_row(i, f, 0 if i == 1 else 1) for i, f in enumerate("abc", 1)) + "\n",
                            2, "multiword range 2-3 out of place"),
+    "ranges sharing a word": ("rsh.conllu", "1-2\tab\t_\t_\t_\t_\t_\t_\t_\t_\n" + conllu_row(1, "a", 0) + "\n"
+                              + "2-3\tbc\t_\t_\t_\t_\t_\t_\t_\t_\n" + conllu_row(2, "b", 1) + "\n"
+                              + conllu_row(3, "c", 1) + "\n", 3, "multiword range 2-3 out of place"),
     "range after its words": ("raft.conllu", conllu_row(1, "a", 0) + "\n" + conllu_row(2, "b", 1)
                               + "\n1-2\tab\t_\t_\t_\t_\t_\t_\t_\t_\n", 3, "multiword range 1-2 out of place"),
     "carriage returns as line ends (old Mac)": ("cr.txt", b"Hello world.\rSecond line.\rThird.\r", 1,
@@ -511,3 +517,45 @@ def test_missing_text_is_rebuilt_from_tokens_and_space_after(tmp_path):
     assert es.segments[0].text == "Vino del mercado."
     assert [w.form for w in es.segments[0].words] == ["Vino", "de", "el", "mercado", "."]
     assert zh.segments[0].text == "我喜欢猫。"
+
+
+def test_a_multiword_token_may_end_the_sentence(tmp_path):
+    """A range may end at the sentence's last word (Spanish "dámelo" = da me lo, a sentence's last
+    token): only a range beyond the last word is refused. Its words are read, and the text rebuilt
+    from the token's surface form."""
+    data = "\n".join([
+        conllu_row(1, "Ya", 2),
+        "2-4\tdámelo\t_\t_\t_\t_\t_\t_\t_\t_",
+        conllu_row(2, "da", 0),
+        conllu_row(3, "me", 2),
+        conllu_row(4, "lo", 2),
+    ]) + "\n"
+    (s,) = read_corpus(write(tmp_path, "end.conllu", data), "conllu")
+    assert [w.form for w in s.segments[0].words] == ["Ya", "da", "me", "lo"]
+    assert [w.head for w in s.segments[0].words] == [1, None, 1, 1]
+    assert s.segments[0].text == "Ya dámelo"
+
+
+def test_only_the_misc_attribute_space_after_no_joins_tokens(tmp_path):
+    """Without `# text`, no space follows a token whose MISC holds the attribute SpaceAfter=No:
+    not one whose MISC holds another attribute that merely ends so (CorrectSpaceAfter=No)."""
+    data = "\n".join([
+        conllu_row(1, "Hello", 0)[:-1] + "CorrectSpaceAfter=No",
+        conllu_row(2, "world", 1)[:-1] + "Gloss=world|SpaceAfter=No",
+        conllu_row(3, ".", 1),
+    ]) + "\n"
+    (s,) = read_corpus(write(tmp_path, "misc.conllu", data), "conllu")
+    assert s.segments[0].text == "Hello world."
+
+
+def test_a_text_lines_surrounding_whitespace_is_not_part_of_its_text(tmp_path):
+    """A line of raw text is one sentence: its text, as stored and as handed to the parser, is
+    the line without its leading and trailing whitespace (indentation, a space before the line end)."""
+    seen: list[str] = []
+
+    def parser(texts):
+        seen.extend(texts)
+        return [tuple(Word(t) for t in text.split()) for text in texts]
+
+    (s,) = read_corpus(write(tmp_path, "pad.txt", "\t  Hello world.  \n"), "text", parser=parser)
+    assert s.segments[0].text == "Hello world." and seen == ["Hello world."]
