@@ -31,6 +31,45 @@ def _real_rows(batch, shape) -> np.ndarray:
     return np.broadcast_to(real[:, None, None, :], shape[:4])
 
 
+def _save_with_tokenizer(model, folder, default_model_dir):
+    """Save a random-init model with the bundled model's tokenizer files: a local model folder."""
+    import shutil
+
+    model.eval().save_pretrained(folder)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(default_model_dir / name, folder / name)
+    return folder
+
+
+def _transformers_maps(am, batch) -> np.ndarray:
+    """[input, layer, head, query, key]: the maps transformers returns with output_attentions=True
+    (no headdb forward, tap or ranking in between)."""
+    import torch
+
+    with torch.inference_mode():
+        out = am.model(**am._inputs(batch), output_attentions=True, return_dict=True)
+    return torch.stack(out.attentions, dim=1).float().numpy()
+
+
+def _stored_edges(tmp_path, monkeypatch, corpus, **kw) -> dict[bool, list]:
+    """Every stored edge of an ingest of ``corpus`` packed (True) and with the model's own forward (False)."""
+    import duckdb
+
+    import headdb.model
+    from headdb.ingest import ingest
+
+    stored = {}
+    for packs in (True, False):
+        monkeypatch.setattr(headdb.model, "PACK_TOKENS", packs)
+        db = tmp_path / f"{packs}.db"
+        ingest(db, corpus, **kw)
+        con = duckdb.connect(str(db), read_only=True)
+        stored[packs] = con.execute("SELECT sentence_id, layer, head, query_pos, key_pos, weight FROM edges "
+                                    "ORDER BY ALL").fetchall()
+        con.close()
+    return stored
+
+
 def _own(am, batch, k):
     """The model's own forward (stopped at the last map, padded)."""
     packed, am._packed = am._packed, False
@@ -43,19 +82,14 @@ def _own(am, batch, k):
 @pytest.fixture(scope="module")
 def electra_dir(tmp_path_factory, default_model_dir):
     """A random-init ELECTRA whose embeddings (16 wide) are projected to its layers' width (32)."""
-    import shutil
-
     import torch
     from transformers import ElectraConfig, ElectraModel
 
-    folder = tmp_path_factory.mktemp("tiny-electra")
     torch.manual_seed(0)
-    ElectraModel(ElectraConfig(vocab_size=30522, embedding_size=16, hidden_size=32, num_hidden_layers=3,
-                               num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
-                 ).eval().save_pretrained(folder)
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(default_model_dir / name, folder / name)
-    return folder
+    return _save_with_tokenizer(
+        ElectraModel(ElectraConfig(vocab_size=30522, embedding_size=16, hidden_size=32, num_hidden_layers=3,
+                                   num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)),
+        tmp_path_factory.mktemp("tiny-electra"), default_model_dir)
 
 
 @pytest.mark.parametrize("arch", ["default", "bert", "roberta", "electra"])
@@ -78,7 +112,10 @@ def test_a_packed_forward_returns_the_models_own_maps(arch, default_model_dir, t
         np.testing.assert_array_equal(got[0][rows], want[0][rows])
         np.testing.assert_array_equal(got[1][rows], want[1][rows])
     np.testing.assert_array_equal(first[0][rows], am.forward(batch, 4)[0][rows])
-    edges, own_edges = am.forward_edges(batch, 4, None), None
+    # the dense maps against transformers' own output_attentions, not only headdb's stopped forward
+    dense = am.forward(batch, None)[0]
+    np.testing.assert_array_equal(dense[rows], _transformers_maps(am, batch)[rows])
+    edges = am.forward_edges(batch, 4, None)
     packed, am._packed = am._packed, False
     own_edges = am.forward_edges(batch, 4, None)
     am._packed = packed
@@ -161,8 +198,6 @@ def test_batches_without_padding_or_with_few_tokens_run_unpacked_and_the_first_t
 @pytest.mark.parametrize("kind", ["albert", "distilbert", "half", "off", "width"])
 def test_models_not_shaped_as_bert_or_not_in_float32_run_their_own_forward(kind, tmp_path, default_model_dir,
                                                                            tiny_bert_dir, monkeypatch):
-    import shutil
-
     import torch
     from transformers import AlbertConfig, AlbertModel, BertConfig, BertModel, DistilBertConfig, DistilBertModel
 
@@ -175,17 +210,13 @@ def test_models_not_shaped_as_bert_or_not_in_float32_run_their_own_forward(kind,
         model = AlbertModel(AlbertConfig(vocab_size=30522, embedding_size=16, hidden_size=32, num_hidden_layers=2,
                                          num_attention_heads=4, intermediate_size=64)) if kind == "albert" else \
             DistilBertModel(DistilBertConfig(vocab_size=30522, dim=32, n_layers=2, n_heads=4, hidden_dim=64))
-        folder = tmp_path / kind
-        model.eval().save_pretrained(folder)
-        for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-            shutil.copy(default_model_dir / name, folder / name)
+        folder = _save_with_tokenizer(model, tmp_path / kind, default_model_dir)
     elif kind == "width":  # a feed-forward 150 wide: 4 threads gave other last bits on most batches, not all
         torch.manual_seed(0)
-        folder = tmp_path / kind
-        BertModel(BertConfig(vocab_size=30522, hidden_size=36, num_hidden_layers=2, num_attention_heads=3,
-                             intermediate_size=150, max_position_embeddings=64)).eval().save_pretrained(folder)
-        for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-            shutil.copy(default_model_dir / name, folder / name)
+        folder = _save_with_tokenizer(BertModel(BertConfig(vocab_size=30522, hidden_size=36, num_hidden_layers=2,
+                                                           num_attention_heads=3, intermediate_size=150,
+                                                           max_position_embeddings=64)),
+                                      tmp_path / kind, default_model_dir)
     elif kind == "half":
         dtype = "bfloat16"
     else:
@@ -198,11 +229,6 @@ def test_models_not_shaped_as_bert_or_not_in_float32_run_their_own_forward(kind,
 
 
 def test_an_ingest_stores_the_same_edges_packed_or_not(tmp_path, default_model_dir, monkeypatch):
-    import duckdb
-
-    import headdb.model
-    from headdb.ingest import ingest
-
     corpus = tmp_path / "c.conllu"
     lines = []
     for s in _sentences(40):
@@ -211,15 +237,7 @@ def test_an_ingest_stores_the_same_edges_packed_or_not(tmp_path, default_model_d
         lines += [f"{i}\t{w.form}\t_\tX\tX\t_\t{0 if i == 1 else 1}\t{'root' if i == 1 else 'dep'}\t_\t_"
                   for i, w in enumerate(words, 1)] + [""]
     corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    stored = {}
-    for packs in (True, False):
-        monkeypatch.setattr(headdb.model, "PACK_TOKENS", packs)
-        db = tmp_path / f"{packs}.db"
-        ingest(db, corpus, batch_size=16)
-        con = duckdb.connect(str(db), read_only=True)
-        stored[packs] = con.execute("SELECT sentence_id, layer, head, query_pos, key_pos, weight FROM edges "
-                                    "ORDER BY ALL").fetchall()
-        con.close()
+    stored = _stored_edges(tmp_path, monkeypatch, corpus, batch_size=16)
     assert len(stored[True]) > 10_000 and stored[True] == stored[False]
 
 
@@ -235,8 +253,6 @@ EXTRA = {"esm": {"position_embedding_type": "rotary"}, "xmod": {"languages": ["e
 
 @pytest.mark.parametrize("model_type", PACKING + LOOK_ALIKES)
 def test_bert_like_architectures_pack_only_where_they_run_as_bert(model_type, tmp_path, default_model_dir):
-    import shutil
-
     import torch
     from transformers import AutoConfig, AutoModel
 
@@ -246,9 +262,7 @@ def test_bert_like_architectures_pack_only_where_they_run_as_bert(model_type, tm
     config = AutoConfig.for_model(model_type, vocab_size=30522, hidden_size=32, num_hidden_layers=2,
                                   num_attention_heads=4, intermediate_size=64, max_position_embeddings=130,
                                   pad_token_id=0, **EXTRA.get(model_type, {}))
-    AutoModel.from_config(config, attn_implementation="eager").eval().save_pretrained(tmp_path)
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(default_model_dir / name, tmp_path / name)
+    _save_with_tokenizer(AutoModel.from_config(config, attn_implementation="eager"), tmp_path, default_model_dir)
     am = AttentionModel(str(tmp_path))
     sentences = _sentences(40)
     am.forward(am.encode(sentences[:16], truncate=False), 4)
@@ -260,6 +274,7 @@ def test_bert_like_architectures_pack_only_where_they_run_as_bert(model_type, tm
             rows = _real_rows(batch, got[0].shape)
             np.testing.assert_array_equal(got[0][rows], want[0][rows])
             np.testing.assert_array_equal(got[1][rows], want[1][rows])
+        np.testing.assert_array_equal(got[0][rows], _transformers_maps(am, batch)[rows])  # transformers' own
 
 
 def test_an_ingest_with_a_feed_forward_width_not_a_multiple_of_8_stores_the_models_own_edges(
@@ -267,34 +282,20 @@ def test_an_ingest_with_a_feed_forward_width_not_a_multiple_of_8_stores_the_mode
     """Hidden 36, feed-forward 150, on 4 threads: packed, most batches gave other last bits than the
     padded forward and the first checked one the same, so 40 EWT sentences in batches of 4 stored
     other edges. Such layers run the model's own forward."""
-    import shutil
-
-    import duckdb
     import torch
     from transformers import BertConfig, BertModel
 
-    import headdb.model
-    from headdb.ingest import ingest
     from headdb.resources import sample_corpus
 
-    folder = tmp_path / "model"
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=30522, hidden_size=36, num_hidden_layers=2, num_attention_heads=3,
-                         intermediate_size=150, max_position_embeddings=130)).eval().save_pretrained(folder)
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(default_model_dir / name, folder / name)
+    folder = _save_with_tokenizer(BertModel(BertConfig(vocab_size=30522, hidden_size=36, num_hidden_layers=2,
+                                                       num_attention_heads=3, intermediate_size=150,
+                                                       max_position_embeddings=130)),
+                                  tmp_path / "model", default_model_dir)
     threads = torch.get_num_threads()
     torch.set_num_threads(4)
-    stored = {}
     try:
-        for packs in (True, False):
-            monkeypatch.setattr(headdb.model, "PACK_TOKENS", packs)
-            db = tmp_path / f"{packs}.db"
-            ingest(db, sample_corpus(), model=folder, limit=40, batch_size=4)
-            con = duckdb.connect(str(db), read_only=True)
-            stored[packs] = con.execute("SELECT sentence_id, layer, head, query_pos, key_pos, weight FROM edges "
-                                        "ORDER BY ALL").fetchall()
-            con.close()
+        stored = _stored_edges(tmp_path, monkeypatch, sample_corpus(), model=folder, limit=40, batch_size=4)
     finally:
         torch.set_num_threads(threads)
     assert len(stored[True]) > 10_000 and stored[True] == stored[False]
