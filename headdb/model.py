@@ -735,6 +735,7 @@ class AttentionModel:
         # or where the model is not BERT-shaped, or not in float32 on a CPU
         self._packing = self._packed_layers()
         self._packed: bool | str = "unchecked" if self._packing is not None else False
+        self._packed_lock = threading.Lock()  # a failed check is final, whatever thread checks after it
         #: (pieces, kinds): the special tokens of an input stored as 'other', and the delimiter kinds
         #: (cls, sep) that none of its special tokens is taken for; None where every kind is found
         self.unnamed_specials: tuple[tuple[str, ...], tuple[str, ...]] | None = None
@@ -1021,7 +1022,7 @@ class AttentionModel:
         try:
             packed = self._packed_maps(inputs, rank)
         except Exception:  # noqa: BLE001 - a layer that does not run as BERT's: the model's own forward
-            self._packed = False
+            self._set_packed(False)
             return
         finally:
             self._tapped.ranking = ranking
@@ -1035,7 +1036,14 @@ class AttentionModel:
             ok = len(packed) == len(own) and all(same(a, b) for a, b in zip(own, packed))
         else:
             ok = len(packed) == len(own) and all(same(a[0], b[0]) and same(a[1], b[1]) for a, b in zip(own, packed))
-        self._packed = ok
+        self._set_packed(ok)
+
+    def _set_packed(self, ok: bool) -> None:
+        """The outcome of a check: two threads' first batches may check at once, and one that
+        failed stands (the packed forward gave other numbers on some batch) whatever the other's
+        check gives, before or after it."""
+        with self._packed_lock:
+            self._packed = bool(ok) and self._packed is not False
 
     @property
     def packs_tokens(self) -> bool:

@@ -316,3 +316,31 @@ def test_a_first_batch_whose_taps_another_thread_checks_meanwhile_keeps_its_maps
     rows = _real_rows(batch, got[0].shape)
     np.testing.assert_array_equal(got[0][rows], want[0][rows])
     np.testing.assert_array_equal(got[1][rows], want[1][rows])
+
+
+def test_a_check_that_failed_on_another_thread_meanwhile_stands(tiny_bert_dir):
+    """Two threads' first batches with padding are checked at once: where one thread's check failed
+    (its batch came out other than the model's own) while the other's ran, the other's passing
+    check set packing on again, and every later batch ran packed. A failed check is final."""
+    from headdb.model import AttentionModel
+
+    am = AttentionModel(str(tiny_bert_dir))
+    layer = am.model.encoder.layer[0]
+
+    def other_thread_fails(module, args, output):
+        if args[0].dim() == 2:  # the packed forward's rows (the padded forward's are [batch, width, hidden])
+            am._packed = False  # what the other thread's failed check stores meanwhile
+
+    handle = layer.intermediate.register_forward_hook(other_thread_fails)
+    batch = am.encode(_sentences(), truncate=False)
+    got = am.forward(batch, 4)  # the taps' check, and this thread's packed check, which passes
+    handle.remove()
+    assert am._packed is False and not am.packs_tokens
+    want = _own(am, batch, 4)
+    rows = _real_rows(batch, got[0].shape)
+    np.testing.assert_array_equal(got[0][rows], want[0][rows])
+    calls = []
+    layers, attns, attention = am._packing
+    am._packing = (layers, attns, lambda *a, **kw: calls.append(1) or attention(*a, **kw))
+    am.forward(batch, 4)
+    assert calls == []  # later batches run the model's own forward
