@@ -41,7 +41,8 @@ class _LastMap(Exception):
 #: On a CPU in float32, run the token-wise parts of BERT-shaped layers (the projections, the
 #: feed-forward block, the layer norms) on the batch's real tokens only, not on its padding
 #: (``AttentionModel._packed_maps``); checked bit for bit against the model's own forward on
-#: the first batch with padding. False runs the model's own padded forward (for comparisons).
+#: the first batch that packs (padding, ``PACK_MIN_TOKENS`` real tokens). False runs the model's
+#: own padded forward (for comparisons).
 PACK_TOKENS = True
 #: A batch is packed only where its real tokens number at least this many: with few rows a BLAS
 #: may take another path (here 1-3, 5-7 and 9-11 rows gave other last bits than the same rows among
@@ -731,7 +732,7 @@ class AttentionModel:
         self._tapped_modules: list[tuple[str, object, int]] = []  # (name, module, output index)
         self._taps: bool | str = self._install_taps() if STOP_AT_LAST_MAP else False
         # BERT-shaped layers run on the real tokens only (_packed_maps): "unchecked" until the first
-        # batch with padding has matched the model's own forward bit for bit; False where it did not,
+        # batch that packs (``_packs``) has matched the model's own forward bit for bit; False where it did not,
         # or where the model is not BERT-shaped, or not in float32 on a CPU
         self._packing = self._packed_layers()
         self._packed: bool | str = "unchecked" if self._packing is not None else False
@@ -982,7 +983,7 @@ class AttentionModel:
             try:
                 self.model(**inputs, return_dict=True)
             except _LastMap:
-                if packs:  # the first batch with padding: the packed forward must give the same
+                if packs:  # the first batch that packs: the packed forward must give the same
                     self._check_packed(inputs, rank, maps)
                 return maps, rank is not None
             finally:
