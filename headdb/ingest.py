@@ -538,7 +538,7 @@ def _ingest_loaded(db, corpus_path: Path, fmt: str, pairs: bool, n_total: int, s
                     raise IngestInterrupted(run_id, name, None) from exc
                 if interrupted(exc):  # Ctrl-C, also during a DuckDB statement
                     raise IngestInterrupted(run_id, name, kept) from exc
-                _raise_write_error(db, run_id, exc, marked, kept, new_run)
+                _raise_write_error(db, run_id, exc, marked, kept, new_run, "pair" if pairs or fmt == "tsv" else "sentence")
                 raise
             finally:
                 switch.restore()
@@ -1047,15 +1047,17 @@ def _kept(con, run_id: int) -> int | None:
 
 
 def _raise_write_error(db, run_id: int, exc: BaseException, marked: bool = True, kept: int | None = None,
-                       new_run: bool = False) -> None:
+                       new_run: bool = False, unit: str = "sentence") -> None:
     """A DuckDB error while writing (a full disk, say) becomes one clear line for the CLI, which
-    says what the store holds (a full disk may refuse even the mark of the failure)."""
+    says what the store holds (a full disk may refuse even the mark of the failure), counting
+    ``unit``s (pairs in a run of pairs, as the finished ingest's line does)."""
     import duckdb
 
     if isinstance(exc, duckdb.Error):
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         held = ("the batches written before are kept" if kept is None else
-                "no sentence was committed" if kept == 0 else f"its {kept:,} committed sentences are kept")
+                f"no {unit} was committed" if kept == 0 else
+                f"its {kept:,} committed {unit}{' is' if kept == 1 else 's are'} kept")
         state = "the run is marked failed" if marked else "the run could not be marked failed (it shows as interrupted)"
         raise DatabaseError(
             f"{db}: writing run {run_id} failed: {first}; {held} and {state}: {again(new_run)} to resume it"

@@ -252,6 +252,26 @@ def test_a_write_error_whose_failure_mark_is_refused_says_so_and_the_run_shows_a
     assert headdb.runs(db)["status"].tolist() == ["done"]
 
 
+def test_a_write_error_in_a_run_of_pairs_counts_pairs(tmp_path, monkeypatch, corpus):
+    """A run of pairs counts its inputs as pairs in the write error too (it said "its 8 committed
+    sentences are kept" of 8 pairs, 16 sentences), as the finished, interrupted and resumed
+    ingests' lines do."""
+    import importlib
+
+    from headdb.errors import HeaddbError
+
+    ingest_mod = importlib.import_module("headdb.ingest")
+    monkeypatch.setattr(ingest_mod, "COMMIT_EDGES", 0)  # one commit per batch
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    db = tmp_path / "full.db"
+    _flaky_insert(monkeypatch, fail_at=3)
+    with pytest.raises(HeaddbError) as info:
+        ingest_mod.ingest(db, corpus, pairs=True, limit=3 * BATCH, batch_size=BATCH)
+    message = str(info.value)
+    assert f"; its {2 * BATCH} committed pairs are kept and the run is marked failed" in message, message
+    assert committed(db) == 2 * BATCH
+
+
 def test_cli_write_error_is_one_line(tmp_path, corpus):
     """Through the CLI, in a child process with the failure injected: one `error:` line."""
     db = tmp_path / "full.db"
