@@ -258,7 +258,7 @@ def ingest(
     truncate: bool = typer.Option(False, "--truncate", help="Truncate over-long inputs (default: skip and count them)."),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="Token limit (default: the model's maximum)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N inputs (sentences; pairs with --pairs or a TSV file)."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Sentences per model batch."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Inputs per model batch (sentences, or pairs in a run of pairs)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16."),
     run_name: Optional[str] = typer.Option(None, "--run-name", help="A name for the run (default: run-ID)."),
