@@ -285,7 +285,7 @@ def ingest(
             progress=not quiet and sys.stderr.isatty(), weight_bits=weight_bits, parse_processes=parse_processes,
         )
     except KeyboardInterrupt as exc:
-        typer.echo(_ingest_interrupted(exc, db, new_run, _input_unit(corpus, format, pairs)), err=True)
+        typer.echo(_ingest_interrupted(exc, db, new_run), err=True)
         _state["interrupt_reported"] = True
         raise typer.Exit(130) from None
     err = typer.echo
@@ -361,31 +361,17 @@ def _seconds(seconds: float) -> str:
     return f"{seconds:,.1f}" if seconds >= 1 else f"{seconds:.2g}"
 
 
-def _input_unit(corpus: Path | None, format: str | None, pairs: bool) -> str:
-    """What one input of an ingest is called: "pair" for a TSV corpus or --pairs, else "sentence"."""
-    from headdb.corpus import infer_format
-    from headdb.errors import HeaddbError
-
-    if pairs:
-        return "pair"
-    if corpus is None:
-        return "sentence"
-    try:
-        return "pair" if infer_format(corpus, format) == "tsv" else "sentence"
-    except HeaddbError:
-        return "input"
-
-
-def _ingest_interrupted(exc: KeyboardInterrupt, db: Path, new_run: bool = False, unit: str = "sentence") -> str:
+def _ingest_interrupted(exc: KeyboardInterrupt, db: Path, new_run: bool = False) -> str:
     """What Ctrl-C left of an ingest: nothing, or a run to resume with what it has committed
-    (a command with --new-run resumes it without that flag: with it, it starts another run).
-    ``unit`` names an input ("pair" for a run of pairs, as the line of a finished ingest says)."""
+    (a command with --new-run resumes it without that flag: with it, it starts another run),
+    counted in pairs for a run of pairs, as the line of a finished ingest counts them."""
     from headdb.errors import IngestInterrupted, shell_word
     from headdb.ingest import again
 
     if not isinstance(exc, IngestInterrupted):  # before the run was recorded
         return "interrupted before the ingest began: nothing was stored"
     run = f"run {exc.run_id} ({exc.run_name})"
+    unit = "pair" if exc.pairs else "sentence"
     if exc.kept is None:
         kept = "keeps the batches committed so far"
     elif exc.kept == 0:

@@ -95,11 +95,11 @@ class DatabaseLockedError(DatabaseError):
 
 
 class IngestInterrupted(KeyboardInterrupt):
-    """Ctrl-C during an ingest after its run was recorded: the run (marked interrupted, resumable)
-    and how many of its sentences are committed."""
+    """Ctrl-C during an ingest after its run was recorded: the run (marked interrupted, resumable),
+    how many of its inputs are committed, and whether they are pairs (a TSV corpus or --pairs)."""
 
-    def __init__(self, run_id: int, run_name: str, kept: int | None):
-        self.run_id, self.run_name, self.kept = run_id, run_name, kept
+    def __init__(self, run_id: int, run_name: str, kept: int | None, pairs: bool = False):
+        self.run_id, self.run_name, self.kept, self.pairs = run_id, run_name, kept, pairs
         super().__init__(f"run {run_id} interrupted")
 
 

@@ -458,7 +458,8 @@ def _ingest_loaded(db, corpus_path: Path, fmt: str, pairs: bool, n_total: int, s
     from headdb.model import AttentionModel
 
     am = AttentionModel(model_name, device=device, dtype=dtype, download=download, max_length=max_length)
-    if pairs or fmt == "tsv":
+    paired = pairs or fmt == "tsv"  # a TSV file holds pairs by itself; runs.pairs says whether the inputs are pairs
+    if paired:
         am.check_pairs_fit()
     if spacy_parser is not None:
         spacy_parser.wait_ready()  # the parser's workers have loaded while the model did; the clock starts later
@@ -470,15 +471,14 @@ def _ingest_loaded(db, corpus_path: Path, fmt: str, pairs: bool, n_total: int, s
     con.execute("SET threads = ?", [threads])
     con.execute("SET memory_limit = ?", [f"{_memory_limit_mb(threads, str(am.device).startswith('cuda'))}MiB"])
     try:
-        # a TSV file holds pairs by itself; runs.pairs says whether the inputs are pairs
         run_id, resumed, done, other_model_files = _start_run(
-            con, key, new_run, run_name, corpus_path, sha, fmt, pairs or fmt == "tsv", parser_desc, am, sparsity,
+            con, key, new_run, run_name, corpus_path, sha, fmt, paired, parser_desc, am, sparsity,
             truncate, limit, batch_size, device, dtype, weight_bits)
         name = f"run-{run_id}"  # until read: what an interrupt right here reports
         try:
             name = con.execute("SELECT run_name FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
             result = IngestResult(run_id, name, resumed, done, read_stats=stats, append_threads=threads,
-                                  pairs=pairs or fmt == "tsv",
+                                  pairs=paired,
                                   no_special_tokens=am.tokenizer.num_special_tokens_to_add(pair=False) == 0,
                                   unnamed_specials=getattr(am, "unnamed_specials", None),
                                   other_model_files=other_model_files)
@@ -535,10 +535,10 @@ def _ingest_loaded(db, corpus_path: Path, fmt: str, pairs: bool, n_total: int, s
                     marked = _fail(con, run_id, exc)
                     kept = _kept(con, run_id)
                 except KeyboardInterrupt:  # a second Ctrl-C during the clean-up: still this run's interrupt
-                    raise IngestInterrupted(run_id, name, None) from exc
+                    raise IngestInterrupted(run_id, name, None, paired) from exc
                 if interrupted(exc):  # Ctrl-C, also during a DuckDB statement
-                    raise IngestInterrupted(run_id, name, kept) from exc
-                _raise_write_error(db, run_id, exc, marked, kept, new_run, "pair" if pairs or fmt == "tsv" else "sentence")
+                    raise IngestInterrupted(run_id, name, kept, paired) from exc
+                _raise_write_error(db, run_id, exc, marked, kept, new_run, "pair" if paired else "sentence")
                 raise
             finally:
                 switch.restore()
@@ -553,7 +553,7 @@ def _ingest_loaded(db, corpus_path: Path, fmt: str, pairs: bool, n_total: int, s
         except KeyboardInterrupt as exc:  # Ctrl-C outside the batches (the set-up, the final UPDATE)
             if isinstance(exc, IngestInterrupted):
                 raise
-            raise IngestInterrupted(run_id, name, None) from exc
+            raise IngestInterrupted(run_id, name, None, paired) from exc
     finally:
         con.close()
 

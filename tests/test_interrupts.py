@@ -227,14 +227,14 @@ def test_an_interrupted_or_resumed_run_of_pairs_counts_pairs(tmp_path, monkeypat
     db = tmp_path / "s.db"
 
     def interrupt(*a, **kw):
-        raise IngestInterrupted(1, "res", 256)
+        raise IngestInterrupted(1, "res", 256, pairs=True)  # as ingest() raises it for a run of pairs
 
     monkeypatch.setattr(ingest_module, "ingest", interrupt)
     code, _, err = run_cli(["ingest", db, *args], monkeypatch, capsys)
     assert code == 130 and err.startswith("interrupted: run 1 (res) keeps its 256 committed pairs; "), err
 
     def interrupt_early(*a, **kw):
-        raise IngestInterrupted(1, "res", 0)
+        raise IngestInterrupted(1, "res", 0, pairs=True)
 
     monkeypatch.setattr(ingest_module, "ingest", interrupt_early)
     code, _, err = run_cli(["ingest", db, *args], monkeypatch, capsys)
@@ -246,6 +246,34 @@ def test_an_interrupted_or_resumed_run_of_pairs_counts_pairs(tmp_path, monkeypat
     monkeypatch.setattr(ingest_module, "ingest", resumed)
     code, _, err = run_cli(["ingest", db, *args], monkeypatch, capsys)
     assert code == 0 and err.startswith("run 1 (res): resumed with 256 pairs kept from before; stored 194 pairs, "), err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["tsv", "conllu --pairs", "conllu"])
+def test_an_ingests_interrupt_says_whether_its_inputs_are_pairs(tmp_path, monkeypatch, tiny_bert_dir, kind):
+    """The CLI counts an interrupted run's inputs from the interrupt: pairs for a TSV corpus or
+    --pairs, sentences otherwise."""
+    from headdb.resources import sample_corpus
+
+    real = store.insert_edges
+    calls = {"n": 0}
+
+    def insert_edges(con, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(con, *args, **kwargs)
+
+    corpus = sample_corpus()
+    if kind == "tsv":
+        corpus = tmp_path / "pairs.tsv"
+        corpus.write_text("".join(f"The cat sat {i}.\tA dog barked {i}.\n" for i in range(24)), encoding="utf-8")
+    monkeypatch.setattr(ingest_module, "COMMIT_EDGES", 0)
+    monkeypatch.setattr(store, "insert_edges", insert_edges)
+    with pytest.raises(IngestInterrupted) as caught:
+        ingest_module.ingest(tmp_path / "s.db", corpus, model=tiny_bert_dir, pairs=kind == "conllu --pairs",
+                             limit=24, batch_size=8)
+    assert caught.value.kept == 8 and caught.value.pairs == (kind != "conllu")
 
 
 @pytest.mark.slow
