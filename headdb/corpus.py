@@ -393,17 +393,38 @@ def read_conllu(path: str | Path, pairs: bool = False, stats: ReadStats | None =
 # --- raw text and TSV ----------------------------------------------------------------------
 
 
+#: A CoNLL-U word line's first column: a word (N), a multiword range (N-M) or an empty node (N.M).
+_WORD_ID = re.compile(r"[0-9]+([-.][0-9]+)?")
+#: The comments that open a CoNLL-U sentence or document.
+_CONLLU_COMMENT = re.compile(r"#\s*(sent_id|text|newdoc|newpar)\b")
+
+
+def _looks_like_conllu(line: str) -> bool:
+    """Whether a line of a text or TSV file is a CoNLL-U word line (ten tab-separated columns,
+    the first a word id): a CoNLL-U file read as raw text, whose every line would become a
+    sentence ("1 From from ADP IN _ 3 case 3:case _") or fail as a pair of three or more texts."""
+    cols = line.split("\t")
+    return len(cols) == 10 and _WORD_ID.fullmatch(cols[0].strip()) is not None
+
+
 def _raw_records(path: str | Path, columns: int, stats: ReadStats) -> Iterator[tuple[int, tuple[str, ...]]]:
     for number, line in _lines(path):
         if is_blank(line):
             stats.blank_lines += 1
             continue
+        if _looks_like_conllu(line):
+            fmt = "text" if columns == 1 else "tsv"
+            raise CorpusError(f"this line is a CoNLL-U word line (ten tab-separated columns), and the file is read as "
+                              f"{fmt}: pass {given('format', 'conllu')}", path, number)
         if columns == 1:
             fields = (line.strip(),)
         else:
             fields = tuple(f.strip() for f in line.split("\t"))
             if len(fields) < 2:
-                raise CorpusError("expected two tab-separated text columns, found one", path, number)
+                comment = _CONLLU_COMMENT.match(line) is not None
+                raise CorpusError("expected two tab-separated text columns, found one"
+                                  + (f" (a CoNLL-U comment: pass {given('format', 'conllu')})" if comment else ""),
+                                  path, number)
             if len(fields) > 2:
                 empty = sum(map(is_blank, fields))
                 why = "" if not empty else (f" ({'one' if empty == 1 else empty} of them empty: a tab at the end of "

@@ -132,6 +132,17 @@ REFUSED = {
     "too many words for SMALLINT": ("huge.conllu", conllu_sentence(["w"] * (MAX_WORDS + 1)), 1,
                                     f"at most {MAX_WORDS}"),
     "tsv one column": ("one.tsv", "first\tsecond\nonly one column\n", 2, "found one"),
+    # a CoNLL-U file named or read as raw text: each word line would have become a sentence
+    "CoNLL-U read as text": ("gold.txt", "A first line of text.\n" + GOOD, 3,
+                             "this line is a CoNLL-U word line (ten tab-separated columns), and the file is read as "
+                             "text: pass format='conllu'"),
+    "CoNLL-U multiword range read as text": ("range.txt", "1-2\tdon't\t_\t_\t_\t_\t_\t_\t_\t_\n", 1,
+                                             "CoNLL-U word line"),
+    "CoNLL-U read as TSV": ("gold.tsv", conllu_row(1, "A", 0) + "\n", 1,
+                            "is a CoNLL-U word line (ten tab-separated columns), and the file is read as tsv"),
+    "a CoNLL-U comment read as TSV": ("comment.tsv", "a b\tc d\n" + GOOD, 2,
+                                      "expected two tab-separated text columns, found one (a CoNLL-U comment: "
+                                      "pass format='conllu')"),
     "tsv three columns": ("three.tsv", "a\tb\tc\n", 1, "found 3"),
     "tsv trailing tab": ("trail.tsv", "a b\tc d\n" * 2 + "a b\tc d\t\r\n", 3,
                          "found 3 (one of them empty: a tab at the end of the line, or two tabs in a row?)"),
@@ -177,6 +188,27 @@ def test_hostile_corpus_is_refused_with_path_and_line(tmp_path, case):
     assert words in str(err)
     assert str(err).startswith(f"{path}:{line}: " if line else f"{path}: ")
     assert "\n" not in str(err)
+
+
+def test_only_a_conllu_word_line_is_taken_for_conllu_in_raw_text(tmp_path):
+    """Ten tab-separated columns whose first is not a word id, nine columns after a word id, and
+    a '# text' line in a text file are text; a one-column TSV line says nothing of CoNLL-U
+    unless it is a CoNLL-U comment."""
+    lines = ["Note\t" + "\t".join("abcdefghi"), "\t".join(["1"] + list("abcdefgh")), "# text = a line like a comment"]
+    path = write(tmp_path, "tabs.txt", "\n".join(lines) + "\n")
+    assert [s.segments[0].text for s in read_corpus(path, "text")] == [line.strip() for line in lines]
+    with pytest.raises(CorpusError) as info:
+        validate(write(tmp_path, "plain.tsv", "a b\tc d\nonly one column\n"), "tsv")
+    assert str(info.value).endswith("expected two tab-separated text columns, found one")
+
+
+def test_cli_names_the_flag_for_conllu_read_as_text(tmp_path, monkeypatch, capsys):
+    path = write(tmp_path, "gold.txt", GOOD)
+    code, out, err = run_cli(["ingest", tmp_path / "x.db", path, "-q"], monkeypatch, capsys)
+    assert (code, out) == (1, "")
+    assert err == (f"error: {path}:2: this line is a CoNLL-U word line (ten tab-separated columns), and the file is "
+                   "read as text: pass --format conllu\n")
+    assert run_cli(["ingest", tmp_path / "x.db", path, "--format", "conllu", "-q"], monkeypatch, capsys)[0] == 0
 
 
 def test_pairs_over_the_word_cap_are_refused(tmp_path):
