@@ -1051,3 +1051,31 @@ def test_the_python_api_refuses_an_out_ending_with_a_slash(store, tmp_path):
         with pytest.raises(InputError, match="ends with '/', so it names a folder"):
             call()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store.db"]
+
+
+def test_a_write_statement_without_write_is_refused_and_changes_nothing(store):
+    """sql() and the streaming writers open the store read-only unless write=True: a DELETE of a
+    table (not the edges view, which DuckDB refuses in any mode) fails with the hint, and the rows
+    stay."""
+    import io
+
+    query = "DELETE FROM edge_store WHERE layer = 1 RETURNING layer"
+    for call in (lambda: headdb.sql(store, query), lambda: headdb.write_sql(store, query, io.StringIO())):
+        with pytest.raises(DatabaseError, match="read-only.*add --write, or write=True"):
+            call()
+    assert headdb.sql(store, "SELECT count(*) AS n FROM edge_store")["n"].tolist() == [3]
+    assert headdb.sql(store, query, write=True)["layer"].tolist() == [1]
+    assert headdb.sql(store, "SELECT count(*) AS n FROM edge_store")["n"].tolist() == [2]
+
+
+def test_the_memory_cap_is_per_thread_with_a_floor(monkeypatch):
+    """DuckDB's cap for headdb's long reads grows with the cores, and never below MEMORY_MB_MIN."""
+    import headdb.db as db
+
+    monkeypatch.setattr(db.os, "cpu_count", lambda: 1)
+    assert db.memory_limit_mb() == db.MEMORY_MB_MIN
+    many = db.MEMORY_MB_MIN // db.MEMORY_MB_PER_THREAD * 4
+    monkeypatch.setattr(db.os, "cpu_count", lambda: many)
+    assert db.memory_limit_mb() == many * db.MEMORY_MB_PER_THREAD > db.MEMORY_MB_MIN
+    monkeypatch.setattr(db.os, "cpu_count", lambda: None)  # unknown: one core
+    assert db.memory_limit_mb() == db.MEMORY_MB_MIN

@@ -255,9 +255,15 @@ def test_role_sql_runs_only_on_a_restricted_read_only_connection(tmp_path):
         for statement in ("DROP TABLE edges", "CREATE TABLE x (i INTEGER)", "INSERT INTO runs DEFAULT VALUES",
                           "SELECT * FROM read_csv('/etc/passwd')", "COPY edges TO '/tmp/headdb-stolen.csv'",
                           "SET enable_external_access = true", "ATTACH ':memory:' AS other",
-                          "INSTALL httpfs", "LOAD httpfs"):
+                          "INSTALL httpfs", "LOAD httpfs", "SET memory_limit = '64GB'", "SET threads = 1"):
             with pytest.raises(duckdb.Error):
                 con.execute(statement)
+        assert con.execute("SELECT current_setting('lock_configuration')").fetchone()[0] is True
+    finally:
+        con.close()
+    con = connect_restricted(db, memory_limit_mb=300)  # the cap classify gives it
+    try:
+        assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0].startswith("300.0 MiB")
     finally:
         con.close()
     assert not Path("/tmp/headdb-stolen.csv").exists()
