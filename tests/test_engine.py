@@ -1079,3 +1079,48 @@ def test_the_memory_cap_is_per_thread_with_a_floor(monkeypatch):
     assert db.memory_limit_mb() == many * db.MEMORY_MB_PER_THREAD > db.MEMORY_MB_MIN
     monkeypatch.setattr(db.os, "cpu_count", lambda: None)  # unknown: one core
     assert db.memory_limit_mb() == db.MEMORY_MB_MIN
+
+
+@pytest.mark.parametrize("batch_rows", [1000, 3000])
+def test_sql_out_of_duckdbs_dataframes_in_batches_not_of_whole_vectors(store, tmp_path, batch_rows):
+    """DuckDB's DataFrame chunks come in vectors of 2,048 rows: a batch size that is not a
+    multiple of that cuts a chunk, and the rest goes into the next batch (batch_rows=2048 of the
+    tests above never cut one). The file is the whole result's, in batches of at most batch_rows."""
+    from headdb.query import export_sql
+
+    whole = headdb.sql(store, PLAIN)
+    export(whole, tmp_path / "whole.csv")
+    counts = []
+    assert export_sql(store, PLAIN, tmp_path / "batches.csv", batch_rows=batch_rows, progress=counts.append) == 5000
+    steps = [b - a for a, b in zip([0, *counts], counts)]
+    assert counts[-1] == 5000 and max(steps) == batch_rows, counts
+    assert (tmp_path / "batches.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+
+
+@pytest.mark.parametrize("column", ["range::INTEGER", "range::HUGEINT"], ids=["dataframe", "arrow"])
+def test_an_empty_result_is_written_as_export_writes_it(store, tmp_path, column):
+    """A result without rows still has its columns: CSV its header, Parquet its schema, JSON an
+    empty array, from DuckDB's DataFrames and from Arrow (a 128-bit column) alike, to a file and
+    to a stream."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    from headdb.query import export_sql, json_text
+
+    query = "SELECT " + column + " AS n, 'x' AS t FROM range(3) WHERE range > 5"
+    whole = headdb.sql(store, query)
+    assert list(whole.columns) == ["n", "t"] and whole.empty
+    for fmt in ("csv", "json", "parquet"):
+        export(whole, tmp_path / f"whole.{fmt}")
+        assert export_sql(store, query, tmp_path / f"batches.{fmt}") == 0
+        if fmt == "parquet":
+            got, want = pq.read_table(tmp_path / "batches.parquet"), pq.read_table(tmp_path / "whole.parquet")
+            assert got.schema.names == want.schema.names == ["n", "t"] and got.num_rows == 0
+        else:
+            assert (tmp_path / f"batches.{fmt}").read_bytes() == (tmp_path / f"whole.{fmt}").read_bytes(), fmt
+    assert (tmp_path / "whole.csv").read_text() == "n,t\n"
+    for fmt, want in (("csv", "n,t\n"), ("json", json_text(whole) + "\n")):
+        buf = io.StringIO()
+        assert headdb.write_sql(store, query, buf, fmt) == 0
+        assert buf.getvalue() == want, fmt
