@@ -156,6 +156,9 @@ BAD_HEADERS = {
                           4, "params are"),
     "params twice": ("-- name: r\n-- description: d\n-- level: token\n-- params: k=1, k=2\n" + GOOD_BODY, 4,
                      "set twice"),
+    # a trailing comma promises a parameter that is not there
+    "params trailing comma": ("-- name: r\n-- description: d\n-- level: token\n-- params: k=1, \n" + GOOD_BODY, 4,
+                              "cannot read 'k=1,'"),
     "header line malformed": ("-- name: r\n-- description: d\n-- level token\n" + GOOD_BODY, 3,
                               "expected a header line"),
     "empty description": ("-- name: r\n-- description:\n-- level: token\n" + GOOD_BODY, 2, "description is empty"),
