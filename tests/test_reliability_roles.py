@@ -272,6 +272,23 @@ def test_role_sql_runs_only_on_a_restricted_read_only_connection(tmp_path):
     assert not Path("/tmp/headdb-stolen.csv").exists()
 
 
+def test_roles_are_checked_on_a_store_that_cannot_reach_files_either(tmp_path):
+    """The in-memory store the loader DESCRIBEs roles on is shut off as the one they run on: a
+    role that got past the checks of what it names could not read a file while it binds."""
+    from headdb.roles import validation_connection
+
+    secret = tmp_path / "secret.csv"
+    secret.write_text("a\n1\n")
+    con = validation_connection()
+    try:
+        for statement in (f"DESCRIBE SELECT * FROM read_csv('{secret}')", f"SELECT * FROM read_csv('{secret}')",
+                          "SET enable_external_access = true", "SET memory_limit = '64GB'"):
+            with pytest.raises(duckdb.Error):
+                con.execute(statement)
+    finally:
+        con.close()
+
+
 @pytest.mark.slow
 def test_duplicate_pairs_are_refused_on_data_and_nothing_is_stored(tmp_path, tiny_bert_dir, monkeypatch, capsys):
     """Duplicates can only be seen on data: classify refuses the role with path:line and stores nothing."""
