@@ -46,6 +46,28 @@ def test_report_files(report72):
     assert text.count("<img") == 4 + 2 * len(ROLES)
     assert "# headdb report: run 1 (base)" in r.markdown and "| local |" in r.markdown
     assert r.markdown_path.read_text() == r.markdown
+    # the summary counts each figure once, though it is written as PNG and SVG
+    pngs = list((r.out_dir / "figures").glob("*.png"))
+    assert len(pngs) == len(r.figures) // 2
+    assert f"*.png`, `*.svg`: {len(pngs)} figures\n" in r.markdown, r.markdown
+
+
+@pytest.mark.parametrize("n", [12, 13])
+def test_the_summary_lists_at_most_twelve_heads_with_several_roles(tmp_path, monkeypatch, n):
+    """The markdown names the first 12 heads with several roles, and "..." only where there are more."""
+    import importlib
+
+    import pandas as pd
+
+    report = importlib.import_module("headdb.report")
+    store = build_random_results(tmp_path / "r.db", [(1, "a", 1, 1)], ["local"])
+    heads = pd.DataFrame({"run_id": 1, "layer": range(n), "head": 0, "n_roles": 2, "roles": "local,nsubj"})
+    monkeypatch.setattr(report.analysis, "multi_role_heads", lambda *a, **k: heads)
+    r = headdb.report(store, "a", tmp_path / "rep", accuracy=False)
+    line = next(x for x in r.markdown.splitlines() if x.startswith("Heads with several roles:"))
+    assert line.startswith(f"Heads with several roles: {n} (")
+    assert line.count("local,nsubj") == 12 and "L11 H0" in line and "L12 H0" not in line, line
+    assert line.endswith("; ...)") == (n > 12), line
 
 
 @pytest.fixture(scope="module")
