@@ -52,6 +52,22 @@ def test_report_files(report72):
     assert f"*.png`, `*.svg`: {len(pngs)} figures\n" in r.markdown, r.markdown
 
 
+def test_the_summary_counts_the_sentences_the_run_stored_not_those_it_skipped(tmp_path):
+    """A sentence too long for the model is recorded as skipped, with no attention: the report's
+    count of the corpus is of the sentences the run has."""
+    import duckdb
+
+    store = build_random_results(tmp_path / "r.db", [(1, "a", 1, 1)], ["local"])
+    con = duckdb.connect(str(store))
+    stored = con.execute("SELECT count(*) FROM run_sentences WHERE run_id = 1").fetchone()[0]
+    sid = con.execute("SELECT max(sentence_id) + 1 FROM run_sentences").fetchone()[0]
+    con.execute("INSERT INTO run_sentences (run_id, sentence_id, n_tokens, n_tokens_full, status) "
+                "VALUES (1, ?, NULL, 9999, 'skipped')", [sid])
+    con.close()
+    r = headdb.report(store, "a", tmp_path / "rep", accuracy=False)
+    assert f"`, {stored} sentences, " in r.markdown, r.markdown
+
+
 @pytest.mark.parametrize("n", [12, 13])
 def test_the_summary_lists_at_most_twelve_heads_with_several_roles(tmp_path, monkeypatch, n):
     """The markdown names the first 12 heads with several roles, and "..." only where there are more."""
