@@ -68,6 +68,32 @@ def test_the_summary_counts_the_sentences_the_run_stored_not_those_it_skipped(tm
     assert f"`, {stored} sentences, " in r.markdown, r.markdown
 
 
+def test_a_report_whose_last_move_fails_leaves_the_old_report_in_place(tmp_path, monkeypatch):
+    """The new files take the old ones' places one by one; where a move fails (here the last,
+    summary.md's), those moved in go back and the old report's come back, each as it was."""
+    from headdb.errors import InputError
+
+    store = build_random_results(tmp_path / "r.db", [(1, "a", 1, 1)], ["local"])
+    out = tmp_path / "rep"
+    old = headdb.report(store, "a", out, accuracy=False)
+    files = [old.html, old.markdown_path, *old.figures]
+    for f in files:
+        f.write_bytes(f.read_bytes() + b"old")
+    before = {f: f.read_bytes() for f in files}
+    real = Path.replace
+
+    def failing(self, target):
+        if Path(target) == old.markdown_path and self.parent.name.startswith(".figures-"):  # the new one
+            raise OSError(28, "No space left on device")
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "replace", failing)
+    with pytest.raises(InputError, match="cannot write the report: No space left on device"):
+        headdb.report(store, "a", out, accuracy=False)
+    assert {f: f.read_bytes() for f in files if f.exists()} == before
+    assert sorted(p.name for p in out.iterdir()) == ["figures", "report.html", "summary.md"]
+
+
 @pytest.mark.parametrize("n", [12, 13])
 def test_the_summary_lists_at_most_twelve_heads_with_several_roles(tmp_path, monkeypatch, n):
     """The markdown names the first 12 heads with several roles, and "..." only where there are more."""
