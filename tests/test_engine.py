@@ -1051,3 +1051,76 @@ def test_the_python_api_refuses_an_out_ending_with_a_slash(store, tmp_path):
         with pytest.raises(InputError, match="ends with '/', so it names a folder"):
             call()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store.db"]
+
+
+def test_a_write_statement_without_write_is_refused_and_changes_nothing(store):
+    """sql() and the streaming writers open the store read-only unless write=True: a DELETE of a
+    table (not the edges view, which DuckDB refuses in any mode) fails with the hint, and the rows
+    stay."""
+    import io
+
+    query = "DELETE FROM edge_store WHERE layer = 1 RETURNING layer"
+    for call in (lambda: headdb.sql(store, query), lambda: headdb.write_sql(store, query, io.StringIO())):
+        with pytest.raises(DatabaseError, match="read-only.*add --write, or write=True"):
+            call()
+    assert headdb.sql(store, "SELECT count(*) AS n FROM edge_store")["n"].tolist() == [3]
+    assert headdb.sql(store, query, write=True)["layer"].tolist() == [1]
+    assert headdb.sql(store, "SELECT count(*) AS n FROM edge_store")["n"].tolist() == [2]
+
+
+def test_the_memory_cap_is_per_thread_with_a_floor(monkeypatch):
+    """DuckDB's cap for headdb's long reads grows with the cores, and never below MEMORY_MB_MIN."""
+    import headdb.db as db
+
+    monkeypatch.setattr(db.os, "cpu_count", lambda: 1)
+    assert db.memory_limit_mb() == db.MEMORY_MB_MIN
+    many = db.MEMORY_MB_MIN // db.MEMORY_MB_PER_THREAD * 4
+    monkeypatch.setattr(db.os, "cpu_count", lambda: many)
+    assert db.memory_limit_mb() == many * db.MEMORY_MB_PER_THREAD > db.MEMORY_MB_MIN
+    monkeypatch.setattr(db.os, "cpu_count", lambda: None)  # unknown: one core
+    assert db.memory_limit_mb() == db.MEMORY_MB_MIN
+
+
+@pytest.mark.parametrize("batch_rows", [1000, 3000])
+def test_sql_out_of_duckdbs_dataframes_in_batches_not_of_whole_vectors(store, tmp_path, batch_rows):
+    """DuckDB's DataFrame chunks come in vectors of 2,048 rows: a batch size that is not a
+    multiple of that cuts a chunk, and the rest goes into the next batch (batch_rows=2048 of the
+    tests above never cut one). The file is the whole result's, in batches of at most batch_rows."""
+    from headdb.query import export_sql
+
+    whole = headdb.sql(store, PLAIN)
+    export(whole, tmp_path / "whole.csv")
+    counts = []
+    assert export_sql(store, PLAIN, tmp_path / "batches.csv", batch_rows=batch_rows, progress=counts.append) == 5000
+    steps = [b - a for a, b in zip([0, *counts], counts)]
+    assert counts[-1] == 5000 and max(steps) == batch_rows, counts
+    assert (tmp_path / "batches.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+
+
+@pytest.mark.parametrize("column", ["range::INTEGER", "range::HUGEINT"], ids=["dataframe", "arrow"])
+def test_an_empty_result_is_written_as_export_writes_it(store, tmp_path, column):
+    """A result without rows still has its columns: CSV its header, Parquet its schema, JSON an
+    empty array, from DuckDB's DataFrames and from Arrow (a 128-bit column) alike, to a file and
+    to a stream."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    from headdb.query import export_sql, json_text
+
+    query = "SELECT " + column + " AS n, 'x' AS t FROM range(3) WHERE range > 5"
+    whole = headdb.sql(store, query)
+    assert list(whole.columns) == ["n", "t"] and whole.empty
+    for fmt in ("csv", "json", "parquet"):
+        export(whole, tmp_path / f"whole.{fmt}")
+        assert export_sql(store, query, tmp_path / f"batches.{fmt}") == 0
+        if fmt == "parquet":
+            got, want = pq.read_table(tmp_path / "batches.parquet"), pq.read_table(tmp_path / "whole.parquet")
+            assert got.schema.names == want.schema.names == ["n", "t"] and got.num_rows == 0
+        else:
+            assert (tmp_path / f"batches.{fmt}").read_bytes() == (tmp_path / f"whole.{fmt}").read_bytes(), fmt
+    assert (tmp_path / "whole.csv").read_text() == "n,t\n"
+    for fmt, want in (("csv", "n,t\n"), ("json", json_text(whole) + "\n")):
+        buf = io.StringIO()
+        assert headdb.write_sql(store, query, buf, fmt) == 0
+        assert buf.getvalue() == want, fmt

@@ -264,3 +264,25 @@ def test_upgrade_to_a_table_per_weight_kind_keeps_every_edge_in_its_order(tmp_pa
     _assert_rle_row_keys(con, "edge_store", one_value=("run_id",))
     _assert_rle_row_keys(con, "edge_store16", one_value=("run_id",))  # run 2 only
     con.close()
+
+
+def test_a_store_one_migration_behind_or_ahead_is_refused_read_only(tmp_path):
+    """A read-only connection never upgrades, so it refuses a store missing only the latest
+    migration (the test above covers one with the first alone), and one with a migration this
+    headdb does not know, which a writable connection refuses through migrate()."""
+    migrations = list_migrations()
+    behind = tmp_path / "behind.db"
+    con = duckdb.connect(str(behind))
+    migrate(con, migrations[:-1])
+    con.close()
+    with pytest.raises(DatabaseError, match=f"schema version {len(migrations) - 1} is older than {len(migrations)}"):
+        connect(behind, read_only=True)
+    ahead = tmp_path / "ahead.db"
+    init(ahead)
+    con = duckdb.connect(str(ahead))
+    con.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES (?, 'future', 'x')",
+                [len(migrations) + 1])
+    con.close()
+    for read_only, existing in ((True, False), (False, True)):
+        with pytest.raises(DatabaseError, match=f"schema version {len(migrations) + 1}, newer than this headdb"):
+            connect(ahead, read_only=read_only, existing=existing)

@@ -198,6 +198,17 @@ def test_a_worker_that_cannot_load_its_pipeline_says_why():
         worker.close()
 
 
+def test_the_default_process_count_is_one_per_core_up_to_its_maximum(monkeypatch):
+    """One parsing process per core, never more than MAX_DEFAULT_PROCESSES (each loads its own
+    pipeline), and one where the cores are unknown."""
+    monkeypatch.setattr(parse.os, "cpu_count", lambda: 2)
+    assert parse.default_processes() == min(2, parse.MAX_DEFAULT_PROCESSES)
+    monkeypatch.setattr(parse.os, "cpu_count", lambda: parse.MAX_DEFAULT_PROCESSES * 8)
+    assert parse.default_processes() == parse.MAX_DEFAULT_PROCESSES
+    monkeypatch.setattr(parse.os, "cpu_count", lambda: None)
+    assert parse.default_processes() == 1
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True])
 def test_bad_process_counts_are_refused(bad):
     with pytest.raises(InputError, match="^parse_processes must be a whole number of at least 1"):

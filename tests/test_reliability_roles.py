@@ -156,6 +156,9 @@ BAD_HEADERS = {
                           4, "params are"),
     "params twice": ("-- name: r\n-- description: d\n-- level: token\n-- params: k=1, k=2\n" + GOOD_BODY, 4,
                      "set twice"),
+    # a trailing comma promises a parameter that is not there
+    "params trailing comma": ("-- name: r\n-- description: d\n-- level: token\n-- params: k=1, \n" + GOOD_BODY, 4,
+                              "cannot read 'k=1,'"),
     "header line malformed": ("-- name: r\n-- description: d\n-- level token\n" + GOOD_BODY, 3,
                               "expected a header line"),
     "empty description": ("-- name: r\n-- description:\n-- level: token\n" + GOOD_BODY, 2, "description is empty"),
@@ -255,12 +258,35 @@ def test_role_sql_runs_only_on_a_restricted_read_only_connection(tmp_path):
         for statement in ("DROP TABLE edges", "CREATE TABLE x (i INTEGER)", "INSERT INTO runs DEFAULT VALUES",
                           "SELECT * FROM read_csv('/etc/passwd')", "COPY edges TO '/tmp/headdb-stolen.csv'",
                           "SET enable_external_access = true", "ATTACH ':memory:' AS other",
-                          "INSTALL httpfs", "LOAD httpfs"):
+                          "INSTALL httpfs", "LOAD httpfs", "SET memory_limit = '64GB'", "SET threads = 1"):
+            with pytest.raises(duckdb.Error):
+                con.execute(statement)
+        assert con.execute("SELECT current_setting('lock_configuration')").fetchone()[0] is True
+    finally:
+        con.close()
+    con = connect_restricted(db, memory_limit_mb=300)  # the cap classify gives it
+    try:
+        assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0].startswith("300.0 MiB")
+    finally:
+        con.close()
+    assert not Path("/tmp/headdb-stolen.csv").exists()
+
+
+def test_roles_are_checked_on_a_store_that_cannot_reach_files_either(tmp_path):
+    """The in-memory store the loader DESCRIBEs roles on is shut off as the one they run on: a
+    role that got past the checks of what it names could not read a file while it binds."""
+    from headdb.roles import validation_connection
+
+    secret = tmp_path / "secret.csv"
+    secret.write_text("a\n1\n")
+    con = validation_connection()
+    try:
+        for statement in (f"DESCRIBE SELECT * FROM read_csv('{secret}')", f"SELECT * FROM read_csv('{secret}')",
+                          "SET enable_external_access = true", "SET memory_limit = '64GB'"):
             with pytest.raises(duckdb.Error):
                 con.execute(statement)
     finally:
         con.close()
-    assert not Path("/tmp/headdb-stolen.csv").exists()
 
 
 @pytest.mark.slow

@@ -46,6 +46,70 @@ def test_report_files(report72):
     assert text.count("<img") == 4 + 2 * len(ROLES)
     assert "# headdb report: run 1 (base)" in r.markdown and "| local |" in r.markdown
     assert r.markdown_path.read_text() == r.markdown
+    # the summary counts each figure once, though it is written as PNG and SVG
+    pngs = list((r.out_dir / "figures").glob("*.png"))
+    assert len(pngs) == len(r.figures) // 2
+    assert f"*.png`, `*.svg`: {len(pngs)} figures\n" in r.markdown, r.markdown
+
+
+def test_the_summary_counts_the_sentences_the_run_stored_not_those_it_skipped(tmp_path):
+    """A sentence too long for the model is recorded as skipped, with no attention: the report's
+    count of the corpus is of the sentences the run has."""
+    import duckdb
+
+    store = build_random_results(tmp_path / "r.db", [(1, "a", 1, 1)], ["local"])
+    con = duckdb.connect(str(store))
+    stored = con.execute("SELECT count(*) FROM run_sentences WHERE run_id = 1").fetchone()[0]
+    sid = con.execute("SELECT max(sentence_id) + 1 FROM run_sentences").fetchone()[0]
+    con.execute("INSERT INTO run_sentences (run_id, sentence_id, n_tokens, n_tokens_full, status) "
+                "VALUES (1, ?, NULL, 9999, 'skipped')", [sid])
+    con.close()
+    r = headdb.report(store, "a", tmp_path / "rep", accuracy=False)
+    assert f"`, {stored} sentences, " in r.markdown, r.markdown
+
+
+def test_a_report_whose_last_move_fails_leaves_the_old_report_in_place(tmp_path, monkeypatch):
+    """The new files take the old ones' places one by one; where a move fails (here the last,
+    summary.md's), those moved in go back and the old report's come back, each as it was."""
+    from headdb.errors import InputError
+
+    store = build_random_results(tmp_path / "r.db", [(1, "a", 1, 1)], ["local"])
+    out = tmp_path / "rep"
+    old = headdb.report(store, "a", out, accuracy=False)
+    files = [old.html, old.markdown_path, *old.figures]
+    for f in files:
+        f.write_bytes(f.read_bytes() + b"old")
+    before = {f: f.read_bytes() for f in files}
+    real = Path.replace
+
+    def failing(self, target):
+        if Path(target) == old.markdown_path and self.parent.name.startswith(".figures-"):  # the new one
+            raise OSError(28, "No space left on device")
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "replace", failing)
+    with pytest.raises(InputError, match="cannot write the report: No space left on device"):
+        headdb.report(store, "a", out, accuracy=False)
+    assert {f: f.read_bytes() for f in files if f.exists()} == before
+    assert sorted(p.name for p in out.iterdir()) == ["figures", "report.html", "summary.md"]
+
+
+@pytest.mark.parametrize("n", [12, 13])
+def test_the_summary_lists_at_most_twelve_heads_with_several_roles(tmp_path, monkeypatch, n):
+    """The markdown names the first 12 heads with several roles, and "..." only where there are more."""
+    import importlib
+
+    import pandas as pd
+
+    report = importlib.import_module("headdb.report")
+    store = build_random_results(tmp_path / "r.db", [(1, "a", 1, 1)], ["local"])
+    heads = pd.DataFrame({"run_id": 1, "layer": range(n), "head": 0, "n_roles": 2, "roles": "local,nsubj"})
+    monkeypatch.setattr(report.analysis, "multi_role_heads", lambda *a, **k: heads)
+    r = headdb.report(store, "a", tmp_path / "rep", accuracy=False)
+    line = next(x for x in r.markdown.splitlines() if x.startswith("Heads with several roles:"))
+    assert line.startswith(f"Heads with several roles: {n} (")
+    assert line.count("local,nsubj") == 12 and "L11 H0" in line and "L12 H0" not in line, line
+    assert line.endswith("; ...)") == (n > 12), line
 
 
 @pytest.fixture(scope="module")

@@ -201,6 +201,16 @@ def test_params_header_and_unknown_role(tmp_path):
         load_roles(None, "local,nope")
 
 
+def test_roles_named_are_loaded_once_each_in_their_order_and_none_is_an_error():
+    """A name given twice is one role (classify would test its heads twice); an empty selection
+    is refused rather than read as "no roles"."""
+    assert [r.name for r in load_roles(None, "delimiter,local,delimiter")] == ["delimiter", "local"]
+    assert [r.name for r in load_roles(None, ["local", "local"])] == ["local"]
+    for names in ("", " , ", []):
+        with pytest.raises(RoleError, match="no roles selected"):
+            load_roles(None, names)
+
+
 def test_a_role_text_is_checked_once_per_process_and_again_when_edited(tmp_path, monkeypatch):
     import headdb.roles as roles_module
 
