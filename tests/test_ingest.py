@@ -1041,3 +1041,30 @@ def test_a_writer_thread_counts_what_it_stores_as_the_main_thread_does(tmp_path,
     stored = 4 if truncate else 3
     assert counts[False][:5] == (stored, 4 - stored, int(truncate), 1, stored) and counts[False][5] > 0
     assert counts[True] == counts[False]
+
+
+def test_a_run_records_the_dtype_and_device_it_ran_with_and_its_corpus_as_an_absolute_path(
+        tmp_path, tiny_bert_dir, monkeypatch):
+    """runs.dtype and runs.device are what the ingest ran with (``compare`` and ``runs`` read them);
+    a corpus given by a relative path is recorded absolute, in runs as in corpora."""
+    db = tmp_path / "d.db"
+    monkeypatch.chdir(DATA)
+    for dtype in ("bfloat16", "float32"):
+        headdb.ingest(db, "sample.conllu", model=str(tiny_bert_dir), limit=1, dtype=dtype)
+    corpus = str((DATA / "sample.conllu").resolve())
+    assert table_rows(db, "runs", "run_id, dtype, device, corpus_path") == [(1, "bfloat16", "cpu", corpus),
+                                                                           (2, "float32", "cpu", corpus)]
+    assert table_rows(db, "corpora", "path") == [(corpus,)]
+
+
+def test_another_batch_size_or_window_is_another_run(tmp_path, tiny_bert_dir, monkeypatch):
+    """Batches are cut by the batch size and the window (``WINDOW_BATCHES``): another of either
+    makes other batches, so it is a new run, neither the finished one nor one to resume."""
+    db = tmp_path / "b.db"
+    first = headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), batch_size=1)
+    other = headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), batch_size=2)
+    monkeypatch.setattr(importlib.import_module("headdb.ingest"), "WINDOW_BATCHES", 1)
+    window = headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), batch_size=1)
+    assert [(r.run_id, r.already_done, r.resumed) for r in (first, other, window)] == [
+        (1, False, False), (2, False, False), (3, False, False)]
+    assert table_rows(db, "runs", "run_id, batch_size") == [(1, 1), (2, 2), (3, 1)]
