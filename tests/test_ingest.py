@@ -1068,3 +1068,18 @@ def test_another_batch_size_or_window_is_another_run(tmp_path, tiny_bert_dir, mo
     assert [(r.run_id, r.already_done, r.resumed) for r in (first, other, window)] == [
         (1, False, False), (2, False, False), (3, False, False)]
     assert table_rows(db, "runs", "run_id, batch_size") == [(1, 1), (2, 2), (3, 1)]
+
+
+def test_max_length_takes_every_length_from_the_smallest_input_to_the_models_own_maximum(tiny_bert_dir):
+    """``max_length`` may be the model's own maximum (tiny BERT: 64 position embeddings) and the
+    special tokens and one piece (3), the bounds included; one past either is refused."""
+    from headdb.model import AttentionModel
+
+    natural = AttentionModel(str(tiny_bert_dir)).max_length
+    assert natural == 64
+    for length in (natural, 3):
+        assert AttentionModel(str(tiny_bert_dir), max_length=length).max_length == length
+    with pytest.raises(ModelError, match="65 exceeds the model's maximum of 64"):
+        AttentionModel(str(tiny_bert_dir), max_length=natural + 1)
+    with pytest.raises(ModelError, match="2 is too small"):
+        AttentionModel(str(tiny_bert_dir), max_length=2)
