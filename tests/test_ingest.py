@@ -520,6 +520,31 @@ def test_batches_commit_in_groups_of_commit_edges_and_a_crash_loses_only_the_ope
     _assert_same_store(_store_snapshot(crashed), uninterrupted)
 
 
+def test_with_commit_edges_0_every_batch_commits_on_its_own_even_one_without_edges(tmp_path, tiny_bert_dir,
+                                                                                    monkeypatch):
+    """``COMMIT_EDGES`` 0: every batch is its own transaction, also a batch whose inputs were all
+    skipped (over-long), which has no edges; and the progress callback counts every input,
+    skipped ones too, as the bar's total does."""
+    import headdb.store as store
+
+    ingest_mod = importlib.import_module("headdb.ingest")
+    monkeypatch.setattr(ingest_mod, "COMMIT_EDGES", 0)
+    groups: list[list[int]] = []
+    real = store.write_batches
+
+    def recording(con, run_id, corpus_id, parts, timings=None, **kwargs):
+        groups.append([len(batch) for batch, _ in parts])
+        return real(con, run_id, corpus_id, parts, timings, **kwargs)
+
+    monkeypatch.setattr(store, "write_batches", recording)
+    seen: list = []
+    r = headdb.ingest(tmp_path / "s.db", DATA / "sample.conllu", model=str(tiny_bert_dir), max_length=8,
+                      batch_size=1, progress=seen.append)
+    assert (r.sentences, r.skipped) == (1, 2)
+    assert groups == [[1], [1], [1]]
+    assert sum(n for n in seen if n) == 3
+
+
 def _probe_writes(monkeypatch, probe) -> tuple[list, list[bool]]:
     """``probe()`` recorded at each ``store.write_batches`` call; setting the returned flag's
     ``[0]`` makes the writes fail (a simulated crash)."""
@@ -983,3 +1008,78 @@ def test_a_pairs_sent_key_is_both_sent_ids_joined_as_the_schema_says():
                                  Sentence(2, (seg(None, 20), seg(None, 23)))])
     assert st.column("sent_key").to_pylist() == ["x-1 | x-2", "y-2", None]
     assert wt.column("head_word_pos").to_pylist()[:4] == [None, 0, None, 2]
+
+
+@pytest.mark.parametrize("truncate", [False, True])
+def test_a_writer_thread_counts_what_it_stores_as_the_main_thread_does(tmp_path, tiny_bert_dir, monkeypatch,
+                                                                        truncate):
+    """The ingest's counts (inputs stored, skipped, truncated, words without a piece, special ids
+    in words) are the same whether the main thread writes or a writer thread does (a GPU's
+    ingest, where they add up under a lock); words that a truncation cut off are not counted as
+    words without a piece."""
+    import headdb.model
+
+    ingest_mod = importlib.import_module("headdb.ingest")
+    align = headdb.model.align
+
+    def marking(*args, **kwargs):  # one special id in each input's words, as a word "<s>" gets in some vocabularies
+        out = align(*args, **kwargs)
+        for e in out:
+            if e.status != "skipped":
+                e.special_in_words = 1
+        return out
+
+    monkeypatch.setattr(headdb.model, "align", marking)
+    corpus = tmp_path / "c.conllu"
+    corpus.write_text(_conllu(["I", "\u2764", "\ufe0f", "you"], ["cat"] * 30, ["plain", "words"], ["a", "b"]))
+    counts = {}
+    for overlap in (False, True):
+        monkeypatch.setattr(ingest_mod, "OVERLAP_WRITES", overlap)
+        r = headdb.ingest(tmp_path / f"{overlap}.db", corpus, model=str(tiny_bert_dir), max_length=16,
+                          truncate=truncate, batch_size=1)
+        counts[overlap] = (r.sentences, r.skipped, r.truncated, r.pieceless_words, r.special_in_words, r.edges)
+    stored = 4 if truncate else 3
+    assert counts[False][:5] == (stored, 4 - stored, int(truncate), 1, stored) and counts[False][5] > 0
+    assert counts[True] == counts[False]
+
+
+def test_a_run_records_the_dtype_and_device_it_ran_with_and_its_corpus_as_an_absolute_path(
+        tmp_path, tiny_bert_dir, monkeypatch):
+    """runs.dtype and runs.device are what the ingest ran with (``compare`` and ``runs`` read them);
+    a corpus given by a relative path is recorded absolute, in runs as in corpora."""
+    db = tmp_path / "d.db"
+    monkeypatch.chdir(DATA)
+    for dtype in ("bfloat16", "float32"):
+        headdb.ingest(db, "sample.conllu", model=str(tiny_bert_dir), limit=1, dtype=dtype)
+    corpus = str((DATA / "sample.conllu").resolve())
+    assert table_rows(db, "runs", "run_id, dtype, device, corpus_path") == [(1, "bfloat16", "cpu", corpus),
+                                                                           (2, "float32", "cpu", corpus)]
+    assert table_rows(db, "corpora", "path") == [(corpus,)]
+
+
+def test_another_batch_size_or_window_is_another_run(tmp_path, tiny_bert_dir, monkeypatch):
+    """Batches are cut by the batch size and the window (``WINDOW_BATCHES``): another of either
+    makes other batches, so it is a new run, neither the finished one nor one to resume."""
+    db = tmp_path / "b.db"
+    first = headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), batch_size=1)
+    other = headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), batch_size=2)
+    monkeypatch.setattr(importlib.import_module("headdb.ingest"), "WINDOW_BATCHES", 1)
+    window = headdb.ingest(db, DATA / "sample.conllu", model=str(tiny_bert_dir), batch_size=1)
+    assert [(r.run_id, r.already_done, r.resumed) for r in (first, other, window)] == [
+        (1, False, False), (2, False, False), (3, False, False)]
+    assert table_rows(db, "runs", "run_id, batch_size") == [(1, 1), (2, 2), (3, 1)]
+
+
+def test_max_length_takes_every_length_from_the_smallest_input_to_the_models_own_maximum(tiny_bert_dir):
+    """``max_length`` may be the model's own maximum (tiny BERT: 64 position embeddings) and the
+    special tokens and one piece (3), the bounds included; one past either is refused."""
+    from headdb.model import AttentionModel
+
+    natural = AttentionModel(str(tiny_bert_dir)).max_length
+    assert natural == 64
+    for length in (natural, 3):
+        assert AttentionModel(str(tiny_bert_dir), max_length=length).max_length == length
+    with pytest.raises(ModelError, match="65 exceeds the model's maximum of 64"):
+        AttentionModel(str(tiny_bert_dir), max_length=natural + 1)
+    with pytest.raises(ModelError, match="2 is too small"):
+        AttentionModel(str(tiny_bert_dir), max_length=2)

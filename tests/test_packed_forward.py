@@ -344,3 +344,91 @@ def test_a_check_that_failed_on_another_thread_meanwhile_stands(tiny_bert_dir):
     am._packing = (layers, attns, lambda *a, **kw: calls.append(1) or attention(*a, **kw))
     am.forward(batch, 4)
     assert calls == []  # later batches run the model's own forward
+
+
+def test_a_batch_packs_from_exactly_pack_min_tokens_real_tokens(tiny_bert_dir, monkeypatch):
+    """``PACK_MIN_TOKENS`` is the least count of real tokens that packs: a batch of one token fewer
+    runs the model's own forward and leaves the check for later; a batch of exactly as many packs."""
+    import headdb.model
+    from headdb.model import AttentionModel
+
+    am = AttentionModel(str(tiny_bert_dir))
+    batch = am.encode(_sentences(), truncate=False)
+    real = sum(e.length for e in batch)
+    assert real < len(batch) * max(e.length for e in batch)  # padding
+    monkeypatch.setattr(headdb.model, "PACK_MIN_TOKENS", real + 1)
+    am.forward(batch, 4)  # the taps' check
+    am.forward(batch, 4)
+    assert am.stops_early and am._packed == "unchecked"
+    monkeypatch.setattr(headdb.model, "PACK_MIN_TOKENS", real)
+    am.forward(batch, 4)
+    assert am._packed is True
+
+
+@pytest.mark.parametrize("change", ["weight", "keys"])
+def test_a_ranked_check_compares_both_the_weights_and_the_key_positions(tiny_bert_dir, change):
+    """The first batch that packs after the taps' check is checked on its ranked rows: a packed
+    forward that gave one weight a last bit more, or the same weights on other keys (two keys'
+    columns swapped: every row ranks the same weights, the key positions differ), fails it."""
+    import torch
+
+    from headdb.model import AttentionModel
+
+    am = AttentionModel(str(tiny_bert_dir))
+    layers, attns, attention = am._packing
+
+    def changed(module, q, k, v, mask, **kw):
+        context, weights = attention(module, q, k, v, mask, **kw)
+        weights = weights.clone()
+        if change == "weight":
+            top = weights[0, 0, 0].argmax()
+            weights[0, 0, 0, top] = torch.nextafter(weights[0, 0, 0, top], torch.tensor(2.0))
+        else:
+            weights[..., [0, 1]] = weights[..., [1, 0]]
+        return context, weights
+
+    am._packing = (layers, attns, changed)
+    sentences = _sentences()
+    am.forward(am.encode(sentences[:3], truncate=False), 4)  # the taps' check: too few tokens to pack
+    assert am.stops_early and am._packed == "unchecked"
+    batch = am.encode(sentences, truncate=False)
+    got = am.forward(batch, 4)  # the first batch to pack: its ranked rows are checked
+    assert am._packed is False
+    want = _own(am, batch, 4)
+    rows = _real_rows(batch, got[0].shape)
+    np.testing.assert_array_equal(got[0][rows], want[0][rows])
+    np.testing.assert_array_equal(got[1][rows], want[1][rows])
+
+
+def test_ties_are_ranked_again_on_the_inputs_own_rows_only(tiny_bert_dir, monkeypatch):
+    """A CPU's forward, packed or padded, sorts again only the tied rows of the inputs' own queries
+    (``_rank_layer``'s ``real``): the padding's rows, never stored, tie at weight 0 wherever the k + 1
+    best keys reach past a short input, and are left in topk's order."""
+    import torch
+
+    import headdb.model
+    from headdb.model import AttentionModel
+
+    seen = []
+    rank_ties = headdb.model._rank_ties
+
+    def recording(torch, a, values, indices, tied):
+        seen.append(tied.clone())
+        rank_ties(torch, a, values, indices, tied)
+
+    monkeypatch.setattr(headdb.model, "_rank_ties", recording)
+    am = AttentionModel(str(tiny_bert_dir))
+    batch = am.encode(_sentences(), truncate=False)
+    real = torch.from_numpy(np.arange(max(e.length for e in batch))[None, :]
+                            < np.array([e.length for e in batch])[:, None])[:, None, :]  # [input, 1, query]
+
+    def padding_rows() -> int:
+        return sum(int((tied & ~real.expand(tied.shape)).sum()) for tied in seen)
+
+    am.forward(batch, 8)  # the taps' check: the whole forward, ranked after it, every row
+    assert padding_rows() > 0  # the padding's rows tie
+    for packs in (True, False):
+        seen.clear()
+        got = am.forward(batch, 8) if packs else _own(am, batch, 8)
+        assert am.packs_tokens and seen and padding_rows() == 0, packs
+        assert got[0].shape[-1] == 8

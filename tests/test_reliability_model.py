@@ -530,3 +530,16 @@ def test_models_whose_positions_start_after_the_padding_index_run_an_input_of_th
     assert (enc.status, enc.length) == ("truncated", 10)
     weights, _ = am.forward([enc], k=3)  # the longest input the run takes goes through the model
     assert weights.shape == (1, 2, 4, 10, 3)
+
+
+def test_the_natural_max_length_ignores_a_tokenizers_no_limit_value():
+    """A tokenizer without a limit of its own says ``model_max_length`` 10**30 (transformers'
+    VERY_LARGE_INTEGER): the maximum is then the position embeddings', or 512 where the config
+    has none; a tokenizer's real limit below them is kept."""
+    from headdb.model import _natural_max_length
+
+    no_limit = int(1e30)
+    assert _natural_max_length(no_limit, None, None, "bert") == 512
+    assert _natural_max_length(no_limit, 128, None, "bert") == 128
+    assert _natural_max_length(64, 128, None, "bert") == 64
+    assert _natural_max_length(no_limit, 130, 1, "roberta") == 128
