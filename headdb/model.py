@@ -335,6 +335,16 @@ def _splits_as_text(tok) -> bool:
         return False
 
 
+def _special_kind(token_id: int, index: int, word_ids: list, cls_ids: set, sep_ids: set) -> str:
+    """A special token's kind: cls, sep or other. A token that the tokenizer names both a [CLS]
+    and a [SEP] (bos_token and eos_token the same, "X A X") is cls before the input's first word
+    and sep after it, as SCORES.md's [CLS] A [SEP] places them."""
+    if token_id in cls_ids and token_id in sep_ids:
+        first_word = next((i for i, w in enumerate(word_ids) if w is not None), len(word_ids))
+        return "cls" if index < first_word else "sep"
+    return "cls" if token_id in cls_ids else "sep" if token_id in sep_ids else "other"
+
+
 def align(tokenizer, sentences: list[Sentence], truncate: bool, max_length: int,
           token_types: bool | None = None) -> list[Encoded]:
     """Tokenize pre-split words with a fast tokenizer and align every piece to its word and segment.
@@ -381,8 +391,8 @@ def align(tokenizer, sentences: list[Sentence], truncate: bool, max_length: int,
         # segment B's words follow A's; special tokens have no word and no segment
         word_pos = [None if w is None else w + n_a if q == 1 else w for w, q in zip(word_ids, seq_ids)]
         segment = [None if w is None else q for w, q in zip(word_ids, seq_ids)]
-        special = [None if w is not None else "cls" if t in cls_ids else "sep" if t in sep_ids else "other"
-                   for t, w in zip(ids, word_ids)]
+        special = [None if w is not None else _special_kind(t, i, word_ids, cls_ids, sep_ids)
+                   for i, (t, w) in enumerate(zip(ids, word_ids))]
         tt = list(enc["token_type_ids"][row]) if "token_type_ids" in enc else None
         e = Encoded(s, ids, tt, [], word_pos, segment, special, n_full, status,
                     sum(1 for t, w in zip(ids, word_ids) if w is not None and t in specials))

@@ -204,6 +204,33 @@ def test_bos_and_eos_are_the_cls_and_sep_of_a_tokenizer_that_names_only_them(rob
     assert all(k is None for k in e.special[1:-1]) and e.word_pos[0] is None and e.word_pos[-1] is None
 
 
+def test_a_token_named_both_bos_and_eos_is_cls_before_the_words_and_sep_after(roberta_style_dir):
+    """A tokenizer whose bos_token and eos_token are one token ("X A X", "X A X X B X") put it at
+    both ends: labelled by its id alone, it was cls at both, and delimiter_sep had no samples.
+    Before the first word it is cls; after it, sep."""
+    from tokenizers import Tokenizer, processors
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer.from_file(str(roberta_style_dir / "tokenizer.json"))
+    x = ("</s>", tk.token_to_id("</s>"))
+    tk.post_processor = processors.TemplateProcessing(single="</s> $A </s>", pair="</s> $A </s> </s> $B:1 </s>:1",
+                                                      special_tokens=[x])
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="</s>", eos_token="</s>", unk_token="<unk>",
+                                  pad_token="<pad>")
+    assert tok.bos_token_id == tok.eos_token_id and tok.cls_token_id is None
+    (e,) = align(tok, [single("The", "cat", "sat")], False, 512)
+    assert e.pieces[0] == e.pieces[-1] == "</s>"
+    assert e.special[0] == "cls" and e.special[-1] == "sep" and all(k is None for k in e.special[1:-1])
+    (p,) = align(tok, [pair(["The", "cat"], ["It", "sat"])], False, 512)
+    kinds = [k for k in p.special if k is not None]
+    assert kinds == ["cls", "sep", "sep", "sep"], (p.pieces, p.special)
+    # a tokenizer naming them apart is labelled by id, as before: RoBERTa's <s> A </s></s> B </s>
+    from transformers import AutoTokenizer
+
+    (r,) = align(AutoTokenizer.from_pretrained(roberta_style_dir), [pair(["The", "cat"], ["It", "sat"])], False, 512)
+    assert [k for k in r.special if k is not None] == ["cls", "sep", "sep", "sep"]
+
+
 def test_an_input_whose_special_tokens_alone_exceed_the_limit_is_skipped_even_by_one(tokenizer):
     """A word the tokenizer gives no piece (a lone combining accent: BERT strips it) leaves
     [CLS] [SEP], one token over a limit of 1: the tokenizer cannot cut it, so it is skipped, not
