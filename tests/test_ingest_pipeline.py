@@ -91,3 +91,37 @@ def test_gpu_ingests_cut_smaller_windows(monkeypatch):
     monkeypatch.setattr(ingest_mod, "GPU_WINDOW_BATCHES", 2)
     windows = list(ingest_mod._encoded_windows(sentences, Tokenizing(), False, 2, set(), {}))
     assert [[e.sentence.sentence_id for e in w] for w in windows] == [[3, 2, 1, 0], [7, 6, 5, 4], [9, 8]]
+
+
+def test_a_window_whose_sentences_all_committed_is_not_tokenized(monkeypatch):
+    """A resume reads the committed part of the corpus again but tokenizes only the windows that
+    hold a sentence still to run (the batches cut from them skip the committed ones)."""
+    class Sentence:
+        def __init__(self, i):
+            self.sentence_id = i
+
+    class Encoding:
+        def __init__(self, s):
+            self.sentence, self.length = s, 1
+
+    class Tokenizing:
+        device = "cpu"
+        seen: list = []
+
+        def encode(self, window, truncate):
+            self.seen.append([s.sentence_id for s in window])
+            return [Encoding(s) for s in window]
+
+    monkeypatch.setattr(ingest_mod, "WINDOW_BATCHES", 2)
+    model = Tokenizing()
+    windows = list(ingest_mod._encoded_windows(iter([Sentence(i) for i in range(10)]), model, False, 2,
+                                               {0, 1, 2, 3, 5, 8, 9}, {}))
+    assert model.seen == [[4, 5, 6, 7]] and [[e.sentence.sentence_id for e in w] for w in windows] == model.seen
+
+
+def test_a_gpu_window_is_at_least_one_batch(monkeypatch):
+    """GPU_WINDOW_BATCHES 0 made windows of no sentences: a CUDA ingest read nothing and stored an
+    empty run."""
+    monkeypatch.setattr(ingest_mod, "GPU_WINDOW_BATCHES", 0)
+    assert ingest_mod._window_batches("cuda:0") == 1
+    assert ingest_mod._window_batches("cpu") == ingest_mod.WINDOW_BATCHES
