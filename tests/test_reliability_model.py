@@ -543,3 +543,26 @@ def test_the_natural_max_length_ignores_a_tokenizers_no_limit_value():
     assert _natural_max_length(no_limit, 128, None, "bert") == 128
     assert _natural_max_length(64, 128, None, "bert") == 64
     assert _natural_max_length(no_limit, 130, 1, "roberta") == 128
+
+
+def test_a_model_returning_fewer_maps_than_its_layers_is_refused_before_anything_is_stored(tiny_bert_dir, tmp_path,
+                                                                                          monkeypatch):
+    """The load-time probe counts the maps as well as their shapes: a model whose forward leaves a
+    layer's map out (here BERT's last, cut off by a wrapped forward) returns maps of the right shape,
+    one fewer than config.json's num_hidden_layers, and its layers would be stored misnumbered or
+    the ingest would fail only after the run was written."""
+    from transformers import BertModel
+
+    real = BertModel.forward
+
+    def fewer(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        if getattr(out, "attentions", None):
+            out.attentions = out.attentions[:-1]
+        return out
+
+    monkeypatch.setattr(BertModel, "forward", fewer)
+    db = tmp_path / "never.db"
+    with pytest.raises(ModelError, match=re.escape("(1 maps), not one [1, 4, ") + r".*for each of its 2 layers"):
+        headdb.ingest(db, SAMPLE, model=str(tiny_bert_dir), limit=2)
+    assert not db.exists()
