@@ -247,3 +247,27 @@ def test_a_taken_run_name_says_why_that_run_is_not_resumed(tmp_path, tiny_bert_d
     with pytest.raises(InputError, match="^run name 'A' is taken by run 1; choose another$"):
         headdb.ingest(db, new_run=True, **opts)
     assert _rows(db, "SELECT run_id, run_name FROM runs") == [(1, "A")]
+
+
+def test_a_finished_run_on_another_device_is_not_this_ingests_run(tmp_path, tiny_bert_dir, monkeypatch):
+    """A run is found on its own device: a CUDA ingest of the settings of a finished CPU run (its
+    windows made the same size here) loads the model for a run of its own instead of returning
+    the CPU run as complete."""
+    import headdb.model as model
+
+    db = tmp_path / "d.db"
+    opts = dict(model=str(tiny_bert_dir), limit=1, top_k=3)
+    monkeypatch.setattr(ingest_module, "GPU_WINDOW_BATCHES", None)  # the CPU's windows, so the settings match
+    headdb.ingest(db, **opts)
+    assert headdb.ingest(db, **opts).already_done  # on the CPU: that run
+
+    class Loading(Exception):
+        pass
+
+    def load(*args, **kwargs):
+        raise Loading(kwargs.get("device"))
+
+    monkeypatch.setattr(model, "AttentionModel", load)
+    with pytest.raises(Loading, match="^cuda:0$"):
+        headdb.ingest(db, device="cuda:0", **opts)
+    assert _rows(db, "SELECT run_id, device FROM runs") == [(1, "cpu")]
