@@ -157,12 +157,23 @@ def test_a_min_mass_of_one_is_taken(tmp_path, tiny_bert_dir):
     assert _rows(db, "SELECT min_mass, top_k FROM runs") == [(1.0, 8)]
 
 
-def test_a_run_records_when_it_finished(tmp_path, tiny_bert_dir):
-    """runs.finished_at is set when the run is done (``headdb runs`` shows it), after its start."""
+def test_a_run_records_when_it_finished_and_the_versions_it_ran_with(tmp_path, tiny_bert_dir):
+    """runs.finished_at is set when the run is done (``headdb runs`` shows it), after its start;
+    library_versions names every library that made what the run stores, headdb's own among them."""
+    import json
+
+    import tokenizers
+    import torch
+    import transformers
+
     db = tmp_path / "t.db"
     headdb.ingest(db, model=str(tiny_bert_dir), limit=1)
     assert _rows(db, "SELECT status, finished_at IS NOT NULL AND finished_at >= started_at FROM runs") == [
         ("done", True)]
+    ((version, versions),) = _rows(db, "SELECT headdb_version, library_versions FROM runs")
+    assert version == headdb.__version__ and json.loads(versions) == {
+        "headdb": headdb.__version__, "duckdb": duckdb.__version__, "torch": torch.__version__,
+        "transformers": transformers.__version__, "tokenizers": tokenizers.__version__}
 
 
 @pytest.mark.parametrize("kind", ["tsv", "conllu --pairs"])
