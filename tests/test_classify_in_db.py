@@ -91,9 +91,21 @@ def test_scores_and_tests_stored_in_the_database_equal_the_in_memory_ones(db, mo
         con.close()
     assert (n_pieces > 1) == (chunk_rows is not None)
     _same(_stored_scores(db), got_tests, want_scores, want_tests)
-    stored = headdb.sql(db, "SELECT role, layer, head, n, mean, p FROM head_tests ORDER BY role, layer, head")
+    # every column of head_tests is the returned one of that name (not only mean: a swapped pair of
+    # columns in the INSERT went unseen)
+    stored = headdb.sql(db, "SELECT * FROM head_tests ORDER BY role, layer, head")
     mine = got_tests.sort_values(["role", "layer", "head"]).reset_index(drop=True)
-    np.testing.assert_allclose(stored["mean"].astype(float), mine["mean"].astype(float), equal_nan=True)
+    assert stored["run_id"].tolist() == mine["run"].tolist()
+    for c in ("role", "layer", "head", "n", "significant", "flip_possible"):
+        assert stored[c].astype(str).tolist() == mine[c].astype(str).tolist(), c
+    for c in ("mean", "std", "tau", "t", "p", "p_adj", "ci_low", "ci_high"):
+        np.testing.assert_allclose(stored[c].astype(float), mine[c].astype(float), equal_nan=True, err_msg=c)
+    from headdb.roles import load_roles
+
+    sha = {r.name: r.sha256 for r in load_roles(None)}
+    assert stored["role_sha256"].tolist() == [sha[r] for r in stored["role"]]
+    assert stored["classification_id"].nunique() == 1
+    assert stored["classification_id"].iloc[0] == got_tests.attrs["classification_id"]
 
 
 def test_scoring_runs_under_classifications_memory_limit(db, monkeypatch):
