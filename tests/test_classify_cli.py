@@ -105,6 +105,10 @@ def test_an_export_that_fails_after_storing_says_the_classification_is_stored(st
                                  f"classification itself is stored (classification {newest}: its tests are the rows "
                                  "of head_tests with that classification_id)")
     assert headdb.sql(store, "SELECT count(*) AS n FROM head_tests WHERE classification_id = ?", [int(newest)])["n"][0] > 0
+    # without storing, nothing is stored to speak of: the export's own error
+    with pytest.raises(InputError) as caught:
+        headdb.classify(store, roles="local", store=False, out=tmp_path / "r.csv")
+    assert str(caught.value) == f"{tmp_path / 'r.csv'}: cannot write the export: No space left on device"
 
 
 def test_the_cli_says_the_classification_is_stored_when_its_export_fails(store, tmp_path, capsys, monkeypatch):
@@ -318,6 +322,8 @@ def test_the_table_says_which_roles_and_heads_have_no_test(tmp_path, capsys, mon
     stored = headdb.sql(db, "SELECT role, head FROM head_tests WHERE p IS NULL ORDER BY role, head")
     assert stored.values.tolist() == [["delimiter_cls", 0], ["first", 0], ["first", 1], ["first", 2]]
     assert "2 tests of 6" in out
+    # the classification counts its tests as the table does, without the untested heads
+    assert headdb.sql(db, "SELECT n_tests FROM classifications")["n_tests"].tolist() == [2]
 
 
 def test_block_on_a_run_of_single_sentences_says_it_needs_pairs(store, capsys, monkeypatch):
