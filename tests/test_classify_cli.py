@@ -54,8 +54,13 @@ def test_classify_prints_tables_stores_and_replaces(store, capsys, monkeypatch):
     again = headdb.sql(store, "SELECT role, min(tau) AS tau, count(*) AS n FROM head_tests GROUP BY role ORDER BY role")
     assert again.to_dict("records") == [{"role": "delimiter_cls", "tau": 3.0, "n": 6}, {"role": "local", "tau": 1.0, "n": 6}]
     assert headdb.sql(store, "SELECT count(*) AS n FROM sentence_scores")["n"][0] == n_scores
-    runs = headdb.sql(store, "SELECT correction FROM classifications ORDER BY classification_id")
+    runs = headdb.sql(store, "SELECT roles, alpha, correction, tau_override FROM classifications "
+                             "ORDER BY classification_id")
     assert list(runs["correction"]) == ["bh", "holm"]
+    # each classification names its roles in test order, and its options
+    assert list(runs["roles"]) == ["delimiter_cls,local", "local"]
+    assert list(runs["alpha"]) == [0.05, 0.05] and runs["tau_override"].isna().tolist() == [True, False]
+    assert runs["tau_override"].iloc[1] == 1.0
 
 
 @pytest.mark.parametrize("ext", ["csv", "json", "parquet"])
@@ -334,3 +339,4 @@ def test_block_on_a_run_of_single_sentences_says_it_needs_pairs(store, capsys, m
     assert "block: 0/6 heads, tau 3, n 0 sentences (no samples: block needs pair inputs, a .tsv corpus or --pairs)" \
         in out, out
     assert "local: " in out and "needs pair inputs" not in out.split("local: ")[1]
+
