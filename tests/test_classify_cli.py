@@ -340,3 +340,38 @@ def test_block_on_a_run_of_single_sentences_says_it_needs_pairs(store, capsys, m
         in out, out
     assert "local: " in out and "needs pair inputs" not in out.split("local: ")[1]
 
+
+def test_the_bar_shows_for_work_of_several_steps_only_and_goes_at_the_last(monkeypatch):
+    """steps_bar starts its bar for work of more than one step that is not done at the first
+    call, and stops it at the last step, not only when the command's block ends (a report goes
+    on to draw its figures)."""
+    from rich.progress import Progress
+
+    from headdb.progress import steps_bar
+
+    events: list[str] = []
+    monkeypatch.setattr(Progress, "start", lambda self: events.append("start"))
+    monkeypatch.setattr(Progress, "stop", lambda self: events.append("stop"))
+    with steps_bar("x") as progress:
+        progress(0, 1)
+        progress(1, 1)
+        assert events == []  # one step: no bar
+    events.clear()
+    with steps_bar("x") as progress:
+        progress(4, 4)
+        assert events == []  # done at the first call: no bar
+    events.clear()
+    with steps_bar("x") as progress:
+        progress(0, 3)
+        progress(2, 3)
+        assert events == ["start"]
+        progress(3, 3)
+        assert events == ["start", "stop"]
+    # counted in steps, or in bytes (compact's copy)
+    columns: list[list[str]] = []
+    monkeypatch.setattr(Progress, "start", lambda self: columns.append([type(c).__name__ for c in self.columns]))
+    for in_bytes in (False, True):
+        with steps_bar("x", in_bytes) as progress:
+            progress(0, 2)
+    assert "MofNCompleteColumn" in columns[0] and "DownloadColumn" not in columns[0]
+    assert "DownloadColumn" in columns[1] and "MofNCompleteColumn" not in columns[1]
