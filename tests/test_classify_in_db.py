@@ -189,6 +189,31 @@ def test_progress_takes_true_false_or_a_callable(db, capsys):
     capsys.readouterr()
 
 
+def test_progress_true_is_a_bar_in_the_works_unit_and_false_none(db, monkeypatch):
+    """progress=True hands the function steps_bar's callable, counted in the function's unit
+    (compact's in bytes); False hands it None, no bar."""
+    progress_mod = importlib.import_module("headdb.progress")
+    real_bar, real_store = progress_mod.steps_bar, scores_mod.store_scores
+    bars, given = [], []
+
+    def bar(label, in_bytes=False):
+        bars.append((label, in_bytes))
+        return real_bar(label, in_bytes)
+
+    def store_scores(*args):
+        given.append(args[5])
+        return real_store(*args)
+
+    monkeypatch.setattr(progress_mod, "steps_bar", bar)
+    monkeypatch.setattr(scores_mod, "store_scores", store_scores)
+    headdb.classify(db, run=1, roles="local", progress=False)
+    assert given == [None] and bars == []
+    headdb.classify(db, run=1, roles="local", progress=True)
+    assert callable(given[1]) and bars == [("scoring", False)]
+    headdb.compact(db, progress=True)
+    assert bars[1:] == [("compacting", True)]
+
+
 def test_alpha_and_tau_take_numpy_numbers_and_refuse_others_by_name(db):
     """tau as a numpy number (a value read from a DataFrame) failed in DuckDB's INSERT ("Unable to
     transform python value of type numpy.float32"), alpha=np.float32(0.05) was refused as if out
