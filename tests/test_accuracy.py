@@ -659,3 +659,17 @@ def test_the_best_head_ties_go_to_the_lower_layer_then_head(tmp_path):
     tied = sorted(k for k, v in sel.items() if v == best)
     assert tied == [(0, 1), (1, 0)]
     assert (r["layer"], r["head"]) == tied[0]
+
+
+def test_accuracy_out_says_so_on_stderr_and_stdout_holds_the_rows_only(store, tmp_path, monkeypatch, capsys):
+    """With --out, `headdb accuracy -f csv` still prints the rows, and only them: "wrote N rows"
+    goes to stderr, so that stdout stays a CSV a program can read."""
+    import io
+
+    out = tmp_path / "acc.csv"
+    code, stdout, err = run_main(capsys, monkeypatch, "accuracy", store, "--min-count", "1", "-f", "csv", "--out", out)
+    assert code == 0, err
+    written = pd.read_csv(out)
+    shown = pd.read_csv(io.StringIO(stdout))
+    assert len(shown) == len(written) > 0 and list(shown["relation"]) == list(written["relation"])
+    assert f"wrote {len(written)} rows to {out}\n" in err
