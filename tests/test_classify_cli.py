@@ -48,9 +48,10 @@ def test_classify_prints_tables_stores_and_replaces(store, capsys, monkeypatch):
     assert tests.to_dict("records") == [{"role": "delimiter_cls", "n": 6}, {"role": "local", "n": 6}]
     n_scores = headdb.sql(store, "SELECT count(*) AS n FROM sentence_scores")["n"][0]
     # re-running replaces this run's results for those roles, and keeps the others
-    code, _, err = run_main(capsys, monkeypatch, "classify", store, "--roles", "local", "--tau", "1",
-                            "--correction", "holm")
+    code, out, err = run_main(capsys, monkeypatch, "classify", store, "--roles", "local", "--tau", "1",
+                              "--correction", "holm")
     assert code == 0, err
+    assert "(holm correction, alpha 0.05;" in out and "local: " in out and "delimiter_cls: " not in out
     again = headdb.sql(store, "SELECT role, min(tau) AS tau, count(*) AS n FROM head_tests GROUP BY role ORDER BY role")
     assert again.to_dict("records") == [{"role": "delimiter_cls", "tau": 3.0, "n": 6}, {"role": "local", "tau": 1.0, "n": 6}]
     assert headdb.sql(store, "SELECT count(*) AS n FROM sentence_scores")["n"][0] == n_scores
