@@ -419,9 +419,11 @@ def test_accuracy_and_report_show_progress_over_ranges(store, tmp_path, monkeypa
     assert "dep->head" in out
     db = _classified_copy(store, tmp_path / "a.db")  # the report reads a classification
     seen.clear()
-    code, _, err = run_main(capsys, monkeypatch, "report", db, "--out", tmp_path / "rep")
+    code, out, err = run_main(capsys, monkeypatch, "report", db, "--out", tmp_path / "rep")
     assert code == 0, err
     assert seen == [("accuracy", False), (0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
+    # the summary is the command's output, the files it wrote a line on stderr
+    assert out == (tmp_path / "rep" / "summary.md").read_text() + "\n" and "report.html" in err
     seen.clear()
     code, _, err = run_main(capsys, monkeypatch, "accuracy", store, "-q")
     assert code == 0 and seen == [("accuracy", True)]
