@@ -419,9 +419,11 @@ def test_accuracy_and_report_show_progress_over_ranges(store, tmp_path, monkeypa
     assert "dep->head" in out
     db = _classified_copy(store, tmp_path / "a.db")  # the report reads a classification
     seen.clear()
-    code, _, err = run_main(capsys, monkeypatch, "report", db, "--out", tmp_path / "rep")
+    code, out, err = run_main(capsys, monkeypatch, "report", db, "--out", tmp_path / "rep")
     assert code == 0, err
     assert seen == [("accuracy", False), (0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
+    # the summary is the command's output, the files it wrote a line on stderr
+    assert out == (tmp_path / "rep" / "summary.md").read_text() + "\n" and "report.html" in err
     seen.clear()
     code, _, err = run_main(capsys, monkeypatch, "accuracy", store, "-q")
     assert code == 0 and seen == [("accuracy", True)]
@@ -659,3 +661,17 @@ def test_the_best_head_ties_go_to_the_lower_layer_then_head(tmp_path):
     tied = sorted(k for k, v in sel.items() if v == best)
     assert tied == [(0, 1), (1, 0)]
     assert (r["layer"], r["head"]) == tied[0]
+
+
+def test_accuracy_out_says_so_on_stderr_and_stdout_holds_the_rows_only(store, tmp_path, monkeypatch, capsys):
+    """With --out, `headdb accuracy -f csv` still prints the rows, and only them: "wrote N rows"
+    goes to stderr, so that stdout stays a CSV a program can read."""
+    import io
+
+    out = tmp_path / "acc.csv"
+    code, stdout, err = run_main(capsys, monkeypatch, "accuracy", store, "--min-count", "1", "-f", "csv", "--out", out)
+    assert code == 0, err
+    written = pd.read_csv(out)
+    shown = pd.read_csv(io.StringIO(stdout))
+    assert len(shown) == len(written) > 0 and list(shown["relation"]) == list(written["relation"])
+    assert f"wrote {len(written)} rows to {out}\n" in err

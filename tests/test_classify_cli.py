@@ -48,14 +48,20 @@ def test_classify_prints_tables_stores_and_replaces(store, capsys, monkeypatch):
     assert tests.to_dict("records") == [{"role": "delimiter_cls", "n": 6}, {"role": "local", "n": 6}]
     n_scores = headdb.sql(store, "SELECT count(*) AS n FROM sentence_scores")["n"][0]
     # re-running replaces this run's results for those roles, and keeps the others
-    code, _, err = run_main(capsys, monkeypatch, "classify", store, "--roles", "local", "--tau", "1",
-                            "--correction", "holm")
+    code, out, err = run_main(capsys, monkeypatch, "classify", store, "--roles", "local", "--tau", "1",
+                              "--correction", "holm")
     assert code == 0, err
+    assert "(holm correction, alpha 0.05;" in out and "local: " in out and "delimiter_cls: " not in out
     again = headdb.sql(store, "SELECT role, min(tau) AS tau, count(*) AS n FROM head_tests GROUP BY role ORDER BY role")
     assert again.to_dict("records") == [{"role": "delimiter_cls", "tau": 3.0, "n": 6}, {"role": "local", "tau": 1.0, "n": 6}]
     assert headdb.sql(store, "SELECT count(*) AS n FROM sentence_scores")["n"][0] == n_scores
-    runs = headdb.sql(store, "SELECT correction FROM classifications ORDER BY classification_id")
+    runs = headdb.sql(store, "SELECT roles, alpha, correction, tau_override FROM classifications "
+                             "ORDER BY classification_id")
     assert list(runs["correction"]) == ["bh", "holm"]
+    # each classification names its roles in test order, and its options
+    assert list(runs["roles"]) == ["delimiter_cls,local", "local"]
+    assert list(runs["alpha"]) == [0.05, 0.05] and runs["tau_override"].isna().tolist() == [True, False]
+    assert runs["tau_override"].iloc[1] == 1.0
 
 
 @pytest.mark.parametrize("ext", ["csv", "json", "parquet"])
@@ -105,6 +111,10 @@ def test_an_export_that_fails_after_storing_says_the_classification_is_stored(st
                                  f"classification itself is stored (classification {newest}: its tests are the rows "
                                  "of head_tests with that classification_id)")
     assert headdb.sql(store, "SELECT count(*) AS n FROM head_tests WHERE classification_id = ?", [int(newest)])["n"][0] > 0
+    # without storing, nothing is stored to speak of: the export's own error
+    with pytest.raises(InputError) as caught:
+        headdb.classify(store, roles="local", store=False, out=tmp_path / "r.csv")
+    assert str(caught.value) == f"{tmp_path / 'r.csv'}: cannot write the export: No space left on device"
 
 
 def test_the_cli_says_the_classification_is_stored_when_its_export_fails(store, tmp_path, capsys, monkeypatch):
@@ -318,6 +328,8 @@ def test_the_table_says_which_roles_and_heads_have_no_test(tmp_path, capsys, mon
     stored = headdb.sql(db, "SELECT role, head FROM head_tests WHERE p IS NULL ORDER BY role, head")
     assert stored.values.tolist() == [["delimiter_cls", 0], ["first", 0], ["first", 1], ["first", 2]]
     assert "2 tests of 6" in out
+    # the classification counts its tests as the table does, without the untested heads
+    assert headdb.sql(db, "SELECT n_tests FROM classifications")["n_tests"].tolist() == [2]
 
 
 def test_block_on_a_run_of_single_sentences_says_it_needs_pairs(store, capsys, monkeypatch):
@@ -328,3 +340,39 @@ def test_block_on_a_run_of_single_sentences_says_it_needs_pairs(store, capsys, m
     assert "block: 0/6 heads, tau 3, n 0 sentences (no samples: block needs pair inputs, a .tsv corpus or --pairs)" \
         in out, out
     assert "local: " in out and "needs pair inputs" not in out.split("local: ")[1]
+
+
+def test_the_bar_shows_for_work_of_several_steps_only_and_goes_at_the_last(monkeypatch):
+    """steps_bar starts its bar for work of more than one step that is not done at the first
+    call, and stops it at the last step, not only when the command's block ends (a report goes
+    on to draw its figures)."""
+    from rich.progress import Progress
+
+    from headdb.progress import steps_bar
+
+    events: list[str] = []
+    monkeypatch.setattr(Progress, "start", lambda self: events.append("start"))
+    monkeypatch.setattr(Progress, "stop", lambda self: events.append("stop"))
+    with steps_bar("x") as progress:
+        progress(0, 1)
+        progress(1, 1)
+        assert events == []  # one step: no bar
+    events.clear()
+    with steps_bar("x") as progress:
+        progress(4, 4)
+        assert events == []  # done at the first call: no bar
+    events.clear()
+    with steps_bar("x") as progress:
+        progress(0, 3)
+        progress(2, 3)
+        assert events == ["start"]
+        progress(3, 3)
+        assert events == ["start", "stop"]
+    # counted in steps, or in bytes (compact's copy)
+    columns: list[list[str]] = []
+    monkeypatch.setattr(Progress, "start", lambda self: columns.append([type(c).__name__ for c in self.columns]))
+    for in_bytes in (False, True):
+        with steps_bar("x", in_bytes) as progress:
+            progress(0, 2)
+    assert "MofNCompleteColumn" in columns[0] and "DownloadColumn" not in columns[0]
+    assert "DownloadColumn" in columns[1] and "MofNCompleteColumn" not in columns[1]

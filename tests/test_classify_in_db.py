@@ -91,9 +91,21 @@ def test_scores_and_tests_stored_in_the_database_equal_the_in_memory_ones(db, mo
         con.close()
     assert (n_pieces > 1) == (chunk_rows is not None)
     _same(_stored_scores(db), got_tests, want_scores, want_tests)
-    stored = headdb.sql(db, "SELECT role, layer, head, n, mean, p FROM head_tests ORDER BY role, layer, head")
+    # every column of head_tests is the returned one of that name (not only mean: a swapped pair of
+    # columns in the INSERT went unseen)
+    stored = headdb.sql(db, "SELECT * FROM head_tests ORDER BY role, layer, head")
     mine = got_tests.sort_values(["role", "layer", "head"]).reset_index(drop=True)
-    np.testing.assert_allclose(stored["mean"].astype(float), mine["mean"].astype(float), equal_nan=True)
+    assert stored["run_id"].tolist() == mine["run"].tolist()
+    for c in ("role", "layer", "head", "n", "significant", "flip_possible"):
+        assert stored[c].astype(str).tolist() == mine[c].astype(str).tolist(), c
+    for c in ("mean", "std", "tau", "t", "p", "p_adj", "ci_low", "ci_high"):
+        np.testing.assert_allclose(stored[c].astype(float), mine[c].astype(float), equal_nan=True, err_msg=c)
+    from headdb.roles import load_roles
+
+    sha = {r.name: r.sha256 for r in load_roles(None)}
+    assert stored["role_sha256"].tolist() == [sha[r] for r in stored["role"]]
+    assert stored["classification_id"].nunique() == 1
+    assert stored["classification_id"].iloc[0] == got_tests.attrs["classification_id"]
 
 
 def test_scoring_runs_under_classifications_memory_limit(db, monkeypatch):
@@ -175,6 +187,31 @@ def test_progress_takes_true_false_or_a_callable(db, capsys):
                                          "stderr. or False, not 'yes'"):
         headdb.classify(db, run=1, progress="yes")
     capsys.readouterr()
+
+
+def test_progress_true_is_a_bar_in_the_works_unit_and_false_none(db, monkeypatch):
+    """progress=True hands the function steps_bar's callable, counted in the function's unit
+    (compact's in bytes); False hands it None, no bar."""
+    progress_mod = importlib.import_module("headdb.progress")
+    real_bar, real_store = progress_mod.steps_bar, scores_mod.store_scores
+    bars, given = [], []
+
+    def bar(label, in_bytes=False):
+        bars.append((label, in_bytes))
+        return real_bar(label, in_bytes)
+
+    def store_scores(*args):
+        given.append(args[5])
+        return real_store(*args)
+
+    monkeypatch.setattr(progress_mod, "steps_bar", bar)
+    monkeypatch.setattr(scores_mod, "store_scores", store_scores)
+    headdb.classify(db, run=1, roles="local", progress=False)
+    assert given == [None] and bars == []
+    headdb.classify(db, run=1, roles="local", progress=True)
+    assert callable(given[1]) and bars == [("scoring", False)]
+    headdb.compact(db, progress=True)
+    assert bars[1:] == [("compacting", True)]
 
 
 def test_alpha_and_tau_take_numpy_numbers_and_refuse_others_by_name(db):

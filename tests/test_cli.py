@@ -623,3 +623,24 @@ def test_a_slow_ingest_does_not_read_0_sentences_a_second():
 
     # a short ingest read "in 0.0 s (81 sentences/s)"
     assert [_seconds(x) for x in (0.037, 0.5, 8.05, 1234.56)] == ["0.037", "0.5", "8.1", "1,234.6"]
+
+
+def test_the_count_of_rows_written_shows_from_the_second_batch_on_a_terminal_only(monkeypatch):
+    """sql --out's count of rows: none for an export of one batch, none with -q or off a terminal."""
+    from rich.progress import Progress
+
+    from headdb import cli
+
+    events: list[str] = []
+    monkeypatch.setattr(Progress, "start", lambda self: events.append("start"))
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    with cli._rows_count("writing x.csv", False) as progress:
+        progress(100)
+        assert events == []
+        progress(200)
+        assert events == ["start"]
+    with cli._rows_count("writing x.csv", True) as progress:
+        assert progress is None
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    with cli._rows_count("writing x.csv", False) as progress:
+        assert progress is None

@@ -994,7 +994,8 @@ def test_boolean_options_are_true_or_false(store, tmp_path):
              "report": lambda v: headdb.report(store, out=tmp_path / "r", accuracy=v)}
     words = {"classify": "store", "drop_run": "dry_run", "engine": "read_only", "report": "accuracy"}
     for name, call in calls.items():
-        for value in ("no", 0, 1.0):
+        # None too, where the option has no "unset" (report's accuracy: None is "when the corpus has relations")
+        for value in ("no", 0, 1.0) + (() if name == "report" else (None,)):
             with pytest.raises(InputError, match=f"^{words.get(name, 'write')} must be True or False, not {value!r}$"):
                 call(value)
     assert headdb.sql(store, "SELECT count(*) AS n FROM edge_store", write=np.False_)["n"].tolist() == [3]

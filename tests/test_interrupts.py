@@ -97,6 +97,19 @@ def test_cli_exits_130_on_ctrl_c(tmp_path, monkeypatch, capsys):
     assert code == 130 and err == "interrupted\n" and out == ""
 
 
+def test_ctrl_c_outside_a_command_exits_130(monkeypatch, capsys):
+    """Ctrl-C that typer does not see (while the last of stdout is flushed, after the command
+    returned) exits 130 and says so, as one inside a command does."""
+    cli = importlib.import_module("headdb.cli")
+
+    def app(**kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "app", app)
+    code, out, err = run_cli(["runs", "s.db"], monkeypatch, capsys)
+    assert (code, out, err) == (130, "", "interrupted\n")
+
+
 def _query_interrupted(*args, **kwargs):
     raise RuntimeError("Query interrupted")  # what DuckDB's client raises for Ctrl-C inside a statement
 
@@ -127,6 +140,8 @@ def test_ctrl_c_inside_a_duckdb_statement_exits_130_for_any_command(tmp_path, mo
     (KeyboardInterrupt(), "interrupted before the ingest began: nothing was stored"),
     (IngestInterrupted(3, "ewt", 0), "interrupted: run 3 (ewt) has no sentence committed yet; run the same command "
      "again to resume it (or delete it: `headdb drop DB 3 --yes`)"),
+    (IngestInterrupted(3, "ewt", None), "interrupted: run 3 (ewt) keeps the batches committed so far; run the same "
+     "command again to resume it (or delete it: `headdb drop DB 3 --yes`)"),
     (IngestInterrupted(3, "ewt", 1), "interrupted: run 3 (ewt) keeps its 1 committed sentence; run the same command "
      "again to resume it (or delete it: `headdb drop DB 3 --yes`)"),
     (IngestInterrupted(3, "ewt", 1200), "interrupted: run 3 (ewt) keeps its 1,200 committed sentences; run the same "
