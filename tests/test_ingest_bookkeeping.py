@@ -25,8 +25,8 @@ def _rows(db, sql: str) -> list[tuple]:
         con.close()
 
 
-def _crash_at_write(monkeypatch, n: int) -> None:
-    """The ``n``th commit raises (each batch commits on its own)."""
+def _crash_at_write(monkeypatch, n: int, error: Exception | None = None) -> None:
+    """The ``n``th commit raises ``error`` (a RuntimeError by default; each batch commits on its own)."""
     import headdb.store as store
 
     monkeypatch.setattr(ingest_module, "COMMIT_EDGES", 0)
@@ -35,7 +35,7 @@ def _crash_at_write(monkeypatch, n: int) -> None:
     def flaky(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == n:
-            raise RuntimeError("simulated crash")
+            raise error if error is not None else RuntimeError("simulated crash")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(store, "write_batches", flaky)
@@ -226,19 +226,9 @@ def test_a_corpus_ingested_as_sentences_and_as_pairs_is_two_corpora(tmp_path, ti
 
 def test_a_write_error_after_one_committed_sentence_says_it_is_kept(tmp_path, tiny_bert_dir, monkeypatch):
     """The failure's line counts what the run kept, in the singular for one."""
-    import headdb.store as store
     from headdb.errors import DatabaseError
 
-    monkeypatch.setattr(ingest_module, "COMMIT_EDGES", 0)
-    real, calls = store.write_batches, {"n": 0}
-
-    def flaky(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise duckdb.IOException("could not write: no space left on device")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(store, "write_batches", flaky)
+    _crash_at_write(monkeypatch, 2, duckdb.IOException("could not write: no space left on device"))
     db = tmp_path / "w.db"
     with pytest.raises(DatabaseError, match="; its 1 committed sentence is kept and the run is marked failed: run "
                                             "the same command again to resume it$"):

@@ -263,13 +263,8 @@ def test_an_interrupted_or_resumed_run_of_pairs_counts_pairs(tmp_path, monkeypat
     assert code == 0 and err.startswith("run 1 (res): resumed with 256 pairs kept from before; stored 194 pairs, "), err
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("kind", ["tsv", "conllu --pairs", "conllu"])
-def test_an_ingests_interrupt_says_whether_its_inputs_are_pairs(tmp_path, monkeypatch, tiny_bert_dir, kind):
-    """The CLI counts an interrupted run's inputs from the interrupt: pairs for a TSV corpus or
-    --pairs, sentences otherwise."""
-    from headdb.resources import sample_corpus
-
+def _ctrl_c_at_second_commit(monkeypatch) -> None:
+    """Ctrl-C lands in the second batch's edges (each batch commits on its own): the first is kept."""
     real = store.insert_edges
     calls = {"n": 0}
 
@@ -279,12 +274,22 @@ def test_an_ingests_interrupt_says_whether_its_inputs_are_pairs(tmp_path, monkey
             raise KeyboardInterrupt
         return real(con, *args, **kwargs)
 
+    monkeypatch.setattr(ingest_module, "COMMIT_EDGES", 0)
+    monkeypatch.setattr(store, "insert_edges", insert_edges)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["tsv", "conllu --pairs", "conllu"])
+def test_an_ingests_interrupt_says_whether_its_inputs_are_pairs(tmp_path, monkeypatch, tiny_bert_dir, kind):
+    """The CLI counts an interrupted run's inputs from the interrupt: pairs for a TSV corpus or
+    --pairs, sentences otherwise."""
+    from headdb.resources import sample_corpus
+
     corpus = sample_corpus()
     if kind == "tsv":
         corpus = tmp_path / "pairs.tsv"
         corpus.write_text("".join(f"The cat sat {i}.\tA dog barked {i}.\n" for i in range(24)), encoding="utf-8")
-    monkeypatch.setattr(ingest_module, "COMMIT_EDGES", 0)
-    monkeypatch.setattr(store, "insert_edges", insert_edges)
+    _ctrl_c_at_second_commit(monkeypatch)
     with pytest.raises(IngestInterrupted) as caught:
         ingest_module.ingest(tmp_path / "s.db", corpus, model=tiny_bert_dir, pairs=kind == "conllu --pairs",
                              limit=24, batch_size=8)
@@ -305,17 +310,7 @@ def test_ctrl_c_after_the_run_is_recorded_always_names_the_run(tmp_path, monkeyp
     if where == "set-up":
         monkeypatch.setattr(ingest_module, "_progress", interrupt)
     else:
-        real = store.insert_edges
-        calls = {"n": 0}
-
-        def insert_edges(con, *args, **kwargs):
-            calls["n"] += 1
-            if calls["n"] == 2:
-                raise KeyboardInterrupt
-            return real(con, *args, **kwargs)
-
-        monkeypatch.setattr(ingest_module, "COMMIT_EDGES", 0)
-        monkeypatch.setattr(store, "insert_edges", insert_edges)
+        _ctrl_c_at_second_commit(monkeypatch)
         monkeypatch.setattr(ingest_module, "_kept", interrupt)  # the second Ctrl-C, during the clean-up
     db = tmp_path / "s.db"
     with pytest.raises(IngestInterrupted) as caught:
