@@ -399,11 +399,10 @@ _WORD_ID = re.compile(r"[0-9]+([-.][0-9]+)?")
 _CONLLU_COMMENT = re.compile(r"#\s*(sent_id|text|newdoc|newpar)\b")
 
 
-def _looks_like_conllu(line: str) -> bool:
-    """Whether a line of a text or TSV file is a CoNLL-U word line (ten tab-separated columns,
-    the first a word id): a CoNLL-U file read as raw text, whose every line would become a
-    sentence ("1 From from ADP IN _ 3 case 3:case _") or fail as a pair of three or more texts."""
-    cols = line.split("\t")
+def _looks_like_conllu(cols: list[str]) -> bool:
+    """Whether a line of a text or TSV file, split at its tabs, is a CoNLL-U word line (ten
+    columns, the first a word id): a CoNLL-U file read as raw text, whose every line would become
+    a sentence ("1 From from ADP IN _ 3 case 3:case _") or fail as a pair of three or more texts."""
     return len(cols) == 10 and _WORD_ID.fullmatch(cols[0].strip()) is not None
 
 
@@ -412,14 +411,15 @@ def _raw_records(path: str | Path, columns: int, stats: ReadStats) -> Iterator[t
         if is_blank(line):
             stats.blank_lines += 1
             continue
-        if _looks_like_conllu(line):
+        cols = line.split("\t")
+        if _looks_like_conllu(cols):
             fmt = "text" if columns == 1 else "tsv"
             raise CorpusError(f"this line is a CoNLL-U word line (ten tab-separated columns), and the file is read as "
                               f"{fmt}: pass {given('format', 'conllu')}", path, number)
         if columns == 1:
             fields = (line.strip(),)
         else:
-            fields = tuple(f.strip() for f in line.split("\t"))
+            fields = tuple(f.strip() for f in cols)
             if len(fields) < 2:
                 comment = _CONLLU_COMMENT.match(line) is not None
                 raise CorpusError("expected two tab-separated text columns, found one"
